@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Set up sam2prune in ./.venv and run the main job on the embedded clip.
+#   bash scripts/setup.sh             install, then segment the embedded bedroom clip
+#   bash scripts/setup.sh --no-run    install only
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+PIP=(.venv/bin/python -m pip install --disable-pip-version-check -q)
+# torch and torchvision first, pinned: pip takes them from this machine's local wheels.
+"${PIP[@]}" torch==2.14.1 torchvision==0.29.1
+# The official SAM 2 package, without its CUDA extension (sam2prune handles its absence).
+SAM2_BUILD_CUDA=0 "${PIP[@]}" sam2==1.1.0
+"${PIP[@]}" -e '.[dev]'
+
+if [ "${1:-}" != "--no-run" ]; then
+    echo "== sam2prune segment (embedded 24-frame bedroom clip, default clicks) -> out/bedroom"
+    .venv/bin/sam2prune segment --out out/bedroom --overwrite --overlay out/bedroom.mp4
+fi

@@ -1,0 +1,215 @@
+"""The ``sam2prune`` console script: one subcommand per job, each a plain function."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from importlib import resources
+from pathlib import Path
+
+from sam2prune.errors import InputError, UserError
+
+log = logging.getLogger("sam2prune")
+
+DEFAULT_MODEL = "sam2.1_hiera_t"
+
+
+def embedded_clip() -> Path:
+    """The short real clip shipped with the package (24 frames of SAM 2's ``bedroom`` demo)."""
+    return Path(str(resources.files("sam2prune") / "assets" / "bedroom"))
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help="sam2.1_hiera_{t,s,b+,l}, sam2_hiera_{t,s,b+,l} or a SAM 2 YAML config (default: %(default)s)",
+    )
+    group.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="official SAM 2 checkpoint (.pt) for --model; without it the model runs with random weights",
+    )
+    group.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="use random weights explicitly (masks are meaningless, timings are real)",
+    )
+    group.add_argument(
+        "--image-size",
+        type=int,
+        help="model input size in pixels, a multiple of 32 (default: the model's, 1024)",
+    )
+    group.add_argument(
+        "--device",
+        default="auto",
+        help="torch device: auto (cuda if available, else cpu), cpu, cuda, cuda:N (default: %(default)s)",
+    )
+
+
+def _device(name: str) -> str:
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _build(args: argparse.Namespace, pruning=None):
+    """Build the predictor the model options ask for, saying so when weights are random."""
+    from sam2prune.models import build_predictor, resolve_config
+
+    resolve_config(args.model)  # unknown model names fail before anything heavy happens
+    if args.checkpoint is not None and args.random_weights:
+        raise InputError("--checkpoint and --random-weights exclude each other")
+    if args.checkpoint is None:
+        reason = "--random-weights" if args.random_weights else "no --checkpoint given"
+        log.warning(
+            "%s: running %s with RANDOM weights (masks are not meaningful; timings are)",
+            reason,
+            args.model,
+        )
+    return build_predictor(
+        args.model,
+        checkpoint=args.checkpoint,
+        random_weights=args.checkpoint is None,
+        device=_device(args.device),
+        image_size=args.image_size,
+        pruning=pruning,
+    )
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    """Segment objects through a video into DAVIS palette PNGs."""
+    from sam2prune.data.video import VideoSource
+    from sam2prune.fsutil import check_output_dir
+    from sam2prune.prompts import check_prompts, load_prompts_file, prompts_from_arguments
+    from sam2prune.segment import segment_video
+    from sam2prune.viz import check_overlay_path
+
+    check_output_dir(args.out, overwrite=args.overwrite)
+    if args.overlay is not None:
+        check_overlay_path(args.overlay)
+    video = args.video if args.video is not None else embedded_clip()
+    source = VideoSource.open(video)
+
+    from_arguments = prompts_from_arguments(
+        points=args.point, negatives=args.neg, box=args.box, mask=args.mask, frame=args.frame, obj_id=args.obj_id
+    )
+    if args.prompts is not None and from_arguments:
+        raise InputError("--prompts cannot be combined with --point, --neg, --box or --mask")
+    if args.prompts is not None:
+        prompts = load_prompts_file(args.prompts)
+    elif from_arguments:
+        prompts = from_arguments
+    elif args.video is None:
+        prompts = load_prompts_file(embedded_clip() / "prompts.json")
+        log.info("no prompt given: using the embedded clip's default clicks (%s)", embedded_clip() / "prompts.json")
+    else:
+        raise InputError("no prompt given: pass --point X,Y, --box X0,Y0,X1,Y1, --mask PNG or --prompts FILE.json")
+    check_prompts(prompts, num_frames=len(source), width=source.width, height=source.height)
+
+    predictor = _build(args)
+    result = segment_video(predictor, source, prompts, args.out, overwrite=args.overwrite, overlay=args.overlay)
+    objects = f"{len(result.obj_ids)} object{'s' if len(result.obj_ids) != 1 else ''}"
+    print(
+        f"segmented {result.num_frames} frames, {objects} (ids {', '.join(map(str, result.obj_ids))}) "
+        f"in {result.seconds:.1f} s ({result.frames_per_second:.2f} frames/s) -> {result.out_dir}"
+        + (f", overlay {args.overlay}" if args.overlay else "")
+    )
+    return 0
+
+
+def _frame_index(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a frame index (integer >= 0), got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a frame index (integer >= 0), got {value}")
+    return value
+
+
+def _object_id(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an object id in 1..254, got {text!r}") from None
+    if not 1 <= value <= 254:
+        raise argparse.ArgumentTypeError(f"expected an object id in 1..254, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sam2prune",
+        description="Token-pruned SAM 2 video object segmentation.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    segment = commands.add_parser(
+        "segment",
+        help="segment objects through a video into palette PNGs",
+        description=(
+            "Segment prompted objects through a video. Writes one indexed-palette PNG per frame into "
+            "--out (DAVIS convention: 0 background, k = object id k; same size and name stem as the frame). "
+            "Without VIDEO it runs on the embedded 24-frame bedroom clip with its default clicks."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(
+            "prompts file (--prompts) format:\n"
+            '  {"objects": [{"obj_id": 1, "frame": 0, "points": [[x, y]], "labels": [1]},\n'
+            '               {"obj_id": 2, "frame": 5, "box": [x0, y0, x1, y1]},\n'
+            '               {"obj_id": 3, "frame": 8, "mask": "mask.png"}]}\n'
+            "coordinates are pixels of the original frames; mask paths are relative to the JSON file."
+        ),
+    )
+    segment.add_argument(
+        "video",
+        nargs="?",
+        type=Path,
+        metavar="VIDEO",
+        help="folder of JPEG/PNG frames (natural sort of names) or a video file (mp4, mov, avi, mkv, webm)",
+    )
+    segment.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder for the PNGs")
+    segment.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    prompts = segment.add_argument_group("prompts (pixel coordinates of the original frames)")
+    prompts.add_argument("--point", action="append", default=[], metavar="X,Y", help="positive click (repeatable)")
+    prompts.add_argument("--neg", action="append", default=[], metavar="X,Y", help="negative click (repeatable)")
+    prompts.add_argument("--box", metavar="X0,Y0,X1,Y1", help="box around the object")
+    prompts.add_argument(
+        "--mask",
+        type=Path,
+        metavar="PNG",
+        help="object mask (non-zero pixels); a label PNG with several ids adds one object per id",
+    )
+    prompts.add_argument("--frame", type=_frame_index, default=0, metavar="N", help="frame of the prompts (default: 0)")
+    prompts.add_argument("--obj-id", type=_object_id, metavar="K", help="object id of the prompts (default: 1)")
+    prompts.add_argument("--prompts", type=Path, metavar="FILE.json", help="several objects on several frames (see below)")
+    segment.add_argument("--overlay", type=Path, metavar="FILE", help="also write the masks over the frames as .mp4 or .gif")
+    _add_model_options(segment)
+    segment.set_defaults(handler=cmd_segment)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        format="sam2prune: %(message)s", level=logging.DEBUG if args.verbose else logging.INFO, force=True
+    )
+    try:
+        return args.handler(args)
+    except UserError as error:
+        print(f"sam2prune: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("sam2prune: interrupted; nothing was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Video readers, dataset readers and palette PNG I/O."""

@@ -1,0 +1,68 @@
+"""Indexed-palette PNG label maps, DAVIS convention: 0 background, k = object id k."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from sam2prune.errors import InputError
+
+
+@lru_cache(maxsize=1)
+def davis_palette() -> np.ndarray:
+    """The 256-colour palette of DAVIS annotations (the PASCAL VOC colour map), ``[256, 3]`` uint8.
+
+    Colour of index i: bit b of i's three lowest-bit groups sets bit (7 - b//3) of R, G, B.
+    """
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    for index in range(256):
+        value, red, green, blue = index, 0, 0, 0
+        for shift in range(7, -1, -1):
+            red |= (value & 1) << shift
+            green |= ((value >> 1) & 1) << shift
+            blue |= ((value >> 2) & 1) << shift
+            value >>= 3
+        palette[index] = (red, green, blue)
+    return palette
+
+
+def write_label_png(path: str | Path, labels: np.ndarray) -> None:
+    """Write a ``[H, W]`` uint8 label map as an indexed-palette PNG (atomically: temp + rename)."""
+    if labels.dtype != np.uint8 or labels.ndim != 2:
+        raise ValueError(f"labels must be a 2-D uint8 array, got {labels.dtype} {labels.shape}")
+    image = Image.fromarray(labels, mode="P")
+    image.putpalette(davis_palette().tobytes())
+    path = Path(path)
+    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            image.save(stream, format="PNG")
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+
+
+def read_label_png(path: str | Path) -> np.ndarray:
+    """Read a label map PNG as ``[H, W]`` uint8 (palette indices; grey values for mode L).
+
+    Raises:
+        InputError: the file is missing, unreadable or not a single-channel label image.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            if image.mode not in ("P", "L", "1"):
+                raise InputError(
+                    f"mask {path} is a {image.mode} image; expected an indexed-palette or greyscale PNG"
+                )
+            return np.array(image.convert("L") if image.mode == "1" else image, dtype=np.uint8)
+    except FileNotFoundError as error:
+        raise InputError(f"mask {path} does not exist") from error
+    except OSError as error:
+        raise InputError(f"mask {path} cannot be read: {error}") from error

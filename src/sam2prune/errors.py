@@ -1,0 +1,13 @@
+"""User-facing errors: the CLI prints these as one line and exits non-zero."""
+
+
+class UserError(Exception):
+    """An error caused by the user's input, with a message that names what is wrong."""
+
+
+class InputError(UserError, ValueError):
+    """Bad input: a file, frame, prompt, argument or option that is not what was expected."""
+
+
+class CheckpointError(UserError, RuntimeError):
+    """A checkpoint is missing, unreadable, or does not fit the model."""

@@ -1,0 +1,291 @@
+"""Which SAM 2 models exist, how to build one, and how to load an official checkpoint strictly."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sam2prune.errors import CheckpointError, InputError
+
+if TYPE_CHECKING:
+    import torch
+
+    from sam2prune.config import PruningConfig
+    from sam2prune.predictor import SAM2Predictor
+
+CKPT_URL_SAM21 = "https://dl.fbaipublicfiles.com/segment_anything_2/092824"
+CKPT_URL_SAM2 = "https://dl.fbaipublicfiles.com/segment_anything_2/072824"
+_SIZES = {"t": "tiny", "s": "small", "b+": "base_plus", "l": "large"}
+_HUB_SIZES = {"t": "tiny", "s": "small", "b+": "base-plus", "l": "large"}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """An official SAM 2 model: its config inside the ``sam2`` package and its checkpoint."""
+
+    name: str
+    config: str  # path relative to the sam2 package, e.g. configs/sam2.1/sam2.1_hiera_t.yaml
+    checkpoint_file: str
+    checkpoint_url: str
+    hub_id: str
+
+
+def _official_specs() -> dict[str, ModelSpec]:
+    specs = {}
+    for size, long_name in _SIZES.items():
+        hub_size = _HUB_SIZES[size]
+        specs[f"sam2.1_hiera_{size}"] = ModelSpec(
+            name=f"sam2.1_hiera_{size}",
+            config=f"configs/sam2.1/sam2.1_hiera_{size}.yaml",
+            checkpoint_file=f"sam2.1_hiera_{long_name}.pt",
+            checkpoint_url=f"{CKPT_URL_SAM21}/sam2.1_hiera_{long_name}.pt",
+            hub_id=f"facebook/sam2.1-hiera-{hub_size}",
+        )
+        specs[f"sam2_hiera_{size}"] = ModelSpec(
+            name=f"sam2_hiera_{size}",
+            config=f"configs/sam2/sam2_hiera_{size}.yaml",
+            checkpoint_file=f"sam2_hiera_{long_name}.pt",
+            checkpoint_url=f"{CKPT_URL_SAM2}/sam2_hiera_{long_name}.pt",
+            hub_id=f"facebook/sam2-hiera-{hub_size}",
+        )
+    return specs
+
+
+MODELS: dict[str, ModelSpec] = _official_specs()
+
+
+def _sam2_package_dir() -> Path:
+    import sam2
+
+    return Path(sam2.__file__).parent
+
+
+def resolve_config(model: str) -> tuple[ModelSpec | None, Path]:
+    """Map a model name or a YAML path to (official spec or None, YAML path).
+
+    Raises:
+        InputError: unknown model name, or a YAML path that does not exist.
+    """
+    if model in MODELS:
+        spec = MODELS[model]
+        return spec, _sam2_package_dir() / spec.config
+    if model.endswith((".yaml", ".yml")):
+        path = Path(model)
+        if not path.is_file():
+            raise InputError(f"model config {model} does not exist (expected a SAM 2 YAML file)")
+        return None, path
+    raise InputError(
+        f"unknown model {model!r}: expected one of {', '.join(MODELS)} or a path to a SAM 2 YAML config"
+    )
+
+
+def missing_checkpoint_message(model: str) -> str:
+    spec = MODELS.get(model)
+    if spec is None:
+        return (
+            f"no checkpoint given for {model}: pass checkpoint=PATH to the weights that match this "
+            "config, or random_weights=True to build the architecture with random weights"
+        )
+    return (
+        f"no checkpoint given for {spec.name}: download the official checkpoint {spec.checkpoint_file} "
+        f"from {spec.checkpoint_url} (or the Hugging Face hub, {spec.hub_id}) and pass "
+        "checkpoint=PATH, or pass random_weights=True to build the architecture with random weights "
+        "(masks are then meaningless; timings are real)"
+    )
+
+
+def compose_config(yaml_path: Path, *, predictor_class: str, image_size: int | None):
+    """Load a SAM 2 YAML and apply the overrides that ``sam2.build_sam.build_sam2_video_predictor``
+    applies by default (its post-processing settings), plus our predictor class.
+
+    Returns:
+        An OmegaConf DictConfig of the whole file (``cfg.model`` is what gets instantiated).
+    """
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(yaml_path)
+    if "model" not in cfg:
+        raise InputError(f"{yaml_path} is not a SAM 2 model config (it has no 'model' section)")
+    overrides = {
+        "model._target_": predictor_class,
+        # The memory-attention subclass only casts the bf16 memory bank to the compute dtype.
+        "model.memory_attention._target_": "sam2prune.attention.MemoryAttention",
+        # The official video-predictor defaults (build_sam2_video_predictor, apply_postprocessing=True).
+        "model.sam_mask_decoder_extra_args.dynamic_multimask_via_stability": True,
+        "model.sam_mask_decoder_extra_args.dynamic_multimask_stability_delta": 0.05,
+        "model.sam_mask_decoder_extra_args.dynamic_multimask_stability_thresh": 0.98,
+        "model.binarize_mask_from_pts_for_mem_enc": True,
+        "model.fill_hole_area": 8,
+    }
+    if image_size is not None:
+        overrides["model.image_size"] = image_size
+    for key, value in overrides.items():
+        OmegaConf.update(cfg, key, value, force_add=True)
+    OmegaConf.resolve(cfg)
+    return cfg
+
+
+def _fingerprint_of_config(yaml_path: Path) -> tuple[int, int, bool]:
+    """(trunk embed dim, number of Hiera blocks, has SAM 2.1 keys) of a model config."""
+    from omegaconf import OmegaConf
+    from sam2.modeling.backbones.hieradet import Hiera
+
+    trunk = OmegaConf.load(yaml_path).model.image_encoder.trunk
+    defaults = inspect.signature(Hiera).parameters
+    embed_dim = trunk.get("embed_dim", defaults["embed_dim"].default)
+    stages = trunk.get("stages", defaults["stages"].default)
+    is_21 = bool(OmegaConf.load(yaml_path).model.get("no_obj_embed_spatial", False))
+    return int(embed_dim), int(sum(stages)), is_21
+
+
+def _fingerprint_of_state_dict(state_dict: dict[str, torch.Tensor]) -> tuple[int, int, bool] | None:
+    patch = state_dict.get("image_encoder.trunk.patch_embed.proj.weight")
+    block_ids = {
+        int(m.group(1))
+        for key in state_dict
+        if (m := re.match(r"image_encoder\.trunk\.blocks\.(\d+)\.", key))
+    }
+    if patch is None or not block_ids:
+        return None
+    return int(patch.shape[0]), max(block_ids) + 1, "no_obj_embed_spatial" in state_dict
+
+
+def guess_model(state_dict: dict[str, torch.Tensor]) -> str | None:
+    """Name of the official model whose architecture matches a state dict, if any."""
+    fingerprint = _fingerprint_of_state_dict(state_dict)
+    if fingerprint is None:
+        return None
+    package_dir = _sam2_package_dir()
+    for name, spec in MODELS.items():
+        if _fingerprint_of_config(package_dir / spec.config) == fingerprint:
+            return name
+    return None
+
+
+def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read an official SAM 2 checkpoint ``{"model": state_dict}`` (or a bare state dict).
+
+    Raises:
+        CheckpointError: the file is missing, unreadable, or holds no state dict.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for corrupt or non-torch files
+        raise CheckpointError(f"checkpoint {path} could not be read as a torch file: {error}") from error
+    state_dict = payload.get("model", payload) if isinstance(payload, dict) else None
+    if not isinstance(state_dict, dict) or not all(
+        isinstance(value, torch.Tensor) for value in state_dict.values()
+    ):
+        raise CheckpointError(
+            f"checkpoint {path} holds no state dict (expected an official SAM 2 checkpoint "
+            '{"model": state_dict})'
+        )
+    return state_dict
+
+
+def load_state_dict_strictly(
+    model: torch.nn.Module, state_dict: dict[str, torch.Tensor], *, source: str, model_name: str
+) -> None:
+    """Load weights, failing on any missing, unexpected or differently shaped tensor.
+
+    Raises:
+        CheckpointError: naming the counts and which official model the checkpoint looks like.
+    """
+    expected = model.state_dict()
+    missing = [key for key in expected if key not in state_dict]
+    unexpected = [key for key in state_dict if key not in expected]
+    mismatched = [
+        key for key in expected if key in state_dict and state_dict[key].shape != expected[key].shape
+    ]
+    if missing or unexpected or mismatched:
+        looks_like = guess_model(state_dict)
+        hint = f"it looks like {looks_like}" if looks_like else "it matches no official SAM 2 model"
+        examples = (missing + unexpected + mismatched)[:3]
+        raise CheckpointError(
+            f"checkpoint {source} does not fit model {model_name}: {len(missing)} missing, "
+            f"{len(unexpected)} unexpected and {len(mismatched)} differently shaped keys "
+            f"(e.g. {', '.join(examples)}); {hint}"
+        )
+    model.load_state_dict(state_dict, strict=True)
+
+
+def resolve_device(device: str) -> torch.device:
+    import torch
+
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as error:
+        raise InputError(f"invalid device {device!r}: {error}") from error
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {device!r} requested but CUDA is not available on this machine")
+    return resolved
+
+
+def build_predictor(
+    model: str = "sam2.1_hiera_t",
+    *,
+    checkpoint: str | Path | None = None,
+    random_weights: bool = False,
+    device: str = "cpu",
+    image_size: int | None = None,
+    pruning: PruningConfig | None = None,
+) -> SAM2Predictor:
+    """Build a SAM 2 video predictor with the official ``SAM2VideoPredictor`` API.
+
+    Args:
+        model: one of ``sam2.1_hiera_{t,s,b+,l}``, ``sam2_hiera_{t,s,b+,l}``, or a path to a
+            SAM 2 YAML config.
+        checkpoint: path to an official checkpoint (``{"model": state_dict}``), loaded strictly.
+        random_weights: build the real architecture with random weights (for speed and memory
+            measurements and tests; masks are meaningless).
+        device: torch device, e.g. ``cpu`` or ``cuda``.
+        image_size: the model's square input size (a multiple of 32, e.g. 512); default: the
+            config's (1024 for the official models).
+        pruning: ``None`` gives the plain official predictor (the baseline); a ``PruningConfig``
+            gives ``PrunedSAM2VideoPredictor``.
+
+    Raises:
+        InputError: unknown model, bad image size or device, or both checkpoint and
+            random_weights.
+        CheckpointError: neither checkpoint nor random_weights (the message names the official
+            checkpoint file and where to get it), an unreadable checkpoint, or one that does not
+            fit the model.
+    """
+    from hydra.utils import instantiate
+
+    spec, yaml_path = resolve_config(model)
+    model_name = spec.name if spec else str(yaml_path)
+    if checkpoint is None and not random_weights:
+        raise CheckpointError(missing_checkpoint_message(model_name))
+    if checkpoint is not None and random_weights:
+        raise InputError("pass either checkpoint or random_weights=True, not both")
+    if image_size is not None and (
+        isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 64 or image_size % 32
+    ):
+        raise InputError(f"image_size must be a multiple of 32 and >= 64, got {image_size!r}")
+    torch_device = resolve_device(device)
+    state_dict = read_checkpoint(checkpoint) if checkpoint is not None else None
+
+    if pruning is None:
+        predictor_class = "sam2prune.predictor.SAM2Predictor"
+    else:
+        predictor_class = "sam2prune.predictor.PrunedSAM2VideoPredictor"
+    cfg = compose_config(yaml_path, predictor_class=predictor_class, image_size=image_size)
+    predictor = instantiate(cfg.model, _recursive_=True)
+    if state_dict is not None:
+        load_state_dict_strictly(predictor, state_dict, source=str(checkpoint), model_name=model_name)
+    predictor = predictor.to(torch_device)
+    predictor.eval()
+    predictor.model_name = model_name
+    predictor.random_weights = random_weights
+    if pruning is not None:
+        predictor.set_pruning(pruning)
+    return predictor

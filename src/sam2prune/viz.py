@@ -1,0 +1,84 @@
+"""Visualisation: masks over frames, written as an MP4 or GIF."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from sam2prune.data.palette import davis_palette
+from sam2prune.errors import InputError
+
+OVERLAY_SUFFIXES = (".mp4", ".gif")
+
+
+def check_overlay_path(path: Path) -> None:
+    """Raises InputError unless ``path`` ends in .mp4 or .gif and its folder exists."""
+    if path.suffix.lower() not in OVERLAY_SUFFIXES:
+        raise InputError(f"--overlay {path}: expected a .mp4 or .gif file name")
+    if not path.parent.is_dir():
+        raise InputError(f"--overlay {path}: folder {path.parent} does not exist")
+
+
+def overlay_labels(frame: np.ndarray, labels: np.ndarray, *, alpha: float = 0.5) -> np.ndarray:
+    """Blend each object's palette colour over its pixels.
+
+    Args:
+        frame: ``[H, W, 3]`` uint8 RGB.
+        labels: ``[H, W]`` uint8 label map (0 = background).
+
+    Returns:
+        ``[H, W, 3]`` uint8 RGB.
+    """
+    colours = davis_palette()[labels].astype(np.float32)
+    blended = frame.astype(np.float32)
+    inside = labels > 0
+    blended[inside] = (1 - alpha) * blended[inside] + alpha * colours[inside]
+    return blended.round().astype(np.uint8)
+
+
+def write_overlay(path: Path, frames: Iterable[np.ndarray], *, fps: float = 10.0) -> None:
+    """Write RGB frames as an MP4 (H.264) or GIF, atomically (temporary file, then rename)."""
+    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(handle)
+    try:
+        if path.suffix.lower() == ".gif":
+            _write_gif(Path(temp_name), frames, fps)
+        else:
+            _write_mp4(Path(temp_name), frames, fps)
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+
+
+def _write_gif(path: Path, frames: Iterable[np.ndarray], fps: float) -> None:
+    images = [Image.fromarray(frame) for frame in frames]
+    images[0].save(
+        path, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0
+    )
+
+
+def _write_mp4(path: Path, frames: Iterable[np.ndarray], fps: float) -> None:
+    import av
+    from fractions import Fraction
+
+    with av.open(str(path), mode="w", format="mp4") as container:
+        stream = None
+        for frame in frames:
+            # yuv420p needs even sizes: repeat the last row/column where needed
+            height, width = frame.shape[:2]
+            frame = np.pad(frame, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
+            if stream is None:
+                stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
+                stream.width, stream.height = frame.shape[1], frame.shape[0]
+                stream.pix_fmt = "yuv420p"
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        if stream is not None:
+            for packet in stream.encode():
+                container.mux(packet)

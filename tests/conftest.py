@@ -1,0 +1,40 @@
+"""Shared fixtures: small real clips and tiny random-weight models (fixed seeds)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+DATA = Path(__file__).parent / "data"
+CHAIR_FRAMES = DATA / "chair" / "JPEGImages"
+CHAIR_MASKS = DATA / "chair" / "Annotations"
+TINY_SIZE = 128  # 8x8 token grid: fast, enough for plumbing tests
+SMALL_SIZE = 256  # 16x16 token grid: enough for pruning tests
+
+
+def build_random(image_size: int = TINY_SIZE, model: str = "sam2.1_hiera_t", seed: int = 0, **kwargs):
+    from sam2prune import build_predictor
+
+    torch.manual_seed(seed)
+    return build_predictor(model, random_weights=True, image_size=image_size, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def tiny_predictor():
+    return build_random()
+
+
+@pytest.fixture
+def chair_copy(tmp_path: Path) -> Path:
+    """A writable copy of the 6 chair frames."""
+    target = tmp_path / "chair"
+    shutil.copytree(CHAIR_FRAMES, target)
+    return target
+
+
+@pytest.fixture(autouse=True)
+def _limit_threads():
+    torch.set_num_threads(2)

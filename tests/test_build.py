@@ -1,0 +1,155 @@
+"""build_predictor: model names, configs, strict checkpoint loading, and its errors."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from sam2.sam2_video_predictor import SAM2VideoPredictor
+
+from sam2prune import build_predictor
+from sam2prune import predictor as predictor_module
+from sam2prune.errors import CheckpointError, InputError
+from sam2prune.models import MODELS, guess_model
+
+from conftest import CHAIR_FRAMES, TINY_SIZE, build_random
+
+
+@pytest.mark.parametrize("model", ["sam2.1_hiera_t", "sam2_hiera_t"])
+def test_official_names_build_the_video_predictor_api(model):
+    predictor = build_random(model=model)
+    assert isinstance(predictor, SAM2VideoPredictor)
+    assert predictor.image_size == TINY_SIZE
+    assert predictor.sam_image_embedding_size == TINY_SIZE // 16
+    for method in ("init_state", "add_new_points_or_box", "add_new_mask", "propagate_in_video", "reset_state"):
+        assert callable(getattr(predictor, method))
+    # sam2.1 configs have the spatial no-object embedding, sam2 ones do not
+    assert (predictor.no_obj_embed_spatial is not None) == model.startswith("sam2.1")
+
+
+def test_default_image_size_is_the_config_s():
+    import sam2
+
+    # building at 1024 is cheap (random init); running it is what is slow
+    predictor = build_predictor("sam2.1_hiera_t", random_weights=True)
+    assert predictor.image_size == 1024
+    assert Path(sam2.__file__).parent.joinpath(MODELS["sam2.1_hiera_t"].config).is_file()
+
+
+def test_yaml_path_builds_the_same_architecture(tmp_path):
+    import sam2
+
+    yaml = tmp_path / "my_tiny.yaml"
+    shutil.copy(Path(sam2.__file__).parent / "configs/sam2.1/sam2.1_hiera_t.yaml", yaml)
+    torch.manual_seed(0)
+    from_path = build_predictor(str(yaml), random_weights=True, image_size=TINY_SIZE)
+    reference = build_random()
+    assert from_path.state_dict().keys() == reference.state_dict().keys()
+    for key, value in reference.state_dict().items():
+        assert from_path.state_dict()[key].shape == value.shape, key
+
+
+def test_every_official_name_resolves_to_a_config():
+    from sam2prune.models import resolve_config
+
+    for name, spec in MODELS.items():
+        resolved_spec, path = resolve_config(name)
+        assert resolved_spec is spec and path.is_file(), name
+
+
+def test_unknown_model_is_a_clear_error():
+    with pytest.raises(InputError, match=r"unknown model 'sam3_hiera_t'.*sam2\.1_hiera_t"):
+        build_predictor("sam3_hiera_t", random_weights=True)
+    with pytest.raises(InputError, match="does not exist"):
+        build_predictor("/nowhere/config.yaml", random_weights=True)
+
+
+def test_missing_checkpoint_names_the_official_file_and_where_to_get_it():
+    with pytest.raises(CheckpointError) as raised:
+        build_predictor("sam2.1_hiera_b+")
+    message = str(raised.value)
+    assert "sam2.1_hiera_base_plus.pt" in message
+    assert "https://dl.fbaipublicfiles.com/segment_anything_2/092824/sam2.1_hiera_base_plus.pt" in message
+    assert "random_weights=True" in message
+
+
+def test_checkpoint_and_random_weights_exclude_each_other(tmp_path):
+    with pytest.raises(InputError, match="not both"):
+        build_predictor(checkpoint=tmp_path / "x.pt", random_weights=True)
+
+
+@pytest.mark.parametrize("size", [100, 240, 32, 0])
+def test_bad_image_size(size):
+    with pytest.raises(InputError, match="multiple of 32"):
+        build_predictor(random_weights=True, image_size=size)
+
+
+def test_cuda_device_without_cuda_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(InputError, match="CUDA is not available"):
+        build_predictor(random_weights=True, image_size=TINY_SIZE, device="cuda")
+
+
+def test_checkpoint_round_trip_loads_identical_weights(tmp_path):
+    original = build_random(seed=3)
+    path = tmp_path / "tiny.pt"
+    torch.save({"model": original.state_dict()}, path)
+    loaded = build_predictor(checkpoint=path, image_size=TINY_SIZE)
+    for key, value in original.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    other = build_random(seed=4)
+    assert not all(torch.equal(other.state_dict()[k], v) for k, v in original.state_dict().items())
+
+
+def test_checkpoint_of_another_model_reports_counts_and_what_it_looks_like(tmp_path):
+    sam2_v1 = build_random(model="sam2_hiera_t")
+    path = tmp_path / "sam2_hiera_t.pt"
+    torch.save({"model": sam2_v1.state_dict()}, path)
+    with pytest.raises(CheckpointError) as raised:
+        build_predictor("sam2.1_hiera_t", checkpoint=path, image_size=TINY_SIZE)
+    message = str(raised.value)
+    assert "does not fit model sam2.1_hiera_t" in message
+    assert "looks like sam2_hiera_t" in message
+    missing = [k for k in build_random().state_dict() if k not in sam2_v1.state_dict()]
+    assert f"{len(missing)} missing" in message and len(missing) > 0
+
+
+def test_guess_model_recognises_official_architectures():
+    assert guess_model(build_random(model="sam2.1_hiera_t").state_dict()) == "sam2.1_hiera_t"
+    assert guess_model(build_random(model="sam2_hiera_t").state_dict()) == "sam2_hiera_t"
+    assert guess_model({"foo": torch.zeros(1)}) is None
+
+
+def test_unreadable_checkpoints(tmp_path):
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a torch file")
+    with pytest.raises(CheckpointError, match="could not be read"):
+        build_predictor(checkpoint=garbage, image_size=TINY_SIZE)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        build_predictor(checkpoint=tmp_path / "absent.pt", image_size=TINY_SIZE)
+    not_a_state_dict = tmp_path / "list.pt"
+    torch.save([1, 2, 3], not_a_state_dict)
+    with pytest.raises(CheckpointError, match="holds no state dict"):
+        build_predictor(checkpoint=not_a_state_dict, image_size=TINY_SIZE)
+
+
+def test_missing_cuda_extension_is_reported_once_not_per_frame(monkeypatch, caplog):
+    if predictor_module.cuda_extension_available():
+        pytest.skip("sam2._C is installed here")
+    monkeypatch.setattr(predictor_module, "_reported_missing_extension", False)
+    with caplog.at_level(logging.WARNING, logger="sam2prune"), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            predictor = build_random()
+            state = predictor.init_state(CHAIR_FRAMES)
+            predictor.add_new_points_or_box(state, 0, 1, points=[[300, 250]], labels=[1])
+            frames = [frame for frame, _, _ in predictor.propagate_in_video(state)]
+            assert len(frames) == 6
+    reports = [r for r in caplog.records if "sam2._C" in r.getMessage()]
+    assert len(reports) == 1
+    assert not [w for w in caught if "_C" in str(w.message)]

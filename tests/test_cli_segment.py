@@ -1,0 +1,284 @@
+"""`sam2prune segment` end to end on real frames, and every bad input it must refuse cleanly."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sam2prune.cli import embedded_clip, main
+from sam2prune.data.palette import davis_palette, read_label_png
+
+from conftest import CHAIR_FRAMES, CHAIR_MASKS, TINY_SIZE, build_random
+
+TINY = ["--image-size", str(TINY_SIZE)]
+
+
+def run_cli(*args: str | Path) -> int:
+    torch.manual_seed(0)
+    return main(["segment", *map(str, args)])
+
+
+def assert_palette_pngs(out: Path, names: list[str], size: tuple[int, int]) -> list[np.ndarray]:
+    files = sorted(out.iterdir())
+    assert [f.name for f in files] == [f"{name}.png" for name in names]
+    labels = []
+    for file in files:
+        with Image.open(file) as image:
+            assert image.mode == "P" and image.size == size
+            palette = np.array(image.getpalette()[:768], dtype=np.uint8).reshape(-1, 3)
+            assert np.array_equal(palette, davis_palette()[: len(palette)])
+            labels.append(np.array(image))
+    return labels
+
+
+def no_leftovers(folder: Path) -> bool:
+    return not [p for p in folder.iterdir() if p.name.startswith(".")]
+
+
+def test_click_on_chair_writes_one_palette_png_per_frame(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run_cli(CHAIR_FRAMES, "--point", "300,250", "--out", out, *TINY) == 0
+    assert_palette_pngs(out, [f"{i:05d}" for i in range(6)], (720, 480))
+    summary = capsys.readouterr().out.strip().splitlines()[-1]
+    assert summary.startswith("segmented 6 frames, 1 object (ids 1)") and "frames/s" in summary
+    assert no_leftovers(tmp_path)
+
+
+def test_mask_prompt_gives_its_object_id_on_the_prompted_frame(tmp_path):
+    out = tmp_path / "out"
+    assert run_cli(CHAIR_FRAMES, "--mask", CHAIR_MASKS / "00002.png", "--frame", "2", "--obj-id", "7", "--out", out, *TINY) == 0
+    labels = assert_palette_pngs(out, [f"{i:05d}" for i in range(6)], (720, 480))
+    # SAM 2 outputs the mask prompt itself on its frame, through its low-res mask (32x32 at
+    # 128 px), so the shape is coarse but the place is the prompt's
+    truth = read_label_png(CHAIR_MASKS / "00002.png") > 0
+    predicted = labels[2] == 7
+    assert set(np.unique(labels[2])) == {0, 7}
+    assert (predicted & truth).sum() / (predicted | truth).sum() > 0.5
+    assert (predicted & truth).sum() / predicted.sum() > 0.6
+    assert all(set(np.unique(frame)) <= {0, 7} for frame in labels)
+
+
+def test_prompts_file_with_several_objects_on_several_frames(tmp_path):
+    mask = read_label_png(CHAIR_MASKS / "00003.png") > 0
+    right_half = np.zeros_like(mask)
+    right_half[:, 500:] = True
+    Image.fromarray((right_half * 255).astype(np.uint8)).save(tmp_path / "other.png")
+    prompts = {
+        "objects": [
+            {"obj_id": 3, "frame": 3, "mask": str(CHAIR_MASKS / "00003.png")},
+            {"obj_id": 5, "frame": 1, "mask": "other.png"},
+            {"obj_id": 9, "frame": 0, "points": [[100, 100], [120, 400]], "labels": [1, 0]},
+        ]
+    }
+    prompts_file = tmp_path / "prompts.json"
+    prompts_file.write_text(json.dumps(prompts))
+    out = tmp_path / "out"
+    assert run_cli(CHAIR_FRAMES, "--prompts", prompts_file, "--out", out, *TINY) == 0
+    labels = assert_palette_pngs(out, [f"{i:05d}" for i in range(6)], (720, 480))
+    assert 3 in labels[3] and 5 in labels[1]
+    assert set(np.unique(np.stack(labels))) <= {0, 3, 5, 9}
+
+
+def test_natural_sort_png_frames_and_names(tmp_path):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(3):
+        Image.open(CHAIR_FRAMES / f"{i:05d}.jpg").save(frames / f"img{[2, 10, 1][i]}.png")
+    out = tmp_path / "out"
+    assert run_cli(frames, "--box", "200,100,500,450", "--out", out, *TINY) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["img1.png", "img10.png", "img2.png"]
+    from sam2prune.data.video import VideoSource
+
+    assert VideoSource.open(frames).frame_names == ["img1", "img2", "img10"]
+
+
+def _write_mp4(path: Path, frames: list[np.ndarray]) -> None:
+    from sam2prune.viz import write_overlay
+
+    write_overlay(path, frames, fps=5)
+
+
+def test_video_file_input_and_overlays(tmp_path):
+    frames = [np.asarray(Image.open(CHAIR_FRAMES / f"{i:05d}.jpg").convert("RGB")) for i in range(4)]
+    video = tmp_path / "clip.mp4"
+    _write_mp4(video, frames)
+    out = tmp_path / "out"
+    assert run_cli(video, "--point", "300,250", "--out", out, "--overlay", tmp_path / "o.mp4", *TINY) == 0
+    assert_palette_pngs(out, [f"{i:05d}" for i in range(4)], (720, 480))
+    import av
+
+    with av.open(str(tmp_path / "o.mp4")) as container:
+        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(decoded) == 4 and decoded[0].shape == (480, 720, 3)
+
+    out_gif = tmp_path / "out_gif"
+    assert run_cli(CHAIR_FRAMES, "--mask", CHAIR_MASKS / "00000.png", "--out", out_gif, "--overlay", tmp_path / "o.gif", *TINY) == 0
+    with Image.open(tmp_path / "o.gif") as gif:
+        assert gif.n_frames == 6 and gif.size == (720, 480)
+        first = np.asarray(gif.convert("RGB"), dtype=np.int16)
+    original = np.asarray(Image.open(CHAIR_FRAMES / "00000.jpg").convert("RGB"), dtype=np.int16)
+    inside = read_label_png(out_gif / "00000.png") == 1
+    # the object is tinted, the background is not
+    assert np.abs(first[inside] - original[inside]).mean() > 3 * np.abs(first[~inside] - original[~inside]).mean()
+
+
+def test_embedded_default_clip_runs_without_arguments(tmp_path):
+    out = tmp_path / "out"
+    assert run_cli("--out", out, *TINY) == 0
+    names = sorted(p.stem for p in embedded_clip().glob("*.jpg"))
+    assert len(names) == 24
+    assert_palette_pngs(out, names, (480, 270))
+
+
+def test_checkpoint_round_trip_through_the_cli_gives_identical_masks(tmp_path):
+    from sam2prune.data.video import VideoSource
+    from sam2prune.prompts import prompts_from_arguments
+    from sam2prune.segment import segment_video
+
+    model = build_random(seed=11)
+    checkpoint = tmp_path / "model.pt"
+    torch.save({"model": model.state_dict()}, checkpoint)
+    prompts = prompts_from_arguments(points=["300,250"], negatives=[], box=None, mask=None, frame=0, obj_id=None)
+    segment_video(model, VideoSource.open(CHAIR_FRAMES), prompts, tmp_path / "api")
+    assert run_cli(CHAIR_FRAMES, "--point", "300,250", "--checkpoint", checkpoint, "--out", tmp_path / "cli", *TINY) == 0
+    for name in (f"{i:05d}.png" for i in range(6)):
+        assert np.array_equal(read_label_png(tmp_path / "api" / name), read_label_png(tmp_path / "cli" / name))
+    # the weights matter: another random model gives other logits
+    other = build_random(seed=12)
+    a = model.init_state(CHAIR_FRAMES)
+    b = other.init_state(CHAIR_FRAMES)
+    _, _, logits_a = model.add_new_points_or_box(a, 0, 1, points=[[300, 250]], labels=[1])
+    _, _, logits_b = other.add_new_points_or_box(b, 0, 1, points=[[300, 250]], labels=[1])
+    assert not torch.equal(logits_a, logits_b)
+
+
+def test_failure_during_tracking_leaves_no_output(tmp_path, monkeypatch, tiny_predictor):
+    from sam2prune.data.video import VideoSource
+    from sam2prune.prompts import prompts_from_arguments
+    from sam2prune.segment import segment_video
+
+    original = type(tiny_predictor).propagate_in_video
+
+    def failing(self, *args, **kwargs):
+        for count, item in enumerate(original(self, *args, **kwargs)):
+            if count == 3:
+                raise RuntimeError("simulated failure")
+            yield item
+
+    monkeypatch.setattr(type(tiny_predictor), "propagate_in_video", failing)
+    prompts = prompts_from_arguments(points=["300,250"], negatives=[], box=None, mask=None, frame=0, obj_id=None)
+    with pytest.raises(RuntimeError, match="simulated"):
+        segment_video(tiny_predictor, VideoSource.open(CHAIR_FRAMES), prompts, tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_overwrite_replaces_a_non_empty_folder(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    assert run_cli(CHAIR_FRAMES, "--point", "300,250", "--out", out, *TINY) == 2
+    assert "not empty" in capsys.readouterr().err and (out / "old.txt").exists()
+    assert run_cli(CHAIR_FRAMES, "--point", "300,250", "--out", out, "--overwrite", *TINY) == 0
+    assert not (out / "old.txt").exists() and len(list(out.glob("*.png"))) == 6
+    assert no_leftovers(tmp_path)
+
+
+def _corrupt(folder: Path) -> Path:
+    (folder / "00003.jpg").write_bytes(b"\xff\xd8 this is not a jpeg")
+    return folder / "00003.jpg"
+
+
+def _truncate(folder: Path) -> Path:
+    data = (folder / "00004.jpg").read_bytes()
+    (folder / "00004.jpg").write_bytes(data[: len(data) // 2])
+    return folder / "00004.jpg"
+
+
+def _resize_one(folder: Path) -> Path:
+    Image.open(folder / "00002.jpg").resize((640, 480)).save(folder / "00002.jpg")
+    return folder / "00002.jpg"
+
+
+@pytest.mark.parametrize(
+    "make_bad, expected",
+    [
+        (_corrupt, "00003.jpg cannot be read as an image"),
+        (_truncate, "00004.jpg is corrupt or unreadable"),
+        (_resize_one, "00002.jpg is 640x480 but 00000.jpg is 720x480"),
+    ],
+)
+def test_bad_frames_are_named(tmp_path, chair_copy, capsys, make_bad, expected):
+    make_bad(chair_copy)
+    out = tmp_path / "out"
+    assert run_cli(chair_copy, "--point", "300,250", "--out", out, *TINY) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert expected in err[-1] and err[-1].startswith("sam2prune: error:")
+    assert not out.exists() and no_leftovers(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "arguments, expected",
+    [
+        (["{missing}", "--point", "1,1"], "does not exist"),
+        (["{empty}", "--point", "1,1"], "holds no JPEG or PNG frames"),
+        (["{chair}", "--point", "720,10"], "point (720, 10) is outside the 720x480 image"),
+        (["{chair}", "--point=-1,10"], "point (-1, 10) is outside the 720x480 image"),
+        (["{chair}", "--box", "10,10,800,100"], "box (10, 10, 800, 100) must satisfy"),
+        (["{chair}", "--box", "100,10,50,100"], "must satisfy 0 <= x0 < x1"),
+        (["{chair}", "--point", "10,10", "--frame", "6"], "frame 6 is out of range; the video has 6 frames"),
+        (["{chair}", "--mask", "{small_mask}"], "mask is 360x240 but the frames are 720x480"),
+        (["{chair}", "--mask", "{absent_mask}"], "does not exist"),
+        (["{chair}", "--point", "10"], "--point '10': expected X,Y"),
+        (["{chair}", "--neg", "10,10"], "--neg needs at least one --point"),
+        (["{chair}"], "no prompt given"),
+        (["{chair}", "--point", "10,10", "--model", "sam9_huge"], "unknown model 'sam9_huge'"),
+        (["{chair}", "--point", "10,10", "--checkpoint", "{wrong_ckpt}"], "does not fit model sam2.1_hiera_t"),
+        (["{chair}", "--point", "10,10", "--overlay", "{tmp}/o.avi"], "expected a .mp4 or .gif"),
+        (["{chair}", "--prompts", "{bad_json}"], "is not valid JSON"),
+        (["{chair}", "--point", "10,10", "--image-size", "100"], "multiple of 32"),
+    ],
+)
+def test_bad_inputs_fail_with_one_clear_line_and_no_output(tmp_path, capsys, arguments, expected):
+    (tmp_path / "empty").mkdir()
+    Image.fromarray(np.ones((240, 360), dtype=np.uint8)).save(tmp_path / "small.png")
+    (tmp_path / "bad.json").write_text("{not json")
+    places = {
+        "missing": tmp_path / "nowhere",
+        "empty": tmp_path / "empty",
+        "chair": CHAIR_FRAMES,
+        "small_mask": tmp_path / "small.png",
+        "absent_mask": tmp_path / "absent.png",
+        "bad_json": tmp_path / "bad.json",
+        "tmp": tmp_path,
+    }
+    if "{wrong_ckpt}" in arguments:
+        torch.save({"model": build_random(model="sam2_hiera_t").state_dict()}, tmp_path / "wrong.pt")
+        places["wrong_ckpt"] = tmp_path / "wrong.pt"
+    filled = [a.format(**places) for a in arguments]
+    out = tmp_path / "out"
+    extra = [] if "--image-size" in filled else TINY
+    assert run_cli(*filled, "--out", out, *extra) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and expected in err[-1], err
+    assert err[-1].startswith("sam2prune: error:")
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_console_script_help_explains_the_options():
+    script = Path(sys.executable).parent / "sam2prune"
+    result = subprocess.run([str(script), "segment", "--help"], capture_output=True, text=True, check=True)
+    for option in ("--point", "--neg", "--box", "--mask", "--frame", "--obj-id", "--prompts", "--model",
+                   "--checkpoint", "--random-weights", "--image-size", "--device", "--overlay", "--overwrite"):
+        assert option in result.stdout, option
+    bad = subprocess.run([str(script), "segment", str(CHAIR_FRAMES), "--out", "x", "--frame", "-2"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "frame index" in bad.stderr
