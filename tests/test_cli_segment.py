@@ -139,6 +139,7 @@ def test_embedded_default_clip_runs_without_arguments(tmp_path):
 
 
 def test_checkpoint_round_trip_through_the_cli_gives_identical_masks(tmp_path):
+    from sam2prune import PruningConfig
     from sam2prune.data.video import VideoSource
     from sam2prune.prompts import prompts_from_arguments
     from sam2prune.segment import segment_video
@@ -146,11 +147,15 @@ def test_checkpoint_round_trip_through_the_cli_gives_identical_masks(tmp_path):
     model = build_random(seed=11)
     checkpoint = tmp_path / "model.pt"
     torch.save({"model": model.state_dict()}, checkpoint)
+    pruned = build_random(seed=99, pruning=PruningConfig())
+    pruned.load_state_dict(model.state_dict())
     prompts = prompts_from_arguments(points=["300,250"], negatives=[], box=None, mask=None, frame=0, obj_id=None)
-    segment_video(model, VideoSource.open(CHAIR_FRAMES), prompts, tmp_path / "api")
-    assert run_cli(CHAIR_FRAMES, "--point", "300,250", "--checkpoint", checkpoint, "--out", tmp_path / "cli", *TINY) == 0
-    for name in (f"{i:05d}.png" for i in range(6)):
-        assert np.array_equal(read_label_png(tmp_path / "api" / name), read_label_png(tmp_path / "cli" / name))
+    for method, predictor in (("sam2", model), ("pruned", pruned)):
+        segment_video(predictor, VideoSource.open(CHAIR_FRAMES), prompts, tmp_path / f"api_{method}")
+        out = tmp_path / f"cli_{method}"
+        assert run_cli(CHAIR_FRAMES, "--point", "300,250", "--checkpoint", checkpoint, "--method", method, "--out", out, *TINY) == 0
+        for name in (f"{i:05d}.png" for i in range(6)):
+            assert np.array_equal(read_label_png(tmp_path / f"api_{method}" / name), read_label_png(out / name)), (method, name)
     # the weights matter: another random model gives other logits
     other = build_random(seed=12)
     a = model.init_state(CHAIR_FRAMES)

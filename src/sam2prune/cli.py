@@ -8,6 +8,7 @@ import sys
 from importlib import resources
 from pathlib import Path
 
+from sam2prune.config import FILL_MODES, SCORERS, PruningConfig
 from sam2prune.errors import InputError, UserError
 
 log = logging.getLogger("sam2prune")
@@ -47,6 +48,69 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="torch device: auto (cuda if available, else cpu), cpu, cuda, cuda:N (default: %(default)s)",
     )
+
+
+_PRUNING_DEFAULTS = PruningConfig()
+
+
+def _add_pruning_options(parser: argparse.ArgumentParser, *, retention_list: bool = False) -> None:
+    """Flags mapping one to one onto PruningConfig fields (defaults from the dataclass)."""
+    group = parser.add_argument_group("token pruning")
+    if retention_list:
+        group.add_argument(
+            "--retention",
+            type=float,
+            nargs="+",
+            default=[1.0, 0.5, 0.3, 0.1],
+            help="retentions to measure, each in (0, 1] (default: %(default)s)",
+        )
+    else:
+        group.add_argument(
+            "--retention",
+            type=float,
+            default=_PRUNING_DEFAULTS.retention,
+            help="fraction of tokens kept per frame, in (0, 1] (default: %(default)s)",
+        )
+    group.add_argument(
+        "--scorer",
+        choices=SCORERS,
+        default=_PRUNING_DEFAULTS.scorer,
+        help="token ranking: prior = previous mask (dilated), uniform = regular grid, random (default: %(default)s)",
+    )
+    group.add_argument(
+        "--prune-conditioning-frames",
+        action="store_true",
+        default=_PRUNING_DEFAULTS.prune_conditioning_frames,
+        help="also prune the memory of prompted frames (default: kept dense)",
+    )
+    group.add_argument(
+        "--fill",
+        choices=FILL_MODES,
+        default=_PRUNING_DEFAULTS.fill,
+        help="dropped positions after memory attention: norm = LayerNorm(x + 0.1 pos), raw = encoder features "
+        "(default: %(default)s)",
+    )
+    group.add_argument(
+        "--prior-dilation",
+        type=int,
+        default=_PRUNING_DEFAULTS.prior_dilation,
+        help="dilation of the previous mask in tokens, prior scorer (default: %(default)s)",
+    )
+    group.add_argument("--seed", type=int, default=_PRUNING_DEFAULTS.seed, help="seed of the random scorer (default: %(default)s)")
+
+
+def _pruning_config(args: argparse.Namespace, retention: float) -> PruningConfig:
+    try:
+        return PruningConfig(
+            retention=retention,
+            scorer=args.scorer,
+            prune_conditioning_frames=args.prune_conditioning_frames,
+            fill=args.fill,
+            prior_dilation=args.prior_dilation,
+            seed=args.seed,
+        )
+    except ValueError as error:
+        raise InputError(f"--retention/--scorer/--fill/--prior-dilation: {error}") from error
 
 
 def _device(name: str) -> str:
@@ -111,7 +175,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
         raise InputError("no prompt given: pass --point X,Y, --box X0,Y0,X1,Y1, --mask PNG or --prompts FILE.json")
     check_prompts(prompts, num_frames=len(source), width=source.width, height=source.height)
 
-    predictor = _build(args)
+    pruning = _pruning_config(args, args.retention) if args.method == "pruned" else None
+    predictor = _build(args, pruning)
     result = segment_video(predictor, source, prompts, args.out, overwrite=args.overwrite, overlay=args.overlay)
     objects = f"{len(result.obj_ids)} object{'s' if len(result.obj_ids) != 1 else ''}"
     print(
@@ -119,6 +184,75 @@ def cmd_segment(args: argparse.Namespace) -> int:
         f"in {result.seconds:.1f} s ({result.frames_per_second:.2f} frames/s) -> {result.out_dir}"
         + (f", overlay {args.overlay}" if args.overlay else "")
     )
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Benchmark pruned against unpruned SAM 2."""
+    import torch
+
+    from sam2prune.bench import BenchSettings, markdown_table, plot, run_benchmark, write_json
+    from sam2prune.data.video import VideoSource
+    from sam2prune.prompts import ObjectPrompt, load_prompts_file, parse_numbers
+
+    configs = [_pruning_config(args, retention) for retention in args.retention]
+    if args.threads is not None and args.threads < 1:
+        raise InputError(f"--threads must be >= 1, got {args.threads}")
+    for path in (args.json, args.plot):
+        if path is not None and not path.parent.is_dir():
+            raise InputError(f"{path}: folder {path.parent} does not exist")
+    source = VideoSource.open(args.video if args.video is not None else embedded_clip())
+    source = source.head(min(args.frames, len(source)) if args.frames >= 1 else args.frames)
+    if args.point is not None:
+        x, y = parse_numbers(args.point, 2, argument="--point")
+    elif args.video is None:
+        first = load_prompts_file(embedded_clip() / "prompts.json")[0]
+        x, y = first.points[0]
+    else:
+        x, y = source.width / 2, source.height / 2
+    prompts = [ObjectPrompt(obj_id=1, frame=0, points=((x, y),), labels=(1,), source="--point")]
+    from sam2prune.prompts import check_prompts
+
+    check_prompts(prompts, num_frames=len(source), width=source.width, height=source.height)
+
+    baseline = _build(args)
+    weights = baseline.state_dict()
+
+    def build(pruning):
+        if pruning is None:
+            return baseline
+        from sam2prune.models import build_predictor
+
+        predictor = build_predictor(
+            args.model, random_weights=True, device=_device(args.device), image_size=args.image_size, pruning=pruning
+        )
+        predictor.load_state_dict(weights)  # the same weights as the baseline, checkpoint or random
+        return predictor
+
+    settings = BenchSettings(
+        model=args.model,
+        image_size=baseline.image_size,
+        frames=len(source),
+        threads=args.threads or torch.get_num_threads(),
+        device=_device(args.device),
+        random_weights=args.checkpoint is None,
+        pruning=configs[0],
+        retentions=[config.retention for config in configs],
+    )
+    result = run_benchmark(settings, source, prompts, build=build, progress=log.info)
+    print(markdown_table(result))
+    print(
+        f"\n{result['model']} at {result['image_size']} px, {result['frames']} frames (steady state: frames >= "
+        f"{result['steady_from_frame']}), {result['device']}, {result['threads']} threads, scorer "
+        f"{configs[0].scorer}, conditioning frames {'pruned' if configs[0].prune_conditioning_frames else 'dense'}"
+        + (", RANDOM weights" if result["random_weights"] else "")
+    )
+    if args.json is not None:
+        write_json(args.json, result)
+        print(f"results: {args.json}")
+    if args.plot is not None:
+        plot(args.plot, result)
+        print(f"plot: {args.plot}")
     return 0
 
 
@@ -191,7 +325,39 @@ def build_parser() -> argparse.ArgumentParser:
     prompts.add_argument("--prompts", type=Path, metavar="FILE.json", help="several objects on several frames (see below)")
     segment.add_argument("--overlay", type=Path, metavar="FILE", help="also write the masks over the frames as .mp4 or .gif")
     _add_model_options(segment)
+    segment.add_argument(
+        "--method",
+        choices=("pruned", "sam2"),
+        default="pruned",
+        help="pruned = token-pruned predictor; sam2 = the unpruned official predictor (default: %(default)s)",
+    )
+    _add_pruning_options(segment)
     segment.set_defaults(handler=cmd_segment)
+
+    bench = commands.add_parser(
+        "bench",
+        help="measure speed and memory, pruned vs unpruned",
+        description=(
+            "In one process, on the same frames, with the same weights and one click on frame 0: track with "
+            "unpruned SAM 2 and with the pruned predictor at each --retention. Reports the median ms per "
+            f"steady-state frame (frames >= 8, once the memory bank is full), per-component medians, memory-bank "
+            "bytes per tracked frame, peak RSS (and peak CUDA memory on a GPU) and the speedup. Without VIDEO it "
+            "uses the embedded clip. Without --checkpoint, weights are random: timings are real, masks are not."
+        ),
+    )
+    bench.add_argument("video", nargs="?", type=Path, metavar="VIDEO", help="folder of frames or a video file")
+    bench.add_argument("--frames", type=int, default=16, help="number of frames to track (default: %(default)s)")
+    bench.add_argument(
+        "--point",
+        metavar="X,Y",
+        help="the click on frame 0 (default: the embedded clip's first default click, or the frame centre)",
+    )
+    bench.add_argument("--threads", type=int, help="torch CPU threads (default: torch's, i.e. the cores)")
+    bench.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON")
+    bench.add_argument("--plot", type=Path, metavar="FILE.png", help="plot ms/frame and bank size vs retention")
+    _add_model_options(bench)
+    _add_pruning_options(bench, retention_list=True)
+    bench.set_defaults(handler=cmd_bench)
     return parser
 
 

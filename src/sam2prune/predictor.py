@@ -13,10 +13,21 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from sam2.modeling.sam2_utils import get_1d_sine_pe, select_closest_cond_frames
 from sam2.sam2_video_predictor import SAM2VideoPredictor
 from tqdm import tqdm
 
+from sam2prune.attention import (
+    RopeTable,
+    dropped_token_fill,
+    gather_tokens,
+    scatter_tokens,
+    sparse_memory_attention,
+)
+from sam2prune.config import PruningConfig
 from sam2prune.data.video import VideoSource
+from sam2prune.router import ScoringContext, make_scorer, select_tokens
+from sam2prune.router.prior import prompt_mask
 
 log = logging.getLogger("sam2prune")
 
@@ -199,6 +210,30 @@ class SAM2Predictor(SAM2VideoPredictor):
         for t in range(frame_idx - stride * self.num_maskmem, frame_idx + stride * self.num_maskmem + 1):
             non_cond_outputs.pop(t, None)
 
+    def pruning_stats(self, inference_state: dict) -> dict:
+        """Per frame and object: tokens, kept tokens and memory-bank bytes; and the totals.
+
+        Returns:
+            ``{"tokens_per_frame": N, "frames": {frame_idx: {obj_id: {"kept_tokens", "memory_bank_bytes",
+            "conditioning"}}}, "totals": {"frames", "kept_tokens", "tokens", "kept_fraction",
+            "memory_bank_bytes"}}``. Frames without a stored memory (not tracked yet) are absent.
+        """
+        num_tokens = self.sam_image_embedding_size**2
+        frames = _frame_stats(inference_state, num_tokens)
+        entries = [entry for per_obj in frames.values() for entry in per_obj.values()]
+        kept = sum(entry["kept_tokens"] for entry in entries)
+        return {
+            "tokens_per_frame": num_tokens,
+            "frames": dict(sorted(frames.items())),
+            "totals": {
+                "frames": len(frames),
+                "kept_tokens": kept,
+                "tokens": num_tokens * len(entries),
+                "kept_fraction": kept / (num_tokens * len(entries)) if entries else 0.0,
+                "memory_bank_bytes": sum(entry["memory_bank_bytes"] for entry in entries),
+            },
+        }
+
     # Component timing for the benchmark: each hook is a plain pass-through without a timer.
 
     @contextmanager
@@ -224,3 +259,355 @@ class SAM2Predictor(SAM2VideoPredictor):
     def _encode_new_memory(self, *args, **kwargs):
         with self._timed("memory_encoder"):
             return super()._encode_new_memory(*args, **kwargs)
+
+
+def index_dtype(num_tokens: int) -> torch.dtype:
+    """The most compact integer dtype that holds token indices 0..num_tokens-1."""
+    return torch.int16 if num_tokens <= torch.iinfo(torch.int16).max + 1 else torch.int32
+
+
+def memory_bank_bytes(out: dict) -> int:
+    """Bytes of what memory attention reads back from one frame's stored output: its spatial
+    memory features, their token indices (pruned frames) and the object pointer."""
+    total = 0
+    for key in ("maskmem_features", "keep_idx", "obj_ptr"):
+        tensor = out.get(key)
+        if tensor is not None:
+            total += tensor.numel() * tensor.element_size()
+    return total
+
+
+def _frame_stats(inference_state: dict, num_tokens: int) -> dict:
+    frames: dict[int, dict] = {}
+    for obj_idx, obj_output_dict in inference_state["output_dict_per_obj"].items():
+        obj_id = inference_state["obj_idx_to_id"][obj_idx]
+        for storage_key in ("cond_frame_outputs", "non_cond_frame_outputs"):
+            for frame_idx, out in obj_output_dict[storage_key].items():
+                if out.get("maskmem_features") is None:
+                    continue
+                keep_idx = out.get("keep_idx")
+                frames.setdefault(frame_idx, {})[obj_id] = {
+                    "kept_tokens": num_tokens if keep_idx is None else int(keep_idx.shape[-1]),
+                    "memory_bank_bytes": memory_bank_bytes(out),
+                    "conditioning": storage_key == "cond_frame_outputs",
+                }
+    return frames
+
+
+
+
+class PrunedSAM2VideoPredictor(SAM2Predictor):
+    """SAM 2's video predictor with token pruning between the image encoder and memory attention.
+
+    On every tracked frame a scorer ranks the frame's stride-16 tokens and the top
+    ``retention`` fraction (``keep_idx``, per object, ascending grid order) becomes the memory
+    attention queries; memory attention attends to each memory frame's stored tokens only, with
+    each token's own rotary position; its output is scattered back into the dense grid for the
+    mask decoder (dropped positions get ``PruningConfig.fill``); the memory encoder runs dense and
+    only the kept tokens are stored, with ``keep_idx`` (compact integer dtype) beside them.
+
+    Frames with user prompts run memory attention dense; their memory is stored dense unless
+    ``prune_conditioning_frames`` (then scored on the frame's own mask and prompt). A frame
+    without ``keep_idx`` is dense everywhere. Public API and checkpoints: those of SAM 2.
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.rope_table = RopeTable()
+        # kept tokens [B, k] of the frame being tracked, set only for the duration of one
+        # _run_single_frame_inference call (sam2's track_step has no slot to pass it through)
+        self._active_keep_idx: torch.Tensor | None = None
+        self.set_pruning(PruningConfig())
+
+    def set_pruning(self, pruning: PruningConfig) -> None:
+        if not isinstance(pruning, PruningConfig):
+            raise TypeError(f"pruning must be a PruningConfig, got {type(pruning).__name__}")
+        self.pruning = pruning
+        self.scorer = make_scorer(pruning)
+
+    # --- choosing the tokens ------------------------------------------------------------
+
+    def _frame_tokens(self, inference_state: dict, frame_idx: int, batch_size: int):
+        """(tokens ``[B, N, C]``, grid ``(H, W)``) of a frame's top-level features."""
+        _, _, vision_feats, _, feat_sizes = self._get_image_feature(inference_state, frame_idx, batch_size)
+        return vision_feats[-1].transpose(0, 1), tuple(feat_sizes[-1])
+
+    def _score_and_select(self, tokens: torch.Tensor, context: ScoringContext) -> torch.Tensor:
+        with self._timed("token_scoring"):
+            scores = self.scorer(tokens, context)
+            return select_tokens(scores, self.pruning.kept_count(tokens.shape[1]))
+
+    def _select_tracked_frame(
+        self, inference_state: dict, output_dict: dict, frame_idx: int, batch_size: int, reverse: bool
+    ) -> torch.Tensor | None:
+        """Kept tokens ``[B, k]`` of a frame being tracked, or None to run it dense."""
+        tokens, grid = self._frame_tokens(inference_state, frame_idx, batch_size)
+        prior = None
+        if self.scorer.needs_prior:
+            neighbour = frame_idx + 1 if reverse else frame_idx - 1
+            previous = output_dict["cond_frame_outputs"].get(neighbour)
+            if previous is None:
+                previous = output_dict["non_cond_frame_outputs"].get(neighbour)
+            if previous is None or previous.get("pred_masks") is None:
+                return None  # no neighbouring output (started mid-video, memory cleared): dense
+            prior = previous["pred_masks"]
+        return self._score_and_select(tokens, ScoringContext(frame_idx=frame_idx, grid=grid, prior_mask=prior))
+
+    def _select_prompted_frame(
+        self, inference_state: dict, frame_idx: int, batch_size: int, out: dict, point_inputs: dict | None
+    ) -> torch.Tensor:
+        """Kept tokens of a prompted frame, scored on its own mask plus its clicks/box."""
+        tokens, grid = self._frame_tokens(inference_state, frame_idx, batch_size)
+        own_mask = out["pred_masks"].to(tokens.device)
+        prompted = prompt_mask(
+            point_inputs["point_coords"] if point_inputs else None,
+            point_inputs["point_labels"] if point_inputs else None,
+            size=tuple(own_mask.shape[-2:]),
+            image_size=self.image_size,
+        )
+        prior = own_mask if prompted is None else torch.where(prompted > 0, own_mask.abs() + 1, own_mask)
+        return self._score_and_select(tokens, ScoringContext(frame_idx=frame_idx, grid=grid, prior_mask=prior))
+
+    @staticmethod
+    def _store_sparse_memory(out: dict) -> None:
+        """Keep a frame's dense memory features only at its ``keep_idx``: ``[B, C, H, W]`` -> ``[B, C, k]``."""
+        features, keep_idx = out.get("maskmem_features"), out.get("keep_idx")
+        if features is None or keep_idx is None or features.dim() != 4:
+            return
+        flat = features.flatten(2)
+        index = keep_idx.to(flat.device).long()[:, None, :].expand(-1, flat.shape[1], -1)
+        out["maskmem_features"] = torch.gather(flat, 2, index)
+
+    # --- sam2 hooks -----------------------------------------------------------------------
+
+    def _run_single_frame_inference(
+        self,
+        inference_state,
+        output_dict,
+        frame_idx,
+        batch_size,
+        is_init_cond_frame,
+        point_inputs,
+        mask_inputs,
+        reverse,
+        run_mem_encoder,
+        prev_sam_mask_logits=None,
+    ):
+        has_prompt = point_inputs is not None or mask_inputs is not None
+        keep_idx = None
+        if not has_prompt and not is_init_cond_frame:
+            keep_idx = self._select_tracked_frame(inference_state, output_dict, frame_idx, batch_size, reverse)
+        self._active_keep_idx = keep_idx
+        try:
+            out, pred_masks = super()._run_single_frame_inference(
+                inference_state,
+                output_dict,
+                frame_idx,
+                batch_size,
+                is_init_cond_frame,
+                point_inputs,
+                mask_inputs,
+                reverse,
+                run_mem_encoder,
+                prev_sam_mask_logits,
+            )
+        finally:
+            self._active_keep_idx = None
+        if has_prompt and self.pruning.prune_conditioning_frames:
+            keep_idx = self._select_prompted_frame(inference_state, frame_idx, batch_size, out, point_inputs)
+        if keep_idx is not None:
+            num_tokens = self.sam_image_embedding_size**2
+            out["keep_idx"] = keep_idx.to(device=inference_state["storage_device"], dtype=index_dtype(num_tokens))
+            self._store_sparse_memory(out)
+        return out, pred_masks
+
+    @torch.inference_mode()
+    def propagate_in_video_preflight(self, inference_state: dict) -> None:
+        # Prompted frames get their memory here, dense; keep it only at their keep_idx.
+        super().propagate_in_video_preflight(inference_state)
+        for obj_output_dict in inference_state["output_dict_per_obj"].values():
+            for outputs in obj_output_dict.values():
+                for out in outputs.values():
+                    self._store_sparse_memory(out)
+
+    def _prepare_memory_conditioned_features(
+        self,
+        frame_idx,
+        is_init_cond_frame,
+        current_vision_feats,
+        current_vision_pos_embeds,
+        feat_sizes,
+        output_dict,
+        num_frames,
+        track_in_reverse=False,
+    ):
+        """Memory attention for the kept queries against each memory frame's kept tokens.
+
+        Same memory selection as sam2 1.1.0's ``SAM2Base._prepare_memory_conditioned_features``
+        (conditioning frames, the last ``num_maskmem - 1`` frames with stride, object pointers),
+        but sparse: see the class docstring.
+
+        Returns:
+            ``[B, C, H, W]`` memory-conditioned features of the whole grid.
+        """
+        if is_init_cond_frame or self.num_maskmem == 0:
+            return super()._prepare_memory_conditioned_features(
+                frame_idx,
+                is_init_cond_frame,
+                current_vision_feats,
+                current_vision_pos_embeds,
+                feat_sizes,
+                output_dict,
+                num_frames,
+                track_in_reverse,
+            )
+        with self._timed("memory_attention"):
+            return self._sparse_memory_conditioned_features(
+                frame_idx,
+                current_vision_feats[-1],
+                current_vision_pos_embeds[-1],
+                tuple(feat_sizes[-1]),
+                output_dict,
+                num_frames,
+                track_in_reverse,
+            )
+
+    def _sparse_memory_conditioned_features(
+        self,
+        frame_idx: int,
+        curr: torch.Tensor,
+        curr_pos: torch.Tensor,
+        grid: tuple[int, int],
+        output_dict: dict,
+        num_frames: int,
+        track_in_reverse: bool,
+    ) -> torch.Tensor:
+        """Args: curr, curr_pos ``[HW, B, C]``. Returns ``[B, C, H, W]``."""
+        batch, channels = curr.shape[1], self.hidden_dim
+        height, width = grid
+        device = curr.device
+        all_cells = torch.arange(height * width, device=device).expand(batch, -1)
+
+        selected_cond, unselected_cond = select_closest_cond_frames(
+            frame_idx, output_dict["cond_frame_outputs"], self.max_cond_frames_in_attn
+        )
+        memory, memory_pos, memory_cells = [], [], []
+        for t_pos, previous in self._memory_frames(frame_idx, output_dict, selected_cond, unselected_cond, track_in_reverse):
+            features = previous["maskmem_features"].to(device, non_blocking=True).flatten(2)  # [B, C_mem, n]
+            position = previous["maskmem_pos_enc"][-1].to(device).flatten(2)  # [B, C_mem, HW], shared
+            keep_idx = previous.get("keep_idx")
+            cells = all_cells if keep_idx is None else keep_idx.to(device).long()
+            if keep_idx is not None:
+                position = torch.gather(position, 2, cells[:, None, :].expand(-1, position.shape[1], -1))
+            memory.append(features.permute(2, 0, 1).to(curr.dtype))
+            memory_pos.append(position.permute(2, 0, 1) + self.maskmem_tpos_enc[self.num_maskmem - t_pos - 1])
+            memory_cells.append(cells)
+
+        num_pointer_tokens = 0
+        pointers = self._object_pointers(
+            frame_idx, output_dict, selected_cond, unselected_cond, num_frames, track_in_reverse, batch, device
+        )
+        if pointers is not None:
+            memory.append(pointers[0])
+            memory_pos.append(pointers[1])
+            num_pointer_tokens = pointers[0].shape[0]
+
+        keep_idx = self._active_keep_idx
+        query_cells = all_cells if keep_idx is None else keep_idx.to(device).long()
+        queries = curr if keep_idx is None else gather_tokens(curr, query_cells)
+        query_pos = curr_pos if keep_idx is None else gather_tokens(curr_pos, query_cells)
+        attended = sparse_memory_attention(
+            self.memory_attention,
+            queries,
+            query_pos,
+            torch.cat(memory, dim=0),
+            torch.cat(memory_pos, dim=0),
+            query_cells=query_cells,
+            memory_cells=torch.cat(memory_cells, dim=1),
+            grid=grid,
+            rope=self.rope_table,
+            num_obj_ptr_tokens=num_pointer_tokens,
+        )
+        if keep_idx is not None:
+            fill = dropped_token_fill(self.memory_attention, curr, curr_pos) if self.pruning.fill == "norm" else curr
+            attended = scatter_tokens(fill, query_cells, attended)
+        return attended.permute(1, 2, 0).view(batch, channels, height, width)
+
+    def _memory_frames(
+        self, frame_idx: int, output_dict: dict, selected_cond: dict, unselected_cond: dict, track_in_reverse: bool
+    ) -> list[tuple[int, dict]]:
+        """(temporal position, stored output) of each spatial memory, in sam2 1.1.0's order:
+        the selected conditioning frames (t_pos 0), then the last ``num_maskmem - 1`` frames
+        before this one (every ``memory_temporal_stride_for_eval``-th beyond the previous)."""
+        frames = [(0, out) for out in selected_cond.values()]
+        stride = 1 if self.training else self.memory_temporal_stride_for_eval
+        direction = -1 if track_in_reverse else 1
+        for t_pos in range(1, self.num_maskmem):
+            t_rel = self.num_maskmem - t_pos  # frames before the current one
+            if t_rel == 1:
+                previous_idx = frame_idx - direction
+            elif not track_in_reverse:
+                previous_idx = ((frame_idx - 2) // stride) * stride - (t_rel - 2) * stride
+            else:
+                previous_idx = -(-(frame_idx + 2) // stride) * stride + (t_rel - 2) * stride
+            out = output_dict["non_cond_frame_outputs"].get(previous_idx)
+            if out is None:
+                out = unselected_cond.get(previous_idx)
+            if out is not None:
+                frames.append((t_pos, out))
+        return frames
+
+    def _object_pointers(
+        self,
+        frame_idx: int,
+        output_dict: dict,
+        selected_cond: dict,
+        unselected_cond: dict,
+        num_frames: int,
+        track_in_reverse: bool,
+        batch: int,
+        device: torch.device,
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Object-pointer memory tokens and their temporal encodings (``[P, B, C_mem]`` each),
+        as sam2 1.1.0 builds them; None when there is none. Pointers are never pruned."""
+        if not self.use_obj_ptrs_in_encoder:
+            return None
+        channels = self.hidden_dim
+        max_pointers = min(num_frames, self.max_obj_ptrs_in_encoder)
+        if not self.training and self.only_obj_ptrs_in_the_past_for_eval:
+            pointer_cond = {
+                t: out
+                for t, out in selected_cond.items()
+                if (t >= frame_idx if track_in_reverse else t <= frame_idx)
+            }
+        else:
+            pointer_cond = selected_cond
+        sign = -1 if track_in_reverse else 1
+        positions_and_pointers = [
+            ((frame_idx - t) * sign if self.use_signed_tpos_enc_to_obj_ptrs else abs(frame_idx - t), out["obj_ptr"])
+            for t, out in pointer_cond.items()
+        ]
+        for t_diff in range(1, max_pointers):
+            t = frame_idx + t_diff if track_in_reverse else frame_idx - t_diff
+            if t < 0 or (num_frames is not None and t >= num_frames):
+                break
+            out = output_dict["non_cond_frame_outputs"].get(t, unselected_cond.get(t))
+            if out is not None:
+                positions_and_pointers.append((t_diff, out["obj_ptr"]))
+        if not positions_and_pointers:
+            return None
+        positions, pointer_list = zip(*positions_and_pointers)
+        pointers = torch.stack(pointer_list, dim=0)
+        if self.add_tpos_enc_to_obj_ptrs:
+            tpos_dim = channels if self.proj_tpos_enc_in_obj_ptrs else self.mem_dim
+            encoded = torch.tensor(positions).to(device=device, non_blocking=True)
+            encoded = get_1d_sine_pe(encoded / (max_pointers - 1), dim=tpos_dim)
+            pointer_pos = self.obj_ptr_tpos_proj(encoded).unsqueeze(1).expand(-1, batch, self.mem_dim)
+        else:
+            pointer_pos = pointers.new_zeros(len(positions), batch, self.mem_dim)
+        if self.mem_dim < channels:
+            # a pointer of C channels becomes C // mem_dim tokens
+            pointers = pointers.reshape(-1, batch, channels // self.mem_dim, self.mem_dim)
+            pointers = pointers.permute(0, 2, 1, 3).flatten(0, 1)
+            pointer_pos = pointer_pos.repeat_interleave(channels // self.mem_dim, dim=0)
+        return pointers, pointer_pos

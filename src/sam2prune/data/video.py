@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +120,12 @@ class VideoSource:
             fps=float(rate) if rate else None,
         )
 
+    def head(self, count: int) -> VideoSource:
+        """The same video cut to its first ``count`` frames."""
+        if not 1 <= count <= len(self):
+            raise InputError(f"cannot take {count} frames of {self.path}: it has {len(self)} (1..{len(self)})")
+        return replace(self, frame_names=self.frame_names[:count], frame_files=self.frame_files[:count])
+
     def iter_frames(self) -> Iterator[np.ndarray]:
         """Frames in order as RGB uint8 arrays ``[H, W, 3]``.
 
@@ -126,7 +133,7 @@ class VideoSource:
             InputError: naming a frame that cannot be decoded or whose size changed.
         """
         if self.is_video_file:
-            frames = _decode_video(self.path)
+            frames = itertools.islice(_decode_video(self.path), len(self))
         else:
             frames = (read_rgb(path) for path in self.frame_files)
         for index, frame in enumerate(frames):

@@ -1,0 +1,274 @@
+"""Speed and memory benchmark: the unpruned predictor and pruned ones, in one process, on the
+same frames, with the same weights and the same click."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from sam2prune.config import PruningConfig
+from sam2prune.data.video import VideoSource
+from sam2prune.errors import InputError
+from sam2prune.predictor import ComponentTimer, SAM2Predictor
+from sam2prune.prompts import ObjectPrompt, apply_prompts
+
+COMPONENTS = ("image_encoder", "token_scoring", "memory_attention", "memory_encoder", "mask_decoder")
+# SAM 2 attends to num_maskmem = 7 memory frames: from frame 7 on the bank is full; frames >= 8
+# are steady state.
+STEADY_FROM_FRAME = 8
+
+
+@dataclass
+class RunResult:
+    """One predictor's figures. Times are medians over the steady-state frames."""
+
+    ms_per_frame: float
+    components_ms: dict[str, float]
+    memory_bank_bytes_per_frame: float  # mean over tracked (non-prompted) frames
+    peak_rss_mib: float
+    peak_rss_scope: str  # "run": reset before this run (Linux); "process": since process start
+    peak_cuda_mib: float | None
+    kept_fraction: float  # kept tokens / tokens, over tracked frames
+    frame_ms: list[float] = field(default_factory=list)  # every frame, for inspection
+
+
+@dataclass
+class BenchSettings:
+    model: str
+    image_size: int
+    frames: int
+    threads: int
+    device: str
+    random_weights: bool
+    pruning: PruningConfig  # the retention field is replaced by each of `retentions`
+    retentions: list[float]
+    warmup_frames: int = 3
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS counter of this process (Linux); False where unsupported."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mib() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+def _tracked_stats(predictor: SAM2Predictor, inference_state: dict) -> tuple[float, float]:
+    """(mean memory-bank bytes, kept fraction) over tracked, non-prompted frames."""
+    stats = predictor.pruning_stats(inference_state)
+    entries = [
+        entry for per_obj in stats["frames"].values() for entry in per_obj.values() if not entry["conditioning"]
+    ]
+    if not entries:
+        return 0.0, 0.0
+    bank = statistics.fmean(entry["memory_bank_bytes"] for entry in entries)
+    kept = sum(entry["kept_tokens"] for entry in entries) / (stats["tokens_per_frame"] * len(entries))
+    return bank, kept
+
+
+def time_predictor(
+    predictor: SAM2Predictor, source: VideoSource, prompts: list[ObjectPrompt], *, device: torch.device
+) -> RunResult:
+    """Track the prompted objects through the clip once and measure every frame."""
+    synchronize = device.type == "cuda"
+    predictor.timer = ComponentTimer(synchronize=synchronize)
+    if synchronize:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    rss_resettable = _reset_peak_rss()
+    try:
+        inference_state = predictor.init_state(source)
+        apply_prompts(predictor, inference_state, prompts)
+        frame_ms: list[float] = []
+        per_frame_components: list[dict[str, float]] = []
+        predictor.timer.reset()
+        frames = predictor.propagate_in_video(inference_state, start_frame_idx=0)
+        while True:
+            start = time.perf_counter()
+            try:
+                next(frames)
+            except StopIteration:
+                break
+            if synchronize:
+                torch.cuda.synchronize()
+            frame_ms.append((time.perf_counter() - start) * 1000)
+            per_frame_components.append({k: v * 1000 for k, v in predictor.timer.seconds.items()})
+            predictor.timer.reset()
+    finally:
+        predictor.timer = None
+    steady = list(range(STEADY_FROM_FRAME, len(frame_ms))) or list(range(1, len(frame_ms)))
+    bank, kept = _tracked_stats(predictor, inference_state)
+    return RunResult(
+        ms_per_frame=statistics.median(frame_ms[i] for i in steady),
+        components_ms={
+            name: statistics.median(per_frame_components[i].get(name, 0.0) for i in steady) for name in COMPONENTS
+        },
+        memory_bank_bytes_per_frame=bank,
+        peak_rss_mib=_peak_rss_mib(),
+        peak_rss_scope="run" if rss_resettable else "process",
+        peak_cuda_mib=torch.cuda.max_memory_allocated() / 2**20 if synchronize else None,
+        kept_fraction=kept,
+        frame_ms=[round(ms, 2) for ms in frame_ms],
+    )
+
+
+def _versions() -> dict[str, str]:
+    import sam2
+
+    import sam2prune
+
+    versions = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "sam2": getattr(sam2, "__version__", "1.1.0"),
+        "sam2prune": sam2prune.__version__,
+    }
+    try:
+        from importlib.metadata import version
+
+        versions["sam2"] = version("sam2")
+    except Exception:  # metadata missing in odd installs: keep the fallback
+        pass
+    return versions
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    processor = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                processor = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"CPU {processor} ({torch.get_num_threads()} threads)"
+
+
+def run_benchmark(
+    settings: BenchSettings,
+    source: VideoSource,
+    prompts: list[ObjectPrompt],
+    *,
+    build,
+    progress=print,
+) -> dict:
+    """Benchmark the baseline and each retention. ``build(pruning)`` returns a predictor; all
+    predictors must share weights. Returns the JSON-able result."""
+    torch.set_num_threads(settings.threads)
+    device = torch.device(settings.device)
+    if len(source) <= STEADY_FROM_FRAME:
+        raise InputError(
+            f"--frames {len(source)}: need more than {STEADY_FROM_FRAME} frames to measure the steady state "
+            f"(frames >= {STEADY_FROM_FRAME}, once SAM 2's 7-frame memory bank is full)"
+        )
+    baseline = build(None)
+    pruned = [(r, build(replace(settings.pruning, retention=r))) for r in settings.retentions]
+    warmup = source.head(settings.warmup_frames)
+    warm_prompts = [p for p in prompts if p.frame < len(warmup)]
+    for predictor in [baseline] + [p for _, p in pruned]:
+        time_predictor(predictor, warmup, warm_prompts, device=device)
+
+    progress(f"timing unpruned SAM 2 on {len(source)} frames")
+    base_result = time_predictor(baseline, source, prompts, device=device)
+    results = []
+    for retention, predictor in pruned:
+        progress(f"timing pruned SAM 2, retention {retention:g}")
+        result = time_predictor(predictor, source, prompts, device=device)
+        results.append({"retention": retention, "speedup": base_result.ms_per_frame / result.ms_per_frame, **asdict(result)})
+    return {
+        "baseline": asdict(base_result),
+        "pruned": results,
+        "model": settings.model,
+        "random_weights": settings.random_weights,
+        "image_size": settings.image_size,
+        "frames": len(source),
+        "steady_from_frame": STEADY_FROM_FRAME,
+        "threads": settings.threads,
+        "device": _device_name(device),
+        "pruning": asdict(settings.pruning) | {"retention": settings.retentions},
+        "versions": _versions(),
+    }
+
+
+def markdown_table(result: dict) -> str:
+    """The benchmark as a markdown table (times in ms per steady-state frame)."""
+    header = (
+        "| method | retention | ms/frame | speedup | image enc | scoring | mem attn | mem enc | mask dec "
+        "| bank KiB/frame | bank ratio | peak RSS MiB |"
+    )
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    base = result["baseline"]
+
+    def row(name: str, run: dict, retention: str, speedup: str) -> str:
+        c = run["components_ms"]
+        ratio = run["memory_bank_bytes_per_frame"] / base["memory_bank_bytes_per_frame"] if base["memory_bank_bytes_per_frame"] else float("nan")
+        return (
+            f"| {name} | {retention} | {run['ms_per_frame']:.0f} | {speedup} | {c['image_encoder']:.0f} "
+            f"| {c['token_scoring']:.1f} | {c['memory_attention']:.0f} | {c['memory_encoder']:.0f} "
+            f"| {c['mask_decoder']:.0f} | {run['memory_bank_bytes_per_frame'] / 1024:.0f} | {ratio:.3f} "
+            f"| {run['peak_rss_mib']:.0f} |"
+        )
+
+    lines.append(row("SAM 2 (unpruned)", base, "-", "1.00x"))
+    for run in result["pruned"]:
+        lines.append(row("pruned", run, f"{run['retention']:g}", f"{run['speedup']:.2f}x"))
+    return "\n".join(lines)
+
+
+def write_json(path: Path, result: dict) -> None:
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_text(json.dumps(result, indent=2))
+    os.replace(temp, path)
+
+
+def plot(path: Path, result: dict) -> None:
+    """ms/frame and memory-bank size against retention (unpruned SAM 2 as a line)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as error:
+        raise InputError("--plot needs matplotlib: pip install 'sam2prune[plot]' (or pip install matplotlib)") from error
+    runs = sorted(result["pruned"], key=lambda run: run["retention"])
+    retentions = [run["retention"] for run in runs]
+    base = result["baseline"]
+    figure, (speed, bank) = plt.subplots(1, 2, figsize=(10, 4))
+    speed.plot(retentions, [run["ms_per_frame"] for run in runs], "o-", label="pruned")
+    speed.axhline(base["ms_per_frame"], color="grey", linestyle="--", label="SAM 2 (unpruned)")
+    speed.set(xlabel="retention", ylabel="ms per frame (steady state)", ylim=(0, None))
+    bank.plot(retentions, [run["memory_bank_bytes_per_frame"] / 1024 for run in runs], "o-", label="pruned")
+    bank.axhline(base["memory_bank_bytes_per_frame"] / 1024, color="grey", linestyle="--", label="SAM 2 (unpruned)")
+    bank.set(xlabel="retention", ylabel="memory bank KiB per tracked frame", ylim=(0, None))
+    for axes in (speed, bank):
+        axes.legend()
+        axes.grid(alpha=0.3)
+    figure.suptitle(f"{result['model']} at {result['image_size']} px, {result['device']}")
+    figure.tight_layout()
+    temp = path.with_name(f".{path.name}.tmp.png")
+    figure.savefig(temp, dpi=120)
+    plt.close(figure)
+    os.replace(temp, path)

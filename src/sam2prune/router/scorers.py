@@ -1,0 +1,127 @@
+"""Token scorers needing no trained weights, and the top-k selection they feed."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from sam2prune.config import PruningConfig
+from sam2prune.router.prior import prior_scores
+
+# Saliency only breaks ties of the prior: it is far below the prior's smallest step.
+SALIENCY_WEIGHT = 1e-3
+
+
+@dataclass
+class ScoringContext:
+    """What a scorer may look at besides the tokens.
+
+    Attributes:
+        frame_idx: index of the frame being scored.
+        grid: ``(H, W)`` of the token grid.
+        prior_mask: ``[B, 1, h, w]`` logits of where the object is believed to be (the previous
+            frame's mask, or the prompt/own mask on a prompted frame), or None if unknown.
+    """
+
+    frame_idx: int
+    grid: tuple[int, int]
+    prior_mask: torch.Tensor | None = None
+
+
+class TokenScorer(Protocol):
+    """Scores a frame's tokens; higher is kept first."""
+
+    needs_prior: bool
+
+    def __call__(self, tokens: torch.Tensor, context: ScoringContext) -> torch.Tensor:
+        """Args: tokens ``[B, N, C]``. Returns: scores ``[B, N]``."""
+        ...
+
+
+def select_tokens(scores: torch.Tensor, kept: int) -> torch.Tensor:
+    """Indices of the ``kept`` highest scores per row, in ascending (grid) order.
+
+    Args:
+        scores: ``[B, N]``.
+        kept: k, 1 <= k <= N.
+
+    Returns:
+        ``[B, k]`` int64, sorted ascending.
+    """
+    if not 1 <= kept <= scores.shape[-1]:
+        raise ValueError(f"cannot keep {kept} of {scores.shape[-1]} tokens")
+    return torch.topk(scores, kept, dim=-1, sorted=False).indices.sort(dim=-1).values
+
+
+def feature_saliency(tokens: torch.Tensor) -> torch.Tensor:
+    """Token feature norm, min-max normalised per frame to [0, 1] (``[B, N, C]`` -> ``[B, N]``)."""
+    norms = tokens.float().norm(dim=-1)
+    low = norms.amin(dim=-1, keepdim=True)
+    span = (norms.amax(dim=-1, keepdim=True) - low).clamp_min(1e-12)
+    return (norms - low) / span
+
+
+class PriorScorer:
+    """Where the object was (dilated), ties broken by feature saliency."""
+
+    needs_prior = True
+
+    def __init__(self, dilation: int) -> None:
+        self.dilation = dilation
+
+    def __call__(self, tokens: torch.Tensor, context: ScoringContext) -> torch.Tensor:
+        if context.prior_mask is None:
+            raise ValueError("the prior scorer needs a prior mask")
+        prior = prior_scores(context.prior_mask.to(tokens.device), context.grid, dilation=self.dilation)
+        return prior + SALIENCY_WEIGHT * feature_saliency(tokens)
+
+
+def ordered_dither(height: int, width: int) -> torch.Tensor:
+    """Bayer ordered-dither thresholds of an H x W grid, ``[H*W]`` in [0, 1).
+
+    Keeping the cells with the lowest thresholds spreads any number of them evenly over the
+    grid: a quarter of a power-of-two grid is every other row and column.
+    """
+    bits = max(1, math.ceil(math.log2(max(height, width))))
+    ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    value = torch.zeros(height, width, dtype=torch.int64)
+    bayer = torch.tensor([[0, 2], [3, 1]])
+    for level in range(bits):
+        value = value + bayer[(ys >> level) & 1, (xs >> level) & 1] * 4 ** (bits - 1 - level)
+    return (value.float() / 4**bits).flatten()
+
+
+class UniformScorer:
+    """Regular grid subsampling (ordered dither), the same cells on every frame."""
+
+    needs_prior = False
+
+    def __call__(self, tokens: torch.Tensor, context: ScoringContext) -> torch.Tensor:
+        thresholds = ordered_dither(*context.grid).to(tokens.device)
+        return (-thresholds).expand(tokens.shape[0], -1)
+
+
+class RandomScorer:
+    """Uniformly random tokens, reproducible from the seed and the frame index."""
+
+    needs_prior = False
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def __call__(self, tokens: torch.Tensor, context: ScoringContext) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + context.frame_idx)
+        return torch.rand(tokens.shape[0], tokens.shape[1], generator=generator).to(tokens.device)
+
+
+def make_scorer(config: PruningConfig) -> TokenScorer:
+    if config.scorer == "prior":
+        return PriorScorer(config.prior_dilation)
+    if config.scorer == "uniform":
+        return UniformScorer()
+    if config.scorer == "random":
+        return RandomScorer(config.seed)
+    raise ValueError(f"unknown scorer {config.scorer!r}")
