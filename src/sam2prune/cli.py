@@ -256,6 +256,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    """Score a results folder against DAVIS-layout ground truth (official semi-supervised protocol)."""
+    from sam2prune.scoring import GLOBAL_COLUMNS, score_results, write_official_csvs
+
+    out_dir = args.out if args.out is not None else args.results
+    if not out_dir.is_dir():
+        raise InputError(f"--out {out_dir}: folder does not exist")
+    if not args.gt_root.is_dir():
+        raise InputError(f"--gt-root {args.gt_root}: folder does not exist")
+    measures, scores = score_results(args.gt_root, args.results, set_name=args.set)
+    write_official_csvs(out_dir, args.set, measures, scores)
+    print("| " + " | ".join(GLOBAL_COLUMNS) + " |")
+    print("|" + "---|" * len(GLOBAL_COLUMNS))
+    print("| " + " | ".join(f"{measures[k]:.3f}" for k in GLOBAL_COLUMNS) + " |")
+    print(f"{len(scores)} objects; CSV files and summary.json in {out_dir}")
+    return 0
+
+
 def _frame_index(text: str) -> int:
     try:
         value = int(text)
@@ -358,6 +376,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(bench)
     _add_pruning_options(bench, retention_list=True)
     bench.set_defaults(handler=cmd_bench)
+
+    score = commands.add_parser(
+        "score",
+        help="J&F of a results folder against DAVIS-layout ground truth",
+        description=(
+            "Semi-supervised DAVIS 2017 scoring, reproducing the official evaluation: J (IoU) and F (boundary "
+            "F-measure) per object and frame, first and last frames excluded, objects missing from the results "
+            "count as empty. Writes global_results-<set>.csv and per-sequence_results-<set>.csv (as the official "
+            "tool) and summary.json (full precision). Works for any method's palette-PNG results."
+        ),
+    )
+    score.add_argument("--gt-root", type=Path, required=True, metavar="ROOT", help="DAVIS layout: ROOT/Annotations/480p/<seq>/*.png")
+    score.add_argument("--results", type=Path, required=True, metavar="DIR", help="results: DIR/<seq>/<frame>.png")
+    score.add_argument("--set", default="val", help="ROOT/ImageSets/2017/<set>.txt lists the sequences (default: %(default)s)")
+    score.add_argument("--out", type=Path, metavar="DIR", help="where the CSV files go (default: the results folder)")
+    score.set_defaults(handler=cmd_score)
     return parser
 
 

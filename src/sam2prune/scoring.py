@@ -1,0 +1,157 @@
+"""Semi-supervised scoring of a results folder against DAVIS-layout ground truth, writing the
+official CSV files. Works for any method's outputs (palette PNGs named like the GT)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from sam2prune.data.palette import read_label_png
+from sam2prune.errors import InputError
+from sam2prune.metrics import boundary_f, jaccard, statistics
+
+VOID_LABEL = 255
+GLOBAL_COLUMNS = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
+
+
+@dataclass
+class ObjectScores:
+    """Per-frame J and F of one object over the evaluated frames, and their statistics."""
+
+    name: str  # "<sequence>_<object id>"
+    j: np.ndarray
+    f: np.ndarray
+
+    def summary(self) -> dict[str, float]:
+        j_mean, j_recall, j_decay = statistics(self.j)
+        f_mean, f_recall, f_decay = statistics(self.f)
+        return {
+            "J-Mean": j_mean,
+            "J-Recall": j_recall,
+            "J-Decay": j_decay,
+            "F-Mean": f_mean,
+            "F-Recall": f_recall,
+            "F-Decay": f_decay,
+        }
+
+
+def score_sequence(
+    name: str, gt_frames: list[np.ndarray], result_frames: list[np.ndarray], *, bound_th: float = 0.008
+) -> list[ObjectScores]:
+    """Score one sequence as the official semi-supervised evaluation does.
+
+    Args:
+        name: sequence name.
+        gt_frames: every ground-truth label map ``[H, W]`` uint8 (255 = void, read as background).
+        result_frames: the predicted label maps of the evaluated frames (all but the first and
+            last), in the same order.
+
+    Returns:
+        One ``ObjectScores`` per ground-truth object (ids 1..max id of the first GT frame).
+
+    Raises:
+        InputError: too few frames, or more predicted objects than ground-truth objects.
+    """
+    if len(gt_frames) < 3:
+        raise InputError(f"sequence {name}: {len(gt_frames)} annotated frames; the evaluation needs at least 3")
+    gt = [np.where(frame == VOID_LABEL, 0, frame) for frame in gt_frames]
+    num_objects = int(gt[0].max())
+    evaluated_gt = gt[1:-1]
+    num_predicted = max(int(frame.max()) for frame in result_frames)
+    if num_predicted > num_objects:
+        raise InputError(
+            f"sequence {name}: the results hold object id {num_predicted} but the ground truth has "
+            f"{num_objects} object(s) in its first frame"
+        )
+    scores = []
+    for obj_id in range(1, num_objects + 1):
+        j = np.array([jaccard(g == obj_id, r == obj_id) for g, r in zip(evaluated_gt, result_frames)])
+        f = np.array(
+            [boundary_f(g == obj_id, r == obj_id, bound_th=bound_th) for g, r in zip(evaluated_gt, result_frames)]
+        )
+        scores.append(ObjectScores(name=f"{name}_{obj_id}", j=j, f=f))
+    return scores
+
+
+def read_sequence_list(gt_root: Path, set_name: str) -> list[str]:
+    """Sequence names of ``ImageSets/2017/<set>.txt``, or every folder of ``Annotations/480p``."""
+    image_set = gt_root / "ImageSets" / "2017" / f"{set_name}.txt"
+    if image_set.is_file():
+        return [line.strip() for line in image_set.read_text().splitlines() if line.strip()]
+    annotations = gt_root / "Annotations" / "480p"
+    if not annotations.is_dir():
+        raise InputError(f"ground truth {gt_root}: neither {image_set} nor {annotations} exists (DAVIS 2017 layout)")
+    return sorted(p.name for p in annotations.iterdir() if p.is_dir())
+
+
+def score_results(
+    gt_root: Path, results_dir: Path, *, set_name: str = "val", sequences: list[str] | None = None, progress: bool = True
+) -> tuple[dict[str, float], list[ObjectScores]]:
+    """Score a results folder (``<results>/<sequence>/<frame>.png``) against DAVIS-layout ground
+    truth (``<gt_root>/Annotations/480p/<sequence>/<frame>.png``).
+
+    Returns:
+        (global measures keyed as the official CSV, per-object scores).
+
+    Raises:
+        InputError: missing folders or PNGs (named), size mismatches, extra objects.
+    """
+    names = sequences if sequences is not None else read_sequence_list(gt_root, set_name)
+    if not results_dir.is_dir():
+        raise InputError(f"results folder {results_dir} does not exist")
+    all_scores: list[ObjectScores] = []
+    for name in tqdm(names, desc="scoring", unit="sequence", disable=not progress):
+        gt_dir = gt_root / "Annotations" / "480p" / name
+        gt_files = sorted(gt_dir.glob("*.png")) if gt_dir.is_dir() else []
+        if not gt_files:
+            raise InputError(f"sequence {name}: no ground-truth PNGs in {gt_dir}")
+        gt_frames = [read_label_png(path) for path in gt_files]
+        result_frames = []
+        for path in gt_files[1:-1]:
+            result_path = results_dir / name / path.name
+            if not result_path.is_file():
+                raise InputError(f"sequence {name}: result {result_path} is missing")
+            frame = read_label_png(result_path)
+            if frame.shape != gt_frames[0].shape:
+                raise InputError(
+                    f"result {result_path} is {frame.shape[1]}x{frame.shape[0]} but the ground truth is "
+                    f"{gt_frames[0].shape[1]}x{gt_frames[0].shape[0]}"
+                )
+            result_frames.append(frame)
+        all_scores += score_sequence(name, gt_frames, result_frames)
+    return global_measures(all_scores), all_scores
+
+
+def global_measures(scores: list[ObjectScores]) -> dict[str, float]:
+    """Plain means over all objects; J&F-Mean = (J-Mean + F-Mean) / 2."""
+    if not scores:
+        raise InputError("nothing to score: no objects")
+    summaries = [s.summary() for s in scores]
+    measures = {key: float(np.mean([s[key] for s in summaries])) for key in GLOBAL_COLUMNS[1:]}
+    return {"J&F-Mean": (measures["J-Mean"] + measures["F-Mean"]) / 2, **measures}
+
+
+def _write_text(path: Path, text: str) -> None:
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_text(text)
+    os.replace(temp, path)
+
+
+def write_official_csvs(out_dir: Path, set_name: str, measures: dict[str, float], scores: list[ObjectScores]) -> None:
+    """``global_results-<set>.csv``, ``per-sequence_results-<set>.csv`` (3 decimals, as the
+    official tool writes them) and ``summary.json`` (full precision)."""
+    global_csv = ",".join(GLOBAL_COLUMNS) + "\n" + ",".join(f"{measures[k]:.3f}" for k in GLOBAL_COLUMNS) + "\n"
+    per_object = ["Sequence,J-Mean,F-Mean"]
+    summary_objects = {}
+    for score in scores:
+        summary = score.summary()
+        per_object.append(f"{score.name},{summary['J-Mean']:.3f},{summary['F-Mean']:.3f}")
+        summary_objects[score.name] = {"J-Mean": summary["J-Mean"], "F-Mean": summary["F-Mean"]}
+    _write_text(out_dir / f"global_results-{set_name}.csv", global_csv)
+    _write_text(out_dir / f"per-sequence_results-{set_name}.csv", "\n".join(per_object) + "\n")
+    _write_text(out_dir / "summary.json", json.dumps({**measures, "per_object": summary_objects}, indent=2))
