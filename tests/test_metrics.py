@@ -144,6 +144,31 @@ def test_boundary_f_matches_a_literal_implementation(seed):
     assert boundary_f(gt, pred, bound_th=radius) == pytest.approx(_slow_boundary_f(gt, pred, radius), abs=1e-12)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_boundary_f_matches_the_official_toolkit_primitives(seed):
+    """The official f_measure dilates boundary maps with cv2.dilate and skimage's disk at
+    ceil(0.008 * diagonal): compute F that way at DAVIS resolution and compare."""
+    import cv2
+    from skimage.morphology import disk as skimage_disk
+
+    rng = np.random.default_rng(seed)
+    gt = np.zeros((480, 854), bool)
+    gt[100:300, 200:500] = True
+    pred = np.roll(gt, (int(rng.integers(-15, 15)), int(rng.integers(-15, 15))), axis=(0, 1))
+    pred[rng.random(pred.shape) < 0.002] ^= True  # speckles: many small boundaries
+    radius = boundary_tolerance(gt.shape)
+    kernel = skimage_disk(radius).astype(np.uint8)
+    assert np.array_equal(kernel.astype(bool), disk(radius))
+    gt_b, pred_b = boundary_map(gt), boundary_map(pred)
+    gt_dilated = cv2.dilate(gt_b.astype(np.uint8), kernel)
+    pred_dilated = cv2.dilate(pred_b.astype(np.uint8), kernel)
+    precision = (pred_b * gt_dilated).sum() / pred_b.sum()
+    recall = (gt_b * pred_dilated).sum() / gt_b.sum()
+    reference = 2 * precision * recall / (precision + recall)
+    assert boundary_f(gt, pred) == pytest.approx(reference, abs=1e-12)
+    assert 0 < reference < 1
+
+
 # --- statistics ----------------------------------------------------------------------------
 
 def test_statistics_hand_checked():

@@ -6,9 +6,7 @@ from __future__ import annotations
 import json
 import os
 import platform
-import resource
 import statistics
-import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -18,6 +16,7 @@ import torch
 from sam2prune.config import PruningConfig
 from sam2prune.data.video import VideoSource
 from sam2prune.errors import InputError
+from sam2prune.memory import peak_rss_mib, reset_peak_rss
 from sam2prune.predictor import ComponentTimer, SAM2Predictor
 from sam2prune.prompts import ObjectPrompt, apply_prompts
 
@@ -54,26 +53,6 @@ class BenchSettings:
     warmup_frames: int = 3
 
 
-def _reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS counter of this process (Linux); False where unsupported."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def _peak_rss_mib() -> float:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
-
-
 def _tracked_stats(predictor: SAM2Predictor, inference_state: dict) -> tuple[float, float]:
     """(mean memory-bank bytes, kept fraction) over tracked, non-prompted frames."""
     stats = predictor.pruning_stats(inference_state)
@@ -96,7 +75,7 @@ def time_predictor(
     if synchronize:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    rss_resettable = _reset_peak_rss()
+    rss_resettable = reset_peak_rss()
     try:
         inference_state = predictor.init_state(source)
         apply_prompts(predictor, inference_state, prompts)
@@ -125,7 +104,7 @@ def time_predictor(
             name: statistics.median(per_frame_components[i].get(name, 0.0) for i in steady) for name in COMPONENTS
         },
         memory_bank_bytes_per_frame=bank,
-        peak_rss_mib=_peak_rss_mib(),
+        peak_rss_mib=peak_rss_mib(),
         peak_rss_scope="run" if rss_resettable else "process",
         peak_cuda_mib=torch.cuda.max_memory_allocated() / 2**20 if synchronize else None,
         kept_fraction=kept,

@@ -8,7 +8,7 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-from sam2prune.config import FILL_MODES, SCORERS, PruningConfig
+from sam2prune.config import FILL_MODES, SCORERS, ProtocolConfig, PruningConfig
 from sam2prune.errors import InputError, UserError
 
 log = logging.getLogger("sam2prune")
@@ -274,6 +274,153 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+_PROTOCOL_FLAGS = ("refine_below", "clicks_per_round", "max_rounds")
+
+
+def _add_eval_options(parser: argparse.ArgumentParser) -> None:
+    from sam2prune.data.datasets import DATASETS
+
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", choices=DATASETS, required=True, help="dataset layout (see `sam2prune eval --help`)")
+    data.add_argument("--root", type=Path, required=True, metavar="ROOT", help="the dataset's root folder")
+    data.add_argument("--split", help="set/split (default: the dataset's validation set: val, or valid for LVOS)")
+    data.add_argument("--sequences", nargs="+", metavar="NAME", help="only these sequences")
+    data.add_argument("--limit", type=int, metavar="N", help="only the first N sequences")
+    protocol = parser.add_argument_group("interactive protocol")
+    defaults = ProtocolConfig()
+    protocol.add_argument("--refine-below", type=float, default=defaults.refine_below, help="refine frames whose J&F is below this (default: %(default)s)")
+    protocol.add_argument("--clicks-per-round", type=int, default=defaults.clicks_per_round, help="corrective clicks per round (default: %(default)s)")
+    protocol.add_argument("--max-rounds", type=int, default=defaults.max_rounds, help="refinement rounds per sequence at most (default: %(default)s)")
+
+
+def _select_sequences(args: argparse.Namespace):
+    from sam2prune.data.datasets import read_dataset
+
+    sequences = list(read_dataset(args.dataset, args.root, args.split))
+    if args.sequences:
+        known = {s.name for s in sequences}
+        unknown = [name for name in args.sequences if name not in known]
+        if unknown:
+            raise InputError(f"--sequences: {', '.join(unknown)} not in the {args.dataset} set ({len(known)} sequences)")
+        sequences = [s for s in sequences if s.name in args.sequences]
+    if args.limit is not None:
+        if args.limit < 1:
+            raise InputError(f"--limit must be >= 1, got {args.limit}")
+        sequences = sequences[: args.limit]
+    if not sequences:
+        raise InputError(f"no sequence to evaluate in {args.root}")
+    return sequences
+
+
+def _protocol(args: argparse.Namespace) -> ProtocolConfig:
+    if not 0 <= args.refine_below <= 1 or args.clicks_per_round < 1 or args.max_rounds < 0:
+        raise InputError("--refine-below must be in [0, 1], --clicks-per-round >= 1, --max-rounds >= 0")
+    return ProtocolConfig(refine_below=args.refine_below, clicks_per_round=args.clicks_per_round, max_rounds=args.max_rounds)
+
+
+def _run_eval(args: argparse.Namespace, predictor, pruning, sequences, out_dir: Path) -> dict:
+    from dataclasses import asdict
+
+    import torch
+
+    from sam2prune.data.datasets import DEFAULT_SPLITS
+    from sam2prune.evaluate import EvalSettings, evaluate_sequences, prepare_run_dir, summarize
+
+    protocol = _protocol(args)
+    settings = EvalSettings(
+        dataset=args.dataset,
+        root=str(args.root.resolve()),
+        split=args.split or DEFAULT_SPLITS[args.dataset],
+        method="sam2" if pruning is None else "pruned",
+        model=args.model,
+        checkpoint=str(args.checkpoint) if args.checkpoint else None,
+        image_size=predictor.image_size,
+        device=str(predictor.device),
+        pruning=asdict(pruning) if pruning is not None else None,
+        protocol=asdict(protocol),
+    )
+    prepare_run_dir(out_dir, settings, overwrite=args.overwrite)
+    done = [s.name for s in sequences if (out_dir / "sequences" / f"{s.name}.json").is_file()]
+    if done:
+        log.info("resuming %s: %d of %d sequences already done", out_dir, len(done), len(sequences))
+    records = evaluate_sequences(predictor, sequences, out_dir, protocol=protocol, device=torch.device(predictor.device))
+    return summarize(records, settings, out_dir)
+
+
+def _print_overall(report: dict, out_dir: Path) -> None:
+    overall = report["overall"]
+    print(
+        f"J&F {overall['J&F-Mean'] * 100:.1f}  J {overall['J-Mean'] * 100:.1f}  F {overall['F-Mean'] * 100:.1f}  "
+        f"{overall['fps']:.2f} frames/s  peak memory {overall['peak_memory_mib']:.0f} MiB  "
+        f"kept {overall['kept_fraction']:.2f}  refinement rounds {overall['refinement_rounds']}, clicks {overall['clicks']}  "
+        f"({overall['sequences']} sequences, {overall['objects']} objects) -> {out_dir}"
+    )
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Run the interactive protocol on a dataset and score it."""
+    sequences = _select_sequences(args)
+    pruning = _pruning_config(args, args.retention) if args.method == "pruned" else None
+    _protocol(args)
+    predictor = _build(args, pruning)
+    report = _run_eval(args, predictor, pruning, sequences, args.out)
+    _print_overall(report, args.out)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Table-1-style markdown across runs."""
+    from sam2prune.report import load_reports, markdown_report, plot_tradeoff, write_text
+
+    reports = load_reports(args.runs)
+    text = markdown_report(reports)
+    if args.out is not None:
+        write_text(args.out, text)
+    print(text, end="")
+    if args.plot is not None:
+        plot_tradeoff(args.plot, reports)
+        print(f"plot: {args.plot}")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Evaluate a grid of pruning settings (plus unpruned SAM 2) and tabulate them."""
+    from sam2prune.models import build_predictor
+    from sam2prune.report import load_reports, markdown_report, plot_tradeoff, write_text
+
+    sequences = _select_sequences(args)
+    _protocol(args)
+    grid = [(None, "sam2")] if not args.no_baseline else []
+    for scorer in args.scorers:
+        for retention in args.retention:
+            args.scorer = scorer
+            grid.append((_pruning_config(args, retention), f"pruned_r{retention:g}_{scorer}"))
+    if not args.out.parent.is_dir():
+        raise InputError(f"--out {args.out}: parent folder {args.out.parent} does not exist")
+    args.out.mkdir(exist_ok=True)
+    baseline = _build(args)
+    weights = baseline.state_dict()
+    run_dirs = []
+    for pruning, label in grid:
+        log.info("sweep: %s", label)
+        if pruning is None:
+            predictor = baseline
+        else:
+            predictor = build_predictor(
+                args.model, random_weights=True, device=_device(args.device), image_size=args.image_size, pruning=pruning
+            )
+            predictor.load_state_dict(weights)  # the same weights as the baseline
+        _run_eval(args, predictor, pruning, sequences, args.out / label)
+        run_dirs.append(args.out / label)
+    reports = load_reports(run_dirs)
+    write_text(args.out / "report.md", markdown_report(reports))
+    print(markdown_report(reports), end="")
+    if args.plot:
+        plot_tradeoff(args.out / "tradeoff.png", reports)
+    print(f"report: {args.out / 'report.md'}")
+    return 0
+
+
 def _frame_index(text: str) -> int:
     try:
         value = int(text)
@@ -392,6 +539,54 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--set", default="val", help="ROOT/ImageSets/2017/<set>.txt lists the sequences (default: %(default)s)")
     score.add_argument("--out", type=Path, metavar="DIR", help="where the CSV files go (default: the results folder)")
     score.set_defaults(handler=cmd_score)
+
+    from sam2prune.data import datasets as datasets_module
+
+    evaluate = commands.add_parser(
+        "eval",
+        help="run the interactive protocol on a dataset and score it",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Protocol: one positive click per object on the first frame it appears on, at the maximum of the "
+            "distance transform of its mask; tracking; then, while some frame's J&F for an object is below "
+            "--refine-below, up to --clicks-per-round corrective clicks on the worst frame (positive in the largest "
+            "false-negative region, negative in the largest false-positive region, at their distance-transform "
+            "maxima) and tracking again from it, at most --max-rounds rounds per sequence. Writes masks/<seq>/*.png, "
+            "sequences/<seq>.json, the official CSVs and report.json into --out. An interrupted run resumes where it "
+            "stopped (same --out, same settings). DAVIS is scored exactly as the official tool; other datasets per "
+            "object over the annotated frames after its prompt frame.\n\nDataset layouts:\n"
+            + datasets_module.__doc__.split("ROOT is what ``--root`` points to):", 1)[1].replace("``", "")
+        ),
+    )
+    _add_eval_options(evaluate)
+    evaluate.add_argument("--out", type=Path, required=True, metavar="DIR", help="run folder (resumed if it holds this run)")
+    evaluate.add_argument("--overwrite", action="store_true", help="start over in --out")
+    evaluate.add_argument("--method", choices=("pruned", "sam2"), default="pruned", help="default: %(default)s")
+    _add_model_options(evaluate)
+    _add_pruning_options(evaluate)
+    evaluate.set_defaults(handler=cmd_eval)
+
+    report = commands.add_parser("report", help="Table-1-style markdown across evaluation runs")
+    report.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="folders written by `sam2prune eval`")
+    report.add_argument("--out", type=Path, metavar="FILE.md", help="also write the table here")
+    report.add_argument("--plot", type=Path, metavar="FILE.png", help="J&F and FPS against retention")
+    report.set_defaults(handler=cmd_report)
+
+    sweep = commands.add_parser(
+        "sweep",
+        help="evaluate a grid of retentions and scorers (plus unpruned SAM 2) into one table",
+        description="Runs `eval` for unpruned SAM 2 and every --scorers x --retention combination, with the same "
+        "weights, into --out/<label>/ (each resumable), then writes --out/report.md.",
+    )
+    _add_eval_options(sweep)
+    sweep.add_argument("--out", type=Path, required=True, metavar="DIR")
+    sweep.add_argument("--overwrite", action="store_true", help="start every run over")
+    sweep.add_argument("--scorers", nargs="+", choices=SCORERS, default=[_PRUNING_DEFAULTS.scorer], help="default: %(default)s")
+    sweep.add_argument("--no-baseline", action="store_true", help="skip unpruned SAM 2")
+    sweep.add_argument("--plot", action="store_true", help="also write --out/tradeoff.png")
+    _add_model_options(sweep)
+    _add_pruning_options(sweep, retention_list=True)
+    sweep.set_defaults(handler=cmd_sweep)
     return parser
 
 
@@ -407,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sam2prune: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("sam2prune: interrupted; nothing was written", file=sys.stderr)
+        print("sam2prune: interrupted", file=sys.stderr)
         return 130
 
 

@@ -58,3 +58,18 @@ class PruningConfig:
         """Number of tokens kept out of ``num_tokens``: ceil(retention * N), at least 1."""
         # round() first so that e.g. 0.3 * 1000 = 300.00000000000006 keeps 300, not 301
         return max(1, min(num_tokens, math.ceil(round(self.retention * num_tokens, 6))))
+
+
+@dataclass(frozen=True)
+class ProtocolConfig:
+    """Interactive protocol of the source paper.
+
+    Attributes:
+        refine_below: a frame whose J&F for an object is below this gets corrective clicks.
+        clicks_per_round: corrective clicks added per round (on the worst frame and object).
+        max_rounds: refinement rounds per sequence at most.
+    """
+
+    refine_below: float = 0.8
+    clicks_per_round: int = 3
+    max_rounds: int = 10

@@ -1,0 +1,356 @@
+"""Dataset readers: each yields ``Sequence`` objects (frames, ground-truth object masks on the
+annotated frames, object ids and the frame each object first appears on).
+
+Expected layouts (ROOT is what ``--root`` points to):
+
+- ``davis`` (DAVIS 2017): ``ROOT/JPEGImages/480p/<seq>/*.jpg``, ``ROOT/Annotations/480p/<seq>/*.png``
+  (palette PNGs, every frame), ``ROOT/ImageSets/2017/<set>.txt``.
+- ``vost``: ``ROOT/JPEGImages/<seq>/*.jpg``, ``ROOT/Annotations/<seq>/*.png`` (the annotated
+  frames), ``ROOT/ImageSets/<set>.txt``.
+- ``pumavos``: ``ROOT/JPEGImages/<seq>/*.jpg``, ``ROOT/Annotations/<seq>/*.png``; all sequences.
+- ``lvos`` (LVOS v2): ``ROOT/<set>/JPEGImages/<seq>/*.jpg``, ``ROOT/<set>/Annotations/<seq>/*.png``
+  and ``ROOT/<set>/<set>_meta.json`` (or ``meta.json``): ``{"videos": {<seq>: {"objects":
+  {<id>: {"frame_range": {"start": <frame>, "end": <frame>, ...}}}}}}``; objects may appear late.
+- ``uvo``: YouTube-VIS style JSON ``ROOT/<set>.json`` (or ``--split`` names the JSON file):
+  ``{"videos": [{"id", "file_names": [...], "height", "width"}], "annotations": [{"video_id",
+  "segmentations": [COCO RLE or null per frame], ...}]}``; frames at ``ROOT/<file_name>``
+  (or ``ROOT/JPEGImages/<file_name>``). Object ids are 1.. in annotation order.
+- ``endovis18`` (EndoVis 2018 scene segmentation): ``ROOT/<seq>/left_frames/*.png``,
+  ``ROOT/<seq>/labels/*.png`` (RGB colour-coded classes) and ``ROOT/labels.json``
+  (``[{"name", "color": [r, g, b], "classid"}]``, or per sequence ``ROOT/<seq>/labels.json``):
+  each class present becomes object id = classid; classid 0 is background.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from sam2prune.data.palette import read_label_png
+from sam2prune.data.video import VideoSource, list_frame_files, natural_key
+from sam2prune.errors import InputError
+
+VOID_LABEL = 255
+DATASETS = ("davis", "vost", "pumavos", "lvos", "uvo", "endovis18")
+
+
+@dataclass
+class Sequence:
+    """One video with ground truth.
+
+    Attributes:
+        name: sequence name.
+        source: the frames.
+        annotated: frame index -> loader of its ``[H, W]`` uint8 label map (0 background,
+            k = object k, 255 void), for every annotated frame.
+        obj_ids: the objects to track.
+        first_frames: object id -> index of the first annotated frame it is visible on.
+        official_davis: scored exactly as the official DAVIS 2017 tool (object count from the
+            first frame, first and last frames excluded).
+    """
+
+    name: str
+    source: VideoSource
+    annotated: dict[int, Callable[[], np.ndarray]]
+    obj_ids: list[int]
+    first_frames: dict[int, int]
+    official_davis: bool = False
+    _cache: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def ground_truth(self, frame_idx: int) -> np.ndarray:
+        """Label map of an annotated frame (void = 255 kept)."""
+        if frame_idx not in self._cache:
+            labels = self.annotated[frame_idx]()
+            if labels.shape != (self.source.height, self.source.width):
+                raise InputError(
+                    f"sequence {self.name}: annotation of frame {self.source.frame_names[frame_idx]} is "
+                    f"{labels.shape[1]}x{labels.shape[0]} but the frames are {self.source.width}x{self.source.height}"
+                )
+            self._cache[frame_idx] = labels
+        return self._cache[frame_idx]
+
+
+def _objects_from_annotations(name: str, sequence: Sequence) -> tuple[list[int], dict[int, int]]:
+    """Every object id of the annotations and the first annotated frame it is visible on."""
+    first_frames: dict[int, int] = {}
+    for frame_idx in sorted(sequence.annotated):
+        for value in np.unique(sequence.ground_truth(frame_idx)):
+            if value not in (0, VOID_LABEL) and int(value) not in first_frames:
+                first_frames[int(value)] = frame_idx
+    if not first_frames:
+        raise InputError(f"sequence {name}: its annotations hold no object")
+    return sorted(first_frames), first_frames
+
+
+def _png_sequence(name: str, frames_dir: Path, masks_dir: Path, *, objects: str) -> Sequence:
+    """A sequence of frames with palette-PNG annotations named like the frames.
+
+    ``objects``: ``davis`` (ids 1..max of the first annotation, as the official tool), ``all``
+    (every id of every annotation, first appearance from the annotations) or ``none`` (the
+    caller sets them).
+    """
+    if not frames_dir.is_dir():
+        raise InputError(f"sequence {name}: frames folder {frames_dir} does not exist")
+    if not masks_dir.is_dir():
+        raise InputError(f"sequence {name}: annotations folder {masks_dir} does not exist")
+    source = VideoSource.open(frames_dir)
+    index_of = {stem: i for i, stem in enumerate(source.frame_names)}
+    annotated = {}
+    for path in sorted(masks_dir.glob("*.png"), key=lambda p: natural_key(p.name)):
+        if path.stem not in index_of:
+            raise InputError(f"sequence {name}: annotation {path} has no frame named {path.stem} in {frames_dir}")
+        annotated[index_of[path.stem]] = (lambda p=path: read_label_png(p))
+    if not annotated:
+        raise InputError(f"sequence {name}: no annotation PNG in {masks_dir}")
+    sequence = Sequence(name, source, annotated, [], {}, official_davis=objects == "davis")
+    if objects == "davis":
+        first_idx = min(annotated)
+        first = sequence.ground_truth(first_idx)
+        count = int(np.where(first == VOID_LABEL, 0, first).max())
+        if count == 0:
+            raise InputError(f"sequence {name}: the first annotation in {masks_dir} holds no object")
+        sequence.obj_ids = list(range(1, count + 1))
+        sequence.first_frames = {obj_id: first_idx for obj_id in sequence.obj_ids}
+    elif objects == "all":
+        sequence.obj_ids, sequence.first_frames = _objects_from_annotations(name, sequence)
+    return sequence
+
+
+def _read_list(path: Path) -> list[str]:
+    if not path.is_file():
+        raise InputError(f"sequence list {path} does not exist")
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def _subfolders(path: Path) -> list[str]:
+    if not path.is_dir():
+        raise InputError(f"folder {path} does not exist")
+    return sorted((p.name for p in path.iterdir() if p.is_dir()), key=natural_key)
+
+
+def read_davis(root: Path, split: str = "val", resolution: str = "480p") -> Iterator[Sequence]:
+    names = _read_list(root / "ImageSets" / "2017" / f"{split}.txt")
+    for name in names:
+        yield _png_sequence(
+            name,
+            root / "JPEGImages" / resolution / name,
+            root / "Annotations" / resolution / name,
+            objects="davis",
+        )
+
+
+def read_vost(root: Path, split: str = "val") -> Iterator[Sequence]:
+    for name in _read_list(root / "ImageSets" / f"{split}.txt"):
+        yield _png_sequence(name, root / "JPEGImages" / name, root / "Annotations" / name, objects="all")
+
+
+def read_pumavos(root: Path, split: str | None = None) -> Iterator[Sequence]:
+    for name in _subfolders(root / "Annotations"):
+        yield _png_sequence(name, root / "JPEGImages" / name, root / "Annotations" / name, objects="all")
+
+
+def _lvos_meta(folder: Path, split: str) -> dict:
+    for candidate in (folder / f"{split}_meta.json", folder / "meta.json"):
+        if candidate.is_file():
+            try:
+                return json.loads(candidate.read_text())
+            except json.JSONDecodeError as error:
+                raise InputError(f"LVOS meta file {candidate} is not valid JSON: {error}") from error
+    raise InputError(f"LVOS: neither {folder / f'{split}_meta.json'} nor {folder / 'meta.json'} exists")
+
+
+def read_lvos(root: Path, split: str = "valid") -> Iterator[Sequence]:
+    folder = root / split
+    meta = _lvos_meta(folder, split)
+    videos = meta.get("videos") if isinstance(meta, dict) else None
+    if not isinstance(videos, dict):
+        raise InputError(f"LVOS meta file in {folder}: expected {{\"videos\": {{<sequence>: ...}}}}")
+    for name in sorted(videos, key=natural_key):
+        sequence = _png_sequence(name, folder / "JPEGImages" / name, folder / "Annotations" / name, objects="none")
+        objects = videos[name].get("objects") if isinstance(videos[name], dict) else None
+        if not isinstance(objects, dict) or not objects:
+            raise InputError(f"LVOS meta: video {name} has no objects")
+        index_of = {stem: i for i, stem in enumerate(sequence.source.frame_names)}
+        first_frames = {}
+        for obj_key, info in objects.items():
+            try:
+                start = info["frame_range"]["start"]
+                obj_id = int(obj_key)
+            except (KeyError, TypeError, ValueError) as error:
+                raise InputError(f"LVOS meta: video {name}, object {obj_key!r} has no frame_range.start") from error
+            frame_idx = index_of.get(str(start))
+            if frame_idx is None:  # the meta may give the frame number without the zero padding
+                frame_idx = next((i for s, i in index_of.items() if s.isdigit() and int(s) == int(start)), None)
+            if frame_idx is None:
+                raise InputError(f"LVOS meta: video {name}, object {obj_id} starts at frame {start}, which is not in the frames")
+            first_frames[obj_id] = frame_idx
+        sequence.obj_ids = sorted(first_frames)
+        sequence.first_frames = first_frames
+        yield sequence
+
+
+def decode_coco_rle(rle: dict) -> np.ndarray:
+    """Decode a COCO run-length encoding (compressed string or list of counts).
+
+    Returns:
+        ``[h, w]`` bool (runs are column-major, starting with background).
+    """
+    height, width = rle["size"]
+    counts = rle["counts"]
+    if isinstance(counts, str):
+        counts = _rle_counts_from_string(counts)
+    flat = np.zeros(height * width, dtype=bool)
+    position = 0
+    for run_index, run in enumerate(counts):
+        if run_index % 2:
+            flat[position : position + run] = True
+        position += run
+    if position != height * width:
+        raise ValueError(f"RLE counts sum to {position}, expected {height * width}")
+    return flat.reshape(width, height).T
+
+
+def _rle_counts_from_string(text: str) -> list[int]:
+    """COCO's compressed counts: 5-bit groups with a continuation bit, deltas after the 2nd run."""
+    counts: list[int] = []
+    position = 0
+    while position < len(text):
+        value, shift, more = 0, 0, True
+        while more:
+            chunk = ord(text[position]) - 48
+            value |= (chunk & 0x1F) << (5 * shift)
+            more = bool(chunk & 0x20)
+            position += 1
+            shift += 1
+            if not more and chunk & 0x10:
+                value |= -1 << (5 * shift)
+        if len(counts) > 2:
+            value += counts[-2]
+        counts.append(value)
+    return counts
+
+
+def read_uvo(root: Path, split: str = "val") -> Iterator[Sequence]:
+    path = root / split if split.endswith(".json") else root / f"{split}.json"
+    try:
+        payload = json.loads(Path(path).read_text())
+    except FileNotFoundError as error:
+        raise InputError(f"UVO annotations {path} do not exist") from error
+    except json.JSONDecodeError as error:
+        raise InputError(f"UVO annotations {path} are not valid JSON: {error}") from error
+    if not isinstance(payload, dict) or "videos" not in payload or "annotations" not in payload:
+        raise InputError(f"UVO annotations {path}: expected YouTube-VIS style {{\"videos\": [...], \"annotations\": [...]}}")
+    by_video: dict[int, list[dict]] = {}
+    for annotation in payload["annotations"]:
+        by_video.setdefault(annotation["video_id"], []).append(annotation)
+    for video in payload["videos"]:
+        files = [root / f for f in video["file_names"]]
+        if files and not files[0].is_file() and (root / "JPEGImages" / video["file_names"][0]).is_file():
+            files = [root / "JPEGImages" / f for f in video["file_names"]]
+        for file in files:
+            if not file.is_file():
+                raise InputError(f"UVO video {video['id']}: frame {file} does not exist")
+        name = Path(video["file_names"][0]).parent.name or str(video["id"])
+        source = VideoSource(
+            path=files[0].parent,
+            frame_names=[f.stem for f in files],
+            width=int(video["width"]),
+            height=int(video["height"]),
+            frame_files=files,
+        )
+        objects = sorted(by_video.get(video["id"], []), key=lambda a: a.get("id", 0))
+        if not objects:
+            continue
+        annotated_frames = sorted(
+            {t for a in objects for t, s in enumerate(a["segmentations"]) if s is not None}
+        )
+
+        def loader(t: int, objects=objects, height=source.height, width=source.width) -> np.ndarray:
+            labels = np.zeros((height, width), np.uint8)
+            for obj_id, annotation in enumerate(objects, start=1):
+                segmentation = annotation["segmentations"][t]
+                if segmentation is not None:
+                    labels[decode_coco_rle(segmentation)] = obj_id
+            return labels
+
+        annotated = {t: (lambda t=t: loader(t)) for t in annotated_frames}
+        first_frames = {
+            obj_id: next(t for t, s in enumerate(a["segmentations"]) if s is not None)
+            for obj_id, a in enumerate(objects, start=1)
+            if any(s is not None for s in a["segmentations"])
+        }
+        yield Sequence(name, source, annotated, sorted(first_frames), first_frames)
+
+
+def _endovis_classes(root: Path, sequence_dir: Path) -> dict[tuple[int, int, int], int]:
+    for path in (sequence_dir / "labels.json", root / "labels.json"):
+        if path.is_file():
+            try:
+                entries = json.loads(path.read_text())
+                return {tuple(int(c) for c in e["color"]): int(e["classid"]) for e in entries}
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+                raise InputError(f"EndoVis class file {path}: expected [{{\"name\", \"color\", \"classid\"}}]: {error}") from error
+    raise InputError(f"EndoVis: no labels.json in {sequence_dir} or {root}")
+
+
+def colour_labels_to_ids(rgb: np.ndarray, classes: dict[tuple[int, int, int], int], *, where: str) -> np.ndarray:
+    """Map an RGB class image ``[H, W, 3]`` to class ids ``[H, W]`` uint8; unknown colours are errors."""
+    packed = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
+    labels = np.zeros(packed.shape, np.uint8)
+    known = np.zeros(packed.shape, bool)
+    for (r, g, b), class_id in classes.items():
+        match = packed == (r << 16 | g << 8 | b)
+        labels[match] = class_id
+        known |= match
+    if not known.all():
+        y, x = np.argwhere(~known)[0]
+        raise InputError(f"{where}: pixel ({x}, {y}) has colour {tuple(int(c) for c in rgb[y, x])}, which no class in labels.json has")
+    return labels
+
+
+def read_endovis18(root: Path, split: str | None = None) -> Iterator[Sequence]:
+    for name in _subfolders(root):
+        sequence_dir = root / name
+        if not (sequence_dir / "left_frames").is_dir():
+            continue
+        classes = _endovis_classes(root, sequence_dir)
+        source = VideoSource.open(sequence_dir / "left_frames")
+        index_of = {stem: i for i, stem in enumerate(source.frame_names)}
+        annotated = {}
+        for path in list_frame_files(sequence_dir / "labels"):
+            if path.stem in index_of:
+                annotated[index_of[path.stem]] = (
+                    lambda p=path: colour_labels_to_ids(np.asarray(Image.open(p).convert("RGB")), classes, where=str(p))
+                )
+        sequence = Sequence(name, source, annotated, [], {})
+        sequence.obj_ids, sequence.first_frames = _objects_from_annotations(name, sequence)
+        yield sequence
+
+
+READERS = {
+    "davis": read_davis,
+    "vost": read_vost,
+    "pumavos": read_pumavos,
+    "lvos": read_lvos,
+    "uvo": read_uvo,
+    "endovis18": read_endovis18,
+}
+DEFAULT_SPLITS = {"davis": "val", "vost": "val", "pumavos": None, "lvos": "valid", "uvo": "val", "endovis18": None}
+
+
+def read_dataset(name: str, root: Path, split: str | None = None) -> Iterator[Sequence]:
+    """Sequences of a dataset (see the module docstring for the layouts).
+
+    Raises:
+        InputError: unknown dataset name, or missing/malformed files (named).
+    """
+    if name not in READERS:
+        raise InputError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
+    if not root.is_dir():
+        raise InputError(f"--root {root}: folder does not exist")
+    return READERS[name](root, split or DEFAULT_SPLITS[name])

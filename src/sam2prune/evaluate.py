@@ -1,0 +1,354 @@
+"""The evaluation protocol: one click per object, simulated refinement, scoring, and resumable
+runs over a dataset."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics as stats
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage
+from tqdm import tqdm
+
+from sam2prune.config import ProtocolConfig
+from sam2prune.data.datasets import VOID_LABEL, Sequence
+from sam2prune.data.palette import write_label_png
+from sam2prune.errors import InputError
+from sam2prune.memory import peak_rss_mib, reset_peak_rss
+from sam2prune.metrics import boundary_f, jaccard
+from sam2prune.scoring import ObjectScores, global_measures, score_sequence, write_official_csvs
+from sam2prune.segment import labels_from_logits
+
+
+def interior_point(mask: np.ndarray) -> tuple[int, int]:
+    """The pixel deepest inside a mask: the maximum of its distance transform, with the image
+    border counting as outside. Unlike the centroid it is inside rings and C shapes.
+
+    Args:
+        mask: ``[H, W]`` bool, not empty.
+
+    Returns:
+        ``(x, y)`` in pixels.
+    """
+    if not mask.any():
+        raise ValueError("cannot click into an empty mask")
+    distance = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    y, x = np.unravel_index(int(np.argmax(distance)), distance.shape)
+    return int(x), int(y)
+
+
+def corrective_clicks(gt: np.ndarray, pred: np.ndarray, max_clicks: int = 3) -> list[tuple[int, int, int]]:
+    """Clicks that fix the largest errors: a positive click in the largest false-negative region
+    and a negative one in the largest false-positive region, then the next largest regions of
+    either kind, up to ``max_clicks``; each at its region's distance-transform maximum.
+
+    Returns:
+        ``[(x, y, label), ...]`` with label 1 (positive) or 0 (negative).
+    """
+    regions: dict[int, list[tuple[int, np.ndarray]]] = {}
+    for label, error in ((1, gt & ~pred), (0, pred & ~gt)):
+        components, count = ndimage.label(error)
+        sizes = ndimage.sum_labels(error, components, index=range(1, count + 1)) if count else []
+        regions[label] = sorted(
+            ((int(size), components == index) for index, size in zip(range(1, count + 1), sizes)),
+            key=lambda item: -item[0],
+        )
+    chosen = [regions[label].pop(0) + (label,) for label in (1, 0) if regions[label]]
+    rest = sorted(((size, region, label) for label in (1, 0) for size, region in regions[label]), key=lambda r: -r[0])
+    clicks = []
+    for _, region, label in (chosen + rest)[:max_clicks]:
+        x, y = interior_point(region)
+        clicks.append((x, y, label))
+    return clicks
+
+
+def frame_scores(gt: np.ndarray, labels: np.ndarray, obj_id: int) -> tuple[float, float]:
+    """(J, F) of one object on one frame; void (255) reads as background, as in the official tool."""
+    truth = gt == obj_id
+    predicted = labels == obj_id
+    return jaccard(truth, predicted), boundary_f(truth, predicted)
+
+
+@dataclass
+class SequenceRecord:
+    """What one sequence's run produced (saved as JSON, so a run can resume)."""
+
+    name: str
+    frames: int
+    obj_ids: list[int]
+    j: dict[str, list[float]]  # per object id: J of each evaluated frame
+    f: dict[str, list[float]]
+    seconds_tracking: float  # the first pass over the video
+    seconds_total: float  # including refinement rounds
+    fps: float
+    peak_memory_mib: float
+    memory_kind: str  # "cuda_max_allocated" or "peak_rss"
+    memory_bank_bytes_per_frame: float
+    kept_fraction: float
+    refinement_rounds: int
+    clicks: int  # initial + corrective
+
+    def object_scores(self) -> list[ObjectScores]:
+        return [
+            ObjectScores(name=f"{self.name}_{obj_id}", j=np.array(self.j[str(obj_id)]), f=np.array(self.f[str(obj_id)]))
+            for obj_id in self.obj_ids
+        ]
+
+
+class SequenceTracker:
+    """Runs the protocol on one sequence with one predictor."""
+
+    def __init__(self, predictor, sequence: Sequence, protocol: ProtocolConfig) -> None:
+        self.predictor = predictor
+        self.sequence = sequence
+        self.protocol = protocol
+        self.labels: dict[int, np.ndarray] = {}
+        self.clicks = 0
+
+    def _track(self, state: dict, start: int) -> None:
+        first = self.sequence.first_frames
+        for frame_idx, obj_ids, logits in self.predictor.propagate_in_video(state, start_frame_idx=start):
+            # an object is empty before the frame it first appears on
+            visible = torch.tensor([first[obj_id] <= frame_idx for obj_id in obj_ids], device=logits.device)
+            logits = torch.where(visible[:, None, None, None], logits, torch.full_like(logits, -1.0))
+            self.labels[frame_idx] = labels_from_logits(list(obj_ids), logits)
+
+    def _refinement_candidates(self) -> list[tuple[float, int, int]]:
+        """(J&F, frame, object) of every annotated frame after each object's prompt frame."""
+        candidates = []
+        for frame_idx in sorted(self.sequence.annotated):
+            gt = self.sequence.ground_truth(frame_idx)
+            for obj_id in self.sequence.obj_ids:
+                if frame_idx > self.sequence.first_frames[obj_id]:
+                    j, f = frame_scores(gt, self.labels[frame_idx], obj_id)
+                    candidates.append(((j + f) / 2, frame_idx, obj_id))
+        return candidates
+
+    def run(self) -> tuple[dict[int, np.ndarray], dict]:
+        """Prompt, track, refine. Returns (label map per frame, run statistics)."""
+        predictor, sequence = self.predictor, self.sequence
+        state = predictor.init_state(sequence.source)
+        for obj_id in sequence.obj_ids:
+            frame_idx = sequence.first_frames[obj_id]
+            x, y = interior_point(sequence.ground_truth(frame_idx) == obj_id)
+            predictor.add_new_points_or_box(state, frame_idx, obj_id, points=[[x, y]], labels=[1])
+            self.clicks += 1
+        start = time.perf_counter()
+        first_frame = min(sequence.first_frames.values())
+        self._track(state, first_frame)
+        seconds_tracking = time.perf_counter() - start
+        tracked_frames = len(sequence.source) - first_frame
+        rounds = 0
+        while rounds < self.protocol.max_rounds:
+            candidates = self._refinement_candidates()
+            if not candidates:
+                break
+            worst, frame_idx, obj_id = min(candidates)
+            if worst >= self.protocol.refine_below:
+                break
+            gt = sequence.ground_truth(frame_idx)
+            clicks = corrective_clicks(gt == obj_id, self.labels[frame_idx] == obj_id, self.protocol.clicks_per_round)
+            if not clicks:
+                break
+            predictor.add_new_points_or_box(
+                state,
+                frame_idx,
+                obj_id,
+                points=[[x, y] for x, y, _ in clicks],
+                labels=[label for _, _, label in clicks],
+                clear_old_points=False,
+            )
+            self.clicks += len(clicks)
+            rounds += 1
+            self._track(state, frame_idx)
+        for frame_idx in range(len(sequence.source)):
+            self.labels.setdefault(frame_idx, np.zeros((sequence.source.height, sequence.source.width), np.uint8))
+        bank = predictor.pruning_stats(state)
+        entries = [e for per_obj in bank["frames"].values() for e in per_obj.values() if not e["conditioning"]]
+        return self.labels, {
+            "seconds_tracking": seconds_tracking,
+            "seconds_total": time.perf_counter() - start,
+            "fps": tracked_frames / seconds_tracking if seconds_tracking > 0 else float("inf"),
+            "memory_bank_bytes_per_frame": stats.fmean(e["memory_bank_bytes"] for e in entries) if entries else 0.0,
+            "kept_fraction": (
+                sum(e["kept_tokens"] for e in entries) / (bank["tokens_per_frame"] * len(entries)) if entries else 1.0
+            ),
+            "refinement_rounds": rounds,
+            "clicks": self.clicks,
+        }
+
+
+def score_tracked_sequence(sequence: Sequence, labels: dict[int, np.ndarray]) -> list[ObjectScores]:
+    """J and F per object. DAVIS: exactly the official semi-supervised evaluation (object count
+    from the first annotation, first and last frames excluded). Other datasets: each object over
+    the annotated frames after the one it was prompted on."""
+    if sequence.official_davis:
+        gt_frames = [sequence.ground_truth(i) for i in range(len(sequence.source))]
+        return score_sequence(sequence.name, gt_frames, [labels[i] for i in range(1, len(sequence.source) - 1)])
+    scores = []
+    for obj_id in sequence.obj_ids:
+        frames = [i for i in sorted(sequence.annotated) if i > sequence.first_frames[obj_id]]
+        values = [frame_scores(np.where(sequence.ground_truth(i) == VOID_LABEL, 0, sequence.ground_truth(i)), labels[i], obj_id) for i in frames]
+        scores.append(
+            ObjectScores(
+                name=f"{sequence.name}_{obj_id}",
+                j=np.array([v[0] for v in values]),
+                f=np.array([v[1] for v in values]),
+            )
+        )
+    return scores
+
+
+@dataclass
+class EvalSettings:
+    """What a run is; a run folder resumes only with the same settings."""
+
+    dataset: str
+    root: str
+    split: str | None
+    method: str
+    model: str
+    checkpoint: str | None
+    image_size: int
+    device: str
+    pruning: dict | None
+    protocol: dict = field(default_factory=lambda: asdict(ProtocolConfig()))
+
+
+def _write_json(path: Path, payload) -> None:
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_text(json.dumps(payload, indent=2))
+    os.replace(temp, path)
+
+
+def prepare_run_dir(out_dir: Path, settings: EvalSettings, *, overwrite: bool) -> None:
+    """Create the run folder, or check that an existing one holds a run with the same settings.
+
+    Raises:
+        InputError: the folder holds something else, or a run with other settings.
+    """
+    run_file = out_dir / "run.json"
+    if out_dir.exists() and overwrite:
+        shutil.rmtree(out_dir)
+    if out_dir.exists():
+        if not run_file.is_file():
+            if any(out_dir.iterdir()):
+                raise InputError(f"--out {out_dir} is a non-empty folder that holds no sam2prune run; pass --overwrite to replace it")
+        else:
+            previous = json.loads(run_file.read_text())
+            if previous != asdict(settings):
+                changed = sorted(k for k in asdict(settings) if previous.get(k) != asdict(settings)[k])
+                raise InputError(
+                    f"--out {out_dir} holds a run with other settings ({', '.join(changed)}); "
+                    "use another folder or --overwrite"
+                )
+            return
+    if not out_dir.parent.is_dir():
+        raise InputError(f"--out {out_dir}: parent folder {out_dir.parent} does not exist")
+    (out_dir / "sequences").mkdir(parents=True, exist_ok=True)
+    (out_dir / "masks").mkdir(exist_ok=True)
+    _write_json(run_file, asdict(settings))
+
+
+def evaluate_sequences(
+    predictor,
+    sequences: list[Sequence],
+    out_dir: Path,
+    *,
+    protocol: ProtocolConfig,
+    device: torch.device,
+    progress: bool = True,
+) -> list[SequenceRecord]:
+    """Run the protocol on each sequence not finished yet in ``out_dir`` (resumable), writing
+    ``masks/<seq>/*.png`` and ``sequences/<seq>.json``. Returns every sequence's record."""
+    records = []
+    bar = tqdm(sequences, desc="evaluating", unit="sequence", disable=not progress)
+    for sequence in bar:
+        bar.set_postfix_str(sequence.name)
+        record_path = out_dir / "sequences" / f"{sequence.name}.json"
+        if record_path.is_file():
+            records.append(SequenceRecord(**json.loads(record_path.read_text())))
+            continue
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        else:
+            reset_peak_rss()
+        labels, run_stats = SequenceTracker(predictor, sequence, protocol).run()
+        if device.type == "cuda":
+            peak, kind = torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
+        else:
+            peak, kind = peak_rss_mib(), "peak_rss"
+        masks_dir = out_dir / "masks" / sequence.name
+        staging = out_dir / "masks" / f".{sequence.name}.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        for frame_idx, name in enumerate(sequence.source.frame_names):
+            write_label_png(staging / f"{name}.png", labels[frame_idx])
+        shutil.rmtree(masks_dir, ignore_errors=True)
+        os.replace(staging, masks_dir)
+        scores = score_tracked_sequence(sequence, labels)
+        record = SequenceRecord(
+            name=sequence.name,
+            frames=len(sequence.source),
+            obj_ids=sequence.obj_ids,
+            j={str(s.name.rsplit("_", 1)[1]): s.j.tolist() for s in scores},
+            f={str(s.name.rsplit("_", 1)[1]): s.f.tolist() for s in scores},
+            peak_memory_mib=peak,
+            memory_kind=kind,
+            **run_stats,
+        )
+        _write_json(record_path, asdict(record))
+        records.append(record)
+    return records
+
+
+def summarize(records: list[SequenceRecord], settings: EvalSettings, out_dir: Path) -> dict:
+    """Overall and per-sequence results; writes the official CSVs (set name = split) and
+    ``report.json``."""
+    scores = [score for record in records for score in record.object_scores()]
+    measures = global_measures(scores)
+    write_official_csvs(out_dir, settings.split or "all", measures, scores)
+    total_frames = sum(r.frames for r in records)
+    per_sequence = []
+    for record in records:
+        sequence_measures = global_measures(record.object_scores())
+        per_sequence.append(
+            {
+                "sequence": record.name,
+                "J": sequence_measures["J-Mean"],
+                "F": sequence_measures["F-Mean"],
+                "J&F": sequence_measures["J&F-Mean"],
+                "fps": record.fps,
+                "peak_memory_mib": record.peak_memory_mib,
+                "memory_bank_bytes_per_frame": record.memory_bank_bytes_per_frame,
+                "kept_fraction": record.kept_fraction,
+                "refinement_rounds": record.refinement_rounds,
+                "clicks": record.clicks,
+            }
+        )
+    report = {
+        "settings": asdict(settings),
+        "overall": {
+            **measures,
+            "sequences": len(records),
+            "objects": len(scores),
+            "frames": total_frames,
+            # frames tracked in the first passes over their total time
+            "fps": sum(r.fps * r.seconds_tracking for r in records) / sum(r.seconds_tracking for r in records),
+            "peak_memory_mib": max(r.peak_memory_mib for r in records),
+            "memory_kind": records[0].memory_kind,
+            "memory_bank_bytes_per_frame": stats.fmean(r.memory_bank_bytes_per_frame for r in records),
+            "kept_fraction": stats.fmean(r.kept_fraction for r in records),
+            "refinement_rounds": sum(r.refinement_rounds for r in records),
+            "clicks": sum(r.clicks for r in records),
+        },
+        "per_sequence": per_sequence,
+    }
+    _write_json(out_dir / "report.json", report)
+    return report

@@ -1,0 +1,112 @@
+"""Tables and plots across evaluation runs (each a folder with ``report.json``)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from sam2prune.errors import InputError
+
+
+def load_reports(run_dirs: list[Path]) -> list[dict]:
+    """Read ``report.json`` of each run folder.
+
+    Raises:
+        InputError: naming a folder without a finished run.
+    """
+    reports = []
+    for run_dir in run_dirs:
+        path = run_dir / "report.json"
+        if not path.is_file():
+            raise InputError(f"{run_dir} holds no finished evaluation run (no report.json); run `sam2prune eval` first")
+        report = json.loads(path.read_text())
+        report["run_dir"] = str(run_dir)
+        reports.append(report)
+    return reports
+
+
+def method_label(settings: dict) -> str:
+    if settings["method"] == "sam2" or settings.get("pruning") is None:
+        return f"SAM 2 ({settings['model']})"
+    pruning = settings["pruning"]
+    conditioning = ", cond. pruned" if pruning.get("prune_conditioning_frames") else ""
+    return f"pruned r={pruning['retention']:g} {pruning['scorer']}{conditioning} ({settings['model']})"
+
+
+def _retention(settings: dict) -> float:
+    return 1.0 if settings.get("pruning") is None else float(settings["pruning"]["retention"])
+
+
+def markdown_report(reports: list[dict]) -> str:
+    """Table 1 of the source paper, per dataset and method: J, F, J&F, FPS, peak memory,
+    refinements; then the memory bank and kept tokens; then J&F per method and dataset."""
+    lines = [
+        "| dataset | method | J | F | J&F | FPS | peak memory (MiB) | bank KiB/frame | kept | refinement rounds | clicks |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    ordered = sorted(reports, key=lambda r: (r["settings"]["dataset"], r["settings"]["method"] != "sam2", -_retention(r["settings"])))
+    for report in ordered:
+        settings, overall = report["settings"], report["overall"]
+        memory_kind = "GPU" if overall["memory_kind"] == "cuda_max_allocated" else "RSS"
+        lines.append(
+            f"| {settings['dataset']} | {method_label(settings)} | {overall['J-Mean'] * 100:.1f} | {overall['F-Mean'] * 100:.1f} "
+            f"| {overall['J&F-Mean'] * 100:.1f} | {overall['fps']:.2f} | {overall['peak_memory_mib']:.0f} ({memory_kind}) "
+            f"| {overall['memory_bank_bytes_per_frame'] / 1024:.0f} | {overall['kept_fraction']:.2f} "
+            f"| {overall['refinement_rounds']} | {overall['clicks']} |"
+        )
+    datasets = sorted({r["settings"]["dataset"] for r in reports})
+    methods = list(dict.fromkeys(method_label(r["settings"]) for r in ordered))
+    lines += ["", "J&F by method and dataset:", "", "| method | " + " | ".join(datasets) + " |", "|---|" + "---|" * len(datasets)]
+    for method in methods:
+        cells = []
+        for dataset in datasets:
+            match = [r for r in reports if r["settings"]["dataset"] == dataset and method_label(r["settings"]) == method]
+            cells.append(f"{match[0]['overall']['J&F-Mean'] * 100:.1f}" if match else "-")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    settings = {json.dumps({k: v for k, v in r["settings"].items() if k not in ("pruning", "method")}, sort_keys=True) for r in reports}
+    if len(settings) > 1:
+        lines += ["", "Note: the runs differ in more than method and pruning (model, image size, device or data)."]
+    if any(r["settings"]["checkpoint"] is None for r in reports):
+        lines += ["", "Note: runs without a checkpoint used RANDOM weights: their J and F are not meaningful."]
+    return "\n".join(lines) + "\n"
+
+
+def write_text(path: Path, text: str) -> None:
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_text(text)
+    os.replace(temp, path)
+
+
+def plot_tradeoff(path: Path, reports: list[dict]) -> None:
+    """J&F and FPS against retention, one line per dataset (unpruned SAM 2 at retention 1 as a cross)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as error:
+        raise InputError("--plot needs matplotlib: pip install matplotlib") from error
+    figure, (quality, speed) = plt.subplots(1, 2, figsize=(10, 4))
+    for dataset in sorted({r["settings"]["dataset"] for r in reports}):
+        pruned = sorted(
+            (r for r in reports if r["settings"]["dataset"] == dataset and r["settings"]["method"] == "pruned"),
+            key=lambda r: _retention(r["settings"]),
+        )
+        baseline = [r for r in reports if r["settings"]["dataset"] == dataset and r["settings"]["method"] == "sam2"]
+        retentions = [_retention(r["settings"]) for r in pruned]
+        line = quality.plot(retentions, [r["overall"]["J&F-Mean"] * 100 for r in pruned], "o-", label=dataset)[0]
+        speed.plot(retentions, [r["overall"]["fps"] for r in pruned], "o-", color=line.get_color(), label=dataset)
+        for report in baseline:
+            quality.plot([1.0], [report["overall"]["J&F-Mean"] * 100], "x", color=line.get_color(), markersize=10)
+            speed.plot([1.0], [report["overall"]["fps"]], "x", color=line.get_color(), markersize=10)
+    quality.set(xlabel="retention", ylabel="J&F", title="accuracy (x: unpruned SAM 2)")
+    speed.set(xlabel="retention", ylabel="frames per second", title="speed (x: unpruned SAM 2)")
+    for axes in (quality, speed):
+        axes.grid(alpha=0.3)
+        axes.legend()
+    figure.tight_layout()
+    temp = path.with_name(f".{path.name}.tmp.png")
+    figure.savefig(temp, dpi=120)
+    plt.close(figure)
+    os.replace(temp, path)

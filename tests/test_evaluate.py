@@ -1,0 +1,164 @@
+"""The interactive protocol, `eval` end to end on a real clip (files, columns, counts), resume,
+`report` and `sweep`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sam2prune import evaluate
+from sam2prune.cli import main
+from sam2prune.evaluate import corrective_clicks, interior_point
+
+from conftest import CHAIR_FRAMES, CHAIR_MASKS, TINY_SIZE
+
+
+def test_interior_point_is_inside_rings_and_c_shapes_where_the_centroid_is_not():
+    yy, xx = np.mgrid[:61, :61]
+    radius = np.hypot(yy - 30, xx - 30)
+    ring = (radius > 18) & (radius < 28)
+    c_shape = ring & ~((xx > 30) & (np.abs(yy - 30) < 10))
+    for mask in (ring, c_shape):
+        cy, cx = np.argwhere(mask).mean(axis=0).round().astype(int)
+        assert not mask[cy, cx]  # the centroid misses
+        x, y = interior_point(mask)
+        assert mask[y, x]
+        # and it is as deep inside as the mask allows: the ring is 9 px thick, 4-5 px from each edge
+        assert 22 < np.hypot(y - 30, x - 30) < 24
+    border = np.zeros((10, 10), bool)
+    border[:, :4] = True  # the image border counts as outside
+    assert interior_point(border)[0] in (1, 2)
+
+
+def test_corrective_clicks_fix_the_largest_errors_first():
+    gt = np.zeros((40, 40), bool)
+    gt[5:25, 5:25] = True
+    pred = gt.copy()
+    pred[5:25, 15:25] = False  # false negative: 200 px
+    pred[30:36, 30:36] = True  # false positive: 36 px
+    pred[0:2, 30:32] = True  # false positive: 4 px
+    clicks = corrective_clicks(gt, pred, max_clicks=3)
+    assert [label for _, _, label in clicks] == [1, 0, 0]
+    (x0, y0, _), (x1, y1, _), (x2, y2, _) = clicks
+    assert gt[y0, x0] and not pred[y0, x0]
+    assert 30 <= x1 < 36 and 30 <= y1 < 36
+    assert y2 < 2 and 30 <= x2 < 32
+    assert len(corrective_clicks(gt, pred, max_clicks=1)) == 1
+    assert corrective_clicks(gt, gt) == []
+
+
+def _davis_root(tmp_path: Path, names=("chair",)) -> Path:
+    root = tmp_path / "DAVIS"
+    for name in names:
+        shutil.copytree(CHAIR_FRAMES, root / "JPEGImages" / "480p" / name)
+        shutil.copytree(CHAIR_MASKS, root / "Annotations" / "480p" / name)
+    (root / "ImageSets" / "2017").mkdir(parents=True)
+    (root / "ImageSets" / "2017" / "val.txt").write_text("\n".join(names) + "\n")
+    return root
+
+
+def _eval(root: Path, out: Path, *extra: str) -> int:
+    return main([
+        "eval", "--dataset", "davis", "--root", str(root), "--out", str(out), "--image-size", str(TINY_SIZE), *extra,
+    ])
+
+
+def test_eval_end_to_end_writes_masks_csvs_and_counts(tmp_path, capsys):
+    root = _davis_root(tmp_path)
+    out = tmp_path / "run"
+    assert _eval(root, out, "--max-rounds", "2") == 0
+    assert sorted(p.name for p in (out / "masks" / "chair").iterdir()) == [f"{i:05d}.png" for i in range(6)]
+    with open(out / "global_results-val.csv") as stream:
+        rows = list(csv.reader(stream))
+    assert rows[0] == ["J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay"]
+    with open(out / "per-sequence_results-val.csv") as stream:
+        assert [row[0] for row in csv.reader(stream)] == ["Sequence", "chair_1"]
+    report = json.loads((out / "report.json").read_text())
+    overall = report["overall"]
+    assert overall["sequences"] == 1 and overall["objects"] == 1 and overall["frames"] == 6
+    for key in ("J-Mean", "F-Mean", "J&F-Mean", "fps", "peak_memory_mib", "memory_bank_bytes_per_frame", "kept_fraction", "refinement_rounds", "clicks"):
+        assert key in overall
+    record = json.loads((out / "sequences" / "chair.json").read_text())
+    # random weights: every frame is poor, so refinement runs to its limit
+    assert record["refinement_rounds"] == 2
+    assert 1 + 1 <= record["clicks"] <= 1 + 2 * 3
+    assert len(record["j"]["1"]) == 4  # frames 1..4: the first and last are not evaluated
+    assert overall["kept_fraction"] == pytest.approx(20 / 64)  # retention 0.3 of an 8x8 grid
+    # the saved masks score exactly as the official procedure on them gives
+    assert main(["score", "--gt-root", str(root), "--results", str(out / "masks"), "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "global_results-val.csv").read_text() == (out / "global_results-val.csv").read_text()
+    assert "J&F" in capsys.readouterr().out
+
+
+def test_refinement_stops_when_frames_are_good(tmp_path):
+    root = _davis_root(tmp_path)
+    assert _eval(root, tmp_path / "run", "--refine-below", "0", "--method", "sam2") == 0
+    record = json.loads((tmp_path / "run" / "sequences" / "chair.json").read_text())
+    assert record["refinement_rounds"] == 0 and record["clicks"] == 1 and record["kept_fraction"] == 1.0
+
+
+def test_interrupted_eval_resumes_without_redoing_finished_sequences(tmp_path, monkeypatch):
+    root = _davis_root(tmp_path, names=("chair", "chair_again"))
+    out = tmp_path / "run"
+    original_run = evaluate.SequenceTracker.run
+    started = []
+
+    def interrupted(self):
+        started.append(self.sequence.name)
+        if self.sequence.name == "chair_again":
+            raise KeyboardInterrupt
+        return original_run(self)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(evaluate.SequenceTracker, "run", interrupted)
+        assert _eval(root, out, "--max-rounds", "0") == 130
+    assert (out / "sequences" / "chair.json").is_file() and not (out / "sequences" / "chair_again.json").exists()
+    assert sorted(p.name for p in (out / "masks").iterdir()) == ["chair"]  # nothing half-written
+
+    def counted(self):
+        started.append(self.sequence.name)
+        return original_run(self)
+
+    started.clear()
+    monkeypatch.setattr(evaluate.SequenceTracker, "run", counted)
+    assert _eval(root, out, "--max-rounds", "0") == 0
+    assert started == ["chair_again"]  # chair was not tracked again
+    assert json.loads((out / "report.json").read_text())["overall"]["sequences"] == 2
+    # another setting in the same folder is refused, not mixed in
+    assert _eval(root, out, "--max-rounds", "0", "--retention", "0.5") == 2
+
+
+def test_eval_limit_and_bad_arguments(tmp_path, capsys):
+    root = _davis_root(tmp_path, names=("chair", "chair_again"))
+    assert _eval(root, tmp_path / "one", "--max-rounds", "0", "--limit", "1") == 0
+    assert json.loads((tmp_path / "one" / "report.json").read_text())["overall"]["sequences"] == 1
+    assert _eval(root, tmp_path / "x", "--sequences", "nope") == 2
+    assert "nope not in the davis set" in capsys.readouterr().err
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "file.txt").write_text("x")
+    assert _eval(root, tmp_path / "busy") == 2
+    assert "holds no sam2prune run" in capsys.readouterr().err
+
+
+def test_report_and_sweep(tmp_path, capsys):
+    root = _davis_root(tmp_path)
+    sweep_dir = tmp_path / "sweep"
+    assert main([
+        "sweep", "--dataset", "davis", "--root", str(root), "--out", str(sweep_dir), "--image-size", str(TINY_SIZE),
+        "--retention", "0.5", "0.25", "--max-rounds", "0", "--plot",
+    ]) == 0
+    assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == ["pruned_r0.25_prior", "pruned_r0.5_prior", "sam2"]
+    table = (sweep_dir / "report.md").read_text()
+    assert "| davis | SAM 2 (sam2.1_hiera_t) |" in table
+    assert "pruned r=0.5 prior" in table and "pruned r=0.25 prior" in table
+    assert (sweep_dir / "tradeoff.png").stat().st_size > 0
+    capsys.readouterr()
+    assert main(["report", str(sweep_dir / "sam2"), str(sweep_dir / "pruned_r0.5_prior"), "--out", str(tmp_path / "t.md"), "--plot", str(tmp_path / "t.png")]) == 0
+    assert sum(line.startswith("| davis |") for line in (tmp_path / "t.md").read_text().splitlines()) == 2
+    assert main(["report", str(tmp_path / "nothing")]) == 2
+    assert "no finished evaluation run" in capsys.readouterr().err
