@@ -152,13 +152,30 @@ def test_report_and_sweep(tmp_path, capsys):
         "sweep", "--dataset", "davis", "--root", str(root), "--out", str(sweep_dir), "--image-size", str(TINY_SIZE),
         "--retention", "0.5", "0.25", "--max-rounds", "0", "--plot",
     ]) == 0
-    assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == ["pruned_r0.25_prior", "pruned_r0.5_prior", "sam2"]
+    assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == ["pruned_r0.25_router", "pruned_r0.5_router", "sam2"]
     table = (sweep_dir / "report.md").read_text()
     assert "| davis | SAM 2 (sam2.1_hiera_t) |" in table
-    assert "pruned r=0.5 prior" in table and "pruned r=0.25 prior" in table
+    assert "pruned r=0.5 router default [auto]" in table and "pruned r=0.25 router default [auto]" in table
     assert (sweep_dir / "tradeoff.png").stat().st_size > 0
     capsys.readouterr()
-    assert main(["report", str(sweep_dir / "sam2"), str(sweep_dir / "pruned_r0.5_prior"), "--out", str(tmp_path / "t.md"), "--plot", str(tmp_path / "t.png")]) == 0
+    assert main(["report", str(sweep_dir / "sam2"), str(sweep_dir / "pruned_r0.5_router"), "--out", str(tmp_path / "t.md"), "--plot", str(tmp_path / "t.png")]) == 0
     assert sum(line.startswith("| davis |") for line in (tmp_path / "t.md").read_text().splitlines()) == 2
     assert main(["report", str(tmp_path / "nothing")]) == 2
     assert "no finished evaluation run" in capsys.readouterr().err
+
+
+def test_sweep_over_signal_sets_and_mc_passes(tmp_path):
+    root = _davis_root(tmp_path)
+    out = tmp_path / "ablation"
+    assert main([
+        "sweep", "--dataset", "davis", "--root", str(root), "--out", str(out), "--image-size", str(TINY_SIZE),
+        "--retention", "0.5", "--max-rounds", "0", "--no-baseline", "--signal-sets", "prior", "visual,uncertainty",
+        "--uncertainty", "mc", "--mc-passes", "2", "3",
+    ]) == 0
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [
+        "pruned_r0.5_router_prior_T2", "pruned_r0.5_router_prior_T3",
+        "pruned_r0.5_router_visual+uncertainty_T2", "pruned_r0.5_router_visual+uncertainty_T3",
+    ]
+    settings = json.loads((out / "pruned_r0.5_router_visual+uncertainty_T3" / "run.json").read_text())
+    assert settings["pruning"]["signals"] == ["visual", "uncertainty"] and settings["pruning"]["mc_passes"] == 3
+    assert "MC T=3" in (out / "report.md").read_text()

@@ -8,7 +8,7 @@ import os
 import platform
 import statistics
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -21,6 +21,7 @@ from sam2prune.predictor import ComponentTimer, SAM2Predictor
 from sam2prune.prompts import ObjectPrompt, apply_prompts
 
 COMPONENTS = ("image_encoder", "token_scoring", "memory_attention", "memory_encoder", "mask_decoder")
+SIGNAL_PARTS = ("visual", "text", "uncertainty", "prior", "fusion")
 # SAM 2 attends to num_maskmem = 7 memory frames: from frame 7 on the bank is full; frames >= 8
 # are steady state.
 STEADY_FROM_FRAME = 8
@@ -31,7 +32,10 @@ class RunResult:
     """One predictor's figures. Times are medians over the steady-state frames."""
 
     ms_per_frame: float
+    # image_encoder excludes the uncertainty probe's hooks, token_scoring includes them: it is
+    # everything choosing the tokens costs; signals_ms breaks token_scoring down
     components_ms: dict[str, float]
+    signals_ms: dict[str, float]
     memory_bank_bytes_per_frame: float  # mean over tracked (non-prompted) frames
     peak_rss_mib: float
     peak_rss_scope: str  # "run": reset before this run (Linux); "process": since process start
@@ -48,8 +52,7 @@ class BenchSettings:
     threads: int
     device: str
     random_weights: bool
-    pruning: PruningConfig  # the retention field is replaced by each of `retentions`
-    retentions: list[float]
+    pruning: list[PruningConfig]  # one pruned run each
     warmup_frames: int = 3
 
 
@@ -92,7 +95,11 @@ def time_predictor(
             if synchronize:
                 torch.cuda.synchronize()
             frame_ms.append((time.perf_counter() - start) * 1000)
-            per_frame_components.append({k: v * 1000 for k, v in predictor.timer.seconds.items()})
+            measured = {k: v * 1000 for k, v in predictor.timer.seconds.items()}
+            probe = measured.get("signal_uncertainty", 0.0)  # runs inside the image encoder
+            measured["image_encoder"] = measured.get("image_encoder", 0.0) - probe
+            measured["token_scoring"] = measured.get("token_scoring", 0.0) + probe
+            per_frame_components.append(measured)
             predictor.timer.reset()
     finally:
         predictor.timer = None
@@ -102,6 +109,10 @@ def time_predictor(
         ms_per_frame=statistics.median(frame_ms[i] for i in steady),
         components_ms={
             name: statistics.median(per_frame_components[i].get(name, 0.0) for i in steady) for name in COMPONENTS
+        },
+        signals_ms={
+            name: statistics.median(per_frame_components[i].get(f"signal_{name}", 0.0) for i in steady)
+            for name in SIGNAL_PARTS
         },
         memory_bank_bytes_per_frame=bank,
         peak_rss_mib=peak_rss_mib(),
@@ -164,7 +175,7 @@ def run_benchmark(
             f"(frames >= {STEADY_FROM_FRAME}, once SAM 2's 7-frame memory bank is full)"
         )
     baseline = build(None)
-    pruned = [(r, build(replace(settings.pruning, retention=r))) for r in settings.retentions]
+    pruned = [(config, build(config)) for config in settings.pruning]
     warmup = source.head(settings.warmup_frames)
     warm_prompts = [p for p in prompts if p.frame < len(warmup)]
     for predictor in [baseline] + [p for _, p in pruned]:
@@ -173,10 +184,19 @@ def run_benchmark(
     progress(f"timing unpruned SAM 2 on {len(source)} frames")
     base_result = time_predictor(baseline, source, prompts, device=device)
     results = []
-    for retention, predictor in pruned:
-        progress(f"timing pruned SAM 2, retention {retention:g}")
+    for config, predictor in pruned:
+        label = f"retention {config.retention:g}" + (f", {config.mc_passes} MC passes" if _uses_mc(config) else "")
+        progress(f"timing pruned SAM 2, {label}")
         result = time_predictor(predictor, source, prompts, device=device)
-        results.append({"retention": retention, "speedup": base_result.ms_per_frame / result.ms_per_frame, **asdict(result)})
+        results.append(
+            {
+                "retention": config.retention,
+                "mc_passes": config.mc_passes if _uses_mc(config) else None,
+                "speedup": base_result.ms_per_frame / result.ms_per_frame,
+                "pruning": asdict(config),
+                **asdict(result),
+            }
+        )
     return {
         "baseline": asdict(base_result),
         "pruned": results,
@@ -187,9 +207,15 @@ def run_benchmark(
         "steady_from_frame": STEADY_FROM_FRAME,
         "threads": settings.threads,
         "device": _device_name(device),
-        "pruning": asdict(settings.pruning) | {"retention": settings.retentions},
+        "scorer": settings.pruning[0].scorer,
+        "router": settings.pruning[0].router if settings.pruning[0].scorer == "router" else None,
+        "signals": list(settings.pruning[0].active_signals()) if settings.pruning[0].scorer == "router" else None,
         "versions": _versions(),
     }
+
+
+def _uses_mc(config: PruningConfig) -> bool:
+    return config.scorer == "router" and config.uncertainty == "mc" and "uncertainty" in config.active_signals()
 
 
 def markdown_table(result: dict) -> str:
@@ -213,7 +239,19 @@ def markdown_table(result: dict) -> str:
 
     lines.append(row("SAM 2 (unpruned)", base, "-", "1.00x"))
     for run in result["pruned"]:
-        lines.append(row("pruned", run, f"{run['retention']:g}", f"{run['speedup']:.2f}x"))
+        name = "pruned" + (f", MC T={run['mc_passes']}" if run.get("mc_passes") else "")
+        lines.append(row(name, run, f"{run['retention']:g}", f"{run['speedup']:.2f}x"))
+    if any(any(run["signals_ms"].values()) for run in result["pruned"]):
+        lines += ["", "Token scoring by signal (ms per frame; uncertainty runs inside the image encoder):", ""]
+        lines += ["| retention | " + " | ".join(SIGNAL_PARTS) + " | total | % of image enc |", "|---|" + "---|" * (len(SIGNAL_PARTS) + 2)]
+        for run in result["pruned"]:
+            parts = run["signals_ms"]
+            label = f"{run['retention']:g}" + (f" (T={run['mc_passes']})" if run.get("mc_passes") else "")
+            share = 100 * parts["uncertainty"] / run["components_ms"]["image_encoder"] if run["components_ms"]["image_encoder"] else 0
+            lines.append(
+                f"| {label} | " + " | ".join(f"{parts[name]:.1f}" for name in SIGNAL_PARTS)
+                + f" | {run['components_ms']['token_scoring']:.1f} | uncertainty {share:.1f}% |"
+            )
     return "\n".join(lines)
 
 

@@ -8,12 +8,13 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-from sam2prune.config import FILL_MODES, SCORERS, ProtocolConfig, PruningConfig
+from sam2prune.config import FILL_MODES, ROUTERS, SCORERS, SIGNALS, UNCERTAINTY_MODES, ProtocolConfig, PruningConfig
 from sam2prune.errors import InputError, UserError
 
 log = logging.getLogger("sam2prune")
 
 DEFAULT_MODEL = "sam2.1_hiera_t"
+RANDOM_WEIGHTS_SEED = 0
 
 
 def embedded_clip() -> Path:
@@ -53,7 +54,29 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 _PRUNING_DEFAULTS = PruningConfig()
 
 
-def _add_pruning_options(parser: argparse.ArgumentParser, *, retention_list: bool = False) -> None:
+def _signal_list(text: str) -> tuple[str, ...]:
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [name for name in names if name not in SIGNALS]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated subset of {','.join(SIGNALS)}, got {text!r}")
+    return names
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _float_list(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _add_pruning_options(parser: argparse.ArgumentParser, *, retention_list: bool = False, multi_mc: bool = False) -> None:
     """Flags mapping one to one onto PruningConfig fields (defaults from the dataclass)."""
     group = parser.add_argument_group("token pruning")
     if retention_list:
@@ -75,7 +98,8 @@ def _add_pruning_options(parser: argparse.ArgumentParser, *, retention_list: boo
         "--scorer",
         choices=SCORERS,
         default=_PRUNING_DEFAULTS.scorer,
-        help="token ranking: prior = previous mask (dilated), uniform = regular grid, random (default: %(default)s)",
+        help="token ranking: router = fusion of --signals; prior = previous mask (dilated) alone; uniform = "
+        "regular grid; random (default: %(default)s)",
     )
     group.add_argument(
         "--prune-conditioning-frames",
@@ -96,10 +120,54 @@ def _add_pruning_options(parser: argparse.ArgumentParser, *, retention_list: boo
         default=_PRUNING_DEFAULTS.prior_dilation,
         help="dilation of the previous mask in tokens, prior scorer (default: %(default)s)",
     )
-    group.add_argument("--seed", type=int, default=_PRUNING_DEFAULTS.seed, help="seed of the random scorer (default: %(default)s)")
+    group.add_argument("--seed", type=int, default=_PRUNING_DEFAULTS.seed, help="seed of the random scorer and dropout masks (default: %(default)s)")
+    router = parser.add_argument_group("router (with --scorer router)")
+    router.add_argument(
+        "--router",
+        choices=ROUTERS,
+        default=_PRUNING_DEFAULTS.router,
+        help="default = weighted sum of the normalised signals (no training); paper = the source paper's MLP; "
+        "learned = MLP over all signals; paper/learned load --router-weights (default: %(default)s)",
+    )
+    router.add_argument("--router-weights", metavar="FILE", help="weights of the paper/learned router (sam2prune train-router)")
+    router.add_argument(
+        "--signals",
+        type=_signal_list,
+        metavar="LIST",
+        help=f"comma-separated subset of {','.join(SIGNALS)} (default: all available; text with --text)",
+    )
+    router.add_argument("--text", help="description of the target, for the text signal (needs --aligner)")
+    router.add_argument("--aligner", metavar="FILE", help="token-to-text projection (sam2prune fit-aligner)")
+    if multi_mc:
+        router.add_argument("--mc-passes", type=int, nargs="+", default=[_PRUNING_DEFAULTS.mc_passes], help="dropout samples T for --uncertainty mc; several values are each measured (default: %(default)s)")
+    else:
+        router.add_argument("--mc-passes", type=int, default=_PRUNING_DEFAULTS.mc_passes, help="dropout samples T for --uncertainty mc (default: %(default)s)")
+    router.add_argument(
+        "--uncertainty",
+        choices=UNCERTAINTY_MODES,
+        default=_PRUNING_DEFAULTS.uncertainty,
+        help="analytic = closed-form dropout variance in one pass; mc = sampled (default: %(default)s)",
+    )
+    router.add_argument("--mc-dropout-p", type=float, default=_PRUNING_DEFAULTS.mc_dropout_p, help="dropout rate (default: %(default)s)")
+    router.add_argument(
+        "--uncertainty-blocks",
+        type=_int_list,
+        default=_PRUNING_DEFAULTS.uncertainty_blocks,
+        metavar="LIST",
+        help="Hiera blocks with dropout, comma-separated (default: 3,4,5)",
+    )
+    router.add_argument(
+        "--signal-weights",
+        type=_float_list,
+        default=_PRUNING_DEFAULTS.signal_weights,
+        metavar="P,T,U,V",
+        help="weights of prior, text, uncertainty, visual in the default router (default: 1,0.5,0.25,0.1)",
+    )
 
 
-def _pruning_config(args: argparse.Namespace, retention: float) -> PruningConfig:
+def _pruning_config(args: argparse.Namespace, retention: float, mc_passes: int | None = None) -> PruningConfig:
+    if args.text is not None and args.scorer != "router":
+        raise InputError(f"--text is used by the router; it has no effect with --scorer {args.scorer}")
     try:
         return PruningConfig(
             retention=retention,
@@ -108,9 +176,19 @@ def _pruning_config(args: argparse.Namespace, retention: float) -> PruningConfig
             fill=args.fill,
             prior_dilation=args.prior_dilation,
             seed=args.seed,
+            router=args.router,
+            signals=args.signals,
+            text=args.text,
+            aligner=args.aligner,
+            uncertainty=args.uncertainty,
+            mc_passes=mc_passes if mc_passes is not None else args.mc_passes,
+            mc_dropout_p=args.mc_dropout_p,
+            uncertainty_blocks=tuple(args.uncertainty_blocks),
+            signal_weights=tuple(args.signal_weights),
+            router_weights=args.router_weights,
         )
     except ValueError as error:
-        raise InputError(f"--retention/--scorer/--fill/--prior-dilation: {error}") from error
+        raise InputError(f"pruning options: {error}") from error
 
 
 def _device(name: str) -> str:
@@ -129,12 +207,17 @@ def _build(args: argparse.Namespace, pruning=None):
     if args.checkpoint is not None and args.random_weights:
         raise InputError("--checkpoint and --random-weights exclude each other")
     if args.checkpoint is None:
+        import torch
+
         reason = "--random-weights" if args.random_weights else "no --checkpoint given"
         log.warning(
-            "%s: running %s with RANDOM weights (masks are not meaningful; timings are)",
+            "%s: running %s with RANDOM weights, seed %d (masks are not meaningful; timings are)",
             reason,
             args.model,
+            RANDOM_WEIGHTS_SEED,
         )
+        # the same random model in every command, so that e.g. an aligner fit on it fits it again
+        torch.manual_seed(RANDOM_WEIGHTS_SEED)
     return build_predictor(
         args.model,
         checkpoint=args.checkpoint,
@@ -195,7 +278,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from sam2prune.data.video import VideoSource
     from sam2prune.prompts import ObjectPrompt, load_prompts_file, parse_numbers
 
-    configs = [_pruning_config(args, retention) for retention in args.retention]
+    configs = [_pruning_config(args, retention, passes) for passes in args.mc_passes for retention in args.retention]
     if args.threads is not None and args.threads < 1:
         raise InputError(f"--threads must be >= 1, got {args.threads}")
     for path in (args.json, args.plot):
@@ -215,19 +298,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     check_prompts(prompts, num_frames=len(source), width=source.width, height=source.height)
 
+    from sam2prune.models import with_pruning
+
     baseline = _build(args)
-    weights = baseline.state_dict()
 
     def build(pruning):
-        if pruning is None:
-            return baseline
-        from sam2prune.models import build_predictor
-
-        predictor = build_predictor(
-            args.model, random_weights=True, device=_device(args.device), image_size=args.image_size, pruning=pruning
-        )
-        predictor.load_state_dict(weights)  # the same weights as the baseline, checkpoint or random
-        return predictor
+        return baseline if pruning is None else with_pruning(baseline, pruning)
 
     settings = BenchSettings(
         model=args.model,
@@ -236,8 +312,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         threads=args.threads or torch.get_num_threads(),
         device=_device(args.device),
         random_weights=args.checkpoint is None,
-        pruning=configs[0],
-        retentions=[config.retention for config in configs],
+        pruning=configs,
     )
     result = run_benchmark(settings, source, prompts, build=build, progress=log.info)
     print(markdown_table(result))
@@ -385,31 +460,32 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Evaluate a grid of pruning settings (plus unpruned SAM 2) and tabulate them."""
-    from sam2prune.models import build_predictor
+    from sam2prune.models import with_pruning
     from sam2prune.report import load_reports, markdown_report, plot_tradeoff, write_text
 
     sequences = _select_sequences(args)
     _protocol(args)
     grid = [(None, "sam2")] if not args.no_baseline else []
+    signal_sets = args.signal_sets or [args.signals]
     for scorer in args.scorers:
-        for retention in args.retention:
-            args.scorer = scorer
-            grid.append((_pruning_config(args, retention), f"pruned_r{retention:g}_{scorer}"))
+        for signals in signal_sets if scorer == "router" else [None]:
+            for passes in args.mc_passes if scorer == "router" and args.uncertainty == "mc" else [args.mc_passes[0]]:
+                for retention in args.retention:
+                    args.scorer, args.signals = scorer, signals
+                    label = f"pruned_r{retention:g}_{scorer}"
+                    if signals is not None:
+                        label += "_" + "+".join(signals)
+                    if scorer == "router" and args.uncertainty == "mc":
+                        label += f"_T{passes}"
+                    grid.append((_pruning_config(args, retention, passes), label))
     if not args.out.parent.is_dir():
         raise InputError(f"--out {args.out}: parent folder {args.out.parent} does not exist")
     args.out.mkdir(exist_ok=True)
     baseline = _build(args)
-    weights = baseline.state_dict()
     run_dirs = []
     for pruning, label in grid:
         log.info("sweep: %s", label)
-        if pruning is None:
-            predictor = baseline
-        else:
-            predictor = build_predictor(
-                args.model, random_weights=True, device=_device(args.device), image_size=args.image_size, pruning=pruning
-            )
-            predictor.load_state_dict(weights)  # the same weights as the baseline
+        predictor = baseline if pruning is None else with_pruning(baseline, pruning)
         _run_eval(args, predictor, pruning, sequences, args.out / label)
         run_dirs.append(args.out / label)
     reports = load_reports(run_dirs)
@@ -418,6 +494,99 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.plot:
         plot_tradeoff(args.out / "tradeoff.png", reports)
     print(f"report: {args.out / 'report.md'}")
+    return 0
+
+
+def cmd_fit_aligner(args: argparse.Namespace) -> int:
+    """Fit the token-to-text projection on a dataset whose objects have phrases."""
+    from sam2prune.router.semantic import fit_aligner, read_labels
+    from sam2prune.router.text import load_text_encoder
+
+    labels = read_labels(args.labels)
+    if not args.out.parent.is_dir():
+        raise InputError(f"--out {args.out}: folder {args.out.parent} does not exist")
+    if args.ridge < 0 or args.frame_step < 1:
+        raise InputError("--ridge must be >= 0 and --frame-step >= 1")
+    sequences = _select_sequences(args)
+    encoder = load_text_encoder(args.text_encoder)
+    predictor = _build(args)
+    aligner, stats = fit_aligner(predictor, sequences, labels, text_encoder=encoder, ridge=args.ridge, frame_step=args.frame_step)
+    aligner.save(args.out)
+    if stats["labels_not_found"]:
+        log.warning("labels without a matching object in the dataset: %s", ", ".join(stats["labels_not_found"]))
+    print(
+        f"aligner fit on {stats['tokens']} tokens of {stats['objects']} objects over {stats['frames']} frames "
+        f"(train mean cosine {stats['train_mean_cosine']:.3f}), text encoder {encoder.name}, -> {args.out}"
+    )
+    return 0
+
+
+def cmd_train_router(args: argparse.Namespace) -> int:
+    """Train the paper/learned router's MLP."""
+    import json as json_module
+
+    from sam2prune.router.fusion import save_router
+    from sam2prune.router.semantic import Aligner, read_labels
+    from sam2prune.router.text import load_text_encoder
+    from sam2prune.router.train import collect_examples, train_router, training_scorer
+
+    if args.epochs < 1 or args.learning_rate <= 0:
+        raise InputError("--epochs must be >= 1 and --learning-rate > 0")
+    if not args.out.parent.is_dir():
+        raise InputError(f"--out {args.out}: folder {args.out.parent} does not exist")
+    labels = read_labels(args.labels) if args.labels else None
+    signals = args.signals or (("visual", "text", "uncertainty") if args.router == "paper" else ("visual", "uncertainty", "prior"))
+    if labels and args.signals is None:
+        signals = signals + ("text",)
+    signals = tuple(name for name in SIGNALS if name in signals)
+    if "text" in signals and (labels is None or args.aligner is None):
+        raise InputError("the text signal needs --labels LABELS.json (object phrases) and --aligner ALIGNER.pt")
+    sequences = _select_sequences(args)
+    config = PruningConfig(
+        scorer="prior",
+        uncertainty=args.uncertainty,
+        mc_passes=args.mc_passes,
+        mc_dropout_p=args.mc_dropout_p,
+        uncertainty_blocks=tuple(args.uncertainty_blocks),
+        prior_dilation=args.prior_dilation,
+        retention=args.retention,
+        seed=args.seed,
+    )
+    predictor = _build(args, config)
+    scorer = training_scorer(predictor, config, tuple(signals))
+    text_relevance_for = None
+    if "text" in signals:
+        aligner = Aligner.load(args.aligner)
+        encoder = load_text_encoder(aligner.text_encoder)
+        phrases = sorted(set(labels.values()))
+        embeddings = dict(zip(phrases, encoder.encode(phrases)))
+
+        def text_relevance_for(sequence: str, obj_id: int):
+            phrase = labels.get(f"{sequence}/{obj_id}")
+            if phrase is None:
+                raise InputError(f"--labels has no phrase for {sequence}/{obj_id}; every trained object needs one")
+            return lambda tokens: aligner.relevance(tokens, embeddings[phrase])
+
+    examples = collect_examples(predictor, sequences, scorer, text_relevance_for=text_relevance_for, holdout_every=args.holdout_every)
+    module, history = train_router(
+        examples,
+        kind=args.router,
+        channels=predictor.hidden_dim,
+        signals=tuple(signals),
+        epochs=args.epochs,
+        learning_rate=args.learning_rate,
+        loss=args.loss,
+        retention=args.retention,
+        seed=args.seed,
+    )
+    save_router(args.out, module, channels=predictor.hidden_dim, signals=tuple(signals), hidden=module.mlp[0].out_features, extra={"history": history, "model": args.model})
+    held_out = sum(e.held_out for e in examples)
+    print(json_module.dumps(history[-1]))
+    print(
+        f"{args.router} router on signals {','.join(signals)}: {len(examples) - held_out} training and {held_out} held-out "
+        f"examples; loss {history[0]['loss']:.4f} -> {history[-1]['loss']:.4f}; held-out recall of object tokens at "
+        f"retention {args.retention:g}: {history[-1]['held_out_recall']:.3f} -> {args.out}"
+    )
     return 0
 
 
@@ -521,7 +690,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON")
     bench.add_argument("--plot", type=Path, metavar="FILE.png", help="plot ms/frame and bank size vs retention")
     _add_model_options(bench)
-    _add_pruning_options(bench, retention_list=True)
+    _add_pruning_options(bench, retention_list=True, multi_mc=True)
     bench.set_defaults(handler=cmd_bench)
 
     score = commands.add_parser(
@@ -584,9 +753,65 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--scorers", nargs="+", choices=SCORERS, default=[_PRUNING_DEFAULTS.scorer], help="default: %(default)s")
     sweep.add_argument("--no-baseline", action="store_true", help="skip unpruned SAM 2")
     sweep.add_argument("--plot", action="store_true", help="also write --out/tradeoff.png")
+    sweep.add_argument("--signal-sets", type=_signal_list, nargs="+", metavar="LIST", help="router signal subsets to compare, e.g. text text,uncertainty")
     _add_model_options(sweep)
-    _add_pruning_options(sweep, retention_list=True)
+    _add_pruning_options(sweep, retention_list=True, multi_mc=True)
     sweep.set_defaults(handler=cmd_sweep)
+
+    fit = commands.add_parser(
+        "fit-aligner",
+        help="fit the token-to-text projection for the text signal",
+        description=(
+            "Closed-form ridge least squares from SAM 2 token features to the text space: tokens inside each "
+            "labelled object are mapped to its phrase's embedding, background tokens to that of 'background'. "
+            'LABELS.json maps "<sequence>/<object id>" to a phrase.'
+        ),
+    )
+    fit.add_argument("--dataset", default="davis", choices=("davis", "vost", "pumavos", "lvos", "uvo", "endovis18"), help="layout of --root (default: %(default)s)")
+    fit.add_argument("--root", type=Path, required=True, metavar="ROOT")
+    fit.add_argument("--split", help="set/split (default: the dataset's validation set)")
+    fit.add_argument("--sequences", nargs="+", metavar="NAME")
+    fit.add_argument("--limit", type=int, metavar="N")
+    fit.add_argument("--labels", type=Path, required=True, metavar="LABELS.json")
+    fit.add_argument("--out", type=Path, required=True, metavar="ALIGNER.pt")
+    fit.add_argument("--text-encoder", default="minilm", help="minilm, clip:<folder or hub id>, open_clip:<arch>:<file> (default: %(default)s)")
+    fit.add_argument("--ridge", type=float, default=1.0, help="L2 penalty (default: %(default)s)")
+    fit.add_argument("--frame-step", type=int, default=1, help="use every Nth annotated frame (default: %(default)s)")
+    _add_model_options(fit)
+    fit.set_defaults(handler=cmd_fit_aligner)
+
+    train = commands.add_parser(
+        "train-router",
+        help="train the paper/learned router on a dataset with masks",
+        description=(
+            "Trains the router MLP: per token, the target is the fraction of its patch inside the dilated ground-truth "
+            "mask; signals as the tracker computes them (prior from the previous annotated frame). Frames whose index "
+            "is divisible by --holdout-every are held out; reports their recall of object tokens at --retention."
+        ),
+    )
+    train.add_argument("--dataset", default="davis", choices=("davis", "vost", "pumavos", "lvos", "uvo", "endovis18"), help="layout of --root (default: %(default)s)")
+    train.add_argument("--root", type=Path, required=True, metavar="ROOT")
+    train.add_argument("--split", help="set/split (default: the dataset's validation set)")
+    train.add_argument("--sequences", nargs="+", metavar="NAME")
+    train.add_argument("--limit", type=int, metavar="N")
+    train.add_argument("--out", type=Path, required=True, metavar="ROUTER.pt")
+    train.add_argument("--router", choices=("learned", "paper"), default="learned", help="default: %(default)s")
+    train.add_argument("--labels", type=Path, metavar="LABELS.json", help="object phrases, for the text signal")
+    train.add_argument("--aligner", metavar="ALIGNER.pt", help="token-to-text projection, for the text signal")
+    train.add_argument("--signals", type=_signal_list, metavar="LIST", help="default: paper visual,uncertainty(,text); learned visual,uncertainty,prior(,text)")
+    train.add_argument("--epochs", type=int, default=20, help="default: %(default)s")
+    train.add_argument("--learning-rate", type=float, default=1e-3, help="default: %(default)s")
+    train.add_argument("--loss", choices=("bce", "ranking"), default="bce", help="default: %(default)s")
+    train.add_argument("--retention", type=float, default=_PRUNING_DEFAULTS.retention, help="for the held-out recall (default: %(default)s)")
+    train.add_argument("--holdout-every", type=int, default=5, help="default: %(default)s")
+    train.add_argument("--uncertainty", choices=UNCERTAINTY_MODES, default=_PRUNING_DEFAULTS.uncertainty)
+    train.add_argument("--mc-passes", type=int, default=_PRUNING_DEFAULTS.mc_passes)
+    train.add_argument("--mc-dropout-p", type=float, default=_PRUNING_DEFAULTS.mc_dropout_p)
+    train.add_argument("--uncertainty-blocks", type=_int_list, default=_PRUNING_DEFAULTS.uncertainty_blocks, metavar="LIST")
+    train.add_argument("--prior-dilation", type=int, default=_PRUNING_DEFAULTS.prior_dilation)
+    train.add_argument("--seed", type=int, default=_PRUNING_DEFAULTS.seed)
+    _add_model_options(train)
+    train.set_defaults(handler=cmd_train_router)
     return parser
 
 

@@ -7,11 +7,16 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-ScorerName = Literal["prior", "uniform", "random"]
+ScorerName = Literal["router", "prior", "uniform", "random"]
 FillMode = Literal["norm", "raw"]
+RouterName = Literal["default", "paper", "learned"]
+UncertaintyMode = Literal["analytic", "mc"]
 
-SCORERS: tuple[str, ...] = ("prior", "uniform", "random")
+SCORERS: tuple[str, ...] = ("router", "prior", "uniform", "random")
 FILL_MODES: tuple[str, ...] = ("norm", "raw")
+ROUTERS: tuple[str, ...] = ("default", "paper", "learned")
+SIGNALS: tuple[str, ...] = ("visual", "text", "uncertainty", "prior")
+UNCERTAINTY_MODES: tuple[str, ...] = ("analytic", "mc")
 
 
 @dataclass(frozen=True)
@@ -21,9 +26,10 @@ class PruningConfig:
     Attributes:
         retention: fraction of the frame's stride-16 tokens kept as memory-attention queries and
             written to the memory bank, 0 < retention <= 1. k = ceil(retention * N) tokens.
-        scorer: how tokens are ranked: ``prior`` (the object's previous mask, or the prompt on a
-            prompted frame, dilated and pooled to the token grid; ties broken by feature
-            saliency), ``uniform`` (regular grid subsampling) or ``random`` (seeded).
+        scorer: how tokens are ranked: ``router`` (fusion of the ``signals``, see ``router``),
+            ``prior`` (the object's previous mask, or the prompt on a prompted frame, dilated
+            and pooled to the token grid; ties broken by feature saliency), ``uniform`` (regular
+            grid subsampling) or ``random`` (seeded).
         prune_conditioning_frames: also prune the memory of frames that carry user prompts
             (scored on the frame's own mask). Default dense: they are few and anchor identity.
         fill: what dropped positions hold after memory attention: ``norm`` is
@@ -31,15 +37,41 @@ class PruningConfig:
             token whose every residual branch contributed nothing; ``raw`` keeps the encoder
             features unchanged.
         prior_dilation: dilation of the previous mask on the token grid, in tokens.
-        seed: seed of the ``random`` scorer (combined with the frame index).
+        seed: seed of the ``random`` scorer (combined with the frame index) and of the
+            Monte-Carlo dropout masks.
+        router: fusion of the signals: ``default`` (training-free weighted sum of the
+            normalised signals, weights ``signal_weights``), ``paper`` (the source paper's MLP:
+            each signal aligned to C channels, concatenated, Linear-GELU-Linear, softmax) or
+            ``learned`` (the same MLP over all signals); both MLPs load ``router_weights``.
+        signals: the signals used, a subset of visual, text, uncertainty, prior; None: all that
+            are available (text only with a ``text``).
+        text: description of the target object(s) for the text signal.
+        aligner: path of the token-to-text projection (``sam2prune fit-aligner``).
+        uncertainty: ``analytic`` (closed-form dropout variance, one pass) or ``mc`` (sampled).
+        mc_passes: dropout samples in ``mc`` mode (T).
+        mc_dropout_p: dropout rate on the query-side input of the uncertainty blocks.
+        uncertainty_blocks: Hiera blocks that get the dropout (3-5: on hiera-t these run on the
+            same 1/16 grid as memory attention).
+        signal_weights: weights of prior, text, uncertainty and visual in the default router.
+        router_weights: weights file of the paper/learned router (``sam2prune train-router``).
     """
 
     retention: float = 0.3
-    scorer: ScorerName = "prior"
+    scorer: ScorerName = "router"
     prune_conditioning_frames: bool = False
     fill: FillMode = "norm"
     prior_dilation: int = 2
     seed: int = 0
+    router: RouterName = "default"
+    signals: tuple[str, ...] | None = None
+    text: str | None = None
+    aligner: str | None = None
+    uncertainty: UncertaintyMode = "analytic"
+    mc_passes: int = 5
+    mc_dropout_p: float = 0.1
+    uncertainty_blocks: tuple[int, ...] = (3, 4, 5)
+    signal_weights: tuple[float, float, float, float] = (1.0, 0.5, 0.25, 0.1)
+    router_weights: str | None = None
 
     def __post_init__(self) -> None:
         retention = self.retention
@@ -53,6 +85,32 @@ class PruningConfig:
             raise ValueError(f"unknown fill {self.fill!r}; expected one of {', '.join(FILL_MODES)}")
         if not isinstance(self.prior_dilation, int) or self.prior_dilation < 0:
             raise ValueError(f"prior_dilation must be an integer >= 0, got {self.prior_dilation!r}")
+        if self.router not in ROUTERS:
+            raise ValueError(f"unknown router {self.router!r}; expected one of {', '.join(ROUTERS)}")
+        if self.signals is not None:
+            unknown = [s for s in self.signals if s not in SIGNALS]
+            if unknown or not self.signals:
+                raise ValueError(f"signals must be a non-empty subset of {', '.join(SIGNALS)}, got {self.signals!r}")
+            if "text" in self.signals and not self.text:
+                raise ValueError("the text signal needs a text (a description of the target)")
+        if self.text is not None and not self.text.strip():
+            raise ValueError("text must not be empty")
+        if self.uncertainty not in UNCERTAINTY_MODES:
+            raise ValueError(f"unknown uncertainty mode {self.uncertainty!r}; expected analytic or mc")
+        if not isinstance(self.mc_passes, int) or self.mc_passes < 2:
+            raise ValueError(f"mc_passes must be an integer >= 2, got {self.mc_passes!r}")
+        if not 0.0 <= self.mc_dropout_p < 1.0:
+            raise ValueError(f"mc_dropout_p must be in [0, 1), got {self.mc_dropout_p!r}")
+        if not self.uncertainty_blocks or any(not isinstance(b, int) or b < 0 for b in self.uncertainty_blocks):
+            raise ValueError(f"uncertainty_blocks must be block indices >= 0, got {self.uncertainty_blocks!r}")
+        if len(self.signal_weights) != 4 or any(w < 0 for w in self.signal_weights):
+            raise ValueError(f"signal_weights must be 4 weights >= 0 (prior, text, uncertainty, visual), got {self.signal_weights!r}")
+
+    def active_signals(self) -> tuple[str, ...]:
+        """The signals the router uses: the configured ones, or all available (text with a text)."""
+        if self.signals is not None:
+            return tuple(s for s in SIGNALS if s in self.signals)
+        return tuple(s for s in SIGNALS if s != "text" or self.text)
 
     def kept_count(self, num_tokens: int) -> int:
         """Number of tokens kept out of ``num_tokens``: ceil(retention * N), at least 1."""

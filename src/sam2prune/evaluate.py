@@ -234,6 +234,7 @@ def prepare_run_dir(out_dir: Path, settings: EvalSettings, *, overwrite: bool) -
         InputError: the folder holds something else, or a run with other settings.
     """
     run_file = out_dir / "run.json"
+    current = json.loads(json.dumps(asdict(settings)))  # as it reads back (tuples become lists)
     if out_dir.exists() and overwrite:
         shutil.rmtree(out_dir)
     if out_dir.exists():
@@ -242,8 +243,8 @@ def prepare_run_dir(out_dir: Path, settings: EvalSettings, *, overwrite: bool) -
                 raise InputError(f"--out {out_dir} is a non-empty folder that holds no sam2prune run; pass --overwrite to replace it")
         else:
             previous = json.loads(run_file.read_text())
-            if previous != asdict(settings):
-                changed = sorted(k for k in asdict(settings) if previous.get(k) != asdict(settings)[k])
+            if previous != current:
+                changed = sorted(k for k in current if previous.get(k) != current[k])
                 raise InputError(
                     f"--out {out_dir} holds a run with other settings ({', '.join(changed)}); "
                     "use another folder or --overwrite"

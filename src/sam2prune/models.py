@@ -286,6 +286,27 @@ def build_predictor(
     predictor.eval()
     predictor.model_name = model_name
     predictor.random_weights = random_weights
+    predictor.config_path = yaml_path
     if pruning is not None:
         predictor.set_pruning(pruning)
     return predictor
+
+
+def with_pruning(predictor: SAM2Predictor, pruning: PruningConfig) -> SAM2Predictor:
+    """A pruned predictor with the same architecture, input size, device and weights as
+    ``predictor`` (built by ``build_predictor``), e.g. to compare both in one process."""
+    from hydra.utils import instantiate
+
+    cfg = compose_config(
+        predictor.config_path,
+        predictor_class="sam2prune.predictor.PrunedSAM2VideoPredictor",
+        image_size=predictor.image_size,
+    )
+    pruned = instantiate(cfg.model, _recursive_=True)
+    pruned.load_state_dict(predictor.state_dict(), strict=True)
+    pruned = pruned.to(predictor.device).eval()
+    pruned.model_name = predictor.model_name
+    pruned.random_weights = predictor.random_weights
+    pruned.config_path = predictor.config_path
+    pruned.set_pruning(pruning)
+    return pruned

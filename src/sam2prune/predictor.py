@@ -27,7 +27,9 @@ from sam2prune.attention import (
 from sam2prune.config import PruningConfig
 from sam2prune.data.video import VideoSource
 from sam2prune.router import ScoringContext, make_scorer, select_tokens
+from sam2prune.router.fusion import build_router_scorer
 from sam2prune.router.prior import prompt_mask
+from sam2prune.router.uncertainty import UncertaintyProbe
 
 log = logging.getLogger("sam2prune")
 
@@ -120,6 +122,7 @@ class SAM2Predictor(SAM2VideoPredictor):
 
     model_name: str = "sam2"
     random_weights: bool = False
+    config_path: Path | None = None  # the SAM 2 YAML it was built from
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -317,20 +320,63 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
         # kept tokens [B, k] of the frame being tracked, set only for the duration of one
         # _run_single_frame_inference call (sam2's track_step has no slot to pass it through)
         self._active_keep_idx: torch.Tensor | None = None
+        self.uncertainty_probe: UncertaintyProbe | None = None
         self.set_pruning(PruningConfig())
 
     def set_pruning(self, pruning: PruningConfig) -> None:
+        """Use another pruning config: builds its scorer (loading the aligner, text encoder and
+        router weights it names) and attaches the uncertainty probe if the router needs it.
+
+        Raises:
+            InputError: a file the config names is missing or does not fit this model.
+        """
         if not isinstance(pruning, PruningConfig):
             raise TypeError(f"pruning must be a PruningConfig, got {type(pruning).__name__}")
+        if self.uncertainty_probe is not None:
+            self.uncertainty_probe.detach()
+            self.uncertainty_probe = None
+        if pruning.scorer == "router":
+            scorer = build_router_scorer(
+                pruning,
+                channels=self.hidden_dim,
+                model_name=self.model_name,
+                image_size=self.image_size,
+                random_router=self.random_weights,
+                timed=self._timed,
+                log=log.warning,
+            )
+            if "uncertainty" in scorer.signals:
+                self.uncertainty_probe = UncertaintyProbe(
+                    self.image_encoder.trunk,
+                    pruning.uncertainty_blocks,
+                    mode=pruning.uncertainty,
+                    p=pruning.mc_dropout_p,
+                    passes=pruning.mc_passes,
+                    seed=pruning.seed,
+                    timed=self._timed,
+                )
+        else:
+            scorer = make_scorer(pruning)
         self.pruning = pruning
-        self.scorer = make_scorer(pruning)
+        self.scorer = scorer
+
+    def forward_image(self, img_batch: torch.Tensor) -> dict:
+        backbone_out = super().forward_image(img_batch)
+        if self.uncertainty_probe is not None:
+            grid = (self.sam_image_embedding_size, self.sam_image_embedding_size)
+            backbone_out["token_uncertainty"] = self.uncertainty_probe.take(grid)  # [B, N]
+        return backbone_out
 
     # --- choosing the tokens ------------------------------------------------------------
 
     def _frame_tokens(self, inference_state: dict, frame_idx: int, batch_size: int):
-        """(tokens ``[B, N, C]``, grid ``(H, W)``) of a frame's top-level features."""
+        """(tokens ``[B, N, C]``, grid ``(H, W)``, uncertainty ``[B, N]`` or None) of a frame."""
         _, _, vision_feats, _, feat_sizes = self._get_image_feature(inference_state, frame_idx, batch_size)
-        return vision_feats[-1].transpose(0, 1), tuple(feat_sizes[-1])
+        _, backbone_out = inference_state["cached_features"][frame_idx]
+        uncertainty = backbone_out.get("token_uncertainty")
+        if uncertainty is not None:
+            uncertainty = uncertainty.expand(batch_size, -1)
+        return vision_feats[-1].transpose(0, 1), tuple(feat_sizes[-1]), uncertainty
 
     def _score_and_select(self, tokens: torch.Tensor, context: ScoringContext) -> torch.Tensor:
         with self._timed("token_scoring"):
@@ -341,7 +387,7 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
         self, inference_state: dict, output_dict: dict, frame_idx: int, batch_size: int, reverse: bool
     ) -> torch.Tensor | None:
         """Kept tokens ``[B, k]`` of a frame being tracked, or None to run it dense."""
-        tokens, grid = self._frame_tokens(inference_state, frame_idx, batch_size)
+        tokens, grid, uncertainty = self._frame_tokens(inference_state, frame_idx, batch_size)
         prior = None
         if self.scorer.needs_prior:
             neighbour = frame_idx + 1 if reverse else frame_idx - 1
@@ -351,13 +397,14 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
             if previous is None or previous.get("pred_masks") is None:
                 return None  # no neighbouring output (started mid-video, memory cleared): dense
             prior = previous["pred_masks"]
-        return self._score_and_select(tokens, ScoringContext(frame_idx=frame_idx, grid=grid, prior_mask=prior))
+        context = ScoringContext(frame_idx=frame_idx, grid=grid, prior_mask=prior, uncertainty=uncertainty)
+        return self._score_and_select(tokens, context)
 
     def _select_prompted_frame(
         self, inference_state: dict, frame_idx: int, batch_size: int, out: dict, point_inputs: dict | None
     ) -> torch.Tensor:
         """Kept tokens of a prompted frame, scored on its own mask plus its clicks/box."""
-        tokens, grid = self._frame_tokens(inference_state, frame_idx, batch_size)
+        tokens, grid, uncertainty = self._frame_tokens(inference_state, frame_idx, batch_size)
         own_mask = out["pred_masks"].to(tokens.device)
         prompted = prompt_mask(
             point_inputs["point_coords"] if point_inputs else None,
@@ -366,7 +413,8 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
             image_size=self.image_size,
         )
         prior = own_mask if prompted is None else torch.where(prompted > 0, own_mask.abs() + 1, own_mask)
-        return self._score_and_select(tokens, ScoringContext(frame_idx=frame_idx, grid=grid, prior_mask=prior))
+        context = ScoringContext(frame_idx=frame_idx, grid=grid, prior_mask=prior, uncertainty=uncertainty)
+        return self._score_and_select(tokens, context)
 
     @staticmethod
     def _store_sparse_memory(out: dict) -> None:

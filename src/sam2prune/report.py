@@ -31,7 +31,13 @@ def method_label(settings: dict) -> str:
         return f"SAM 2 ({settings['model']})"
     pruning = settings["pruning"]
     conditioning = ", cond. pruned" if pruning.get("prune_conditioning_frames") else ""
-    return f"pruned r={pruning['retention']:g} {pruning['scorer']}{conditioning} ({settings['model']})"
+    scorer = pruning["scorer"]
+    if scorer == "router":
+        signals = pruning.get("signals") or ["auto"]
+        scorer = f"router {pruning['router']} [{'+'.join(signals)}]"
+        if pruning.get("uncertainty") == "mc":
+            scorer += f" MC T={pruning['mc_passes']}"
+    return f"pruned r={pruning['retention']:g} {scorer}{conditioning} ({settings['model']})"
 
 
 def _retention(settings: dict) -> float:

@@ -24,11 +24,13 @@ class ScoringContext:
         grid: ``(H, W)`` of the token grid.
         prior_mask: ``[B, 1, h, w]`` logits of where the object is believed to be (the previous
             frame's mask, or the prompt/own mask on a prompted frame), or None if unknown.
+        uncertainty: ``[B, N]`` dropout uncertainty of the frame's tokens in [0, 1], or None.
     """
 
     frame_idx: int
     grid: tuple[int, int]
     prior_mask: torch.Tensor | None = None
+    uncertainty: torch.Tensor | None = None
 
 
 class TokenScorer(Protocol):
@@ -118,6 +120,7 @@ class RandomScorer:
 
 
 def make_scorer(config: PruningConfig) -> TokenScorer:
+    """The scorers that need nothing but the config (``router`` is built by the predictor)."""
     if config.scorer == "prior":
         return PriorScorer(config.prior_dilation)
     if config.scorer == "uniform":

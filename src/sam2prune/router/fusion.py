@@ -1,0 +1,300 @@
+"""Fusing the token signals into one score: the training-free weighted sum, the source paper's
+MLP, and the learned MLP; their weight files."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sam2prune.config import PruningConfig
+from sam2prune.errors import InputError
+from sam2prune.router.prior import prior_scores
+
+ROUTER_FORMAT = "sam2prune-router"
+ROUTER_VERSION = 1
+DEFAULT_HIDDEN = 256
+
+
+def minmax(values: torch.Tensor) -> torch.Tensor:
+    """Min-max normalise each row of ``[B, N]`` to [0, 1] (constant rows become 0)."""
+    low = values.amin(dim=-1, keepdim=True)
+    return (values - low) / (values.amax(dim=-1, keepdim=True) - low).clamp_min(1e-12)
+
+
+def visual_context(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Each token averaged with its 3x3 neighbourhood: ``[B, N, C]`` -> ``[B, N, C]``."""
+    batch, _, channels = tokens.shape
+    maps = tokens.transpose(1, 2).reshape(batch, channels, *grid).float()
+    pooled = F.avg_pool2d(maps, 3, stride=1, padding=1, count_include_pad=False)
+    return pooled.flatten(2).transpose(1, 2)
+
+
+@dataclass
+class Signals:
+    """One frame's signals; None where switched off. Shapes ``[B, N, C]`` (visual) or ``[B, N]``."""
+
+    visual: torch.Tensor | None = None
+    text: torch.Tensor | None = None
+    uncertainty: torch.Tensor | None = None
+    prior: torch.Tensor | None = None
+
+
+def _scalar(value: torch.Tensor | None, size: tuple[int, int], device: torch.device) -> torch.Tensor:
+    """A ``[B, N]`` signal as ``[B, N, 1]`` float (zeros when switched off)."""
+    return (value if value is not None else torch.zeros(size, device=device))[..., None].float()
+
+
+class PaperRouter(nn.Module):
+    """The source paper's router: visual, semantic and uncertainty signals each aligned to C
+    channels, concatenated (3C), Linear -> GELU -> Linear -> score, softmax over tokens.
+    A switched-off signal enters as zeros."""
+
+    kind = "paper"
+
+    def __init__(self, channels: int, hidden: int = DEFAULT_HIDDEN) -> None:
+        super().__init__()
+        self.channels = channels
+        self.align_visual = nn.Linear(channels, channels)
+        self.align_text = nn.Linear(1, channels)
+        self.align_uncertainty = nn.Linear(1, channels)
+        self.mlp = nn.Sequential(nn.Linear(3 * channels, hidden), nn.GELU(), nn.Linear(hidden, 1))
+
+    def forward(self, signals: Signals, size: tuple[int, int]) -> torch.Tensor:
+        """Returns logits ``[B, N]`` for ``size`` = (B, N)."""
+        device = self.mlp[0].weight.device
+        visual = signals.visual if signals.visual is not None else torch.zeros(*size, self.channels, device=device)
+        features = torch.cat(
+            [
+                self.align_visual(visual.float()),
+                self.align_text(_scalar(signals.text, size, device)),
+                self.align_uncertainty(_scalar(signals.uncertainty, size, device)),
+            ],
+            dim=-1,
+        )
+        return self.mlp(features)[..., 0]
+
+
+class LearnedRouter(nn.Module):
+    """The same 2-layer GELU MLP over all signals it was trained with: the visual context
+    (C channels) and the scalar text, uncertainty and prior signals."""
+
+    kind = "learned"
+
+    def __init__(self, channels: int, signals: tuple[str, ...], hidden: int = DEFAULT_HIDDEN) -> None:
+        super().__init__()
+        self.signals = tuple(signals)
+        inputs = (channels if "visual" in signals else 0) + sum(s in signals for s in ("text", "uncertainty", "prior"))
+        self.mlp = nn.Sequential(nn.Linear(inputs, hidden), nn.GELU(), nn.Linear(hidden, 1))
+
+    def forward(self, signals: Signals, size: tuple[int, int]) -> torch.Tensor:
+        """Returns logits ``[B, N]`` for ``size`` = (B, N)."""
+        device = self.mlp[0].weight.device
+        parts = []
+        if "visual" in self.signals:
+            parts.append(signals.visual.float())
+        for name in ("text", "uncertainty", "prior"):
+            if name in self.signals:
+                parts.append(_scalar(getattr(signals, name), size, device))
+        return self.mlp(torch.cat(parts, dim=-1))[..., 0]
+
+
+def build_router_module(kind: str, channels: int, signals: tuple[str, ...], hidden: int = DEFAULT_HIDDEN) -> nn.Module:
+    if kind == "paper":
+        return PaperRouter(channels, hidden)
+    if kind == "learned":
+        return LearnedRouter(channels, signals, hidden)
+    raise ValueError(f"router {kind!r} has no weights")
+
+
+def save_router(path: Path, module: nn.Module, *, channels: int, signals: tuple[str, ...], hidden: int, extra: dict | None = None) -> None:
+    payload = {
+        "format": ROUTER_FORMAT,
+        "version": ROUTER_VERSION,
+        "router": module.kind,
+        "channels": channels,
+        "hidden": hidden,
+        "signals": list(signals),
+        "state_dict": module.state_dict(),
+        "extra": extra or {},
+    }
+    temp = path.with_name(f".{path.name}.tmp")
+    torch.save(payload, temp)
+    os.replace(temp, path)
+
+
+def load_router(path: str | Path, *, kind: str, channels: int) -> tuple[nn.Module, tuple[str, ...], dict]:
+    """Load router weights strictly (format, version, kind, channels and every tensor).
+
+    Returns:
+        (the module in eval mode, the signals it was trained with, extra information).
+
+    Raises:
+        InputError: naming the file and the mismatch.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"router weights {path} do not exist (train them with `sam2prune train-router`)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise InputError(f"router weights {path} could not be read: {error}") from error
+    if not isinstance(payload, dict) or payload.get("format") != ROUTER_FORMAT:
+        raise InputError(f"{path} is not a sam2prune router file")
+    if payload.get("version") != ROUTER_VERSION:
+        raise InputError(f"router weights {path} have version {payload.get('version')}; this sam2prune reads version {ROUTER_VERSION}")
+    if payload.get("router") != kind:
+        raise InputError(f"router weights {path} are for the {payload.get('router')!r} router, not {kind!r}")
+    if payload.get("channels") != channels:
+        raise InputError(f"router weights {path} expect {payload.get('channels')}-channel tokens; this model has {channels}")
+    signals = tuple(payload["signals"])
+    module = build_router_module(kind, channels, signals, int(payload["hidden"]))
+    try:
+        module.load_state_dict(payload["state_dict"], strict=True)
+    except RuntimeError as error:
+        raise InputError(f"router weights {path} do not fit the {kind} router: {error}") from error
+    return module.eval(), signals, payload.get("extra", {})
+
+
+TextRelevance = Callable[[torch.Tensor], torch.Tensor]  # tokens [B, N, C] -> relevance [B, N]
+
+
+class RouterScorer:
+    """Token scorer that computes the configured signals and fuses them.
+
+    Args:
+        config: the pruning config (router kind, signals, weights of the default fusion).
+        text_relevance: computes the text signal, or None when it is off.
+        module: the paper/learned MLP, or None for the default fusion.
+        timed: ``timed(name)`` context factory for per-signal timing, or None.
+    """
+
+    def __init__(
+        self,
+        config: PruningConfig,
+        *,
+        signals: tuple[str, ...],
+        text_relevance: TextRelevance | None = None,
+        module: nn.Module | None = None,
+        timed: Callable | None = None,
+    ) -> None:
+        self.config = config
+        self.signals = signals
+        self.text_relevance = text_relevance
+        self.module = module
+        self.timed = timed
+        self.needs_prior = "prior" in signals
+
+    def _time(self, name: str):
+        return self.timed(f"signal_{name}") if self.timed is not None else nullcontext()
+
+    def signals_for(self, tokens: torch.Tensor, context) -> Signals:
+        signals = Signals()
+        if "visual" in self.signals:
+            with self._time("visual"):
+                signals.visual = visual_context(tokens, context.grid)
+        if "text" in self.signals:
+            with self._time("text"):
+                signals.text = self.text_relevance(tokens)
+        if "uncertainty" in self.signals:
+            if context.uncertainty is None:
+                raise RuntimeError("the uncertainty signal is on but the image encoder gave no uncertainty")
+            signals.uncertainty = context.uncertainty.to(tokens.device)
+        if "prior" in self.signals:
+            if context.prior_mask is None:
+                raise ValueError("the prior signal needs a prior mask")
+            with self._time("prior"):
+                # 0..2 (inside, ring) -> 0..1
+                signals.prior = prior_scores(context.prior_mask.to(tokens.device), context.grid, dilation=self.config.prior_dilation) / 2
+        return signals
+
+    def __call__(self, tokens: torch.Tensor, context) -> torch.Tensor:
+        signals = self.signals_for(tokens, context)
+        with self._time("fusion"):
+            if self.module is not None:
+                return torch.softmax(self.module(signals, tuple(tokens.shape[:2])), dim=-1)
+            w_prior, w_text, w_uncertainty, w_visual = self.config.signal_weights
+            score = torch.zeros(tokens.shape[:2], device=tokens.device)
+            if signals.prior is not None:
+                score = score + w_prior * signals.prior
+            if signals.text is not None:
+                score = score + w_text * minmax(signals.text)
+            if signals.uncertainty is not None:
+                score = score + w_uncertainty * signals.uncertainty
+            if signals.visual is not None:
+                score = score + w_visual * minmax(signals.visual.norm(dim=-1))
+            return score
+
+
+
+def build_router_scorer(
+    config: PruningConfig,
+    *,
+    channels: int,
+    model_name: str,
+    image_size: int,
+    random_router: bool,
+    timed: Callable | None = None,
+    log: Callable[[str], None] = print,
+) -> RouterScorer:
+    """Assemble the router a config asks for: load the aligner and text encoder for the text
+    signal, and the MLP weights for the paper/learned routers.
+
+    Args:
+        random_router: without ``router_weights``, initialise the paper/learned MLP randomly
+            (seeded; for timing with random SAM 2 weights) instead of failing.
+
+    Raises:
+        InputError: text without an aligner, a mismatched aligner, missing router weights.
+    """
+    from sam2prune.router.semantic import Aligner
+    from sam2prune.router.text import load_text_encoder
+
+    signals = config.active_signals()
+    text_relevance = None
+    if "text" in signals:
+        if config.aligner is None:
+            raise InputError(
+                "the text signal needs an aligner: pass --aligner ALIGNER.pt (fit one with `sam2prune fit-aligner` "
+                "on a dataset with object phrases); a text alone cannot be compared with SAM 2's tokens"
+            )
+        aligner = Aligner.load(config.aligner)
+        if aligner.weight.shape[0] != channels + 1:
+            raise InputError(f"aligner {config.aligner} maps {aligner.weight.shape[0] - 1}-channel tokens; this model has {channels}")
+        if aligner.model != model_name:
+            raise InputError(f"aligner {config.aligner} was fit on {aligner.model} tokens; this model is {model_name}")
+        if aligner.image_size != image_size:
+            log(f"aligner {config.aligner} was fit at {aligner.image_size} px; the model runs at {image_size} px")
+        encoder = load_text_encoder(aligner.text_encoder)
+        embedding = encoder.encode([config.text])[0]
+        if embedding.shape[-1] != aligner.weight.shape[1]:
+            raise InputError(f"text encoder {aligner.text_encoder} gives {embedding.shape[-1]}-d embeddings; the aligner maps to {aligner.weight.shape[1]}")
+
+        def text_relevance(tokens: torch.Tensor) -> torch.Tensor:
+            return aligner.relevance(tokens, embedding)
+
+    module = None
+    if config.router in ("paper", "learned"):
+        if config.router_weights is not None:
+            module, trained_signals, _ = load_router(config.router_weights, kind=config.router, channels=channels)
+            if config.router == "learned" and set(trained_signals) != set(signals):
+                raise InputError(
+                    f"router weights {config.router_weights} were trained with the signals {','.join(trained_signals)}; "
+                    f"pass --signals {','.join(trained_signals)}"
+                )
+        elif random_router:
+            torch.manual_seed(config.seed)
+            module = build_router_module(config.router, channels, signals).eval()
+            log(f"no --router-weights: the {config.router} router has RANDOM weights (timings are real, rankings are not)")
+        else:
+            raise InputError(
+                f"the {config.router} router needs --router-weights FILE (train one with `sam2prune train-router "
+                f"--router {config.router}`)"
+            )
+    return RouterScorer(config, signals=signals, text_relevance=text_relevance, module=module, timed=timed)

@@ -1,0 +1,238 @@
+"""Semantic relevance of each token to a text: r_i = cos(P v_i, e).
+
+SAM 2's tokens v_i (C = 256) and a text embedding e (D, e.g. 384 for MiniLM) live in different
+spaces. P is a linear map from token space to text space, fit once, without gradients, by ridge
+least squares on tokens with known content: tokens inside an annotated object are mapped to the
+embedding of its phrase, background tokens to the embedding of "background".
+
+Why not the source paper's projection: it fits, per video, a least-squares projection from the
+tokens of a frame onto ONE text vector broadcast to every token, i.e. it minimises
+sum_i ||v_i - t||^2 over the single vector t that the text is projected to. The solution is
+t = mean_i v_i, the mean visual token, whatever the text says; the relevance computed from it
+measures how typical a token is of the frame, and carries no information about the text. A
+projection only carries text information when it is fit on tokens paired with different texts,
+which is what this aligner does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from sam2prune.errors import InputError
+
+ALIGNER_FORMAT = "sam2prune-aligner"
+ALIGNER_VERSION = 1
+BACKGROUND_PHRASE = "background"
+
+
+def fit_ridge(features: torch.Tensor, targets: torch.Tensor, ridge: float) -> torch.Tensor:
+    """Closed-form ridge regression with an unregularised bias.
+
+    Args:
+        features: ``[n, C]``; targets: ``[n, D]``; ridge: L2 penalty (>= 0).
+
+    Returns:
+        ``[C + 1, D]``: the map (rows 0..C-1) and the bias (last row), float32.
+    """
+    x = torch.cat([features.double(), torch.ones(len(features), 1, dtype=torch.float64)], dim=1)
+    penalty = torch.full((x.shape[1],), float(ridge), dtype=torch.float64)
+    penalty[-1] = 0.0
+    gram = x.T @ x + torch.diag(penalty)
+    return torch.linalg.solve(gram, x.T @ targets.double()).float()
+
+
+@dataclass
+class Aligner:
+    """The fitted token-to-text map and what it was fit with."""
+
+    weight: torch.Tensor  # [C + 1, D]
+    text_encoder: str
+    model: str
+    image_size: int
+
+    def project(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``[..., C]`` tokens -> ``[..., D]`` in text space."""
+        weight = self.weight.to(tokens.device)
+        return tokens.float() @ weight[:-1] + weight[-1]
+
+    def relevance(self, tokens: torch.Tensor, text_embedding: torch.Tensor) -> torch.Tensor:
+        """Cosine similarity of each projected token to the text: ``[B, N, C]`` -> ``[B, N]``."""
+        return F.cosine_similarity(self.project(tokens), text_embedding.to(tokens.device)[None, None], dim=-1)
+
+    def save(self, path: Path) -> None:
+        payload = {
+            "format": ALIGNER_FORMAT,
+            "version": ALIGNER_VERSION,
+            "weight": self.weight,
+            "text_encoder": self.text_encoder,
+            "model": self.model,
+            "image_size": self.image_size,
+        }
+        temp = path.with_name(f".{path.name}.tmp")
+        torch.save(payload, temp)
+        os.replace(temp, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Aligner:
+        """Strict: the file must be a sam2prune aligner of this version with all its fields.
+
+        Raises:
+            InputError: naming the file and what is wrong.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"aligner {path} does not exist (fit one with `sam2prune fit-aligner`)")
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:
+            raise InputError(f"aligner {path} could not be read: {error}") from error
+        if not isinstance(payload, dict) or payload.get("format") != ALIGNER_FORMAT:
+            raise InputError(f"{path} is not a sam2prune aligner file")
+        if payload.get("version") != ALIGNER_VERSION:
+            raise InputError(f"aligner {path} has version {payload.get('version')}; this sam2prune reads version {ALIGNER_VERSION}")
+        expected = {"format", "version", "weight", "text_encoder", "model", "image_size"}
+        if set(payload) != expected:
+            raise InputError(f"aligner {path}: expected the fields {sorted(expected)}, found {sorted(payload)}")
+        weight = payload["weight"]
+        if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
+            raise InputError(f"aligner {path}: weight must be a [C + 1, D] tensor")
+        return cls(weight.float(), str(payload["text_encoder"]), str(payload["model"]), int(payload["image_size"]))
+
+
+def read_labels(path: Path) -> dict[str, str]:
+    """LABELS.json: ``{"<sequence>/<object id>": "phrase", ...}``.
+
+    Raises:
+        InputError: naming the file and the entry that is malformed.
+    """
+    try:
+        labels = json.loads(Path(path).read_text())
+    except FileNotFoundError as error:
+        raise InputError(f"labels file {path} does not exist") from error
+    except json.JSONDecodeError as error:
+        raise InputError(f"labels file {path} is not valid JSON: {error}") from error
+    if not isinstance(labels, dict) or not labels:
+        raise InputError(f'labels file {path}: expected {{"<sequence>/<object id>": "phrase", ...}}')
+    for key, phrase in labels.items():
+        sequence, _, obj_id = key.rpartition("/")
+        if not sequence or not obj_id.isdigit() or not isinstance(phrase, str) or not phrase.strip():
+            raise InputError(f'labels file {path}: entry {key!r}: expected "<sequence>/<object id>": "phrase"')
+    return labels
+
+
+def object_coverage(labels: np.ndarray, obj_ids: list[int], grid: tuple[int, int]) -> torch.Tensor:
+    """Fraction of each token's patch covered by each object: ``[len(obj_ids), H*W]``."""
+    masks = torch.stack([torch.from_numpy(labels == obj_id).float() for obj_id in obj_ids])[:, None]
+    return F.adaptive_avg_pool2d(masks, grid).flatten(1)
+
+
+def collect_aligner_data(
+    frames: list[tuple[torch.Tensor, np.ndarray, dict[int, torch.Tensor]]],
+    background: torch.Tensor,
+    *,
+    grid: tuple[int, int],
+    background_ratio: float = 2.0,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pair tokens with target embeddings: a token mostly (> 50%) inside a labelled object gets
+    its phrase's embedding; tokens that no object touches get the background embedding
+    (a random subsample of ``background_ratio`` per object token).
+
+    Args:
+        frames: per frame, (tokens ``[H*W, C]``, label map ``[h, w]`` at frame resolution,
+            {object id: phrase embedding ``[D]``}).
+        background: ``[D]``.
+        grid: ``(H, W)`` token grid (SAM 2 resizes frames to a square, so labels are resized too).
+
+    Returns:
+        (features ``[n, C]``, targets ``[n, D]``).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    features, targets = [], []
+    for tokens, labels, phrases in frames:
+        coverage = object_coverage(labels, list(phrases), grid)
+        object_tokens = 0
+        for row, embedding in enumerate(phrases.values()):
+            inside = coverage[row] > 0.5
+            features.append(tokens[inside])
+            targets.append(embedding.expand(int(inside.sum()), -1))
+            object_tokens += int(inside.sum())
+        touched = F.adaptive_avg_pool2d(torch.from_numpy(labels != 0).float()[None, None], grid).flatten()
+        empty = torch.nonzero(touched == 0).flatten()
+        count = min(len(empty), max(1, round(background_ratio * object_tokens)))
+        chosen = empty[torch.randperm(len(empty), generator=generator)[:count]]
+        features.append(tokens[chosen])
+        targets.append(background.expand(len(chosen), -1))
+    return torch.cat(features), torch.cat(targets)
+
+
+def fit_aligner(
+    predictor,
+    sequences,
+    labels: dict[str, str],
+    *,
+    text_encoder,
+    ridge: float = 1.0,
+    frame_step: int = 1,
+    progress: bool = True,
+) -> tuple[Aligner, dict]:
+    """Fit the token-to-text map on the labelled objects of a dataset.
+
+    Args:
+        predictor: a SAM 2 predictor (its image encoder gives the tokens).
+        sequences: dataset sequences (``sam2prune.data.datasets.Sequence``).
+        labels: {"<sequence>/<object id>": phrase}.
+        text_encoder: a ``TextEncoder``.
+
+    Returns:
+        (the aligner, fit statistics: tokens, frames, objects, train mean cosine).
+
+    Raises:
+        InputError: no labelled object found in the sequences.
+    """
+    from sam2prune.predictor import load_frames_tensor
+
+    wanted = {key for key in labels}
+    phrases = sorted(set(labels.values()))
+    embeddings = dict(zip(phrases, text_encoder.encode(phrases)))
+    background = text_encoder.encode([BACKGROUND_PHRASE])[0]
+    frames = []
+    used = set()
+    for sequence in tqdm(list(sequences), desc="aligner features", unit="sequence", disable=not progress):
+        objects = {obj_id: f"{sequence.name}/{obj_id}" for obj_id in sequence.obj_ids}
+        objects = {obj_id: key for obj_id, key in objects.items() if key in wanted}
+        if not objects:
+            continue
+        used |= set(objects.values())
+        indices = sorted(sequence.annotated)[::frame_step]
+        images = load_frames_tensor(sequence.source, predictor.image_size, progress=False)
+        with torch.inference_mode():
+            for frame_idx in indices:
+                backbone_out = predictor.forward_image(images[frame_idx : frame_idx + 1].to(predictor.device))
+                _, vision_feats, _, _ = predictor._prepare_backbone_features(backbone_out)
+                tokens = vision_feats[-1][:, 0].float().cpu()
+                gt = sequence.ground_truth(frame_idx)
+                frames.append((tokens, gt, {obj_id: embeddings[labels[key]] for obj_id, key in objects.items()}))
+    missing = sorted(wanted - used)
+    if not frames:
+        raise InputError(f"no labelled object found in the dataset (labels name e.g. {next(iter(wanted))})")
+    side = predictor.image_size // 16
+    features, targets = collect_aligner_data(frames, background, grid=(side, side))
+    weight = fit_ridge(features, targets, ridge)
+    aligner = Aligner(weight, text_encoder.name, getattr(predictor, "model_name", "sam2"), predictor.image_size)
+    fitted = F.cosine_similarity(aligner.project(features), targets, dim=-1).mean().item()
+    return aligner, {
+        "tokens": len(features),
+        "frames": len(frames),
+        "objects": len(used),
+        "labels_not_found": missing,
+        "train_mean_cosine": fitted,
+    }

@@ -1,0 +1,178 @@
+"""Training the paper/learned router on a dataset with ground-truth masks.
+
+Per token the target is the fraction of its patch inside the object's dilated ground-truth
+mask (dilated by one token, so the ring that memory attention needs counts as object). The
+signals are those the tracker computes: the visual context, the text relevance of the object's
+phrase (with labels and an aligner), the dropout uncertainty, and the prior from the previous
+annotated frame's ground-truth mask. Frames with index divisible by ``holdout_every`` are held
+out; the report is the recall of object tokens (target > 0.5) among the top ``retention``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+from tqdm import tqdm
+
+from sam2prune.config import PruningConfig
+from sam2prune.errors import InputError
+from sam2prune.router.fusion import DEFAULT_HIDDEN, RouterScorer, Signals, build_router_module
+from sam2prune.router.scorers import ScoringContext, select_tokens
+
+
+@dataclass
+class Example:
+    """One object on one frame: its signals and per-token targets ``[N]``."""
+
+    signals: Signals
+    target: torch.Tensor
+    held_out: bool
+
+
+def token_targets(mask: np.ndarray, grid: tuple[int, int]) -> torch.Tensor:
+    """Fraction of each token's patch inside the mask dilated by one token: ``[H*W]``."""
+    radius = max(1, math.ceil(max(mask.shape[0] / grid[0], mask.shape[1] / grid[1])))
+    # dilation by a disk of that radius, in linear time: pixels within `radius` of the mask
+    dilated = ndimage.distance_transform_edt(~mask) <= radius if mask.any() else mask
+    return F.adaptive_avg_pool2d(torch.from_numpy(dilated).float()[None, None], grid).flatten()
+
+
+def training_scorer(predictor, config: PruningConfig, signals: tuple[str, ...]) -> RouterScorer:
+    """A scorer computing ``signals`` for training (the text signal is set per object), with
+    the uncertainty probe attached to the predictor's image encoder when needed."""
+    from sam2prune.router.uncertainty import UncertaintyProbe
+
+    if "uncertainty" in signals and predictor.uncertainty_probe is None:
+        predictor.uncertainty_probe = UncertaintyProbe(
+            predictor.image_encoder.trunk,
+            config.uncertainty_blocks,
+            mode=config.uncertainty,
+            p=config.mc_dropout_p,
+            passes=config.mc_passes,
+            seed=config.seed,
+        )
+    return RouterScorer(config, signals=signals)
+
+
+def collect_examples(
+    predictor,
+    sequences,
+    scorer: RouterScorer,
+    *,
+    text_relevance_for=None,
+    holdout_every: int = 5,
+    progress: bool = True,
+) -> list[Example]:
+    """Signals and targets of every object on every annotated frame that follows another
+    annotated frame (which gives the prior).
+
+    Args:
+        predictor: a pruned predictor whose ``forward_image`` yields the uncertainty if used.
+        scorer: computes the signals (its config decides which).
+        text_relevance_for: ``(sequence name, object id) -> callable`` giving the text signal of
+            that object's phrase, or None.
+    """
+    from sam2prune.predictor import load_frames_tensor
+
+    examples = []
+    side = predictor.sam_image_embedding_size
+    grid = (side, side)
+    for sequence in tqdm(list(sequences), desc="router features", unit="sequence", disable=not progress):
+        annotated = sorted(sequence.annotated)
+        images = load_frames_tensor(sequence.source, predictor.image_size, progress=False)
+        with torch.no_grad():  # not inference mode: the signals become training inputs
+            for previous, frame_idx in zip(annotated, annotated[1:]):
+                backbone_out = predictor.forward_image(images[frame_idx : frame_idx + 1].to(predictor.device))
+                _, vision_feats, _, _ = predictor._prepare_backbone_features(backbone_out)
+                tokens = vision_feats[-1].transpose(0, 1).float()  # [1, N, C]
+                gt, gt_previous = sequence.ground_truth(frame_idx), sequence.ground_truth(previous)
+                for obj_id in sequence.obj_ids:
+                    if sequence.first_frames[obj_id] > previous:
+                        continue
+                    prior = torch.from_numpy(np.where(gt_previous == obj_id, 1.0, -1.0)).float()[None, None]
+                    context = ScoringContext(
+                        frame_idx=frame_idx, grid=grid, prior_mask=prior, uncertainty=backbone_out.get("token_uncertainty")
+                    )
+                    if text_relevance_for is not None:
+                        scorer.text_relevance = text_relevance_for(sequence.name, obj_id)
+                    signals = scorer.signals_for(tokens, context)
+                    examples.append(Example(signals, token_targets(gt == obj_id, grid), frame_idx % holdout_every == 0))
+    if not examples:
+        raise InputError("no training example: the sequences need at least two annotated frames with an object")
+    return examples
+
+
+def _loss(logits: torch.Tensor, target: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
+    if kind == "bce":
+        return F.binary_cross_entropy_with_logits(logits, target)
+    positive = torch.nonzero(target > 0.5).flatten()
+    negative = torch.nonzero(target == 0).flatten()
+    if not len(positive) or not len(negative):
+        return logits.sum() * 0
+    pairs = 4 * len(positive)
+    pos = positive[torch.randint(len(positive), (pairs,), generator=generator)]
+    neg = negative[torch.randint(len(negative), (pairs,), generator=generator)]
+    return F.softplus(logits[neg] - logits[pos]).mean()  # pairwise logistic ranking loss
+
+
+def held_out_recall(module, examples: list[Example], retention: float) -> float:
+    """Share of object tokens (target > 0.5) among the top ``retention`` of held-out frames."""
+    found = total = 0
+    with torch.no_grad():
+        for example in examples:
+            if not example.held_out:
+                continue
+            logits = module(example.signals, (1, len(example.target)))
+            kept = select_tokens(logits, PruningConfig(retention=retention).kept_count(logits.shape[-1]))[0]
+            objects = torch.nonzero(example.target > 0.5).flatten()
+            found += int(torch.isin(objects, kept).sum())
+            total += len(objects)
+    return found / total if total else float("nan")
+
+
+def train_router(
+    examples: list[Example],
+    *,
+    kind: str,
+    channels: int,
+    signals: tuple[str, ...],
+    epochs: int = 20,
+    learning_rate: float = 1e-3,
+    loss: str = "bce",
+    retention: float = 0.3,
+    seed: int = 0,
+    progress: bool = True,
+):
+    """Train the MLP of the paper or learned router on collected examples.
+
+    Returns:
+        (module in eval mode, history: per epoch the mean training loss and held-out recall).
+    """
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    module = build_router_module(kind, channels, signals, DEFAULT_HIDDEN)
+    optimizer = torch.optim.Adam(module.parameters(), lr=learning_rate)
+    training = [e for e in examples if not e.held_out] or examples
+    history = []
+    bar = tqdm(range(epochs), desc=f"training {kind} router", unit="epoch", disable=not progress)
+    for _ in bar:
+        module.train()
+        losses = []
+        for index in torch.randperm(len(training), generator=generator).tolist():
+            example = training[index]
+            logits = module(example.signals, (1, len(example.target)))[0]
+            value = _loss(logits, example.target, loss, generator)
+            optimizer.zero_grad()
+            value.backward()
+            optimizer.step()
+            losses.append(value.item())
+        module.eval()
+        record = {"loss": float(np.mean(losses)), "held_out_recall": held_out_recall(module, examples, retention)}
+        history.append(record)
+        bar.set_postfix(loss=f"{record['loss']:.4f}", recall=f"{record['held_out_recall']:.3f}")
+    return module.eval(), history

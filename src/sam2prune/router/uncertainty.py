@@ -1,0 +1,190 @@
+"""Monte-Carlo-dropout uncertainty of Hiera's attention logits, sampled or in closed form.
+
+Dropout with rate p (inverted: kept values scaled by 1/(1-p)) is put on the query-side input x
+of the attention of the chosen Hiera blocks (SAM 2 itself has no dropout there); keys and values
+stay as computed. A token's uncertainty is the variance of its pre-softmax attention logits
+under that dropout, averaged over its keys, heads and blocks; the signal is its square root (a
+standard deviation), min-max normalised over the frame.
+
+``mc`` (the source paper): sample T dropout masks and take the empirical (unbiased) variance.
+Only the query projection and the logits depend on the mask, so the clean forward pass runs
+once and the T passes are batched over exactly that.
+
+``analytic`` (default): the same expectation in closed form. For logit l_ij = s * q_i . k_j
+with q_i = W_q x~_i + b and x~_ic = x_ic m_c / (1-p):
+    Var(l_ij) = s^2 p/(1-p) * sum_c x_ic^2 (W_q^T k_j)_c^2,
+and its mean over the keys j of the token's window is
+    s^2 p/(1-p) * sum_c x_ic^2 * mean_j (W_q^T k_j)_c^2,
+one matrix-vector product per head and window instead of T sampled passes.
+
+A block that max-pools its queries (the first block of a stage) has no closed form through the
+max; there, in both modes, a token's variance is that of the logits of the queries it pools over
+(before pooling), averaged over its pooling window. Both modes thus measure the same quantity,
+and ``analytic`` is exactly the expectation that ``mc`` samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from sam2.modeling.backbones.hieradet import Hiera, MultiScaleBlock
+from sam2.modeling.backbones.utils import window_unpartition
+
+# The logits of one block under T masks are chunked over queries to bound memory.
+MC_CHUNK_ELEMENTS = 2**26
+
+
+def analytic_logit_variance(
+    x: torch.Tensor, k: torch.Tensor, w_q: torch.Tensor, *, p: float, scale: float
+) -> torch.Tensor:
+    """Mean over keys of Var(logit) under dropout on the query-side input, in closed form.
+
+    Args:
+        x: ``[B, n, C]`` query-side input of the attention (per window).
+        k: ``[B, heads, n_k, d]`` keys.
+        w_q: ``[heads, d, C]`` query projection.
+        p: dropout rate; scale: the logit scale (1/sqrt(d)).
+
+    Returns:
+        ``[B, heads, n]``.
+    """
+    projected = torch.einsum("bhnd,hdc->bhnc", k, w_q)  # (W_q^T k_j) for every key
+    mean_square = projected.square().mean(dim=2)  # [B, heads, C]
+    return (scale**2 * p / (1 - p)) * torch.einsum("bnc,bhc->bhn", x.square(), mean_square)
+
+
+def sampled_logit_variance(
+    x: torch.Tensor,
+    k: torch.Tensor,
+    w_q: torch.Tensor,
+    b_q: torch.Tensor,
+    *,
+    p: float,
+    scale: float,
+    passes: int,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """Mean over keys of the empirical (unbiased) variance of the logits over T dropout masks.
+
+    Args:
+        x: ``[B, n, C]``; k: ``[B, heads, n_k, d]``; w_q: ``[heads, d, C]``; b_q: ``[heads, d]``.
+
+    Returns:
+        ``[B, heads, n]``.
+    """
+    batch, n, channels = x.shape
+    heads, head_dim, _ = w_q.shape
+    keep = torch.rand((passes, batch, n, channels), generator=generator, device="cpu").to(x.device) >= p
+    dropped = x[None] * keep / (1 - p)  # [T, B, n, C]
+    q = torch.einsum("tbnc,hdc->tbnhd", dropped, w_q) + b_q  # [T, B, n, heads, d]
+    q = q.permute(0, 1, 3, 2, 4)  # [T, B, heads, n_q, d]
+    n_q, n_k = q.shape[3], k.shape[2]
+    chunk = max(1, MC_CHUNK_ELEMENTS // (passes * batch * heads * n_k))
+    parts = []
+    for start in range(0, n_q, chunk):
+        logits = scale * torch.einsum("tbhqd,bhkd->tbhqk", q[:, :, :, start : start + chunk], k)
+        parts.append(logits.var(dim=0, unbiased=True).mean(dim=-1))  # [B, heads, chunk]
+    return torch.cat(parts, dim=-1)
+
+
+class UncertaintyProbe:
+    """Attached to Hiera blocks by forward hooks, it computes each forward pass's per-token
+    logit variance on the block outputs' grids; ``take`` returns the signal on the token grid.
+
+    Hooks read the attention's input and its qkv projection output: nothing is recomputed in
+    ``analytic`` mode, and the model's outputs are unchanged.
+    """
+
+    def __init__(
+        self,
+        trunk: Hiera,
+        blocks: tuple[int, ...],
+        *,
+        mode: str,
+        p: float,
+        passes: int,
+        seed: int,
+        timed: Callable | None = None,
+    ) -> None:
+        if max(blocks) >= len(trunk.blocks):
+            raise ValueError(f"uncertainty block {max(blocks)} does not exist: this Hiera has {len(trunk.blocks)} blocks (0..{len(trunk.blocks) - 1})")
+        self.mode, self.p, self.passes = mode, p, passes
+        self.generator = torch.Generator().manual_seed(seed)
+        self.timed = timed
+        self.variances: list[torch.Tensor] = []  # [B, H_b, W_b] per hooked block, this pass
+        self._input_hw: dict[int, tuple[int, int]] = {}
+        self._handles = []
+        for index in blocks:
+            block = trunk.blocks[index]
+            self._handles.append(block.register_forward_pre_hook(self._remember_input(index)))
+            self._handles.append(block.attn.qkv.register_forward_hook(self._measure(index, block)))
+
+    def detach(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def _remember_input(self, index: int):
+        def hook(module, inputs):
+            self._input_hw[index] = tuple(inputs[0].shape[1:3])
+
+        return hook
+
+    def _measure(self, index: int, block: MultiScaleBlock):
+        def hook(module, inputs, output):
+            if self.timed is None:
+                self.variances.append(self._block_variance(index, block, inputs[0], output))
+            else:
+                with self.timed("signal_uncertainty"):
+                    self.variances.append(self._block_variance(index, block, inputs[0], output))
+
+        return hook
+
+    def _block_variance(self, index: int, block: MultiScaleBlock, x: torch.Tensor, qkv: torch.Tensor) -> torch.Tensor:
+        """``[B, H_out, W_out]`` variance map of one block (x: ``[B', h, w, C]`` attention input)."""
+        attn = block.attn
+        windows, h, w, channels = x.shape
+        heads, dim_out = attn.num_heads, attn.dim_out
+        head_dim = dim_out // heads
+        scale = head_dim**-0.5
+        flat = x.reshape(windows, h * w, channels).float()
+        k = qkv.reshape(windows, h * w, 3, heads, head_dim)[:, :, 1].transpose(1, 2).float()  # [B', heads, n, d]
+        w_q = attn.qkv.weight[:dim_out].reshape(heads, head_dim, channels).float()
+        if self.mode == "analytic" or self.p == 0:
+            variance = analytic_logit_variance(flat, k, w_q, p=self.p, scale=scale)
+        else:
+            b_q = attn.qkv.bias[:dim_out].reshape(heads, head_dim).float()
+            variance = sampled_logit_variance(
+                flat, k, w_q, b_q, p=self.p, scale=scale, passes=self.passes, generator=self.generator
+            )
+        variance = variance.mean(dim=1).reshape(windows, 1, h, w)
+        if attn.q_pool is not None:  # the queries a token pools over: average their variance
+            variance = F.avg_pool2d(variance, attn.q_pool.kernel_size, attn.q_pool.stride)
+        return self._to_grid(index, block, variance)
+
+    def _to_grid(self, index: int, block: MultiScaleBlock, variance: torch.Tensor) -> torch.Tensor:
+        """Undo Hiera's window partition, as ``MultiScaleBlock.forward`` does for its output."""
+        height, width = self._input_hw[index]
+        window = block.window_size
+        if block.q_stride:
+            height, width = height // block.q_stride[0], width // block.q_stride[1]
+            window = window // block.q_stride[0]
+        variance = variance.permute(0, 2, 3, 1)  # [B', h, w, 1]
+        if block.window_size > 0:
+            padded = (height + (-height) % window, width + (-width) % window)
+            variance = window_unpartition(variance, window, padded, (height, width))
+        return variance[..., 0]
+
+    def take(self, grid: tuple[int, int]) -> torch.Tensor | None:
+        """The signal of the last forward pass on the token grid, ``[B, H*W]`` in [0, 1]
+        (std, min-max normalised per frame); None if no pass ran since the last call."""
+        if not self.variances:
+            return None
+        maps = [F.interpolate(v[:, None], size=grid, mode="area")[:, 0] if tuple(v.shape[-2:]) != grid else v for v in self.variances]
+        self.variances = []
+        std = torch.stack(maps).mean(dim=0).clamp_min(0).sqrt().flatten(1)
+        low = std.amin(dim=1, keepdim=True)
+        return (std - low) / (std.amax(dim=1, keepdim=True) - low).clamp_min(1e-12)
+

