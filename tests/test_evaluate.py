@@ -179,3 +179,26 @@ def test_sweep_over_signal_sets_and_mc_passes(tmp_path):
     settings = json.loads((out / "pruned_r0.5_router_visual+uncertainty_T3" / "run.json").read_text())
     assert settings["pruning"]["signals"] == ["visual", "uncertainty"] and settings["pruning"]["mc_passes"] == 3
     assert "MC T=3" in (out / "report.md").read_text()
+
+
+def test_sweep_over_phrasings_reports_kept_token_overlap(tmp_path):
+    root = _davis_root(tmp_path)
+    (tmp_path / "labels.json").write_text(json.dumps({"chair/1": "a wooden chair"}))
+    tiny = ["--image-size", str(TINY_SIZE)]
+    assert main(["fit-aligner", "--root", str(root), "--labels", str(tmp_path / "labels.json"), "--out", str(tmp_path / "a.pt"), *tiny]) == 0
+    out = tmp_path / "phrasings"
+    assert main([
+        "sweep", "--dataset", "davis", "--root", str(root), "--out", str(out), *tiny, "--retention", "0.3",
+        "--max-rounds", "0", "--no-baseline", "--aligner", str(tmp_path / "a.pt"),
+        "--texts", "a wooden chair", "furniture", "the thing I sit on",
+    ]) == 0
+    labels = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert labels == ["pruned_r0.3_router_text1", "pruned_r0.3_router_text2", "pruned_r0.3_router_text3"]
+    kept = np.load(out / "pruned_r0.3_router_text1" / "sequences" / "chair.kept.npz")
+    assert len(kept.files) == 5 and all(len(kept[key]) == 20 for key in kept.files)  # frames 1..5, 30% of 64
+    table = (out / "report.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| pruned_r0.3_router |")]
+    assert len(rows) == 3 and rows[0].endswith("| 1.000 |")  # the first phrasing against itself
+    assert all(0 <= float(row.split("|")[-2]) <= 1 for row in rows)
+    settings = json.loads((out / "pruned_r0.3_router_text3" / "run.json").read_text())
+    assert settings["pruning"]["text"] == "the thing I sit on"

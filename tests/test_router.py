@@ -16,14 +16,19 @@ from sam2prune.router.fusion import LearnedRouter, PaperRouter, RouterScorer, lo
 from sam2prune.router.prior import prior_scores
 from sam2prune.router.scorers import ScoringContext
 from sam2prune.router.semantic import Aligner, fit_ridge
-from sam2prune.router.uncertainty import UncertaintyProbe, analytic_logit_variance, sampled_logit_variance
+from sam2prune.router.uncertainty import (
+    UncertaintyProbe,
+    analytic_logit_variance,
+    explicit_sampled_logit_variance,
+    sampled_logit_variance,
+)
 
 from conftest import CHAIR_FRAMES, CHAIR_MASKS, TINY_SIZE, build_random
 
 
 @pytest.fixture(scope="module")
 def minilm():
-    from sam2prune.router.text import load_text_encoder
+    from sam2prune.text.encoders import load_text_encoder
 
     return load_text_encoder("minilm")
 
@@ -50,7 +55,7 @@ def test_minilm_loads_offline_and_ranks_related_phrases_closer(minilm):
 def test_clip_text_encoder_from_a_local_folder(tmp_path, minilm):
     from transformers import AutoTokenizer, CLIPTextConfig, CLIPTextModelWithProjection
 
-    from sam2prune.router.text import load_text_encoder
+    from sam2prune.text.encoders import load_text_encoder
 
     folder = tmp_path / "tiny-clip"
     tokenizer = AutoTokenizer.from_pretrained(_minilm_dir())  # a real tokenizer (BERT vocabulary)
@@ -74,7 +79,7 @@ def _minilm_dir() -> str:
 
 
 def test_missing_text_encoders_are_clear_errors(tmp_path):
-    from sam2prune.router.text import load_text_encoder
+    from sam2prune.text.encoders import load_text_encoder
 
     with pytest.raises(InputError, match=r"could not load the CLIP text encoder .*nowhere"):
         load_text_encoder(f"clip:{tmp_path / 'nowhere'}")
@@ -154,6 +159,13 @@ def test_dropout_variance_is_zero_without_dropout_and_grows_with_p():
     assert sampled_means[0] < sampled_means[1]
 
 
+def test_gram_form_of_the_sample_variance_equals_computing_every_logit():
+    x, k, w_q, b_q = _attention_inputs(seed=4)
+    fast = sampled_logit_variance(x, k, w_q, b_q, p=0.3, scale=0.5, passes=7, generator=torch.Generator().manual_seed(5))
+    literal = explicit_sampled_logit_variance(x, k, w_q, b_q, p=0.3, scale=0.5, passes=7, generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(fast, literal, rtol=1e-4, atol=1e-6)
+
+
 def test_monte_carlo_converges_to_the_closed_form():
     x, k, w_q, b_q = _attention_inputs()
     analytic = analytic_logit_variance(x, k, w_q, p=0.2, scale=0.5)
@@ -201,13 +213,16 @@ def _signals_context(batch=2, grid=(8, 8)):
     tokens = torch.randn(batch, grid[0] * grid[1], 256, generator=generator)
     prior = torch.randn(batch, 1, 32, 32, generator=generator)
     uncertainty = torch.rand(batch, grid[0] * grid[1], generator=generator)
-    return tokens, ScoringContext(frame_idx=1, grid=grid, prior_mask=prior, uncertainty=uncertainty)
+    return tokens, ScoringContext(frame_idx=1, grid=grid, prior_mask=prior, uncertainty=uncertainty, text="a chair")
 
 
 def test_each_signal_shape_range_and_determinism():
     tokens, context = _signals_context()
     config = PruningConfig(text="x", aligner="unused.pt")
-    relevance = lambda t: torch.nn.functional.cosine_similarity(t, t.roll(1, dims=1), dim=-1)  # noqa: E731
+    def relevance(tokens, text):
+        assert text == "a chair"
+        return torch.nn.functional.cosine_similarity(tokens, tokens.roll(1, dims=1), dim=-1)
+
     scorer = RouterScorer(config, signals=("visual", "text", "uncertainty", "prior"), text_relevance=relevance)
     signals = scorer.signals_for(tokens, context)
     assert signals.visual.shape == (2, 64, 256)
@@ -248,6 +263,9 @@ def test_paper_router_maps_3c_to_hidden_to_one_and_learned_router_sizes():
     assert scores.shape == (2, 64) and torch.allclose(scores.sum(dim=-1), torch.ones(2))  # softmax over tokens
     learned = LearnedRouter(channels=256, signals=("visual", "uncertainty", "prior"))
     assert learned.mlp[0].in_features == 256 + 2
+    assert PruningConfig(router="paper", text="x").active_signals() == ("visual", "text", "uncertainty")
+    with pytest.raises(ValueError, match="paper router has no prior"):
+        PruningConfig(router="paper", signals=("visual", "prior"))
 
 
 def test_router_files_round_trip_strictly(tmp_path):
@@ -301,3 +319,11 @@ def test_fit_aligner_train_router_and_segment_with_text(tmp_path, davis_root, ca
     assert len(list(out.glob("*.png"))) == 6
     assert main(["train-router", "--root", str(davis_root), "--out", str(tmp_path / "r2.pt"), "--signals", "text", *tiny]) == 2
     assert "needs --labels" in capsys.readouterr().err
+
+
+def test_a_failed_set_pruning_keeps_the_previous_config(tmp_path):
+    predictor = build_random(pruning=PruningConfig())
+    probe, config = predictor.uncertainty_probe, predictor.pruning
+    with pytest.raises(InputError, match="does not exist"):
+        predictor.set_pruning(PruningConfig(text="a chair", aligner=str(tmp_path / "missing.pt")))
+    assert predictor.pruning is config and predictor.uncertainty_probe is probe and probe._handles

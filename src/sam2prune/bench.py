@@ -70,9 +70,15 @@ def _tracked_stats(predictor: SAM2Predictor, inference_state: dict) -> tuple[flo
 
 
 def time_predictor(
-    predictor: SAM2Predictor, source: VideoSource, prompts: list[ObjectPrompt], *, device: torch.device
+    predictor: SAM2Predictor,
+    source: VideoSource,
+    prompts: list[ObjectPrompt],
+    *,
+    device: torch.device,
+    on_prompted=None,
 ) -> RunResult:
-    """Track the prompted objects through the clip once and measure every frame."""
+    """Track the prompted objects through the clip once and measure every frame (the
+    ``on_prompted`` hook, e.g. automatic texts, runs before and is not timed)."""
     synchronize = device.type == "cuda"
     predictor.timer = ComponentTimer(synchronize=synchronize)
     if synchronize:
@@ -81,7 +87,9 @@ def time_predictor(
     rss_resettable = reset_peak_rss()
     try:
         inference_state = predictor.init_state(source)
-        apply_prompts(predictor, inference_state, prompts)
+        masks = apply_prompts(predictor, inference_state, prompts)
+        if on_prompted is not None:
+            on_prompted(predictor, inference_state, masks)
         frame_ms: list[float] = []
         per_frame_components: list[dict[str, float]] = []
         predictor.timer.reset()
@@ -164,9 +172,11 @@ def run_benchmark(
     *,
     build,
     progress=print,
+    on_prompted_for=None,
 ) -> dict:
-    """Benchmark the baseline and each retention. ``build(pruning)`` returns a predictor; all
-    predictors must share weights. Returns the JSON-able result."""
+    """Benchmark the baseline and each pruning config. ``build(pruning)`` returns a predictor;
+    all predictors must share weights. ``on_prompted_for(source)`` may give a hook for the
+    pruned runs (automatic texts). Returns the JSON-able result."""
     torch.set_num_threads(settings.threads)
     device = torch.device(settings.device)
     if len(source) <= STEADY_FROM_FRAME:
@@ -179,7 +189,8 @@ def run_benchmark(
     warmup = source.head(settings.warmup_frames)
     warm_prompts = [p for p in prompts if p.frame < len(warmup)]
     for predictor in [baseline] + [p for _, p in pruned]:
-        time_predictor(predictor, warmup, warm_prompts, device=device)
+        hook = on_prompted_for(warmup) if on_prompted_for is not None and predictor is not baseline else None
+        time_predictor(predictor, warmup, warm_prompts, device=device, on_prompted=hook)
 
     progress(f"timing unpruned SAM 2 on {len(source)} frames")
     base_result = time_predictor(baseline, source, prompts, device=device)
@@ -187,7 +198,8 @@ def run_benchmark(
     for config, predictor in pruned:
         label = f"retention {config.retention:g}" + (f", {config.mc_passes} MC passes" if _uses_mc(config) else "")
         progress(f"timing pruned SAM 2, {label}")
-        result = time_predictor(predictor, source, prompts, device=device)
+        hook = on_prompted_for(source) if on_prompted_for is not None else None
+        result = time_predictor(predictor, source, prompts, device=device, on_prompted=hook)
         results.append(
             {
                 "retention": config.retention,

@@ -179,6 +179,7 @@ def _pruning_config(args: argparse.Namespace, retention: float, mc_passes: int |
             router=args.router,
             signals=args.signals,
             text=args.text,
+            auto_text=getattr(args, "auto_text", False),
             aligner=args.aligner,
             uncertainty=args.uncertainty,
             mc_passes=mc_passes if mc_passes is not None else args.mc_passes,
@@ -189,6 +190,53 @@ def _pruning_config(args: argparse.Namespace, retention: float, mc_passes: int |
         )
     except ValueError as error:
         raise InputError(f"pruning options: {error}") from error
+
+
+def _add_auto_text_options(parser: argparse.ArgumentParser, *, switch: bool = True) -> None:
+    group = parser.add_argument_group("automatic text prompt (region -> caption -> phrase)")
+    if switch:
+        group.add_argument(
+            "--auto-text",
+            action="store_true",
+            help="describe each prompted object with --captioner and use the phrase for the text signal (needs --aligner)",
+        )
+    group.add_argument("--captioner", metavar="MODEL", help="image-to-text model: a transformers folder or hub id (BLIP, BLIP-2, LLaVA, Florence-2, ...)")
+    group.add_argument("--refiner", metavar="MODEL", help="caption -> phrase: minilm (default: best caption span) or a seq2seq/causal LM folder or hub id")
+    group.add_argument("--max-words", type=int, default=6, help="words in the phrase at most (default: %(default)s)")
+    group.add_argument("--caption-prompt", default=None, help="what the captioner is asked (default: an object-centric description request)")
+    group.add_argument("--cache-dir", type=Path, help="cache of generated phrases (default: ~/.cache/sam2prune/auto_text)")
+
+
+def _auto_text_pipeline(args: argparse.Namespace):
+    from sam2prune.text.auto import DEFAULT_CAPTION_PROMPT, AutoTextPipeline
+
+    if not args.captioner:
+        raise InputError("--auto-text needs --captioner MODEL (an image-to-text model folder or hub id)")
+    return AutoTextPipeline(
+        args.captioner,
+        refiner=args.refiner,
+        max_words=args.max_words,
+        caption_prompt=args.caption_prompt or DEFAULT_CAPTION_PROMPT,
+        device=_device(args.device),
+        cache_dir=args.cache_dir,
+    )
+
+
+def _auto_text_hook(pipeline, source, prompts):
+    """``on_prompted`` callback that describes each object and sets its text on the session."""
+    from sam2prune.text.auto import describe_objects
+
+    def hook(predictor, inference_state, masks):
+        for obj_id, result in describe_objects(pipeline, source, prompts, masks).items():
+            predictor.set_object_text(inference_state, obj_id, result.phrase)
+            seconds = ", ".join(f"{k} {v:.2f} s" for k, v in result.seconds.items())
+            log.info(
+                "object %d: %r (caption %r, region %s from %s%s; %s)",
+                obj_id, result.phrase, result.caption, result.box, result.roi_source,
+                ", cached" if result.cached else "", seconds,
+            )
+
+    return hook
 
 
 def _device(name: str) -> str:
@@ -259,8 +307,15 @@ def cmd_segment(args: argparse.Namespace) -> int:
     check_prompts(prompts, num_frames=len(source), width=source.width, height=source.height)
 
     pruning = _pruning_config(args, args.retention) if args.method == "pruned" else None
+    hook = None
+    if args.auto_text:
+        if pruning is None or pruning.scorer != "router":
+            raise InputError("--auto-text drives the router's text signal: use --method pruned with --scorer router")
+        hook = _auto_text_hook(_auto_text_pipeline(args), source, prompts)
     predictor = _build(args, pruning)
-    result = segment_video(predictor, source, prompts, args.out, overwrite=args.overwrite, overlay=args.overlay)
+    result = segment_video(
+        predictor, source, prompts, args.out, overwrite=args.overwrite, overlay=args.overlay, on_prompted=hook
+    )
     objects = f"{len(result.obj_ids)} object{'s' if len(result.obj_ids) != 1 else ''}"
     print(
         f"segmented {result.num_frames} frames, {objects} (ids {', '.join(map(str, result.obj_ids))}) "
@@ -314,7 +369,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
         random_weights=args.checkpoint is None,
         pruning=configs,
     )
-    result = run_benchmark(settings, source, prompts, build=build, progress=log.info)
+    on_prompted_for = None
+    if args.auto_text:
+        if configs[0].scorer != "router":
+            raise InputError("--auto-text drives the router's text signal: use --scorer router")
+        pipeline = _auto_text_pipeline(args)
+
+        def on_prompted_for(frames):
+            return _auto_text_hook(pipeline, frames, prompts)
+
+    result = run_benchmark(settings, source, prompts, build=build, progress=log.info, on_prompted_for=on_prompted_for)
     print(markdown_table(result))
     print(
         f"\n{result['model']} at {result['image_size']} px, {result['frames']} frames (steady state: frames >= "
@@ -352,15 +416,26 @@ def cmd_score(args: argparse.Namespace) -> int:
 _PROTOCOL_FLAGS = ("refine_below", "clicks_per_round", "max_rounds")
 
 
-def _add_eval_options(parser: argparse.ArgumentParser) -> None:
+def _add_data_options(parser: argparse.ArgumentParser, *, default_dataset: str | None = None) -> None:
+    """--dataset (required unless it has a default), --root, --split, --sequences, --limit."""
     from sam2prune.data.datasets import DATASETS
 
     data = parser.add_argument_group("data")
-    data.add_argument("--dataset", choices=DATASETS, required=True, help="dataset layout (see `sam2prune eval --help`)")
+    data.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        required=default_dataset is None,
+        default=default_dataset,
+        help="dataset layout (see `sam2prune eval --help`)" + (" (default: %(default)s)" if default_dataset else ""),
+    )
     data.add_argument("--root", type=Path, required=True, metavar="ROOT", help="the dataset's root folder")
     data.add_argument("--split", help="set/split (default: the dataset's validation set: val, or valid for LVOS)")
     data.add_argument("--sequences", nargs="+", metavar="NAME", help="only these sequences")
     data.add_argument("--limit", type=int, metavar="N", help="only the first N sequences")
+
+
+def _add_eval_options(parser: argparse.ArgumentParser) -> None:
+    _add_data_options(parser)
     protocol = parser.add_argument_group("interactive protocol")
     defaults = ProtocolConfig()
     protocol.add_argument("--refine-below", type=float, default=defaults.refine_below, help="refine frames whose J&F is below this (default: %(default)s)")
@@ -418,7 +493,25 @@ def _run_eval(args: argparse.Namespace, predictor, pruning, sequences, out_dir: 
     done = [s.name for s in sequences if (out_dir / "sequences" / f"{s.name}.json").is_file()]
     if done:
         log.info("resuming %s: %d of %d sequences already done", out_dir, len(done), len(sequences))
-    records = evaluate_sequences(predictor, sequences, out_dir, protocol=protocol, device=torch.device(predictor.device))
+    on_prompted_for = None
+    if pruning is not None and pruning.auto_text:
+        from sam2prune.evaluate import interior_point
+        from sam2prune.prompts import ObjectPrompt
+
+        pipeline = _auto_text_pipeline(args)
+
+        def on_prompted_for(sequence):
+            # the protocol's click on each object; the region is the box of SAM 2's mask for it
+            prompts = []
+            for obj_id in sequence.obj_ids:
+                frame = sequence.first_frames[obj_id]
+                click = interior_point(sequence.ground_truth(frame) == obj_id)
+                prompts.append(ObjectPrompt(obj_id=obj_id, frame=frame, points=(click,), labels=(1,)))
+            return _auto_text_hook(pipeline, sequence.source, prompts)
+
+    records = evaluate_sequences(
+        predictor, sequences, out_dir, protocol=protocol, device=torch.device(predictor.device), on_prompted_for=on_prompted_for
+    )
     return summarize(records, settings, out_dir)
 
 
@@ -460,6 +553,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Evaluate a grid of pruning settings (plus unpruned SAM 2) and tabulate them."""
+    import json
     from sam2prune.models import with_pruning
     from sam2prune.report import load_reports, markdown_report, plot_tradeoff, write_text
 
@@ -467,17 +561,24 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     _protocol(args)
     grid = [(None, "sam2")] if not args.no_baseline else []
     signal_sets = args.signal_sets or [args.signals]
+    texts = args.texts or [args.text]
+    phrasings: dict[str, list[tuple[str, str]]] = {}  # run label without text -> [(text, label)]
     for scorer in args.scorers:
         for signals in signal_sets if scorer == "router" else [None]:
             for passes in args.mc_passes if scorer == "router" and args.uncertainty == "mc" else [args.mc_passes[0]]:
                 for retention in args.retention:
-                    args.scorer, args.signals = scorer, signals
-                    label = f"pruned_r{retention:g}_{scorer}"
-                    if signals is not None:
-                        label += "_" + "+".join(signals)
-                    if scorer == "router" and args.uncertainty == "mc":
-                        label += f"_T{passes}"
-                    grid.append((_pruning_config(args, retention, passes), label))
+                    for number, text in enumerate(texts if scorer == "router" else [None]):
+                        args.scorer, args.signals, args.text = scorer, signals, text
+                        label = f"pruned_r{retention:g}_{scorer}"
+                        if signals is not None:
+                            label += "_" + "+".join(signals)
+                        if scorer == "router" and args.uncertainty == "mc":
+                            label += f"_T{passes}"
+                        base_label = label
+                        if len(texts) > 1 and text is not None:
+                            label += f"_text{number + 1}"
+                            phrasings.setdefault(base_label, []).append((text, label))
+                        grid.append((_pruning_config(args, retention, passes), label))
     if not args.out.parent.is_dir():
         raise InputError(f"--out {args.out}: parent folder {args.out.parent} does not exist")
     args.out.mkdir(exist_ok=True)
@@ -489,8 +590,21 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         _run_eval(args, predictor, pruning, sequences, args.out / label)
         run_dirs.append(args.out / label)
     reports = load_reports(run_dirs)
-    write_text(args.out / "report.md", markdown_report(reports))
-    print(markdown_report(reports), end="")
+    table = markdown_report(reports)
+    if phrasings:
+        from sam2prune.evaluate import kept_token_overlap
+
+        table += "\nRobustness to the phrasing of the target (kept-token IoU against the first phrasing):\n\n"
+        table += "| run | phrasing | J&F | kept-token IoU vs first |\n|---|---|---|---|\n"
+        for base_label, runs in phrasings.items():
+            first_dir = args.out / runs[0][1]
+            for text, label in runs:
+                overall = json.loads((args.out / label / "report.json").read_text())["overall"]
+                overlap = kept_token_overlap(first_dir, args.out / label)
+                cell = "-" if overlap is None else f"{overlap:.3f}"
+                table += f"| {base_label} | {text} | {overall['J&F-Mean'] * 100:.1f} | {cell} |\n"
+    write_text(args.out / "report.md", table)
+    print(table, end="")
     if args.plot:
         plot_tradeoff(args.out / "tradeoff.png", reports)
     print(f"report: {args.out / 'report.md'}")
@@ -500,7 +614,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_fit_aligner(args: argparse.Namespace) -> int:
     """Fit the token-to-text projection on a dataset whose objects have phrases."""
     from sam2prune.router.semantic import fit_aligner, read_labels
-    from sam2prune.router.text import load_text_encoder
+    from sam2prune.text.encoders import load_text_encoder
 
     labels = read_labels(args.labels)
     if not args.out.parent.is_dir():
@@ -527,7 +641,7 @@ def cmd_train_router(args: argparse.Namespace) -> int:
 
     from sam2prune.router.fusion import save_router
     from sam2prune.router.semantic import Aligner, read_labels
-    from sam2prune.router.text import load_text_encoder
+    from sam2prune.text.encoders import load_text_encoder
     from sam2prune.router.train import collect_examples, train_router, training_scorer
 
     if args.epochs < 1 or args.learning_rate <= 0:
@@ -553,21 +667,21 @@ def cmd_train_router(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     predictor = _build(args, config)
-    scorer = training_scorer(predictor, config, tuple(signals))
-    text_relevance_for = None
+    text_relevance = phrase_of = None
     if "text" in signals:
-        aligner = Aligner.load(args.aligner)
-        encoder = load_text_encoder(aligner.text_encoder)
-        phrases = sorted(set(labels.values()))
-        embeddings = dict(zip(phrases, encoder.encode(phrases)))
+        from sam2prune.router.fusion import AlignedTextRelevance
 
-        def text_relevance_for(sequence: str, obj_id: int):
+        aligner = Aligner.load(args.aligner)
+        text_relevance = AlignedTextRelevance(aligner, load_text_encoder(aligner.text_encoder))
+
+        def phrase_of(sequence: str, obj_id: int) -> str:
             phrase = labels.get(f"{sequence}/{obj_id}")
             if phrase is None:
                 raise InputError(f"--labels has no phrase for {sequence}/{obj_id}; every trained object needs one")
-            return lambda tokens: aligner.relevance(tokens, embeddings[phrase])
+            return phrase
 
-    examples = collect_examples(predictor, sequences, scorer, text_relevance_for=text_relevance_for, holdout_every=args.holdout_every)
+    scorer = training_scorer(predictor, config, tuple(signals), text_relevance)
+    examples = collect_examples(predictor, sequences, scorer, phrase_of=phrase_of, holdout_every=args.holdout_every)
     module, history = train_router(
         examples,
         kind=args.router,
@@ -587,6 +701,59 @@ def cmd_train_router(args: argparse.Namespace) -> int:
         f"examples; loss {history[0]['loss']:.4f} -> {history[-1]['loss']:.4f}; held-out recall of object tokens at "
         f"retention {args.retention:g}: {history[-1]['held_out_recall']:.3f} -> {args.out}"
     )
+    return 0
+
+
+def cmd_prompt(args: argparse.Namespace) -> int:
+    """Print the automatic description of the prompted object (or only refine --caption)."""
+    import time
+
+    from sam2prune.text.auto import load_refiner
+
+    if args.caption is not None:
+        start = time.perf_counter()
+        refiner = load_refiner(args.refiner, max_words=args.max_words, device=_device(args.device))
+        loaded = time.perf_counter()
+        phrase = refiner.refine(args.caption)
+        print(f"refiner: {refiner.name} (load {loaded - start:.2f} s, refine {time.perf_counter() - loaded:.2f} s)")
+        print(phrase)
+        return 0
+
+    from sam2prune.data.video import VideoSource
+    from sam2prune.prompts import ObjectPrompt, check_prompts, prompts_from_arguments
+    from sam2prune.text.auto import read_frame, top_objectness_box
+
+    pipeline = _auto_text_pipeline(args)
+    video = args.video if args.video is not None else embedded_clip()
+    source = VideoSource.open(video)
+    prompts = prompts_from_arguments(
+        points=args.point, negatives=args.neg, box=args.box, mask=args.mask, frame=args.frame, obj_id=1
+    )
+    check_prompts(prompts, num_frames=len(source), width=source.width, height=source.height)
+    if args.frame >= len(source):
+        raise InputError(f"--frame {args.frame} is out of range; the video has {len(source)} frames")
+    if not prompts:
+        start = time.perf_counter()
+        frame = read_frame(source, args.frame)
+        box = top_objectness_box(frame, args.detector_weights, device=_device(args.device))
+        result = pipeline.describe(frame, box, "detector", video_key=f"{video}:{args.frame}", roi_seconds=time.perf_counter() - start)
+    else:
+        from sam2prune.text.auto import describe_objects
+
+        masks = {}
+        if prompts[0].points and prompts[0].box is None:
+            # the region is the box of SAM 2's mask for the click
+            from sam2prune.prompts import apply_prompts
+
+            predictor = _build(args)
+            state = predictor.init_state(source.head(args.frame + 1))
+            masks = apply_prompts(predictor, state, prompts)
+        result = describe_objects(pipeline, source, prompts, masks)[1]
+    print(f"region: {result.box} from {result.roi_source}")
+    print(f"caption: {result.caption}")
+    timings = ", ".join(f"{stage} {seconds:.2f} s" for stage, seconds in result.seconds.items())
+    print(f"time: {timings}" + (" (cached result)" if result.cached else ""))
+    print(f"phrase: {result.phrase}")
     return 0
 
 
@@ -666,6 +833,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="pruned = token-pruned predictor; sam2 = the unpruned official predictor (default: %(default)s)",
     )
     _add_pruning_options(segment)
+    _add_auto_text_options(segment)
     segment.set_defaults(handler=cmd_segment)
 
     bench = commands.add_parser(
@@ -691,6 +859,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--plot", type=Path, metavar="FILE.png", help="plot ms/frame and bank size vs retention")
     _add_model_options(bench)
     _add_pruning_options(bench, retention_list=True, multi_mc=True)
+    _add_auto_text_options(bench)
     bench.set_defaults(handler=cmd_bench)
 
     score = commands.add_parser(
@@ -733,6 +902,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--method", choices=("pruned", "sam2"), default="pruned", help="default: %(default)s")
     _add_model_options(evaluate)
     _add_pruning_options(evaluate)
+    _add_auto_text_options(evaluate)
     evaluate.set_defaults(handler=cmd_eval)
 
     report = commands.add_parser("report", help="Table-1-style markdown across evaluation runs")
@@ -754,9 +924,33 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--no-baseline", action="store_true", help="skip unpruned SAM 2")
     sweep.add_argument("--plot", action="store_true", help="also write --out/tradeoff.png")
     sweep.add_argument("--signal-sets", type=_signal_list, nargs="+", metavar="LIST", help="router signal subsets to compare, e.g. text text,uncertainty")
+    sweep.add_argument("--texts", nargs="+", metavar="TEXT", help="several phrasings of the target (e.g. accurate, vague, human); one run each, compared")
     _add_model_options(sweep)
     _add_pruning_options(sweep, retention_list=True, multi_mc=True)
     sweep.set_defaults(handler=cmd_sweep)
+
+    prompt = commands.add_parser(
+        "prompt",
+        help="describe the prompted object in a few words (region -> caption -> phrase)",
+        description=(
+            "Region of interest (the --box; else the box of SAM 2's mask for the --point click or of the --mask; "
+            "with no prompt, the top-objectness proposal of a Faster R-CNN region proposal network from "
+            "--detector-weights), cropped with a margin, captioned by --captioner, distilled by --refiner to at most "
+            "--max-words words. Prints the region, the caption, each stage's time and the phrase. "
+            "With --caption TEXT only the refiner runs, and the phrase is the last line."
+        ),
+    )
+    prompt.add_argument("video", nargs="?", type=Path, metavar="VIDEO", help="folder of frames or a video file (default: the embedded clip)")
+    prompt.add_argument("--caption", metavar="TEXT", help="refine this caption only")
+    prompt.add_argument("--point", action="append", default=[], metavar="X,Y")
+    prompt.add_argument("--neg", action="append", default=[], metavar="X,Y")
+    prompt.add_argument("--box", metavar="X0,Y0,X1,Y1")
+    prompt.add_argument("--mask", type=Path, metavar="PNG")
+    prompt.add_argument("--frame", type=_frame_index, default=0, metavar="N")
+    prompt.add_argument("--detector-weights", type=Path, metavar="FILE", help="torchvision fasterrcnn_resnet50_fpn weights, for the no-prompt case")
+    _add_auto_text_options(prompt, switch=False)
+    _add_model_options(prompt)
+    prompt.set_defaults(handler=cmd_prompt, auto_text=True)
 
     fit = commands.add_parser(
         "fit-aligner",
@@ -767,11 +961,7 @@ def build_parser() -> argparse.ArgumentParser:
             'LABELS.json maps "<sequence>/<object id>" to a phrase.'
         ),
     )
-    fit.add_argument("--dataset", default="davis", choices=("davis", "vost", "pumavos", "lvos", "uvo", "endovis18"), help="layout of --root (default: %(default)s)")
-    fit.add_argument("--root", type=Path, required=True, metavar="ROOT")
-    fit.add_argument("--split", help="set/split (default: the dataset's validation set)")
-    fit.add_argument("--sequences", nargs="+", metavar="NAME")
-    fit.add_argument("--limit", type=int, metavar="N")
+    _add_data_options(fit, default_dataset="davis")
     fit.add_argument("--labels", type=Path, required=True, metavar="LABELS.json")
     fit.add_argument("--out", type=Path, required=True, metavar="ALIGNER.pt")
     fit.add_argument("--text-encoder", default="minilm", help="minilm, clip:<folder or hub id>, open_clip:<arch>:<file> (default: %(default)s)")
@@ -789,11 +979,7 @@ def build_parser() -> argparse.ArgumentParser:
             "is divisible by --holdout-every are held out; reports their recall of object tokens at --retention."
         ),
     )
-    train.add_argument("--dataset", default="davis", choices=("davis", "vost", "pumavos", "lvos", "uvo", "endovis18"), help="layout of --root (default: %(default)s)")
-    train.add_argument("--root", type=Path, required=True, metavar="ROOT")
-    train.add_argument("--split", help="set/split (default: the dataset's validation set)")
-    train.add_argument("--sequences", nargs="+", metavar="NAME")
-    train.add_argument("--limit", type=int, metavar="N")
+    _add_data_options(train, default_dataset="davis")
     train.add_argument("--out", type=Path, required=True, metavar="ROUTER.pt")
     train.add_argument("--router", choices=("learned", "paper"), default="learned", help="default: %(default)s")
     train.add_argument("--labels", type=Path, metavar="LABELS.json", help="object phrases, for the text signal")
@@ -818,9 +1004,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        format="sam2prune: %(message)s", level=logging.DEBUG if args.verbose else logging.INFO, force=True
-    )
+    # our messages only: third-party libraries keep their own (quiet) logging defaults
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("sam2prune: %(message)s"))
+    log.handlers = [handler]
+    log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return args.handler(args)
     except UserError as error:

@@ -45,7 +45,10 @@ class PruningConfig:
             ``learned`` (the same MLP over all signals); both MLPs load ``router_weights``.
         signals: the signals used, a subset of visual, text, uncertainty, prior; None: all that
             are available (text only with a ``text``).
-        text: description of the target object(s) for the text signal.
+        text: description of the target object(s) for the text signal (per-object texts set on a
+            session with ``predictor.set_object_text`` take precedence).
+        auto_text: the text signal is on and each object's text is set per session (e.g. by the
+            automatic prompt pipeline) instead of ``text``.
         aligner: path of the token-to-text projection (``sam2prune fit-aligner``).
         uncertainty: ``analytic`` (closed-form dropout variance, one pass) or ``mc`` (sampled).
         mc_passes: dropout samples in ``mc`` mode (T).
@@ -65,6 +68,7 @@ class PruningConfig:
     router: RouterName = "default"
     signals: tuple[str, ...] | None = None
     text: str | None = None
+    auto_text: bool = False
     aligner: str | None = None
     uncertainty: UncertaintyMode = "analytic"
     mc_passes: int = 5
@@ -91,8 +95,10 @@ class PruningConfig:
             unknown = [s for s in self.signals if s not in SIGNALS]
             if unknown or not self.signals:
                 raise ValueError(f"signals must be a non-empty subset of {', '.join(SIGNALS)}, got {self.signals!r}")
-            if "text" in self.signals and not self.text:
+            if "text" in self.signals and not (self.text or self.auto_text):
                 raise ValueError("the text signal needs a text (a description of the target)")
+            if self.router == "paper" and "prior" in self.signals:
+                raise ValueError("the paper router has no prior input: its signals are visual, text and uncertainty")
         if self.text is not None and not self.text.strip():
             raise ValueError("text must not be empty")
         if self.uncertainty not in UNCERTAINTY_MODES:
@@ -107,10 +113,12 @@ class PruningConfig:
             raise ValueError(f"signal_weights must be 4 weights >= 0 (prior, text, uncertainty, visual), got {self.signal_weights!r}")
 
     def active_signals(self) -> tuple[str, ...]:
-        """The signals the router uses: the configured ones, or all available (text with a text)."""
+        """The signals the router uses: the configured ones, or all available (text with a
+        text; the paper router has no prior)."""
         if self.signals is not None:
             return tuple(s for s in SIGNALS if s in self.signals)
-        return tuple(s for s in SIGNALS if s != "text" or self.text)
+        available = (s for s in SIGNALS if s != "text" or self.text or self.auto_text)
+        return tuple(s for s in available if not (s == "prior" and self.router == "paper"))
 
     def kept_count(self, num_tokens: int) -> int:
         """Number of tokens kept out of ``num_tokens``: ceil(retention * N), at least 1."""

@@ -93,6 +93,7 @@ class SequenceRecord:
     kept_fraction: float
     refinement_rounds: int
     clicks: int  # initial + corrective
+    texts: dict[str, str] = field(default_factory=dict)  # per object id, the automatic phrase
 
     def object_scores(self) -> list[ObjectScores]:
         return [
@@ -104,10 +105,11 @@ class SequenceRecord:
 class SequenceTracker:
     """Runs the protocol on one sequence with one predictor."""
 
-    def __init__(self, predictor, sequence: Sequence, protocol: ProtocolConfig) -> None:
+    def __init__(self, predictor, sequence: Sequence, protocol: ProtocolConfig, on_prompted=None) -> None:
         self.predictor = predictor
         self.sequence = sequence
         self.protocol = protocol
+        self.on_prompted = on_prompted  # (predictor, state, {obj_id: mask}) after the first clicks
         self.labels: dict[int, np.ndarray] = {}
         self.clicks = 0
 
@@ -134,11 +136,15 @@ class SequenceTracker:
         """Prompt, track, refine. Returns (label map per frame, run statistics)."""
         predictor, sequence = self.predictor, self.sequence
         state = predictor.init_state(sequence.source)
+        masks = {}
         for obj_id in sequence.obj_ids:
             frame_idx = sequence.first_frames[obj_id]
             x, y = interior_point(sequence.ground_truth(frame_idx) == obj_id)
-            predictor.add_new_points_or_box(state, frame_idx, obj_id, points=[[x, y]], labels=[1])
+            _, obj_ids, logits = predictor.add_new_points_or_box(state, frame_idx, obj_id, points=[[x, y]], labels=[1])
+            masks[obj_id] = (logits[list(obj_ids).index(obj_id), 0] > 0).cpu().numpy()
             self.clicks += 1
+        if self.on_prompted is not None:
+            self.on_prompted(predictor, state, masks)
         start = time.perf_counter()
         first_frame = min(sequence.first_frames.values())
         self._track(state, first_frame)
@@ -171,7 +177,14 @@ class SequenceTracker:
             self.labels.setdefault(frame_idx, np.zeros((sequence.source.height, sequence.source.width), np.uint8))
         bank = predictor.pruning_stats(state)
         entries = [e for per_obj in bank["frames"].values() for e in per_obj.values() if not e["conditioning"]]
+        self.kept = {
+            f"{frame_idx}_{state['obj_idx_to_id'][obj_idx]}": out["keep_idx"][0].cpu().numpy()
+            for obj_idx, obj_output in state["output_dict_per_obj"].items()
+            for frame_idx, out in obj_output["non_cond_frame_outputs"].items()
+            if out.get("keep_idx") is not None
+        }
         return self.labels, {
+            "texts": {str(k): v for k, v in state.get("object_texts", {}).items()},
             "seconds_tracking": seconds_tracking,
             "seconds_total": time.perf_counter() - start,
             "fps": tracked_frames / seconds_tracking if seconds_tracking > 0 else float("inf"),
@@ -265,9 +278,13 @@ def evaluate_sequences(
     protocol: ProtocolConfig,
     device: torch.device,
     progress: bool = True,
+    on_prompted_for=None,
 ) -> list[SequenceRecord]:
     """Run the protocol on each sequence not finished yet in ``out_dir`` (resumable), writing
-    ``masks/<seq>/*.png`` and ``sequences/<seq>.json``. Returns every sequence's record."""
+    ``masks/<seq>/*.png``, ``sequences/<seq>.json`` and the kept token indices per tracked frame
+    and object (``sequences/<seq>.kept.npz``). Returns every sequence's record.
+
+    ``on_prompted_for(sequence)`` may give a tracker hook (e.g. automatic object texts)."""
     records = []
     bar = tqdm(sequences, desc="evaluating", unit="sequence", disable=not progress)
     for sequence in bar:
@@ -280,7 +297,9 @@ def evaluate_sequences(
             torch.cuda.reset_peak_memory_stats(device)
         else:
             reset_peak_rss()
-        labels, run_stats = SequenceTracker(predictor, sequence, protocol).run()
+        hook = on_prompted_for(sequence) if on_prompted_for is not None else None
+        tracker = SequenceTracker(predictor, sequence, protocol, on_prompted=hook)
+        labels, run_stats = tracker.run()
         if device.type == "cuda":
             peak, kind = torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
         else:
@@ -294,6 +313,10 @@ def evaluate_sequences(
         shutil.rmtree(masks_dir, ignore_errors=True)
         os.replace(staging, masks_dir)
         scores = score_tracked_sequence(sequence, labels)
+        kept_path = out_dir / "sequences" / f"{sequence.name}.kept.npz"
+        temp = kept_path.with_name(f".{kept_path.name}.tmp.npz")
+        np.savez_compressed(temp, **tracker.kept)
+        os.replace(temp, kept_path)
         record = SequenceRecord(
             name=sequence.name,
             frames=len(sequence.source),
@@ -307,6 +330,21 @@ def evaluate_sequences(
         _write_json(record_path, asdict(record))
         records.append(record)
     return records
+
+
+def kept_token_overlap(run_a: Path, run_b: Path) -> float | None:
+    """Mean IoU of the kept token sets of two runs over the tracked frames and objects they
+    share (e.g. two phrasings of the same targets), or None if they share none."""
+    values = []
+    for path_a in sorted((run_a / "sequences").glob("*.kept.npz")):
+        path_b = run_b / "sequences" / path_a.name
+        if not path_b.is_file():
+            continue
+        with np.load(path_a) as kept_a, np.load(path_b) as kept_b:
+            for key in set(kept_a.files) & set(kept_b.files):
+                a, b = set(kept_a[key].tolist()), set(kept_b[key].tolist())
+                values.append(len(a & b) / len(a | b))
+    return float(np.mean(values)) if values else None
 
 
 def summarize(records: list[SequenceRecord], settings: EvalSettings, out_dir: Path) -> dict:

@@ -297,8 +297,6 @@ def _frame_stats(inference_state: dict, num_tokens: int) -> dict:
     return frames
 
 
-
-
 class PrunedSAM2VideoPredictor(SAM2Predictor):
     """SAM 2's video predictor with token pruning between the image encoder and memory attention.
 
@@ -332,9 +330,7 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
         """
         if not isinstance(pruning, PruningConfig):
             raise TypeError(f"pruning must be a PruningConfig, got {type(pruning).__name__}")
-        if self.uncertainty_probe is not None:
-            self.uncertainty_probe.detach()
-            self.uncertainty_probe = None
+        # build everything new first: on an error the predictor keeps its previous config
         if pruning.scorer == "router":
             scorer = build_router_scorer(
                 pruning,
@@ -345,18 +341,21 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
                 timed=self._timed,
                 log=log.warning,
             )
-            if "uncertainty" in scorer.signals:
-                self.uncertainty_probe = UncertaintyProbe(
-                    self.image_encoder.trunk,
-                    pruning.uncertainty_blocks,
-                    mode=pruning.uncertainty,
-                    p=pruning.mc_dropout_p,
-                    passes=pruning.mc_passes,
-                    seed=pruning.seed,
-                    timed=self._timed,
-                )
         else:
             scorer = make_scorer(pruning)
+        if self.uncertainty_probe is not None:
+            self.uncertainty_probe.detach()
+            self.uncertainty_probe = None
+        if pruning.scorer == "router" and "uncertainty" in scorer.signals:
+            self.uncertainty_probe = UncertaintyProbe(
+                self.image_encoder.trunk,
+                pruning.uncertainty_blocks,
+                mode=pruning.uncertainty,
+                p=pruning.mc_dropout_p,
+                passes=pruning.mc_passes,
+                seed=pruning.seed,
+                timed=self._timed,
+            )
         self.pruning = pruning
         self.scorer = scorer
 
@@ -366,6 +365,20 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
             grid = (self.sam_image_embedding_size, self.sam_image_embedding_size)
             backbone_out["token_uncertainty"] = self.uncertainty_probe.take(grid)  # [B, N]
         return backbone_out
+
+    def set_object_text(self, inference_state: dict, obj_id: int, text: str) -> None:
+        """Describe one object of a session for the text signal (overrides ``pruning.text``)."""
+        if not text or not text.strip():
+            raise ValueError(f"the text of object {obj_id} must not be empty")
+        inference_state.setdefault("object_texts", {})[obj_id] = text
+
+    def _object_text(self, inference_state: dict, output_dict: dict) -> str | None:
+        """The text of the object whose per-object output dict this is (sam2 passes the dict, not the id)."""
+        texts = inference_state.get("object_texts", {})
+        for obj_idx, obj_output_dict in inference_state["output_dict_per_obj"].items():
+            if obj_output_dict is output_dict:
+                return texts.get(inference_state["obj_idx_to_id"][obj_idx], self.pruning.text)
+        return self.pruning.text
 
     # --- choosing the tokens ------------------------------------------------------------
 
@@ -397,11 +410,23 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
             if previous is None or previous.get("pred_masks") is None:
                 return None  # no neighbouring output (started mid-video, memory cleared): dense
             prior = previous["pred_masks"]
-        context = ScoringContext(frame_idx=frame_idx, grid=grid, prior_mask=prior, uncertainty=uncertainty)
+        context = ScoringContext(
+            frame_idx=frame_idx,
+            grid=grid,
+            prior_mask=prior,
+            uncertainty=uncertainty,
+            text=self._object_text(inference_state, output_dict),
+        )
         return self._score_and_select(tokens, context)
 
     def _select_prompted_frame(
-        self, inference_state: dict, frame_idx: int, batch_size: int, out: dict, point_inputs: dict | None
+        self,
+        inference_state: dict,
+        output_dict: dict,
+        frame_idx: int,
+        batch_size: int,
+        out: dict,
+        point_inputs: dict | None,
     ) -> torch.Tensor:
         """Kept tokens of a prompted frame, scored on its own mask plus its clicks/box."""
         tokens, grid, uncertainty = self._frame_tokens(inference_state, frame_idx, batch_size)
@@ -413,7 +438,13 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
             image_size=self.image_size,
         )
         prior = own_mask if prompted is None else torch.where(prompted > 0, own_mask.abs() + 1, own_mask)
-        context = ScoringContext(frame_idx=frame_idx, grid=grid, prior_mask=prior, uncertainty=uncertainty)
+        context = ScoringContext(
+            frame_idx=frame_idx,
+            grid=grid,
+            prior_mask=prior,
+            uncertainty=uncertainty,
+            text=self._object_text(inference_state, output_dict),
+        )
         return self._score_and_select(tokens, context)
 
     @staticmethod
@@ -461,8 +492,6 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
             )
         finally:
             self._active_keep_idx = None
-        if has_prompt and self.pruning.prune_conditioning_frames:
-            keep_idx = self._select_prompted_frame(inference_state, frame_idx, batch_size, out, point_inputs)
         if keep_idx is not None:
             num_tokens = self.sam_image_embedding_size**2
             out["keep_idx"] = keep_idx.to(device=inference_state["storage_device"], dtype=index_dtype(num_tokens))
@@ -471,11 +500,22 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
 
     @torch.inference_mode()
     def propagate_in_video_preflight(self, inference_state: dict) -> None:
-        # Prompted frames get their memory here, dense; keep it only at their keep_idx.
+        """sam2 encodes the memory of prompted frames here, dense. With
+        ``prune_conditioning_frames`` their tokens are chosen now (every object's text is known
+        by now, and the prior is the frame's own mask) and only those are kept."""
         super().propagate_in_video_preflight(inference_state)
-        for obj_output_dict in inference_state["output_dict_per_obj"].values():
+        num_tokens = self.sam_image_embedding_size**2
+        for obj_idx, obj_output_dict in inference_state["output_dict_per_obj"].items():
+            points = inference_state["point_inputs_per_obj"][obj_idx]
+            prompted = set(points) | set(inference_state["mask_inputs_per_obj"][obj_idx])
             for outputs in obj_output_dict.values():
-                for out in outputs.values():
+                for frame_idx, out in outputs.items():
+                    dense = out.get("maskmem_features") is not None and out["maskmem_features"].dim() == 4
+                    if self.pruning.prune_conditioning_frames and frame_idx in prompted and dense and "keep_idx" not in out:
+                        keep_idx = self._select_prompted_frame(
+                            inference_state, obj_output_dict, frame_idx, 1, out, points.get(frame_idx)
+                        )
+                        out["keep_idx"] = keep_idx.to(inference_state["storage_device"], dtype=index_dtype(num_tokens))
                     self._store_sparse_memory(out)
 
     def _prepare_memory_conditioned_features(

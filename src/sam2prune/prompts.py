@@ -231,13 +231,19 @@ def check_prompts(prompts: list[ObjectPrompt], *, num_frames: int, width: int, h
             )
 
 
-def apply_prompts(predictor, inference_state: dict, prompts: list[ObjectPrompt]) -> None:
-    """Add every prompt to an inference session (``add_new_points_or_box`` / ``add_new_mask``)."""
+def apply_prompts(predictor, inference_state: dict, prompts: list[ObjectPrompt]) -> dict[int, np.ndarray]:
+    """Add every prompt to an inference session (``add_new_points_or_box`` / ``add_new_mask``).
+
+    Returns:
+        Per object id, SAM 2's mask (``[H, W]`` bool, video resolution) on the frame of its
+        first prompt.
+    """
+    first_masks: dict[int, np.ndarray] = {}
     for prompt in sorted(prompts, key=lambda p: (p.frame, p.obj_id)):
         if prompt.mask is not None:
-            predictor.add_new_mask(inference_state, prompt.frame, prompt.obj_id, prompt.mask)
+            _, obj_ids, masks = predictor.add_new_mask(inference_state, prompt.frame, prompt.obj_id, prompt.mask)
         else:
-            predictor.add_new_points_or_box(
+            _, obj_ids, masks = predictor.add_new_points_or_box(
                 inference_state,
                 prompt.frame,
                 prompt.obj_id,
@@ -245,3 +251,7 @@ def apply_prompts(predictor, inference_state: dict, prompts: list[ObjectPrompt])
                 labels=np.array(prompt.labels, dtype=np.int32) if prompt.points else None,
                 box=np.array(prompt.box, dtype=np.float32) if prompt.box is not None else None,
             )
+        if prompt.obj_id not in first_masks:
+            row = list(obj_ids).index(prompt.obj_id)
+            first_masks[prompt.obj_id] = (masks[row, 0] > 0).cpu().numpy()
+    return first_masks

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,10 +68,15 @@ def segment_video(
     *,
     overwrite: bool = False,
     overlay: Path | None = None,
+    on_prompted: Callable[[object, dict, dict[int, np.ndarray]], None] | None = None,
 ) -> SegmentResult:
     """Segment the prompted objects through the video and write DAVIS-style palette PNGs
     (``<frame stem>.png``, 0 = background, k = object id) into ``out_dir``, and optionally an
     overlay video. Nothing is written unless everything succeeds.
+
+    ``on_prompted(predictor, inference_state, masks)`` runs after the prompts are added and
+    before tracking (masks: SAM 2's mask of each object on its prompt frame), e.g. to set
+    object texts.
 
     Raises:
         InputError: bad prompts, output folder, overlay path or frames (each named).
@@ -85,7 +90,9 @@ def segment_video(
 
     start = time.perf_counter()
     inference_state = predictor.init_state(source)
-    apply_prompts(predictor, inference_state, prompts)
+    first_masks = apply_prompts(predictor, inference_state, prompts)
+    if on_prompted is not None:
+        on_prompted(predictor, inference_state, first_masks)
     obj_ids = list(inference_state["obj_ids"])
     with staged_directory(out_dir, overwrite=overwrite) as staging:
         written = set()

