@@ -219,3 +219,29 @@ def test_segment_with_auto_text(tmp_path, tiny_captioner, aligner_file, capsys):
     assert len(list((tmp_path / "o2").glob("*.png"))) == 6
     assert main(["segment", str(CHAIR_FRAMES), "--point", "300,250", "--auto-text", "--out", str(tmp_path / "o3"), *tiny]) == 2
     assert "needs --captioner" in capsys.readouterr().err
+
+
+def test_model_refiner_plumbing_with_a_tiny_seq2seq_model(tmp_path, capsys):
+    """A randomly initialised BART that transformers builds from a config, with a real
+    tokenizer: the refiner returns words within the limit (not meaningful ones)."""
+    from transformers import BartConfig, BartForConditionalGeneration, BertTokenizerFast
+
+    from sam2prune.text.auto import ModelRefiner
+
+    tokenizer = BertTokenizerFast.from_pretrained(_minilm_dir())
+    config = BartConfig(
+        vocab_size=tokenizer.vocab_size, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=128,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
+        decoder_start_token_id=tokenizer.cls_token_id, forced_eos_token_id=None,
+    )
+    torch.manual_seed(0)
+    BartForConditionalGeneration(config).save_pretrained(tmp_path / "tiny-bart")
+    tokenizer.save_pretrained(tmp_path / "tiny-bart")
+    refiner = ModelRefiner(str(tmp_path / "tiny-bart"), max_words=3)
+    phrase = refiner.refine("a small fluffy dog with brown fur is being held by a person")
+    assert 1 <= len(phrase.split()) <= 3
+    assert main(["prompt", "--caption", "a black swan on a lake", "--refiner", str(tmp_path / "tiny-bart"), "--max-words", "2"]) == 0
+    assert 1 <= len(capsys.readouterr().out.strip().splitlines()[-1].split()) <= 2
+    with pytest.raises(InputError, match="could not load the refiner model"):
+        ModelRefiner(str(tmp_path / "nothing"))
