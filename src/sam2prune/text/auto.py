@@ -233,7 +233,10 @@ class ModelRefiner:
             f"Rewrite this description as a short noun phrase of at most {self.max_words} words naming the object "
             f"and its main attributes.\nDescription: {caption}\nPhrase:"
         )
-        inputs = self.tokenizer(request, return_tensors="pt").to(self.device)
+        encoded = self.tokenizer(request, return_tensors="pt")
+        # Only what every generator takes: a BERT-style tokenizer also returns token_type_ids,
+        # which seq2seq models such as BART or T5 reject.
+        inputs = {key: encoded[key].to(self.device) for key in ("input_ids", "attention_mask") if key in encoded}
         output = self.model.generate(**inputs, max_new_tokens=4 * self.max_words)
         if self.causal:
             output = output[:, inputs["input_ids"].shape[1] :]
