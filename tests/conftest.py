@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -13,6 +14,9 @@ CHAIR_FRAMES = DATA / "chair" / "JPEGImages"
 CHAIR_MASKS = DATA / "chair" / "Annotations"
 TINY_SIZE = 128  # 8x8 token grid: fast, enough for plumbing tests
 SMALL_SIZE = 256  # 16x16 token grid: enough for pruning tests
+# CI runs on the CPU; on a GPU machine `SAM2PRUNE_TEST_DEVICE=cuda pytest tests/test_pruning.py`
+# reruns the invariance tests there (benchmarks/gpu.sh does).
+TEST_DEVICE = os.environ.get("SAM2PRUNE_TEST_DEVICE", "cpu")
 
 
 def build_random(image_size: int = TINY_SIZE, model: str = "sam2.1_hiera_t", seed: int = 0, **kwargs):

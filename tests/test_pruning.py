@@ -20,7 +20,7 @@ from sam2prune.predictor import PrunedSAM2VideoPredictor
 from sam2prune.router import ScoringContext, make_scorer, select_tokens
 from sam2prune.router.scorers import ordered_dither
 
-from conftest import SMALL_SIZE, build_random
+from conftest import SMALL_SIZE, TEST_DEVICE, build_random
 
 NUM_FRAMES = 12
 
@@ -43,7 +43,7 @@ def official(weights):
     predictor = build_sam2_video_predictor(
         "configs/sam2.1/sam2.1_hiera_t.yaml",
         None,
-        device="cpu",
+        device=TEST_DEVICE,
         hydra_overrides_extra=[f"++model.image_size={SMALL_SIZE}"],
     )
     predictor.load_state_dict(weights)
@@ -51,7 +51,7 @@ def official(weights):
 
 
 def ours(weights, pruning=None):
-    predictor = build_random(SMALL_SIZE, pruning=pruning)
+    predictor = build_random(SMALL_SIZE, pruning=pruning, device=TEST_DEVICE)
     predictor.load_state_dict(weights)
     return predictor
 
@@ -323,3 +323,21 @@ def test_prior_scorer_without_a_neighbouring_output_runs_the_frame_dense(weights
     outputs = state["output_dict_per_obj"][0]["non_cond_frame_outputs"]
     assert "keep_idx" not in outputs[5] and outputs[5]["maskmem_features"].dim() == 4
     assert outputs[6]["keep_idx"].shape[-1] == math.ceil(0.3 * 256)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (SAM 2 runs under bf16 autocast there)")
+@pytest.mark.parametrize("scorer", ["prior", "router"])
+def test_pruned_tracking_under_bf16_autocast_on_cuda(weights, clip, scorer):
+    """SAM 2's own GPU examples run the video predictor under bfloat16 autocast: the pruned
+    predictor must track there too, keeping exactly k tokens per tracked frame."""
+    predictor = build_random(SMALL_SIZE, pruning=PruningConfig(retention=0.3, scorer=scorer), device="cuda")
+    predictor.load_state_dict(weights)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        state = predictor.init_state(str(clip))
+        predictor.add_new_points_or_box(state, 0, 1, points=[[200, 112]], labels=[1])
+        logits = [m.float() for _, _, m in predictor.propagate_in_video(state)]
+        logits += [m.float() for _, _, m in predictor.propagate_in_video(state, start_frame_idx=NUM_FRAMES - 1, reverse=True)]
+    assert len(logits) == 2 * NUM_FRAMES and all(torch.isfinite(m).all() for m in logits)
+    kept = math.ceil(0.3 * (SMALL_SIZE // 16) ** 2)
+    outputs = state["output_dict_per_obj"][0]["non_cond_frame_outputs"]
+    assert all(out["keep_idx"].shape == (1, kept) for out in outputs.values())
