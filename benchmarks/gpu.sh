@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU figures (README "Speed and memory", GPU tables) and the invariance tests on CUDA.
-# SAM 2.1 hiera-tiny at 1024 px, random weights (seed 0), the 24 frames of the embedded clip.
+# SAM 2.1 hiera-tiny at 1024 px, random weights (seed 0), the 24 frames of the embedded clip,
+# float32 and bfloat16 autocast (--bf16, as SAM 2's GPU examples run).
 #   bash benchmarks/gpu.sh OUT_DIR
 # Runs with the repo's .venv when there is one; otherwise with the machine's python3 and
 # PYTHONPATH=src (plus .devsite/, a folder of the pure-Python dependencies that a machine
@@ -35,6 +36,8 @@ SAM=("$PY" -m sam2prune)
 BENCH=(bench --device cuda --frames 24)
 step prior "${SAM[@]}" "${BENCH[@]}" --scorer prior --retention 1.0 0.5 0.3 0.1 \
     --json "$out/gpu_prior.json" --plot "$out/gpu_prior.png"
+step prior-bf16 "${SAM[@]}" "${BENCH[@]}" --bf16 --scorer prior --retention 1.0 0.5 0.3 0.1 \
+    --json "$out/gpu_prior_bf16.json"
 step prune-cond "${SAM[@]}" "${BENCH[@]}" --scorer prior --prune-conditioning-frames --retention 1.0 0.5 0.3 0.1 \
     --json "$out/gpu_prune_cond.json"
 
@@ -50,6 +53,8 @@ TEXT="a child jumping on a bed"
 step fit-aligner "${SAM[@]}" fit-aligner --device cuda --root "$work/DAVIS" --labels "$work/labels.json" --out "$work/aligner.pt"
 step router-default "${SAM[@]}" "${BENCH[@]}" --text "$TEXT" --aligner "$work/aligner.pt" --retention 1.0 0.5 0.3 0.1 \
     --json "$out/gpu_router_default.json"
+step router-default-bf16 "${SAM[@]}" "${BENCH[@]}" --bf16 --text "$TEXT" --aligner "$work/aligner.pt" \
+    --retention 1.0 0.5 0.3 0.1 --json "$out/gpu_router_default_bf16.json"
 step router-paper-mc "${SAM[@]}" "${BENCH[@]}" --text "$TEXT" --aligner "$work/aligner.pt" --router paper \
     --uncertainty mc --mc-passes 4 5 6 --retention 0.3 --json "$out/gpu_router_paper_mc.json"
 

@@ -30,6 +30,7 @@ def test_short_bench_writes_json_table_and_plot(tmp_path, capsys):
     for key in ("versions", "threads", "device", "image_size"):
         assert key in result
     assert result["image_size"] == TINY_SIZE and result["threads"] == 2 and result["versions"]["sam2"] == "1.1.0"
+    assert result["precision"] == "float32"
     full, pruned = result["pruned"]
     # retention 1.0 stores the dense bank plus indices; 0.3 about 30% of it
     assert full["memory_bank_bytes_per_frame"] > result["baseline"]["memory_bank_bytes_per_frame"]
@@ -45,3 +46,8 @@ def test_short_bench_writes_json_table_and_plot(tmp_path, capsys):
 def test_bench_needs_frames_past_the_memory_bank(capsys):
     assert main(["bench", "--image-size", str(TINY_SIZE), "--frames", "8"]) == 2
     assert "steady state" in capsys.readouterr().err
+
+
+def test_bf16_autocast_is_refused_on_the_cpu(capsys):
+    assert main(["bench", "--image-size", str(TINY_SIZE), "--frames", "10", "--device", "cpu", "--bf16"]) == 2
+    assert "--bf16 (bfloat16 autocast) is for CUDA devices" in capsys.readouterr().err

@@ -326,18 +326,21 @@ def test_prior_scorer_without_a_neighbouring_output_runs_the_frame_dense(weights
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (SAM 2 runs under bf16 autocast there)")
-@pytest.mark.parametrize("scorer", ["prior", "router"])
-def test_pruned_tracking_under_bf16_autocast_on_cuda(weights, clip, scorer):
+@pytest.mark.parametrize("scorer, router", [("prior", "default"), ("router", "default"), ("router", "paper")])
+def test_pruned_tracking_under_bf16_autocast_on_cuda(weights, clip, scorer, router):
     """SAM 2's own GPU examples run the video predictor under bfloat16 autocast: the pruned
     predictor must track there too, keeping exactly k tokens per tracked frame."""
-    predictor = build_random(SMALL_SIZE, pruning=PruningConfig(retention=0.3, scorer=scorer), device="cuda")
+    config = PruningConfig(retention=0.3, scorer=scorer, router=router)
+    predictor = build_random(SMALL_SIZE, pruning=config, device="cuda")
     predictor.load_state_dict(weights)
+    kept = math.ceil(0.3 * (SMALL_SIZE // 16) ** 2)
     with torch.autocast("cuda", dtype=torch.bfloat16):
         state = predictor.init_state(str(clip))
         predictor.add_new_points_or_box(state, 0, 1, points=[[200, 112]], labels=[1])
         logits = [m.float() for _, _, m in predictor.propagate_in_video(state)]
+        outputs = state["output_dict_per_obj"][0]["non_cond_frame_outputs"]
+        assert sorted(outputs) == list(range(1, NUM_FRAMES))
+        assert all(out["keep_idx"].shape == (1, kept) for out in outputs.values())
+        # the reverse pass starts on the last frame, which has no later neighbour: it runs dense
         logits += [m.float() for _, _, m in predictor.propagate_in_video(state, start_frame_idx=NUM_FRAMES - 1, reverse=True)]
     assert len(logits) == 2 * NUM_FRAMES and all(torch.isfinite(m).all() for m in logits)
-    kept = math.ceil(0.3 * (SMALL_SIZE // 16) ** 2)
-    outputs = state["output_dict_per_obj"][0]["non_cond_frame_outputs"]
-    assert all(out["keep_idx"].shape == (1, kept) for out in outputs.values())

@@ -8,6 +8,7 @@ import os
 import platform
 import statistics
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -54,6 +55,8 @@ class BenchSettings:
     random_weights: bool
     pruning: list[PruningConfig]  # one pruned run each
     warmup_frames: int = 3
+    # run every predictor under torch.autocast(bfloat16), as SAM 2's own GPU examples do
+    bf16_autocast: bool = False
 
 
 def _tracked_stats(predictor: SAM2Predictor, inference_state: dict) -> tuple[float, float]:
@@ -76,9 +79,22 @@ def time_predictor(
     *,
     device: torch.device,
     on_prompted=None,
+    bf16_autocast: bool = False,
 ) -> RunResult:
     """Track the prompted objects through the clip once and measure every frame (the
     ``on_prompted`` hook, e.g. automatic texts, runs before and is not timed)."""
+    with torch.autocast(device.type, dtype=torch.bfloat16) if bf16_autocast else nullcontext():
+        return _time_predictor(predictor, source, prompts, device=device, on_prompted=on_prompted)
+
+
+def _time_predictor(
+    predictor: SAM2Predictor,
+    source: VideoSource,
+    prompts: list[ObjectPrompt],
+    *,
+    device: torch.device,
+    on_prompted,
+) -> RunResult:
     synchronize = device.type == "cuda"
     predictor.timer = ComponentTimer(synchronize=synchronize)
     if synchronize:
@@ -179,6 +195,9 @@ def run_benchmark(
     pruned runs (automatic texts). Returns the JSON-able result."""
     torch.set_num_threads(settings.threads)
     device = torch.device(settings.device)
+    if settings.bf16_autocast and device.type != "cuda":
+        raise InputError(f"--bf16 (bfloat16 autocast) is for CUDA devices; got --device {settings.device}")
+    autocast = {"bf16_autocast": settings.bf16_autocast}
     if len(source) <= STEADY_FROM_FRAME:
         raise InputError(
             f"--frames {len(source)}: need more than {STEADY_FROM_FRAME} frames to measure the steady state "
@@ -190,16 +209,16 @@ def run_benchmark(
     warm_prompts = [p for p in prompts if p.frame < len(warmup)]
     for predictor in [baseline] + [p for _, p in pruned]:
         hook = on_prompted_for(warmup) if on_prompted_for is not None and predictor is not baseline else None
-        time_predictor(predictor, warmup, warm_prompts, device=device, on_prompted=hook)
+        time_predictor(predictor, warmup, warm_prompts, device=device, on_prompted=hook, **autocast)
 
     progress(f"timing unpruned SAM 2 on {len(source)} frames")
-    base_result = time_predictor(baseline, source, prompts, device=device)
+    base_result = time_predictor(baseline, source, prompts, device=device, **autocast)
     results = []
     for config, predictor in pruned:
         label = f"retention {config.retention:g}" + (f", {config.mc_passes} MC passes" if _uses_mc(config) else "")
         progress(f"timing pruned SAM 2, {label}")
         hook = on_prompted_for(source) if on_prompted_for is not None else None
-        result = time_predictor(predictor, source, prompts, device=device, on_prompted=hook)
+        result = time_predictor(predictor, source, prompts, device=device, on_prompted=hook, **autocast)
         results.append(
             {
                 "retention": config.retention,
@@ -219,6 +238,7 @@ def run_benchmark(
         "steady_from_frame": STEADY_FROM_FRAME,
         "threads": settings.threads,
         "device": _device_name(device),
+        "precision": "bf16 autocast" if settings.bf16_autocast else "float32",
         "scorer": settings.pruning[0].scorer,
         "router": settings.pruning[0].router if settings.pruning[0].scorer == "router" else None,
         "signals": list(settings.pruning[0].active_signals()) if settings.pruning[0].scorer == "router" else None,

@@ -368,6 +368,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         device=_device(args.device),
         random_weights=args.checkpoint is None,
         pruning=configs,
+        bf16_autocast=args.bf16,
     )
     on_prompted_for = None
     if args.auto_text:
@@ -382,7 +383,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(markdown_table(result))
     print(
         f"\n{result['model']} at {result['image_size']} px, {result['frames']} frames (steady state: frames >= "
-        f"{result['steady_from_frame']}), {result['device']}, {result['threads']} threads, scorer "
+        f"{result['steady_from_frame']}), {result['device']}, {result['precision']}, {result['threads']} threads, scorer "
         f"{configs[0].scorer}, conditioning frames {'pruned' if configs[0].prune_conditioning_frames else 'dense'}"
         + (", RANDOM weights" if result["random_weights"] else "")
     )
@@ -855,6 +856,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the click on frame 0 (default: the embedded clip's first default click, or the frame centre)",
     )
     bench.add_argument("--threads", type=int, help="torch CPU threads (default: torch's, i.e. the cores)")
+    bench.add_argument(
+        "--bf16",
+        action="store_true",
+        help="run every predictor under bfloat16 autocast, as SAM 2's GPU examples do (CUDA only; default: float32)",
+    )
     bench.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON")
     bench.add_argument("--plot", type=Path, metavar="FILE.png", help="plot ms/frame and bank size vs retention")
     _add_model_options(bench)

@@ -219,11 +219,17 @@ class RouterScorer:
                 signals.prior = prior_scores(context.prior_mask.to(tokens.device), context.grid, dilation=self.config.prior_dilation) / 2
         return signals
 
+    def _module_on(self, device: torch.device) -> nn.Module:
+        # the MLP is built or loaded on the CPU; it follows the tokens (and a predictor moved later)
+        if next(self.module.parameters()).device != device:
+            self.module = self.module.to(device)
+        return self.module
+
     def __call__(self, tokens: torch.Tensor, context) -> torch.Tensor:
         signals = self.signals_for(tokens, context)
         with self._time("fusion"):
             if self.module is not None:
-                return torch.softmax(self.module(signals, tuple(tokens.shape[:2])), dim=-1)
+                return torch.softmax(self._module_on(tokens.device)(signals, tuple(tokens.shape[:2])), dim=-1)
             w_prior, w_text, w_uncertainty, w_visual = self.config.signal_weights
             score = torch.zeros(tokens.shape[:2], device=tokens.device)
             if signals.prior is not None:
