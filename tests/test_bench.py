@@ -31,6 +31,7 @@ def test_short_bench_writes_json_table_and_plot(tmp_path, capsys):
         assert key in result
     assert result["image_size"] == TINY_SIZE and result["threads"] == 2 and result["versions"]["sam2"] == "1.1.0"
     assert result["precision"] == "float32"
+    assert result["warmup_frames"] == 3  # the CPU default
     full, pruned = result["pruned"]
     # retention 1.0 stores the dense bank plus indices; 0.3 about 30% of it
     assert full["memory_bank_bytes_per_frame"] > result["baseline"]["memory_bank_bytes_per_frame"]
@@ -51,3 +52,5 @@ def test_bench_needs_frames_past_the_memory_bank(capsys):
 def test_bf16_autocast_is_refused_on_the_cpu(capsys):
     assert main(["bench", "--image-size", str(TINY_SIZE), "--frames", "10", "--device", "cpu", "--bf16"]) == 2
     assert "--bf16 (bfloat16 autocast) is for CUDA devices" in capsys.readouterr().err
+    assert main(["bench", "--image-size", str(TINY_SIZE), "--frames", "10", "--warmup", "0"]) == 2
+    assert "--warmup must be >= 1 frame, got 0" in capsys.readouterr().err

@@ -54,7 +54,10 @@ class BenchSettings:
     device: str
     random_weights: bool
     pruning: list[PruningConfig]  # one pruned run each
-    warmup_frames: int = 3
+    # frames each predictor tracks untimed first; None: 3 on the CPU, the whole clip on CUDA,
+    # where cuDNN attention builds an execution plan for every new (queries, keys) shape and the
+    # memory bank changes shape on every frame until it is full (see README, GPU figures)
+    warmup_frames: int | None = None
     # run every predictor under torch.autocast(bfloat16), as SAM 2's own GPU examples do
     bf16_autocast: bool = False
 
@@ -205,7 +208,12 @@ def run_benchmark(
         )
     baseline = build(None)
     pruned = [(config, build(config)) for config in settings.pruning]
-    warmup = source.head(settings.warmup_frames)
+    warmup_frames = settings.warmup_frames
+    if warmup_frames is None:
+        warmup_frames = len(source) if device.type == "cuda" else 3
+    if warmup_frames < 1:
+        raise InputError(f"--warmup must be >= 1 frame, got {warmup_frames}")
+    warmup = source.head(min(warmup_frames, len(source)))
     warm_prompts = [p for p in prompts if p.frame < len(warmup)]
     for predictor in [baseline] + [p for _, p in pruned]:
         hook = on_prompted_for(warmup) if on_prompted_for is not None and predictor is not baseline else None
@@ -237,6 +245,7 @@ def run_benchmark(
         "frames": len(source),
         "steady_from_frame": STEADY_FROM_FRAME,
         "threads": settings.threads,
+        "warmup_frames": len(warmup),
         "device": _device_name(device),
         "precision": "bf16 autocast" if settings.bf16_autocast else "float32",
         "scorer": settings.pruning[0].scorer,

@@ -369,6 +369,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         random_weights=args.checkpoint is None,
         pruning=configs,
         bf16_autocast=args.bf16,
+        warmup_frames=args.warmup,
     )
     on_prompted_for = None
     if args.auto_text:
@@ -856,6 +857,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the click on frame 0 (default: the embedded clip's first default click, or the frame centre)",
     )
     bench.add_argument("--threads", type=int, help="torch CPU threads (default: torch's, i.e. the cores)")
+    bench.add_argument(
+        "--warmup",
+        type=int,
+        metavar="FRAMES",
+        help="frames each predictor tracks untimed first (default: 3 on the CPU, the whole clip on CUDA, where "
+        "kernels are planned per new tensor shape and the memory bank changes shape until it is full)",
+    )
     bench.add_argument(
         "--bf16",
         action="store_true",
