@@ -35,28 +35,27 @@ step invariance env SAM2PRUNE_TEST_DEVICE=cuda "$PY" -m pytest -q -p no:cachepro
 SAM=("$PY" -m sam2prune)
 BENCH=(bench --device cuda --frames 24)
 step prior "${SAM[@]}" "${BENCH[@]}" --scorer prior --retention 1.0 0.5 0.3 0.1 \
-    --json "$out/gpu_prior.json" --plot "$out/gpu_prior.png"
+    --json "$out/prior_fp32.json"
 step prior-bf16 "${SAM[@]}" "${BENCH[@]}" --bf16 --scorer prior --retention 1.0 0.5 0.3 0.1 \
-    --json "$out/gpu_prior_bf16.json"
+    --json "$out/prior_bf16.json"
 step prune-cond "${SAM[@]}" "${BENCH[@]}" --scorer prior --prune-conditioning-frames --retention 1.0 0.5 0.3 0.1 \
-    --json "$out/gpu_prune_cond.json"
+    --json "$out/prior-prune-cond_fp32.json"
 
 # the router, as benchmarks/router_bench.sh on the CPU: an aligner fit on the repo's chair frames
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-mkdir -p "$work/DAVIS/JPEGImages/480p" "$work/DAVIS/Annotations/480p" "$work/DAVIS/ImageSets/2017"
-cp -r tests/data/chair/JPEGImages "$work/DAVIS/JPEGImages/480p/chair"
-cp -r tests/data/chair/Annotations "$work/DAVIS/Annotations/480p/chair"
-echo chair > "$work/DAVIS/ImageSets/2017/val.txt"
-echo '{"chair/1": "a wooden chair"}' > "$work/labels.json"
+source benchmarks/chair_davis.sh
+chair_davis "$work"
 TEXT="a child jumping on a bed"
 step fit-aligner "${SAM[@]}" fit-aligner --device cuda --root "$work/DAVIS" --labels "$work/labels.json" --out "$work/aligner.pt"
 step router-default "${SAM[@]}" "${BENCH[@]}" --text "$TEXT" --aligner "$work/aligner.pt" --retention 1.0 0.5 0.3 0.1 \
-    --json "$out/gpu_router_default.json"
+    --json "$out/router-default_fp32.json"
 step router-default-bf16 "${SAM[@]}" "${BENCH[@]}" --bf16 --text "$TEXT" --aligner "$work/aligner.pt" \
-    --retention 1.0 0.5 0.3 0.1 --json "$out/gpu_router_default_bf16.json"
+    --retention 1.0 0.5 0.3 0.1 --json "$out/router-default_bf16.json"
+step router-no-text-bf16 "${SAM[@]}" "${BENCH[@]}" --bf16 --signals visual,uncertainty,prior \
+    --retention 1.0 0.5 0.3 0.1 --json "$out/router-default-no-text_bf16.json"
 step router-paper-mc "${SAM[@]}" "${BENCH[@]}" --text "$TEXT" --aligner "$work/aligner.pt" --router paper \
-    --uncertainty mc --mc-passes 4 5 6 --retention 0.3 --json "$out/gpu_router_paper_mc.json"
+    --uncertainty mc --mc-passes 4 5 6 --retention 0.3 --json "$out/router-paper-mc_fp32.json"
 
 if [ ${#failed[@]} -gt 0 ]; then
     echo "FAILED steps: ${failed[*]}"

@@ -11,11 +11,8 @@ part="${1:-all}"
 cd "$(dirname "$0")/.."
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-mkdir -p "$work/DAVIS/JPEGImages/480p" "$work/DAVIS/Annotations/480p" "$work/DAVIS/ImageSets/2017"
-cp -r tests/data/chair/JPEGImages "$work/DAVIS/JPEGImages/480p/chair"
-cp -r tests/data/chair/Annotations "$work/DAVIS/Annotations/480p/chair"
-echo chair > "$work/DAVIS/ImageSets/2017/val.txt"
-echo '{"chair/1": "a wooden chair"}' > "$work/labels.json"
+source benchmarks/chair_davis.sh
+chair_davis "$work"
 .venv/bin/sam2prune fit-aligner --root "$work/DAVIS" --labels "$work/labels.json" --out "$work/aligner.pt"
 TEXT="a child jumping on a bed"
 if [ "$part" = all ] || [ "$part" = default ]; then
