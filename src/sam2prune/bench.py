@@ -82,22 +82,9 @@ def time_predictor(
     *,
     device: torch.device,
     on_prompted=None,
-    bf16_autocast: bool = False,
 ) -> RunResult:
     """Track the prompted objects through the clip once and measure every frame (the
     ``on_prompted`` hook, e.g. automatic texts, runs before and is not timed)."""
-    with torch.autocast(device.type, dtype=torch.bfloat16) if bf16_autocast else nullcontext():
-        return _time_predictor(predictor, source, prompts, device=device, on_prompted=on_prompted)
-
-
-def _time_predictor(
-    predictor: SAM2Predictor,
-    source: VideoSource,
-    prompts: list[ObjectPrompt],
-    *,
-    device: torch.device,
-    on_prompted,
-) -> RunResult:
     synchronize = device.type == "cuda"
     predictor.timer = ComponentTimer(synchronize=synchronize)
     if synchronize:
@@ -200,42 +187,43 @@ def run_benchmark(
     device = torch.device(settings.device)
     if settings.bf16_autocast and device.type != "cuda":
         raise InputError(f"--bf16 (bfloat16 autocast) is for CUDA devices; got --device {settings.device}")
-    autocast = {"bf16_autocast": settings.bf16_autocast}
     if len(source) <= STEADY_FROM_FRAME:
         raise InputError(
             f"--frames {len(source)}: need more than {STEADY_FROM_FRAME} frames to measure the steady state "
             f"(frames >= {STEADY_FROM_FRAME}, once SAM 2's 7-frame memory bank is full)"
         )
-    baseline = build(None)
-    pruned = [(config, build(config)) for config in settings.pruning]
     warmup_frames = settings.warmup_frames
     if warmup_frames is None:
         warmup_frames = len(source) if device.type == "cuda" else 3
     if warmup_frames < 1:
         raise InputError(f"--warmup must be >= 1 frame, got {warmup_frames}")
-    warmup = source.head(min(warmup_frames, len(source)))
-    warm_prompts = [p for p in prompts if p.frame < len(warmup)]
-    for predictor in [baseline] + [p for _, p in pruned]:
-        hook = on_prompted_for(warmup) if on_prompted_for is not None and predictor is not baseline else None
-        time_predictor(predictor, warmup, warm_prompts, device=device, on_prompted=hook, **autocast)
+    baseline = build(None)
+    pruned = [(config, build(config)) for config in settings.pruning]
+    # one autocast context around warm-up and timing: every predictor runs in the same precision
+    with torch.autocast(device.type, dtype=torch.bfloat16) if settings.bf16_autocast else nullcontext():
+        warmup = source.head(min(warmup_frames, len(source)))
+        warm_prompts = [p for p in prompts if p.frame < len(warmup)]
+        for predictor in [baseline] + [p for _, p in pruned]:
+            hook = on_prompted_for(warmup) if on_prompted_for is not None and predictor is not baseline else None
+            time_predictor(predictor, warmup, warm_prompts, device=device, on_prompted=hook)
 
-    progress(f"timing unpruned SAM 2 on {len(source)} frames")
-    base_result = time_predictor(baseline, source, prompts, device=device, **autocast)
-    results = []
-    for config, predictor in pruned:
-        label = f"retention {config.retention:g}" + (f", {config.mc_passes} MC passes" if _uses_mc(config) else "")
-        progress(f"timing pruned SAM 2, {label}")
-        hook = on_prompted_for(source) if on_prompted_for is not None else None
-        result = time_predictor(predictor, source, prompts, device=device, on_prompted=hook, **autocast)
-        results.append(
-            {
-                "retention": config.retention,
-                "mc_passes": config.mc_passes if _uses_mc(config) else None,
-                "speedup": base_result.ms_per_frame / result.ms_per_frame,
-                "pruning": asdict(config),
-                **asdict(result),
-            }
-        )
+        progress(f"timing unpruned SAM 2 on {len(source)} frames")
+        base_result = time_predictor(baseline, source, prompts, device=device)
+        results = []
+        for config, predictor in pruned:
+            label = f"retention {config.retention:g}" + (f", {config.mc_passes} MC passes" if _uses_mc(config) else "")
+            progress(f"timing pruned SAM 2, {label}")
+            hook = on_prompted_for(source) if on_prompted_for is not None else None
+            result = time_predictor(predictor, source, prompts, device=device, on_prompted=hook)
+            results.append(
+                {
+                    "retention": config.retention,
+                    "mc_passes": config.mc_passes if _uses_mc(config) else None,
+                    "speedup": base_result.ms_per_frame / result.ms_per_frame,
+                    "pruning": asdict(config),
+                    **asdict(result),
+                }
+            )
     return {
         "baseline": asdict(base_result),
         "pruned": results,
