@@ -19,5 +19,5 @@ SAM2_BUILD_CUDA=0 "${PIP[@]}" sam2==1.1.0
 if [ "${1:-}" != "--no-run" ]; then
     echo "== sam2prune segment (embedded 24-frame bedroom clip, default clicks) -> out/bedroom"
     mkdir -p out
-    .venv/bin/sam2prune segment --out out/bedroom --overwrite --overlay out/bedroom.mp4
+    .venv/bin/sam2prune segment --out out/bedroom --overwrite --overlay out/bedroom.mp4 --random-weights
 fi

@@ -23,7 +23,8 @@ TINY = ["--image-size", str(TINY_SIZE)]
 
 def run_cli(*args: str | Path) -> int:
     torch.manual_seed(0)
-    return main(["segment", *map(str, args)])
+    weights = [] if "--checkpoint" in args else ["--random-weights"]
+    return main(["segment", *map(str, args), *weights])
 
 
 def assert_palette_pngs(out: Path, names: list[str], size: tuple[int, int]) -> list[np.ndarray]:

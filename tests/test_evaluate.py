@@ -64,7 +64,7 @@ def _davis_root(tmp_path: Path, names=("chair",)) -> Path:
 
 def _eval(root: Path, out: Path, *extra: str) -> int:
     return main([
-        "eval", "--dataset", "davis", "--root", str(root), "--out", str(out), "--image-size", str(TINY_SIZE), *extra,
+        "eval", "--dataset", "davis", "--root", str(root), "--out", str(out), "--image-size", str(TINY_SIZE), "--random-weights", *extra,
     ])
 
 
@@ -149,7 +149,7 @@ def test_report_and_sweep(tmp_path, capsys):
     root = _davis_root(tmp_path)
     sweep_dir = tmp_path / "sweep"
     assert main([
-        "sweep", "--dataset", "davis", "--root", str(root), "--out", str(sweep_dir), "--image-size", str(TINY_SIZE),
+        "sweep", "--dataset", "davis", "--root", str(root), "--out", str(sweep_dir), "--image-size", str(TINY_SIZE), "--random-weights",
         "--retention", "0.5", "0.25", "--max-rounds", "0", "--plot",
     ]) == 0
     assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == ["pruned_r0.25_router", "pruned_r0.5_router", "sam2"]
@@ -168,7 +168,7 @@ def test_sweep_over_signal_sets_and_mc_passes(tmp_path):
     root = _davis_root(tmp_path)
     out = tmp_path / "ablation"
     assert main([
-        "sweep", "--dataset", "davis", "--root", str(root), "--out", str(out), "--image-size", str(TINY_SIZE),
+        "sweep", "--dataset", "davis", "--root", str(root), "--out", str(out), "--image-size", str(TINY_SIZE), "--random-weights",
         "--retention", "0.5", "--max-rounds", "0", "--no-baseline", "--signal-sets", "prior", "visual,uncertainty",
         "--uncertainty", "mc", "--mc-passes", "2", "3",
     ]) == 0
@@ -184,7 +184,7 @@ def test_sweep_over_signal_sets_and_mc_passes(tmp_path):
 def test_sweep_over_phrasings_reports_kept_token_overlap(tmp_path):
     root = _davis_root(tmp_path)
     (tmp_path / "labels.json").write_text(json.dumps({"chair/1": "a wooden chair"}))
-    tiny = ["--image-size", str(TINY_SIZE)]
+    tiny = ["--image-size", str(TINY_SIZE), "--random-weights"]
     assert main(["fit-aligner", "--root", str(root), "--labels", str(tmp_path / "labels.json"), "--out", str(tmp_path / "a.pt"), *tiny]) == 0
     out = tmp_path / "phrasings"
     assert main([

@@ -128,7 +128,7 @@ def test_text_without_an_aligner_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(InputError, match="the text signal needs an aligner"):
         build_random(pruning=PruningConfig(text="a wooden chair"))
     assert main(["segment", str(CHAIR_FRAMES), "--point", "300,250", "--out", str(tmp_path / "o"),
-                 "--image-size", str(TINY_SIZE), "--text", "a wooden chair"]) == 2
+                 "--image-size", str(TINY_SIZE), "--random-weights", "--text", "a wooden chair"]) == 2
     assert "needs an aligner" in capsys.readouterr().err
     with pytest.raises(ValueError, match="text signal needs a text"):
         PruningConfig(signals=("text", "prior"))
@@ -300,7 +300,7 @@ def test_paper_router_needs_weights_unless_the_model_is_random(tmp_path, monkeyp
 def test_fit_aligner_train_router_and_segment_with_text(tmp_path, davis_root, capsys):
     labels = tmp_path / "labels.json"
     labels.write_text(json.dumps({"chair/1": "a wooden chair"}))
-    tiny = ["--image-size", str(TINY_SIZE)]
+    tiny = ["--image-size", str(TINY_SIZE), "--random-weights"]
     assert main(["fit-aligner", "--root", str(davis_root), "--labels", str(labels), "--out", str(tmp_path / "aligner.pt"), *tiny]) == 0
     aligner = Aligner.load(tmp_path / "aligner.pt")
     assert aligner.weight.shape == (257, 384) and aligner.model == "sam2.1_hiera_t"

@@ -20,6 +20,7 @@ from sam2prune.errors import InputError
 from sam2prune.memory import peak_rss_mib, reset_peak_rss
 from sam2prune.predictor import ComponentTimer, SAM2Predictor
 from sam2prune.prompts import ObjectPrompt, apply_prompts
+from sam2prune.fsutil import atomic_write, atomic_write_json
 
 COMPONENTS = ("image_encoder", "token_scoring", "memory_attention", "memory_encoder", "mask_decoder")
 SIGNAL_PARTS = ("visual", "text", "uncertainty", "prior", "fusion")
@@ -117,7 +118,8 @@ def time_predictor(
             predictor.timer.reset()
     finally:
         predictor.timer = None
-    steady = list(range(STEADY_FROM_FRAME, len(frame_ms))) or list(range(1, len(frame_ms)))
+    # a warm-up run may be shorter than the steady state: its figures are not reported
+    steady = list(range(STEADY_FROM_FRAME, len(frame_ms))) or list(range(1, len(frame_ms))) or [0]
     bank, kept = _tracked_stats(predictor, inference_state)
     return RunResult(
         ms_per_frame=statistics.median(frame_ms[i] for i in steady),
@@ -284,10 +286,6 @@ def markdown_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def write_json(path: Path, result: dict) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(json.dumps(result, indent=2))
-    os.replace(temp, path)
 
 
 def plot(path: Path, result: dict) -> None:
@@ -314,7 +312,7 @@ def plot(path: Path, result: dict) -> None:
         axes.grid(alpha=0.3)
     figure.suptitle(f"{result['model']} at {result['image_size']} px, {result['device']}")
     figure.tight_layout()
-    temp = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(temp, dpi=120)
-    plt.close(figure)
-    os.replace(temp, path)
+    try:
+        atomic_write(path, lambda temp: figure.savefig(temp, dpi=120, format="png"))
+    finally:
+        plt.close(figure)

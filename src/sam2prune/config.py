@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from collections.abc import Iterable
 from typing import Literal
 
 ScorerName = Literal["router", "prior", "uniform", "random"]
@@ -126,6 +127,50 @@ class PruningConfig:
         return max(1, min(num_tokens, math.ceil(round(self.retention * num_tokens, 6))))
 
 
+ROUTER_ONLY_FIELDS: tuple[str, ...] = (
+    "router",
+    "router_weights",
+    "signals",
+    "text",
+    "auto_text",
+    "aligner",
+    "uncertainty",
+    "mc_passes",
+    "mc_dropout_p",
+    "uncertainty_blocks",
+    "signal_weights",
+)
+
+
+def ineffective_fields(config: PruningConfig, given: Iterable[str]) -> list[str]:
+    """The fields among ``given`` (set explicitly by the user) that change nothing with this
+    config, e.g. ``router`` with ``scorer="prior"`` or ``mc_passes`` with analytic uncertainty.
+
+    Returns:
+        Their names, in the order of ``given``.
+    """
+    effective = {"retention", "scorer", "prune_conditioning_frames", "fill"}
+    if config.scorer == "prior":
+        effective.add("prior_dilation")
+    elif config.scorer == "random":
+        effective.add("seed")
+    elif config.scorer == "router":
+        signals = config.active_signals()
+        effective.update({"router", "signals"})
+        effective.add("signal_weights" if config.router == "default" else "router_weights")
+        if config.router != "default" and config.router_weights is None:
+            effective.add("seed")  # the MLP is initialised randomly (timing runs)
+        if "prior" in signals:
+            effective.add("prior_dilation")
+        if "text" in signals:
+            effective.update({"text", "auto_text", "aligner"})
+        if "uncertainty" in signals:
+            effective.update({"uncertainty", "mc_dropout_p", "uncertainty_blocks"})
+            if config.uncertainty == "mc":
+                effective.update({"mc_passes", "seed"})
+    return [name for name in given if name not in effective]
+
+
 @dataclass(frozen=True)
 class ProtocolConfig:
     """Interactive protocol of the source paper.
@@ -139,3 +184,12 @@ class ProtocolConfig:
     refine_below: float = 0.8
     clicks_per_round: int = 3
     max_rounds: int = 10
+
+    def __post_init__(self) -> None:
+        refine_below = self.refine_below
+        if isinstance(refine_below, bool) or not isinstance(refine_below, (int, float)) or not 0.0 <= refine_below <= 1.0:
+            raise ValueError(f"refine_below must be a J&F in [0, 1], got {refine_below!r}")
+        if isinstance(self.clicks_per_round, bool) or not isinstance(self.clicks_per_round, int) or self.clicks_per_round < 1:
+            raise ValueError(f"clicks_per_round must be an integer >= 1, got {self.clicks_per_round!r}")
+        if isinstance(self.max_rounds, bool) or not isinstance(self.max_rounds, int) or self.max_rounds < 0:
+            raise ValueError(f"max_rounds must be an integer >= 0, got {self.max_rounds!r}")

@@ -4,7 +4,6 @@ runs over a dataset."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import statistics as stats
 import time
@@ -14,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from scipy import ndimage
-from tqdm import tqdm
 
 from sam2prune.config import ProtocolConfig
 from sam2prune.data.datasets import VOID_LABEL, Sequence
@@ -24,6 +22,8 @@ from sam2prune.memory import peak_rss_mib, reset_peak_rss
 from sam2prune.metrics import boundary_f, jaccard
 from sam2prune.scoring import ObjectScores, global_measures, score_sequence, write_official_csvs
 from sam2prune.segment import labels_from_logits
+from sam2prune.fsutil import atomic_write, atomic_write_json, check_output_location, staged_directory
+from sam2prune.progress import progress as progress_bar
 
 
 def interior_point(mask: np.ndarray) -> tuple[int, int]:
@@ -234,18 +234,13 @@ class EvalSettings:
     protocol: dict = field(default_factory=lambda: asdict(ProtocolConfig()))
 
 
-def _write_json(path: Path, payload) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(json.dumps(payload, indent=2))
-    os.replace(temp, path)
-
-
 def prepare_run_dir(out_dir: Path, settings: EvalSettings, *, overwrite: bool) -> None:
     """Create the run folder, or check that an existing one holds a run with the same settings.
 
     Raises:
         InputError: the folder holds something else, or a run with other settings.
     """
+    check_output_location(out_dir, inputs=[("--root", Path(settings.root))])
     run_file = out_dir / "run.json"
     current = json.loads(json.dumps(asdict(settings)))  # as it reads back (tuples become lists)
     if out_dir.exists() and overwrite:
@@ -267,7 +262,7 @@ def prepare_run_dir(out_dir: Path, settings: EvalSettings, *, overwrite: bool) -
         raise InputError(f"--out {out_dir}: parent folder {out_dir.parent} does not exist")
     (out_dir / "sequences").mkdir(parents=True, exist_ok=True)
     (out_dir / "masks").mkdir(exist_ok=True)
-    _write_json(run_file, asdict(settings))
+    atomic_write_json(run_file, asdict(settings))
 
 
 def evaluate_sequences(
@@ -286,7 +281,7 @@ def evaluate_sequences(
 
     ``on_prompted_for(sequence)`` may give a tracker hook (e.g. automatic object texts)."""
     records = []
-    bar = tqdm(sequences, desc="evaluating", unit="sequence", disable=not progress)
+    bar = progress_bar(sequences, desc="evaluating", unit="sequence", disable=not progress)
     for sequence in bar:
         bar.set_postfix_str(sequence.name)
         record_path = out_dir / "sequences" / f"{sequence.name}.json"
@@ -304,19 +299,12 @@ def evaluate_sequences(
             peak, kind = torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
         else:
             peak, kind = peak_rss_mib(), "peak_rss"
-        masks_dir = out_dir / "masks" / sequence.name
-        staging = out_dir / "masks" / f".{sequence.name}.tmp"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
-        for frame_idx, name in enumerate(sequence.source.frame_names):
-            write_label_png(staging / f"{name}.png", labels[frame_idx])
-        shutil.rmtree(masks_dir, ignore_errors=True)
-        os.replace(staging, masks_dir)
+        with staged_directory(out_dir / "masks" / sequence.name, overwrite=True) as staging:
+            for frame_idx, name in enumerate(sequence.source.frame_names):
+                write_label_png(staging / f"{name}.png", labels[frame_idx])
         scores = score_tracked_sequence(sequence, labels)
-        kept_path = out_dir / "sequences" / f"{sequence.name}.kept.npz"
-        temp = kept_path.with_name(f".{kept_path.name}.tmp.npz")
-        np.savez_compressed(temp, **tracker.kept)
-        os.replace(temp, kept_path)
+        kept = tracker.kept
+        atomic_write(out_dir / "sequences" / f"{sequence.name}.kept.npz", lambda temp: np.savez_compressed(temp, **kept))
         record = SequenceRecord(
             name=sequence.name,
             frames=len(sequence.source),
@@ -327,7 +315,7 @@ def evaluate_sequences(
             memory_kind=kind,
             **run_stats,
         )
-        _write_json(record_path, asdict(record))
+        atomic_write_json(record_path, asdict(record))
         records.append(record)
     return records
 
@@ -389,5 +377,5 @@ def summarize(records: list[SequenceRecord], settings: EvalSettings, out_dir: Pa
         },
         "per_sequence": per_sequence,
     }
-    _write_json(out_dir / "report.json", report)
+    atomic_write_json(out_dir / "report.json", report)
     return report

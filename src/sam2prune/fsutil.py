@@ -1,34 +1,211 @@
-"""Writing outputs without leaving anything half-written behind."""
+"""Writing outputs without leaving anything half-written behind, and without touching inputs.
+
+Every file and folder this package writes goes through here: a temporary sibling first (named
+``.<name>.tmp-<pid>-<random>``), then one ``os.replace``. Temporaries get the permissions the
+user's umask gives new files (``mkstemp``/``mkdtemp`` alone would give 0600/0700), and those
+left behind by a killed run are removed by the next run that writes to the same place.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from sam2prune.errors import InputError
 
+_TEMP_MARKERS = (".tmp-", ".old-")
 
-def check_output_dir(out_dir: Path, *, overwrite: bool) -> None:
-    """Raises InputError if ``out_dir`` is a file, or a non-empty folder without ``overwrite``,
-    or if its parent folder does not exist."""
+
+def _umask() -> int:
+    # os.umask can only be read by setting it; set it straight back
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
+
+
+def _temp_prefix(path: Path, kind: str = "tmp") -> str:
+    return f".{path.name}.{kind}-{os.getpid()}-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Remove the temporaries of ``path`` (``.<name>.tmp-<pid>-*``, ``.<name>.old-<pid>-*``)
+    that a run of this tool left behind when it was killed: those whose process is gone.
+
+    Returns:
+        The paths removed.
+    """
+    removed = []
+    folder = path.parent
+    if not folder.is_dir():
+        return removed
+    for marker in _TEMP_MARKERS:
+        for candidate in folder.glob(f".{glob_escape(path.name)}{marker}*"):
+            pid_text = candidate.name[len(path.name) + 1 + len(marker) :].split("-", 1)[0]
+            if not pid_text.isdigit() or _pid_alive(int(pid_text)):
+                continue
+            if candidate.is_dir() and not candidate.is_symlink():
+                shutil.rmtree(candidate, ignore_errors=True)
+            else:
+                candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    """``name`` with glob metacharacters escaped."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
+def atomic_write(path: Path, write: Callable[[Path], None], *, clean_stale: bool = True) -> None:
+    """Create or replace the file ``path`` through ``write(temporary_path)``: readers see the
+    old file or the whole new one, never a part. The temporary keeps ``path``'s suffix (some
+    writers choose the format by it). ``clean_stale=False`` skips looking for temporaries of
+    killed runs (for many files written into a fresh staging folder)."""
+    path = Path(path)
+    if clean_stale:
+        remove_stale_temporaries(path)
+    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=path.suffix)
+    os.close(handle)
+    temp = Path(temp_name)
+    try:
+        write(temp)
+        os.chmod(temp, 0o666 & ~_umask())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda temp: temp.write_text(text))
+
+
+def atomic_write_json(path: Path, payload: Any) -> None:
+    atomic_write_text(path, json.dumps(payload, indent=2))
+
+
+def read_json(path: Path, *, what: str) -> Any:
+    """Read a JSON file.
+
+    Raises:
+        InputError: the file is missing, unreadable or not valid JSON (naming ``what`` and the file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{what} {path} does not exist")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"{what} {path} cannot be read: {error}") from error
+    except json.JSONDecodeError as error:
+        raise InputError(f"{what} {path} is not valid JSON: {error}") from error
+
+
+def _is_relative_to(path: Path, other: Path) -> bool:
+    return path == other or other in path.parents
+
+
+def check_writable_folder(folder: Path, *, option: str) -> None:
+    """Raises InputError unless files can be created in ``folder`` (tried, not guessed: /sys
+    and read-only mounts pass permission checks and still fail)."""
+    if not folder.is_dir():
+        raise InputError(f"{option}: folder {folder} does not exist")
+    try:
+        probe = Path(tempfile.mkdtemp(dir=folder, prefix=".sam2prune-probe-"))
+        probe.rmdir()
+    except OSError as error:
+        raise InputError(f"{option}: cannot write into {folder}: {error.strerror or error}") from error
+
+
+def check_output_file(path: Path, *, option: str) -> None:
+    """Raises InputError unless ``path`` can be written as a file (its folder exists and is
+    writable, and it is not a folder)."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{option} {path} is a folder; expected a file name")
+    check_writable_folder(path.parent, option=f"{option} {path}")
+
+
+def check_output_location(out_dir: Path, *, option: str = "--out", inputs: Iterable[tuple[str, Path]] = ()) -> None:
+    """Check that ``out_dir`` may be created, or replaced as a whole, without harm.
+
+    Args:
+        out_dir: the output folder.
+        option: the option's name, for messages.
+        inputs: ``(option, path)`` of everything the run reads; ``out_dir`` must neither be,
+            contain nor lie inside any of them (replacing it would delete inputs).
+
+    Raises:
+        InputError: ``out_dir`` is a file, the current folder or one of its parents, a mount
+            point, overlaps an input, or its parent is missing or cannot be written.
+    """
+    out_dir = Path(out_dir)
+    resolved = out_dir.resolve()
+    for name, path in inputs:
+        path = Path(path).resolve()
+        if _is_relative_to(resolved, path) or _is_relative_to(path, resolved):
+            relation = "is" if resolved == path else ("contains" if _is_relative_to(path, resolved) else "lies inside")
+            raise InputError(
+                f"{option} {out_dir} {relation} the input {name} {path}: the output folder is created or replaced "
+                "as a whole, so it must be a separate folder"
+            )
+    if _is_relative_to(Path.cwd().resolve(), resolved):
+        raise InputError(
+            f"{option} {out_dir} is the current folder or contains it; name a folder to create or replace, "
+            f"e.g. {option} {out_dir / 'results'}"
+        )
     if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"output {out_dir} exists and is not a folder")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise InputError(f"output folder {out_dir} is not empty; pass --overwrite to replace it")
+        raise InputError(f"{option} {out_dir} exists and is not a folder")
+    if out_dir.is_dir() and os.path.ismount(resolved):
+        raise InputError(f"{option} {out_dir} is a mount point, which cannot be replaced; name a folder inside it")
     if not out_dir.parent.is_dir():
-        raise InputError(f"output folder {out_dir}: parent folder {out_dir.parent} does not exist")
+        raise InputError(f"{option} {out_dir}: parent folder {out_dir.parent} does not exist")
+    check_writable_folder(out_dir.parent, option=f"{option} {out_dir}")
+
+
+def check_output_dir(
+    out_dir: Path,
+    *,
+    overwrite: bool,
+    option: str = "--out",
+    inputs: Iterable[tuple[str, Path]] = (),
+) -> None:
+    """``check_output_location``, and a non-empty ``out_dir`` needs ``overwrite``.
+
+    Raises:
+        InputError: as ``check_output_location``, or a non-empty folder without ``overwrite``.
+    """
+    check_output_location(out_dir, option=option, inputs=inputs)
+    out_dir = Path(out_dir)
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        raise InputError(f"{option} {out_dir} is not empty; pass --overwrite to replace it")
 
 
 @contextmanager
 def staged_directory(out_dir: Path, *, overwrite: bool) -> Iterator[Path]:
     """Yield a temporary folder next to ``out_dir``; on success it replaces ``out_dir``,
     on any error it is removed and ``out_dir`` is left as it was."""
+    out_dir = Path(out_dir)
     check_output_dir(out_dir, overwrite=overwrite)
-    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
+    remove_stale_temporaries(out_dir)
+    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=_temp_prefix(out_dir)))
+    os.chmod(staging, 0o777 & ~_umask())
     try:
         yield staging
     except BaseException:
@@ -36,8 +213,25 @@ def staged_directory(out_dir: Path, *, overwrite: bool) -> Iterator[Path]:
         raise
     old = None
     if out_dir.exists():
-        old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.old-"))
+        old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=_temp_prefix(out_dir, "old")))
         os.replace(out_dir, old / out_dir.name)
     os.replace(staging, out_dir)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def make_output_dir(out_dir: Path, *, option: str = "--out") -> None:
+    """Create ``out_dir`` (its parent must exist) or accept an existing folder.
+
+    Raises:
+        InputError: the parent folder is missing, ``out_dir`` is a file, or it cannot be written.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{option} {out_dir} exists and is not a folder")
+    if not out_dir.exists():
+        if not out_dir.parent.is_dir():
+            raise InputError(f"{option} {out_dir}: parent folder {out_dir.parent} does not exist")
+        check_writable_folder(out_dir.parent, option=f"{option} {out_dir}")
+        out_dir.mkdir()
+    check_writable_folder(out_dir, option=f"{option} {out_dir}")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import inspect
+import pickle
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -58,9 +60,33 @@ MODELS: dict[str, ModelSpec] = _official_specs()
 
 
 def _sam2_package_dir() -> Path:
-    import sam2
+    # find_spec does not run sam2/__init__.py (which initialises Hydra): `models` stays quick
+    import importlib.util
 
-    return Path(sam2.__file__).parent
+    spec = importlib.util.find_spec("sam2")
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError("the sam2 package is not installed: pip install sam2==1.1.0")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+# Where sam2's own download script (checkpoints/download_ckpts.sh) puts the official files.
+CHECKPOINT_DIR = Path("checkpoints")
+
+
+def find_local_checkpoint(model: str) -> Path | None:
+    """The official checkpoint of ``model`` in ``./checkpoints/`` under its official file name, if there."""
+    spec = MODELS.get(model)
+    if spec is None:
+        return None
+    path = CHECKPOINT_DIR / spec.checkpoint_file
+    return path if path.is_file() else None
+
+
+def official_input_size(spec: ModelSpec) -> int:
+    """The model's square input size in pixels, from its official YAML."""
+    from omegaconf import OmegaConf
+
+    return int(OmegaConf.load(_sam2_package_dir() / spec.config).model.image_size)
 
 
 def resolve_config(model: str) -> tuple[ModelSpec | None, Path]:
@@ -82,17 +108,21 @@ def resolve_config(model: str) -> tuple[ModelSpec | None, Path]:
     )
 
 
-def missing_checkpoint_message(model: str) -> str:
+def missing_checkpoint_message(model: str, *, cli: bool = False) -> str:
+    """What to do without a checkpoint; ``cli`` names the command-line options, else the
+    ``build_predictor`` arguments."""
+    checkpoint, random = ("--checkpoint PATH", "--random-weights") if cli else ("checkpoint=PATH", "random_weights=True")
     spec = MODELS.get(model)
     if spec is None:
         return (
-            f"no checkpoint given for {model}: pass checkpoint=PATH to the weights that match this "
-            "config, or random_weights=True to build the architecture with random weights"
+            f"no checkpoint given for {model}: pass {checkpoint} to the weights that match this "
+            f"config, or {random} to build the architecture with random weights"
         )
+    where = f" (or put it in ./{CHECKPOINT_DIR}/, where it is found)" if cli else ""
     return (
         f"no checkpoint given for {spec.name}: download the official checkpoint {spec.checkpoint_file} "
         f"from {spec.checkpoint_url} (or the Hugging Face hub, {spec.hub_id}) and pass "
-        "checkpoint=PATH, or pass random_weights=True to build the architecture with random weights "
+        f"{checkpoint}{where}, or pass {random} to build the architecture with random weights "
         "(masks are then meaningless; timings are real)"
     )
 
@@ -165,6 +195,12 @@ def guess_model(state_dict: dict[str, torch.Tensor]) -> str | None:
     return None
 
 
+def _is_legacy_torch_file(path: Path) -> bool:
+    """Whether ``path`` starts like torch's pre-1.6 (non-zip) serialisation: a pickle protocol 2 header."""
+    with open(path, "rb") as stream:
+        return stream.read(2) == b"\x80\x02"
+
+
 def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     """Read an official SAM 2 checkpoint ``{"model": state_dict}`` (or a bare state dict).
 
@@ -176,10 +212,19 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    expected = 'expected an official SAM 2 checkpoint, a file written by torch.save holding {"model": state_dict}'
+    if not zipfile.is_zipfile(path) and not _is_legacy_torch_file(path):
+        raise CheckpointError(f"checkpoint {path} is not a PyTorch checkpoint file ({expected})")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for corrupt or non-torch files
-        raise CheckpointError(f"checkpoint {path} could not be read as a torch file: {error}") from error
+    except pickle.UnpicklingError as error:
+        # torch's message advises weights_only=False: never for a file we cannot vouch for
+        raise CheckpointError(
+            f"checkpoint {path} holds Python objects besides tensors, which are not loaded for safety ({expected})"
+        ) from error
+    except Exception as error:  # torch raises many types for corrupt files
+        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"checkpoint {path} is a corrupt PyTorch file ({reason}); {expected}") from error
     state_dict = payload.get("model", payload) if isinstance(payload, dict) else None
     if not isinstance(state_dict, dict) or not all(
         isinstance(value, torch.Tensor) for value in state_dict.values()

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from sam2prune.errors import InputError
+from sam2prune.fsutil import atomic_write, atomic_write_text
 
 
 def load_reports(run_dirs: list[Path]) -> list[dict]:
@@ -56,8 +57,8 @@ def markdown_report(reports: list[dict]) -> str:
         settings, overall = report["settings"], report["overall"]
         memory_kind = "GPU" if overall["memory_kind"] == "cuda_max_allocated" else "RSS"
         lines.append(
-            f"| {settings['dataset']} | {method_label(settings)} | {overall['J-Mean'] * 100:.1f} | {overall['F-Mean'] * 100:.1f} "
-            f"| {overall['J&F-Mean'] * 100:.1f} | {overall['fps']:.2f} | {overall['peak_memory_mib']:.0f} ({memory_kind}) "
+            f"| {settings['dataset']} | {method_label(settings)} | {overall['J-Mean']:.3f} | {overall['F-Mean']:.3f} "
+            f"| {overall['J&F-Mean']:.3f} | {overall['fps']:.2f} | {overall['peak_memory_mib']:.0f} ({memory_kind}) "
             f"| {overall['memory_bank_bytes_per_frame'] / 1024:.0f} | {overall['kept_fraction']:.2f} "
             f"| {overall['refinement_rounds']} | {overall['clicks']} |"
         )
@@ -68,7 +69,7 @@ def markdown_report(reports: list[dict]) -> str:
         cells = []
         for dataset in datasets:
             match = [r for r in reports if r["settings"]["dataset"] == dataset and method_label(r["settings"]) == method]
-            cells.append(f"{match[0]['overall']['J&F-Mean'] * 100:.1f}" if match else "-")
+            cells.append(f"{match[0]['overall']['J&F-Mean']:.3f}" if match else "-")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     settings = {json.dumps({k: v for k, v in r["settings"].items() if k not in ("pruning", "method")}, sort_keys=True) for r in reports}
     if len(settings) > 1:
@@ -76,12 +77,6 @@ def markdown_report(reports: list[dict]) -> str:
     if any(r["settings"]["checkpoint"] is None for r in reports):
         lines += ["", "Note: runs without a checkpoint used RANDOM weights: their J and F are not meaningful."]
     return "\n".join(lines) + "\n"
-
-
-def write_text(path: Path, text: str) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(text)
-    os.replace(temp, path)
 
 
 def plot_tradeoff(path: Path, reports: list[dict]) -> None:
@@ -101,18 +96,18 @@ def plot_tradeoff(path: Path, reports: list[dict]) -> None:
         )
         baseline = [r for r in reports if r["settings"]["dataset"] == dataset and r["settings"]["method"] == "sam2"]
         retentions = [_retention(r["settings"]) for r in pruned]
-        line = quality.plot(retentions, [r["overall"]["J&F-Mean"] * 100 for r in pruned], "o-", label=dataset)[0]
+        line = quality.plot(retentions, [r["overall"]["J&F-Mean"] for r in pruned], "o-", label=dataset)[0]
         speed.plot(retentions, [r["overall"]["fps"] for r in pruned], "o-", color=line.get_color(), label=dataset)
         for report in baseline:
-            quality.plot([1.0], [report["overall"]["J&F-Mean"] * 100], "x", color=line.get_color(), markersize=10)
+            quality.plot([1.0], [report["overall"]["J&F-Mean"]], "x", color=line.get_color(), markersize=10)
             speed.plot([1.0], [report["overall"]["fps"]], "x", color=line.get_color(), markersize=10)
-    quality.set(xlabel="retention", ylabel="J&F", title="accuracy (x: unpruned SAM 2)")
+    quality.set(xlabel="retention", ylabel="J&F (fraction, as the official CSVs)", title="accuracy (x: unpruned SAM 2)")
     speed.set(xlabel="retention", ylabel="frames per second", title="speed (x: unpruned SAM 2)")
     for axes in (quality, speed):
         axes.grid(alpha=0.3)
         axes.legend()
     figure.tight_layout()
-    temp = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(temp, dpi=120)
-    plt.close(figure)
-    os.replace(temp, path)
+    try:
+        atomic_write(path, lambda temp: figure.savefig(temp, dpi=120, format="png"))
+    finally:
+        plt.close(figure)

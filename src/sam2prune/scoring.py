@@ -9,11 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from sam2prune.data.palette import read_label_png
 from sam2prune.errors import InputError
 from sam2prune.metrics import boundary_f, jaccard, statistics
+from sam2prune.fsutil import atomic_write_text
+from sam2prune.progress import progress as progress_bar
 
 VOID_LABEL = 255
 GLOBAL_COLUMNS = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
@@ -79,14 +80,23 @@ def score_sequence(
 
 
 def read_sequence_list(gt_root: Path, set_name: str) -> list[str]:
-    """Sequence names of ``ImageSets/2017/<set>.txt``, or every folder of ``Annotations/480p``."""
+    """Sequence names of ``ImageSets/2017/<set>.txt``, as the official evaluation reads them.
+
+    Raises:
+        InputError: the list does not exist or is empty.
+    """
     image_set = gt_root / "ImageSets" / "2017" / f"{set_name}.txt"
-    if image_set.is_file():
-        return [line.strip() for line in image_set.read_text().splitlines() if line.strip()]
-    annotations = gt_root / "Annotations" / "480p"
-    if not annotations.is_dir():
-        raise InputError(f"ground truth {gt_root}: neither {image_set} nor {annotations} exists (DAVIS 2017 layout)")
-    return sorted(p.name for p in annotations.iterdir() if p.is_dir())
+    if not image_set.is_file():
+        available = sorted(p.stem for p in image_set.parent.glob("*.txt")) if image_set.parent.is_dir() else []
+        hint = f"lists there: {', '.join(available)}" if available else f"{image_set.parent} holds no list"
+        raise InputError(
+            f"--set {set_name}: sequence list {image_set} does not exist ({hint}); pass --set NAME of a list there, "
+            "or --sequences NAME [NAME ...]"
+        )
+    names = [line.strip() for line in image_set.read_text().splitlines() if line.strip()]
+    if not names:
+        raise InputError(f"--set {set_name}: sequence list {image_set} is empty")
+    return names
 
 
 def score_results(
@@ -101,11 +111,11 @@ def score_results(
     Raises:
         InputError: missing folders or PNGs (named), size mismatches, extra objects.
     """
-    names = sequences if sequences is not None else read_sequence_list(gt_root, set_name)
     if not results_dir.is_dir():
-        raise InputError(f"results folder {results_dir} does not exist")
+        raise InputError(f"--results {results_dir}: folder does not exist")
+    names = sequences if sequences is not None else read_sequence_list(gt_root, set_name)
     all_scores: list[ObjectScores] = []
-    for name in tqdm(names, desc="scoring", unit="sequence", disable=not progress):
+    for name in progress_bar(names, desc="scoring", unit="sequence", disable=not progress):
         gt_dir = gt_root / "Annotations" / "480p" / name
         gt_files = sorted(gt_dir.glob("*.png")) if gt_dir.is_dir() else []
         if not gt_files:
@@ -136,12 +146,6 @@ def global_measures(scores: list[ObjectScores]) -> dict[str, float]:
     return {"J&F-Mean": (measures["J-Mean"] + measures["F-Mean"]) / 2, **measures}
 
 
-def _write_text(path: Path, text: str) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(text)
-    os.replace(temp, path)
-
-
 def write_official_csvs(out_dir: Path, set_name: str, measures: dict[str, float], scores: list[ObjectScores]) -> None:
     """``global_results-<set>.csv``, ``per-sequence_results-<set>.csv`` (3 decimals, as the
     official tool writes them) and ``summary.json`` (full precision)."""
@@ -152,6 +156,6 @@ def write_official_csvs(out_dir: Path, set_name: str, measures: dict[str, float]
         summary = score.summary()
         per_object.append(f"{score.name},{summary['J-Mean']:.3f},{summary['F-Mean']:.3f}")
         summary_objects[score.name] = {"J-Mean": summary["J-Mean"], "F-Mean": summary["F-Mean"]}
-    _write_text(out_dir / f"global_results-{set_name}.csv", global_csv)
-    _write_text(out_dir / f"per-sequence_results-{set_name}.csv", "\n".join(per_object) + "\n")
-    _write_text(out_dir / "summary.json", json.dumps({**measures, "per_object": summary_objects}, indent=2))
+    atomic_write_text(out_dir / f"global_results-{set_name}.csv", global_csv)
+    atomic_write_text(out_dir / f"per-sequence_results-{set_name}.csv", "\n".join(per_object) + "\n")
+    atomic_write_text(out_dir / "summary.json", json.dumps({**measures, "per_object": summary_objects}, indent=2))

@@ -68,6 +68,7 @@ def segment_video(
     *,
     overwrite: bool = False,
     overlay: Path | None = None,
+    overlay_fps: float | None = None,
     on_prompted: Callable[[object, dict, dict[int, np.ndarray]], None] | None = None,
 ) -> SegmentResult:
     """Segment the prompted objects through the video and write DAVIS-style palette PNGs
@@ -76,12 +77,13 @@ def segment_video(
 
     ``on_prompted(predictor, inference_state, masks)`` runs after the prompts are added and
     before tracking (masks: SAM 2's mask of each object on its prompt frame), e.g. to set
-    object texts.
+    object texts. ``overlay_fps``: frame rate of the overlay (default: the video file's, or
+    10 for a folder of frames).
 
     Raises:
         InputError: bad prompts, output folder, overlay path or frames (each named).
     """
-    check_output_dir(out_dir, overwrite=overwrite)
+    check_output_dir(out_dir, overwrite=overwrite, inputs=[("video", source.path)])
     if overlay is not None:
         check_overlay_path(overlay)
     if not prompts:
@@ -111,5 +113,5 @@ def segment_video(
                 overlay_labels(frame, read_label_png(staging / f"{name}.png"))
                 for frame, name in zip(source.iter_frames(), source.frame_names)
             )
-            write_overlay(overlay, frames, fps=source.fps or 10.0)
+            write_overlay(overlay, frames, fps=overlay_fps or source.fps or 10.0)
     return SegmentResult(out_dir=out_dir, num_frames=len(source), obj_ids=obj_ids, seconds=seconds)

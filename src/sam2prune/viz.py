@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -12,16 +10,16 @@ from PIL import Image
 
 from sam2prune.data.palette import davis_palette
 from sam2prune.errors import InputError
+from sam2prune.fsutil import atomic_write, check_output_file
 
 OVERLAY_SUFFIXES = (".mp4", ".gif")
 
 
 def check_overlay_path(path: Path) -> None:
-    """Raises InputError unless ``path`` ends in .mp4 or .gif and its folder exists."""
+    """Raises InputError unless ``path`` ends in .mp4 or .gif and can be written."""
     if path.suffix.lower() not in OVERLAY_SUFFIXES:
         raise InputError(f"--overlay {path}: expected a .mp4 or .gif file name")
-    if not path.parent.is_dir():
-        raise InputError(f"--overlay {path}: folder {path.parent} does not exist")
+    check_output_file(path, option="--overlay")
 
 
 def overlay_labels(frame: np.ndarray, labels: np.ndarray, *, alpha: float = 0.5) -> np.ndarray:
@@ -43,17 +41,10 @@ def overlay_labels(frame: np.ndarray, labels: np.ndarray, *, alpha: float = 0.5)
 
 def write_overlay(path: Path, frames: Iterable[np.ndarray], *, fps: float = 10.0) -> None:
     """Write RGB frames as an MP4 (H.264) or GIF, atomically (temporary file, then rename)."""
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(handle)
-    try:
-        if path.suffix.lower() == ".gif":
-            _write_gif(Path(temp_name), frames, fps)
-        else:
-            _write_mp4(Path(temp_name), frames, fps)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    if path.suffix.lower() == ".gif":
+        atomic_write(path, lambda temp: _write_gif(temp, frames, fps))
+    else:
+        atomic_write(path, lambda temp: _write_mp4(temp, frames, fps))
 
 
 def _write_gif(path: Path, frames: Iterable[np.ndarray], fps: float) -> None:

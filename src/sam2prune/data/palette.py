@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -11,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from sam2prune.errors import InputError
+from sam2prune.fsutil import atomic_write
 
 
 @lru_cache(maxsize=1)
@@ -37,15 +36,7 @@ def write_label_png(path: str | Path, labels: np.ndarray) -> None:
         raise ValueError(f"labels must be a 2-D uint8 array, got {labels.dtype} {labels.shape}")
     image = Image.fromarray(labels, mode="P")
     image.putpalette(davis_palette().tobytes())
-    path = Path(path)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            image.save(stream, format="PNG")
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    atomic_write(Path(path), lambda temp: image.save(temp, format="PNG"), clean_stale=False)
 
 
 def read_label_png(path: str | Path) -> np.ndarray:

@@ -16,6 +16,7 @@ from torch import nn
 from sam2prune.config import PruningConfig
 from sam2prune.errors import InputError
 from sam2prune.router.prior import prior_scores
+from sam2prune.fsutil import atomic_write
 
 ROUTER_FORMAT = "sam2prune-router"
 ROUTER_VERSION = 1
@@ -124,9 +125,7 @@ def save_router(path: Path, module: nn.Module, *, channels: int, signals: tuple[
         "state_dict": module.state_dict(),
         "extra": extra or {},
     }
-    temp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, temp)
-    os.replace(temp, path)
+    atomic_write(path, lambda temp: torch.save(payload, temp))
 
 
 def load_router(path: str | Path, *, kind: str, channels: int) -> tuple[nn.Module, tuple[str, ...], dict]:

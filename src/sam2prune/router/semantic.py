@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from sam2prune.errors import InputError
+from sam2prune.fsutil import atomic_write
+from sam2prune.progress import progress as progress_bar
 
 ALIGNER_FORMAT = "sam2prune-aligner"
 ALIGNER_VERSION = 1
@@ -76,9 +77,7 @@ class Aligner:
             "model": self.model,
             "image_size": self.image_size,
         }
-        temp = path.with_name(f".{path.name}.tmp")
-        torch.save(payload, temp)
-        os.replace(temp, path)
+        atomic_write(path, lambda temp: torch.save(payload, temp))
 
     @classmethod
     def load(cls, path: str | Path) -> Aligner:
@@ -206,7 +205,7 @@ def fit_aligner(
     background = text_encoder.encode([BACKGROUND_PHRASE])[0]
     frames = []
     used = set()
-    for sequence in tqdm(list(sequences), desc="aligner features", unit="sequence", disable=not progress):
+    for sequence in progress_bar(list(sequences), desc="aligner features", unit="sequence", disable=not progress):
         objects = {obj_id: f"{sequence.name}/{obj_id}" for obj_id in sequence.obj_ids}
         objects = {obj_id: key for obj_id, key in objects.items() if key in wanted}
         if not objects:

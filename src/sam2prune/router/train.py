@@ -17,12 +17,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
-from tqdm import tqdm
 
 from sam2prune.config import PruningConfig
 from sam2prune.errors import InputError
 from sam2prune.router.fusion import DEFAULT_HIDDEN, RouterScorer, Signals, build_router_module
 from sam2prune.router.scorers import ScoringContext, select_tokens
+from sam2prune.progress import progress as progress_bar
 
 
 @dataclass
@@ -81,7 +81,7 @@ def collect_examples(
     examples = []
     side = predictor.sam_image_embedding_size
     grid = (side, side)
-    for sequence in tqdm(list(sequences), desc="router features", unit="sequence", disable=not progress):
+    for sequence in progress_bar(list(sequences), desc="router features", unit="sequence", disable=not progress):
         annotated = sorted(sequence.annotated)
         images = load_frames_tensor(sequence.source, predictor.image_size, progress=False)
         with torch.no_grad():  # not inference mode: the signals become training inputs
@@ -105,6 +105,17 @@ def collect_examples(
                     examples.append(Example(signals, token_targets(gt == obj_id, grid), frame_idx % holdout_every == 0))
     if not examples:
         raise InputError("no training example: the sequences need at least two annotated frames with an object")
+    held_out = sum(example.held_out for example in examples)
+    if held_out == 0:
+        raise InputError(
+            f"no held-out example: frames whose index is divisible by --holdout-every {holdout_every} are held out, "
+            f"and none of the {len(examples)} examples is; lower --holdout-every or add annotated frames"
+        )
+    if held_out == len(examples):
+        raise InputError(
+            f"every one of the {len(examples)} examples is held out (--holdout-every {holdout_every}); "
+            "raise --holdout-every or add annotated frames"
+        )
     return examples
 
 
@@ -160,7 +171,7 @@ def train_router(
     optimizer = torch.optim.Adam(module.parameters(), lr=learning_rate)
     training = [e for e in examples if not e.held_out] or examples
     history = []
-    bar = tqdm(range(epochs), desc=f"training {kind} router", unit="epoch", disable=not progress)
+    bar = progress_bar(range(epochs), desc=f"training {kind} router", unit="epoch", disable=not progress)
     for _ in bar:
         module.train()
         losses = []
