@@ -588,8 +588,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_score(args: argparse.Namespace) -> int:
     """Score a results folder against DAVIS-layout ground truth (official semi-supervised protocol)."""
-    from sam2prune.fsutil import make_output_dir
-    from sam2prune.scoring import GLOBAL_COLUMNS, score_results, write_official_csvs
+    from sam2prune.fsutil import check_output_location, check_writable_folder, make_output_dir
+    from sam2prune.scoring import GLOBAL_COLUMNS, read_sequence_list, score_results, write_official_csvs
 
     if not args.results.is_dir():
         raise InputError(f"--results {args.results}: folder does not exist")
@@ -600,9 +600,14 @@ def cmd_score(args: argparse.Namespace) -> int:
         missing = [name for name in args.sequences if not (annotations / name).is_dir()]
         if missing:
             raise InputError(f"--sequences: {', '.join(missing)} not in {annotations}")
+    names = args.sequences or read_sequence_list(args.gt_root, args.set)
     out_dir = args.out if args.out is not None else args.results
+    if out_dir.is_dir():
+        check_writable_folder(out_dir, option=f"--out {out_dir}")
+    else:
+        check_output_location(out_dir)
+    measures, scores = score_results(args.gt_root, args.results, set_name=args.set, sequences=names)
     make_output_dir(out_dir)
-    measures, scores = score_results(args.gt_root, args.results, set_name=args.set, sequences=args.sequences)
     write_official_csvs(out_dir, args.set, measures, scores)
     print("| " + " | ".join(GLOBAL_COLUMNS) + " |")
     print("|" + "---|" * len(GLOBAL_COLUMNS))

@@ -1,0 +1,389 @@
+"""The command line at its edges: outputs that never destroy or half-write anything, results only
+from real weights (or explicitly random ones), options that do nothing refused, clear one-line
+errors, and the conventions users expect (--version, models, examples in --help)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sam2prune import cli
+from sam2prune.cli import main
+
+from conftest import CHAIR_FRAMES, CHAIR_MASKS, TINY_SIZE, build_random
+
+TINY = ["--image-size", str(TINY_SIZE)]
+RANDOM = [*TINY, "--random-weights"]
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Fail the test if a model is built: the error must come before any heavy work."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was built before the input was checked")
+
+    monkeypatch.setattr("sam2prune.models.build_predictor", refuse)
+
+
+def last_error(capsys) -> str:
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines, "no error message"
+    assert lines[-1].startswith("sam2prune: error: "), lines
+    assert "Traceback" not in "\n".join(lines)
+    return lines[-1]
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# --- --out never destroys inputs --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "where, relation",
+    [("same", "is the input VIDEO"), ("inside", "lies inside the input VIDEO"), ("parent", "contains the input VIDEO")],
+)
+def test_segment_out_overlapping_the_video_is_refused(tmp_path, chair_copy, capsys, no_model, where, relation):
+    out = {"same": chair_copy, "inside": chair_copy / "masks", "parent": tmp_path}[where]
+    before = snapshot(tmp_path)
+    assert main(["segment", str(chair_copy), "--point", "300,250", "--out", str(out), "--overwrite", *RANDOM]) == 2
+    assert relation in last_error(capsys)
+    assert snapshot(tmp_path) == before
+
+
+def test_segment_out_overlapping_the_prompts_file_is_refused(tmp_path, capsys, no_model):
+    out = tmp_path / "out"
+    out.mkdir()
+    prompts = out / "prompts.json"
+    prompts.write_text(json.dumps({"objects": [{"obj_id": 1, "frame": 0, "points": [[300, 250]], "labels": [1]}]}))
+    assert main(["segment", str(CHAIR_FRAMES), "--prompts", str(prompts), "--out", str(out), "--overwrite", *RANDOM]) == 2
+    assert "contains the input --prompts" in last_error(capsys)
+    assert prompts.is_file()
+
+
+def test_eval_out_overlapping_the_dataset_root_is_refused(tmp_path, capsys, no_model):
+    root = tmp_path / "DAVIS"
+    (root / "Annotations" / "480p").mkdir(parents=True)
+    before = snapshot(tmp_path)
+    assert main(["eval", "--dataset", "davis", "--root", str(root), "--out", str(root / "run"), "--overwrite", *RANDOM]) == 2
+    assert "lies inside the input --root" in last_error(capsys)
+    assert main(["sweep", "--dataset", "davis", "--root", str(root), "--out", str(tmp_path), *RANDOM]) == 2
+    assert "contains the input --root" in last_error(capsys)
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("out", [".", "..", "{cwd}"])
+def test_segment_out_that_is_the_current_folder_is_refused_before_any_work(tmp_path, monkeypatch, capsys, no_model, out):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "notes.txt").write_text("mine")
+    monkeypatch.chdir(work)
+    out = out.format(cwd=work)
+    assert main(["segment", str(CHAIR_FRAMES), "--point", "300,250", "--out", out, "--overwrite", *RANDOM]) == 2
+    assert "is the current folder or contains it" in last_error(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["work"]
+    assert sorted(p.name for p in work.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.parametrize("command", ["segment", "eval"])
+def test_unwritable_out_is_one_line_before_any_model(tmp_path, capsys, no_model, command):
+    out = "/sys/kernel/sam2prune-out"
+    if command == "segment":
+        arguments = ["segment", str(CHAIR_FRAMES), "--point", "300,250", "--out", out, *RANDOM]
+    else:
+        arguments = ["eval", "--dataset", "davis", "--root", str(tmp_path), "--out", out, *RANDOM]
+    assert main(arguments) == 2
+    assert "cannot write into /sys/kernel" in last_error(capsys)
+
+
+def test_report_and_bench_outputs_into_missing_folders_are_refused(tmp_path, capsys, no_model):
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "no" / "t.md")]) == 2
+    assert f"--out {tmp_path / 'no' / 't.md'}: folder {tmp_path / 'no'} does not exist" in last_error(capsys)
+    assert main(["report", str(tmp_path), "--plot", str(tmp_path / "no" / "t.png")]) == 2
+    assert "--plot" in last_error(capsys)
+    assert main(["bench", "--json", str(tmp_path / "no" / "b.json"), *TINY]) == 2
+    assert "--json" in last_error(capsys)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_score_creates_its_out_folder_and_names_a_missing_results_folder(tmp_path, capsys):
+    gt_root = tmp_path / "gt"
+    shutil.copytree(CHAIR_MASKS, gt_root / "Annotations" / "480p" / "chair")
+    (gt_root / "ImageSets" / "2017").mkdir(parents=True)
+    (gt_root / "ImageSets" / "2017" / "val.txt").write_text("chair\n")
+    results = gt_root / "Annotations" / "480p"
+    assert main(["score", "--gt-root", str(gt_root), "--results", str(tmp_path / "nores")]) == 2
+    error = last_error(capsys)
+    assert f"--results {tmp_path / 'nores'}: folder does not exist" in error and "--out" not in error
+    out = tmp_path / "scores"
+    assert main(["score", "--gt-root", str(gt_root), "--results", str(results), "--out", str(out)]) == 0
+    assert (out / "global_results-val.csv").is_file()
+
+
+def test_score_refuses_a_missing_sequence_list_instead_of_scoring_every_folder(tmp_path, capsys):
+    gt_root = tmp_path / "gt"
+    shutil.copytree(CHAIR_MASKS, gt_root / "Annotations" / "480p" / "chair")
+    (gt_root / "ImageSets" / "2017").mkdir(parents=True)
+    (gt_root / "ImageSets" / "2017" / "val.txt").write_text("chair\n")
+    results = str(gt_root / "Annotations" / "480p")
+    out = tmp_path / "scores"
+    assert main(["score", "--gt-root", str(gt_root), "--results", results, "--set", "test-dev", "--out", str(out)]) == 2
+    error = last_error(capsys)
+    assert "--set test-dev: sequence list" in error and "lists there: val" in error
+    assert main(["score", "--gt-root", str(gt_root), "--results", results, "--sequences", "nope", "--out", str(out)]) == 2
+    assert "--sequences: nope not in" in last_error(capsys)
+    assert not out.exists()
+
+
+def test_stale_temporaries_of_a_killed_run_are_cleaned_and_live_ones_kept(tmp_path):
+    dead_pid = 2**22 + 12345  # above pid_max's default: no such process
+    stale = tmp_path / f".out.tmp-{dead_pid}-abc"
+    stale.mkdir()
+    (stale / "00000.png").write_bytes(b"partial")
+    live = tmp_path / ".out.tmp-1-xyz"  # pid 1 is alive
+    live.mkdir()
+    other = tmp_path / ".other.tmp-12-abc"  # another output's: not ours to judge
+    other.mkdir()
+    assert main(["segment", str(CHAIR_FRAMES), "--point", "300,250", "--out", str(tmp_path / "out"), *RANDOM]) == 0
+    assert not stale.exists() and live.is_dir() and other.is_dir()
+    assert len(list((tmp_path / "out").glob("*.png"))) == 6
+
+
+def test_outputs_respect_the_umask(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        out = tmp_path / "out"
+        assert main(["segment", str(CHAIR_FRAMES), "--point", "300,250", "--out", str(out), "--overlay",
+                     str(tmp_path / "o.gif"), *RANDOM]) == 0
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    assert {stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()} == {0o644}
+    assert stat.S_IMODE((tmp_path / "o.gif").stat().st_mode) == 0o644
+
+
+# --- results need real weights ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["segment", str(CHAIR_FRAMES), "--point", "300,250", "--out", "{tmp}/out"],
+        ["eval", "--dataset", "davis", "--root", "{root}", "--out", "{tmp}/out"],
+        ["sweep", "--dataset", "davis", "--root", "{root}", "--out", "{tmp}/out"],
+        ["prompt", str(CHAIR_FRAMES), "--point", "300,250", "--captioner", "{tmp}/captioner"],
+        ["fit-aligner", "--root", "{root}", "--labels", "{tmp}/labels.json", "--out", "{tmp}/a.pt"],
+        ["train-router", "--root", "{root}", "--out", "{tmp}/r.pt"],
+    ],
+)
+def test_results_without_a_checkpoint_are_refused(tmp_path, monkeypatch, capsys, no_model, arguments):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "labels.json").write_text(json.dumps({"chair/1": "a chair"}))
+    root = tmp_path / "DAVIS"
+    root.mkdir()
+    filled = [a.format(tmp=tmp_path, root=root) for a in arguments]
+    before = snapshot(tmp_path)
+    assert main([*filled, *TINY]) == 2
+    error = last_error(capsys)
+    assert "no checkpoint given for sam2.1_hiera_t" in error
+    assert "sam2.1_hiera_tiny.pt" in error and "https://dl.fbaipublicfiles.com/segment_anything_2/092824/" in error
+    assert "--random-weights" in error and "./checkpoints/" in error
+    assert snapshot(tmp_path) == before
+
+
+def test_a_checkpoint_in_checkpoints_is_found_and_named(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "checkpoints").mkdir()
+    torch.save({"model": build_random(seed=3).state_dict()}, tmp_path / "checkpoints" / "sam2.1_hiera_tiny.pt")
+    assert main(["segment", str(CHAIR_FRAMES), "--point", "300,250", "--out", str(tmp_path / "out"), *TINY]) == 0
+    err = capsys.readouterr().err
+    assert "loading checkpoint checkpoints/sam2.1_hiera_tiny.pt (found in ./checkpoints/)" in err
+    assert "RANDOM" not in err
+    assert main(["models"]) == 0
+    listing = capsys.readouterr().out
+    row = next(line for line in listing.splitlines() if line.startswith("sam2.1_hiera_t "))
+    assert row.split() == ["sam2.1_hiera_t", "sam2.1_hiera_tiny.pt", "1024", "px", "found"]
+    other = next(line for line in listing.splitlines() if line.startswith("sam2.1_hiera_l "))
+    assert other.split()[-1] == "-"
+
+
+def test_random_weights_are_said_and_exclusive(tmp_path, capsys, no_model):
+    assert main(["segment", str(CHAIR_FRAMES), "--point", "1,1", "--out", str(tmp_path / "o"), "--random-weights",
+                 "--checkpoint", str(tmp_path / "x.pt"), *TINY]) == 2
+    assert "--checkpoint and --random-weights exclude each other" in last_error(capsys)
+    assert main(["segment", str(CHAIR_FRAMES), "--point", "1,1", "--out", str(tmp_path / "o"), "--checkpoint",
+                 str(tmp_path / "x.pt"), *TINY]) == 2
+    assert f"--checkpoint {tmp_path / 'x.pt'} does not exist" in last_error(capsys)
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (b"this is not a checkpoint" * 20, "is not a PyTorch checkpoint file"),
+        (b"", "is not a PyTorch checkpoint file"),
+        ("objects", "holds Python objects besides tensors"),
+    ],
+)
+def test_unusable_checkpoints_are_explained_without_torch_advice(tmp_path, capsys, content, expected):
+    path = tmp_path / "bad.pt"
+    if content == "objects":
+        torch.save({"model": {"weight": torch.zeros(1)}, "extra": Path("x")}, path)
+    else:
+        path.write_bytes(content)
+    assert main(["segment", str(CHAIR_FRAMES), "--point", "1,1", "--out", str(tmp_path / "o"), "--checkpoint", str(path), *TINY]) == 2
+    error = last_error(capsys)
+    assert expected in error and "weights_only=False" not in error and "file an issue" not in error
+
+
+# --- no tracebacks, options that change nothing refused ---------------------------------------
+
+
+def test_bench_with_a_one_frame_warmup_runs(tmp_path):
+    out = tmp_path / "b.json"
+    assert main(["bench", "--frames", "9", "--warmup", "1", "--retention", "0.5", "--json", str(out), *TINY]) == 0
+    result = json.loads(out.read_text())
+    assert result["warmup_frames"] == 1 and result["frames"] == 9
+
+
+def test_bench_frames_too_few_is_refused_before_any_model(capsys, no_model):
+    assert main(["bench", "--frames", "8", *TINY]) == 2
+    assert "need more than 8 frames" in last_error(capsys)
+    assert main(["bench", "--warmup", "0", *TINY]) == 2
+    assert "--warmup must be >= 1" in last_error(capsys)
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (["--method", "sam2", "--retention", "0.5"], "--retention has no effect with --method sam2"),
+        (["--method", "sam2", "--scorer", "prior", "--fill", "raw"], "--scorer, --fill have no effect with --method sam2"),
+        (["--scorer", "prior", "--router", "paper"], "--router has no effect here (--router is for --scorer router, and the scorer is prior)"),
+        (["--scorer", "uniform", "--prior-dilation", "3"], "--prior-dilation has no effect here"),
+        (["--scorer", "prior", "--seed", "3"], "--seed has no effect here"),
+        (["--mc-passes", "3"], "Monte-Carlo passes are drawn with --uncertainty mc only"),
+        (["--router-weights", "r.pt"], "the default router has no weights"),
+        (["--signals", "prior,visual", "--mc-dropout-p", "0.2"], "the uncertainty signal is not among the router's --signals"),
+        (["--fps", "5"], "--fps is the frame rate of the --overlay video"),
+        (["--captioner", "blip"], "--captioner is used by --auto-text only"),
+    ],
+)
+def test_options_without_effect_are_refused(tmp_path, capsys, no_model, extra, expected):
+    assert main(["segment", str(CHAIR_FRAMES), "--point", "300,250", "--out", str(tmp_path / "o"), *extra, *RANDOM]) == 2
+    assert expected in last_error(capsys)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sweep_refuses_a_single_and_a_plural_option_together(tmp_path, capsys, no_model):
+    root = tmp_path / "DAVIS"
+    root.mkdir()
+    assert main(["sweep", "--dataset", "davis", "--root", str(root), "--out", str(tmp_path / "s"), "--scorer", "prior",
+                 "--scorers", "uniform", *RANDOM]) == 2
+    assert "--scorer and --scorers exclude each other" in last_error(capsys)
+    assert main(["sweep", "--dataset", "davis", "--root", str(root), "--out", str(tmp_path / "s"), "--scorers", "prior",
+                 "--router", "paper", *RANDOM]) == 2
+    assert "--router has no effect here" in last_error(capsys)
+
+
+def test_prompt_errors_name_the_prompt_command_options(tmp_path, capsys, no_model):
+    assert main(["prompt", str(CHAIR_FRAMES), "--box", "10,10,200,200"]) == 2
+    error = last_error(capsys)
+    assert "`prompt` needs --captioner MODEL" in error and "--auto-text" not in error
+    assert main(["prompt", "--caption", "a dog", str(CHAIR_FRAMES)]) == 2
+    assert "with --caption only the refiner runs: VIDEO has no effect" in last_error(capsys)
+
+
+def test_train_router_without_held_out_examples_is_refused(tmp_path, capsys):
+    root = tmp_path / "DAVIS"
+    shutil.copytree(CHAIR_FRAMES, root / "JPEGImages" / "480p" / "chair")
+    shutil.copytree(CHAIR_MASKS, root / "Annotations" / "480p" / "chair")
+    (root / "ImageSets" / "2017").mkdir(parents=True)
+    (root / "ImageSets" / "2017" / "val.txt").write_text("chair\n")
+    out = tmp_path / "r.pt"
+    assert main(["train-router", "--root", str(root), "--out", str(out), "--signals", "visual,prior", "--holdout-every", "7",
+                 *RANDOM]) == 2
+    assert "no held-out example" in last_error(capsys)
+    assert not out.exists()
+
+
+# --- conventions ------------------------------------------------------------------------------
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    from importlib.metadata import version
+
+    import sam2prune
+
+    assert capsys.readouterr().out.strip() == f"sam2prune {sam2prune.__version__} (sam2 {version('sam2')})"
+
+
+def test_every_command_has_an_example_and_every_option_a_help():
+    parser = cli.build_parser()
+    subparsers = next(a for a in parser._actions if a.dest == "command")
+    assert set(subparsers.choices) >= {"segment", "bench", "score", "eval", "report", "sweep", "prompt", "fit-aligner",
+                                       "train-router", "models"}
+    for name, sub in subparsers.choices.items():
+        assert sub.description, name
+        assert f"example:\n  sam2prune {name}" in sub.epilog, name
+        for action in sub._actions:
+            if action.dest != "help":
+                assert action.help and action.help.strip(), f"{name} {action.option_strings or action.dest} has no help"
+
+
+def test_verbose_logs_the_resolved_settings(tmp_path, capsys):
+    assert main(["-v", "segment", str(CHAIR_FRAMES), "--point", "300,250", "--out", str(tmp_path / "o"), "--scorer",
+                 "prior", *RANDOM]) == 0
+    err = capsys.readouterr().err
+    assert "sam2prune: model sam2.1_hiera_t, image size 128, device cpu, pruning PruningConfig(retention=0.3, scorer='prior'" in err
+    assert main(["segment", str(CHAIR_FRAMES), "--point", "300,250", "--out", str(tmp_path / "o2"), *RANDOM]) == 0
+    assert "pruning PruningConfig" not in capsys.readouterr().err
+
+
+def test_progress_off_a_terminal_is_plain_lines(capsys):
+    from sam2prune.progress import progress
+
+    assert not sys.stderr.isatty()
+    assert list(progress(range(3), desc="work", unit="step")) == [0, 1, 2]
+    err = capsys.readouterr().err
+    assert "\r" not in err and "\x1b" not in err
+    assert err.splitlines()[0].startswith("work: 0/3 steps") and err.splitlines()[-1].startswith("work: 3/3 steps")
+
+
+def test_overlay_frame_rate_option(tmp_path):
+    import av
+
+    overlay = tmp_path / "o.mp4"
+    assert main(["segment", str(CHAIR_FRAMES), "--point", "300,250", "--out", str(tmp_path / "o"), "--overlay",
+                 str(overlay), "--fps", "4", *RANDOM]) == 0
+    with av.open(str(overlay)) as container:
+        assert container.streams.video[0].average_rate == 4
+
+
+def test_j_and_f_are_fractions_everywhere(tmp_path, capsys):
+    root = tmp_path / "DAVIS"
+    shutil.copytree(CHAIR_FRAMES, root / "JPEGImages" / "480p" / "chair")
+    shutil.copytree(CHAIR_MASKS, root / "Annotations" / "480p" / "chair")
+    (root / "ImageSets" / "2017").mkdir(parents=True)
+    (root / "ImageSets" / "2017" / "val.txt").write_text("chair\n")
+    out = tmp_path / "run"
+    assert main(["eval", "--dataset", "davis", "--root", str(root), "--out", str(out), "--max-rounds", "0", *RANDOM]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()[-1]
+    csv_value = (out / "global_results-val.csv").read_text().splitlines()[1].split(",")[0]
+    assert printed.startswith(f"J&F {csv_value}  ")
+    assert main(["report", str(out)]) == 0
+    table = capsys.readouterr().out
+    row = next(line for line in table.splitlines() if line.startswith("| davis |"))
+    assert row.split("|")[5].strip() == csv_value
