@@ -22,8 +22,7 @@ TEST_DEVICE = os.environ.get("SAM2PRUNE_TEST_DEVICE", "cpu")
 def build_random(image_size: int = TINY_SIZE, model: str = "sam2.1_hiera_t", seed: int = 0, **kwargs):
     from sam2prune import build_predictor
 
-    torch.manual_seed(seed)
-    return build_predictor(model, random_weights=True, image_size=image_size, **kwargs)
+    return build_predictor(model, random_weights=True, seed=seed, image_size=image_size, **kwargs)
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import torch
 from sam2.sam2_video_predictor import SAM2VideoPredictor
 
 from sam2prune import build_predictor
-from sam2prune import predictor as predictor_module
+from sam2prune.predictor import baseline as predictor_module
 from sam2prune.errors import CheckpointError, InputError
 from sam2prune.models import MODELS, guess_model
 
@@ -128,7 +128,7 @@ def test_guess_model_recognises_official_architectures():
 def test_unreadable_checkpoints(tmp_path):
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a torch file")
-    with pytest.raises(CheckpointError, match="could not be read"):
+    with pytest.raises(CheckpointError, match="is not a PyTorch checkpoint file"):
         build_predictor(checkpoint=garbage, image_size=TINY_SIZE)
     with pytest.raises(CheckpointError, match="does not exist"):
         build_predictor(checkpoint=tmp_path / "absent.pt", image_size=TINY_SIZE)

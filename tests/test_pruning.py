@@ -14,7 +14,7 @@ from sam2.build_sam import build_sam2_video_predictor
 from sam2.modeling.position_encoding import compute_axial_cis
 
 from sam2prune import PruningConfig
-from sam2prune.attention import RopeTable, gather_tokens, sparse_memory_attention
+from sam2prune.attention import gather_tokens, sparse_memory_attention
 from sam2prune.cli import embedded_clip, main
 from sam2prune.predictor import PrunedSAM2VideoPredictor
 from sam2prune.router import ScoringContext, make_scorer, select_tokens
@@ -149,7 +149,6 @@ def test_kept_tokens_attend_exactly_as_dense_attention_with_dropped_tokens_maske
                 query_cells=query_cells,
                 memory_cells=torch.cat(frame_keeps, dim=1),
                 grid=grid,
-                rope=RopeTable(),
                 num_obj_ptr_tokens=num_pointers,
             )
 
@@ -188,7 +187,7 @@ def test_kept_tokens_attend_exactly_as_dense_attention_with_dropped_tokens_maske
 def test_rope_table_is_the_official_grid():
     predictor = build_random(SMALL_SIZE)
     attention = predictor.memory_attention.layers[0].cross_attn_image
-    table = RopeTable().grid(attention, 16, 16, torch.device("cpu"))
+    table = attention.grid_freqs(16, 16, torch.device("cpu"))
     assert torch.equal(table, compute_axial_cis(dim=256, end_x=16, end_y=16, theta=10000.0))
 
 
@@ -204,9 +203,11 @@ def test_bank_holds_exactly_the_kept_tokens(weights, clip, prune_conditioning_fr
         pass
     num_tokens = (SMALL_SIZE // 16) ** 2
     kept = math.ceil(0.3 * num_tokens)
-    for obj_output in state["output_dict_per_obj"].values():
+    session = predictor.session(state)
+    for obj_id, obj_output in zip(state["obj_ids"], state["output_dict_per_obj"].values()):
+        bank = session.bank(state, obj_id)
         for frame_idx, out in obj_output["non_cond_frame_outputs"].items():
-            keep_idx = out["keep_idx"]
+            keep_idx = bank.keep_idx_for(out)
             assert keep_idx.dtype == torch.int16 and keep_idx.shape == (1, kept), frame_idx
             assert torch.all(keep_idx[0, 1:] > keep_idx[0, :-1])  # ascending grid order, unique
             assert out["maskmem_features"].shape == (1, 64, kept)
@@ -215,7 +216,7 @@ def test_bank_holds_exactly_the_kept_tokens(weights, clip, prune_conditioning_fr
         if prune_conditioning_frames:
             assert conditioning["maskmem_features"].shape == (1, 64, kept)
         else:
-            assert "keep_idx" not in conditioning
+            assert bank.keep_idx_for(conditioning) is None
             assert conditioning["maskmem_features"].shape == (1, 64, SMALL_SIZE // 16, SMALL_SIZE // 16)
     stats = predictor.pruning_stats(state)
     assert stats["tokens_per_frame"] == num_tokens
@@ -321,8 +322,9 @@ def test_prior_scorer_without_a_neighbouring_output_runs_the_frame_dense(weights
     for _ in predictor.propagate_in_video(state, start_frame_idx=5, max_frame_num_to_track=1):
         pass
     outputs = state["output_dict_per_obj"][0]["non_cond_frame_outputs"]
-    assert "keep_idx" not in outputs[5] and outputs[5]["maskmem_features"].dim() == 4
-    assert outputs[6]["keep_idx"].shape[-1] == math.ceil(0.3 * 256)
+    bank = predictor.session(state).bank(state, 1)
+    assert bank.keep_idx_for(outputs[5]) is None and outputs[5]["maskmem_features"].dim() == 4
+    assert bank.keep_idx_for(outputs[6]).shape[-1] == math.ceil(0.3 * 256)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (SAM 2 runs under bf16 autocast there)")
@@ -339,8 +341,9 @@ def test_pruned_tracking_under_bf16_autocast_on_cuda(weights, clip, scorer, rout
         predictor.add_new_points_or_box(state, 0, 1, points=[[200, 112]], labels=[1])
         logits = [m.float() for _, _, m in predictor.propagate_in_video(state)]
         outputs = state["output_dict_per_obj"][0]["non_cond_frame_outputs"]
+        bank = predictor.session(state).bank(state, 1)
         assert sorted(outputs) == list(range(1, NUM_FRAMES))
-        assert all(out["keep_idx"].shape == (1, kept) for out in outputs.values())
+        assert all(bank.keep_idx_for(out).shape == (1, kept) for out in outputs.values())
         # the reverse pass starts on the last frame, which has no later neighbour: it runs dense
         logits += [m.float() for _, _, m in predictor.propagate_in_video(state, start_frame_idx=NUM_FRAMES - 1, reverse=True)]
     assert len(logits) == 2 * NUM_FRAMES and all(torch.isfinite(m).all() for m in logits)

@@ -183,10 +183,10 @@ def test_probe_on_hiera_mc_converges_to_analytic_on_every_block():
     maps = {}
     for mode, passes in (("analytic", 2), ("mc", 1500)):
         probe = UncertaintyProbe(predictor.image_encoder.trunk, (3, 4, 5), mode=mode, p=0.1, passes=passes, seed=0)
-        with torch.inference_mode():
+        with torch.inference_mode(), probe.collect() as collected:
             clean = predictor.image_encoder(image)["vision_features"]
-        maps[mode] = [v.clone() for v in probe.variances]
-        signal = probe.take((TINY_SIZE // 16, TINY_SIZE // 16))
+        maps[mode] = [v.clone() for v in collected.variances]
+        signal = collected.signal((TINY_SIZE // 16, TINY_SIZE // 16))
         probe.detach()
         assert signal.shape == (1, (TINY_SIZE // 16) ** 2) and signal.min() == 0 and signal.max() == pytest.approx(1)
     for analytic, sampled in zip(maps["analytic"], maps["mc"]):

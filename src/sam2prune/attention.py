@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+
 import torch
-import torch.nn.functional as F
 from sam2.modeling.memory_attention import MemoryAttention as OfficialMemoryAttention
-from sam2.modeling.memory_attention import MemoryAttentionLayer
-from sam2.modeling.sam.transformer import Attention, RoPEAttention
+from sam2.modeling.sam.transformer import RoPEAttention
+
+from sam2prune.sam2_copies import positioned_rope_attention
 
 
 class MemoryAttention(OfficialMemoryAttention):
@@ -42,22 +47,38 @@ class MemoryAttention(OfficialMemoryAttention):
 # the query frequencies over the memory keys. With pruning, the queries are a subset of the
 # grid and every memory frame carries its own subset, so positions are given explicitly: each
 # query and each memory key has the index of its cell in the H x W token grid, and its rotary
-# frequencies are gathered from the frequencies of the full grid. With all indices present this
-# reproduces the official computation exactly.
+# frequencies are gathered from the frequencies of the full grid. The positions travel to the
+# attention modules in a context variable set around one call of the official
+# ``MemoryAttention.forward``, so the official module and layer forwards run unchanged; without
+# positions, ``PositionedRoPEAttention`` is exactly the official ``RoPEAttention``.
 
 
-class RopeTable:
-    """Rotary frequencies of full token grids, computed once per grid and attention config."""
+@dataclass(frozen=True)
+class TokenPositions:
+    """Grid cells of the tokens of one memory-attention call.
 
-    def __init__(self) -> None:
-        self._grids: dict[tuple, torch.Tensor] = {}
+    Attributes:
+        query_cells: ``[B, n_q]`` cell (y * W + x) of each query.
+        memory_cells: ``[B, n_m]`` cell of each spatial memory token (object pointers excluded).
+        grid: ``(H, W)`` of the token grid.
+    """
 
-    def grid(self, attention: RoPEAttention, height: int, width: int, device: torch.device) -> torch.Tensor:
-        """``[H*W, head_dim / 2]`` complex frequencies, in SAM 2's grid order (index y * W + x)."""
-        key = (tuple(sorted(attention.compute_cis.keywords.items())), height, width, str(device))
-        if key not in self._grids:
-            self._grids[key] = attention.compute_cis(end_x=width, end_y=height).to(device)
-        return self._grids[key]
+    query_cells: torch.Tensor
+    memory_cells: torch.Tensor
+    grid: tuple[int, int]
+
+
+_POSITIONS: ContextVar[TokenPositions | None] = ContextVar("sam2prune_token_positions", default=None)
+
+
+@contextmanager
+def token_positions(positions: TokenPositions) -> Iterator[None]:
+    """Give ``PositionedRoPEAttention`` modules called inside the block these token positions."""
+    token = _POSITIONS.set(positions)
+    try:
+        yield
+    finally:
+        _POSITIONS.reset(token)
 
 
 def gather_tokens(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -83,77 +104,32 @@ def scatter_tokens(dense: torch.Tensor, index: torch.Tensor, values: torch.Tenso
     return out.transpose(0, 1)
 
 
-def _rotate(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
-    """Rotary encoding of ``x`` ``[B, heads, n, d]`` with per-token ``freqs`` ``[B, n, d/2]``."""
-    x_complex = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
-    return torch.view_as_real(x_complex * freqs[:, None]).flatten(3).type_as(x)
+class PositionedRoPEAttention(RoPEAttention):
+    """SAM 2's ``RoPEAttention`` (same parameters, same state dict) whose tokens may carry
+    explicit grid cells, given by ``token_positions`` for the duration of a call.
 
-
-def rope_attention(
-    attention: Attention,
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    *,
-    q_freqs: torch.Tensor | None,
-    k_freqs: torch.Tensor | None,
-    num_k_exclude_rope: int = 0,
-) -> torch.Tensor:
-    """``RoPEAttention.forward`` with explicit per-token frequencies.
-
-    Args:
-        attention: SAM 2 ``RoPEAttention`` (or plain ``Attention``, then no rotation).
-        q: ``[B, n_q, C]``; k, v: ``[B, n_k, C_kv]``.
-        q_freqs: ``[B, n_q, d/2]`` complex; k_freqs: ``[B, n_k - num_k_exclude_rope, d/2]``.
-        num_k_exclude_rope: trailing keys without rotation (object pointers).
-
-    Returns:
-        ``[B, n_q, C]``.
+    A self-attention module (``rope_k_repeat=False``) rotates queries and keys with the query
+    cells; a cross-attention module (``rope_k_repeat=True``, keys from the memory) rotates keys
+    with the memory cells; the last ``num_k_exclude_rope`` keys (object pointers) are not
+    rotated, as in sam2.
     """
-    q = attention._separate_heads(attention.q_proj(q), attention.num_heads)
-    k = attention._separate_heads(attention.k_proj(k), attention.num_heads)
-    v = attention._separate_heads(attention.v_proj(v), attention.num_heads)
-    if isinstance(attention, RoPEAttention):
-        num_k_rope = k.size(-2) - num_k_exclude_rope
-        q = _rotate(q, q_freqs)
-        if num_k_rope > 0:
-            k[:, :, :num_k_rope] = _rotate(k[:, :, :num_k_rope], k_freqs)
-    dropout_p = attention.dropout_p if attention.training else 0.0
-    out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
-    return attention.out_proj(attention._recombine_heads(out))
 
+    def grid_freqs(self, height: int, width: int, device: torch.device) -> torch.Tensor:
+        """``[H*W, head_dim / 2]`` complex frequencies of the full grid, in SAM 2's grid order
+        (index y * W + x); computed once per grid (a constant of the module, like sam2's own
+        ``freqs_cis``)."""
+        cache = self.__dict__.setdefault("_grid_freqs", {})
+        key = (height, width, str(device))
+        if key not in cache:
+            cache[key] = self.compute_cis(end_x=width, end_y=height).to(device)
+        return cache[key]
 
-def _memory_attention_layer(
-    layer: MemoryAttentionLayer,
-    tgt: torch.Tensor,
-    memory: torch.Tensor,
-    *,
-    pos: torch.Tensor,
-    query_pos: torch.Tensor,
-    self_freqs: torch.Tensor | None,
-    cross_q_freqs: torch.Tensor | None,
-    cross_k_freqs: torch.Tensor | None,
-    num_k_exclude_rope: int,
-) -> torch.Tensor:
-    """``MemoryAttentionLayer.forward`` with explicit frequencies; tensors batch first."""
-    tgt2 = layer.norm1(tgt)
-    q = k = tgt2 + query_pos if layer.pos_enc_at_attn else tgt2
-    tgt2 = rope_attention(layer.self_attn, q, k, tgt2, q_freqs=self_freqs, k_freqs=self_freqs)
-    tgt = tgt + layer.dropout1(tgt2)
-    tgt2 = layer.norm2(tgt)
-    tgt2 = rope_attention(
-        layer.cross_attn_image,
-        tgt2 + query_pos if layer.pos_enc_at_cross_attn_queries else tgt2,
-        memory + pos if layer.pos_enc_at_cross_attn_keys else memory,
-        memory,
-        q_freqs=cross_q_freqs,
-        k_freqs=cross_k_freqs,
-        num_k_exclude_rope=num_k_exclude_rope,
-    )
-    tgt = tgt + layer.dropout2(tgt2)
-    tgt2 = layer.norm3(tgt)
-    tgt2 = layer.linear2(layer.dropout(layer.activation(layer.linear1(tgt2))))
-    return tgt + layer.dropout3(tgt2)
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_k_exclude_rope: int = 0) -> torch.Tensor:
+        """Args: q ``[B, n_q, C]``; k, v ``[B, n_k, C_kv]``. Returns ``[B, n_q, C]``."""
+        positions = _POSITIONS.get()
+        if positions is None:
+            return super().forward(q, k, v, num_k_exclude_rope)
+        return positioned_rope_attention(self, q, k, v, positions=positions, num_k_exclude_rope=num_k_exclude_rope)
 
 
 def sparse_memory_attention(
@@ -166,7 +142,6 @@ def sparse_memory_attention(
     query_cells: torch.Tensor,
     memory_cells: torch.Tensor,
     grid: tuple[int, int],
-    rope: RopeTable,
     num_obj_ptr_tokens: int = 0,
 ) -> torch.Tensor:
     """SAM 2's memory attention over any subset of query tokens and memory tokens.
@@ -175,59 +150,30 @@ def sparse_memory_attention(
     tokens only; each token rotates with the position of its own grid cell.
 
     Args:
-        module: the model's memory attention (official weights).
+        module: the model's memory attention (official weights), whose RoPE attentions are
+            ``PositionedRoPEAttention``.
         curr, curr_pos: ``[n, B, C]`` query tokens and their sine position embeddings.
         memory, memory_pos: ``[M, B, C_mem]`` memory tokens (spatial first, then
             ``num_obj_ptr_tokens`` object-pointer tokens) and their position embeddings.
         query_cells: ``[B, n]`` grid cell (y * W + x) of each query.
         memory_cells: ``[B, M - num_obj_ptr_tokens]`` grid cell of each spatial memory token.
         grid: ``(H, W)`` of the token grid.
-        rope: cache of full-grid rotary frequencies.
         num_obj_ptr_tokens: trailing memory tokens without rotary encoding.
 
     Returns:
         ``[n, B, C]``: the module's (layer-normed) output for the queries.
     """
-    height, width = grid
-    device = curr.device
-    query_cells = query_cells.long()
-    memory_cells = memory_cells.long()
-    memory = memory.to(curr.dtype)
-    memory_pos = memory_pos.to(curr.dtype)
-
-    output = curr
-    if module.pos_enc_at_input and curr_pos is not None:
-        output = output + 0.1 * curr_pos
-    if module.batch_first:
-        output, curr_pos = output.transpose(0, 1), curr_pos.transpose(0, 1)
-        memory, memory_pos = memory.transpose(0, 1), memory_pos.transpose(0, 1)
-
-    # every layer is a clone with the same rotary config: gather each position set once
-    gathered: dict[tuple, torch.Tensor] = {}
-
-    def freqs_for(attention: Attention, cells: torch.Tensor) -> torch.Tensor | None:
-        if not isinstance(attention, RoPEAttention):
-            return None
-        key = (tuple(sorted(attention.compute_cis.keywords.items())), id(cells))
-        if key not in gathered:
-            gathered[key] = rope.grid(attention, height, width, device)[cells]
-        return gathered[key]
-
-    for layer in module.layers:
-        is_rope_cross = isinstance(layer.cross_attn_image, RoPEAttention)
-        output = _memory_attention_layer(
-            layer,
-            output,
-            memory,
-            pos=memory_pos,
-            query_pos=curr_pos,
-            self_freqs=freqs_for(layer.self_attn, query_cells),
-            cross_q_freqs=freqs_for(layer.cross_attn_image, query_cells),
-            cross_k_freqs=freqs_for(layer.cross_attn_image, memory_cells),
-            num_k_exclude_rope=num_obj_ptr_tokens if is_rope_cross else 0,
-        )
-    normed = module.norm(output)
-    return normed.transpose(0, 1) if module.batch_first else normed
+    rope_modules = [
+        attention
+        for layer in module.layers
+        for attention in (layer.self_attn, layer.cross_attn_image)
+        if isinstance(attention, RoPEAttention)
+    ]
+    if not all(isinstance(attention, PositionedRoPEAttention) for attention in rope_modules):
+        raise TypeError("sparse memory attention needs PositionedRoPEAttention modules (build the model with build_predictor)")
+    positions = TokenPositions(query_cells.long(), memory_cells.long(), grid)
+    with token_positions(positions):
+        return module(curr=curr, memory=memory, curr_pos=curr_pos, memory_pos=memory_pos, num_obj_ptr_tokens=num_obj_ptr_tokens)
 
 
 def dropped_token_fill(module: OfficialMemoryAttention, curr: torch.Tensor, curr_pos: torch.Tensor) -> torch.Tensor:

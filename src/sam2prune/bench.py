@@ -8,7 +8,9 @@ import os
 import platform
 import statistics
 import time
-from contextlib import nullcontext
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from sam2prune.config import PruningConfig
 from sam2prune.data.video import VideoSource
 from sam2prune.errors import InputError
 from sam2prune.memory import peak_rss_mib, reset_peak_rss
-from sam2prune.predictor import ComponentTimer, SAM2Predictor
+from sam2prune.predictor import SAM2Predictor
 from sam2prune.prompts import ObjectPrompt, apply_prompts
 from sam2prune.fsutil import atomic_write, atomic_write_json
 
@@ -76,6 +78,82 @@ def _tracked_stats(predictor: SAM2Predictor, inference_state: dict) -> tuple[flo
     return bank, kept
 
 
+class ComponentTimer:
+    """Wall-clock seconds spent per model component, per frame, measured by wrapping the
+    predictor's methods from outside (``instrument``): the predictor does not know it is timed.
+
+    Synchronises CUDA around every measurement when ``synchronize`` is set (biased on a GPU,
+    where it serialises the launches; the headline figures come from the untimed frames).
+    """
+
+    def __init__(self, *, synchronize: bool = False) -> None:
+        self.synchronize = synchronize
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    def reset(self) -> None:
+        self.seconds = defaultdict(float)
+
+    @contextmanager
+    def measure(self, component: str) -> Iterator[None]:
+        if self.synchronize:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.synchronize:
+                torch.cuda.synchronize()
+            self.seconds[component] += time.perf_counter() - start
+
+    def wrap(self, owner: object, method: str, component: str) -> None:
+        """Time every call of ``owner.method`` as ``component`` (an instance attribute shadows
+        the class's method; ``unwrap`` removes it)."""
+        original = getattr(owner, method)
+
+        def timed(*args, **kwargs):
+            with self.measure(component):
+                return original(*args, **kwargs)
+
+        setattr(owner, method, timed)
+
+
+# (method of the predictor, component): where SAM 2 spends a frame
+PREDICTOR_COMPONENTS = (
+    ("forward_image", "image_encoder"),
+    ("score_tokens", "token_scoring"),
+    ("_prepare_memory_conditioned_features", "memory_attention"),
+    ("_forward_sam_heads", "mask_decoder"),
+    ("_encode_new_memory", "memory_encoder"),
+)
+ROUTER_SIGNALS = (("visual_signal", "visual"), ("text_signal", "text"), ("prior_signal", "prior"), ("fuse", "fusion"))
+
+
+@contextmanager
+def instrument(predictor: SAM2Predictor, timer: ComponentTimer) -> Iterator[ComponentTimer]:
+    """Time the predictor's components (and the router's signals) while inside the block."""
+    wrapped: list[tuple[object, str]] = []
+
+    def wrap(owner: object, method: str, component: str) -> None:
+        if hasattr(owner, method):
+            timer.wrap(owner, method, component)
+            wrapped.append((owner, method))
+
+    for method, component in PREDICTOR_COMPONENTS:
+        wrap(predictor, method, component)
+    scorer = getattr(predictor, "scorer", None)
+    for method, signal in ROUTER_SIGNALS:
+        if scorer is not None:
+            wrap(scorer, method, f"signal_{signal}")
+    probe = getattr(predictor, "uncertainty_probe", None)
+    if probe is not None:
+        wrap(probe, "block_variance", "signal_uncertainty")
+    try:
+        yield timer
+    finally:
+        for owner, method in wrapped:
+            delattr(owner, method)
+
+
 def time_predictor(
     predictor: SAM2Predictor,
     source: VideoSource,
@@ -87,19 +165,19 @@ def time_predictor(
     """Track the prompted objects through the clip once and measure every frame (the
     ``on_prompted`` hook, e.g. automatic texts, runs before and is not timed)."""
     synchronize = device.type == "cuda"
-    predictor.timer = ComponentTimer(synchronize=synchronize)
+    timer = ComponentTimer(synchronize=synchronize)
     if synchronize:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     rss_resettable = reset_peak_rss()
-    try:
+    with instrument(predictor, timer):
         inference_state = predictor.init_state(source)
         masks = apply_prompts(predictor, inference_state, prompts)
         if on_prompted is not None:
             on_prompted(predictor, inference_state, masks)
         frame_ms: list[float] = []
         per_frame_components: list[dict[str, float]] = []
-        predictor.timer.reset()
+        timer.reset()
         frames = predictor.propagate_in_video(inference_state, start_frame_idx=0)
         while True:
             start = time.perf_counter()
@@ -110,14 +188,12 @@ def time_predictor(
             if synchronize:
                 torch.cuda.synchronize()
             frame_ms.append((time.perf_counter() - start) * 1000)
-            measured = {k: v * 1000 for k, v in predictor.timer.seconds.items()}
+            measured = {k: v * 1000 for k, v in timer.seconds.items()}
             probe = measured.get("signal_uncertainty", 0.0)  # runs inside the image encoder
             measured["image_encoder"] = measured.get("image_encoder", 0.0) - probe
             measured["token_scoring"] = measured.get("token_scoring", 0.0) + probe
             per_frame_components.append(measured)
-            predictor.timer.reset()
-    finally:
-        predictor.timer = None
+            timer.reset()
     # a warm-up run may be shorter than the steady state: its figures are not reported
     steady = list(range(STEADY_FROM_FRAME, len(frame_ms))) or list(range(1, len(frame_ms))) or [0]
     bank, kept = _tracked_stats(predictor, inference_state)

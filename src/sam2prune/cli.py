@@ -410,15 +410,11 @@ def _build(args: argparse.Namespace, weights: Weights, pruning: PruningConfig | 
     from sam2prune.models import build_predictor
 
     if weights.checkpoint is None:
-        import torch
-
         log.warning(
             "running %s with RANDOM weights, seed %d (masks are not meaningful; timings are)",
             args.model,
             RANDOM_WEIGHTS_SEED,
         )
-        # the same random model in every command, so that e.g. an aligner fit on it fits it again
-        torch.manual_seed(RANDOM_WEIGHTS_SEED)
     else:
         found = " (found in ./checkpoints/)" if weights.found_locally else ""
         log.info("loading checkpoint %s%s", weights.checkpoint, found)
@@ -428,6 +424,8 @@ def _build(args: argparse.Namespace, weights: Weights, pruning: PruningConfig | 
         args.model,
         checkpoint=weights.checkpoint,
         random_weights=weights.checkpoint is None,
+        # the same random model in every command, so that e.g. an aligner fit on it fits it again
+        seed=RANDOM_WEIGHTS_SEED,
         device=device,
         image_size=args.image_size,
         pruning=pruning,

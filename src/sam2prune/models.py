@@ -6,6 +6,8 @@ import inspect
 import pickle
 import re
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -127,35 +129,67 @@ def missing_checkpoint_message(model: str, *, cli: bool = False) -> str:
     )
 
 
-def compose_config(yaml_path: Path, *, predictor_class: str, image_size: int | None):
-    """Load a SAM 2 YAML and apply the overrides that ``sam2.build_sam.build_sam2_video_predictor``
-    applies by default (its post-processing settings), plus our predictor class.
+# sam2prune's classes in place of sam2's, by config override (the state dict is the official one):
+# the predictor; memory attention casting the bf16 memory bank to the compute dtype; and RoPE
+# attentions whose tokens may carry explicit grid positions (exactly sam2's without them).
+_ATTENTION = "sam2prune.attention"
+_CLASS_OVERRIDES = {
+    "model.memory_attention._target_": f"{_ATTENTION}.MemoryAttention",
+    "model.memory_attention.layer.self_attention._target_": f"{_ATTENTION}.PositionedRoPEAttention",
+    "model.memory_attention.layer.cross_attention._target_": f"{_ATTENTION}.PositionedRoPEAttention",
+}
 
-    Returns:
-        An OmegaConf DictConfig of the whole file (``cfg.model`` is what gets instantiated).
-    """
+
+def _compose_file(yaml_path: Path, overrides: list[str]):
+    """What hydra's ``compose`` gives for a config file anywhere on disk (sam2's own
+    ``compose`` only finds configs inside the sam2 package): the YAML with ``++key=value``
+    overrides applied in order."""
+    import yaml
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.load(yaml_path)
     if "model" not in cfg:
         raise InputError(f"{yaml_path} is not a SAM 2 model config (it has no 'model' section)")
-    overrides = {
-        "model._target_": predictor_class,
-        # The memory-attention subclass only casts the bf16 memory bank to the compute dtype.
-        "model.memory_attention._target_": "sam2prune.attention.MemoryAttention",
-        # The official video-predictor defaults (build_sam2_video_predictor, apply_postprocessing=True).
-        "model.sam_mask_decoder_extra_args.dynamic_multimask_via_stability": True,
-        "model.sam_mask_decoder_extra_args.dynamic_multimask_stability_delta": 0.05,
-        "model.sam_mask_decoder_extra_args.dynamic_multimask_stability_thresh": 0.98,
-        "model.binarize_mask_from_pts_for_mem_enc": True,
-        "model.fill_hole_area": 8,
-    }
-    if image_size is not None:
-        overrides["model.image_size"] = image_size
-    for key, value in overrides.items():
-        OmegaConf.update(cfg, key, value, force_add=True)
-    OmegaConf.resolve(cfg)
+    for override in overrides:
+        key, separator, value = override.partition("=")
+        if not key.startswith("++") or not separator:
+            raise ValueError(f"unexpected config override {override!r} (sam2prune applies ++key=value overrides)")
+        OmegaConf.update(cfg, key[2:], yaml.safe_load(value), force_add=True)
     return cfg
+
+
+@contextmanager
+def _sam2_compose_from(yaml_path: Path) -> Iterator[None]:
+    """Let ``sam2.build_sam.build_sam2_video_predictor`` read ``yaml_path`` (its overrides,
+    e.g. the video post-processing settings, stay sam2's own instead of being copied here)."""
+    import sam2.build_sam as build_sam
+
+    official = build_sam.compose
+    build_sam.compose = lambda config_name, overrides: _compose_file(yaml_path, list(overrides))
+    try:
+        yield
+    finally:
+        build_sam.compose = official
+
+
+def _instantiate(
+    yaml_path: Path, *, predictor_class: str, image_size: int | None, device: torch.device, seed: int
+) -> SAM2Predictor:
+    """Build the model of a SAM 2 YAML with sam2's ``build_sam2_video_predictor`` (random
+    initial weights drawn from a private generator state: the caller's global RNG is untouched)."""
+    import torch
+    from sam2.build_sam import build_sam2_video_predictor
+
+    overrides = [f"++model._target_={predictor_class}"]
+    overrides += [f"++{key}={value}" for key, value in _CLASS_OVERRIDES.items()]
+    if image_size is not None:
+        overrides.append(f"++model.image_size={image_size}")
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), _sam2_compose_from(yaml_path):
+        torch.manual_seed(seed)
+        return build_sam2_video_predictor(
+            str(yaml_path), ckpt_path=None, device=str(device), mode="eval", hydra_overrides_extra=overrides
+        )
 
 
 def _fingerprint_of_config(yaml_path: Path) -> tuple[int, int, bool]:
@@ -279,6 +313,7 @@ def build_predictor(
     *,
     checkpoint: str | Path | None = None,
     random_weights: bool = False,
+    seed: int = 0,
     device: str = "cpu",
     image_size: int | None = None,
     pruning: PruningConfig | None = None,
@@ -291,6 +326,8 @@ def build_predictor(
         checkpoint: path to an official checkpoint (``{"model": state_dict}``), loaded strictly.
         random_weights: build the real architecture with random weights (for speed and memory
             measurements and tests; masks are meaningless).
+        seed: seed of the random weights (the same seed gives the same model; the global RNG
+            is not touched).
         device: torch device, e.g. ``cpu`` or ``cuda``.
         image_size: the model's square input size (a multiple of 32, e.g. 512); default: the
             config's (1024 for the official models).
@@ -298,14 +335,15 @@ def build_predictor(
             gives ``PrunedSAM2VideoPredictor``.
 
     Raises:
-        InputError: unknown model, bad image size or device, or both checkpoint and
-            random_weights.
+        InputError: unknown model, bad image size or device, both checkpoint and
+            random_weights, or a sam2 version sam2prune was not tested with.
         CheckpointError: neither checkpoint nor random_weights (the message names the official
             checkpoint file and where to get it), an unreadable checkpoint, or one that does not
             fit the model.
     """
-    from hydra.utils import instantiate
+    from sam2prune.sam2_copies import check_sam2_version
 
+    check_sam2_version()
     spec, yaml_path = resolve_config(model)
     model_name = spec.name if spec else str(yaml_path)
     if checkpoint is None and not random_weights:
@@ -319,16 +357,10 @@ def build_predictor(
     torch_device = resolve_device(device)
     state_dict = read_checkpoint(checkpoint) if checkpoint is not None else None
 
-    if pruning is None:
-        predictor_class = "sam2prune.predictor.SAM2Predictor"
-    else:
-        predictor_class = "sam2prune.predictor.PrunedSAM2VideoPredictor"
-    cfg = compose_config(yaml_path, predictor_class=predictor_class, image_size=image_size)
-    predictor = instantiate(cfg.model, _recursive_=True)
+    predictor_class = "sam2prune.predictor.SAM2Predictor" if pruning is None else "sam2prune.predictor.PrunedSAM2VideoPredictor"
+    predictor = _instantiate(yaml_path, predictor_class=predictor_class, image_size=image_size, device=torch_device, seed=seed)
     if state_dict is not None:
         load_state_dict_strictly(predictor, state_dict, source=str(checkpoint), model_name=model_name)
-    predictor = predictor.to(torch_device)
-    predictor.eval()
     predictor.model_name = model_name
     predictor.random_weights = random_weights
     predictor.config_path = yaml_path
@@ -340,16 +372,14 @@ def build_predictor(
 def with_pruning(predictor: SAM2Predictor, pruning: PruningConfig) -> SAM2Predictor:
     """A pruned predictor with the same architecture, input size, device and weights as
     ``predictor`` (built by ``build_predictor``), e.g. to compare both in one process."""
-    from hydra.utils import instantiate
-
-    cfg = compose_config(
+    pruned = _instantiate(
         predictor.config_path,
         predictor_class="sam2prune.predictor.PrunedSAM2VideoPredictor",
         image_size=predictor.image_size,
+        device=predictor.device,
+        seed=0,
     )
-    pruned = instantiate(cfg.model, _recursive_=True)
     pruned.load_state_dict(predictor.state_dict(), strict=True)
-    pruned = pruned.to(predictor.device).eval()
     pruned.model_name = predictor.model_name
     pruned.random_weights = predictor.random_weights
     pruned.config_path = predictor.config_path

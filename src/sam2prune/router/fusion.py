@@ -3,9 +3,7 @@ MLP, and the learned MLP; their weight files."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -167,11 +165,12 @@ TextRelevance = Callable[[torch.Tensor, str], torch.Tensor]  # (tokens [B, N, C]
 class RouterScorer:
     """Token scorer that computes the configured signals and fuses them.
 
+    Each signal has its own method, so that a benchmark can time them by wrapping them.
+
     Args:
         config: the pruning config (router kind, signals, weights of the default fusion).
         text_relevance: computes the text signal, or None when it is off.
         module: the paper/learned MLP, or None for the default fusion.
-        timed: ``timed(name)`` context factory for per-signal timing, or None.
     """
 
     def __init__(
@@ -181,41 +180,45 @@ class RouterScorer:
         signals: tuple[str, ...],
         text_relevance: TextRelevance | None = None,
         module: nn.Module | None = None,
-        timed: Callable | None = None,
     ) -> None:
         self.config = config
         self.signals = signals
         self.text_relevance = text_relevance
         self.module = module
-        self.timed = timed
         self.needs_prior = "prior" in signals
 
-    def _time(self, name: str):
-        return self.timed(f"signal_{name}") if self.timed is not None else nullcontext()
+    def visual_signal(self, tokens: torch.Tensor, context) -> torch.Tensor:
+        """``[B, N, C]`` each token's 3x3 neighbourhood."""
+        return visual_context(tokens, context.grid)
+
+    def text_signal(self, tokens: torch.Tensor, context) -> torch.Tensor:
+        """``[B, N]`` relevance of each token to the object's text."""
+        if not context.text:
+            raise InputError(
+                f"the text signal is on but frame {context.frame_idx}'s object has no text: pass --text, "
+                "--auto-text, or set one with predictor.set_object_text"
+            )
+        return self.text_relevance(tokens, context.text)
+
+    def prior_signal(self, tokens: torch.Tensor, context) -> torch.Tensor:
+        """``[B, N]`` in [0, 1]: inside the dilated previous mask 1, its ring 0.5, elsewhere 0."""
+        if context.prior_mask is None:
+            raise ValueError("the prior signal needs a prior mask")
+        # 0..2 (inside, ring) -> 0..1
+        return prior_scores(context.prior_mask.to(tokens.device), context.grid, dilation=self.config.prior_dilation) / 2
 
     def signals_for(self, tokens: torch.Tensor, context) -> Signals:
         signals = Signals()
         if "visual" in self.signals:
-            with self._time("visual"):
-                signals.visual = visual_context(tokens, context.grid)
+            signals.visual = self.visual_signal(tokens, context)
         if "text" in self.signals:
-            if not context.text:
-                raise InputError(
-                    f"the text signal is on but frame {context.frame_idx}'s object has no text: pass --text, "
-                    "--auto-text, or set one with predictor.set_object_text"
-                )
-            with self._time("text"):
-                signals.text = self.text_relevance(tokens, context.text)
+            signals.text = self.text_signal(tokens, context)
         if "uncertainty" in self.signals:
             if context.uncertainty is None:
                 raise RuntimeError("the uncertainty signal is on but the image encoder gave no uncertainty")
             signals.uncertainty = context.uncertainty.to(tokens.device)
         if "prior" in self.signals:
-            if context.prior_mask is None:
-                raise ValueError("the prior signal needs a prior mask")
-            with self._time("prior"):
-                # 0..2 (inside, ring) -> 0..1
-                signals.prior = prior_scores(context.prior_mask.to(tokens.device), context.grid, dilation=self.config.prior_dilation) / 2
+            signals.prior = self.prior_signal(tokens, context)
         return signals
 
     def _module_on(self, device: torch.device) -> nn.Module:
@@ -224,23 +227,24 @@ class RouterScorer:
             self.module = self.module.to(device)
         return self.module
 
-    def __call__(self, tokens: torch.Tensor, context) -> torch.Tensor:
-        signals = self.signals_for(tokens, context)
-        with self._time("fusion"):
-            if self.module is not None:
-                return torch.softmax(self._module_on(tokens.device)(signals, tuple(tokens.shape[:2])), dim=-1)
-            w_prior, w_text, w_uncertainty, w_visual = self.config.signal_weights
-            score = torch.zeros(tokens.shape[:2], device=tokens.device)
-            if signals.prior is not None:
-                score = score + w_prior * signals.prior
-            if signals.text is not None:
-                score = score + w_text * minmax(signals.text)
-            if signals.uncertainty is not None:
-                score = score + w_uncertainty * signals.uncertainty
-            if signals.visual is not None:
-                score = score + w_visual * minmax(signals.visual.norm(dim=-1))
-            return score
+    def fuse(self, signals: Signals, size: tuple[int, int], device: torch.device) -> torch.Tensor:
+        """``[B, N]`` scores of ``size`` = (B, N) from the signals."""
+        if self.module is not None:
+            return torch.softmax(self._module_on(device)(signals, size), dim=-1)
+        w_prior, w_text, w_uncertainty, w_visual = self.config.signal_weights
+        score = torch.zeros(size, device=device)
+        if signals.prior is not None:
+            score = score + w_prior * signals.prior
+        if signals.text is not None:
+            score = score + w_text * minmax(signals.text)
+        if signals.uncertainty is not None:
+            score = score + w_uncertainty * signals.uncertainty
+        if signals.visual is not None:
+            score = score + w_visual * minmax(signals.visual.norm(dim=-1))
+        return score
 
+    def __call__(self, tokens: torch.Tensor, context) -> torch.Tensor:
+        return self.fuse(self.signals_for(tokens, context), tuple(tokens.shape[:2]), tokens.device)
 
 
 class AlignedTextRelevance:
@@ -272,7 +276,6 @@ def build_router_scorer(
     model_name: str,
     image_size: int,
     random_router: bool,
-    timed: Callable | None = None,
     log: Callable[[str], None] = print,
 ) -> RouterScorer:
     """Assemble the router a config asks for: load the aligner and text encoder for the text
@@ -317,12 +320,13 @@ def build_router_scorer(
                     f"pass --signals {','.join(trained_signals)}"
                 )
         elif random_router:
-            torch.manual_seed(config.seed)
-            module = build_router_module(config.router, channels, signals).eval()
+            with torch.random.fork_rng(devices=[]):  # seeded, without touching the caller's RNG
+                torch.manual_seed(config.seed)
+                module = build_router_module(config.router, channels, signals).eval()
             log(f"no --router-weights: the {config.router} router has RANDOM weights (timings are real, rankings are not)")
         else:
             raise InputError(
                 f"the {config.router} router needs --router-weights FILE (train one with `sam2prune train-router "
                 f"--router {config.router}`)"
             )
-    return RouterScorer(config, signals=signals, text_relevance=text_relevance, module=module, timed=timed)
+    return RouterScorer(config, signals=signals, text_relevance=text_relevance, module=module)

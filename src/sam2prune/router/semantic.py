@@ -197,8 +197,6 @@ def fit_aligner(
     Raises:
         InputError: no labelled object found in the sequences.
     """
-    from sam2prune.predictor import load_frames_tensor
-
     wanted = {key for key in labels}
     phrases = sorted(set(labels.values()))
     embeddings = dict(zip(phrases, text_encoder.encode(phrases)))
@@ -212,14 +210,10 @@ def fit_aligner(
             continue
         used |= set(objects.values())
         indices = sorted(sequence.annotated)[::frame_step]
-        images = load_frames_tensor(sequence.source, predictor.image_size, progress=False)
         with torch.inference_mode():
-            for frame_idx in indices:
-                backbone_out = predictor.forward_image(images[frame_idx : frame_idx + 1].to(predictor.device))
-                _, vision_feats, _, _ = predictor._prepare_backbone_features(backbone_out)
-                tokens = vision_feats[-1][:, 0].float().cpu()
+            for frame_idx, tokens, _ in predictor.encode_frames(sequence.source, indices):
                 gt = sequence.ground_truth(frame_idx)
-                frames.append((tokens, gt, {obj_id: embeddings[labels[key]] for obj_id, key in objects.items()}))
+                frames.append((tokens[0].cpu(), gt, {obj_id: embeddings[labels[key]] for obj_id, key in objects.items()}))
     missing = sorted(wanted - used)
     if not frames:
         raise InputError(f"no labelled object found in the dataset (labels name e.g. {next(iter(wanted))})")

@@ -45,17 +45,8 @@ def token_targets(mask: np.ndarray, grid: tuple[int, int]) -> torch.Tensor:
 def training_scorer(predictor, config: PruningConfig, signals: tuple[str, ...], text_relevance=None) -> RouterScorer:
     """A scorer computing ``signals`` for training (each object's phrase comes with its
     examples), with the uncertainty probe attached to the predictor's image encoder if needed."""
-    from sam2prune.router.uncertainty import UncertaintyProbe
-
     if "uncertainty" in signals and predictor.uncertainty_probe is None:
-        predictor.uncertainty_probe = UncertaintyProbe(
-            predictor.image_encoder.trunk,
-            config.uncertainty_blocks,
-            mode=config.uncertainty,
-            p=config.mc_dropout_p,
-            passes=config.mc_passes,
-            seed=config.seed,
-        )
+        predictor.attach_uncertainty(config)
     return RouterScorer(config, signals=signals, text_relevance=text_relevance)
 
 
@@ -72,23 +63,19 @@ def collect_examples(
     annotated frame (which gives the prior).
 
     Args:
-        predictor: a pruned predictor whose ``forward_image`` yields the uncertainty if used.
+        predictor: a pruned predictor (its ``encode_frames`` gives the uncertainty when its probe is attached).
         scorer: computes the signals (its config decides which).
         phrase_of: ``(sequence name, object id) -> phrase`` for the text signal, or None.
     """
-    from sam2prune.predictor import load_frames_tensor
-
     examples = []
     side = predictor.sam_image_embedding_size
     grid = (side, side)
     for sequence in progress_bar(list(sequences), desc="router features", unit="sequence", disable=not progress):
         annotated = sorted(sequence.annotated)
-        images = load_frames_tensor(sequence.source, predictor.image_size, progress=False)
+        previous_of = dict(zip(annotated[1:], annotated))
         with torch.no_grad():  # not inference mode: the signals become training inputs
-            for previous, frame_idx in zip(annotated, annotated[1:]):
-                backbone_out = predictor.forward_image(images[frame_idx : frame_idx + 1].to(predictor.device))
-                _, vision_feats, _, _ = predictor._prepare_backbone_features(backbone_out)
-                tokens = vision_feats[-1].transpose(0, 1).float()  # [1, N, C]
+            for frame_idx, tokens, uncertainty in predictor.encode_frames(sequence.source, annotated[1:]):
+                previous = previous_of[frame_idx]
                 gt, gt_previous = sequence.ground_truth(frame_idx), sequence.ground_truth(previous)
                 for obj_id in sequence.obj_ids:
                     if sequence.first_frames[obj_id] > previous:
@@ -98,7 +85,7 @@ def collect_examples(
                         frame_idx=frame_idx,
                         grid=grid,
                         prior_mask=prior,
-                        uncertainty=backbone_out.get("token_uncertainty"),
+                        uncertainty=uncertainty,
                         text=phrase_of(sequence.name, obj_id) if phrase_of is not None else None,
                     )
                     signals = scorer.signals_for(tokens, context)
@@ -165,9 +152,10 @@ def train_router(
     Returns:
         (module in eval mode, history: per epoch the mean training loss and held-out recall).
     """
-    torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    module = build_router_module(kind, channels, signals, DEFAULT_HIDDEN)
+    with torch.random.fork_rng(devices=[]):  # seeded initialisation, the caller's RNG untouched
+        torch.manual_seed(seed)
+        module = build_router_module(kind, channels, signals, DEFAULT_HIDDEN)
     optimizer = torch.optim.Adam(module.parameters(), lr=learning_rate)
     training = [e for e in examples if not e.held_out] or examples
     history = []

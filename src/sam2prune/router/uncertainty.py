@@ -25,7 +25,9 @@ and ``analytic`` is exactly the expectation that ``mc`` samples.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 import torch.nn.functional as F
@@ -103,12 +105,33 @@ def _sampled_queries(x, w_q, b_q, *, p, passes, generator) -> torch.Tensor:
     return (torch.einsum("tbnc,hdc->tbnhd", dropped, w_q) + b_q).permute(0, 1, 3, 2, 4)
 
 
+class UncertaintyCollection:
+    """The per-block variance maps one forward pass of the image encoder produced."""
+
+    def __init__(self) -> None:
+        self.variances: list[torch.Tensor] = []  # [B, H_b, W_b] per hooked block
+
+    def signal(self, grid: tuple[int, int]) -> torch.Tensor | None:
+        """The signal on the token grid, ``[B, H*W]`` in [0, 1] (std, min-max normalised per
+        frame); None if no hooked block ran."""
+        if not self.variances:
+            return None
+        maps = [F.interpolate(v[:, None], size=grid, mode="area")[:, 0] if tuple(v.shape[-2:]) != grid else v for v in self.variances]
+        std = torch.stack(maps).mean(dim=0).clamp_min(0).sqrt().flatten(1)
+        low = std.amin(dim=1, keepdim=True)
+        return (std - low) / (std.amax(dim=1, keepdim=True) - low).clamp_min(1e-12)
+
+
+_COLLECTION: ContextVar[UncertaintyCollection | None] = ContextVar("sam2prune_uncertainty", default=None)
+
+
 class UncertaintyProbe:
-    """Attached to Hiera blocks by forward hooks, it computes each forward pass's per-token
-    logit variance on the block outputs' grids; ``take`` returns the signal on the token grid.
+    """Attached to Hiera blocks by forward hooks, it computes the per-token logit variance of
+    the encoder passes run inside ``collect()``, on the block outputs' grids.
 
     Hooks read the attention's input and its qkv projection output: nothing is recomputed in
-    ``analytic`` mode, and the model's outputs are unchanged.
+    ``analytic`` mode, and the model's outputs are unchanged. Outside ``collect()`` the hooks
+    do nothing, so the probe holds no per-pass state.
     """
 
     def __init__(
@@ -120,15 +143,13 @@ class UncertaintyProbe:
         p: float,
         passes: int,
         seed: int,
-        timed: Callable | None = None,
     ) -> None:
         if max(blocks) >= len(trunk.blocks):
             raise ValueError(f"uncertainty block {max(blocks)} does not exist: this Hiera has {len(trunk.blocks)} blocks (0..{len(trunk.blocks) - 1})")
         self.mode, self.p, self.passes = mode, p, passes
+        # dropout masks of the ``mc`` mode: one private stream per probe, reproducible from the seed
         self.generator = torch.Generator().manual_seed(seed)
-        self.timed = timed
-        self.variances: list[torch.Tensor] = []  # [B, H_b, W_b] per hooked block, this pass
-        self._input_hw: dict[int, tuple[int, int]] = {}
+        self._input_hw: dict[int, tuple[int, int]] = {}  # block input grid, written by its own pre-hook
         self._handles = []
         for index in blocks:
             block = trunk.blocks[index]
@@ -140,6 +161,16 @@ class UncertaintyProbe:
             handle.remove()
         self._handles = []
 
+    @contextmanager
+    def collect(self) -> Iterator[UncertaintyCollection]:
+        """Measure the encoder passes run inside the block."""
+        collection = UncertaintyCollection()
+        token = _COLLECTION.set(collection)
+        try:
+            yield collection
+        finally:
+            _COLLECTION.reset(token)
+
     def _remember_input(self, index: int):
         def hook(module, inputs):
             self._input_hw[index] = tuple(inputs[0].shape[1:3])
@@ -148,15 +179,13 @@ class UncertaintyProbe:
 
     def _measure(self, index: int, block: MultiScaleBlock):
         def hook(module, inputs, output):
-            if self.timed is None:
-                self.variances.append(self._block_variance(index, block, inputs[0], output))
-            else:
-                with self.timed("signal_uncertainty"):
-                    self.variances.append(self._block_variance(index, block, inputs[0], output))
+            collection = _COLLECTION.get()
+            if collection is not None:
+                collection.variances.append(self.block_variance(index, block, inputs[0], output))
 
         return hook
 
-    def _block_variance(self, index: int, block: MultiScaleBlock, x: torch.Tensor, qkv: torch.Tensor) -> torch.Tensor:
+    def block_variance(self, index: int, block: MultiScaleBlock, x: torch.Tensor, qkv: torch.Tensor) -> torch.Tensor:
         """``[B, H_out, W_out]`` variance map of one block (x: ``[B', h, w, C]`` attention input)."""
         attn = block.attn
         windows, h, w, channels = x.shape
@@ -190,15 +219,3 @@ class UncertaintyProbe:
             padded = (height + (-height) % window, width + (-width) % window)
             variance = window_unpartition(variance, window, padded, (height, width))
         return variance[..., 0]
-
-    def take(self, grid: tuple[int, int]) -> torch.Tensor | None:
-        """The signal of the last forward pass on the token grid, ``[B, H*W]`` in [0, 1]
-        (std, min-max normalised per frame); None if no pass ran since the last call."""
-        if not self.variances:
-            return None
-        maps = [F.interpolate(v[:, None], size=grid, mode="area")[:, 0] if tuple(v.shape[-2:]) != grid else v for v in self.variances]
-        self.variances = []
-        std = torch.stack(maps).mean(dim=0).clamp_min(0).sqrt().flatten(1)
-        low = std.amin(dim=1, keepdim=True)
-        return (std - low) / (std.amax(dim=1, keepdim=True) - low).clamp_min(1e-12)
-

@@ -1,0 +1,188 @@
+"""The baseline: sam2's own video predictor, extended with what sam2prune needs of every
+predictor (any frame source, objects tracked from their first prompt, honest memory figures)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from sam2.sam2_video_predictor import SAM2VideoPredictor
+
+from sam2prune.data.frames import load_frames_tensor
+from sam2prune.data.video import VideoSource
+from sam2prune.predictor.bank import SparseMemoryBank
+from sam2prune.predictor.session import SESSION_KEY, PruningSession
+
+log = logging.getLogger("sam2prune")
+
+_reported_missing_extension = False
+
+
+def cuda_extension_available() -> bool:
+    """Whether sam2's compiled extension (``sam2._C``, used for hole filling) is importable."""
+    try:
+        from sam2 import _C  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _report_missing_extension_once(fill_hole_area: int) -> None:
+    global _reported_missing_extension
+    if not _reported_missing_extension:
+        _reported_missing_extension = True
+        log.warning(
+            "sam2's CUDA extension (sam2._C) is not installed: hole filling of masks "
+            "(fill_hole_area=%d) is skipped, as SAM 2 itself does without it",
+            fill_hole_area,
+        )
+
+
+@contextmanager
+def _frames_from(load: Callable[..., tuple]) -> Iterator[None]:
+    """Make ``SAM2VideoPredictor.init_state`` read its frames with ``load`` (called with
+    ``load_video_frames``' keyword arguments) instead of sam2's JPEG-folder/MP4 loader."""
+    import sam2.sam2_video_predictor as official
+
+    original = official.load_video_frames
+    official.load_video_frames = load
+    try:
+        yield
+    finally:
+        official.load_video_frames = original
+
+
+class SAM2Predictor(SAM2VideoPredictor):
+    """The official SAM 2 video predictor (the unpruned baseline), with these changes:
+
+    - ``init_state`` also reads folders of PNG frames, names that are not plain integers
+      (natural sort) and any video file, and checks frames (size, corrupt files) up front;
+    - sam2's missing CUDA extension is reported once instead of warned about on every frame;
+    - the bf16 memory bank is cast before memory attention (``attention.MemoryAttention``), and
+      the per-object memory clearing that 1.1.0 calls but lacks is implemented;
+    - ``pruning_stats`` reports what each stored frame holds.
+
+    Masks and logits are those of ``sam2.sam2_video_predictor.SAM2VideoPredictor``.
+    """
+
+    model_name: str = "sam2"
+    random_weights: bool = False
+    config_path: Path | None = None  # the SAM 2 YAML it was built from
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if self.fill_hole_area > 0 and not cuda_extension_available():
+            # SAM 2 would try, fail, warn and keep the unfilled mask on every frame.
+            _report_missing_extension_once(self.fill_hole_area)
+            self.fill_hole_area = 0
+
+    @property
+    def num_tokens(self) -> int:
+        """N: tokens per frame of the memory grid (64 x 64 at 1024 px)."""
+        return self.sam_image_embedding_size**2
+
+    @torch.inference_mode()
+    def init_state(
+        self,
+        video_path: str | Path | VideoSource,
+        offload_video_to_cpu: bool = False,
+        offload_state_to_cpu: bool = False,
+        async_loading_frames: bool = False,
+    ) -> dict:
+        """Start an inference session on a video (folder of frames, video file or ``VideoSource``):
+        sam2's ``init_state``, reading the frames through ``VideoSource``.
+
+        With ``async_loading_frames=True`` SAM 2's own loader reads the frames (JPEG folders
+        named by frame number, or MP4 with decord) in the background, as in sam2.
+        """
+        if async_loading_frames:
+            return super().init_state(str(video_path), offload_video_to_cpu, offload_state_to_cpu, async_loading_frames)
+        source = video_path if isinstance(video_path, VideoSource) else VideoSource.open(video_path)
+
+        def load(*, image_size: int, offload_video_to_cpu: bool, compute_device: torch.device, **_) -> tuple:
+            images = load_frames_tensor(source, image_size)
+            if not offload_video_to_cpu:
+                images = images.to(compute_device)
+            return images, source.height, source.width
+
+        with _frames_from(load):
+            return super().init_state(str(source.path), offload_video_to_cpu, offload_state_to_cpu, False)
+
+    @torch.inference_mode()
+    def reset_state(self, inference_state: dict) -> None:
+        super().reset_state(inference_state)
+        inference_state.pop(SESSION_KEY, None)
+
+    def _clear_obj_non_cond_mem_around_input(self, inference_state: dict, frame_idx: int, obj_idx: int) -> None:
+        """Drop one object's non-conditioning memories around a corrected frame.
+
+        sam2 1.1.0 calls this method when ``clear_non_cond_mem_around_input=True`` but only
+        defines the all-objects variant ``_clear_non_cond_mem_around_input``.
+        """
+        stride = self.memory_temporal_stride_for_eval
+        non_cond_outputs = inference_state["output_dict_per_obj"][obj_idx]["non_cond_frame_outputs"]
+        for t in range(frame_idx - stride * self.num_maskmem, frame_idx + stride * self.num_maskmem + 1):
+            non_cond_outputs.pop(t, None)
+
+    def encode_frames(self, source: VideoSource, frame_indices: list[int]) -> Iterator[tuple[int, torch.Tensor, torch.Tensor | None]]:
+        """Encode frames outside a tracking session (fitting aligners, training routers).
+
+        Yields:
+            (frame index, tokens ``[1, N, C]`` float32, token uncertainty ``[1, N]`` or None).
+        """
+        images = load_frames_tensor(source, self.image_size, progress=False)
+        for frame_idx in frame_indices:
+            backbone_out, uncertainty = self._encode(images[frame_idx : frame_idx + 1].to(self.device))
+            _, vision_feats, _, _ = self._prepare_backbone_features(backbone_out)
+            yield frame_idx, vision_feats[-1].transpose(0, 1).float(), uncertainty
+
+    def _encode(self, image: torch.Tensor) -> tuple[dict, torch.Tensor | None]:
+        """(sam2's backbone output, token uncertainty or None) of ``[1, 3, S, S]``."""
+        return self.forward_image(image), None
+
+    def pruning_stats(self, inference_state: dict) -> dict:
+        """Per frame and object: tokens kept, what memory attention reads back and what the
+        frame's stored output holds; and the totals.
+
+        Returns:
+            ``{"tokens_per_frame": N, "frames": {frame_idx: {obj_id: {"kept_tokens",
+            "memory_bank_bytes", "held_bytes", "bytes": {"features", "indices", "pointers",
+            "masks"}, "conditioning"}}}, "totals": {"frames", "kept_tokens", "tokens",
+            "kept_fraction", "memory_bank_bytes", "held_bytes"}}``. ``memory_bank_bytes`` is what
+            memory attention reads back (features, indices, pointer); ``held_bytes`` adds the
+            frame's mask logits, which sam2 keeps for every frame. Frames without a stored memory
+            (not tracked yet) are absent.
+        """
+        num_tokens = self.num_tokens
+        session: PruningSession | None = inference_state.get(SESSION_KEY)
+        frames: dict[int, dict] = {}
+        for obj_idx, output_dict in inference_state["output_dict_per_obj"].items():
+            obj_id = inference_state["obj_idx_to_id"][obj_idx]
+            bank = session.bank(inference_state, obj_id) if session is not None else SparseMemoryBank(output_dict, num_tokens)
+            for frame_idx, conditioning, out, keep_idx in bank.stored_frames():
+                held = bank.frame_bytes(out, keep_idx)
+                frames.setdefault(frame_idx, {})[obj_id] = {
+                    "kept_tokens": num_tokens if keep_idx is None else int(keep_idx.shape[-1]),
+                    "memory_bank_bytes": held.attended,
+                    "held_bytes": held.held,
+                    "bytes": asdict(held),
+                    "conditioning": conditioning,
+                }
+        entries = [entry for per_obj in frames.values() for entry in per_obj.values()]
+        kept = sum(entry["kept_tokens"] for entry in entries)
+        return {
+            "tokens_per_frame": num_tokens,
+            "frames": dict(sorted(frames.items())),
+            "totals": {
+                "frames": len(frames),
+                "kept_tokens": kept,
+                "tokens": num_tokens * len(entries),
+                "kept_fraction": kept / (num_tokens * len(entries)) if entries else 0.0,
+                "memory_bank_bytes": sum(entry["memory_bank_bytes"] for entry in entries),
+                "held_bytes": sum(entry["held_bytes"] for entry in entries),
+            },
+        }

@@ -1,0 +1,372 @@
+"""The token-pruned predictor: sam2's hooks where tokens are chosen, stored and read back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+import torch
+
+from sam2prune.attention import dropped_token_fill, gather_tokens, scatter_tokens, sparse_memory_attention
+from sam2prune.config import PruningConfig
+from sam2prune.predictor.bank import SparseMemoryBank
+from sam2prune.predictor.baseline import SAM2Predictor, log
+from sam2prune.predictor.session import PruningSession, pruning_session
+from sam2prune.router import ScoringContext, make_scorer, select_tokens
+from sam2prune.router.prior import prompt_mask
+from sam2prune.router.uncertainty import UncertaintyProbe
+
+
+@dataclass(frozen=True)
+class FrameInFlight:
+    """The frame being tracked for one object, while sam2's ``track_step`` runs: sam2 passes
+    its memory-attention hook the object's output dict but not the session, so the bank and the
+    chosen tokens travel in a context variable scoped to that one call.
+
+    Attributes:
+        bank: the object's memory bank.
+        keep_idx: ``[B, k]`` the frame's kept tokens, or None (dense queries).
+    """
+
+    bank: SparseMemoryBank
+    keep_idx: torch.Tensor | None
+
+
+_IN_FLIGHT: ContextVar[FrameInFlight | None] = ContextVar("sam2prune_frame_in_flight", default=None)
+
+
+@contextmanager
+def _in_flight(frame: FrameInFlight) -> Iterator[None]:
+    token = _IN_FLIGHT.set(frame)
+    try:
+        yield
+    finally:
+        _IN_FLIGHT.reset(token)
+
+
+class PrunedSAM2VideoPredictor(SAM2Predictor):
+    """SAM 2's video predictor with token pruning between the image encoder and memory attention.
+
+    On every tracked frame a scorer ranks the frame's stride-16 tokens and the top
+    ``retention`` fraction (``keep_idx``, per object, ascending grid order) becomes the memory
+    attention queries; memory attention attends to each memory frame's stored tokens only, with
+    each token's own rotary position; its output is scattered back into the dense grid for the
+    mask decoder (dropped positions get ``PruningConfig.fill``); the memory encoder runs dense and
+    only the kept tokens are stored in the object's ``SparseMemoryBank``.
+
+    Frames with user prompts run memory attention dense; their memory is stored dense unless
+    ``prune_conditioning_frames`` (then scored on the frame's own mask and prompt). At retention
+    1.0 nothing is scored, gathered, scattered or stored besides sam2's own outputs. Public API
+    and checkpoints: those of SAM 2. Per-video state lives in a ``PruningSession`` on the
+    inference state.
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.uncertainty_probe: UncertaintyProbe | None = None
+        self.set_pruning(PruningConfig())
+
+    def set_pruning(self, pruning: PruningConfig) -> None:
+        """Use another pruning config: builds its scorer (loading the aligner, text encoder and
+        router weights it names) and attaches the uncertainty probe if the router needs it.
+
+        Raises:
+            InputError: a file the config names is missing or does not fit this model.
+        """
+        from sam2prune.router.fusion import build_router_scorer
+
+        if not isinstance(pruning, PruningConfig):
+            raise TypeError(f"pruning must be a PruningConfig, got {type(pruning).__name__}")
+        # build everything new first: on an error the predictor keeps its previous config
+        if pruning.scorer == "router":
+            scorer = build_router_scorer(
+                pruning,
+                channels=self.hidden_dim,
+                model_name=self.model_name,
+                image_size=self.image_size,
+                random_router=self.random_weights,
+                log=log.warning,
+            )
+        else:
+            scorer = make_scorer(pruning)
+        self.pruning = pruning
+        self.scorer = scorer
+        needs_uncertainty = pruning.scorer == "router" and "uncertainty" in scorer.signals and not self.keeps_everything
+        self.attach_uncertainty(pruning if needs_uncertainty else None)
+
+    @property
+    def keeps_everything(self) -> bool:
+        """Retention keeps every token (k = N): pruning is the identity."""
+        return self.pruning.kept_count(self.num_tokens) == self.num_tokens
+
+    def attach_uncertainty(self, config: PruningConfig | None) -> None:
+        """Attach an uncertainty probe to the image encoder with ``config``'s blocks and
+        dropout (None: detach it)."""
+        if self.uncertainty_probe is not None:
+            self.uncertainty_probe.detach()
+            self.uncertainty_probe = None
+        if config is not None:
+            self.uncertainty_probe = UncertaintyProbe(
+                self.image_encoder.trunk,
+                config.uncertainty_blocks,
+                mode=config.uncertainty,
+                p=config.mc_dropout_p,
+                passes=config.mc_passes,
+                seed=config.seed,
+            )
+
+    # --- per-session state -------------------------------------------------------------------
+
+    def session(self, inference_state: dict) -> PruningSession:
+        return pruning_session(inference_state, self.num_tokens)
+
+    def set_object_text(self, inference_state: dict, obj_id: int, text: str) -> None:
+        """Describe one object of a session for the text signal (overrides ``pruning.text``)."""
+        if not text or not text.strip():
+            raise ValueError(f"the text of object {obj_id} must not be empty")
+        self.session(inference_state).object_texts[obj_id] = text
+
+    def object_texts(self, inference_state: dict) -> dict[int, str]:
+        """The texts set with ``set_object_text``, by object id."""
+        return dict(self.session(inference_state).object_texts)
+
+    def kept_tokens(self, inference_state: dict) -> dict[tuple[int, int], torch.Tensor]:
+        """``{(frame_idx, obj_id): keep_idx [k]}`` of every tracked (non-prompted) frame stored sparsely."""
+        session = self.session(inference_state)
+        kept = {}
+        for obj_id in inference_state["obj_ids"]:
+            for frame_idx, conditioning, _, keep_idx in session.bank(inference_state, obj_id).stored_frames():
+                if keep_idx is not None and not conditioning:
+                    kept[(frame_idx, obj_id)] = keep_idx[0]
+        return kept
+
+    # --- choosing the tokens ------------------------------------------------------------------
+
+    def _encode(self, image: torch.Tensor) -> tuple[dict, torch.Tensor | None]:
+        if self.uncertainty_probe is None:
+            return super()._encode(image)
+        with self.uncertainty_probe.collect() as collected:
+            backbone_out = self.forward_image(image)
+        side = self.sam_image_embedding_size
+        return backbone_out, collected.signal((side, side))
+
+    def _get_image_feature(self, inference_state, frame_idx, batch_size):
+        """sam2's, plus the token uncertainty of a frame it encodes (kept on the session as
+        long as sam2 caches the frame's features)."""
+        if self.uncertainty_probe is None or frame_idx in inference_state["cached_features"]:
+            return super()._get_image_feature(inference_state, frame_idx, batch_size)
+        with self.uncertainty_probe.collect() as collected:
+            features = super()._get_image_feature(inference_state, frame_idx, batch_size)
+        side = self.sam_image_embedding_size
+        self.session(inference_state).uncertainty = {frame_idx: collected.signal((side, side))}
+        return features
+
+    def _frame_tokens(self, inference_state: dict, frame_idx: int, batch_size: int):
+        """(tokens ``[B, N, C]``, grid ``(H, W)``, uncertainty ``[B, N]`` or None) of a frame."""
+        _, _, vision_feats, _, feat_sizes = self._get_image_feature(inference_state, frame_idx, batch_size)
+        uncertainty = self.session(inference_state).uncertainty.get(frame_idx)
+        if uncertainty is not None:
+            uncertainty = uncertainty.expand(batch_size, -1)
+        return vision_feats[-1].transpose(0, 1), tuple(feat_sizes[-1]), uncertainty
+
+    def score_tokens(self, tokens: torch.Tensor, context: ScoringContext) -> torch.Tensor:
+        """The kept tokens ``[B, k]`` of ``tokens`` ``[B, N, C]``, ascending."""
+        scores = self.scorer(tokens, context)
+        return select_tokens(scores, self.pruning.kept_count(tokens.shape[1]))
+
+    def _select_tracked_frame(
+        self, inference_state: dict, obj_id: int, output_dict: dict, frame_idx: int, batch_size: int, reverse: bool
+    ) -> torch.Tensor | None:
+        """Kept tokens ``[B, k]`` of a frame being tracked, or None to run it dense."""
+        if self.keeps_everything:
+            return None
+        prior = None
+        if self.scorer.needs_prior:
+            neighbour = frame_idx + 1 if reverse else frame_idx - 1
+            previous = output_dict["cond_frame_outputs"].get(neighbour)
+            if previous is None:
+                previous = output_dict["non_cond_frame_outputs"].get(neighbour)
+            if previous is None or previous.get("pred_masks") is None:
+                return None  # no neighbouring output (started mid-video, memory cleared): dense
+            prior = previous["pred_masks"]
+        tokens, grid, uncertainty = self._frame_tokens(inference_state, frame_idx, batch_size)
+        context = ScoringContext(
+            frame_idx=frame_idx,
+            grid=grid,
+            prior_mask=prior,
+            uncertainty=uncertainty,
+            text=self.session(inference_state).object_texts.get(obj_id, self.pruning.text),
+        )
+        return self.score_tokens(tokens, context)
+
+    def _select_prompted_frame(
+        self, inference_state: dict, obj_id: int, frame_idx: int, out: dict, point_inputs: dict | None
+    ) -> torch.Tensor:
+        """Kept tokens of a prompted frame, scored on its own mask plus its clicks/box."""
+        tokens, grid, uncertainty = self._frame_tokens(inference_state, frame_idx, 1)
+        own_mask = out["pred_masks"].to(tokens.device)
+        prompted = prompt_mask(
+            point_inputs["point_coords"] if point_inputs else None,
+            point_inputs["point_labels"] if point_inputs else None,
+            size=tuple(own_mask.shape[-2:]),
+            image_size=self.image_size,
+        )
+        prior = own_mask if prompted is None else torch.where(prompted > 0, own_mask.abs() + 1, own_mask)
+        context = ScoringContext(
+            frame_idx=frame_idx,
+            grid=grid,
+            prior_mask=prior,
+            uncertainty=uncertainty,
+            text=self.session(inference_state).object_texts.get(obj_id, self.pruning.text),
+        )
+        return self.score_tokens(tokens, context)
+
+    # --- sam2 hooks ---------------------------------------------------------------------------
+
+    def _run_single_frame_inference(
+        self,
+        inference_state,
+        output_dict,
+        frame_idx,
+        batch_size,
+        is_init_cond_frame,
+        point_inputs,
+        mask_inputs,
+        reverse,
+        run_mem_encoder,
+        prev_sam_mask_logits=None,
+    ):
+        session = self.session(inference_state)
+        obj_id = session.object_id(inference_state, output_dict)
+        bank = session.bank(inference_state, obj_id)
+        keep_idx = None
+        if point_inputs is None and mask_inputs is None and not is_init_cond_frame:
+            keep_idx = self._select_tracked_frame(inference_state, obj_id, output_dict, frame_idx, batch_size, reverse)
+        with _in_flight(FrameInFlight(bank=bank, keep_idx=keep_idx)):
+            out, pred_masks = super()._run_single_frame_inference(
+                inference_state,
+                output_dict,
+                frame_idx,
+                batch_size,
+                is_init_cond_frame,
+                point_inputs,
+                mask_inputs,
+                reverse,
+                run_mem_encoder,
+                prev_sam_mask_logits,
+            )
+        if keep_idx is not None and out.get("maskmem_features") is not None:
+            bank.store_sparse(frame_idx, out, keep_idx, storage_device=inference_state["storage_device"])
+        return out, pred_masks
+
+    @torch.inference_mode()
+    def propagate_in_video_preflight(self, inference_state: dict) -> None:
+        """sam2 encodes the memory of prompted frames here, dense. With
+        ``prune_conditioning_frames`` their tokens are chosen now (every object's text is known
+        by now, and the prior is the frame's own mask) and only those are kept."""
+        super().propagate_in_video_preflight(inference_state)
+        if not self.pruning.prune_conditioning_frames or self.keeps_everything:
+            return
+        session = self.session(inference_state)
+        for obj_idx, output_dict in inference_state["output_dict_per_obj"].items():
+            obj_id = inference_state["obj_idx_to_id"][obj_idx]
+            bank = session.bank(inference_state, obj_id)
+            points = inference_state["point_inputs_per_obj"][obj_idx]
+            prompted = set(points) | set(inference_state["mask_inputs_per_obj"][obj_idx])
+            for frame_idx, conditioning, out, keep_idx in list(bank.stored_frames()):
+                if frame_idx in prompted and keep_idx is None and out["maskmem_features"].dim() == 4:
+                    keep_idx = self._select_prompted_frame(inference_state, obj_id, frame_idx, out, points.get(frame_idx))
+                    bank.store_sparse(frame_idx, out, keep_idx, storage_device=inference_state["storage_device"])
+
+    def _prepare_memory_conditioned_features(
+        self,
+        frame_idx,
+        is_init_cond_frame,
+        current_vision_feats,
+        current_vision_pos_embeds,
+        feat_sizes,
+        output_dict,
+        num_frames,
+        track_in_reverse=False,
+    ):
+        """Memory attention for the kept queries against each memory frame's stored tokens
+        (sam2's own computation when nothing is sparse).
+
+        Returns:
+            ``[B, C, H, W]`` memory-conditioned features of the whole grid.
+        """
+        frame = _IN_FLIGHT.get()
+        dense = frame is None or (frame.keep_idx is None and not frame.bank.has_sparse_frames())
+        if is_init_cond_frame or self.num_maskmem == 0 or dense:
+            if frame is None and any(
+                out.get("maskmem_features") is not None and out["maskmem_features"].dim() == 3
+                for outputs in output_dict.values()
+                for out in outputs.values()
+            ):
+                raise RuntimeError("sparse memories can only be read within sam2prune's _run_single_frame_inference")
+            return super()._prepare_memory_conditioned_features(
+                frame_idx,
+                is_init_cond_frame,
+                current_vision_feats,
+                current_vision_pos_embeds,
+                feat_sizes,
+                output_dict,
+                num_frames,
+                track_in_reverse,
+            )
+        return self._sparse_memory_conditioned_features(
+            frame,
+            frame_idx,
+            current_vision_feats[-1],
+            current_vision_pos_embeds[-1],
+            tuple(feat_sizes[-1]),
+            num_frames,
+            track_in_reverse,
+        )
+
+    def _sparse_memory_conditioned_features(
+        self,
+        frame: FrameInFlight,
+        frame_idx: int,
+        curr: torch.Tensor,
+        curr_pos: torch.Tensor,
+        grid: tuple[int, int],
+        num_frames: int,
+        track_in_reverse: bool,
+    ) -> torch.Tensor:
+        """Args: curr, curr_pos ``[HW, B, C]``. Returns ``[B, C, H, W]``."""
+        batch, channels = curr.shape[1], self.hidden_dim
+        height, width = grid
+        memory = frame.bank.memory(
+            self,
+            frame_idx,
+            num_frames=num_frames,
+            track_in_reverse=track_in_reverse,
+            batch=batch,
+            device=curr.device,
+            dtype=curr.dtype,
+        )
+        keep_idx = frame.keep_idx
+        if keep_idx is None:
+            query_cells = torch.arange(height * width, device=curr.device).expand(batch, -1)
+            queries, query_pos = curr, curr_pos
+        else:
+            query_cells = keep_idx.to(curr.device).long()
+            queries, query_pos = gather_tokens(curr, query_cells), gather_tokens(curr_pos, query_cells)
+        attended = sparse_memory_attention(
+            self.memory_attention,
+            queries,
+            query_pos,
+            memory.memory,
+            memory.memory_pos,
+            query_cells=query_cells,
+            memory_cells=memory.memory_cells,
+            grid=grid,
+            num_obj_ptr_tokens=memory.pointer_tokens,
+        )
+        if keep_idx is not None:
+            fill = dropped_token_fill(self.memory_attention, curr, curr_pos) if self.pruning.fill == "norm" else curr
+            attended = scatter_tokens(fill, query_cells, attended)
+        return attended.permute(1, 2, 0).view(batch, channels, height, width)

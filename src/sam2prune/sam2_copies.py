@@ -1,0 +1,276 @@
+"""Everything of sam2 1.1.0 that sam2prune had to copy rather than extend, in one place, and the
+fingerprints of every sam2 function it copies, overrides or relies on the inner workings of.
+
+sam2prune extends the official package (subclasses, config overrides, calls of sam2's own
+methods). Where sam2 has no hook for what pruning needs, the smallest piece of its code is
+reproduced here, with the change marked. ``tests/test_sam2_compat.py`` fails when the installed
+sam2's source of any fingerprinted function changes, so that a new sam2 release is reviewed
+against these copies instead of silently diverging from them; ``check_sam2_version`` refuses a
+sam2 version the project was not tested with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import os
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+from sam2prune.errors import InputError
+
+if TYPE_CHECKING:
+    from sam2.modeling.sam.transformer import RoPEAttention
+    from sam2.modeling.sam2_base import SAM2Base
+
+    from sam2prune.attention import TokenPositions
+
+TESTED_SAM2_VERSIONS = ("1.1.0",)
+# set to 1 to run with another sam2 version anyway (at your own risk: see check_sam2_version)
+ALLOW_UNTESTED_SAM2 = "SAM2PRUNE_ALLOW_UNTESTED_SAM2"
+
+# sha256 of inspect.getsource(...) in sam2 1.1.0, by "module:qualified name", and why it matters.
+FINGERPRINTS: dict[str, tuple[str, str]] = {
+    # copied below
+    "sam2.modeling.sam.transformer:RoPEAttention.forward": (
+        "f2042b996e283daae55ad2fb1a8c4163d1d2e1a10746a89449f4b3cea9de95ec",
+        "copied: positioned_rope_attention",
+    ),
+    "sam2.modeling.position_encoding:apply_rotary_enc": (
+        "8047941cccdcaaf97396ed40958c2c001cbabfd399a96d12de250c001c8be3c4",
+        "copied: _rotate computes the same rotation with per-token frequencies",
+    ),
+    "sam2.modeling.sam2_base:SAM2Base._prepare_memory_conditioned_features": (
+        "bf6d7c3fe3e70ae71f75bd86331ae31381d8381a4ff6172bf3a2480b82d139f8",
+        "copied: select_memory_frames, object_pointer_tokens; overridden by PrunedSAM2VideoPredictor",
+    ),
+    "sam2.sam2_video_predictor:SAM2VideoPredictor.propagate_in_video": (
+        "746939be28ba4485e8b82a0901fade25729459a75e6c76fc8f9ab1964c6c2c77",
+        "overridden by SAM2Predictor",
+    ),
+    "sam2.sam2_video_predictor:SAM2VideoPredictor._clear_non_cond_mem_around_input": (
+        "579b5fe2e7a26482d8a2e2b0e3e8ff916267663d7d2542728408bc9335b0ba73",
+        "its per-object variant, which 1.1.0 calls but lacks, is SAM2Predictor._clear_obj_non_cond_mem_around_input",
+    ),
+    # overridden, calling sam2's own method
+    "sam2.sam2_video_predictor:SAM2VideoPredictor.init_state": (
+        "ce8719fa5ecacd3f83e8fe0df149df5ce1a8117051006c33c568c7225cbad0eb",
+        "extended through the load_video_frames it calls (SAM2Predictor.init_state)",
+    ),
+    "sam2.sam2_video_predictor:SAM2VideoPredictor.reset_state": (
+        "606880f5c993e6c78eea715012534528ea8f19655c6d52849a2e26100b297347",
+        "overridden by SAM2Predictor (drops the pruning session)",
+    ),
+    "sam2.sam2_video_predictor:SAM2VideoPredictor._get_image_feature": (
+        "05c8b4970aa3075b5b24c88002850fb55c141826e65c5b8b1c5790fc2c8cc236",
+        "overridden by PrunedSAM2VideoPredictor (uncertainty of a frame it encodes)",
+    ),
+    "sam2.sam2_video_predictor:SAM2VideoPredictor._run_single_frame_inference": (
+        "b26337ac92abb013345e6ce0351a9047c87f0d230f23f1605c1d5b6a9a4f95af",
+        "overridden by PrunedSAM2VideoPredictor (tokens chosen before, stored after)",
+    ),
+    "sam2.sam2_video_predictor:SAM2VideoPredictor.propagate_in_video_preflight": (
+        "0dc6ee175683ddaa66706ea399c4c0b16b78d2e90e43b4352a23da046b757c6f",
+        "overridden by PrunedSAM2VideoPredictor (prompted frames' memories pruned)",
+    ),
+    # relied on: how they call what sam2prune replaces
+    "sam2.build_sam:build_sam2_video_predictor": (
+        "675761c2da68eebf4f90318ed201bd652e34d0f3cd299d0397e4e7f75b9364dc",
+        "models._instantiate builds through it, giving it configs via its compose call",
+    ),
+    "sam2.utils.misc:load_video_frames": (
+        "6e211f15b666cfc4e4869fc9eb1202f2e5d77a8dcb09e876bd5126e327f0518c",
+        "data.frames reads its normalisation; SAM2Predictor.init_state replaces it while it runs",
+    ),
+    "sam2.modeling.memory_attention:MemoryAttention.forward": (
+        "29d8ecabcabc61477c6b686102732c3d75ac81a0ee8993d50fc1e55cc0e7013f",
+        "subclassed (dtype cast); runs unchanged with token positions",
+    ),
+    "sam2.modeling.memory_attention:MemoryAttentionLayer.forward": (
+        "316640acbff0297928a96adf580b42387fa07b9599b26a96424c41bc75674c54",
+        "runs unchanged with token positions: self-attention on the queries, cross-attention to the memory",
+    ),
+}
+
+
+def installed_sam2_version() -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sam2")
+    except PackageNotFoundError:
+        return None
+
+
+def check_sam2_version() -> None:
+    """Raises InputError unless the installed sam2 is a version sam2prune was tested with (or
+    ``SAM2PRUNE_ALLOW_UNTESTED_SAM2=1`` is set)."""
+    installed = installed_sam2_version()
+    if installed in TESTED_SAM2_VERSIONS or os.environ.get(ALLOW_UNTESTED_SAM2) == "1":
+        return
+    raise InputError(
+        f"sam2 {installed or '(not installed)'} is installed, but sam2prune extends sam2 "
+        f"{', '.join(TESTED_SAM2_VERSIONS)} and copies parts of its code (sam2prune/sam2_copies.py): install it "
+        f"with `SAM2_BUILD_CUDA=0 pip install sam2=={TESTED_SAM2_VERSIONS[-1]}`, or set {ALLOW_UNTESTED_SAM2}=1 "
+        "to try this version anyway"
+    )
+
+
+def resolve(qualified_name: str) -> object:
+    """The sam2 object of ``"module:Class.attribute"``."""
+    module_name, _, path = qualified_name.partition(":")
+    target: object = importlib.import_module(module_name)
+    for part in path.split("."):
+        target = getattr(target, part)
+    return target
+
+
+def source_fingerprint(qualified_name: str) -> str:
+    """sha256 of the installed sam2's source of ``qualified_name``."""
+    return hashlib.sha256(inspect.getsource(resolve(qualified_name)).encode()).hexdigest()
+
+
+# --- RoPEAttention.forward with explicit token positions ------------------------------------
+# sam2: sam2/modeling/sam/transformer.py, RoPEAttention.forward. Change: instead of deriving a
+# square grid from the query count and tiling the query frequencies over the keys, every query
+# and key rotates with the frequencies of its own grid cell (TokenPositions).
+
+def _rotate(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    """Rotary encoding of ``x`` ``[B, heads, n, d]`` with per-token ``freqs`` ``[B, n, d/2]``,
+    as sam2's ``apply_rotary_enc`` computes it (in float32, cast back)."""
+    x_complex = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
+    return torch.view_as_real(x_complex * freqs[:, None]).flatten(3).type_as(x)
+
+
+def positioned_rope_attention(
+    attention: RoPEAttention,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    positions: TokenPositions,
+    num_k_exclude_rope: int = 0,
+) -> torch.Tensor:
+    """``RoPEAttention.forward`` with per-token rotary positions.
+
+    Args:
+        attention: a ``PositionedRoPEAttention`` (official weights).
+        q: ``[B, n_q, C]``; k, v: ``[B, n_k, C_kv]``.
+        positions: cells of the queries and (for cross-attention) of the spatial memory keys.
+        num_k_exclude_rope: trailing keys without rotation (object pointers).
+
+    Returns:
+        ``[B, n_q, C]``.
+    """
+    q = attention._separate_heads(attention.q_proj(q), attention.num_heads)
+    k = attention._separate_heads(attention.k_proj(k), attention.num_heads)
+    v = attention._separate_heads(attention.v_proj(v), attention.num_heads)
+    height, width = positions.grid
+    table = attention.grid_freqs(height, width, q.device)
+    key_cells = positions.memory_cells if attention.rope_k_repeat else positions.query_cells
+    num_k_rope = k.size(-2) - num_k_exclude_rope
+    if key_cells.shape[-1] != num_k_rope:
+        raise ValueError(f"{key_cells.shape[-1]} key positions for {num_k_rope} rotated keys")
+    q = _rotate(q, table[positions.query_cells])
+    if num_k_rope > 0:
+        k[:, :, :num_k_rope] = _rotate(k[:, :, :num_k_rope], table[key_cells])
+    dropout_p = attention.dropout_p if attention.training else 0.0
+    out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+    return attention.out_proj(attention._recombine_heads(out))
+
+
+# --- which memories a frame attends to ------------------------------------------------------
+# sam2: sam2/modeling/sam2_base.py, SAM2Base._prepare_memory_conditioned_features, the selection
+# of memory frames and object pointers. Change: none in what is selected; it is returned (the
+# stored outputs, their temporal positions, the pointers) instead of being concatenated into
+# dense memory tokens, so that each frame's stored tokens can be read with their own positions.
+
+def select_memory_frames(
+    model: SAM2Base, frame_idx: int, output_dict: dict, *, track_in_reverse: bool
+) -> tuple[list[tuple[int, dict]], dict, dict]:
+    """(temporal position, stored output) of each spatial memory a frame attends to, in sam2
+    1.1.0's order: the selected conditioning frames (t_pos 0), then the last ``num_maskmem - 1``
+    frames before this one (every ``memory_temporal_stride_for_eval``-th beyond the previous).
+
+    Returns:
+        (the memories, the selected conditioning outputs, the unselected ones).
+    """
+    from sam2.modeling.sam2_utils import select_closest_cond_frames
+
+    selected_cond, unselected_cond = select_closest_cond_frames(
+        frame_idx, output_dict["cond_frame_outputs"], model.max_cond_frames_in_attn
+    )
+    frames = [(0, out) for out in selected_cond.values()]
+    stride = 1 if model.training else model.memory_temporal_stride_for_eval
+    for t_pos in range(1, model.num_maskmem):
+        t_rel = model.num_maskmem - t_pos  # frames before the current one
+        if t_rel == 1:
+            previous_idx = frame_idx + 1 if track_in_reverse else frame_idx - 1
+        elif not track_in_reverse:
+            previous_idx = ((frame_idx - 2) // stride) * stride - (t_rel - 2) * stride
+        else:
+            previous_idx = -(-(frame_idx + 2) // stride) * stride + (t_rel - 2) * stride
+        out = output_dict["non_cond_frame_outputs"].get(previous_idx)
+        if out is None:
+            out = unselected_cond.get(previous_idx)
+        if out is not None:
+            frames.append((t_pos, out))
+    return frames, selected_cond, unselected_cond
+
+
+def object_pointer_tokens(
+    model: SAM2Base,
+    frame_idx: int,
+    output_dict: dict,
+    selected_cond: dict,
+    unselected_cond: dict,
+    *,
+    num_frames: int,
+    track_in_reverse: bool,
+    batch: int,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Object-pointer memory tokens and their temporal encodings (``[P, B, C_mem]`` each), as
+    sam2 1.1.0 builds them; None when there is none. Pointers are never pruned."""
+    from sam2.modeling.sam2_utils import get_1d_sine_pe
+
+    if not model.use_obj_ptrs_in_encoder:
+        return None
+    channels = model.hidden_dim
+    max_pointers = min(num_frames, model.max_obj_ptrs_in_encoder)
+    if not model.training and model.only_obj_ptrs_in_the_past_for_eval:
+        pointer_cond = {t: out for t, out in selected_cond.items() if (t >= frame_idx if track_in_reverse else t <= frame_idx)}
+    else:
+        pointer_cond = selected_cond
+    sign = -1 if track_in_reverse else 1
+    positions_and_pointers = [
+        ((frame_idx - t) * sign if model.use_signed_tpos_enc_to_obj_ptrs else abs(frame_idx - t), out["obj_ptr"])
+        for t, out in pointer_cond.items()
+    ]
+    for t_diff in range(1, max_pointers):
+        t = frame_idx + t_diff if track_in_reverse else frame_idx - t_diff
+        if t < 0 or (num_frames is not None and t >= num_frames):
+            break
+        out = output_dict["non_cond_frame_outputs"].get(t, unselected_cond.get(t))
+        if out is not None:
+            positions_and_pointers.append((t_diff, out["obj_ptr"]))
+    if not positions_and_pointers:
+        return None
+    positions, pointer_list = zip(*positions_and_pointers)
+    pointers = torch.stack(pointer_list, dim=0)
+    if model.add_tpos_enc_to_obj_ptrs:
+        tpos_dim = channels if model.proj_tpos_enc_in_obj_ptrs else model.mem_dim
+        encoded = torch.tensor(positions).to(device=device, non_blocking=True)
+        encoded = get_1d_sine_pe(encoded / (max_pointers - 1), dim=tpos_dim)
+        pointer_pos = model.obj_ptr_tpos_proj(encoded).unsqueeze(1).expand(-1, batch, model.mem_dim)
+    else:
+        pointer_pos = pointers.new_zeros(len(positions), batch, model.mem_dim)
+    if model.mem_dim < channels:
+        # a pointer of C channels becomes C // mem_dim tokens
+        pointers = pointers.reshape(-1, batch, channels // model.mem_dim, model.mem_dim)
+        pointers = pointers.permute(0, 2, 1, 3).flatten(0, 1)
+        pointer_pos = pointer_pos.repeat_interleave(channels // model.mem_dim, dim=0)
+    return pointers, pointer_pos
