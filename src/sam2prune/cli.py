@@ -352,7 +352,13 @@ def _add_auto_text_options(parser: argparse.ArgumentParser, *, switch: bool = Tr
             help="describe each prompted object with --captioner and use the phrase for the text signal (needs --aligner)",
         )
     group.add_argument("--captioner", metavar="MODEL", help="image-to-text model: a transformers folder or hub id (BLIP, BLIP-2, LLaVA, Florence-2, ...)")
-    group.add_argument("--refiner", metavar="MODEL", help="caption -> phrase: minilm (default: best caption span) or a seq2seq/causal LM folder or hub id")
+    group.add_argument(
+        "--refiner",
+        metavar="MODEL",
+        help="caption -> phrase: parse (default: the subject noun phrase, from spaCy's dependency parse; needs the "
+        "text extra), span (the caption span closest to the caption in MiniLM embedding) or a seq2seq/causal LM "
+        "folder or hub id",
+    )
     group.add_argument("--max-words", type=int, metavar="N", help=f"words in the phrase at most (default: {DEFAULT_MAX_WORDS})")
     group.add_argument("--caption-prompt", metavar="TEXT", help="what the captioner is asked (default: an object-centric description request)")
     group.add_argument("--cache-dir", type=Path, metavar="DIR", help="cache of generated phrases (default: ~/.cache/sam2prune/auto_text)")

