@@ -265,7 +265,7 @@ def test_no_prompt_needs_detector_weights_and_uses_the_rpn(tmp_path, tiny_captio
 
 def test_prompt_command_with_a_click(tmp_path, tiny_captioner, capsys):
     assert main(["prompt", str(CHAIR_FRAMES), "--point", "300,250", "--captioner", str(tiny_captioner),
-                 "--cache-dir", str(tmp_path), "--image-size", str(TINY_SIZE), "--frame", "2"]) == 0
+                 "--cache-dir", str(tmp_path), "--image-size", str(TINY_SIZE), "--random-weights", "--frame", "2"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("region: (") and "click" in lines[0]
     assert lines[1].startswith("caption: ") and lines[2].startswith("time: roi ")
@@ -283,7 +283,7 @@ def aligner_file(tmp_path_factory) -> Path:
     (root / "ImageSets" / "2017" / "val.txt").write_text("chair\n")
     (folder / "labels.json").write_text(json.dumps({"chair/1": "a wooden chair"}))
     assert main(["fit-aligner", "--root", str(root), "--labels", str(folder / "labels.json"), "--out", str(folder / "a.pt"),
-                 "--image-size", str(TINY_SIZE)]) == 0
+                 "--image-size", str(TINY_SIZE), "--random-weights"]) == 0
     return folder / "a.pt"
 
 
@@ -298,7 +298,7 @@ def test_bench_with_auto_text(tmp_path, tiny_captioner, aligner_file, capsys):
 
 
 def test_segment_with_auto_text(tmp_path, tiny_captioner, aligner_file, capsys):
-    tiny = ["--image-size", str(TINY_SIZE)]
+    tiny = ["--image-size", str(TINY_SIZE), "--random-weights"]
     capsys.readouterr()
     arguments = ["segment", str(CHAIR_FRAMES), "--point", "300,250", "--auto-text", "--captioner", str(tiny_captioner),
                  "--aligner", str(aligner_file), "--cache-dir", str(tmp_path / "cache"), *tiny]

@@ -327,3 +327,45 @@ def test_a_failed_set_pruning_keeps_the_previous_config(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         predictor.set_pruning(PruningConfig(text="a chair", aligner=str(tmp_path / "missing.pt")))
     assert predictor.pruning is config and predictor.uncertainty_probe is probe and probe._handles
+
+
+def _constructed_frame(generator: torch.Generator, direction: torch.Tensor, top: int, left: int):
+    """A 16x16 token frame of noise with a 4x4 object whose tokens share a feature direction,
+    and its label map at 64x64 px (4 px per token)."""
+    tokens = torch.randn(256, direction.shape[0], generator=generator)
+    labels = torch.zeros(64, 64, dtype=torch.uint8)
+    labels[4 * top : 4 * (top + 4), 4 * left : 4 * (left + 4)] = 1
+    cells = torch.tensor([(top + y) * 16 + left + x for y in range(4) for x in range(4)])
+    tokens[cells] += 5 * direction
+    return tokens, labels.numpy(), cells
+
+
+def test_text_router_ranks_the_described_objects_tokens_first(minilm):
+    """An aligner fit (closed form) on frames where an object's tokens share a feature direction;
+    on a new frame with the object elsewhere, the router's text signal for its description puts
+    exactly its 16 tokens on top, and keeping 16 of 256 keeps the object."""
+    from sam2prune.router.fusion import AlignedTextRelevance
+    from sam2prune.router.semantic import BACKGROUND_PHRASE, collect_aligner_data
+
+    generator = torch.Generator().manual_seed(0)
+    direction = torch.nn.functional.normalize(torch.randn(32, generator=generator), dim=0) * 32**0.5 / 4
+    phrase = "a red ball"
+    embedding = minilm.encode([phrase])[0]
+    frames = []
+    for top, left in [(1, 2), (9, 9), (3, 11), (10, 1), (6, 6)]:
+        tokens, labels, _ = _constructed_frame(generator, direction, top, left)
+        frames.append((tokens, labels, {1: embedding}))
+    features, targets = collect_aligner_data(frames, minilm.encode([BACKGROUND_PHRASE])[0], grid=(16, 16))
+    aligner = Aligner(fit_ridge(features, targets, 1.0), minilm.name, "sam2.1_hiera_t", 256)
+    tokens, _, cells = _constructed_frame(generator, direction, top=7, left=3)
+    scorer = RouterScorer(
+        PruningConfig(signals=("text",), text=phrase), signals=("text",), text_relevance=AlignedTextRelevance(aligner, minilm)
+    )
+    scores = scorer(tokens[None], ScoringContext(frame_idx=0, grid=(16, 16), text=phrase))
+    from sam2prune.router import select_tokens
+
+    assert torch.equal(select_tokens(scores, 16)[0], cells.sort().values)
+    # the ranking comes from the object's features: the same frame without them ranks other tokens first
+    plain = tokens.clone()
+    plain[cells] -= 5 * direction
+    assert not torch.equal(select_tokens(scorer(plain[None], ScoringContext(frame_idx=0, grid=(16, 16), text=phrase)), 16)[0], cells)

@@ -177,14 +177,11 @@ class SequenceTracker:
             self.labels.setdefault(frame_idx, np.zeros((sequence.source.height, sequence.source.width), np.uint8))
         bank = predictor.pruning_stats(state)
         entries = [e for per_obj in bank["frames"].values() for e in per_obj.values() if not e["conditioning"]]
-        self.kept = {
-            f"{frame_idx}_{state['obj_idx_to_id'][obj_idx]}": out["keep_idx"][0].cpu().numpy()
-            for obj_idx, obj_output in state["output_dict_per_obj"].items()
-            for frame_idx, out in obj_output["non_cond_frame_outputs"].items()
-            if out.get("keep_idx") is not None
-        }
+        kept = predictor.kept_tokens(state)
+        self.kept = {f"{frame_idx}_{obj_id}": keep_idx.cpu().numpy() for (frame_idx, obj_id), keep_idx in kept.items()}
+        texts = predictor.object_texts(state)
         return self.labels, {
-            "texts": {str(k): v for k, v in state.get("object_texts", {}).items()},
+            "texts": {str(k): v for k, v in texts.items()},
             "seconds_tracking": seconds_tracking,
             "seconds_total": time.perf_counter() - start,
             "fps": tracked_frames / seconds_tracking if seconds_tracking > 0 else float("inf"),

@@ -144,6 +144,24 @@ class SAM2Predictor(SAM2VideoPredictor):
         """(sam2's backbone output, token uncertainty or None) of ``[1, 3, S, S]``."""
         return self.forward_image(image), None
 
+    def object_texts(self, inference_state: dict) -> dict[int, str]:
+        """The object descriptions set on the session (``set_object_text``), by object id."""
+        session: PruningSession | None = inference_state.get(SESSION_KEY)
+        return dict(session.object_texts) if session is not None else {}
+
+    def kept_tokens(self, inference_state: dict) -> dict[tuple[int, int], torch.Tensor]:
+        """``{(frame_idx, obj_id): keep_idx [k]}`` of every tracked (non-prompted) frame stored
+        sparsely (none for the unpruned predictor)."""
+        session: PruningSession | None = inference_state.get(SESSION_KEY)
+        if session is None:
+            return {}
+        kept = {}
+        for obj_id in inference_state["obj_ids"]:
+            for frame_idx, conditioning, _, keep_idx in session.bank(inference_state, obj_id).stored_frames():
+                if keep_idx is not None and not conditioning:
+                    kept[(frame_idx, obj_id)] = keep_idx[0]
+        return kept
+
     def pruning_stats(self, inference_state: dict) -> dict:
         """Per frame and object: tokens kept, what memory attention reads back and what the
         frame's stored output holds; and the totals.

@@ -128,20 +128,6 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
             raise ValueError(f"the text of object {obj_id} must not be empty")
         self.session(inference_state).object_texts[obj_id] = text
 
-    def object_texts(self, inference_state: dict) -> dict[int, str]:
-        """The texts set with ``set_object_text``, by object id."""
-        return dict(self.session(inference_state).object_texts)
-
-    def kept_tokens(self, inference_state: dict) -> dict[tuple[int, int], torch.Tensor]:
-        """``{(frame_idx, obj_id): keep_idx [k]}`` of every tracked (non-prompted) frame stored sparsely."""
-        session = self.session(inference_state)
-        kept = {}
-        for obj_id in inference_state["obj_ids"]:
-            for frame_idx, conditioning, _, keep_idx in session.bank(inference_state, obj_id).stored_frames():
-                if keep_idx is not None and not conditioning:
-                    kept[(frame_idx, obj_id)] = keep_idx[0]
-        return kept
-
     # --- choosing the tokens ------------------------------------------------------------------
 
     def _encode(self, image: torch.Tensor) -> tuple[dict, torch.Tensor | None]:
