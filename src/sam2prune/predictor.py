@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from sam2.modeling.sam2_base import NO_OBJ_SCORE
 from sam2.modeling.sam2_utils import get_1d_sine_pe, select_closest_cond_frames
 from sam2.sam2_video_predictor import SAM2VideoPredictor
 from tqdm import tqdm
@@ -109,15 +110,18 @@ def load_frames_tensor(
 
 
 class SAM2Predictor(SAM2VideoPredictor):
-    """The official SAM 2 video predictor (the unpruned baseline), with three changes:
+    """The official SAM 2 video predictor (the unpruned baseline), with four changes:
 
     - ``init_state`` also reads folders of PNG frames, names that are not plain integers
       (natural sort) and any video file, and checks frames (size, corrupt files) up front;
     - sam2's missing CUDA extension is reported once instead of warned about on every frame;
     - the bf16 memory bank is cast before memory attention (see ``attention.MemoryAttention``),
-      and the per-object memory clearing that 1.1.0 calls but lacks is implemented.
+      and the per-object memory clearing that 1.1.0 calls but lacks is implemented;
+    - ``propagate_in_video`` tracks an object only from its first prompted frame on (in
+      reverse, from its last one back), instead of on every frame from the start frame.
 
-    Masks and logits are those of ``sam2.sam2_video_predictor.SAM2VideoPredictor``.
+    Masks and logits are those of ``sam2.sam2_video_predictor.SAM2VideoPredictor``, except
+    where sam2 tracks an object before it was prompted (see ``propagate_in_video``).
     """
 
     model_name: str = "sam2"
@@ -199,6 +203,105 @@ class SAM2Predictor(SAM2VideoPredictor):
             "temp_output_dict_per_obj": {},
             "frames_tracked_per_obj": {},
         }
+
+    @torch.inference_mode()
+    def propagate_in_video(
+        self,
+        inference_state: dict,
+        start_frame_idx: int | None = None,
+        max_frame_num_to_track: int | None = None,
+        reverse: bool = False,
+        *,
+        only_from_prompts: bool = False,
+    ) -> Iterator[tuple[int, list[int], torch.Tensor]]:
+        """sam2 1.1.0's ``SAM2VideoPredictor.propagate_in_video`` with one change: an object
+        takes part in a frame only if it has a conditioning (prompted) frame at or before it
+        (at or after it with ``reverse``), or if it was tracked on that frame before.
+
+        sam2 runs every object on every frame from the start frame, so an object first prompted
+        on a later frame is "tracked" before it, attending to its own future prompt, and those
+        memories then condition its frames after the prompt. Here nothing is run or stored for
+        it there (no output, no ``frames_tracked_per_obj`` mark) and its yielded mask logits
+        are empty (``NO_OBJ_SCORE``). Objects that take part run exactly as in sam2, including
+        its re-tracking of frames an object already has (e.g. in reverse from a frame tracked
+        forward, after a correction).
+
+        Args:
+            only_from_prompts: keyword-only, not in sam2: also skip objects on frames they were
+                tracked on before but have no prompt at or behind in this direction, so a pass
+                never re-tracks an object over frames another pass gave it (e.g. tracking each
+                object backwards from its own first prompt after a forward pass).
+
+        Yields:
+            ``(frame_idx, obj_ids, video_res_masks)`` for every frame in processing order;
+            ``video_res_masks`` ``[num_objects, 1, video_H, video_W]``, every object, in
+            ``obj_ids`` order.
+        """
+        self.propagate_in_video_preflight(inference_state)
+
+        obj_ids = inference_state["obj_ids"]
+        num_frames = inference_state["num_frames"]
+        batch_size = self._get_obj_num(inference_state)
+
+        if start_frame_idx is None:
+            start_frame_idx = min(
+                t
+                for obj_output_dict in inference_state["output_dict_per_obj"].values()
+                for t in obj_output_dict["cond_frame_outputs"]
+            )
+        if max_frame_num_to_track is None:
+            max_frame_num_to_track = num_frames
+        if reverse:
+            end_frame_idx = max(start_frame_idx - max_frame_num_to_track, 0)
+            if start_frame_idx > 0:
+                processing_order = range(start_frame_idx, end_frame_idx - 1, -1)
+            else:
+                processing_order = []  # sam2 skips reverse tracking from frame 0
+        else:
+            end_frame_idx = min(start_frame_idx + max_frame_num_to_track, num_frames - 1)
+            processing_order = range(start_frame_idx, end_frame_idx + 1)
+
+        low_res = self.image_size // 4
+        for frame_idx in tqdm(processing_order, desc="propagate in video"):
+            pred_masks_per_obj = [None] * batch_size
+            for obj_idx in range(batch_size):
+                obj_output_dict = inference_state["output_dict_per_obj"][obj_idx]
+                cond_frames = obj_output_dict["cond_frame_outputs"]
+                prompted = any(t >= frame_idx if reverse else t <= frame_idx for t in cond_frames)
+                tracked = frame_idx in inference_state["frames_tracked_per_obj"][obj_idx]
+                if not (prompted or (tracked and not only_from_prompts)):
+                    # the one change: not prompted yet in this direction, nor tracked here before
+                    pred_masks_per_obj[obj_idx] = torch.full(
+                        (1, 1, low_res, low_res), NO_OBJ_SCORE, dtype=torch.float32, device=inference_state["device"]
+                    )
+                    continue
+                if frame_idx in cond_frames:
+                    current_out = cond_frames[frame_idx]
+                    pred_masks = current_out["pred_masks"].to(inference_state["device"], non_blocking=True)
+                    if self.clear_non_cond_mem_around_input:
+                        self._clear_obj_non_cond_mem_around_input(inference_state, frame_idx, obj_idx)
+                else:
+                    current_out, pred_masks = self._run_single_frame_inference(
+                        inference_state=inference_state,
+                        output_dict=obj_output_dict,
+                        frame_idx=frame_idx,
+                        batch_size=1,  # sam2 tracks objects one at a time
+                        is_init_cond_frame=False,
+                        point_inputs=None,
+                        mask_inputs=None,
+                        reverse=reverse,
+                        run_mem_encoder=True,
+                    )
+                    obj_output_dict["non_cond_frame_outputs"][frame_idx] = current_out
+                inference_state["frames_tracked_per_obj"][obj_idx][frame_idx] = {"reverse": reverse}
+                pred_masks_per_obj[obj_idx] = pred_masks
+
+            if len(pred_masks_per_obj) > 1:
+                all_pred_masks = torch.cat(pred_masks_per_obj, dim=0)
+            else:
+                all_pred_masks = pred_masks_per_obj[0]
+            _, video_res_masks = self._get_orig_video_res_output(inference_state, all_pred_masks)
+            yield frame_idx, obj_ids, video_res_masks
 
     def _clear_obj_non_cond_mem_around_input(
         self, inference_state: dict, frame_idx: int, obj_idx: int
