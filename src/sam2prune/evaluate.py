@@ -114,11 +114,11 @@ class SequenceTracker:
         self.clicks = 0
 
     def _track(self, state: dict, start: int) -> None:
-        first = self.sequence.first_frames
+        """Track forward from ``start`` (the first prompted frame, or a corrected frame) and keep
+        each frame's labels. Each object is clicked on the frame it first appears on, and the
+        predictor tracks an object only from its first prompt on (empty logits before it), so
+        the labels need no masking by first appearance."""
         for frame_idx, obj_ids, logits in self.predictor.propagate_in_video(state, start_frame_idx=start):
-            # an object is empty before the frame it first appears on
-            visible = torch.tensor([first[obj_id] <= frame_idx for obj_id in obj_ids], device=logits.device)
-            logits = torch.where(visible[:, None, None, None], logits, torch.full_like(logits, -1.0))
             self.labels[frame_idx] = labels_from_logits(list(obj_ids), logits)
 
     def _refinement_candidates(self) -> list[tuple[float, int, int]]:

@@ -15,6 +15,7 @@ import hashlib
 import importlib
 import inspect
 import os
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import torch
@@ -25,6 +26,7 @@ from sam2prune.errors import InputError
 if TYPE_CHECKING:
     from sam2.modeling.sam.transformer import RoPEAttention
     from sam2.modeling.sam2_base import SAM2Base
+    from sam2.sam2_video_predictor import SAM2VideoPredictor
 
     from sam2prune.attention import TokenPositions
 
@@ -49,7 +51,7 @@ FINGERPRINTS: dict[str, tuple[str, str]] = {
     ),
     "sam2.sam2_video_predictor:SAM2VideoPredictor.propagate_in_video": (
         "746939be28ba4485e8b82a0901fade25729459a75e6c76fc8f9ab1964c6c2c77",
-        "overridden by SAM2Predictor",
+        "copied: propagate_objects; overridden by SAM2Predictor (objects tracked from their first prompt)",
     ),
     "sam2.sam2_video_predictor:SAM2VideoPredictor._clear_non_cond_mem_around_input": (
         "579b5fe2e7a26482d8a2e2b0e3e8ff916267663d7d2542728408bc9335b0ba73",
@@ -274,3 +276,81 @@ def object_pointer_tokens(
         pointers = pointers.permute(0, 2, 1, 3).flatten(0, 1)
         pointer_pos = pointer_pos.repeat_interleave(channels // model.mem_dim, dim=0)
     return pointers, pointer_pos
+
+
+# --- propagate_in_video ------------------------------------------------------------------------
+# sam2: sam2/sam2_video_predictor.py, SAM2VideoPredictor.propagate_in_video. Change: an object
+# takes part in a frame only where ``takes_part(obj_idx, frame_idx)`` says so; elsewhere nothing
+# is run or stored for it and its mask logits are empty (NO_OBJ_SCORE). sam2 runs every object on
+# every frame from the start frame, e.g. a late object before its first prompt.
+
+
+def propagate_objects(
+    predictor: SAM2VideoPredictor,
+    inference_state: dict,
+    start_frame_idx: int | None,
+    max_frame_num_to_track: int | None,
+    reverse: bool,
+    *,
+    takes_part: Callable[[int, int], bool],
+) -> Iterator[tuple[int, list[int], torch.Tensor]]:
+    """sam2 1.1.0's propagation loop with per-object participation (see above).
+
+    Yields:
+        ``(frame_idx, obj_ids, video_res_masks)`` for every frame in processing order;
+        ``video_res_masks`` ``[num_objects, 1, video_H, video_W]``, every object, in ``obj_ids`` order.
+    """
+    from sam2.modeling.sam2_base import NO_OBJ_SCORE
+
+    from sam2prune.progress import progress
+
+    predictor.propagate_in_video_preflight(inference_state)
+    obj_ids = inference_state["obj_ids"]
+    num_frames = inference_state["num_frames"]
+    batch_size = predictor._get_obj_num(inference_state)
+    if start_frame_idx is None:
+        start_frame_idx = min(
+            t for obj_output_dict in inference_state["output_dict_per_obj"].values() for t in obj_output_dict["cond_frame_outputs"]
+        )
+    if max_frame_num_to_track is None:
+        max_frame_num_to_track = num_frames
+    if reverse:
+        end_frame_idx = max(start_frame_idx - max_frame_num_to_track, 0)
+        processing_order = range(start_frame_idx, end_frame_idx - 1, -1) if start_frame_idx > 0 else range(0)
+    else:
+        end_frame_idx = min(start_frame_idx + max_frame_num_to_track, num_frames - 1)
+        processing_order = range(start_frame_idx, end_frame_idx + 1)
+
+    low_res = predictor.image_size // 4
+    for frame_idx in progress(processing_order, desc="propagate in video", unit="frame"):
+        pred_masks_per_obj = [None] * batch_size
+        for obj_idx in range(batch_size):
+            obj_output_dict = inference_state["output_dict_per_obj"][obj_idx]
+            if not takes_part(obj_idx, frame_idx):  # the change
+                pred_masks_per_obj[obj_idx] = torch.full(
+                    (1, 1, low_res, low_res), NO_OBJ_SCORE, dtype=torch.float32, device=inference_state["device"]
+                )
+                continue
+            if frame_idx in obj_output_dict["cond_frame_outputs"]:
+                current_out = obj_output_dict["cond_frame_outputs"][frame_idx]
+                pred_masks = current_out["pred_masks"].to(inference_state["device"], non_blocking=True)
+                if predictor.clear_non_cond_mem_around_input:
+                    predictor._clear_obj_non_cond_mem_around_input(inference_state, frame_idx, obj_idx)
+            else:
+                current_out, pred_masks = predictor._run_single_frame_inference(
+                    inference_state=inference_state,
+                    output_dict=obj_output_dict,
+                    frame_idx=frame_idx,
+                    batch_size=1,  # sam2 1.1.0 tracks objects one at a time
+                    is_init_cond_frame=False,
+                    point_inputs=None,
+                    mask_inputs=None,
+                    reverse=reverse,
+                    run_mem_encoder=True,
+                )
+                obj_output_dict["non_cond_frame_outputs"][frame_idx] = current_out
+            inference_state["frames_tracked_per_obj"][obj_idx][frame_idx] = {"reverse": reverse}
+            pred_masks_per_obj[obj_idx] = pred_masks
+        all_pred_masks = torch.cat(pred_masks_per_obj, dim=0) if len(pred_masks_per_obj) > 1 else pred_masks_per_obj[0]
+        _, video_res_masks = predictor._get_orig_video_res_output(inference_state, all_pred_masks)
+        yield frame_idx, obj_ids, video_res_masks

@@ -48,16 +48,62 @@ def labels_from_logits(obj_ids: list[int], logits: torch.Tensor) -> np.ndarray:
 
 
 def propagate_from_prompts(
-    predictor, inference_state: dict, first_frame: int
+    predictor, inference_state: dict
 ) -> Iterator[tuple[int, list[int], torch.Tensor]]:
-    """Track forward from the first prompted frame, then backward from it to frame 0."""
-    yield from predictor.propagate_in_video(inference_state, start_frame_idx=first_frame)
-    if first_frame > 0:
-        for frame_idx, obj_ids, logits in predictor.propagate_in_video(
-            inference_state, start_frame_idx=first_frame, reverse=True
+    """Track every object forward from its first prompted frame and backward from it to frame 0;
+    yield every frame once, with each object's output from the pass that tracked it there.
+
+    The forward pass starts at the earliest prompted frame E, the reverse pass at L, the latest
+    first prompt of any object; both with ``only_from_prompts`` (see
+    ``SAM2Predictor.propagate_in_video``), so each object is tracked from its first prompt on
+    and backwards from it, never over frames it already has from the forward pass. Frames >= L
+    come from the forward pass, where every object takes part. On a frame t < L an object whose
+    prompts all lie before t takes no part in the reverse pass (its yielded logits there are
+    empty) but was tracked forward on it, so frames < L are assembled, once the reverse pass has
+    reached them, from every object's stored output: the forward one, or the reverse one for
+    objects prompted at or after t (an object prompted on several frames is re-tracked in
+    reverse between its prompts below L).
+
+    Yields:
+        ``(frame_idx, obj_ids, logits)``, logits ``[num_objects, 1, video_H, video_W]``: frames
+        L..end in order, then L-1 down to 0.
+    """
+    # prompts reach the per-object outputs as conditioning frames only in sam2's preflight
+    predictor.propagate_in_video_preflight(inference_state)
+    first_prompts = [min(outputs["cond_frame_outputs"]) for outputs in inference_state["output_dict_per_obj"].values()]
+    earliest, latest = min(first_prompts), max(first_prompts)
+    for frame_idx, obj_ids, logits in predictor.propagate_in_video(
+        inference_state, start_frame_idx=earliest, only_from_prompts=True
+    ):
+        if frame_idx >= latest:
+            yield frame_idx, obj_ids, logits
+    if latest > 0:
+        for frame_idx, obj_ids, _ in predictor.propagate_in_video(
+            inference_state, start_frame_idx=latest, reverse=True, only_from_prompts=True
         ):
-            if frame_idx != first_frame:
-                yield frame_idx, obj_ids, logits
+            if frame_idx < latest:
+                yield frame_idx, obj_ids, stored_frame_logits(predictor, inference_state, frame_idx)
+
+
+def stored_frame_logits(predictor, inference_state: dict, frame_idx: int) -> torch.Tensor:
+    """Every object's latest output on a frame, as ``propagate_in_video`` yields it.
+
+    Returns:
+        ``[num_objects, 1, video_H, video_W]`` mask logits, in ``inference_state["obj_ids"]`` order:
+        the stored low-res masks, resized together by sam2's own ``_get_orig_video_res_output``.
+
+    Raises:
+        RuntimeError: an object has no output on the frame (it was not tracked there).
+    """
+    masks = []
+    for obj_idx, obj_id in enumerate(inference_state["obj_ids"]):
+        outputs = inference_state["output_dict_per_obj"][obj_idx]
+        out = outputs["cond_frame_outputs"].get(frame_idx, outputs["non_cond_frame_outputs"].get(frame_idx))
+        if out is None:
+            raise RuntimeError(f"object {obj_id} was not tracked on frame {frame_idx}")
+        masks.append(out["pred_masks"].to(inference_state["device"], non_blocking=True))
+    _, video_res_masks = predictor._get_orig_video_res_output(inference_state, torch.cat(masks, dim=0))
+    return video_res_masks
 
 
 def segment_video(
@@ -98,9 +144,7 @@ def segment_video(
     obj_ids = list(inference_state["obj_ids"])
     with staged_directory(out_dir, overwrite=overwrite) as staging:
         written = set()
-        for frame_idx, frame_obj_ids, logits in propagate_from_prompts(
-            predictor, inference_state, min(p.frame for p in prompts)
-        ):
+        for frame_idx, frame_obj_ids, logits in propagate_from_prompts(predictor, inference_state):
             labels = labels_from_logits(list(frame_obj_ids), logits)
             write_label_png(staging / f"{source.frame_names[frame_idx]}.png", labels)
             written.add(frame_idx)

@@ -16,6 +16,7 @@ from sam2prune.data.frames import load_frames_tensor
 from sam2prune.data.video import VideoSource
 from sam2prune.predictor.bank import SparseMemoryBank
 from sam2prune.predictor.session import SESSION_KEY, PruningSession
+from sam2prune.sam2_copies import propagate_objects
 
 log = logging.getLogger("sam2prune")
 
@@ -64,9 +65,12 @@ class SAM2Predictor(SAM2VideoPredictor):
     - sam2's missing CUDA extension is reported once instead of warned about on every frame;
     - the bf16 memory bank is cast before memory attention (``attention.MemoryAttention``), and
       the per-object memory clearing that 1.1.0 calls but lacks is implemented;
+    - ``propagate_in_video`` tracks an object only from its first prompted frame on (in
+      reverse, from its last one back), instead of on every frame from the start frame;
     - ``pruning_stats`` reports what each stored frame holds.
 
-    Masks and logits are those of ``sam2.sam2_video_predictor.SAM2VideoPredictor``.
+    Masks and logits are those of ``sam2.sam2_video_predictor.SAM2VideoPredictor``, except
+    where sam2 tracks an object before it was prompted (see ``propagate_in_video``).
     """
 
     model_name: str = "sam2"
@@ -111,6 +115,50 @@ class SAM2Predictor(SAM2VideoPredictor):
 
         with _frames_from(load):
             return super().init_state(str(source.path), offload_video_to_cpu, offload_state_to_cpu, False)
+
+    @torch.inference_mode()
+    def propagate_in_video(
+        self,
+        inference_state: dict,
+        start_frame_idx: int | None = None,
+        max_frame_num_to_track: int | None = None,
+        reverse: bool = False,
+        *,
+        only_from_prompts: bool = False,
+    ) -> Iterator[tuple[int, list[int], torch.Tensor]]:
+        """sam2's ``propagate_in_video`` with one change: an object takes part in a frame only if
+        it has a conditioning (prompted) frame at or before it (at or after it with ``reverse``),
+        or if it was tracked on that frame before.
+
+        sam2 runs every object on every frame from the start frame, so an object first prompted
+        on a later frame is "tracked" before it, attending to its own future prompt, and those
+        memories then condition its frames after the prompt. Here nothing is run or stored for
+        it there (no output, no ``frames_tracked_per_obj`` mark) and its yielded mask logits
+        are empty (``NO_OBJ_SCORE``). Objects that take part run exactly as in sam2, including
+        its re-tracking of frames an object already has (e.g. in reverse from a frame tracked
+        forward, after a correction).
+
+        Args:
+            only_from_prompts: keyword-only, not in sam2: also skip objects on frames they were
+                tracked on before but have no prompt at or behind in this direction, so a pass
+                never re-tracks an object over frames another pass gave it (e.g. tracking each
+                object backwards from its own first prompt after a forward pass).
+
+        Yields:
+            ``(frame_idx, obj_ids, video_res_masks)`` for every frame in processing order;
+            ``video_res_masks`` ``[num_objects, 1, video_H, video_W]``, every object, in
+            ``obj_ids`` order.
+        """
+
+        def takes_part(obj_idx: int, frame_idx: int) -> bool:
+            conditioning = inference_state["output_dict_per_obj"][obj_idx]["cond_frame_outputs"]
+            if any(t >= frame_idx if reverse else t <= frame_idx for t in conditioning):
+                return True
+            return not only_from_prompts and frame_idx in inference_state["frames_tracked_per_obj"][obj_idx]
+
+        yield from propagate_objects(
+            self, inference_state, start_frame_idx, max_frame_num_to_track, reverse, takes_part=takes_part
+        )
 
     @torch.inference_mode()
     def reset_state(self, inference_state: dict) -> None:
