@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -12,6 +11,7 @@ from sam2.modeling.memory_attention import MemoryAttention as OfficialMemoryAtte
 from sam2.modeling.sam.transformer import RoPEAttention
 
 from sam2prune.sam2_copies import positioned_rope_attention
+from sam2prune.scoped import scoped
 
 
 class MemoryAttention(OfficialMemoryAttention):
@@ -71,14 +71,9 @@ class TokenPositions:
 _POSITIONS: ContextVar[TokenPositions | None] = ContextVar("sam2prune_token_positions", default=None)
 
 
-@contextmanager
-def token_positions(positions: TokenPositions) -> Iterator[None]:
+def token_positions(positions: TokenPositions) -> AbstractContextManager[TokenPositions]:
     """Give ``PositionedRoPEAttention`` modules called inside the block these token positions."""
-    token = _POSITIONS.set(positions)
-    try:
-        yield
-    finally:
-        _POSITIONS.reset(token)
+    return scoped(_POSITIONS, positions)
 
 
 def gather_tokens(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

@@ -235,3 +235,31 @@ def make_output_dir(out_dir: Path, *, option: str = "--out") -> None:
         check_writable_folder(out_dir.parent, option=f"{option} {out_dir}")
         out_dir.mkdir()
     check_writable_folder(out_dir, option=f"{option} {out_dir}")
+
+
+def load_versioned_file(path: Path, *, kind: str, file_format: str, version: int, hint: str) -> dict:
+    """Read a sam2prune weights file (``torch.save`` of ``{"format", "version", ...}``) strictly,
+    with ``weights_only=True``.
+
+    Args:
+        kind: what the file is, for messages (e.g. "aligner").
+        file_format, version: the values its ``format`` and ``version`` must have.
+        hint: how to make one, appended to "does not exist".
+
+    Raises:
+        InputError: the file is missing, unreadable, of another format or of another version.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{kind} {path} does not exist ({hint})")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for corrupt or foreign files
+        raise InputError(f"{kind} {path} could not be read as a sam2prune {kind} file ({type(error).__name__})") from error
+    if not isinstance(payload, dict) or payload.get("format") != file_format:
+        raise InputError(f"{path} is not a sam2prune {kind} file")
+    if payload.get("version") != version:
+        raise InputError(f"{kind} {path} has version {payload.get('version')}; this sam2prune reads version {version}")
+    return payload

@@ -10,6 +10,7 @@ import numpy as np
 
 from sam2prune.data.palette import read_label_png
 from sam2prune.errors import InputError
+from sam2prune.fsutil import read_json
 
 VOID_LABEL = 255
 
@@ -133,12 +134,7 @@ def load_prompts_file(path: Path) -> list[ObjectPrompt]:
     Raises:
         InputError: naming the file and the entry that is malformed.
     """
-    try:
-        payload = json.loads(Path(path).read_text())
-    except FileNotFoundError as error:
-        raise InputError(f"prompts file {path} does not exist") from error
-    except (OSError, json.JSONDecodeError) as error:
-        raise InputError(f"prompts file {path} is not valid JSON: {error}") from error
+    payload = read_json(path, what="prompts file")
     entries = payload.get("objects") if isinstance(payload, dict) else payload
     if not isinstance(entries, list) or not entries:
         raise InputError(f'prompts file {path}: expected {{"objects": [...]}} with at least one object')

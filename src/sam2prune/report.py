@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from sam2prune.errors import InputError
-from sam2prune.fsutil import atomic_write, atomic_write_text
+from sam2prune.fsutil import atomic_write, atomic_write_text, read_json
 
 
 def load_reports(run_dirs: list[Path]) -> list[dict]:
@@ -21,7 +21,7 @@ def load_reports(run_dirs: list[Path]) -> list[dict]:
         path = run_dir / "report.json"
         if not path.is_file():
             raise InputError(f"{run_dir} holds no finished evaluation run (no report.json); run `sam2prune eval` first")
-        report = json.loads(path.read_text())
+        report = read_json(path, what="run report")
         report["run_dir"] = str(run_dir)
         reports.append(report)
     return reports

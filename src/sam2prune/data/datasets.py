@@ -34,6 +34,7 @@ from PIL import Image
 from sam2prune.data.palette import read_label_png
 from sam2prune.data.video import VideoSource, list_frame_files, natural_key
 from sam2prune.errors import InputError
+from sam2prune.fsutil import read_json
 
 VOID_LABEL = 255
 DATASETS = ("davis", "vost", "pumavos", "lvos", "uvo", "endovis18")
@@ -157,10 +158,7 @@ def read_pumavos(root: Path, split: str | None = None) -> Iterator[Sequence]:
 def _lvos_meta(folder: Path, split: str) -> dict:
     for candidate in (folder / f"{split}_meta.json", folder / "meta.json"):
         if candidate.is_file():
-            try:
-                return json.loads(candidate.read_text())
-            except json.JSONDecodeError as error:
-                raise InputError(f"LVOS meta file {candidate} is not valid JSON: {error}") from error
+            return read_json(candidate, what="LVOS meta file")
     raise InputError(f"LVOS: neither {folder / f'{split}_meta.json'} nor {folder / 'meta.json'} exists")
 
 
@@ -237,12 +235,7 @@ def _rle_counts_from_string(text: str) -> list[int]:
 
 def read_uvo(root: Path, split: str = "val") -> Iterator[Sequence]:
     path = root / split if split.endswith(".json") else root / f"{split}.json"
-    try:
-        payload = json.loads(Path(path).read_text())
-    except FileNotFoundError as error:
-        raise InputError(f"UVO annotations {path} do not exist") from error
-    except json.JSONDecodeError as error:
-        raise InputError(f"UVO annotations {path} are not valid JSON: {error}") from error
+    payload = read_json(path, what="UVO annotations")
     if not isinstance(payload, dict) or "videos" not in payload or "annotations" not in payload:
         raise InputError(f"UVO annotations {path}: expected YouTube-VIS style {{\"videos\": [...], \"annotations\": [...]}}")
     by_video: dict[int, list[dict]] = {}
@@ -290,10 +283,10 @@ def read_uvo(root: Path, split: str = "val") -> Iterator[Sequence]:
 def _endovis_classes(root: Path, sequence_dir: Path) -> dict[tuple[int, int, int], int]:
     for path in (sequence_dir / "labels.json", root / "labels.json"):
         if path.is_file():
+            entries = read_json(path, what="EndoVis class file")
             try:
-                entries = json.loads(path.read_text())
                 return {tuple(int(c) for c in e["color"]): int(e["classid"]) for e in entries}
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            except (KeyError, TypeError, ValueError) as error:
                 raise InputError(f"EndoVis class file {path}: expected [{{\"name\", \"color\", \"classid\"}}]: {error}") from error
     raise InputError(f"EndoVis: no labels.json in {sequence_dir} or {root}")
 

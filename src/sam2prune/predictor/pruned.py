@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -17,6 +15,7 @@ from sam2prune.predictor.session import PruningSession, pruning_session
 from sam2prune.router import ScoringContext, make_scorer, select_tokens
 from sam2prune.router.prior import prompt_mask
 from sam2prune.router.uncertainty import UncertaintyProbe
+from sam2prune.scoped import scoped
 
 
 @dataclass(frozen=True)
@@ -35,15 +34,6 @@ class FrameInFlight:
 
 
 _IN_FLIGHT: ContextVar[FrameInFlight | None] = ContextVar("sam2prune_frame_in_flight", default=None)
-
-
-@contextmanager
-def _in_flight(frame: FrameInFlight) -> Iterator[None]:
-    token = _IN_FLIGHT.set(frame)
-    try:
-        yield
-    finally:
-        _IN_FLIGHT.reset(token)
 
 
 class PrunedSAM2VideoPredictor(SAM2Predictor):
@@ -162,6 +152,20 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
         scores = self.scorer(tokens, context)
         return select_tokens(scores, self.pruning.kept_count(tokens.shape[1]))
 
+    def _score_frame(
+        self, inference_state: dict, obj_id: int, frame_idx: int, batch_size: int, prior: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Kept tokens ``[B, k]`` of one object on a frame, given where it is believed to be."""
+        tokens, grid, uncertainty = self._frame_tokens(inference_state, frame_idx, batch_size)
+        context = ScoringContext(
+            frame_idx=frame_idx,
+            grid=grid,
+            prior_mask=prior,
+            uncertainty=uncertainty,
+            text=self.session(inference_state).object_texts.get(obj_id, self.pruning.text),
+        )
+        return self.score_tokens(tokens, context)
+
     def _select_tracked_frame(
         self, inference_state: dict, obj_id: int, output_dict: dict, frame_idx: int, batch_size: int, reverse: bool
     ) -> torch.Tensor | None:
@@ -177,37 +181,21 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
             if previous is None or previous.get("pred_masks") is None:
                 return None  # no neighbouring output (started mid-video, memory cleared): dense
             prior = previous["pred_masks"]
-        tokens, grid, uncertainty = self._frame_tokens(inference_state, frame_idx, batch_size)
-        context = ScoringContext(
-            frame_idx=frame_idx,
-            grid=grid,
-            prior_mask=prior,
-            uncertainty=uncertainty,
-            text=self.session(inference_state).object_texts.get(obj_id, self.pruning.text),
-        )
-        return self.score_tokens(tokens, context)
+        return self._score_frame(inference_state, obj_id, frame_idx, batch_size, prior)
 
     def _select_prompted_frame(
         self, inference_state: dict, obj_id: int, frame_idx: int, out: dict, point_inputs: dict | None
     ) -> torch.Tensor:
         """Kept tokens of a prompted frame, scored on its own mask plus its clicks/box."""
-        tokens, grid, uncertainty = self._frame_tokens(inference_state, frame_idx, 1)
-        own_mask = out["pred_masks"].to(tokens.device)
+        own_mask = out["pred_masks"].to(self.device)
         prompted = prompt_mask(
             point_inputs["point_coords"] if point_inputs else None,
             point_inputs["point_labels"] if point_inputs else None,
             size=tuple(own_mask.shape[-2:]),
             image_size=self.image_size,
         )
-        prior = own_mask if prompted is None else torch.where(prompted > 0, own_mask.abs() + 1, own_mask)
-        context = ScoringContext(
-            frame_idx=frame_idx,
-            grid=grid,
-            prior_mask=prior,
-            uncertainty=uncertainty,
-            text=self.session(inference_state).object_texts.get(obj_id, self.pruning.text),
-        )
-        return self.score_tokens(tokens, context)
+        prior = own_mask if prompted is None else torch.where(prompted.to(own_mask.device) > 0, own_mask.abs() + 1, own_mask)
+        return self._score_frame(inference_state, obj_id, frame_idx, 1, prior)
 
     # --- sam2 hooks ---------------------------------------------------------------------------
 
@@ -230,7 +218,7 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
         keep_idx = None
         if point_inputs is None and mask_inputs is None and not is_init_cond_frame:
             keep_idx = self._select_tracked_frame(inference_state, obj_id, output_dict, frame_idx, batch_size, reverse)
-        with _in_flight(FrameInFlight(bank=bank, keep_idx=keep_idx)):
+        with scoped(_IN_FLIGHT, FrameInFlight(bank=bank, keep_idx=keep_idx)):
             out, pred_masks = super()._run_single_frame_inference(
                 inference_state,
                 output_dict,

@@ -14,7 +14,7 @@ from torch import nn
 from sam2prune.config import PruningConfig
 from sam2prune.errors import InputError
 from sam2prune.router.prior import prior_scores
-from sam2prune.fsutil import atomic_write
+from sam2prune.fsutil import atomic_write, load_versioned_file
 
 ROUTER_FORMAT = "sam2prune-router"
 ROUTER_VERSION = 1
@@ -136,16 +136,9 @@ def load_router(path: str | Path, *, kind: str, channels: int) -> tuple[nn.Modul
         InputError: naming the file and the mismatch.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"router weights {path} do not exist (train them with `sam2prune train-router`)")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise InputError(f"router weights {path} could not be read: {error}") from error
-    if not isinstance(payload, dict) or payload.get("format") != ROUTER_FORMAT:
-        raise InputError(f"{path} is not a sam2prune router file")
-    if payload.get("version") != ROUTER_VERSION:
-        raise InputError(f"router weights {path} have version {payload.get('version')}; this sam2prune reads version {ROUTER_VERSION}")
+    payload = load_versioned_file(
+        path, kind="router", file_format=ROUTER_FORMAT, version=ROUTER_VERSION, hint="train one with `sam2prune train-router`"
+    )
     if payload.get("router") != kind:
         raise InputError(f"router weights {path} are for the {payload.get('router')!r} router, not {kind!r}")
     if payload.get("channels") != channels:

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from sam2prune.errors import InputError
-from sam2prune.fsutil import atomic_write
+from sam2prune.fsutil import atomic_write, load_versioned_file, read_json
 from sam2prune.progress import progress as progress_bar
 
 ALIGNER_FORMAT = "sam2prune-aligner"
@@ -87,16 +87,9 @@ class Aligner:
             InputError: naming the file and what is wrong.
         """
         path = Path(path)
-        if not path.is_file():
-            raise InputError(f"aligner {path} does not exist (fit one with `sam2prune fit-aligner`)")
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:
-            raise InputError(f"aligner {path} could not be read: {error}") from error
-        if not isinstance(payload, dict) or payload.get("format") != ALIGNER_FORMAT:
-            raise InputError(f"{path} is not a sam2prune aligner file")
-        if payload.get("version") != ALIGNER_VERSION:
-            raise InputError(f"aligner {path} has version {payload.get('version')}; this sam2prune reads version {ALIGNER_VERSION}")
+        payload = load_versioned_file(
+            path, kind="aligner", file_format=ALIGNER_FORMAT, version=ALIGNER_VERSION, hint="fit one with `sam2prune fit-aligner`"
+        )
         expected = {"format", "version", "weight", "text_encoder", "model", "image_size"}
         if set(payload) != expected:
             raise InputError(f"aligner {path}: expected the fields {sorted(expected)}, found {sorted(payload)}")
@@ -112,12 +105,7 @@ def read_labels(path: Path) -> dict[str, str]:
     Raises:
         InputError: naming the file and the entry that is malformed.
     """
-    try:
-        labels = json.loads(Path(path).read_text())
-    except FileNotFoundError as error:
-        raise InputError(f"labels file {path} does not exist") from error
-    except json.JSONDecodeError as error:
-        raise InputError(f"labels file {path} is not valid JSON: {error}") from error
+    labels = read_json(path, what="labels file")
     if not isinstance(labels, dict) or not labels:
         raise InputError(f'labels file {path}: expected {{"<sequence>/<object id>": "phrase", ...}}')
     for key, phrase in labels.items():

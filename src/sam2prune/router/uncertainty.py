@@ -25,14 +25,15 @@ and ``analytic`` is exactly the expectation that ``mc`` samples.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from contextvars import ContextVar
 
 import torch
 import torch.nn.functional as F
 from sam2.modeling.backbones.hieradet import Hiera, MultiScaleBlock
 from sam2.modeling.backbones.utils import window_unpartition
+
+from sam2prune.scoped import scoped
 
 
 def analytic_logit_variance(
@@ -161,15 +162,9 @@ class UncertaintyProbe:
             handle.remove()
         self._handles = []
 
-    @contextmanager
-    def collect(self) -> Iterator[UncertaintyCollection]:
+    def collect(self) -> AbstractContextManager[UncertaintyCollection]:
         """Measure the encoder passes run inside the block."""
-        collection = UncertaintyCollection()
-        token = _COLLECTION.set(collection)
-        try:
-            yield collection
-        finally:
-            _COLLECTION.reset(token)
+        return scoped(_COLLECTION, UncertaintyCollection())
 
     def _remember_input(self, index: int):
         def hook(module, inputs):

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from sam2prune.errors import InputError
+from sam2prune.fsutil import atomic_write_json
 
 if TYPE_CHECKING:
     from spacy.language import Language
@@ -500,9 +501,12 @@ class AutoTextPipeline:
         )
         cache_file = self.cache_dir / f"{key}.json"
         if cache_file.is_file():
-            stored = json.loads(cache_file.read_text())
-            stored["box"] = tuple(stored["box"])
-            return AutoText(**stored | {"cached": True})
+            try:
+                stored = json.loads(cache_file.read_text())
+                stored["box"] = tuple(stored["box"])
+                return AutoText(**stored | {"cached": True})
+            except (OSError, ValueError, TypeError, KeyError):  # a damaged cache entry is made again
+                pass
         crop, crop_box = crop_with_margin(frame, box)
         start = time.perf_counter()
         caption = self.captioner.caption(crop)
@@ -519,9 +523,7 @@ class AutoTextPipeline:
             seconds={"roi": roi_seconds, "caption": caption_seconds, "refine": time.perf_counter() - start},
         )
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        temp = cache_file.with_name(f".{cache_file.name}.tmp")
-        temp.write_text(json.dumps({k: v for k, v in asdict(result).items() if k != "cached"}))
-        os.replace(temp, cache_file)
+        atomic_write_json(cache_file, {k: v for k, v in asdict(result).items() if k != "cached"})
         return result
 
 
