@@ -220,7 +220,8 @@ def score_tracked_sequence(sequence: Sequence, labels: dict[int, np.ndarray]) ->
 
 @dataclass
 class EvalSettings:
-    """What a run is; a run folder resumes only with the same settings."""
+    """What a run is; a run folder resumes only with the same settings. Saved as its
+    ``run.json`` (``asdict``), read back with ``load``."""
 
     dataset: str
     root: str
@@ -230,8 +231,28 @@ class EvalSettings:
     checkpoint: str | None
     image_size: int
     device: str
-    pruning: dict | None
-    protocol: dict = field(default_factory=lambda: asdict(ProtocolConfig()))
+    pruning: PruningConfig | None  # None: unpruned SAM 2
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
+
+    @classmethod
+    def load(cls, path: Path) -> EvalSettings:
+        """The settings of a run from its ``run.json``, with its configs as dataclasses again.
+
+        Raises:
+            InputError: the file is missing or not a run's settings.
+        """
+        from sam2prune.config import PruningConfig
+        from sam2prune.fsutil import read_json
+
+        saved = read_json(path, what="run settings")
+        try:
+            # JSON has no tuples: the configs' tuple fields come back as lists
+            pruning = saved["pruning"]
+            if pruning is not None:
+                pruning = PruningConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in pruning.items()})
+            return cls(**{**saved, "pruning": pruning, "protocol": ProtocolConfig(**saved["protocol"])})
+        except (KeyError, TypeError, ValueError) as error:
+            raise InputError(f"run settings {path} are not those of a sam2prune run: {error}") from error
 
 
 def prepare_run_dir(out_dir: Path, settings: EvalSettings, *, overwrite: bool) -> None:
@@ -379,3 +400,16 @@ def summarize(records: list[SequenceRecord], settings: EvalSettings, out_dir: Pa
     }
     atomic_write_json(out_dir / "report.json", report)
     return report
+
+
+def protocol_prompts(sequence: Sequence) -> list[ObjectPrompt]:
+    """The protocol's first prompt of each object of a sequence: one positive click on the first
+    frame the object appears on, at the maximum of the distance transform of its mask."""
+    from sam2prune.prompts import ObjectPrompt
+
+    prompts = []
+    for obj_id in sequence.obj_ids:
+        frame = sequence.first_frames[obj_id]
+        click = interior_point(sequence.ground_truth(frame) == obj_id)
+        prompts.append(ObjectPrompt(obj_id=obj_id, frame=frame, points=(click,), labels=(1,)))
+    return prompts
