@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from sam2prune.config import ProtocolConfig
+from sam2prune.config import ProtocolConfig, PruningConfig
 from sam2prune.data.datasets import VOID_LABEL, Sequence
 from sam2prune.data.palette import write_label_png
 from sam2prune.errors import InputError
@@ -22,8 +22,9 @@ from sam2prune.memory import peak_rss_mib, reset_peak_rss
 from sam2prune.metrics import boundary_f, jaccard
 from sam2prune.scoring import ObjectScores, global_measures, score_sequence, write_official_csvs
 from sam2prune.segment import labels_from_logits
-from sam2prune.fsutil import atomic_write, atomic_write_json, check_output_location, staged_directory
+from sam2prune.fsutil import atomic_write, atomic_write_json, check_output_location, read_json, staged_directory
 from sam2prune.progress import progress as progress_bar
+from sam2prune.prompts import ObjectPrompt
 
 
 def interior_point(mask: np.ndarray) -> tuple[int, int]:
@@ -137,11 +138,11 @@ class SequenceTracker:
         predictor, sequence = self.predictor, self.sequence
         state = predictor.init_state(sequence.source)
         masks = {}
-        for obj_id in sequence.obj_ids:
-            frame_idx = sequence.first_frames[obj_id]
-            x, y = interior_point(sequence.ground_truth(frame_idx) == obj_id)
-            _, obj_ids, logits = predictor.add_new_points_or_box(state, frame_idx, obj_id, points=[[x, y]], labels=[1])
-            masks[obj_id] = (logits[list(obj_ids).index(obj_id), 0] > 0).cpu().numpy()
+        for prompt in protocol_prompts(sequence):
+            _, obj_ids, logits = predictor.add_new_points_or_box(
+                state, prompt.frame, prompt.obj_id, points=[list(prompt.points[0])], labels=list(prompt.labels)
+            )
+            masks[prompt.obj_id] = (logits[list(obj_ids).index(prompt.obj_id), 0] > 0).cpu().numpy()
             self.clicks += 1
         if self.on_prompted is not None:
             self.on_prompted(predictor, state, masks)
@@ -217,7 +218,8 @@ def score_tracked_sequence(sequence: Sequence, labels: dict[int, np.ndarray]) ->
 
 @dataclass
 class EvalSettings:
-    """What a run is; a run folder resumes only with the same settings."""
+    """What a run is; a run folder resumes only with the same settings. Saved as its
+    ``run.json`` (``asdict``), read back with ``load``."""
 
     dataset: str
     root: str
@@ -227,8 +229,25 @@ class EvalSettings:
     checkpoint: str | None
     image_size: int
     device: str
-    pruning: dict | None
-    protocol: dict = field(default_factory=lambda: asdict(ProtocolConfig()))
+    pruning: PruningConfig | None  # None: unpruned SAM 2
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
+
+    @classmethod
+    def load(cls, path: Path) -> EvalSettings:
+        """The settings of a run from its ``run.json``, with its configs as dataclasses again.
+
+        Raises:
+            InputError: the file is missing or not a run's settings.
+        """
+        saved = read_json(path, what="run settings")
+        try:
+            # JSON has no tuples: the configs' tuple fields come back as lists
+            pruning = saved["pruning"]
+            if pruning is not None:
+                pruning = PruningConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in pruning.items()})
+            return cls(**{**saved, "pruning": pruning, "protocol": ProtocolConfig(**saved["protocol"])})
+        except (KeyError, TypeError, ValueError) as error:
+            raise InputError(f"run settings {path} are not those of a sam2prune run: {error}") from error
 
 
 def prepare_run_dir(out_dir: Path, settings: EvalSettings, *, overwrite: bool) -> None:
@@ -376,3 +395,14 @@ def summarize(records: list[SequenceRecord], settings: EvalSettings, out_dir: Pa
     }
     atomic_write_json(out_dir / "report.json", report)
     return report
+
+
+def protocol_prompts(sequence: Sequence) -> list[ObjectPrompt]:
+    """The protocol's first prompt of each object of a sequence: one positive click on the first
+    frame the object appears on, at the maximum of the distance transform of its mask."""
+    prompts = []
+    for obj_id in sequence.obj_ids:
+        frame = sequence.first_frames[obj_id]
+        click = interior_point(sequence.ground_truth(frame) == obj_id)
+        prompts.append(ObjectPrompt(obj_id=obj_id, frame=frame, points=(click,), labels=(1,)))
+    return prompts

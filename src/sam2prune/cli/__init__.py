@@ -1,0 +1,100 @@
+"""The ``sam2prune`` console script: one subcommand per job (``COMMANDS``), each a module with a
+plain typed function that does the work, the options of its parser, and a handler that turns
+the parsed options into the function's arguments."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from sam2prune.cli import bench, fit_aligner, models, prompt, report, score, segment, sweep, train_router
+from sam2prune.cli import eval as evaluate
+from sam2prune.cli.common import Command, embedded_clip, examples, log
+from sam2prune.errors import UserError
+
+__all__ = ["COMMANDS", "Command", "build_parser", "embedded_clip", "main"]
+
+COMMANDS: dict[str, Command] = {
+    "segment": segment.COMMAND,
+    "bench": bench.COMMAND,
+    "score": score.COMMAND,
+    "eval": evaluate.COMMAND,
+    "report": report.COMMAND,
+    "sweep": sweep.COMMAND,
+    "prompt": prompt.COMMAND,
+    "fit-aligner": fit_aligner.COMMAND,
+    "train-router": train_router.COMMAND,
+    "models": models.COMMAND,
+}
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    import sam2prune
+
+    try:
+        sam2_version = version("sam2")
+    except PackageNotFoundError:
+        sam2_version = "not installed"
+    return f"sam2prune {sam2prune.__version__} (sam2 {sam2_version})"
+
+
+class _VersionAction(argparse.Action):
+    """``--version``, reading the installed sam2's version only when asked."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(_version())
+        parser.exit()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sam2prune",
+        description="Token-pruned SAM 2 video object segmentation.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=examples(
+            "sam2prune segment path/to/frames --point 320,240 --out masks/ --checkpoint sam2.1_hiera_tiny.pt",
+            "sam2prune COMMAND --help",
+        ),
+    )
+    parser.add_argument("--version", action=_VersionAction, help="print the versions of sam2prune and sam2, and exit")
+    parser.add_argument("-v", "--verbose", action="store_true", help="also log the resolved settings of the run (debug messages)")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, command in COMMANDS.items():
+        # each --help keeps the description's and epilog's line breaks and ends with an example
+        subparser = subparsers.add_parser(
+            name,
+            help=command.help,
+            description=command.description,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            epilog=(command.epilog + "\n\n" if command.epilog else "") + examples(*command.examples),
+        )
+        command.add_arguments(subparser)
+        subparser.set_defaults(handler=command.handle)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    # our messages only: third-party libraries keep their own (quiet) logging defaults
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("sam2prune: %(message)s"))
+    log.handlers = [handler]
+    log.propagate = False
+    log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    log.debug("%s", " ".join(["sam2prune", *argv]))
+    try:
+        return args.handler(args)
+    except UserError as error:
+        print(f"sam2prune: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("sam2prune: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,108 @@
+"""``sam2prune fit-aligner``: the token-to-text projection of the router's text signal."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from sam2prune.cli.common import (
+    Command,
+    DataSelection,
+    ModelOptions,
+    add_data_options,
+    add_model_options,
+    build,
+    data_selection,
+    default_of,
+    log,
+    model_options,
+    resolve_weights,
+    select_sequences,
+)
+from sam2prune.errors import InputError
+
+
+def fit_aligner(
+    *,
+    data: DataSelection,
+    labels: Path,
+    out: Path,
+    text_encoder: str = "minilm",
+    ridge: float = 1.0,
+    frame_step: int = 1,
+    model: ModelOptions = ModelOptions(),
+) -> dict[str, Any]:
+    """Fit the aligner by ridge least squares from SAM 2 token features to the text space on
+    the objects ``labels`` names, write it to ``out`` and return the fit's statistics.
+
+    Args:
+        labels: LABELS.json, ``{"<sequence>/<object id>": "a black swan", ...}``.
+        text_encoder: ``minilm``, ``clip:<folder or hub id>`` or ``open_clip:<arch>:<file>``.
+        ridge: the L2 penalty.
+        frame_step: use every Nth annotated frame.
+    """
+    from sam2prune.fsutil import check_output_file
+    from sam2prune.router.semantic import fit_aligner as fit, read_labels
+    from sam2prune.text.encoders import load_text_encoder
+
+    check_output_file(out, option="--out")
+    phrases = read_labels(labels)
+    if ridge < 0 or frame_step < 1:
+        raise InputError("--ridge must be >= 0 and --frame-step >= 1")
+    weights = resolve_weights(model, required=True)
+    sequences = select_sequences(data)
+    encoder = load_text_encoder(text_encoder)
+    predictor = build(model, weights)
+    aligner, stats = fit(predictor, sequences, phrases, text_encoder=encoder, ridge=ridge, frame_step=frame_step)
+    aligner.save(out)
+    if stats["labels_not_found"]:
+        log.warning("labels without a matching object in the dataset: %s", ", ".join(stats["labels_not_found"]))
+    print(
+        f"aligner fit on {stats['tokens']} tokens of {stats['objects']} objects over {stats['frames']} frames "
+        f"(train mean cosine {stats['train_mean_cosine']:.3f}), text encoder {encoder.name}, -> {out}"
+    )
+    return stats
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_data_options(parser, default_dataset="davis")
+    parser.add_argument("--labels", type=Path, required=True, metavar="LABELS.json", help='phrase of each object: {"<sequence>/<object id>": "a black swan", ...}')
+    parser.add_argument("--out", type=Path, required=True, metavar="ALIGNER.pt", help="where the aligner is written (pass it to --aligner)")
+    parser.add_argument(
+        "--text-encoder",
+        default=default_of(fit_aligner, "text_encoder"),
+        help="minilm, clip:<folder or hub id>, open_clip:<arch>:<file> (default: %(default)s)",
+    )
+    parser.add_argument("--ridge", type=float, default=default_of(fit_aligner, "ridge"), help="L2 penalty (default: %(default)s)")
+    parser.add_argument(
+        "--frame-step", type=int, default=default_of(fit_aligner, "frame_step"), metavar="N", help="use every Nth annotated frame (default: %(default)s)"
+    )
+    add_model_options(parser)
+
+
+def handle(args: argparse.Namespace) -> int:
+    fit_aligner(
+        data=data_selection(args),
+        labels=args.labels,
+        out=args.out,
+        text_encoder=args.text_encoder,
+        ridge=args.ridge,
+        frame_step=args.frame_step,
+        model=model_options(args),
+    )
+    return 0
+
+
+COMMAND = Command(
+    run=fit_aligner,
+    add_arguments=add_arguments,
+    handle=handle,
+    help="fit the token-to-text projection for the text signal",
+    description=(
+        "Closed-form ridge least squares from SAM 2 token features to the text space: tokens inside each "
+        "labelled object are mapped to its phrase's embedding, background tokens to that of 'background'. "
+        'LABELS.json maps "<sequence>/<object id>" to a phrase.'
+    ),
+    examples=("sam2prune fit-aligner --root DAVIS --labels labels.json --out aligner.pt --checkpoint sam2.1_hiera_tiny.pt",),
+)

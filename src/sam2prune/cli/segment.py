@@ -1,0 +1,213 @@
+"""``sam2prune segment``: prompted objects through a video into DAVIS palette PNGs."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sam2prune.cli.common import (
+    AutoTextOptions,
+    Command,
+    ModelOptions,
+    add_auto_text_options,
+    add_model_options,
+    add_pruning_options,
+    auto_text_hook,
+    auto_text_options,
+    auto_text_pipeline,
+    build,
+    embedded_clip,
+    frame_index,
+    log,
+    model_options,
+    object_id,
+    pruning_configs,
+    refuse_auto_text_options_without_switch,
+    refuse_pruning_options_for_sam2,
+    resolve_weights,
+)
+from sam2prune.config import PruningConfig
+from sam2prune.errors import InputError
+
+if TYPE_CHECKING:
+    from sam2prune.prompts import ObjectPrompt
+    from sam2prune.segment import SegmentResult
+
+
+def segment(
+    *,
+    out: Path,
+    video: Path | None = None,
+    prompts: Sequence[ObjectPrompt] | Path | None = None,
+    overwrite: bool = False,
+    overlay: Path | None = None,
+    fps: float | None = None,
+    model: ModelOptions = ModelOptions(),
+    pruning: PruningConfig | None = PruningConfig(),
+    auto_text: AutoTextOptions = AutoTextOptions(),
+    prompt_files: Sequence[tuple[str, Path]] = (),
+) -> SegmentResult:
+    """Segment objects through a video into DAVIS palette PNGs in ``out``.
+
+    Args:
+        out: output folder, created, or replaced as a whole with ``overwrite``.
+        video: a folder of frames or a video file; None: the embedded clip.
+        prompts: the objects' prompts, or a prompts JSON file; None: the embedded clip's
+            default clicks (only without ``video``).
+        overlay: also write the masks over the frames there (.mp4 or .gif), at ``fps``.
+        pruning: None: the unpruned official predictor.
+        auto_text: how objects are described when ``pruning.auto_text`` is on.
+        prompt_files: ``(option, path)`` of files the ``prompts`` were read from, which
+            ``out`` must not overlap either.
+    """
+    from sam2prune.data.video import VideoSource
+    from sam2prune.fsutil import check_output_dir
+    from sam2prune.prompts import check_prompts, load_prompts_file
+    from sam2prune.segment import segment_video
+    from sam2prune.viz import check_overlay_path
+
+    clip = video if video is not None else embedded_clip()
+    inputs = [("VIDEO", clip)] + ([("--prompts", prompts)] if isinstance(prompts, Path) else []) + list(prompt_files)
+    check_output_dir(out, overwrite=overwrite, inputs=inputs)
+    if overlay is not None:
+        check_overlay_path(overlay)
+        if overlay.resolve().parent == out.resolve() or out.resolve() in overlay.resolve().parents:
+            raise InputError(f"--overlay {overlay} lies inside --out {out}, which is replaced as a whole; write it elsewhere")
+    elif fps is not None:
+        raise InputError("--fps is the frame rate of the --overlay video; it has no effect without --overlay")
+    if fps is not None and not fps > 0:
+        raise InputError(f"--fps must be > 0, got {fps}")
+    weights = resolve_weights(model, required=True)
+    source = VideoSource.open(clip)
+
+    if isinstance(prompts, Path):
+        prompts = load_prompts_file(prompts)
+    elif prompts:
+        prompts = list(prompts)
+    elif video is None:
+        prompts = load_prompts_file(embedded_clip() / "prompts.json")
+        log.info("no prompt given: using the embedded clip's default clicks (%s)", embedded_clip() / "prompts.json")
+    else:
+        raise InputError("no prompt given: pass --point X,Y, --box X0,Y0,X1,Y1, --mask PNG or --prompts FILE.json")
+    check_prompts(prompts, num_frames=len(source), width=source.width, height=source.height)
+
+    hook = None
+    if pruning is not None and pruning.auto_text:
+        if pruning.scorer != "router":
+            raise InputError("--auto-text drives the router's text signal: use --method pruned with --scorer router")
+        hook = auto_text_hook(auto_text_pipeline(auto_text, device=model.device, command="segment"), source, prompts)
+    predictor = build(model, weights, pruning)
+    result = segment_video(
+        predictor,
+        source,
+        prompts,
+        out,
+        overwrite=overwrite,
+        overlay=overlay,
+        overlay_fps=fps,
+        on_prompted=hook,
+    )
+    objects = f"{len(result.obj_ids)} object{'s' if len(result.obj_ids) != 1 else ''}"
+    print(
+        f"segmented {result.num_frames} frames, {objects} (ids {', '.join(map(str, result.obj_ids))}) "
+        f"in {result.seconds:.1f} s ({result.frames_per_second:.2f} frames/s) -> {result.out_dir}"
+        + (f", overlay {overlay}" if overlay else "")
+    )
+    return result
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "video",
+        nargs="?",
+        type=Path,
+        metavar="VIDEO",
+        help="folder of JPEG/PNG frames (natural sort of names) or a video file (mp4, mov, avi, mkv, webm)",
+    )
+    parser.add_argument(
+        "--out", type=Path, required=True, metavar="DIR", help="output folder for the PNGs (created; replaced as a whole)"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    prompts = parser.add_argument_group("prompts (pixel coordinates of the original frames)")
+    prompts.add_argument("--point", action="append", default=[], metavar="X,Y", help="positive click (repeatable)")
+    prompts.add_argument("--neg", action="append", default=[], metavar="X,Y", help="negative click (repeatable)")
+    prompts.add_argument("--box", metavar="X0,Y0,X1,Y1", help="box around the object")
+    prompts.add_argument(
+        "--mask",
+        type=Path,
+        metavar="PNG",
+        help="object mask (non-zero pixels); a label PNG with several ids adds one object per id",
+    )
+    prompts.add_argument("--frame", type=frame_index, default=0, metavar="N", help="frame of the prompts (default: 0)")
+    prompts.add_argument("--obj-id", type=object_id, metavar="K", help="object id of the prompts (default: 1)")
+    prompts.add_argument("--prompts", type=Path, metavar="FILE.json", help="several objects on several frames (see below)")
+    parser.add_argument("--overlay", type=Path, metavar="FILE", help="also write the masks over the frames as .mp4 or .gif")
+    parser.add_argument(
+        "--fps",
+        type=float,
+        metavar="FPS",
+        help="frame rate of the --overlay video (default: the video file's own; 10 for a folder of frames)",
+    )
+    add_model_options(parser)
+    parser.add_argument(
+        "--method",
+        choices=("pruned", "sam2"),
+        default="pruned",
+        help="pruned = token-pruned predictor; sam2 = the unpruned official predictor (default: %(default)s)",
+    )
+    add_pruning_options(parser)
+    add_auto_text_options(parser)
+
+
+def handle(args: argparse.Namespace) -> int:
+    from sam2prune.prompts import prompts_from_arguments
+
+    if args.method == "sam2":
+        refuse_pruning_options_for_sam2(args)
+    refuse_auto_text_options_without_switch(args)
+    pruning = pruning_configs(args)[0] if args.method == "pruned" else None
+    from_arguments = prompts_from_arguments(
+        points=args.point, negatives=args.neg, box=args.box, mask=args.mask, frame=args.frame, obj_id=args.obj_id
+    )
+    if args.prompts is not None and from_arguments:
+        raise InputError("--prompts cannot be combined with --point, --neg, --box or --mask")
+    segment(
+        out=args.out,
+        video=args.video,
+        prompts=args.prompts if args.prompts is not None else from_arguments or None,
+        overwrite=args.overwrite,
+        overlay=args.overlay,
+        fps=args.fps,
+        model=model_options(args),
+        pruning=pruning,
+        auto_text=auto_text_options(args),
+        prompt_files=[("--mask", args.mask)] if args.mask is not None else [],
+    )
+    return 0
+
+
+COMMAND = Command(
+    run=segment,
+    add_arguments=add_arguments,
+    handle=handle,
+    help="segment objects through a video into palette PNGs",
+    description=(
+        "Segment prompted objects through a video. Writes one indexed-palette PNG per frame into "
+        "--out (DAVIS convention: 0 background, k = object id k; same size and name stem as the frame). "
+        "Without VIDEO it runs on the embedded 24-frame bedroom clip with its default clicks. Each object is "
+        "tracked forward from the first frame it is prompted on, then backward from it to frame 0."
+    ),
+    epilog=(
+        "prompts file (--prompts) format:\n"
+        '  {"objects": [{"obj_id": 1, "frame": 0, "points": [[x, y]], "labels": [1]},\n'
+        '               {"obj_id": 2, "frame": 5, "box": [x0, y0, x1, y1]},\n'
+        '               {"obj_id": 3, "frame": 8, "mask": "mask.png"}]}\n'
+        "coordinates are pixels of the original frames; mask paths are relative to the JSON file."
+    ),
+    examples=(
+        "sam2prune segment path/to/frames --point 320,240 --out masks/ --checkpoint sam2.1_hiera_tiny.pt --overlay masks.mp4",
+        "sam2prune segment --out out/bedroom --random-weights    # the embedded clip, random weights",
+    ),
+)

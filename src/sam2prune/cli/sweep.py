@@ -1,0 +1,192 @@
+"""``sam2prune sweep``: ``eval`` over a grid of pruning settings (plus unpruned SAM 2), tabulated."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from sam2prune.cli.common import (
+    PRUNING_DEFAULTS,
+    RETENTION_GRID,
+    Command,
+    DataSelection,
+    ModelOptions,
+    add_data_options,
+    add_model_options,
+    add_protocol_options,
+    add_pruning_options,
+    build,
+    build_pruning_configs,
+    check_run_folder,
+    data_selection,
+    default_text,
+    log,
+    model_options,
+    protocol_config,
+    refuse_ineffective_options,
+    resolve_weights,
+    select_sequences,
+    signal_list,
+)
+from sam2prune.cli.eval import run_eval
+from sam2prune.config import SCORERS, ProtocolConfig, PruningConfig
+from sam2prune.errors import InputError
+
+# (config, or None for unpruned SAM 2; run label; label of the run without its text, for
+# runs that differ only in the phrasing of the target)
+GridEntry = tuple[PruningConfig | None, str, str | None]
+
+
+def _sweep_grid(args: argparse.Namespace) -> list[GridEntry]:
+    """Every run a sweep asks for, in order."""
+    for single, plural in (("scorer", "scorers"), ("signals", "signal-sets"), ("text", "texts")):
+        if getattr(args, single) is not None and getattr(args, plural.replace("-", "_")) is not None:
+            raise InputError(f"--{single} and --{plural} exclude each other: a sweep varies --{plural}")
+    scorers = args.scorers or [args.scorer or PRUNING_DEFAULTS.scorer]
+    signal_sets = args.signal_sets or [None]
+    texts = args.texts or [None]
+    retentions = args.retention or list(RETENTION_GRID)
+    uncertainty = args.uncertainty or PRUNING_DEFAULTS.uncertainty
+    grid: list[GridEntry] = [] if args.no_baseline else [(None, "sam2", None)]
+    configs: list[PruningConfig] = []
+    for scorer in scorers:
+        router = scorer == "router"
+        for signals in signal_sets if router else [None]:
+            for number, text in enumerate(texts if router else [None]):
+                variant: dict[str, object] = {"scorer": scorer}
+                if signals is not None:
+                    variant["signals"] = signals
+                if text is not None:
+                    variant["text"] = text
+                passes = args.mc_passes if router and uncertainty == "mc" and args.mc_passes else [None]
+                for config in build_pruning_configs(args, retentions=retentions, mc_passes=passes, variant=variant):
+                    label = f"pruned_r{config.retention:g}_{scorer}"
+                    if signals is not None:
+                        label += "_" + "+".join(signals)
+                    if router and uncertainty == "mc":
+                        label += f"_T{config.mc_passes}"
+                    base_label = label
+                    if len(texts) > 1 and text is not None:
+                        label += f"_text{number + 1}"
+                    grid.append((config, label, base_label if len(texts) > 1 and text is not None else None))
+                    configs.append(config)
+    varied = {"scorer"} | ({"signals"} if args.signal_sets else set()) | ({"text"} if args.texts else set())
+    if configs:
+        refuse_ineffective_options(args, configs, varied=varied)
+    return grid
+
+
+def sweep(
+    *,
+    grid: Sequence[GridEntry],
+    data: DataSelection,
+    out: Path,
+    protocol: ProtocolConfig = ProtocolConfig(),
+    model: ModelOptions = ModelOptions(),
+    overwrite: bool = False,
+    plot: bool = False,
+) -> str:
+    """Evaluate every run of ``grid`` with the same weights into ``out/<label>/`` (each
+    resumable), then write, print and return ``out/report.md``; with ``plot`` also
+    ``out/tradeoff.png``. Runs that share a label without text are compared by the overlap of
+    their kept tokens."""
+    from sam2prune.fsutil import atomic_write_text, make_output_dir, read_json
+    from sam2prune.models import with_pruning
+    from sam2prune.report import load_reports, markdown_report, plot_tradeoff
+
+    check_run_folder(out, root=data.root)
+    if not grid:
+        raise InputError("nothing to sweep: --no-baseline and no pruned setting")
+    weights = resolve_weights(model, required=True)
+    sequences = select_sequences(data)
+    make_output_dir(out)
+    baseline = build(model, weights)
+    run_dirs = []
+    phrasings: dict[str, list[tuple[str, str]]] = {}  # run label without text -> [(text, label)]
+    for pruning, label, base_label in grid:
+        log.info("sweep: %s", label)
+        predictor = baseline if pruning is None else with_pruning(baseline, pruning)
+        run_eval(
+            predictor=predictor,
+            pruning=pruning,
+            protocol=protocol,
+            data=data,
+            sequences=sequences,
+            model=model,
+            weights=weights,
+            out=out / label,
+            overwrite=overwrite,
+        )
+        run_dirs.append(out / label)
+        if base_label is not None and pruning is not None and pruning.text is not None:
+            phrasings.setdefault(base_label, []).append((pruning.text, label))
+    reports = load_reports(run_dirs)
+    table = markdown_report(reports)
+    if phrasings:
+        from sam2prune.evaluate import kept_token_overlap
+
+        table += "\nRobustness to the phrasing of the target (kept-token IoU against the first phrasing):\n\n"
+        table += "| run | phrasing | J&F | kept-token IoU vs first |\n|---|---|---|---|\n"
+        for base_label, runs in phrasings.items():
+            first_dir = out / runs[0][1]
+            for text, label in runs:
+                overall = read_json(out / label / "report.json", what="run report")["overall"]
+                overlap = kept_token_overlap(first_dir, out / label)
+                cell = "-" if overlap is None else f"{overlap:.3f}"
+                table += f"| {base_label} | {text} | {overall['J&F-Mean']:.3f} | {cell} |\n"
+    atomic_write_text(out / "report.md", table)
+    print(table, end="")
+    if plot:
+        plot_tradeoff(out / "tradeoff.png", reports)
+    print(f"report: {out / 'report.md'}")
+    return table
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_data_options(parser)
+    add_protocol_options(parser)
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder of the runs, one subfolder each, and report.md")
+    parser.add_argument("--overwrite", action="store_true", help="start every run over")
+    parser.add_argument(
+        "--scorers",
+        nargs="+",
+        choices=SCORERS,
+        metavar="SCORER",
+        help=f"scorers to compare: {', '.join(SCORERS)} (default: {default_text(PRUNING_DEFAULTS, 'scorer')})",
+    )
+    parser.add_argument("--no-baseline", action="store_true", help="skip unpruned SAM 2")
+    parser.add_argument("--plot", action="store_true", help="also write --out/tradeoff.png")
+    parser.add_argument("--signal-sets", type=signal_list, nargs="+", metavar="LIST", help="router signal subsets to compare, e.g. text text,uncertainty")
+    parser.add_argument("--texts", nargs="+", metavar="TEXT", help="several phrasings of the target (e.g. accurate, vague, human); one run each, compared")
+    add_model_options(parser)
+    add_pruning_options(parser, retention_list=True, multi_mc=True)
+
+
+def handle(args: argparse.Namespace) -> int:
+    sweep(
+        grid=_sweep_grid(args),
+        data=data_selection(args),
+        out=args.out,
+        protocol=protocol_config(args),
+        model=model_options(args),
+        overwrite=args.overwrite,
+        plot=args.plot,
+    )
+    return 0
+
+
+COMMAND = Command(
+    run=sweep,
+    add_arguments=add_arguments,
+    handle=handle,
+    help="evaluate a grid of retentions and scorers (plus unpruned SAM 2) into one table",
+    description=(
+        "Runs `eval` for unpruned SAM 2 and every --scorers x --signal-sets x --texts x --mc-passes x "
+        "--retention combination, with the same weights, into --out/<label>/ (each resumable), then writes "
+        "--out/report.md."
+    ),
+    examples=(
+        "sam2prune sweep --dataset davis --root DAVIS --checkpoint sam2.1_hiera_tiny.pt --retention 1.0 0.5 0.3 0.1 --out runs/sweep --plot",
+    ),
+)

@@ -1,0 +1,219 @@
+"""``sam2prune train-router``: the MLP of the paper/learned router, on a dataset with masks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from sam2prune.cli.common import (
+    PRUNING_DEFAULTS,
+    Command,
+    DataSelection,
+    ModelOptions,
+    add_data_options,
+    add_model_options,
+    build,
+    data_selection,
+    default_of,
+    default_text,
+    given_fields,
+    int_list,
+    model_options,
+    resolve_weights,
+    select_sequences,
+    signal_list,
+)
+from sam2prune.config import SIGNALS, UNCERTAINTY_MODES, PruningConfig
+from sam2prune.errors import InputError
+
+# the PruningConfig fields that decide how the training signals are computed, with their flags
+SIGNAL_FIELDS = ("retention", "uncertainty", "mc_passes", "mc_dropout_p", "uncertainty_blocks", "prior_dilation", "seed")
+
+
+def train_router(
+    *,
+    data: DataSelection,
+    out: Path,
+    router: Literal["learned", "paper"] = "learned",
+    labels: Path | None = None,
+    aligner: str | None = None,
+    signals: tuple[str, ...] | None = None,
+    epochs: int = 20,
+    learning_rate: float = 1e-3,
+    loss: Literal["bce", "ranking"] = "bce",
+    holdout_every: int = 5,
+    pruning: PruningConfig = PruningConfig(scorer="prior"),
+    model: ModelOptions = ModelOptions(),
+) -> list[dict[str, float]]:
+    """Train the router MLP: per token, the target is the fraction of its patch inside the
+    dilated ground-truth mask; frames whose index is divisible by ``holdout_every`` are held
+    out. Writes the weights to ``out`` and returns the training history, one entry per epoch.
+
+    Args:
+        router: paper = the source paper's inputs; learned = all signals.
+        labels, aligner: object phrases (LABELS.json) and the token-to-text projection, for the
+            text signal.
+        signals: the MLP's inputs; None: paper visual,uncertainty, learned
+            visual,uncertainty,prior, each with text when ``labels`` are given.
+        pruning: how the signals are computed (uncertainty mode, passes, dropout and blocks,
+            prior dilation), the retention of the held-out recall, and the seed of
+            initialisation, shuffling and dropout; the tracker runs with it.
+    """
+    from sam2prune.fsutil import check_output_file
+    from sam2prune.router.fusion import save_router
+    from sam2prune.router.semantic import Aligner, read_labels
+    from sam2prune.router.train import collect_examples, train_router as train, training_scorer
+    from sam2prune.text.encoders import load_text_encoder
+
+    if epochs < 1 or learning_rate <= 0:
+        raise InputError("--epochs must be >= 1 and --learning-rate > 0")
+    if holdout_every < 2:
+        raise InputError(f"--holdout-every must be >= 2 (every frame would be held out), got {holdout_every}")
+    check_output_file(out, option="--out")
+    phrases = read_labels(labels) if labels else None
+    chosen = signals or (("visual", "text", "uncertainty") if router == "paper" else ("visual", "uncertainty", "prior"))
+    if phrases and signals is None:
+        chosen = chosen + ("text",)
+    chosen = tuple(name for name in SIGNALS if name in chosen)
+    if "text" in chosen and (phrases is None or aligner is None):
+        raise InputError("the text signal needs --labels LABELS.json (object phrases) and --aligner ALIGNER.pt")
+    weights = resolve_weights(model, required=True)
+    sequences = select_sequences(data)
+    predictor = build(model, weights, pruning)
+    text_relevance = phrase_of = None
+    if "text" in chosen:
+        from sam2prune.router.fusion import AlignedTextRelevance
+
+        projection = Aligner.load(aligner)
+        text_relevance = AlignedTextRelevance(projection, load_text_encoder(projection.text_encoder))
+
+        def phrase_of(sequence: str, obj_id: int) -> str:
+            phrase = phrases.get(f"{sequence}/{obj_id}")
+            if phrase is None:
+                raise InputError(f"--labels has no phrase for {sequence}/{obj_id}; every trained object needs one")
+            return phrase
+
+    scorer = training_scorer(predictor, pruning, chosen, text_relevance)
+    examples = collect_examples(predictor, sequences, scorer, phrase_of=phrase_of, holdout_every=holdout_every)
+    module, history = train(
+        examples,
+        kind=router,
+        channels=predictor.hidden_dim,
+        signals=chosen,
+        epochs=epochs,
+        learning_rate=learning_rate,
+        loss=loss,
+        retention=pruning.retention,
+        seed=pruning.seed,
+    )
+    save_router(out, module, channels=predictor.hidden_dim, signals=chosen, hidden=module.mlp[0].out_features, extra={"history": history, "model": model.model})
+    held_out = sum(e.held_out for e in examples)
+    print(json.dumps(history[-1]))
+    print(
+        f"{router} router on signals {','.join(chosen)}: {len(examples) - held_out} training and {held_out} held-out "
+        f"examples; loss {history[0]['loss']:.4f} -> {history[-1]['loss']:.4f}; held-out recall of object tokens at "
+        f"retention {pruning.retention:g}: {history[-1]['held_out_recall']:.3f} -> {out}"
+    )
+    return history
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_data_options(parser, default_dataset="davis")
+    parser.add_argument("--out", type=Path, required=True, metavar="ROUTER.pt", help="where the router weights are written (pass them to --router-weights)")
+    parser.add_argument(
+        "--router",
+        choices=("learned", "paper"),
+        default=default_of(train_router, "router"),
+        help="which MLP: paper = the source paper's inputs; learned = all signals (default: %(default)s)",
+    )
+    parser.add_argument("--labels", type=Path, metavar="LABELS.json", help="object phrases, for the text signal")
+    parser.add_argument("--aligner", metavar="ALIGNER.pt", help="token-to-text projection, for the text signal")
+    parser.add_argument("--signals", type=signal_list, metavar="LIST", help="default: paper visual,uncertainty(,text); learned visual,uncertainty,prior(,text)")
+    parser.add_argument("--epochs", type=int, default=default_of(train_router, "epochs"), help="passes over the examples (default: %(default)s)")
+    parser.add_argument(
+        "--learning-rate", type=float, default=default_of(train_router, "learning_rate"), metavar="LR", help="Adam learning rate (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--loss",
+        choices=("bce", "ranking"),
+        default=default_of(train_router, "loss"),
+        help="bce on the token targets, or a pairwise ranking loss (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--retention", type=float, metavar="R", help=f"retention of the held-out recall (default: {default_text(PRUNING_DEFAULTS, 'retention')})"
+    )
+    parser.add_argument(
+        "--holdout-every",
+        type=int,
+        default=default_of(train_router, "holdout_every"),
+        metavar="N",
+        help="hold out frames whose index is divisible by N (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--uncertainty", choices=UNCERTAINTY_MODES, help=f"uncertainty signal mode (default: {default_text(PRUNING_DEFAULTS, 'uncertainty')})"
+    )
+    parser.add_argument(
+        "--mc-passes", type=int, metavar="T", help=f"dropout samples for --uncertainty mc (default: {default_text(PRUNING_DEFAULTS, 'mc_passes')})"
+    )
+    parser.add_argument(
+        "--mc-dropout-p",
+        type=float,
+        metavar="P",
+        help=f"dropout rate of the uncertainty signal (default: {default_text(PRUNING_DEFAULTS, 'mc_dropout_p')})",
+    )
+    parser.add_argument(
+        "--uncertainty-blocks",
+        type=int_list,
+        metavar="LIST",
+        help=f"Hiera blocks with dropout (default: {default_text(PRUNING_DEFAULTS, 'uncertainty_blocks')})",
+    )
+    parser.add_argument(
+        "--prior-dilation",
+        type=int,
+        metavar="TOKENS",
+        help=f"dilation of the prior mask in tokens (default: {default_text(PRUNING_DEFAULTS, 'prior_dilation')})",
+    )
+    parser.add_argument(
+        "--seed", type=int, help=f"seed of initialisation, shuffling and dropout (default: {default_text(PRUNING_DEFAULTS, 'seed')})"
+    )
+    add_model_options(parser)
+
+
+def handle(args: argparse.Namespace) -> int:
+    try:
+        pruning = PruningConfig(scorer="prior", **given_fields(args, SIGNAL_FIELDS))
+    except ValueError as error:
+        raise InputError(f"router options: {error}") from error
+    train_router(
+        data=data_selection(args),
+        out=args.out,
+        router=args.router,
+        labels=args.labels,
+        aligner=args.aligner,
+        signals=args.signals,
+        epochs=args.epochs,
+        learning_rate=args.learning_rate,
+        loss=args.loss,
+        holdout_every=args.holdout_every,
+        pruning=pruning,
+        model=model_options(args),
+    )
+    return 0
+
+
+COMMAND = Command(
+    run=train_router,
+    add_arguments=add_arguments,
+    handle=handle,
+    help="train the paper/learned router on a dataset with masks",
+    description=(
+        "Trains the router MLP: per token, the target is the fraction of its patch inside the dilated ground-truth "
+        "mask; signals as the tracker computes them (prior from the previous annotated frame). Frames whose index "
+        "is divisible by --holdout-every are held out; reports their recall of object tokens at --retention."
+    ),
+    examples=(
+        "sam2prune train-router --root DAVIS --labels labels.json --aligner aligner.pt --out router.pt --checkpoint sam2.1_hiera_tiny.pt",
+    ),
+)
