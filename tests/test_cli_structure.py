@@ -21,7 +21,7 @@ from sam2prune.config import ProtocolConfig, PruningConfig
 from sam2prune.data.datasets import Sequence
 from sam2prune.data.palette import read_label_png
 from sam2prune.data.video import VideoSource
-from sam2prune.evaluate import EvalSettings, SequenceTracker, protocol_prompts
+from sam2prune.evaluation.protocol import EvalSettings, SequenceTracker, protocol_prompts
 
 from conftest import CHAIR_FRAMES, CHAIR_MASKS, TINY_SIZE
 

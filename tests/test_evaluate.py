@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sam2prune import evaluate
+from sam2prune.evaluation import protocol as evaluate
 from sam2prune.cli import main
-from sam2prune.evaluate import corrective_clicks, interior_point
+from sam2prune.evaluation.protocol import corrective_clicks, interior_point
 
 from conftest import CHAIR_FRAMES, CHAIR_MASKS, TINY_SIZE
 

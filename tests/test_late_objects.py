@@ -17,7 +17,7 @@ from sam2prune.config import ProtocolConfig
 from sam2prune.data.datasets import Sequence
 from sam2prune.data.palette import read_label_png
 from sam2prune.data.video import VideoSource
-from sam2prune.evaluate import SequenceTracker
+from sam2prune.evaluation.protocol import SequenceTracker
 from sam2prune.prompts import ObjectPrompt
 from sam2prune.segment import labels_from_logits, segment_video
 

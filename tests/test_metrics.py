@@ -12,8 +12,8 @@ from PIL import Image
 
 from sam2prune.cli import main
 from sam2prune.data.palette import write_label_png
-from sam2prune.metrics import boundary_f, boundary_map, boundary_tolerance, decay_bin_edges, disk, jaccard, statistics
-from sam2prune.scoring import score_sequence
+from sam2prune.evaluation.metrics import boundary_f, boundary_map, boundary_tolerance, decay_bin_edges, disk, jaccard, statistics
+from sam2prune.evaluation.davis import score_sequence
 
 
 def grid(rows: list[str]) -> np.ndarray:

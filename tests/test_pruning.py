@@ -14,11 +14,11 @@ from sam2.build_sam import build_sam2_video_predictor
 from sam2.modeling.position_encoding import compute_axial_cis
 
 from sam2prune import PruningConfig
-from sam2prune.attention import gather_tokens, sparse_memory_attention
+from sam2prune.predictor.attention import gather_tokens, sparse_memory_attention
 from sam2prune.cli import embedded_clip, main
 from sam2prune.predictor import PrunedSAM2VideoPredictor
-from sam2prune.router import ScoringContext, make_scorer, select_tokens
-from sam2prune.router.scorers import ordered_dither
+from sam2prune.scorers import ScoringContext, make_scorer, select_tokens
+from sam2prune.scorers.baselines import ordered_dither
 
 from conftest import SMALL_SIZE, TEST_DEVICE, build_random
 

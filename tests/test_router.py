@@ -12,11 +12,11 @@ import torch
 from sam2prune import PruningConfig
 from sam2prune.cli import main
 from sam2prune.errors import InputError
-from sam2prune.router.fusion import LearnedRouter, PaperRouter, RouterScorer, load_router, save_router, visual_context
-from sam2prune.router.prior import prior_scores
-from sam2prune.router.scorers import ScoringContext
-from sam2prune.router.semantic import Aligner, fit_ridge
-from sam2prune.router.uncertainty import (
+from sam2prune.scorers.router.fusion import LearnedRouter, PaperRouter, RouterScorer, load_router, save_router, visual_context
+from sam2prune.scorers.prior import prior_scores
+from sam2prune.scorers.baselines import ScoringContext
+from sam2prune.scorers.router.semantic import Aligner, fit_ridge
+from sam2prune.scorers.router.uncertainty import (
     UncertaintyProbe,
     analytic_logit_variance,
     explicit_sampled_logit_variance,
@@ -344,8 +344,8 @@ def test_text_router_ranks_the_described_objects_tokens_first(minilm):
     """An aligner fit (closed form) on frames where an object's tokens share a feature direction;
     on a new frame with the object elsewhere, the router's text signal for its description puts
     exactly its 16 tokens on top, and keeping 16 of 256 keeps the object."""
-    from sam2prune.router.fusion import AlignedTextRelevance
-    from sam2prune.router.semantic import BACKGROUND_PHRASE, collect_aligner_data
+    from sam2prune.scorers.router.fusion import AlignedTextRelevance
+    from sam2prune.scorers.router.semantic import BACKGROUND_PHRASE, collect_aligner_data
 
     generator = torch.Generator().manual_seed(0)
     direction = torch.nn.functional.normalize(torch.randn(32, generator=generator), dim=0) * 32**0.5 / 4
@@ -362,7 +362,7 @@ def test_text_router_ranks_the_described_objects_tokens_first(minilm):
         PruningConfig(signals=("text",), text=phrase), signals=("text",), text_relevance=AlignedTextRelevance(aligner, minilm)
     )
     scores = scorer(tokens[None], ScoringContext(frame_idx=0, grid=(16, 16), text=phrase))
-    from sam2prune.router import select_tokens
+    from sam2prune.scorers import select_tokens
 
     assert torch.equal(select_tokens(scores, 16)[0], cells.sort().values)
     # the ranking comes from the object's features: the same frame without them ranks other tokens first

@@ -13,7 +13,7 @@ import torch
 from sam2.modeling.sam2_base import SAM2Base
 
 from sam2prune import PruningConfig
-from sam2prune.attention import dropped_token_fill, gather_tokens
+from sam2prune.predictor.attention import dropped_token_fill, gather_tokens
 from sam2prune.cli import embedded_clip
 from sam2prune.sam2_copies import select_memory_frames
 

@@ -19,7 +19,7 @@ import torch
 from sam2prune.config import PruningConfig
 from sam2prune.data.video import VideoSource
 from sam2prune.errors import InputError
-from sam2prune.memory import peak_rss_mib, reset_peak_rss
+from sam2prune.process_memory import peak_rss_mib, reset_peak_rss
 from sam2prune.predictor import SAM2Predictor
 from sam2prune.prompts import ObjectPrompt, apply_prompts
 from sam2prune.fsutil import atomic_write, atomic_write_json

@@ -132,7 +132,7 @@ def missing_checkpoint_message(model: str, *, cli: bool = False) -> str:
 # sam2prune's classes in place of sam2's, by config override (the state dict is the official one):
 # the predictor; memory attention casting the bf16 memory bank to the compute dtype; and RoPE
 # attentions whose tokens may carry explicit grid positions (exactly sam2's without them).
-_ATTENTION = "sam2prune.attention"
+_ATTENTION = "sam2prune.predictor.attention"
 _CLASS_OVERRIDES = {
     "model.memory_attention._target_": f"{_ATTENTION}.MemoryAttention",
     "model.memory_attention.layer.self_attention._target_": f"{_ATTENTION}.PositionedRoPEAttention",

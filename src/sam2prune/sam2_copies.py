@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from sam2.modeling.sam2_base import SAM2Base
     from sam2.sam2_video_predictor import SAM2VideoPredictor
 
-    from sam2prune.attention import TokenPositions
+    from sam2prune.predictor.attention import TokenPositions
 
 TESTED_SAM2_VERSIONS = ("1.1.0",)
 # set to 1 to run with another sam2 version anyway (at your own risk: see check_sam2_version)

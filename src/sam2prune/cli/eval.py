@@ -64,7 +64,7 @@ def run_eval(
     import torch
 
     from sam2prune.data.datasets import DEFAULT_SPLITS
-    from sam2prune.evaluate import EvalSettings, evaluate_sequences, prepare_run_dir, protocol_prompts, summarize
+    from sam2prune.evaluation.protocol import EvalSettings, evaluate_sequences, prepare_run_dir, protocol_prompts, summarize
 
     settings = EvalSettings(
         dataset=data.dataset,

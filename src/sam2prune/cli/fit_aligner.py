@@ -43,7 +43,7 @@ def fit_aligner(
         frame_step: use every Nth annotated frame.
     """
     from sam2prune.fsutil import check_output_file
-    from sam2prune.router.semantic import fit_aligner as fit, read_labels
+    from sam2prune.scorers.router.semantic import fit_aligner as fit, read_labels
     from sam2prune.text.encoders import load_text_encoder
 
     check_output_file(out, option="--out")

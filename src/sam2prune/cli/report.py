@@ -13,7 +13,7 @@ def report(*, runs: Sequence[Path], out: Path | None = None, plot: Path | None =
     """Tabulate the report.json of each run folder (``eval`` or ``sweep``); print the table and
     return it, also writing it to ``out`` and J&F and FPS against retention to ``plot``."""
     from sam2prune.fsutil import atomic_write_text, check_output_file
-    from sam2prune.report import load_reports, markdown_report, plot_tradeoff
+    from sam2prune.evaluation.report import load_reports, markdown_report, plot_tradeoff
 
     for option, path in (("--out", out), ("--plot", plot)):
         if path is not None:

@@ -28,7 +28,7 @@ def score(
         sequences: score only these sequences instead.
     """
     from sam2prune.fsutil import check_output_location, check_writable_folder, make_output_dir
-    from sam2prune.scoring import GLOBAL_COLUMNS, read_sequence_list, score_results, write_official_csvs
+    from sam2prune.evaluation.davis import GLOBAL_COLUMNS, read_sequence_list, score_results, write_official_csvs
 
     if not results.is_dir():
         raise InputError(f"--results {results}: folder does not exist")

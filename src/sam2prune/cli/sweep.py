@@ -93,7 +93,7 @@ def sweep(
     their kept tokens."""
     from sam2prune.fsutil import atomic_write_text, make_output_dir, read_json
     from sam2prune.models import with_pruning
-    from sam2prune.report import load_reports, markdown_report, plot_tradeoff
+    from sam2prune.evaluation.report import load_reports, markdown_report, plot_tradeoff
 
     check_run_folder(out, root=data.root)
     if not grid:
@@ -124,7 +124,7 @@ def sweep(
     reports = load_reports(run_dirs)
     table = markdown_report(reports)
     if phrasings:
-        from sam2prune.evaluate import kept_token_overlap
+        from sam2prune.evaluation.protocol import kept_token_overlap
 
         table += "\nRobustness to the phrasing of the target (kept-token IoU against the first phrasing):\n\n"
         table += "| run | phrasing | J&F | kept-token IoU vs first |\n|---|---|---|---|\n"

@@ -62,9 +62,9 @@ def train_router(
             initialisation, shuffling and dropout; the tracker runs with it.
     """
     from sam2prune.fsutil import check_output_file
-    from sam2prune.router.fusion import save_router
-    from sam2prune.router.semantic import Aligner, read_labels
-    from sam2prune.router.train import collect_examples, train_router as train, training_scorer
+    from sam2prune.scorers.router.fusion import save_router
+    from sam2prune.scorers.router.semantic import Aligner, read_labels
+    from sam2prune.scorers.router.train import collect_examples, train_router as train, training_scorer
     from sam2prune.text.encoders import load_text_encoder
 
     if epochs < 1 or learning_rate <= 0:
@@ -84,7 +84,7 @@ def train_router(
     predictor = build(model, weights, pruning)
     text_relevance = phrase_of = None
     if "text" in chosen:
-        from sam2prune.router.fusion import AlignedTextRelevance
+        from sam2prune.scorers.router.fusion import AlignedTextRelevance
 
         projection = Aligner.load(aligner)
         text_relevance = AlignedTextRelevance(projection, load_text_encoder(projection.text_encoder))

@@ -7,14 +7,14 @@ from dataclasses import dataclass
 
 import torch
 
-from sam2prune.attention import dropped_token_fill, gather_tokens, scatter_tokens, sparse_memory_attention
+from sam2prune.predictor.attention import dropped_token_fill, gather_tokens, scatter_tokens, sparse_memory_attention
 from sam2prune.config import PruningConfig
 from sam2prune.predictor.bank import SparseMemoryBank
 from sam2prune.predictor.baseline import SAM2Predictor, log
 from sam2prune.predictor.session import PruningSession, pruning_session
-from sam2prune.router import ScoringContext, make_scorer, select_tokens
-from sam2prune.router.prior import prompt_mask
-from sam2prune.router.uncertainty import UncertaintyProbe
+from sam2prune.scorers import ScoringContext, make_scorer, select_tokens
+from sam2prune.scorers.prior import prompt_mask
+from sam2prune.scorers.router.uncertainty import UncertaintyProbe
 from sam2prune.scoped import scoped
 
 
@@ -65,7 +65,7 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
         Raises:
             InputError: a file the config names is missing or does not fit this model.
         """
-        from sam2prune.router.fusion import build_router_scorer
+        from sam2prune.scorers.router.fusion import build_router_scorer
 
         if not isinstance(pruning, PruningConfig):
             raise TypeError(f"pruning must be a PruningConfig, got {type(pruning).__name__}")

@@ -13,7 +13,7 @@ from torch import nn
 
 from sam2prune.config import PruningConfig
 from sam2prune.errors import InputError
-from sam2prune.router.prior import prior_scores
+from sam2prune.scorers.prior import prior_scores
 from sam2prune.fsutil import atomic_write, load_versioned_file
 
 ROUTER_FORMAT = "sam2prune-router"
@@ -281,7 +281,7 @@ def build_router_scorer(
     Raises:
         InputError: text without an aligner, a mismatched aligner, missing router weights.
     """
-    from sam2prune.router.semantic import Aligner
+    from sam2prune.scorers.router.semantic import Aligner
     from sam2prune.text.encoders import load_text_encoder
 
     signals = config.active_signals()

@@ -9,7 +9,7 @@ from typing import Protocol
 import torch
 
 from sam2prune.config import PruningConfig
-from sam2prune.router.prior import prior_scores
+from sam2prune.scorers.prior import prior_scores
 
 # Saliency only breaks ties of the prior: it is far below the prior's smallest step.
 SALIENCY_WEIGHT = 1e-3

@@ -20,8 +20,8 @@ from scipy import ndimage
 
 from sam2prune.config import PruningConfig
 from sam2prune.errors import InputError
-from sam2prune.router.fusion import DEFAULT_HIDDEN, RouterScorer, Signals, build_router_module
-from sam2prune.router.scorers import ScoringContext, select_tokens
+from sam2prune.scorers.router.fusion import DEFAULT_HIDDEN, RouterScorer, Signals, build_router_module
+from sam2prune.scorers.baselines import ScoringContext, select_tokens
 from sam2prune.progress import progress as progress_bar
 
 

@@ -18,9 +18,9 @@ from sam2prune.config import ProtocolConfig, PruningConfig
 from sam2prune.data.datasets import VOID_LABEL, Sequence
 from sam2prune.data.palette import write_label_png
 from sam2prune.errors import InputError
-from sam2prune.memory import peak_rss_mib, reset_peak_rss
-from sam2prune.metrics import boundary_f, jaccard
-from sam2prune.scoring import ObjectScores, global_measures, score_sequence, write_official_csvs
+from sam2prune.process_memory import peak_rss_mib, reset_peak_rss
+from sam2prune.evaluation.metrics import boundary_f, jaccard
+from sam2prune.evaluation.davis import ObjectScores, global_measures, score_sequence, write_official_csvs
 from sam2prune.segment import labels_from_logits
 from sam2prune.fsutil import atomic_write, atomic_write_json, check_output_location, read_json, staged_directory
 from sam2prune.progress import progress as progress_bar

@@ -12,7 +12,7 @@ import numpy as np
 
 from sam2prune.data.palette import read_label_png
 from sam2prune.errors import InputError
-from sam2prune.metrics import boundary_f, jaccard, statistics
+from sam2prune.evaluation.metrics import boundary_f, jaccard, statistics
 from sam2prune.fsutil import atomic_write_text
 from sam2prune.progress import progress as progress_bar
 
