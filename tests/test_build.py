@@ -12,9 +12,9 @@ import torch
 from sam2.sam2_video_predictor import SAM2VideoPredictor
 
 from sam2prune import build_predictor
-from sam2prune.predictor import baseline as predictor_module
 from sam2prune.errors import CheckpointError, InputError
 from sam2prune.models import MODELS, guess_model
+from sam2prune.predictor import baseline as predictor_module
 
 from conftest import CHAIR_FRAMES, TINY_SIZE, build_random
 

@@ -11,10 +11,8 @@ import stat
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from sam2prune import cli
 from sam2prune.cli import main
@@ -67,7 +65,9 @@ def test_segment_out_overlapping_the_prompts_file_is_refused(tmp_path, capsys, n
     out.mkdir()
     prompts = out / "prompts.json"
     prompts.write_text(json.dumps({"objects": [{"obj_id": 1, "frame": 0, "points": [[300, 250]], "labels": [1]}]}))
-    assert main(["segment", str(CHAIR_FRAMES), "--prompts", str(prompts), "--out", str(out), "--overwrite", *RANDOM]) == 2
+    assert (
+        main(["segment", str(CHAIR_FRAMES), "--prompts", str(prompts), "--out", str(out), "--overwrite", *RANDOM]) == 2
+    )
     assert "contains the input --prompts" in last_error(capsys)
     assert prompts.is_file()
 
@@ -76,7 +76,10 @@ def test_eval_out_overlapping_the_dataset_root_is_refused(tmp_path, capsys, no_m
     root = tmp_path / "DAVIS"
     (root / "Annotations" / "480p").mkdir(parents=True)
     before = snapshot(tmp_path)
-    assert main(["eval", "--dataset", "davis", "--root", str(root), "--out", str(root / "run"), "--overwrite", *RANDOM]) == 2
+    assert (
+        main(["eval", "--dataset", "davis", "--root", str(root), "--out", str(root / "run"), "--overwrite", *RANDOM])
+        == 2
+    )
     assert "lies inside the input --root" in last_error(capsys)
     assert main(["sweep", "--dataset", "davis", "--root", str(root), "--out", str(tmp_path), *RANDOM]) == 2
     assert "contains the input --root" in last_error(capsys)
@@ -84,7 +87,9 @@ def test_eval_out_overlapping_the_dataset_root_is_refused(tmp_path, capsys, no_m
 
 
 @pytest.mark.parametrize("out", [".", "..", "{cwd}"])
-def test_segment_out_that_is_the_current_folder_is_refused_before_any_work(tmp_path, monkeypatch, capsys, no_model, out):
+def test_segment_out_that_is_the_current_folder_is_refused_before_any_work(
+    tmp_path, monkeypatch, capsys, no_model, out
+):
     work = tmp_path / "work"
     work.mkdir()
     (work / "notes.txt").write_text("mine")
@@ -141,7 +146,9 @@ def test_score_refuses_a_missing_sequence_list_instead_of_scoring_every_folder(t
     assert main(["score", "--gt-root", str(gt_root), "--results", results, "--set", "test-dev", "--out", str(out)]) == 2
     error = last_error(capsys)
     assert "--set test-dev: sequence list" in error and "lists there: val" in error
-    assert main(["score", "--gt-root", str(gt_root), "--results", results, "--sequences", "nope", "--out", str(out)]) == 2
+    assert (
+        main(["score", "--gt-root", str(gt_root), "--results", results, "--sequences", "nope", "--out", str(out)]) == 2
+    )
     assert "--sequences: nope not in" in last_error(capsys)
     assert not out.exists()
 
@@ -164,8 +171,22 @@ def test_outputs_respect_the_umask(tmp_path):
     previous = os.umask(0o022)
     try:
         out = tmp_path / "out"
-        assert main(["segment", str(CHAIR_FRAMES), "--point", "300,250", "--out", str(out), "--overlay",
-                     str(tmp_path / "o.gif"), *RANDOM]) == 0
+        assert (
+            main(
+                [
+                    "segment",
+                    str(CHAIR_FRAMES),
+                    "--point",
+                    "300,250",
+                    "--out",
+                    str(out),
+                    "--overlay",
+                    str(tmp_path / "o.gif"),
+                    *RANDOM,
+                ]
+            )
+            == 0
+        )
     finally:
         os.umask(previous)
     assert stat.S_IMODE(out.stat().st_mode) == 0o755
@@ -219,11 +240,40 @@ def test_a_checkpoint_in_checkpoints_is_found_and_named(tmp_path, monkeypatch, c
 
 
 def test_random_weights_are_said_and_exclusive(tmp_path, capsys, no_model):
-    assert main(["segment", str(CHAIR_FRAMES), "--point", "1,1", "--out", str(tmp_path / "o"), "--random-weights",
-                 "--checkpoint", str(tmp_path / "x.pt"), *TINY]) == 2
+    assert (
+        main(
+            [
+                "segment",
+                str(CHAIR_FRAMES),
+                "--point",
+                "1,1",
+                "--out",
+                str(tmp_path / "o"),
+                "--random-weights",
+                "--checkpoint",
+                str(tmp_path / "x.pt"),
+                *TINY,
+            ]
+        )
+        == 2
+    )
     assert "--checkpoint and --random-weights exclude each other" in last_error(capsys)
-    assert main(["segment", str(CHAIR_FRAMES), "--point", "1,1", "--out", str(tmp_path / "o"), "--checkpoint",
-                 str(tmp_path / "x.pt"), *TINY]) == 2
+    assert (
+        main(
+            [
+                "segment",
+                str(CHAIR_FRAMES),
+                "--point",
+                "1,1",
+                "--out",
+                str(tmp_path / "o"),
+                "--checkpoint",
+                str(tmp_path / "x.pt"),
+                *TINY,
+            ]
+        )
+        == 2
+    )
     assert f"--checkpoint {tmp_path / 'x.pt'} does not exist" in last_error(capsys)
 
 
@@ -241,7 +291,22 @@ def test_unusable_checkpoints_are_explained_without_torch_advice(tmp_path, capsy
         torch.save({"model": {"weight": torch.zeros(1)}, "extra": Path("x")}, path)
     else:
         path.write_bytes(content)
-    assert main(["segment", str(CHAIR_FRAMES), "--point", "1,1", "--out", str(tmp_path / "o"), "--checkpoint", str(path), *TINY]) == 2
+    assert (
+        main(
+            [
+                "segment",
+                str(CHAIR_FRAMES),
+                "--point",
+                "1,1",
+                "--out",
+                str(tmp_path / "o"),
+                "--checkpoint",
+                str(path),
+                *TINY,
+            ]
+        )
+        == 2
+    )
     error = last_error(capsys)
     assert expected in error and "weights_only=False" not in error and "file an issue" not in error
 
@@ -267,19 +332,30 @@ def test_bench_frames_too_few_is_refused_before_any_model(capsys, no_model):
     "extra, expected",
     [
         (["--method", "sam2", "--retention", "0.5"], "--retention has no effect with --method sam2"),
-        (["--method", "sam2", "--scorer", "prior", "--fill", "raw"], "--scorer, --fill have no effect with --method sam2"),
-        (["--scorer", "prior", "--router", "paper"], "--router has no effect here (--router is for --scorer router, and the scorer is prior)"),
+        (
+            ["--method", "sam2", "--scorer", "prior", "--fill", "raw"],
+            "--scorer, --fill have no effect with --method sam2",
+        ),
+        (
+            ["--scorer", "prior", "--router", "paper"],
+            "--router has no effect here (--router is for --scorer router, and the scorer is prior)",
+        ),
         (["--scorer", "uniform", "--prior-dilation", "3"], "--prior-dilation has no effect here"),
         (["--scorer", "prior", "--seed", "3"], "--seed has no effect here"),
         (["--mc-passes", "3"], "Monte-Carlo passes are drawn with --uncertainty mc only"),
         (["--router-weights", "r.pt"], "the default router has no weights"),
-        (["--signals", "prior,visual", "--mc-dropout-p", "0.2"], "the uncertainty signal is not among the router's --signals"),
+        (
+            ["--signals", "prior,visual", "--mc-dropout-p", "0.2"],
+            "the uncertainty signal is not among the router's --signals",
+        ),
         (["--fps", "5"], "--fps is the frame rate of the --overlay video"),
         (["--captioner", "blip"], "--captioner is used by --auto-text only"),
     ],
 )
 def test_options_without_effect_are_refused(tmp_path, capsys, no_model, extra, expected):
-    assert main(["segment", str(CHAIR_FRAMES), "--point", "300,250", "--out", str(tmp_path / "o"), *extra, *RANDOM]) == 2
+    assert (
+        main(["segment", str(CHAIR_FRAMES), "--point", "300,250", "--out", str(tmp_path / "o"), *extra, *RANDOM]) == 2
+    )
     assert expected in last_error(capsys)
     assert list(tmp_path.iterdir()) == []
 
@@ -287,11 +363,45 @@ def test_options_without_effect_are_refused(tmp_path, capsys, no_model, extra, e
 def test_sweep_refuses_a_single_and_a_plural_option_together(tmp_path, capsys, no_model):
     root = tmp_path / "DAVIS"
     root.mkdir()
-    assert main(["sweep", "--dataset", "davis", "--root", str(root), "--out", str(tmp_path / "s"), "--scorer", "prior",
-                 "--scorers", "uniform", *RANDOM]) == 2
+    assert (
+        main(
+            [
+                "sweep",
+                "--dataset",
+                "davis",
+                "--root",
+                str(root),
+                "--out",
+                str(tmp_path / "s"),
+                "--scorer",
+                "prior",
+                "--scorers",
+                "uniform",
+                *RANDOM,
+            ]
+        )
+        == 2
+    )
     assert "--scorer and --scorers exclude each other" in last_error(capsys)
-    assert main(["sweep", "--dataset", "davis", "--root", str(root), "--out", str(tmp_path / "s"), "--scorers", "prior",
-                 "--router", "paper", *RANDOM]) == 2
+    assert (
+        main(
+            [
+                "sweep",
+                "--dataset",
+                "davis",
+                "--root",
+                str(root),
+                "--out",
+                str(tmp_path / "s"),
+                "--scorers",
+                "prior",
+                "--router",
+                "paper",
+                *RANDOM,
+            ]
+        )
+        == 2
+    )
     assert "--router has no effect here" in last_error(capsys)
 
 
@@ -310,8 +420,23 @@ def test_train_router_without_held_out_examples_is_refused(tmp_path, capsys):
     (root / "ImageSets" / "2017").mkdir(parents=True)
     (root / "ImageSets" / "2017" / "val.txt").write_text("chair\n")
     out = tmp_path / "r.pt"
-    assert main(["train-router", "--root", str(root), "--out", str(out), "--signals", "visual,prior", "--holdout-every", "7",
-                 *RANDOM]) == 2
+    assert (
+        main(
+            [
+                "train-router",
+                "--root",
+                str(root),
+                "--out",
+                str(out),
+                "--signals",
+                "visual,prior",
+                "--holdout-every",
+                "7",
+                *RANDOM,
+            ]
+        )
+        == 2
+    )
     assert "no held-out example" in last_error(capsys)
     assert not out.exists()
 
@@ -333,8 +458,18 @@ def test_version(capsys):
 def test_every_command_has_an_example_and_every_option_a_help():
     parser = cli.build_parser()
     subparsers = next(a for a in parser._actions if a.dest == "command")
-    assert set(subparsers.choices) >= {"segment", "bench", "score", "eval", "report", "sweep", "prompt", "fit-aligner",
-                                       "train-router", "models"}
+    assert set(subparsers.choices) >= {
+        "segment",
+        "bench",
+        "score",
+        "eval",
+        "report",
+        "sweep",
+        "prompt",
+        "fit-aligner",
+        "train-router",
+        "models",
+    }
     for name, sub in subparsers.choices.items():
         assert sub.description, name
         assert f"example:\n  sam2prune {name}" in sub.epilog, name
@@ -344,10 +479,28 @@ def test_every_command_has_an_example_and_every_option_a_help():
 
 
 def test_verbose_logs_the_resolved_settings(tmp_path, capsys):
-    assert main(["-v", "segment", str(CHAIR_FRAMES), "--point", "300,250", "--out", str(tmp_path / "o"), "--scorer",
-                 "prior", *RANDOM]) == 0
+    assert (
+        main(
+            [
+                "-v",
+                "segment",
+                str(CHAIR_FRAMES),
+                "--point",
+                "300,250",
+                "--out",
+                str(tmp_path / "o"),
+                "--scorer",
+                "prior",
+                *RANDOM,
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
-    assert "sam2prune: model sam2.1_hiera_t, image size 128, device cpu, pruning PruningConfig(retention=0.3, scorer='prior'" in err
+    assert (
+        "sam2prune: model sam2.1_hiera_t, image size 128, device cpu, pruning PruningConfig(retention=0.3, scorer='prior'"
+        in err
+    )
     assert main(["segment", str(CHAIR_FRAMES), "--point", "300,250", "--out", str(tmp_path / "o2"), *RANDOM]) == 0
     assert "pruning PruningConfig" not in capsys.readouterr().err
 
@@ -366,8 +519,24 @@ def test_overlay_frame_rate_option(tmp_path):
     import av
 
     overlay = tmp_path / "o.mp4"
-    assert main(["segment", str(CHAIR_FRAMES), "--point", "300,250", "--out", str(tmp_path / "o"), "--overlay",
-                 str(overlay), "--fps", "4", *RANDOM]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                str(CHAIR_FRAMES),
+                "--point",
+                "300,250",
+                "--out",
+                str(tmp_path / "o"),
+                "--overlay",
+                str(overlay),
+                "--fps",
+                "4",
+                *RANDOM,
+            ]
+        )
+        == 0
+    )
     with av.open(str(overlay)) as container:
         assert container.streams.video[0].average_rate == 4
 
@@ -379,7 +548,9 @@ def test_j_and_f_are_fractions_everywhere(tmp_path, capsys):
     (root / "ImageSets" / "2017").mkdir(parents=True)
     (root / "ImageSets" / "2017" / "val.txt").write_text("chair\n")
     out = tmp_path / "run"
-    assert main(["eval", "--dataset", "davis", "--root", str(root), "--out", str(out), "--max-rounds", "0", *RANDOM]) == 0
+    assert (
+        main(["eval", "--dataset", "davis", "--root", str(root), "--out", str(out), "--max-rounds", "0", *RANDOM]) == 0
+    )
     printed = capsys.readouterr().out.strip().splitlines()[-1]
     csv_value = (out / "global_results-val.csv").read_text().splitlines()[1].split(",")[0]
     assert printed.startswith(f"J&F {csv_value}  ")

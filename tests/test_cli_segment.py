@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -55,7 +54,10 @@ def test_click_on_chair_writes_one_palette_png_per_frame(tmp_path, capsys):
 
 def test_mask_prompt_gives_its_object_id_on_the_prompted_frame(tmp_path):
     out = tmp_path / "out"
-    assert run_cli(CHAIR_FRAMES, "--mask", CHAIR_MASKS / "00002.png", "--frame", "2", "--obj-id", "7", "--out", out, *TINY) == 0
+    assert (
+        run_cli(CHAIR_FRAMES, "--mask", CHAIR_MASKS / "00002.png", "--frame", "2", "--obj-id", "7", "--out", out, *TINY)
+        == 0
+    )
     labels = assert_palette_pngs(out, [f"{i:05d}" for i in range(6)], (720, 480))
     # SAM 2 outputs the mask prompt itself on its frame, through its low-res mask (32x32 at
     # 128 px), so the shape is coarse but the place is the prompt's
@@ -121,7 +123,12 @@ def test_video_file_input_and_overlays(tmp_path):
     assert len(decoded) == 4 and decoded[0].shape == (480, 720, 3)
 
     out_gif = tmp_path / "out_gif"
-    assert run_cli(CHAIR_FRAMES, "--mask", CHAIR_MASKS / "00000.png", "--out", out_gif, "--overlay", tmp_path / "o.gif", *TINY) == 0
+    assert (
+        run_cli(
+            CHAIR_FRAMES, "--mask", CHAIR_MASKS / "00000.png", "--out", out_gif, "--overlay", tmp_path / "o.gif", *TINY
+        )
+        == 0
+    )
     with Image.open(tmp_path / "o.gif") as gif:
         assert gif.n_frames == 6 and gif.size == (720, 480)
         first = np.asarray(gif.convert("RGB"), dtype=np.int16)
@@ -154,9 +161,17 @@ def test_checkpoint_round_trip_through_the_cli_gives_identical_masks(tmp_path):
     for method, predictor in (("sam2", model), ("pruned", pruned)):
         segment_video(predictor, VideoSource.open(CHAIR_FRAMES), prompts, tmp_path / f"api_{method}")
         out = tmp_path / f"cli_{method}"
-        assert run_cli(CHAIR_FRAMES, "--point", "300,250", "--checkpoint", checkpoint, "--method", method, "--out", out, *TINY) == 0
+        assert (
+            run_cli(
+                CHAIR_FRAMES, "--point", "300,250", "--checkpoint", checkpoint, "--method", method, "--out", out, *TINY
+            )
+            == 0
+        )
         for name in (f"{i:05d}.png" for i in range(6)):
-            assert np.array_equal(read_label_png(tmp_path / f"api_{method}" / name), read_label_png(out / name)), (method, name)
+            assert np.array_equal(read_label_png(tmp_path / f"api_{method}" / name), read_label_png(out / name)), (
+                method,
+                name,
+            )
     # the weights matter: another random model gives other logits
     other = build_random(seed=12)
     a = model.init_state(CHAIR_FRAMES)
@@ -282,9 +297,24 @@ def test_bad_inputs_fail_with_one_clear_line_and_no_output(tmp_path, capsys, arg
 def test_console_script_help_explains_the_options():
     script = Path(sys.executable).parent / "sam2prune"
     result = subprocess.run([str(script), "segment", "--help"], capture_output=True, text=True, check=True)
-    for option in ("--point", "--neg", "--box", "--mask", "--frame", "--obj-id", "--prompts", "--model",
-                   "--checkpoint", "--random-weights", "--image-size", "--device", "--overlay", "--overwrite"):
+    for option in (
+        "--point",
+        "--neg",
+        "--box",
+        "--mask",
+        "--frame",
+        "--obj-id",
+        "--prompts",
+        "--model",
+        "--checkpoint",
+        "--random-weights",
+        "--image-size",
+        "--device",
+        "--overlay",
+        "--overwrite",
+    ):
         assert option in result.stdout, option
-    bad = subprocess.run([str(script), "segment", str(CHAIR_FRAMES), "--out", "x", "--frame", "-2"],
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        [str(script), "segment", str(CHAIR_FRAMES), "--out", "x", "--frame", "-2"], capture_output=True, text=True
+    )
     assert bad.returncode == 2 and "frame index" in bad.stderr

@@ -12,7 +12,6 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from sam2prune.cli import COMMANDS, build_parser, main
@@ -31,7 +30,7 @@ CONFIGS = (PruningConfig, ProtocolConfig, ModelOptions, AutoTextOptions)
 FLAGS_OF = {
     PruningConfig: {"segment": (), "eval": (), "bench": (), "sweep": ("auto_text",)},  # no automatic text in a sweep
     ProtocolConfig: {"eval": (), "sweep": ()},
-    ModelOptions: {name: () for name in ("segment", "bench", "eval", "sweep", "prompt", "fit-aligner", "train-router")},
+    ModelOptions: dict.fromkeys(("segment", "bench", "eval", "sweep", "prompt", "fit-aligner", "train-router"), ()),
     AutoTextOptions: {"segment": (), "bench": (), "eval": (), "prompt": ()},
 }
 
@@ -103,7 +102,11 @@ def test_every_command_function_is_typed_with_keyword_only_options(name):
 )
 def test_every_config_field_has_a_flag_of_its_name(config, command):
     available = flags(subparsers()[command])
-    missing = [flag(f.name) for f in fields(config) if f.name not in FLAGS_OF[config][command] and flag(f.name) not in available]
+    missing = [
+        flag(f.name)
+        for f in fields(config)
+        if f.name not in FLAGS_OF[config][command] and flag(f.name) not in available
+    ]
     assert not missing, f"{command}: {config.__name__} fields without a flag: {missing}"
     for f in fields(config):
         if flag(f.name) in available:
@@ -134,7 +137,9 @@ def test_flags_of_config_fields_default_to_none_and_quote_the_dataclass_default(
             elif default is not None:
                 assert quoted is not None, f"{where}: the help does not say the default {default!r}"
                 expected = [default] if action.nargs == "+" else default
-                assert read_as_flag(action, quoted) == expected, f"{where}: help says {quoted!r}, the dataclass {default!r}"
+                assert read_as_flag(action, quoted) == expected, (
+                    f"{where}: help says {quoted!r}, the dataclass {default!r}"
+                )
                 if action.choices is not None:
                     assert default in action.choices, where
     assert checked or command in ("score", "report", "models")
@@ -156,16 +161,49 @@ def _davis_root(tmp_path: Path) -> Path:
 def test_run_json_reloads_into_the_settings_the_run_was_made_with(tmp_path, method):
     root = _davis_root(tmp_path)
     out = tmp_path / "run"
-    pruning_flags = [
-        "--retention", "0.5", "--signals", "visual,uncertainty", "--uncertainty-blocks", "3,4",
-        "--signal-weights", "1,0,0.5,0.1",
-    ] if method == "pruned" else []
-    assert main([
-        "eval", "--dataset", "davis", "--root", str(root), "--out", str(out), "--image-size", str(TINY_SIZE),
-        "--random-weights", "--device", "cpu", "--method", method, "--refine-below", "0.5", "--max-rounds", "0",
-        *pruning_flags,
-    ]) == 0
-    pruning = PruningConfig(retention=0.5, signals=("visual", "uncertainty"), uncertainty_blocks=(3, 4), signal_weights=(1.0, 0.0, 0.5, 0.1))
+    pruning_flags = (
+        [
+            "--retention",
+            "0.5",
+            "--signals",
+            "visual,uncertainty",
+            "--uncertainty-blocks",
+            "3,4",
+            "--signal-weights",
+            "1,0,0.5,0.1",
+        ]
+        if method == "pruned"
+        else []
+    )
+    assert (
+        main(
+            [
+                "eval",
+                "--dataset",
+                "davis",
+                "--root",
+                str(root),
+                "--out",
+                str(out),
+                "--image-size",
+                str(TINY_SIZE),
+                "--random-weights",
+                "--device",
+                "cpu",
+                "--method",
+                method,
+                "--refine-below",
+                "0.5",
+                "--max-rounds",
+                "0",
+                *pruning_flags,
+            ]
+        )
+        == 0
+    )
+    pruning = PruningConfig(
+        retention=0.5, signals=("visual", "uncertainty"), uncertainty_blocks=(3, 4), signal_weights=(1.0, 0.0, 0.5, 0.1)
+    )
     expected = EvalSettings(
         dataset="davis",
         root=str(root.resolve()),

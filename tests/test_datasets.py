@@ -74,7 +74,7 @@ def test_annotation_without_a_frame_is_named(tmp_path):
     _frames(root / "JPEGImages" / "s", 2)
     (root / "Annotations" / "s").mkdir(parents=True)
     write_label_png(root / "Annotations" / "s" / "00007.png", _labels({1: (0, 0)}))
-    with pytest.raises(InputError, match="00007.png has no frame named 00007"):
+    with pytest.raises(InputError, match=r"00007\.png has no frame named 00007"):
         list(read_dataset("pumavos", root))
 
 
@@ -86,10 +86,16 @@ def test_lvos_meta_gives_late_first_frames(tmp_path):
     masks.mkdir(parents=True)
     for i, name in enumerate(names):
         write_label_png(masks / f"{name}.png", _labels({1: (2, 2)} | ({2: (12, 12)} if i >= 3 else {})))
-    meta = {"videos": {"longvid": {"objects": {
-        "1": {"frame_range": {"start": "00000000", "end": "00000025", "frame_nums": 6}},
-        "2": {"frame_range": {"start": 15, "end": 25, "frame_nums": 3}},
-    }}}}
+    meta = {
+        "videos": {
+            "longvid": {
+                "objects": {
+                    "1": {"frame_range": {"start": "00000000", "end": "00000025", "frame_nums": 6}},
+                    "2": {"frame_range": {"start": 15, "end": 25, "frame_nums": 3}},
+                }
+            }
+        }
+    }
     (root / "valid" / "valid_meta.json").write_text(json.dumps(meta))
     (sequence,) = read_dataset("lvos", root)
     assert sequence.obj_ids == [1, 2] and sequence.first_frames == {1: 0, 2: 3}
@@ -98,7 +104,7 @@ def test_lvos_meta_gives_late_first_frames(tmp_path):
     with pytest.raises(InputError, match="starts at frame 16"):
         list(read_dataset("lvos", root))
     (root / "valid" / "valid_meta.json").write_text("{broken")
-    with pytest.raises(InputError, match="valid_meta.json is not valid JSON"):
+    with pytest.raises(InputError, match=r"valid_meta\.json is not valid JSON"):
         list(read_dataset("lvos", root))
 
 
@@ -114,7 +120,10 @@ def test_coco_rle_decoding_matches_pycocotools():
         assert np.array_equal(decode_coco_rle(compressed), coco_mask.decode(encoded).astype(bool))
         assert np.array_equal(decode_coco_rle(compressed), mask)
     # uncompressed counts, as YouTube-VIS style files also hold
-    assert decode_coco_rle({"size": [2, 3], "counts": [1, 2, 3]}).tolist() == [[False, True, False], [True, False, False]]
+    assert decode_coco_rle({"size": [2, 3], "counts": [1, 2, 3]}).tolist() == [
+        [False, True, False],
+        [True, False, False],
+    ]
 
 
 def test_uvo_reader(tmp_path):
@@ -131,8 +140,18 @@ def test_uvo_reader(tmp_path):
     payload = {
         "videos": [{"id": 7, "file_names": [f"vidA/{i:05d}.jpg" for i in range(3)], "height": H, "width": W}],
         "annotations": [
-            {"id": 1, "video_id": 7, "category_id": 1, "segmentations": [rle(frame_labels[0], 1), rle(frame_labels[1], 1), None]},
-            {"id": 2, "video_id": 7, "category_id": 1, "segmentations": [None, rle(frame_labels[1], 2), rle(frame_labels[2], 2)]},
+            {
+                "id": 1,
+                "video_id": 7,
+                "category_id": 1,
+                "segmentations": [rle(frame_labels[0], 1), rle(frame_labels[1], 1), None],
+            },
+            {
+                "id": 2,
+                "video_id": 7,
+                "category_id": 1,
+                "segmentations": [None, rle(frame_labels[1], 2), rle(frame_labels[2], 2)],
+            },
         ],
     }
     (root / "val.json").write_text(json.dumps(payload))
@@ -142,7 +161,7 @@ def test_uvo_reader(tmp_path):
         assert np.array_equal(sequence.ground_truth(t), frame_labels[t])
     (root / "UVO_sparse_val.json").write_text(json.dumps(payload))
     assert [s.name for s in read_dataset("uvo", root, "UVO_sparse_val.json")] == ["vidA"]
-    with pytest.raises(InputError, match="does not exist|do not exist"):
+    with pytest.raises(InputError, match=r"does not exist|do not exist"):
         list(read_dataset("uvo", root, "test"))
 
 

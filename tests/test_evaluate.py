@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sam2prune.evaluation import protocol as evaluate
 from sam2prune.cli import main
+from sam2prune.evaluation import protocol as evaluate
 from sam2prune.evaluation.protocol import corrective_clicks, interior_point
 
 from conftest import CHAIR_FRAMES, CHAIR_MASKS, TINY_SIZE
@@ -63,9 +63,21 @@ def _davis_root(tmp_path: Path, names=("chair",)) -> Path:
 
 
 def _eval(root: Path, out: Path, *extra: str) -> int:
-    return main([
-        "eval", "--dataset", "davis", "--root", str(root), "--out", str(out), "--image-size", str(TINY_SIZE), "--random-weights", *extra,
-    ])
+    return main(
+        [
+            "eval",
+            "--dataset",
+            "davis",
+            "--root",
+            str(root),
+            "--out",
+            str(out),
+            "--image-size",
+            str(TINY_SIZE),
+            "--random-weights",
+            *extra,
+        ]
+    )
 
 
 def test_eval_end_to_end_writes_masks_csvs_and_counts(tmp_path, capsys):
@@ -81,7 +93,17 @@ def test_eval_end_to_end_writes_masks_csvs_and_counts(tmp_path, capsys):
     report = json.loads((out / "report.json").read_text())
     overall = report["overall"]
     assert overall["sequences"] == 1 and overall["objects"] == 1 and overall["frames"] == 6
-    for key in ("J-Mean", "F-Mean", "J&F-Mean", "fps", "peak_memory_mib", "memory_bank_bytes_per_frame", "kept_fraction", "refinement_rounds", "clicks"):
+    for key in (
+        "J-Mean",
+        "F-Mean",
+        "J&F-Mean",
+        "fps",
+        "peak_memory_mib",
+        "memory_bank_bytes_per_frame",
+        "kept_fraction",
+        "refinement_rounds",
+        "clicks",
+    ):
         assert key in overall
     record = json.loads((out / "sequences" / "chair.json").read_text())
     # random weights: every frame is poor, so refinement runs to its limit
@@ -148,17 +170,53 @@ def test_eval_limit_and_bad_arguments(tmp_path, capsys):
 def test_report_and_sweep(tmp_path, capsys):
     root = _davis_root(tmp_path)
     sweep_dir = tmp_path / "sweep"
-    assert main([
-        "sweep", "--dataset", "davis", "--root", str(root), "--out", str(sweep_dir), "--image-size", str(TINY_SIZE), "--random-weights",
-        "--retention", "0.5", "0.25", "--max-rounds", "0", "--plot",
-    ]) == 0
-    assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == ["pruned_r0.25_router", "pruned_r0.5_router", "sam2"]
+    assert (
+        main(
+            [
+                "sweep",
+                "--dataset",
+                "davis",
+                "--root",
+                str(root),
+                "--out",
+                str(sweep_dir),
+                "--image-size",
+                str(TINY_SIZE),
+                "--random-weights",
+                "--retention",
+                "0.5",
+                "0.25",
+                "--max-rounds",
+                "0",
+                "--plot",
+            ]
+        )
+        == 0
+    )
+    assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == [
+        "pruned_r0.25_router",
+        "pruned_r0.5_router",
+        "sam2",
+    ]
     table = (sweep_dir / "report.md").read_text()
     assert "| davis | SAM 2 (sam2.1_hiera_t) |" in table
     assert "pruned r=0.5 router default [auto]" in table and "pruned r=0.25 router default [auto]" in table
     assert (sweep_dir / "tradeoff.png").stat().st_size > 0
     capsys.readouterr()
-    assert main(["report", str(sweep_dir / "sam2"), str(sweep_dir / "pruned_r0.5_router"), "--out", str(tmp_path / "t.md"), "--plot", str(tmp_path / "t.png")]) == 0
+    assert (
+        main(
+            [
+                "report",
+                str(sweep_dir / "sam2"),
+                str(sweep_dir / "pruned_r0.5_router"),
+                "--out",
+                str(tmp_path / "t.md"),
+                "--plot",
+                str(tmp_path / "t.png"),
+            ]
+        )
+        == 0
+    )
     assert sum(line.startswith("| davis |") for line in (tmp_path / "t.md").read_text().splitlines()) == 2
     assert main(["report", str(tmp_path / "nothing")]) == 2
     assert "no finished evaluation run" in capsys.readouterr().err
@@ -167,14 +225,41 @@ def test_report_and_sweep(tmp_path, capsys):
 def test_sweep_over_signal_sets_and_mc_passes(tmp_path):
     root = _davis_root(tmp_path)
     out = tmp_path / "ablation"
-    assert main([
-        "sweep", "--dataset", "davis", "--root", str(root), "--out", str(out), "--image-size", str(TINY_SIZE), "--random-weights",
-        "--retention", "0.5", "--max-rounds", "0", "--no-baseline", "--signal-sets", "prior", "visual,uncertainty",
-        "--uncertainty", "mc", "--mc-passes", "2", "3",
-    ]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                "--dataset",
+                "davis",
+                "--root",
+                str(root),
+                "--out",
+                str(out),
+                "--image-size",
+                str(TINY_SIZE),
+                "--random-weights",
+                "--retention",
+                "0.5",
+                "--max-rounds",
+                "0",
+                "--no-baseline",
+                "--signal-sets",
+                "prior",
+                "visual,uncertainty",
+                "--uncertainty",
+                "mc",
+                "--mc-passes",
+                "2",
+                "3",
+            ]
+        )
+        == 0
+    )
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [
-        "pruned_r0.5_router_prior_T2", "pruned_r0.5_router_prior_T3",
-        "pruned_r0.5_router_visual+uncertainty_T2", "pruned_r0.5_router_visual+uncertainty_T3",
+        "pruned_r0.5_router_prior_T2",
+        "pruned_r0.5_router_prior_T3",
+        "pruned_r0.5_router_visual+uncertainty_T2",
+        "pruned_r0.5_router_visual+uncertainty_T3",
     ]
     settings = json.loads((out / "pruned_r0.5_router_visual+uncertainty_T3" / "run.json").read_text())
     assert settings["pruning"]["signals"] == ["visual", "uncertainty"] and settings["pruning"]["mc_passes"] == 3
@@ -185,13 +270,48 @@ def test_sweep_over_phrasings_reports_kept_token_overlap(tmp_path):
     root = _davis_root(tmp_path)
     (tmp_path / "labels.json").write_text(json.dumps({"chair/1": "a wooden chair"}))
     tiny = ["--image-size", str(TINY_SIZE), "--random-weights"]
-    assert main(["fit-aligner", "--root", str(root), "--labels", str(tmp_path / "labels.json"), "--out", str(tmp_path / "a.pt"), *tiny]) == 0
+    assert (
+        main(
+            [
+                "fit-aligner",
+                "--root",
+                str(root),
+                "--labels",
+                str(tmp_path / "labels.json"),
+                "--out",
+                str(tmp_path / "a.pt"),
+                *tiny,
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "phrasings"
-    assert main([
-        "sweep", "--dataset", "davis", "--root", str(root), "--out", str(out), *tiny, "--retention", "0.3",
-        "--max-rounds", "0", "--no-baseline", "--aligner", str(tmp_path / "a.pt"),
-        "--texts", "a wooden chair", "furniture", "the thing I sit on",
-    ]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                "--dataset",
+                "davis",
+                "--root",
+                str(root),
+                "--out",
+                str(out),
+                *tiny,
+                "--retention",
+                "0.3",
+                "--max-rounds",
+                "0",
+                "--no-baseline",
+                "--aligner",
+                str(tmp_path / "a.pt"),
+                "--texts",
+                "a wooden chair",
+                "furniture",
+                "the thing I sit on",
+            ]
+        )
+        == 0
+    )
     labels = sorted(p.name for p in out.iterdir() if p.is_dir())
     assert labels == ["pruned_r0.3_router_text1", "pruned_r0.3_router_text2", "pruned_r0.3_router_text3"]
     kept = np.load(out / "pruned_r0.3_router_text1" / "sequences" / "chair.kept.npz")

@@ -135,7 +135,9 @@ def test_reverse_tracks_a_late_object_backwards_from_its_prompt(kind, predictors
 
 
 @pytest.mark.parametrize("early_frame, late_frame", [(0, 3), (2, 4)])
-def test_segment_labels_are_each_objects_own_output_on_every_frame_once(early_frame, late_frame, predictors, tmp_path, monkeypatch):
+def test_segment_labels_are_each_objects_own_output_on_every_frame_once(
+    early_frame, late_frame, predictors, tmp_path, monkeypatch
+):
     predictor = predictors["baseline"]
     source = VideoSource.open(CHAIR_FRAMES)
     yielded = []

@@ -8,12 +8,19 @@ import math
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from sam2prune.cli import main
 from sam2prune.data.palette import write_label_png
-from sam2prune.evaluation.metrics import boundary_f, boundary_map, boundary_tolerance, decay_bin_edges, disk, jaccard, statistics
 from sam2prune.evaluation.davis import score_sequence
+from sam2prune.evaluation.metrics import (
+    boundary_f,
+    boundary_map,
+    boundary_tolerance,
+    decay_bin_edges,
+    disk,
+    jaccard,
+    statistics,
+)
 
 
 def grid(rows: list[str]) -> np.ndarray:
@@ -21,6 +28,7 @@ def grid(rows: list[str]) -> np.ndarray:
 
 
 # --- J -------------------------------------------------------------------------------------
+
 
 def test_jaccard_cases():
     gt = grid(["##..", "##..", "....", "...."])
@@ -35,6 +43,7 @@ def test_jaccard_cases():
 
 
 # --- boundaries ------------------------------------------------------------------------------
+
 
 def test_boundary_of_a_lone_interior_pixel_is_four_pixels():
     mask = np.zeros((5, 5), bool)
@@ -67,6 +76,7 @@ def test_disk_and_tolerance():
 
 
 # --- F -------------------------------------------------------------------------------------
+
 
 def test_boundary_f_hand_checked():
     gt = grid(["###.....", "###.....", "###....."])  # boundary: column 2
@@ -102,6 +112,7 @@ def test_boundary_f_with_void_zeroes_both_masks_first():
 
 def _slow_boundary_f(gt: np.ndarray, pred: np.ndarray, radius: int) -> float:
     """METRICS.md read literally, with loops: a second implementation to compare against."""
+
     def boundary(mask):
         h, w = mask.shape
         out = np.zeros_like(mask)
@@ -171,6 +182,7 @@ def test_boundary_f_matches_the_official_toolkit_primitives(seed):
 
 # --- statistics ----------------------------------------------------------------------------
 
+
 def test_statistics_hand_checked():
     values = [1, 1, 1, 0.5, 0.5, 0.5, 0.5, 0, 0, 0]
     assert decay_bin_edges(10) == [0, 2, 5, 7, 9]
@@ -188,6 +200,7 @@ def test_decay_bins_do_not_wrap_past_256_frames():
 
 
 # --- sequences and the score command ---------------------------------------------------------
+
 
 def _sequence(num_frames=7, size=(48, 64)):
     frames = []
@@ -290,6 +303,13 @@ def test_score_on_the_real_chair_masks_against_themselves(tmp_path):
     # without ImageSets/2017/val.txt the sequences must be named: no silent "every folder"
     assert main(["score", "--gt-root", str(gt_root), "--results", results, "--out", str(tmp_path)]) == 2
     assert not (tmp_path / "global_results-val.csv").exists()
-    assert main(["score", "--gt-root", str(gt_root), "--results", results, "--out", str(tmp_path), "--sequences", "chair"]) == 0
-    assert (tmp_path / "global_results-val.csv").read_text().splitlines()[1] == "1.000,1.000,1.000,0.000,1.000,1.000,0.000"
-    assert math.isclose(float((tmp_path / "per-sequence_results-val.csv").read_text().splitlines()[1].split(",")[1]), 1.0)
+    assert (
+        main(["score", "--gt-root", str(gt_root), "--results", results, "--out", str(tmp_path), "--sequences", "chair"])
+        == 0
+    )
+    assert (tmp_path / "global_results-val.csv").read_text().splitlines()[
+        1
+    ] == "1.000,1.000,1.000,0.000,1.000,1.000,0.000"
+    assert math.isclose(
+        float((tmp_path / "per-sequence_results-val.csv").read_text().splitlines()[1].split(",")[1]), 1.0
+    )

@@ -14,9 +14,9 @@ from sam2.build_sam import build_sam2_video_predictor
 from sam2.modeling.position_encoding import compute_axial_cis
 
 from sam2prune import PruningConfig
-from sam2prune.predictor.attention import gather_tokens, sparse_memory_attention
 from sam2prune.cli import embedded_clip, main
 from sam2prune.predictor import PrunedSAM2VideoPredictor
+from sam2prune.predictor.attention import gather_tokens, sparse_memory_attention
 from sam2prune.scorers import ScoringContext, make_scorer, select_tokens
 from sam2prune.scorers.baselines import ordered_dither
 
@@ -64,7 +64,9 @@ def track_two_objects_with_correction(predictor, clip: Path) -> list[torch.Tenso
     logits.append(predictor.add_new_points_or_box(state, 0, 1, points=[[200, 112]], labels=[1])[2])
     logits.append(predictor.add_new_points_or_box(state, 0, 2, box=[60, 60, 170, 230])[2])
     logits += [m.clone() for _, _, m in predictor.propagate_in_video(state)]
-    logits.append(predictor.add_new_points_or_box(state, 6, 1, points=[[240, 90]], labels=[0], clear_old_points=False)[2])
+    logits.append(
+        predictor.add_new_points_or_box(state, 6, 1, points=[[240, 90]], labels=[0], clear_old_points=False)[2]
+    )
     logits += [m.clone() for _, _, m in predictor.propagate_in_video(state, start_frame_idx=6)]
     logits += [m.clone() for _, _, m in predictor.propagate_in_video(state, start_frame_idx=9, reverse=True)]
     return logits
@@ -77,13 +79,15 @@ def track_late_object_and_reverse_from_last(predictor, clip: Path) -> list[torch
     predictor.add_new_points_or_box(state, 0, 1, points=[[200, 112]], labels=[1])
     predictor.add_new_points_or_box(state, 3, 2, points=[[112, 128]], labels=[1])
     logits = [m.clone() for _, _, m in predictor.propagate_in_video(state)]
-    logits += [m.clone() for _, _, m in predictor.propagate_in_video(state, start_frame_idx=NUM_FRAMES - 1, reverse=True)]
+    logits += [
+        m.clone() for _, _, m in predictor.propagate_in_video(state, start_frame_idx=NUM_FRAMES - 1, reverse=True)
+    ]
     return logits
 
 
 def max_abs_diff(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
     assert len(a) == len(b)
-    return max((x - y).abs().max().item() for x, y in zip(a, b))
+    return max((x - y).abs().max().item() for x, y in zip(a, b, strict=False))
 
 
 @pytest.fixture(autouse=True)
@@ -144,8 +148,10 @@ def test_kept_tokens_attend_exactly_as_dense_attention_with_dropped_tokens_maske
                 module,
                 gather_tokens(curr, query_keep),
                 gather_tokens(curr_pos, query_keep),
-                torch.cat([gather_tokens(m, k) for m, k in zip(memory_frames, frame_keeps)] + [pointers]),
-                torch.cat([gather_tokens(p, k) for p, k in zip(memory_pos_frames, frame_keeps)] + [pointer_pos]),
+                torch.cat([gather_tokens(m, k) for m, k in zip(memory_frames, frame_keeps, strict=False)] + [pointers]),
+                torch.cat(
+                    [gather_tokens(p, k) for p, k in zip(memory_pos_frames, frame_keeps, strict=False)] + [pointer_pos]
+                ),
                 query_cells=query_cells,
                 memory_cells=torch.cat(frame_keeps, dim=1),
                 grid=grid,
@@ -172,9 +178,9 @@ def test_kept_tokens_attend_exactly_as_dense_attention_with_dropped_tokens_maske
         patch.setattr(torch.nn.functional, "scaled_dot_product_attention", masked_sdpa)
         dense = module(
             curr=curr,
-            memory=torch.cat(memory_frames + [pointers]),
+            memory=torch.cat([*memory_frames, pointers]),
             curr_pos=curr_pos,
-            memory_pos=torch.cat(memory_pos_frames + [pointer_pos]),
+            memory_pos=torch.cat([*memory_pos_frames, pointer_pos]),
             num_obj_ptr_tokens=num_pointers,
         )
     assert calls == {"self": 4, "cross": 4}
@@ -198,13 +204,15 @@ def test_bank_holds_exactly_the_kept_tokens(weights, clip, prune_conditioning_fr
     assert isinstance(predictor, PrunedSAM2VideoPredictor)
     state = predictor.init_state(str(clip))
     predictor.add_new_points_or_box(state, 0, 1, points=[[200, 112]], labels=[1])
-    predictor.add_new_mask(state, 0, 2, torch.zeros(270, 480, dtype=torch.bool).index_fill_(0, torch.arange(100, 200), True))
+    predictor.add_new_mask(
+        state, 0, 2, torch.zeros(270, 480, dtype=torch.bool).index_fill_(0, torch.arange(100, 200), True)
+    )
     for _ in predictor.propagate_in_video(state):
         pass
     num_tokens = (SMALL_SIZE // 16) ** 2
     kept = math.ceil(0.3 * num_tokens)
     session = predictor.session(state)
-    for obj_id, obj_output in zip(state["obj_ids"], state["output_dict_per_obj"].values()):
+    for obj_id, obj_output in zip(state["obj_ids"], state["output_dict_per_obj"].values(), strict=False):
         bank = session.bank(state, obj_id)
         for frame_idx, out in obj_output["non_cond_frame_outputs"].items():
             keep_idx = bank.keep_idx_for(out)
@@ -239,7 +247,10 @@ def test_baseline_reports_dense_statistics(weights, clip):
     assert stats["frames"][2][1]["memory_bank_bytes"] == 64 * 256 * 2 + 256 * 4
 
 
-@pytest.mark.parametrize("retention, num_tokens, expected", [(0.3, 4096, 1229), (0.3, 1000, 300), (0.5, 1024, 512), (1e-9, 4096, 1), (1.0, 77, 77)])
+@pytest.mark.parametrize(
+    "retention, num_tokens, expected",
+    [(0.3, 4096, 1229), (0.3, 1000, 300), (0.5, 1024, 512), (1e-9, 4096, 1), (1.0, 77, 77)],
+)
 def test_kept_count_is_ceil_of_retention_times_tokens(retention, num_tokens, expected):
     assert PruningConfig(retention=retention).kept_count(num_tokens) == expected
 
@@ -286,7 +297,9 @@ def test_random_scorer_depends_on_seed_and_frame_only():
     tokens = torch.zeros(1, 256, 8)
     scorer = make_scorer(PruningConfig(scorer="random", seed=1))
     assert not torch.equal(scorer(tokens, _context(0)), scorer(tokens, _context(1)))
-    assert not torch.equal(scorer(tokens, _context(0)), make_scorer(PruningConfig(scorer="random", seed=2))(tokens, _context(0)))
+    assert not torch.equal(
+        scorer(tokens, _context(0)), make_scorer(PruningConfig(scorer="random", seed=2))(tokens, _context(0))
+    )
     assert torch.equal(scorer(tokens, _context(4)), scorer(torch.ones(1, 256, 8), _context(4)))
 
 
@@ -345,5 +358,7 @@ def test_pruned_tracking_under_bf16_autocast_on_cuda(weights, clip, scorer, rout
         assert sorted(outputs) == list(range(1, NUM_FRAMES))
         assert all(bank.keep_idx_for(out).shape == (1, kept) for out in outputs.values())
         # the reverse pass starts on the last frame, which has no later neighbour: it runs dense
-        logits += [m.float() for _, _, m in predictor.propagate_in_video(state, start_frame_idx=NUM_FRAMES - 1, reverse=True)]
+        logits += [
+            m.float() for _, _, m in predictor.propagate_in_video(state, start_frame_idx=NUM_FRAMES - 1, reverse=True)
+        ]
     assert len(logits) == 2 * NUM_FRAMES and all(torch.isfinite(m).all() for m in logits)

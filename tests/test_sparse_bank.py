@@ -13,8 +13,8 @@ import torch
 from sam2.modeling.sam2_base import SAM2Base
 
 from sam2prune import PruningConfig
-from sam2prune.predictor.attention import dropped_token_fill, gather_tokens
 from sam2prune.cli import embedded_clip
+from sam2prune.predictor.attention import dropped_token_fill, gather_tokens
 from sam2prune.sam2_copies import select_memory_frames
 
 from conftest import SMALL_SIZE, build_random
@@ -63,8 +63,14 @@ def test_sparse_bank_at_a_tracked_frame_equals_official_dense_attention_with_dro
     def capture(frame, frame_idx, curr, curr_pos, grid, num_frames, track_in_reverse):
         output = sparse(frame, frame_idx, curr, curr_pos, grid, num_frames, track_in_reverse)
         if frame_idx == target:
-            captured.update(keep_idx=frame.keep_idx, curr=curr.clone(), curr_pos=curr_pos.clone(), grid=grid,
-                            output=output.clone(), num_frames=num_frames)
+            captured.update(
+                keep_idx=frame.keep_idx,
+                curr=curr.clone(),
+                curr_pos=curr_pos.clone(),
+                grid=grid,
+                output=output.clone(),
+                num_frames=num_frames,
+            )
         return output
 
     monkeypatch.setattr(predictor, "_sparse_memory_conditioned_features", capture)
@@ -88,7 +94,11 @@ def test_sparse_bank_at_a_tracked_frame_equals_official_dense_attention_with_dro
     query_allowed[keep_idx[0].long()] = True
     spatial_allowed = []
     for _, out in memory_frames:
-        allowed = torch.ones(num_tokens, dtype=torch.bool) if id(out) not in kept_cells else torch.zeros(num_tokens, dtype=torch.bool)
+        allowed = (
+            torch.ones(num_tokens, dtype=torch.bool)
+            if id(out) not in kept_cells
+            else torch.zeros(num_tokens, dtype=torch.bool)
+        )
         if id(out) in kept_cells:
             allowed[kept_cells[id(out)]] = True
         spatial_allowed.append(allowed)
@@ -130,10 +140,21 @@ def test_sparse_bank_at_a_tracked_frame_equals_official_dense_attention_with_dro
     torch.testing.assert_close(gather_tokens(ours, dropped), gather_tokens(fill, dropped), atol=1e-6, rtol=1e-6)
     # the comparison is sharp: without the masks, the kept tokens attend elsewhere
     with torch.inference_mode():
-        unmasked = SAM2Base._prepare_memory_conditioned_features(
-            predictor, target, False, [captured["curr"]], [captured["curr_pos"]], [captured["grid"]], dense_dict,
-            captured["num_frames"], False,
-        ).flatten(2).permute(2, 0, 1)
+        unmasked = (
+            SAM2Base._prepare_memory_conditioned_features(
+                predictor,
+                target,
+                False,
+                [captured["curr"]],
+                [captured["curr_pos"]],
+                [captured["grid"]],
+                dense_dict,
+                captured["num_frames"],
+                False,
+            )
+            .flatten(2)
+            .permute(2, 0, 1)
+        )
     assert (gather_tokens(unmasked, keep_idx) - gather_tokens(ours, keep_idx)).abs().max() > 1e-3
 
 
@@ -174,5 +195,10 @@ def test_held_bytes_count_the_masks_that_sam2_keeps_per_frame(clip):
     entry = predictor.pruning_stats(state)["frames"][2][1]
     kept = predictor.pruning.kept_count(predictor.num_tokens)
     mask_side = SMALL_SIZE // 4  # sam2's low-resolution masks: a quarter of the input size
-    assert entry["bytes"] == {"features": 64 * kept * 2, "indices": kept * 2, "pointers": 256 * 4, "masks": mask_side**2 * 4}
+    assert entry["bytes"] == {
+        "features": 64 * kept * 2,
+        "indices": kept * 2,
+        "pointers": 256 * 4,
+        "masks": mask_side**2 * 4,
+    }
     assert entry["held_bytes"] == entry["memory_bank_bytes"] + mask_side**2 * 4

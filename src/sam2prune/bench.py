@@ -3,8 +3,6 @@ same frames, with the same weights and the same click."""
 
 from __future__ import annotations
 
-import json
-import os
 import platform
 import statistics
 import time
@@ -19,10 +17,10 @@ import torch
 from sam2prune.config import PruningConfig
 from sam2prune.data.video import VideoSource
 from sam2prune.errors import InputError
-from sam2prune.process_memory import peak_rss_mib, reset_peak_rss
+from sam2prune.fsutil import atomic_write
 from sam2prune.predictor import SAM2Predictor
+from sam2prune.process_memory import peak_rss_mib, reset_peak_rss
 from sam2prune.prompts import ObjectPrompt, apply_prompts
-from sam2prune.fsutil import atomic_write, atomic_write_json
 
 COMPONENTS = ("image_encoder", "token_scoring", "memory_attention", "memory_encoder", "mask_decoder")
 SIGNAL_PARTS = ("visual", "text", "uncertainty", "prior", "fusion")
@@ -68,9 +66,7 @@ class BenchSettings:
 def _tracked_stats(predictor: SAM2Predictor, inference_state: dict) -> tuple[float, float]:
     """(mean memory-bank bytes, kept fraction) over tracked, non-prompted frames."""
     stats = predictor.pruning_stats(inference_state)
-    entries = [
-        entry for per_obj in stats["frames"].values() for entry in per_obj.values() if not entry["conditioning"]
-    ]
+    entries = [entry for per_obj in stats["frames"].values() for entry in per_obj.values() if not entry["conditioning"]]
     if not entries:
         return 0.0, 0.0
     bank = statistics.fmean(entry["memory_bank_bytes"] for entry in entries)
@@ -336,7 +332,11 @@ def markdown_table(result: dict) -> str:
 
     def row(name: str, run: dict, retention: str, speedup: str) -> str:
         c = run["components_ms"]
-        ratio = run["memory_bank_bytes_per_frame"] / base["memory_bank_bytes_per_frame"] if base["memory_bank_bytes_per_frame"] else float("nan")
+        ratio = (
+            run["memory_bank_bytes_per_frame"] / base["memory_bank_bytes_per_frame"]
+            if base["memory_bank_bytes_per_frame"]
+            else float("nan")
+        )
         return (
             f"| {name} | {retention} | {run['ms_per_frame']:.0f} | {speedup} | {c['image_encoder']:.0f} "
             f"| {c['token_scoring']:.1f} | {c['memory_attention']:.0f} | {c['memory_encoder']:.0f} "
@@ -350,18 +350,24 @@ def markdown_table(result: dict) -> str:
         lines.append(row(name, run, f"{run['retention']:g}", f"{run['speedup']:.2f}x"))
     if any(any(run["signals_ms"].values()) for run in result["pruned"]):
         lines += ["", "Token scoring by signal (ms per frame; uncertainty runs inside the image encoder):", ""]
-        lines += ["| retention | " + " | ".join(SIGNAL_PARTS) + " | total | % of image enc |", "|---|" + "---|" * (len(SIGNAL_PARTS) + 2)]
+        lines += [
+            "| retention | " + " | ".join(SIGNAL_PARTS) + " | total | % of image enc |",
+            "|---|" + "---|" * (len(SIGNAL_PARTS) + 2),
+        ]
         for run in result["pruned"]:
             parts = run["signals_ms"]
             label = f"{run['retention']:g}" + (f" (T={run['mc_passes']})" if run.get("mc_passes") else "")
-            share = 100 * parts["uncertainty"] / run["components_ms"]["image_encoder"] if run["components_ms"]["image_encoder"] else 0
+            share = (
+                100 * parts["uncertainty"] / run["components_ms"]["image_encoder"]
+                if run["components_ms"]["image_encoder"]
+                else 0
+            )
             lines.append(
-                f"| {label} | " + " | ".join(f"{parts[name]:.1f}" for name in SIGNAL_PARTS)
+                f"| {label} | "
+                + " | ".join(f"{parts[name]:.1f}" for name in SIGNAL_PARTS)
                 + f" | {run['components_ms']['token_scoring']:.1f} | uncertainty {share:.1f}% |"
             )
     return "\n".join(lines)
-
-
 
 
 def plot(path: Path, result: dict) -> None:
@@ -372,7 +378,9 @@ def plot(path: Path, result: dict) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as error:
-        raise InputError("--plot needs matplotlib: pip install 'sam2prune[plot]' (or pip install matplotlib)") from error
+        raise InputError(
+            "--plot needs matplotlib: pip install 'sam2prune[plot]' (or pip install matplotlib)"
+        ) from error
     runs = sorted(result["pruned"], key=lambda run: run["retention"])
     retentions = [run["retention"] for run in runs]
     base = result["baseline"]

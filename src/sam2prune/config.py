@@ -4,8 +4,8 @@ arguments before the heavy imports happen."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Literal
 
 ScorerName = Literal["router", "prior", "uniform", "random"]
@@ -111,7 +111,9 @@ class PruningConfig:
         if not self.uncertainty_blocks or any(not isinstance(b, int) or b < 0 for b in self.uncertainty_blocks):
             raise ValueError(f"uncertainty_blocks must be block indices >= 0, got {self.uncertainty_blocks!r}")
         if len(self.signal_weights) != 4 or any(w < 0 for w in self.signal_weights):
-            raise ValueError(f"signal_weights must be 4 weights >= 0 (prior, text, uncertainty, visual), got {self.signal_weights!r}")
+            raise ValueError(
+                f"signal_weights must be 4 weights >= 0 (prior, text, uncertainty, visual), got {self.signal_weights!r}"
+            )
 
     def active_signals(self) -> tuple[str, ...]:
         """The signals the router uses: the configured ones, or all available (text with a
@@ -187,9 +189,17 @@ class ProtocolConfig:
 
     def __post_init__(self) -> None:
         refine_below = self.refine_below
-        if isinstance(refine_below, bool) or not isinstance(refine_below, (int, float)) or not 0.0 <= refine_below <= 1.0:
+        if (
+            isinstance(refine_below, bool)
+            or not isinstance(refine_below, (int, float))
+            or not 0.0 <= refine_below <= 1.0
+        ):
             raise ValueError(f"refine_below must be a J&F in [0, 1], got {refine_below!r}")
-        if isinstance(self.clicks_per_round, bool) or not isinstance(self.clicks_per_round, int) or self.clicks_per_round < 1:
+        if (
+            isinstance(self.clicks_per_round, bool)
+            or not isinstance(self.clicks_per_round, int)
+            or self.clicks_per_round < 1
+        ):
             raise ValueError(f"clicks_per_round must be an integer >= 1, got {self.clicks_per_round!r}")
         if isinstance(self.max_rounds, bool) or not isinstance(self.max_rounds, int) or self.max_rounds < 0:
             raise ValueError(f"max_rounds must be an integer >= 0, got {self.max_rounds!r}")

@@ -257,7 +257,9 @@ def load_versioned_file(path: Path, *, kind: str, file_format: str, version: int
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for corrupt or foreign files
-        raise InputError(f"{kind} {path} could not be read as a sam2prune {kind} file ({type(error).__name__})") from error
+        raise InputError(
+            f"{kind} {path} could not be read as a sam2prune {kind} file ({type(error).__name__})"
+        ) from error
     if not isinstance(payload, dict) or payload.get("format") != file_format:
         raise InputError(f"{path} is not a sam2prune {kind} file")
     if payload.get("version") != version:

@@ -105,15 +105,15 @@ def resolve_config(model: str) -> tuple[ModelSpec | None, Path]:
         if not path.is_file():
             raise InputError(f"model config {model} does not exist (expected a SAM 2 YAML file)")
         return None, path
-    raise InputError(
-        f"unknown model {model!r}: expected one of {', '.join(MODELS)} or a path to a SAM 2 YAML config"
-    )
+    raise InputError(f"unknown model {model!r}: expected one of {', '.join(MODELS)} or a path to a SAM 2 YAML config")
 
 
 def missing_checkpoint_message(model: str, *, cli: bool = False) -> str:
     """What to do without a checkpoint; ``cli`` names the command-line options, else the
     ``build_predictor`` arguments."""
-    checkpoint, random = ("--checkpoint PATH", "--random-weights") if cli else ("checkpoint=PATH", "random_weights=True")
+    checkpoint, random = (
+        ("--checkpoint PATH", "--random-weights") if cli else ("checkpoint=PATH", "random_weights=True")
+    )
     spec = MODELS.get(model)
     if spec is None:
         return (
@@ -208,9 +208,7 @@ def _fingerprint_of_config(yaml_path: Path) -> tuple[int, int, bool]:
 def _fingerprint_of_state_dict(state_dict: dict[str, torch.Tensor]) -> tuple[int, int, bool] | None:
     patch = state_dict.get("image_encoder.trunk.patch_embed.proj.weight")
     block_ids = {
-        int(m.group(1))
-        for key in state_dict
-        if (m := re.match(r"image_encoder\.trunk\.blocks\.(\d+)\.", key))
+        int(m.group(1)) for key in state_dict if (m := re.match(r"image_encoder\.trunk\.blocks\.(\d+)\.", key))
     }
     if patch is None or not block_ids:
         return None
@@ -260,12 +258,9 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
         raise CheckpointError(f"checkpoint {path} is a corrupt PyTorch file ({reason}); {expected}") from error
     state_dict = payload.get("model", payload) if isinstance(payload, dict) else None
-    if not isinstance(state_dict, dict) or not all(
-        isinstance(value, torch.Tensor) for value in state_dict.values()
-    ):
+    if not isinstance(state_dict, dict) or not all(isinstance(value, torch.Tensor) for value in state_dict.values()):
         raise CheckpointError(
-            f"checkpoint {path} holds no state dict (expected an official SAM 2 checkpoint "
-            '{"model": state_dict})'
+            f'checkpoint {path} holds no state dict (expected an official SAM 2 checkpoint {{"model": state_dict}})'
         )
     return state_dict
 
@@ -281,9 +276,7 @@ def load_state_dict_strictly(
     expected = model.state_dict()
     missing = [key for key in expected if key not in state_dict]
     unexpected = [key for key in state_dict if key not in expected]
-    mismatched = [
-        key for key in expected if key in state_dict and state_dict[key].shape != expected[key].shape
-    ]
+    mismatched = [key for key in expected if key in state_dict and state_dict[key].shape != expected[key].shape]
     if missing or unexpected or mismatched:
         looks_like = guess_model(state_dict)
         hint = f"it looks like {looks_like}" if looks_like else "it matches no official SAM 2 model"
@@ -357,8 +350,12 @@ def build_predictor(
     torch_device = resolve_device(device)
     state_dict = read_checkpoint(checkpoint) if checkpoint is not None else None
 
-    predictor_class = "sam2prune.predictor.SAM2Predictor" if pruning is None else "sam2prune.predictor.PrunedSAM2VideoPredictor"
-    predictor = _instantiate(yaml_path, predictor_class=predictor_class, image_size=image_size, device=torch_device, seed=seed)
+    predictor_class = (
+        "sam2prune.predictor.SAM2Predictor" if pruning is None else "sam2prune.predictor.PrunedSAM2VideoPredictor"
+    )
+    predictor = _instantiate(
+        yaml_path, predictor_class=predictor_class, image_size=image_size, device=torch_device, seed=seed
+    )
     if state_dict is not None:
         load_state_dict_strictly(predictor, state_dict, source=str(checkpoint), model_name=model_name)
     predictor.model_name = model_name

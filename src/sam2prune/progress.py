@@ -42,7 +42,9 @@ class LineProgress(Generic[T]):
         elapsed = time.monotonic() - self._start
         count = f"{self.n}/{self.total}" if self.total is not None else str(self.n)
         postfix = f", {self.postfix}" if self.postfix else ""
-        print(f"{self.desc}: {count} {self.unit}s, {elapsed:.1f} s{postfix}", file=self.stream or sys.stderr, flush=True)
+        print(
+            f"{self.desc}: {count} {self.unit}s, {elapsed:.1f} s{postfix}", file=self.stream or sys.stderr, flush=True
+        )
         self._last = time.monotonic()
 
     def update(self, count: int = 1) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,8 +44,9 @@ class ObjectPrompt:
                 "give one kind of prompt per object and frame"
             )
         if len(self.points) != len(self.labels):
-            raise InputError(f"{self.source}: object {self.obj_id} has {len(self.points)} points "
-                             f"but {len(self.labels)} labels")
+            raise InputError(
+                f"{self.source}: object {self.obj_id} has {len(self.points)} points but {len(self.labels)} labels"
+            )
 
 
 def parse_numbers(text: str, count: int, *, argument: str) -> tuple[float, ...]:

@@ -140,6 +140,7 @@ def source_fingerprint(qualified_name: str) -> str:
 # square grid from the query count and tiling the query frequencies over the keys, every query
 # and key rotates with the frequencies of its own grid cell (TokenPositions).
 
+
 def _rotate(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
     """Rotary encoding of ``x`` ``[B, heads, n, d]`` with per-token ``freqs`` ``[B, n, d/2]``,
     as sam2's ``apply_rotary_enc`` computes it (in float32, cast back)."""
@@ -189,6 +190,7 @@ def positioned_rope_attention(
 # of memory frames and object pointers. Change: none in what is selected; it is returned (the
 # stored outputs, their temporal positions, the pointers) instead of being concatenated into
 # dense memory tokens, so that each frame's stored tokens can be read with their own positions.
+
 
 def select_memory_frames(
     model: SAM2Base, frame_idx: int, output_dict: dict, *, track_in_reverse: bool
@@ -244,7 +246,9 @@ def object_pointer_tokens(
     channels = model.hidden_dim
     max_pointers = min(num_frames, model.max_obj_ptrs_in_encoder)
     if not model.training and model.only_obj_ptrs_in_the_past_for_eval:
-        pointer_cond = {t: out for t, out in selected_cond.items() if (t >= frame_idx if track_in_reverse else t <= frame_idx)}
+        pointer_cond = {
+            t: out for t, out in selected_cond.items() if (t >= frame_idx if track_in_reverse else t <= frame_idx)
+        }
     else:
         pointer_cond = selected_cond
     sign = -1 if track_in_reverse else 1
@@ -261,7 +265,7 @@ def object_pointer_tokens(
             positions_and_pointers.append((t_diff, out["obj_ptr"]))
     if not positions_and_pointers:
         return None
-    positions, pointer_list = zip(*positions_and_pointers)
+    positions, pointer_list = zip(*positions_and_pointers, strict=False)
     pointers = torch.stack(pointer_list, dim=0)
     if model.add_tpos_enc_to_obj_ptrs:
         tpos_dim = channels if model.proj_tpos_enc_in_obj_ptrs else model.mem_dim
@@ -310,7 +314,9 @@ def propagate_objects(
     batch_size = predictor._get_obj_num(inference_state)
     if start_frame_idx is None:
         start_frame_idx = min(
-            t for obj_output_dict in inference_state["output_dict_per_obj"].values() for t in obj_output_dict["cond_frame_outputs"]
+            t
+            for obj_output_dict in inference_state["output_dict_per_obj"].values()
+            for t in obj_output_dict["cond_frame_outputs"]
         )
     if max_frame_num_to_track is None:
         max_frame_num_to_track = num_frames

@@ -47,9 +47,7 @@ def labels_from_logits(obj_ids: list[int], logits: torch.Tensor) -> np.ndarray:
     return labels.cpu().numpy()
 
 
-def propagate_from_prompts(
-    predictor, inference_state: dict
-) -> Iterator[tuple[int, list[int], torch.Tensor]]:
+def propagate_from_prompts(predictor, inference_state: dict) -> Iterator[tuple[int, list[int], torch.Tensor]]:
     """Track every object forward from its first prompted frame and backward from it to frame 0;
     yield every frame once, with each object's output from the pass that tracked it there.
 
@@ -155,7 +153,7 @@ def segment_video(
         if overlay is not None:
             frames = (
                 overlay_labels(frame, read_label_png(staging / f"{name}.png"))
-                for frame, name in zip(source.iter_frames(), source.frame_names)
+                for frame, name in zip(source.iter_frames(), source.frame_names, strict=False)
             )
             write_overlay(overlay, frames, fps=overlay_fps or source.fps or 10.0)
     return SegmentResult(out_dir=out_dir, num_frames=len(source), obj_ids=obj_ids, seconds=seconds)

@@ -49,14 +49,13 @@ def write_overlay(path: Path, frames: Iterable[np.ndarray], *, fps: float = 10.0
 
 def _write_gif(path: Path, frames: Iterable[np.ndarray], fps: float) -> None:
     images = [Image.fromarray(frame) for frame in frames]
-    images[0].save(
-        path, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0
-    )
+    images[0].save(path, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
 
 
 def _write_mp4(path: Path, frames: Iterable[np.ndarray], fps: float) -> None:
-    import av
     from fractions import Fraction
+
+    import av
 
     with av.open(str(path), mode="w", format="mp4") as container:
         stream = None

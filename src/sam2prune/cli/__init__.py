@@ -63,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--version", action=_VersionAction, help="print the versions of sam2prune and sam2, and exit")
-    parser.add_argument("-v", "--verbose", action="store_true", help="also log the resolved settings of the run (debug messages)")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="also log the resolved settings of the run (debug messages)"
+    )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, command in COMMANDS.items():
         # each --help keeps the description's and epilog's line breaks and ends with an example

@@ -122,7 +122,9 @@ def bench(
         bf16_autocast=bf16,
         warmup_frames=warmup,
     )
-    result = run_benchmark(settings, source, prompts, build=build_pruned, progress=log.info, on_prompted_for=on_prompted_for)
+    result = run_benchmark(
+        settings, source, prompts, build=build_pruned, progress=log.info, on_prompted_for=on_prompted_for
+    )
     print(markdown_table(result))
     print(
         f"\n{result['model']} at {result['image_size']} px, {result['frames']} frames (steady state: frames >= "
@@ -142,7 +144,11 @@ def bench(
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("video", nargs="?", type=Path, metavar="VIDEO", help="folder of frames or a video file")
     parser.add_argument(
-        "--frames", type=int, default=default_of(bench, "frames"), metavar="N", help="number of frames to track, > 8 (default: %(default)s)"
+        "--frames",
+        type=int,
+        default=default_of(bench, "frames"),
+        metavar="N",
+        help="number of frames to track, > 8 (default: %(default)s)",
     )
     parser.add_argument(
         "--point",

@@ -274,7 +274,9 @@ def build(model: ModelOptions, weights: Weights, pruning: PruningConfig | None =
         found = " (found in ./checkpoints/)" if weights.found_locally else ""
         log.info("loading checkpoint %s%s", weights.checkpoint, found)
     device = resolve_device(model.device)
-    log.debug("model %s, image size %s, device %s, pruning %s", model.model, model.image_size or "default", device, pruning)
+    log.debug(
+        "model %s, image size %s, device %s, pruning %s", model.model, model.image_size or "default", device, pruning
+    )
     return build_predictor(
         model.model,
         checkpoint=weights.checkpoint,
@@ -293,7 +295,9 @@ PRUNING_FIELDS = tuple(f.name for f in fields(PruningConfig))
 PRUNING_DEFAULTS = PruningConfig()
 
 
-def add_pruning_options(parser: argparse.ArgumentParser, *, retention_list: bool = False, multi_mc: bool = False) -> None:
+def add_pruning_options(
+    parser: argparse.ArgumentParser, *, retention_list: bool = False, multi_mc: bool = False
+) -> None:
     """Flags mapping one to one onto PruningConfig fields (``--auto-text`` is among the
     automatic text options). An option given in a mode where it has no effect can be refused
     (``pruning_configs``)."""
@@ -351,7 +355,9 @@ def add_pruning_options(parser: argparse.ArgumentParser, *, retention_list: bool
         help="default = weighted sum of the normalised signals (no training); paper = the source paper's MLP; "
         f"learned = MLP over all signals; paper/learned load --router-weights (default: {default_text(PRUNING_DEFAULTS, 'router')})",
     )
-    router.add_argument("--router-weights", metavar="FILE", help="weights of the paper/learned router (sam2prune train-router)")
+    router.add_argument(
+        "--router-weights", metavar="FILE", help="weights of the paper/learned router (sam2prune train-router)"
+    )
     router.add_argument(
         "--signals",
         type=signal_list,
@@ -413,7 +419,9 @@ def refuse_pruning_options_for_sam2(args: argparse.Namespace) -> None:
     given = [option(name) for name in _given_pruning_options(args)]
     given += [option(name) for name in AUTO_TEXT_FIELDS if getattr(args, name, None) is not None]
     if given:
-        raise InputError(f"{', '.join(given)} {'has' if len(given) == 1 else 'have'} no effect with --method sam2 (unpruned)")
+        raise InputError(
+            f"{', '.join(given)} {'has' if len(given) == 1 else 'have'} no effect with --method sam2 (unpruned)"
+        )
 
 
 def build_pruning_configs(
@@ -429,11 +437,17 @@ def build_pruning_configs(
     Raises:
         InputError: an invalid value.
     """
-    given = {name: value for name, value in _given_pruning_options(args).items() if name not in ("retention", "mc_passes")}
+    given = {
+        name: value for name, value in _given_pruning_options(args).items() if name not in ("retention", "mc_passes")
+    }
     given.update(variant or {})
     if retentions is None:
         retention = getattr(args, "retention", None)
-        retentions = retention if isinstance(retention, list) else [retention if retention is not None else PRUNING_DEFAULTS.retention]
+        retentions = (
+            retention
+            if isinstance(retention, list)
+            else [retention if retention is not None else PRUNING_DEFAULTS.retention]
+        )
     if mc_passes is None:
         passes = getattr(args, "mc_passes", None)
         mc_passes = passes if isinstance(passes, list) else [passes]
@@ -448,7 +462,9 @@ def build_pruning_configs(
     return configs
 
 
-def refuse_ineffective_options(args: argparse.Namespace, configs: list[PruningConfig], *, varied: set[str] = frozenset()) -> None:
+def refuse_ineffective_options(
+    args: argparse.Namespace, configs: list[PruningConfig], *, varied: set[str] = frozenset()
+) -> None:
     """Refuse an option given on the command line that has no effect in any of ``configs``
     (e.g. ``--router`` with ``--scorer prior``): silently ignoring it would mislead."""
     explicit = [name for name in _given_pruning_options(args) if name != "retention" and name not in varied]
@@ -527,7 +543,11 @@ def add_auto_text_options(parser: argparse.ArgumentParser, *, switch: bool = Tru
             default=None,
             help="describe each prompted object with --captioner and use the phrase for the text signal (needs --aligner)",
         )
-    group.add_argument("--captioner", metavar="MODEL", help="image-to-text model: a transformers folder or hub id (BLIP, BLIP-2, LLaVA, Florence-2, ...)")
+    group.add_argument(
+        "--captioner",
+        metavar="MODEL",
+        help="image-to-text model: a transformers folder or hub id (BLIP, BLIP-2, LLaVA, Florence-2, ...)",
+    )
     group.add_argument(
         "--refiner",
         metavar="MODEL",
@@ -536,10 +556,22 @@ def add_auto_text_options(parser: argparse.ArgumentParser, *, switch: bool = Tru
         "folder or hub id",
     )
     group.add_argument(
-        "--max-words", type=int, metavar="N", help=f"words in the phrase at most (default: {default_text(_AUTO_TEXT_DEFAULTS, 'max_words')})"
+        "--max-words",
+        type=int,
+        metavar="N",
+        help=f"words in the phrase at most (default: {default_text(_AUTO_TEXT_DEFAULTS, 'max_words')})",
     )
-    group.add_argument("--caption-prompt", metavar="TEXT", help="what the captioner is asked (default: an object-centric description request)")
-    group.add_argument("--cache-dir", type=Path, metavar="DIR", help="cache of generated phrases (default: ~/.cache/sam2prune/auto_text)")
+    group.add_argument(
+        "--caption-prompt",
+        metavar="TEXT",
+        help="what the captioner is asked (default: an object-centric description request)",
+    )
+    group.add_argument(
+        "--cache-dir",
+        type=Path,
+        metavar="DIR",
+        help="cache of generated phrases (default: ~/.cache/sam2prune/auto_text)",
+    )
 
 
 def auto_text_options(args: argparse.Namespace) -> AutoTextOptions:
@@ -549,7 +581,9 @@ def auto_text_options(args: argparse.Namespace) -> AutoTextOptions:
 def refuse_auto_text_options_without_switch(args: argparse.Namespace) -> None:
     given = [option(name) for name in AUTO_TEXT_FIELDS if getattr(args, name, None) is not None]
     if given and not getattr(args, "auto_text", False):
-        raise InputError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} used by --auto-text only; add --auto-text or remove {'it' if len(given) == 1 else 'them'}")
+        raise InputError(
+            f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} used by --auto-text only; add --auto-text or remove {'it' if len(given) == 1 else 'them'}"
+        )
 
 
 def auto_text_pipeline(options: AutoTextOptions, *, device: str, command: str) -> AutoTextPipeline:
@@ -578,8 +612,13 @@ def auto_text_hook(pipeline: AutoTextPipeline, source: object, prompts: list[Obj
             seconds = ", ".join(f"{k} {v:.2f} s" for k, v in result.seconds.items())
             log.info(
                 "object %d: %r (caption %r, region %s from %s%s; %s)",
-                obj_id, result.phrase, result.caption, result.box, result.roi_source,
-                ", cached" if result.cached else "", seconds,
+                obj_id,
+                result.phrase,
+                result.caption,
+                result.box,
+                result.roi_source,
+                ", cached" if result.cached else "",
+                seconds,
             )
 
     return hook
@@ -643,7 +682,9 @@ def select_sequences(data: DataSelection) -> list[DatasetSequence]:
         known = {s.name for s in sequences}
         unknown = [name for name in data.sequences if name not in known]
         if unknown:
-            raise InputError(f"--sequences: {', '.join(unknown)} not in the {data.dataset} set ({len(known)} sequences)")
+            raise InputError(
+                f"--sequences: {', '.join(unknown)} not in the {data.dataset} set ({len(known)} sequences)"
+            )
         sequences = [s for s in sequences if s.name in data.sequences]
     if data.limit is not None:
         if data.limit < 1:

@@ -64,7 +64,13 @@ def run_eval(
     import torch
 
     from sam2prune.data.datasets import DEFAULT_SPLITS
-    from sam2prune.evaluation.protocol import EvalSettings, evaluate_sequences, prepare_run_dir, protocol_prompts, summarize
+    from sam2prune.evaluation.protocol import (
+        EvalSettings,
+        evaluate_sequences,
+        prepare_run_dir,
+        protocol_prompts,
+        summarize,
+    )
 
     settings = EvalSettings(
         dataset=data.dataset,
@@ -91,7 +97,12 @@ def run_eval(
             return auto_text_hook(pipeline, sequence.source, protocol_prompts(sequence))
 
     records = evaluate_sequences(
-        predictor, list(sequences), out, protocol=protocol, device=torch.device(predictor.device), on_prompted_for=on_prompted_for
+        predictor,
+        list(sequences),
+        out,
+        protocol=protocol,
+        device=torch.device(predictor.device),
+        on_prompted_for=on_prompted_for,
     )
     return summarize(records, settings, out)
 
@@ -144,12 +155,14 @@ def evaluate(
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from sam2prune.data import datasets
 
-    parser.description += (
-        "\n\nDataset layouts:\n" + datasets.__doc__.split("ROOT is what ``--root`` points to):", 1)[1].replace("``", "")
-    )
+    parser.description += "\n\nDataset layouts:\n" + datasets.__doc__.split("ROOT is what ``--root`` points to):", 1)[
+        1
+    ].replace("``", "")
     add_data_options(parser)
     add_protocol_options(parser)
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="run folder (resumed if it holds this run)")
+    parser.add_argument(
+        "--out", type=Path, required=True, metavar="DIR", help="run folder (resumed if it holds this run)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="start over in --out (deletes the run there)")
     parser.add_argument(
         "--method",

@@ -43,7 +43,8 @@ def fit_aligner(
         frame_step: use every Nth annotated frame.
     """
     from sam2prune.fsutil import check_output_file
-    from sam2prune.scorers.router.semantic import fit_aligner as fit, read_labels
+    from sam2prune.scorers.router.semantic import fit_aligner as fit
+    from sam2prune.scorers.router.semantic import read_labels
     from sam2prune.text.encoders import load_text_encoder
 
     check_output_file(out, option="--out")
@@ -67,16 +68,34 @@ def fit_aligner(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_options(parser, default_dataset="davis")
-    parser.add_argument("--labels", type=Path, required=True, metavar="LABELS.json", help='phrase of each object: {"<sequence>/<object id>": "a black swan", ...}')
-    parser.add_argument("--out", type=Path, required=True, metavar="ALIGNER.pt", help="where the aligner is written (pass it to --aligner)")
+    parser.add_argument(
+        "--labels",
+        type=Path,
+        required=True,
+        metavar="LABELS.json",
+        help='phrase of each object: {"<sequence>/<object id>": "a black swan", ...}',
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="ALIGNER.pt",
+        help="where the aligner is written (pass it to --aligner)",
+    )
     parser.add_argument(
         "--text-encoder",
         default=default_of(fit_aligner, "text_encoder"),
         help="minilm, clip:<folder or hub id>, open_clip:<arch>:<file> (default: %(default)s)",
     )
-    parser.add_argument("--ridge", type=float, default=default_of(fit_aligner, "ridge"), help="L2 penalty (default: %(default)s)")
     parser.add_argument(
-        "--frame-step", type=int, default=default_of(fit_aligner, "frame_step"), metavar="N", help="use every Nth annotated frame (default: %(default)s)"
+        "--ridge", type=float, default=default_of(fit_aligner, "ridge"), help="L2 penalty (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--frame-step",
+        type=int,
+        default=default_of(fit_aligner, "frame_step"),
+        metavar="N",
+        help="use every Nth annotated frame (default: %(default)s)",
     )
     add_model_options(parser)
 
@@ -104,5 +123,7 @@ COMMAND = Command(
         "labelled object are mapped to its phrase's embedding, background tokens to that of 'background'. "
         'LABELS.json maps "<sequence>/<object id>" to a phrase.'
     ),
-    examples=("sam2prune fit-aligner --root DAVIS --labels labels.json --out aligner.pt --checkpoint sam2.1_hiera_tiny.pt",),
+    examples=(
+        "sam2prune fit-aligner --root DAVIS --labels labels.json --out aligner.pt --checkpoint sam2.1_hiera_tiny.pt",
+    ),
 )

@@ -18,7 +18,7 @@ def models() -> None:
         rows.append((name, spec.checkpoint_file, f"{official_input_size(spec)} px", "found" if found else "-"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip())
     print(
         f"\ncheckpoints: {MODELS['sam2.1_hiera_t'].checkpoint_url.rsplit('/', 1)[0]}/<file> (SAM 2.1), "
         f"{MODELS['sam2_hiera_t'].checkpoint_url.rsplit('/', 1)[0]}/<file> (SAM 2); put them in ./{CHECKPOINT_DIR}/ "

@@ -59,9 +59,13 @@ def prompt(
     if needs_sam:
         weights = resolve_weights(model, required=True)
     elif model.checkpoint is not None or model.random_weights:
-        raise InputError("--checkpoint/--random-weights: SAM 2 runs only for a --point prompt (its mask gives the region)")
+        raise InputError(
+            "--checkpoint/--random-weights: SAM 2 runs only for a --point prompt (its mask gives the region)"
+        )
     if detector_weights is not None and prompts:
-        raise InputError("--detector-weights is for the no-prompt case (the top-objectness proposal); a prompt was given")
+        raise InputError(
+            "--detector-weights is for the no-prompt case (the top-objectness proposal); a prompt was given"
+        )
     clip = video if video is not None else embedded_clip()
     source = VideoSource.open(clip)
     check_prompts(list(prompts), num_frames=len(source), width=source.width, height=source.height)
@@ -71,7 +75,9 @@ def prompt(
         start = time.perf_counter()
         image = read_frame(source, frame)
         box = top_objectness_box(image, detector_weights, device=resolve_device(model.device))
-        result = pipeline.describe(image, box, "detector", video_key=f"{clip}:{frame}", roi_seconds=time.perf_counter() - start)
+        result = pipeline.describe(
+            image, box, "detector", video_key=f"{clip}:{frame}", roi_seconds=time.perf_counter() - start
+        )
     else:
         from sam2prune.text.auto import describe_objects
 
@@ -107,14 +113,33 @@ def refine_caption(*, caption: str, auto_text: AutoTextOptions = AutoTextOptions
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("video", nargs="?", type=Path, metavar="VIDEO", help="folder of frames or a video file (default: the embedded clip)")
+    parser.add_argument(
+        "video",
+        nargs="?",
+        type=Path,
+        metavar="VIDEO",
+        help="folder of frames or a video file (default: the embedded clip)",
+    )
     parser.add_argument("--caption", metavar="TEXT", help="refine this caption only (no video, no captioner)")
-    parser.add_argument("--point", action="append", default=[], metavar="X,Y", help="positive click on the object; the region is the box of SAM 2's mask for it (repeatable)")
-    parser.add_argument("--neg", action="append", default=[], metavar="X,Y", help="negative click, with --point (repeatable)")
+    parser.add_argument(
+        "--point",
+        action="append",
+        default=[],
+        metavar="X,Y",
+        help="positive click on the object; the region is the box of SAM 2's mask for it (repeatable)",
+    )
+    parser.add_argument(
+        "--neg", action="append", default=[], metavar="X,Y", help="negative click, with --point (repeatable)"
+    )
     parser.add_argument("--box", metavar="X0,Y0,X1,Y1", help="the region itself, in pixels")
     parser.add_argument("--mask", type=Path, metavar="PNG", help="object mask; the region is its box")
     parser.add_argument("--frame", type=frame_index, metavar="N", help="frame of the prompt (default: 0)")
-    parser.add_argument("--detector-weights", type=Path, metavar="FILE", help="torchvision fasterrcnn_resnet50_fpn weights, for the no-prompt case")
+    parser.add_argument(
+        "--detector-weights",
+        type=Path,
+        metavar="FILE",
+        help="torchvision fasterrcnn_resnet50_fpn weights, for the no-prompt case",
+    )
     add_auto_text_options(parser, switch=False)
     add_model_options(parser)
 
@@ -124,14 +149,27 @@ def handle(args: argparse.Namespace) -> int:
 
     model = model_options(args)
     if args.caption is not None:
-        unused = [name for name, given in (
-            ("VIDEO", args.video is not None), ("--point", args.point), ("--neg", args.neg), ("--box", args.box is not None),
-            ("--mask", args.mask is not None), ("--frame", args.frame is not None), ("--captioner", args.captioner is not None),
-            ("--detector-weights", args.detector_weights is not None), ("--caption-prompt", args.caption_prompt is not None),
-            ("--checkpoint", model.checkpoint is not None), ("--random-weights", model.random_weights),
-        ) if given]
+        unused = [
+            name
+            for name, given in (
+                ("VIDEO", args.video is not None),
+                ("--point", args.point),
+                ("--neg", args.neg),
+                ("--box", args.box is not None),
+                ("--mask", args.mask is not None),
+                ("--frame", args.frame is not None),
+                ("--captioner", args.captioner is not None),
+                ("--detector-weights", args.detector_weights is not None),
+                ("--caption-prompt", args.caption_prompt is not None),
+                ("--checkpoint", model.checkpoint is not None),
+                ("--random-weights", model.random_weights),
+            )
+            if given
+        ]
         if unused:
-            raise InputError(f"with --caption only the refiner runs: {', '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect")
+            raise InputError(
+                f"with --caption only the refiner runs: {', '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect"
+            )
         refine_caption(caption=args.caption, auto_text=auto_text_options(args), device=model.device)
         return 0
     frame = args.frame if args.frame is not None else 0

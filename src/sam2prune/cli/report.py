@@ -12,8 +12,8 @@ from sam2prune.cli.common import Command
 def report(*, runs: Sequence[Path], out: Path | None = None, plot: Path | None = None) -> str:
     """Tabulate the report.json of each run folder (``eval`` or ``sweep``); print the table and
     return it, also writing it to ``out`` and J&F and FPS against retention to ``plot``."""
-    from sam2prune.fsutil import atomic_write_text, check_output_file
     from sam2prune.evaluation.report import load_reports, markdown_report, plot_tradeoff
+    from sam2prune.fsutil import atomic_write_text, check_output_file
 
     for option, path in (("--out", out), ("--plot", plot)):
         if path is not None:

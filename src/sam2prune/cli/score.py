@@ -27,8 +27,8 @@ def score(
             the CSV files.
         sequences: score only these sequences instead.
     """
-    from sam2prune.fsutil import check_output_location, check_writable_folder, make_output_dir
     from sam2prune.evaluation.davis import GLOBAL_COLUMNS, read_sequence_list, score_results, write_official_csvs
+    from sam2prune.fsutil import check_output_location, check_writable_folder, make_output_dir
 
     if not results.is_dir():
         raise InputError(f"--results {results}: folder does not exist")
@@ -56,7 +56,9 @@ def score(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--gt-root", type=Path, required=True, metavar="ROOT", help="DAVIS layout: ROOT/Annotations/480p/<seq>/*.png")
+    parser.add_argument(
+        "--gt-root", type=Path, required=True, metavar="ROOT", help="DAVIS layout: ROOT/Annotations/480p/<seq>/*.png"
+    )
     parser.add_argument("--results", type=Path, required=True, metavar="DIR", help="results: DIR/<seq>/<frame>.png")
     parser.add_argument(
         "--set",
@@ -64,9 +66,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="ROOT/ImageSets/2017/<set>.txt lists the sequences; also names the CSV files (default: %(default)s)",
     )
     parser.add_argument(
-        "--sequences", nargs="+", metavar="NAME", help="score only these sequences (e.g. those of an `eval --limit` run)"
+        "--sequences",
+        nargs="+",
+        metavar="NAME",
+        help="score only these sequences (e.g. those of an `eval --limit` run)",
     )
-    parser.add_argument("--out", type=Path, metavar="DIR", help="where the CSV files go, created if needed (default: the results folder)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="where the CSV files go, created if needed (default: the results folder)",
+    )
 
 
 def handle(args: argparse.Namespace) -> int:

@@ -74,7 +74,9 @@ def segment(
     if overlay is not None:
         check_overlay_path(overlay)
         if overlay.resolve().parent == out.resolve() or out.resolve() in overlay.resolve().parents:
-            raise InputError(f"--overlay {overlay} lies inside --out {out}, which is replaced as a whole; write it elsewhere")
+            raise InputError(
+                f"--overlay {overlay} lies inside --out {out}, which is replaced as a whole; write it elsewhere"
+            )
     elif fps is not None:
         raise InputError("--fps is the frame rate of the --overlay video; it has no effect without --overlay")
     if fps is not None and not fps > 0:
@@ -127,7 +129,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="folder of JPEG/PNG frames (natural sort of names) or a video file (mp4, mov, avi, mkv, webm)",
     )
     parser.add_argument(
-        "--out", type=Path, required=True, metavar="DIR", help="output folder for the PNGs (created; replaced as a whole)"
+        "--out",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="output folder for the PNGs (created; replaced as a whole)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     prompts = parser.add_argument_group("prompts (pixel coordinates of the original frames)")
@@ -142,8 +148,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     prompts.add_argument("--frame", type=frame_index, default=0, metavar="N", help="frame of the prompts (default: 0)")
     prompts.add_argument("--obj-id", type=object_id, metavar="K", help="object id of the prompts (default: 1)")
-    prompts.add_argument("--prompts", type=Path, metavar="FILE.json", help="several objects on several frames (see below)")
-    parser.add_argument("--overlay", type=Path, metavar="FILE", help="also write the masks over the frames as .mp4 or .gif")
+    prompts.add_argument(
+        "--prompts", type=Path, metavar="FILE.json", help="several objects on several frames (see below)"
+    )
+    parser.add_argument(
+        "--overlay", type=Path, metavar="FILE", help="also write the masks over the frames as .mp4 or .gif"
+    )
     parser.add_argument(
         "--fps",
         type=float,

@@ -91,9 +91,9 @@ def sweep(
     resumable), then write, print and return ``out/report.md``; with ``plot`` also
     ``out/tradeoff.png``. Runs that share a label without text are compared by the overlap of
     their kept tokens."""
+    from sam2prune.evaluation.report import load_reports, markdown_report, plot_tradeoff
     from sam2prune.fsutil import atomic_write_text, make_output_dir, read_json
     from sam2prune.models import with_pruning
-    from sam2prune.evaluation.report import load_reports, markdown_report, plot_tradeoff
 
     check_run_folder(out, root=data.root)
     if not grid:
@@ -146,7 +146,9 @@ def sweep(
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_options(parser)
     add_protocol_options(parser)
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder of the runs, one subfolder each, and report.md")
+    parser.add_argument(
+        "--out", type=Path, required=True, metavar="DIR", help="folder of the runs, one subfolder each, and report.md"
+    )
     parser.add_argument("--overwrite", action="store_true", help="start every run over")
     parser.add_argument(
         "--scorers",
@@ -157,8 +159,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-baseline", action="store_true", help="skip unpruned SAM 2")
     parser.add_argument("--plot", action="store_true", help="also write --out/tradeoff.png")
-    parser.add_argument("--signal-sets", type=signal_list, nargs="+", metavar="LIST", help="router signal subsets to compare, e.g. text text,uncertainty")
-    parser.add_argument("--texts", nargs="+", metavar="TEXT", help="several phrasings of the target (e.g. accurate, vague, human); one run each, compared")
+    parser.add_argument(
+        "--signal-sets",
+        type=signal_list,
+        nargs="+",
+        metavar="LIST",
+        help="router signal subsets to compare, e.g. text text,uncertainty",
+    )
+    parser.add_argument(
+        "--texts",
+        nargs="+",
+        metavar="TEXT",
+        help="several phrasings of the target (e.g. accurate, vague, human); one run each, compared",
+    )
     add_model_options(parser)
     add_pruning_options(parser, retention_list=True, multi_mc=True)
 

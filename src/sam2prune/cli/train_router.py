@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from sam2prune.cli.common import (
     PRUNING_DEFAULTS,
@@ -29,7 +29,15 @@ from sam2prune.config import SIGNALS, UNCERTAINTY_MODES, PruningConfig
 from sam2prune.errors import InputError
 
 # the PruningConfig fields that decide how the training signals are computed, with their flags
-SIGNAL_FIELDS = ("retention", "uncertainty", "mc_passes", "mc_dropout_p", "uncertainty_blocks", "prior_dilation", "seed")
+SIGNAL_FIELDS = (
+    "retention",
+    "uncertainty",
+    "mc_passes",
+    "mc_dropout_p",
+    "uncertainty_blocks",
+    "prior_dilation",
+    "seed",
+)
 
 
 def train_router(
@@ -64,7 +72,8 @@ def train_router(
     from sam2prune.fsutil import check_output_file
     from sam2prune.scorers.router.fusion import save_router
     from sam2prune.scorers.router.semantic import Aligner, read_labels
-    from sam2prune.scorers.router.train import collect_examples, train_router as train, training_scorer
+    from sam2prune.scorers.router.train import collect_examples, training_scorer
+    from sam2prune.scorers.router.train import train_router as train
     from sam2prune.text.encoders import load_text_encoder
 
     if epochs < 1 or learning_rate <= 0:
@@ -75,7 +84,7 @@ def train_router(
     phrases = read_labels(labels) if labels else None
     chosen = signals or (("visual", "text", "uncertainty") if router == "paper" else ("visual", "uncertainty", "prior"))
     if phrases and signals is None:
-        chosen = chosen + ("text",)
+        chosen = (*chosen, "text")
     chosen = tuple(name for name in SIGNALS if name in chosen)
     if "text" in chosen and (phrases is None or aligner is None):
         raise InputError("the text signal needs --labels LABELS.json (object phrases) and --aligner ALIGNER.pt")
@@ -108,7 +117,14 @@ def train_router(
         retention=pruning.retention,
         seed=pruning.seed,
     )
-    save_router(out, module, channels=predictor.hidden_dim, signals=chosen, hidden=module.mlp[0].out_features, extra={"history": history, "model": model.model})
+    save_router(
+        out,
+        module,
+        channels=predictor.hidden_dim,
+        signals=chosen,
+        hidden=module.mlp[0].out_features,
+        extra={"history": history, "model": model.model},
+    )
     held_out = sum(e.held_out for e in examples)
     print(json.dumps(history[-1]))
     print(
@@ -121,7 +137,13 @@ def train_router(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_options(parser, default_dataset="davis")
-    parser.add_argument("--out", type=Path, required=True, metavar="ROUTER.pt", help="where the router weights are written (pass them to --router-weights)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="ROUTER.pt",
+        help="where the router weights are written (pass them to --router-weights)",
+    )
     parser.add_argument(
         "--router",
         choices=("learned", "paper"),
@@ -130,10 +152,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--labels", type=Path, metavar="LABELS.json", help="object phrases, for the text signal")
     parser.add_argument("--aligner", metavar="ALIGNER.pt", help="token-to-text projection, for the text signal")
-    parser.add_argument("--signals", type=signal_list, metavar="LIST", help="default: paper visual,uncertainty(,text); learned visual,uncertainty,prior(,text)")
-    parser.add_argument("--epochs", type=int, default=default_of(train_router, "epochs"), help="passes over the examples (default: %(default)s)")
     parser.add_argument(
-        "--learning-rate", type=float, default=default_of(train_router, "learning_rate"), metavar="LR", help="Adam learning rate (default: %(default)s)"
+        "--signals",
+        type=signal_list,
+        metavar="LIST",
+        help="default: paper visual,uncertainty(,text); learned visual,uncertainty,prior(,text)",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=default_of(train_router, "epochs"),
+        help="passes over the examples (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--learning-rate",
+        type=float,
+        default=default_of(train_router, "learning_rate"),
+        metavar="LR",
+        help="Adam learning rate (default: %(default)s)",
     )
     parser.add_argument(
         "--loss",
@@ -142,7 +178,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="bce on the token targets, or a pairwise ranking loss (default: %(default)s)",
     )
     parser.add_argument(
-        "--retention", type=float, metavar="R", help=f"retention of the held-out recall (default: {default_text(PRUNING_DEFAULTS, 'retention')})"
+        "--retention",
+        type=float,
+        metavar="R",
+        help=f"retention of the held-out recall (default: {default_text(PRUNING_DEFAULTS, 'retention')})",
     )
     parser.add_argument(
         "--holdout-every",
@@ -152,10 +191,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="hold out frames whose index is divisible by N (default: %(default)s)",
     )
     parser.add_argument(
-        "--uncertainty", choices=UNCERTAINTY_MODES, help=f"uncertainty signal mode (default: {default_text(PRUNING_DEFAULTS, 'uncertainty')})"
+        "--uncertainty",
+        choices=UNCERTAINTY_MODES,
+        help=f"uncertainty signal mode (default: {default_text(PRUNING_DEFAULTS, 'uncertainty')})",
     )
     parser.add_argument(
-        "--mc-passes", type=int, metavar="T", help=f"dropout samples for --uncertainty mc (default: {default_text(PRUNING_DEFAULTS, 'mc_passes')})"
+        "--mc-passes",
+        type=int,
+        metavar="T",
+        help=f"dropout samples for --uncertainty mc (default: {default_text(PRUNING_DEFAULTS, 'mc_passes')})",
     )
     parser.add_argument(
         "--mc-dropout-p",
@@ -176,7 +220,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"dilation of the prior mask in tokens (default: {default_text(PRUNING_DEFAULTS, 'prior_dilation')})",
     )
     parser.add_argument(
-        "--seed", type=int, help=f"seed of initialisation, shuffling and dropout (default: {default_text(PRUNING_DEFAULTS, 'seed')})"
+        "--seed",
+        type=int,
+        help=f"seed of initialisation, shuffling and dropout (default: {default_text(PRUNING_DEFAULTS, 'seed')})",
     )
     add_model_options(parser)
 

@@ -23,7 +23,6 @@ Expected layouts (ROOT is what ``--root`` points to):
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,7 +104,7 @@ def _png_sequence(name: str, frames_dir: Path, masks_dir: Path, *, objects: str)
     for path in sorted(masks_dir.glob("*.png"), key=lambda p: natural_key(p.name)):
         if path.stem not in index_of:
             raise InputError(f"sequence {name}: annotation {path} has no frame named {path.stem} in {frames_dir}")
-        annotated[index_of[path.stem]] = (lambda p=path: read_label_png(p))
+        annotated[index_of[path.stem]] = lambda p=path: read_label_png(p)
     if not annotated:
         raise InputError(f"sequence {name}: no annotation PNG in {masks_dir}")
     sequence = Sequence(name, source, annotated, [], {}, official_davis=objects == "davis")
@@ -116,7 +115,7 @@ def _png_sequence(name: str, frames_dir: Path, masks_dir: Path, *, objects: str)
         if count == 0:
             raise InputError(f"sequence {name}: the first annotation in {masks_dir} holds no object")
         sequence.obj_ids = list(range(1, count + 1))
-        sequence.first_frames = {obj_id: first_idx for obj_id in sequence.obj_ids}
+        sequence.first_frames = dict.fromkeys(sequence.obj_ids, first_idx)
     elif objects == "all":
         sequence.obj_ids, sequence.first_frames = _objects_from_annotations(name, sequence)
     return sequence
@@ -167,7 +166,7 @@ def read_lvos(root: Path, split: str = "valid") -> Iterator[Sequence]:
     meta = _lvos_meta(folder, split)
     videos = meta.get("videos") if isinstance(meta, dict) else None
     if not isinstance(videos, dict):
-        raise InputError(f"LVOS meta file in {folder}: expected {{\"videos\": {{<sequence>: ...}}}}")
+        raise InputError(f'LVOS meta file in {folder}: expected {{"videos": {{<sequence>: ...}}}}')
     for name in sorted(videos, key=natural_key):
         sequence = _png_sequence(name, folder / "JPEGImages" / name, folder / "Annotations" / name, objects="none")
         objects = videos[name].get("objects") if isinstance(videos[name], dict) else None
@@ -185,7 +184,9 @@ def read_lvos(root: Path, split: str = "valid") -> Iterator[Sequence]:
             if frame_idx is None:  # the meta may give the frame number without the zero padding
                 frame_idx = next((i for s, i in index_of.items() if s.isdigit() and int(s) == int(start)), None)
             if frame_idx is None:
-                raise InputError(f"LVOS meta: video {name}, object {obj_id} starts at frame {start}, which is not in the frames")
+                raise InputError(
+                    f"LVOS meta: video {name}, object {obj_id} starts at frame {start}, which is not in the frames"
+                )
             first_frames[obj_id] = frame_idx
         sequence.obj_ids = sorted(first_frames)
         sequence.first_frames = first_frames
@@ -237,7 +238,9 @@ def read_uvo(root: Path, split: str = "val") -> Iterator[Sequence]:
     path = root / split if split.endswith(".json") else root / f"{split}.json"
     payload = read_json(path, what="UVO annotations")
     if not isinstance(payload, dict) or "videos" not in payload or "annotations" not in payload:
-        raise InputError(f"UVO annotations {path}: expected YouTube-VIS style {{\"videos\": [...], \"annotations\": [...]}}")
+        raise InputError(
+            f'UVO annotations {path}: expected YouTube-VIS style {{"videos": [...], "annotations": [...]}}'
+        )
     by_video: dict[int, list[dict]] = {}
     for annotation in payload["annotations"]:
         by_video.setdefault(annotation["video_id"], []).append(annotation)
@@ -259,9 +262,7 @@ def read_uvo(root: Path, split: str = "val") -> Iterator[Sequence]:
         objects = sorted(by_video.get(video["id"], []), key=lambda a: a.get("id", 0))
         if not objects:
             continue
-        annotated_frames = sorted(
-            {t for a in objects for t, s in enumerate(a["segmentations"]) if s is not None}
-        )
+        annotated_frames = sorted({t for a in objects for t, s in enumerate(a["segmentations"]) if s is not None})
 
         def loader(t: int, objects=objects, height=source.height, width=source.width) -> np.ndarray:
             labels = np.zeros((height, width), np.uint8)
@@ -287,7 +288,9 @@ def _endovis_classes(root: Path, sequence_dir: Path) -> dict[tuple[int, int, int
             try:
                 return {tuple(int(c) for c in e["color"]): int(e["classid"]) for e in entries}
             except (KeyError, TypeError, ValueError) as error:
-                raise InputError(f"EndoVis class file {path}: expected [{{\"name\", \"color\", \"classid\"}}]: {error}") from error
+                raise InputError(
+                    f'EndoVis class file {path}: expected [{{"name", "color", "classid"}}]: {error}'
+                ) from error
     raise InputError(f"EndoVis: no labels.json in {sequence_dir} or {root}")
 
 
@@ -302,7 +305,9 @@ def colour_labels_to_ids(rgb: np.ndarray, classes: dict[tuple[int, int, int], in
         known |= match
     if not known.all():
         y, x = np.argwhere(~known)[0]
-        raise InputError(f"{where}: pixel ({x}, {y}) has colour {tuple(int(c) for c in rgb[y, x])}, which no class in labels.json has")
+        raise InputError(
+            f"{where}: pixel ({x}, {y}) has colour {tuple(int(c) for c in rgb[y, x])}, which no class in labels.json has"
+        )
     return labels
 
 
@@ -317,8 +322,8 @@ def read_endovis18(root: Path, split: str | None = None) -> Iterator[Sequence]:
         annotated = {}
         for path in list_frame_files(sequence_dir / "labels"):
             if path.stem in index_of:
-                annotated[index_of[path.stem]] = (
-                    lambda p=path: colour_labels_to_ids(np.asarray(Image.open(p).convert("RGB")), classes, where=str(p))
+                annotated[index_of[path.stem]] = lambda p=path, classes=classes: colour_labels_to_ids(
+                    np.asarray(Image.open(p).convert("RGB")), classes, where=str(p)
                 )
         sequence = Sequence(name, source, annotated, [], {})
         sequence.obj_ids, sequence.first_frames = _objects_from_annotations(name, sequence)

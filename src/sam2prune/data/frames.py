@@ -46,7 +46,9 @@ def load_frames_tensor(source: VideoSource, image_size: int, *, progress: bool =
         InputError: naming a frame that is corrupt or of a different size.
     """
     images = torch.zeros(len(source), 3, image_size, image_size, dtype=torch.float32)
-    frames = progress_bar(source.iter_frames(), desc="reading frames", total=len(source), unit="frame", disable=not progress)
+    frames = progress_bar(
+        source.iter_frames(), desc="reading frames", total=len(source), unit="frame", disable=not progress
+    )
     for index, frame in enumerate(frames):
         images[index] = preprocess_frame(frame, image_size)
     return images

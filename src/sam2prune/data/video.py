@@ -90,7 +90,7 @@ class VideoSource:
             )
         sizes = [_image_size(path) for path in files]
         first = sizes[0]
-        for path, size in zip(files, sizes):
+        for path, size in zip(files, sizes, strict=False):
             if size != first:
                 raise InputError(
                     f"frame {path} is {size[0]}x{size[1]} but {files[0].name} is {first[0]}x{first[1]}; "

@@ -4,7 +4,6 @@ official CSV files. Works for any method's outputs (palette PNGs named like the 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,9 +70,12 @@ def score_sequence(
         )
     scores = []
     for obj_id in range(1, num_objects + 1):
-        j = np.array([jaccard(g == obj_id, r == obj_id) for g, r in zip(evaluated_gt, result_frames)])
+        j = np.array([jaccard(g == obj_id, r == obj_id) for g, r in zip(evaluated_gt, result_frames, strict=False)])
         f = np.array(
-            [boundary_f(g == obj_id, r == obj_id, bound_th=bound_th) for g, r in zip(evaluated_gt, result_frames)]
+            [
+                boundary_f(g == obj_id, r == obj_id, bound_th=bound_th)
+                for g, r in zip(evaluated_gt, result_frames, strict=False)
+            ]
         )
         scores.append(ObjectScores(name=f"{name}_{obj_id}", j=j, f=f))
     return scores
@@ -100,7 +102,12 @@ def read_sequence_list(gt_root: Path, set_name: str) -> list[str]:
 
 
 def score_results(
-    gt_root: Path, results_dir: Path, *, set_name: str = "val", sequences: list[str] | None = None, progress: bool = True
+    gt_root: Path,
+    results_dir: Path,
+    *,
+    set_name: str = "val",
+    sequences: list[str] | None = None,
+    progress: bool = True,
 ) -> tuple[dict[str, float], list[ObjectScores]]:
     """Score a results folder (``<results>/<sequence>/<frame>.png``) against DAVIS-layout ground
     truth (``<gt_root>/Annotations/480p/<sequence>/<frame>.png``).

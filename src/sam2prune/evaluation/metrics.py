@@ -63,7 +63,7 @@ def boundary_tolerance(shape: tuple[int, int], bound_th: float = 0.008) -> int:
     """Dilation radius: ``bound_th`` pixels if >= 1, else ceil(bound_th * image diagonal)."""
     if bound_th >= 1:
         return int(bound_th)
-    return int(math.ceil(bound_th * math.hypot(*shape)))
+    return math.ceil(bound_th * math.hypot(*shape))
 
 
 def boundary_f(gt: np.ndarray, pred: np.ndarray, void: np.ndarray | None = None, bound_th: float = 0.008) -> float:
@@ -121,4 +121,3 @@ def statistics(per_frame: np.ndarray | list[float]) -> tuple[float, float, float
         bins = [values[edges[i] : edges[i + 1] + 1] for i in range(DECAY_BINS)]
         decay = float(np.nanmean(bins[0]) - np.nanmean(bins[DECAY_BINS - 1]))
     return mean, recall, decay
-

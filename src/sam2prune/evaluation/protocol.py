@@ -18,13 +18,13 @@ from sam2prune.config import ProtocolConfig, PruningConfig
 from sam2prune.data.datasets import VOID_LABEL, Sequence
 from sam2prune.data.palette import write_label_png
 from sam2prune.errors import InputError
-from sam2prune.process_memory import peak_rss_mib, reset_peak_rss
-from sam2prune.evaluation.metrics import boundary_f, jaccard
 from sam2prune.evaluation.davis import ObjectScores, global_measures, score_sequence, write_official_csvs
-from sam2prune.segment import labels_from_logits
+from sam2prune.evaluation.metrics import boundary_f, jaccard
 from sam2prune.fsutil import atomic_write, atomic_write_json, check_output_location, read_json, staged_directory
+from sam2prune.process_memory import peak_rss_mib, reset_peak_rss
 from sam2prune.progress import progress as progress_bar
 from sam2prune.prompts import ObjectPrompt
+from sam2prune.segment import labels_from_logits
 
 
 def interior_point(mask: np.ndarray) -> tuple[int, int]:
@@ -57,10 +57,10 @@ def corrective_clicks(gt: np.ndarray, pred: np.ndarray, max_clicks: int = 3) -> 
         components, count = ndimage.label(error)
         sizes = ndimage.sum_labels(error, components, index=range(1, count + 1)) if count else []
         regions[label] = sorted(
-            ((int(size), components == index) for index, size in zip(range(1, count + 1), sizes)),
+            ((int(size), components == index) for index, size in zip(range(1, count + 1), sizes, strict=False)),
             key=lambda item: -item[0],
         )
-    chosen = [regions[label].pop(0) + (label,) for label in (1, 0) if regions[label]]
+    chosen = [(*regions[label].pop(0), label) for label in (1, 0) if regions[label]]
     rest = sorted(((size, region, label) for label in (1, 0) for size, region in regions[label]), key=lambda r: -r[0])
     clicks = []
     for _, region, label in (chosen + rest)[:max_clicks]:
@@ -205,7 +205,12 @@ def score_tracked_sequence(sequence: Sequence, labels: dict[int, np.ndarray]) ->
     scores = []
     for obj_id in sequence.obj_ids:
         frames = [i for i in sorted(sequence.annotated) if i > sequence.first_frames[obj_id]]
-        values = [frame_scores(np.where(sequence.ground_truth(i) == VOID_LABEL, 0, sequence.ground_truth(i)), labels[i], obj_id) for i in frames]
+        values = [
+            frame_scores(
+                np.where(sequence.ground_truth(i) == VOID_LABEL, 0, sequence.ground_truth(i)), labels[i], obj_id
+            )
+            for i in frames
+        ]
         scores.append(
             ObjectScores(
                 name=f"{sequence.name}_{obj_id}",
@@ -264,7 +269,9 @@ def prepare_run_dir(out_dir: Path, settings: EvalSettings, *, overwrite: bool) -
     if out_dir.exists():
         if not run_file.is_file():
             if any(out_dir.iterdir()):
-                raise InputError(f"--out {out_dir} is a non-empty folder that holds no sam2prune run; pass --overwrite to replace it")
+                raise InputError(
+                    f"--out {out_dir} is a non-empty folder that holds no sam2prune run; pass --overwrite to replace it"
+                )
         else:
             previous = json.loads(run_file.read_text())
             if previous != current:
@@ -319,8 +326,10 @@ def evaluate_sequences(
             for frame_idx, name in enumerate(sequence.source.frame_names):
                 write_label_png(staging / f"{name}.png", labels[frame_idx])
         scores = score_tracked_sequence(sequence, labels)
-        kept = tracker.kept
-        atomic_write(out_dir / "sequences" / f"{sequence.name}.kept.npz", lambda temp: np.savez_compressed(temp, **kept))
+        atomic_write(
+            out_dir / "sequences" / f"{sequence.name}.kept.npz",
+            lambda temp, kept=tracker.kept: np.savez_compressed(temp, **kept),
+        )
         record = SequenceRecord(
             name=sequence.name,
             frames=len(sequence.source),

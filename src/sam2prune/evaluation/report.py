@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from sam2prune.errors import InputError
-from sam2prune.fsutil import atomic_write, atomic_write_text, read_json
+from sam2prune.fsutil import atomic_write, read_json
 
 
 def load_reports(run_dirs: list[Path]) -> list[dict]:
@@ -52,7 +51,9 @@ def markdown_report(reports: list[dict]) -> str:
         "| dataset | method | J | F | J&F | FPS | peak memory (MiB) | bank KiB/frame | kept | refinement rounds | clicks |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    ordered = sorted(reports, key=lambda r: (r["settings"]["dataset"], r["settings"]["method"] != "sam2", -_retention(r["settings"])))
+    ordered = sorted(
+        reports, key=lambda r: (r["settings"]["dataset"], r["settings"]["method"] != "sam2", -_retention(r["settings"]))
+    )
     for report in ordered:
         settings, overall = report["settings"], report["overall"]
         memory_kind = "GPU" if overall["memory_kind"] == "cuda_max_allocated" else "RSS"
@@ -64,14 +65,25 @@ def markdown_report(reports: list[dict]) -> str:
         )
     datasets = sorted({r["settings"]["dataset"] for r in reports})
     methods = list(dict.fromkeys(method_label(r["settings"]) for r in ordered))
-    lines += ["", "J&F by method and dataset:", "", "| method | " + " | ".join(datasets) + " |", "|---|" + "---|" * len(datasets)]
+    lines += [
+        "",
+        "J&F by method and dataset:",
+        "",
+        "| method | " + " | ".join(datasets) + " |",
+        "|---|" + "---|" * len(datasets),
+    ]
     for method in methods:
         cells = []
         for dataset in datasets:
-            match = [r for r in reports if r["settings"]["dataset"] == dataset and method_label(r["settings"]) == method]
+            match = [
+                r for r in reports if r["settings"]["dataset"] == dataset and method_label(r["settings"]) == method
+            ]
             cells.append(f"{match[0]['overall']['J&F-Mean']:.3f}" if match else "-")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    settings = {json.dumps({k: v for k, v in r["settings"].items() if k not in ("pruning", "method")}, sort_keys=True) for r in reports}
+    settings = {
+        json.dumps({k: v for k, v in r["settings"].items() if k not in ("pruning", "method")}, sort_keys=True)
+        for r in reports
+    }
     if len(settings) > 1:
         lines += ["", "Note: the runs differ in more than method and pruning (model, image size, device or data)."]
     if any(r["settings"]["checkpoint"] is None for r in reports):

@@ -165,10 +165,14 @@ def sparse_memory_attention(
         if isinstance(attention, RoPEAttention)
     ]
     if not all(isinstance(attention, PositionedRoPEAttention) for attention in rope_modules):
-        raise TypeError("sparse memory attention needs PositionedRoPEAttention modules (build the model with build_predictor)")
+        raise TypeError(
+            "sparse memory attention needs PositionedRoPEAttention modules (build the model with build_predictor)"
+        )
     positions = TokenPositions(query_cells.long(), memory_cells.long(), grid)
     with token_positions(positions):
-        return module(curr=curr, memory=memory, curr_pos=curr_pos, memory_pos=memory_pos, num_obj_ptr_tokens=num_obj_ptr_tokens)
+        return module(
+            curr=curr, memory=memory, curr_pos=curr_pos, memory_pos=memory_pos, num_obj_ptr_tokens=num_obj_ptr_tokens
+        )
 
 
 def dropped_token_fill(module: OfficialMemoryAttention, curr: torch.Tensor, curr_pos: torch.Tensor) -> torch.Tensor:

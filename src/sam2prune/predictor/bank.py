@@ -172,7 +172,9 @@ class SparseMemoryBank:
         the full grid, ``maskmem_pos_enc``, so it is never stored per frame).
         """
         all_cells = torch.arange(self.num_tokens, device=device).expand(batch, -1)
-        frames, selected_cond, unselected_cond = select_memory_frames(model, frame_idx, self.output_dict, track_in_reverse=track_in_reverse)
+        frames, selected_cond, unselected_cond = select_memory_frames(
+            model, frame_idx, self.output_dict, track_in_reverse=track_in_reverse
+        )
         memory, memory_pos, memory_cells = [], [], []
         sparse = False
         for t_pos, previous in frames:

@@ -176,7 +176,9 @@ class SAM2Predictor(SAM2VideoPredictor):
         for t in range(frame_idx - stride * self.num_maskmem, frame_idx + stride * self.num_maskmem + 1):
             non_cond_outputs.pop(t, None)
 
-    def encode_frames(self, source: VideoSource, frame_indices: list[int]) -> Iterator[tuple[int, torch.Tensor, torch.Tensor | None]]:
+    def encode_frames(
+        self, source: VideoSource, frame_indices: list[int]
+    ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor | None]]:
         """Encode frames outside a tracking session (fitting aligners, training routers).
 
         Yields:
@@ -228,7 +230,11 @@ class SAM2Predictor(SAM2VideoPredictor):
         frames: dict[int, dict] = {}
         for obj_idx, output_dict in inference_state["output_dict_per_obj"].items():
             obj_id = inference_state["obj_idx_to_id"][obj_idx]
-            bank = session.bank(inference_state, obj_id) if session is not None else SparseMemoryBank(output_dict, num_tokens)
+            bank = (
+                session.bank(inference_state, obj_id)
+                if session is not None
+                else SparseMemoryBank(output_dict, num_tokens)
+            )
             for frame_idx, conditioning, out, keep_idx in bank.stored_frames():
                 held = bank.frame_bytes(out, keep_idx)
                 frames.setdefault(frame_idx, {})[obj_id] = {

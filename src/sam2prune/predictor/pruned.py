@@ -7,15 +7,15 @@ from dataclasses import dataclass
 
 import torch
 
-from sam2prune.predictor.attention import dropped_token_fill, gather_tokens, scatter_tokens, sparse_memory_attention
 from sam2prune.config import PruningConfig
+from sam2prune.predictor.attention import dropped_token_fill, gather_tokens, scatter_tokens, sparse_memory_attention
 from sam2prune.predictor.bank import SparseMemoryBank
 from sam2prune.predictor.baseline import SAM2Predictor, log
 from sam2prune.predictor.session import PruningSession, pruning_session
+from sam2prune.scoped import scoped
 from sam2prune.scorers import ScoringContext, make_scorer, select_tokens
 from sam2prune.scorers.prior import prompt_mask
 from sam2prune.scorers.router.uncertainty import UncertaintyProbe
-from sam2prune.scoped import scoped
 
 
 @dataclass(frozen=True)
@@ -194,7 +194,11 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
             size=tuple(own_mask.shape[-2:]),
             image_size=self.image_size,
         )
-        prior = own_mask if prompted is None else torch.where(prompted.to(own_mask.device) > 0, own_mask.abs() + 1, own_mask)
+        prior = (
+            own_mask
+            if prompted is None
+            else torch.where(prompted.to(own_mask.device) > 0, own_mask.abs() + 1, own_mask)
+        )
         return self._score_frame(inference_state, obj_id, frame_idx, 1, prior)
 
     # --- sam2 hooks ---------------------------------------------------------------------------
@@ -244,14 +248,15 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
         if not self.pruning.prune_conditioning_frames or self.keeps_everything:
             return
         session = self.session(inference_state)
-        for obj_idx, output_dict in inference_state["output_dict_per_obj"].items():
-            obj_id = inference_state["obj_idx_to_id"][obj_idx]
+        for obj_idx, obj_id in inference_state["obj_idx_to_id"].items():
             bank = session.bank(inference_state, obj_id)
             points = inference_state["point_inputs_per_obj"][obj_idx]
             prompted = set(points) | set(inference_state["mask_inputs_per_obj"][obj_idx])
-            for frame_idx, conditioning, out, keep_idx in list(bank.stored_frames()):
+            for frame_idx, _, out, keep_idx in list(bank.stored_frames()):
                 if frame_idx in prompted and keep_idx is None and out["maskmem_features"].dim() == 4:
-                    keep_idx = self._select_prompted_frame(inference_state, obj_id, frame_idx, out, points.get(frame_idx))
+                    keep_idx = self._select_prompted_frame(
+                        inference_state, obj_id, frame_idx, out, points.get(frame_idx)
+                    )
                     bank.store_sparse(frame_idx, out, keep_idx, storage_device=inference_state["storage_device"])
 
     def _prepare_memory_conditioned_features(

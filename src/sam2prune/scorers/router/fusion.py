@@ -13,8 +13,8 @@ from torch import nn
 
 from sam2prune.config import PruningConfig
 from sam2prune.errors import InputError
-from sam2prune.scorers.prior import prior_scores
 from sam2prune.fsutil import atomic_write, load_versioned_file
+from sam2prune.scorers.prior import prior_scores
 
 ROUTER_FORMAT = "sam2prune-router"
 ROUTER_VERSION = 1
@@ -112,7 +112,9 @@ def build_router_module(kind: str, channels: int, signals: tuple[str, ...], hidd
     raise ValueError(f"router {kind!r} has no weights")
 
 
-def save_router(path: Path, module: nn.Module, *, channels: int, signals: tuple[str, ...], hidden: int, extra: dict | None = None) -> None:
+def save_router(
+    path: Path, module: nn.Module, *, channels: int, signals: tuple[str, ...], hidden: int, extra: dict | None = None
+) -> None:
     payload = {
         "format": ROUTER_FORMAT,
         "version": ROUTER_VERSION,
@@ -137,12 +139,18 @@ def load_router(path: str | Path, *, kind: str, channels: int) -> tuple[nn.Modul
     """
     path = Path(path)
     payload = load_versioned_file(
-        path, kind="router", file_format=ROUTER_FORMAT, version=ROUTER_VERSION, hint="train one with `sam2prune train-router`"
+        path,
+        kind="router",
+        file_format=ROUTER_FORMAT,
+        version=ROUTER_VERSION,
+        hint="train one with `sam2prune train-router`",
     )
     if payload.get("router") != kind:
         raise InputError(f"router weights {path} are for the {payload.get('router')!r} router, not {kind!r}")
     if payload.get("channels") != channels:
-        raise InputError(f"router weights {path} expect {payload.get('channels')}-channel tokens; this model has {channels}")
+        raise InputError(
+            f"router weights {path} expect {payload.get('channels')}-channel tokens; this model has {channels}"
+        )
     signals = tuple(payload["signals"])
     module = build_router_module(kind, channels, signals, int(payload["hidden"]))
     try:
@@ -294,7 +302,9 @@ def build_router_scorer(
             )
         aligner = Aligner.load(config.aligner)
         if aligner.weight.shape[0] != channels + 1:
-            raise InputError(f"aligner {config.aligner} maps {aligner.weight.shape[0] - 1}-channel tokens; this model has {channels}")
+            raise InputError(
+                f"aligner {config.aligner} maps {aligner.weight.shape[0] - 1}-channel tokens; this model has {channels}"
+            )
         if aligner.model != model_name:
             raise InputError(f"aligner {config.aligner} was fit on {aligner.model} tokens; this model is {model_name}")
         if aligner.image_size != image_size:
@@ -316,7 +326,9 @@ def build_router_scorer(
             with torch.random.fork_rng(devices=[]):  # seeded, without touching the caller's RNG
                 torch.manual_seed(config.seed)
                 module = build_router_module(config.router, channels, signals).eval()
-            log(f"no --router-weights: the {config.router} router has RANDOM weights (timings are real, rankings are not)")
+            log(
+                f"no --router-weights: the {config.router} router has RANDOM weights (timings are real, rankings are not)"
+            )
         else:
             raise InputError(
                 f"the {config.router} router needs --router-weights FILE (train one with `sam2prune train-router "

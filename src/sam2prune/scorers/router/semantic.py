@@ -16,8 +16,6 @@ which is what this aligner does.
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,7 +86,11 @@ class Aligner:
         """
         path = Path(path)
         payload = load_versioned_file(
-            path, kind="aligner", file_format=ALIGNER_FORMAT, version=ALIGNER_VERSION, hint="fit one with `sam2prune fit-aligner`"
+            path,
+            kind="aligner",
+            file_format=ALIGNER_FORMAT,
+            version=ALIGNER_VERSION,
+            hint="fit one with `sam2prune fit-aligner`",
         )
         expected = {"format", "version", "weight", "text_encoder", "model", "image_size"}
         if set(payload) != expected:
@@ -185,9 +187,9 @@ def fit_aligner(
     Raises:
         InputError: no labelled object found in the sequences.
     """
-    wanted = {key for key in labels}
+    wanted = set(labels)
     phrases = sorted(set(labels.values()))
-    embeddings = dict(zip(phrases, text_encoder.encode(phrases)))
+    embeddings = dict(zip(phrases, text_encoder.encode(phrases), strict=False))
     background = text_encoder.encode([BACKGROUND_PHRASE])[0]
     frames = []
     used = set()
@@ -201,7 +203,9 @@ def fit_aligner(
         with torch.inference_mode():
             for frame_idx, tokens, _ in predictor.encode_frames(sequence.source, indices):
                 gt = sequence.ground_truth(frame_idx)
-                frames.append((tokens[0].cpu(), gt, {obj_id: embeddings[labels[key]] for obj_id, key in objects.items()}))
+                frames.append(
+                    (tokens[0].cpu(), gt, {obj_id: embeddings[labels[key]] for obj_id, key in objects.items()})
+                )
     missing = sorted(wanted - used)
     if not frames:
         raise InputError(f"no labelled object found in the dataset (labels name e.g. {next(iter(wanted))})")

@@ -20,9 +20,9 @@ from scipy import ndimage
 
 from sam2prune.config import PruningConfig
 from sam2prune.errors import InputError
-from sam2prune.scorers.router.fusion import DEFAULT_HIDDEN, RouterScorer, Signals, build_router_module
-from sam2prune.scorers.baselines import ScoringContext, select_tokens
 from sam2prune.progress import progress as progress_bar
+from sam2prune.scorers.baselines import ScoringContext, select_tokens
+from sam2prune.scorers.router.fusion import DEFAULT_HIDDEN, RouterScorer, Signals, build_router_module
 
 
 @dataclass
@@ -72,7 +72,7 @@ def collect_examples(
     grid = (side, side)
     for sequence in progress_bar(list(sequences), desc="router features", unit="sequence", disable=not progress):
         annotated = sorted(sequence.annotated)
-        previous_of = dict(zip(annotated[1:], annotated))
+        previous_of = dict(zip(annotated[1:], annotated, strict=False))
         with torch.no_grad():  # not inference mode: the signals become training inputs
             for frame_idx, tokens, uncertainty in predictor.encode_frames(sequence.source, annotated[1:]):
                 previous = previous_of[frame_idx]

@@ -89,7 +89,15 @@ def sampled_logit_variance(
 
 
 def explicit_sampled_logit_variance(
-    x: torch.Tensor, k: torch.Tensor, w_q: torch.Tensor, b_q: torch.Tensor, *, p: float, scale: float, passes: int, generator: torch.Generator
+    x: torch.Tensor,
+    k: torch.Tensor,
+    w_q: torch.Tensor,
+    b_q: torch.Tensor,
+    *,
+    p: float,
+    scale: float,
+    passes: int,
+    generator: torch.Generator,
 ) -> torch.Tensor:
     """The same as ``sampled_logit_variance`` computed literally (every logit of every pass);
     a reference for tests, O(T n n_k d)."""
@@ -117,7 +125,10 @@ class UncertaintyCollection:
         frame); None if no hooked block ran."""
         if not self.variances:
             return None
-        maps = [F.interpolate(v[:, None], size=grid, mode="area")[:, 0] if tuple(v.shape[-2:]) != grid else v for v in self.variances]
+        maps = [
+            F.interpolate(v[:, None], size=grid, mode="area")[:, 0] if tuple(v.shape[-2:]) != grid else v
+            for v in self.variances
+        ]
         std = torch.stack(maps).mean(dim=0).clamp_min(0).sqrt().flatten(1)
         low = std.amin(dim=1, keepdim=True)
         return (std - low) / (std.amax(dim=1, keepdim=True) - low).clamp_min(1e-12)
@@ -146,7 +157,9 @@ class UncertaintyProbe:
         seed: int,
     ) -> None:
         if max(blocks) >= len(trunk.blocks):
-            raise ValueError(f"uncertainty block {max(blocks)} does not exist: this Hiera has {len(trunk.blocks)} blocks (0..{len(trunk.blocks) - 1})")
+            raise ValueError(
+                f"uncertainty block {max(blocks)} does not exist: this Hiera has {len(trunk.blocks)} blocks (0..{len(trunk.blocks) - 1})"
+            )
         self.mode, self.p, self.passes = mode, p, passes
         # dropout masks of the ``mc`` mode: one private stream per probe, reproducible from the seed
         self.generator = torch.Generator().manual_seed(seed)
