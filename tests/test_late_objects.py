@@ -58,15 +58,16 @@ def stored_frames(state: dict, obj_id: int) -> tuple[list[int], list[int]]:
 
 
 def two_objects(predictor, clip: Path) -> dict:
-    """A session with object 1 clicked on frame 0 and object 2 on frame ``LATE``."""
-    state = predictor.init_state(clip)
+    """A session with object 1 clicked on frame 0 and object 2 on frame ``LATE`` (keeping every
+    frame's outputs, which these tests inspect)."""
+    state = predictor.init_state(clip, bounded_memory=False)
     predictor.add_new_points_or_box(state, 0, 1, points=[EARLY_CLICK], labels=[1])
     predictor.add_new_points_or_box(state, LATE, 2, points=[LATE_CLICK], labels=[1])
     return state
 
 
 def late_object_alone(predictor, clip: Path) -> dict:
-    state = predictor.init_state(clip)
+    state = predictor.init_state(clip, bounded_memory=False)
     predictor.add_new_points_or_box(state, LATE, 2, points=[LATE_CLICK], labels=[1])
     return state
 
@@ -195,6 +196,7 @@ def test_eval_tracker_with_a_late_object_and_a_correction_before_it(predictors):
         sequence,
         ProtocolConfig(refine_below=1.0, max_rounds=1),
         on_prompted=lambda _predictor, state, _masks: sessions.append(state),
+        bounded_memory=False,  # the state is inspected below
     )
     corrected = []
 

@@ -202,7 +202,7 @@ def test_bank_holds_exactly_the_kept_tokens(weights, clip, prune_conditioning_fr
     config = PruningConfig(retention=0.3, prune_conditioning_frames=prune_conditioning_frames)
     predictor = ours(weights, config)
     assert isinstance(predictor, PrunedSAM2VideoPredictor)
-    state = predictor.init_state(str(clip))
+    state = predictor.init_state(str(clip), bounded_memory=False)  # every frame's memory, inspected below
     predictor.add_new_points_or_box(state, 0, 1, points=[[200, 112]], labels=[1])
     predictor.add_new_mask(
         state, 0, 2, torch.zeros(270, 480, dtype=torch.bool).index_fill_(0, torch.arange(100, 200), True)

@@ -54,7 +54,7 @@ def _densified(output_dict: dict, bank) -> dict:
 def test_sparse_bank_at_a_tracked_frame_equals_official_dense_attention_with_dropped_tokens_masked(clip, monkeypatch):
     predictor = build_random(SMALL_SIZE, seed=7, pruning=PruningConfig(retention=0.4, scorer="prior"))
     num_tokens = predictor.num_tokens
-    state = predictor.init_state(str(clip))
+    state = predictor.init_state(str(clip), bounded_memory=False)  # the memories read are rebuilt below
     predictor.add_new_points_or_box(state, 0, 1, points=[[200, 112]], labels=[1])
     target = NUM_FRAMES - 1  # the bank is full: 6 tracked sparse frames + the dense prompt frame
     captured = {}
@@ -187,7 +187,7 @@ def test_retention_one_scores_and_stores_nothing(clip, monkeypatch):
 
 def test_held_bytes_count_the_masks_that_sam2_keeps_per_frame(clip):
     predictor = build_random(SMALL_SIZE, seed=7, pruning=PruningConfig(retention=0.3, scorer="prior"))
-    state = predictor.init_state(str(clip))
+    state = predictor.init_state(str(clip), bounded_memory=False)  # as sam2 keeps them
     predictor.add_new_points_or_box(state, 0, 1, points=[[200, 112]], labels=[1])
     with torch.inference_mode():
         for _ in predictor.propagate_in_video(state, max_frame_num_to_track=3):

@@ -63,14 +63,14 @@ class BenchSettings:
     bf16_autocast: bool = False
 
 
-def _tracked_stats(predictor: SAM2Predictor, inference_state: dict) -> tuple[float, float]:
-    """(mean memory-bank bytes, kept fraction) over tracked, non-prompted frames."""
-    stats = predictor.pruning_stats(inference_state)
-    entries = [entry for per_obj in stats["frames"].values() for entry in per_obj.values() if not entry["conditioning"]]
+def _tracked_stats(entries: list[dict], tokens_per_frame: int) -> tuple[float, float]:
+    """(mean memory-bank bytes, kept fraction) over tracked, non-prompted frames, from each
+    frame's ``frame_memory`` entries read as the frame was yielded (with bounded memory, the
+    state after tracking no longer holds them)."""
     if not entries:
         return 0.0, 0.0
     bank = statistics.fmean(entry["memory_bank_bytes"] for entry in entries)
-    kept = sum(entry["kept_tokens"] for entry in entries) / (stats["tokens_per_frame"] * len(entries))
+    kept = sum(entry["kept_tokens"] for entry in entries) / (tokens_per_frame * len(entries))
     return bank, kept
 
 
@@ -173,17 +173,21 @@ def time_predictor(
             on_prompted(predictor, inference_state, masks)
         frame_ms: list[float] = []
         per_frame_components: list[dict[str, float]] = []
+        tracked: dict[tuple[int, int], dict] = {}
         timer.reset()
         frames = predictor.propagate_in_video(inference_state, start_frame_idx=0)
         while True:
             start = time.perf_counter()
             try:
-                next(frames)
+                frame_idx, _, _ = next(frames)
             except StopIteration:
                 break
             if synchronize:
                 torch.cuda.synchronize()
             frame_ms.append((time.perf_counter() - start) * 1000)
+            for obj_id, entry in predictor.frame_memory(inference_state, frame_idx).items():
+                if not entry["conditioning"]:
+                    tracked[(frame_idx, obj_id)] = entry
             measured = {k: v * 1000 for k, v in timer.seconds.items()}
             probe = measured.get("signal_uncertainty", 0.0)  # runs inside the image encoder
             measured["image_encoder"] = measured.get("image_encoder", 0.0) - probe
@@ -192,7 +196,7 @@ def time_predictor(
             timer.reset()
     # a warm-up run may be shorter than the steady state: its figures are not reported
     steady = list(range(STEADY_FROM_FRAME, len(frame_ms))) or list(range(1, len(frame_ms))) or [0]
-    bank, kept = _tracked_stats(predictor, inference_state)
+    bank, kept = _tracked_stats(list(tracked.values()), predictor.num_tokens)
     return RunResult(
         ms_per_frame=statistics.median(frame_ms[i] for i in steady),
         components_ms={
@@ -370,8 +374,12 @@ def markdown_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def plot(path: Path, result: dict) -> None:
-    """ms/frame and memory-bank size against retention (unpruned SAM 2 as a line)."""
+def _pyplot():
+    """matplotlib.pyplot, drawing off-screen.
+
+    Raises:
+        InputError: matplotlib is not installed (naming what to install).
+    """
     try:
         import matplotlib
 
@@ -381,6 +389,12 @@ def plot(path: Path, result: dict) -> None:
         raise InputError(
             "--plot needs matplotlib: pip install 'sam2prune[plot]' (or pip install matplotlib)"
         ) from error
+    return plt
+
+
+def plot(path: Path, result: dict) -> None:
+    """ms/frame and memory-bank size against retention (unpruned SAM 2 as a line)."""
+    plt = _pyplot()
     runs = sorted(result["pruned"], key=lambda run: run["retention"])
     retentions = [run["retention"] for run in runs]
     base = result["baseline"]

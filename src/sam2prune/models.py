@@ -16,6 +16,7 @@ from sam2prune.errors import CheckpointError, InputError
 
 if TYPE_CHECKING:
     import torch
+    from sam2.sam2_video_predictor import SAM2VideoPredictor
 
     from sam2prune.config import PruningConfig
     from sam2prune.predictor import SAM2Predictor
@@ -364,6 +365,25 @@ def build_predictor(
     if pruning is not None:
         predictor.set_pruning(pruning)
     return predictor
+
+
+def build_official_predictor(
+    model: str, *, checkpoint: str | Path, device: str = "cpu", image_size: int | None = None
+) -> SAM2VideoPredictor:
+    """sam2's own ``SAM2VideoPredictor``, built by sam2's ``build_sam2_video_predictor`` with its
+    default settings from the same config and checkpoint as ``build_predictor`` would use (to
+    compare against it, e.g. in ``sam2prune bench --lengths``)."""
+    from sam2.build_sam import build_sam2_video_predictor
+
+    _, yaml_path = resolve_config(model)
+    overrides = [f"++model.image_size={image_size}"] if image_size is not None else []
+    with _sam2_compose_from(yaml_path):
+        return build_sam2_video_predictor(
+            str(yaml_path),
+            ckpt_path=str(checkpoint),
+            device=str(resolve_device(device)),
+            hydra_overrides_extra=overrides,
+        )
 
 
 def with_pruning(predictor: SAM2Predictor, pruning: PruningConfig) -> SAM2Predictor:

@@ -47,7 +47,8 @@ FINGERPRINTS: dict[str, tuple[str, str]] = {
     ),
     "sam2.modeling.sam2_base:SAM2Base._prepare_memory_conditioned_features": (
         "bf6d7c3fe3e70ae71f75bd86331ae31381d8381a4ff6172bf3a2480b82d139f8",
-        "copied: select_memory_frames, object_pointer_tokens; overridden by PrunedSAM2VideoPredictor",
+        "copied: memory_frame_indices, pointer_frame_indices (the windows bounded memory keeps), "
+        "select_memory_frames, object_pointer_tokens; overridden by PrunedSAM2VideoPredictor",
     ),
     "sam2.sam2_video_predictor:SAM2VideoPredictor.propagate_in_video": (
         "746939be28ba4485e8b82a0901fade25729459a75e6c76fc8f9ab1964c6c2c77",
@@ -60,23 +61,49 @@ FINGERPRINTS: dict[str, tuple[str, str]] = {
     # overridden, calling sam2's own method
     "sam2.sam2_video_predictor:SAM2VideoPredictor.init_state": (
         "ce8719fa5ecacd3f83e8fe0df149df5ce1a8117051006c33c568c7225cbad0eb",
-        "extended through the load_video_frames it calls (SAM2Predictor.init_state)",
+        "extended through the load_video_frames it calls (SAM2Predictor.init_state), which returns a FrameSource "
+        "for inference_state['images']",
     ),
     "sam2.sam2_video_predictor:SAM2VideoPredictor.reset_state": (
         "606880f5c993e6c78eea715012534528ea8f19655c6d52849a2e26100b297347",
-        "overridden by SAM2Predictor (drops the pruning session)",
+        "overridden by SAM2Predictor (a new session, keeping bounded_memory)",
     ),
     "sam2.sam2_video_predictor:SAM2VideoPredictor._get_image_feature": (
         "05c8b4970aa3075b5b24c88002850fb55c141826e65c5b8b1c5790fc2c8cc236",
-        "overridden by PrunedSAM2VideoPredictor (uncertainty of a frame it encodes)",
+        "overridden by PrunedSAM2VideoPredictor (uncertainty of a frame it encodes); reads only "
+        "images[frame_idx], so a FrameSource serves it, and caches the last frame only",
     ),
     "sam2.sam2_video_predictor:SAM2VideoPredictor._run_single_frame_inference": (
         "b26337ac92abb013345e6ce0351a9047c87f0d230f23f1605c1d5b6a9a4f95af",
-        "overridden by PrunedSAM2VideoPredictor (tokens chosen before, stored after)",
+        "overridden by SAM2Predictor (bounded memory: what the frame reads is recomputed first) and, through "
+        "_infer_frame, by PrunedSAM2VideoPredictor (tokens chosen before, stored after)",
+    ),
+    "sam2.sam2_video_predictor:SAM2VideoPredictor.add_new_points_or_box": (
+        "17737f16eca2c207afd19edfbf852b4d2342d1baa2133338e67c86db663d9a7b",
+        "overridden by SAM2Predictor: it reads the frame's previous mask, which bounded memory puts back first",
+    ),
+    "sam2.sam2_video_predictor:SAM2VideoPredictor._consolidate_temp_output_across_obj": (
+        "aeede992361d0210fc84f72833dde2a95f239e90a30edd0c8050fb6ba9a44d8a",
+        "overridden by SAM2Predictor: it reads every object's mask on the frame, which bounded memory puts back first",
+    ),
+    "sam2.sam2_video_predictor:SAM2VideoPredictor.add_new_mask": (
+        "2214dcbdf19bd4ece56993ef91d67827d62ee6fa617b39c9589c6307f10f8c5c",
+        "bounded memory relies on it reading other frames only through _run_single_frame_inference and "
+        "_consolidate_temp_output_across_obj",
+    ),
+    "sam2.sam2_video_predictor:SAM2VideoPredictor.clear_all_prompts_in_frame": (
+        "c3e0cec26562c0ff0e10879db0997fa67c04209299e83113216139a58bb7cb0b",
+        "bounded memory relies on it reading outputs only through _consolidate_temp_output_across_obj",
+    ),
+    "sam2.sam2_video_predictor:SAM2VideoPredictor.remove_object": (
+        "948cbfd375074b9a29d6c4c2679530225f78fc092e1fd7461aa71678ac845082",
+        "bounded memory relies on it reading outputs only through _consolidate_temp_output_across_obj and "
+        "keeping each object's output dict (the banks wrap them)",
     ),
     "sam2.sam2_video_predictor:SAM2VideoPredictor.propagate_in_video_preflight": (
         "0dc6ee175683ddaa66706ea399c4c0b16b78d2e90e43b4352a23da046b757c6f",
-        "overridden by PrunedSAM2VideoPredictor (prompted frames' memories pruned)",
+        "overridden by SAM2Predictor (objects with new prompts start new tracking runs) and "
+        "PrunedSAM2VideoPredictor (prompted frames' memories pruned)",
     ),
     # relied on: how they call what sam2prune replaces
     "sam2.build_sam:build_sam2_video_predictor": (
@@ -192,12 +219,49 @@ def positioned_rope_attention(
 # dense memory tokens, so that each frame's stored tokens can be read with their own positions.
 
 
+def memory_frame_indices(model: SAM2Base, frame_idx: int, *, track_in_reverse: bool) -> list[tuple[int, int]]:
+    """(temporal position, frame index) of each non-conditioning spatial memory a tracked frame
+    reads, in sam2 1.1.0's order: the last ``num_maskmem - 1`` frames before it, every
+    ``memory_temporal_stride_for_eval``-th beyond the previous one. Indices may lie outside the
+    video (sam2 then finds nothing there); none when the model has no memory."""
+    stride = 1 if model.training else model.memory_temporal_stride_for_eval
+    indices = []
+    for t_pos in range(1, model.num_maskmem):
+        t_rel = model.num_maskmem - t_pos  # frames before the current one
+        if t_rel == 1:
+            previous_idx = frame_idx + 1 if track_in_reverse else frame_idx - 1
+        elif not track_in_reverse:
+            previous_idx = ((frame_idx - 2) // stride) * stride - (t_rel - 2) * stride
+        else:
+            previous_idx = -(-(frame_idx + 2) // stride) * stride + (t_rel - 2) * stride
+        indices.append((t_pos, previous_idx))
+    return indices
+
+
+def pointer_frame_indices(
+    model: SAM2Base, frame_idx: int, *, num_frames: int, track_in_reverse: bool
+) -> list[tuple[int, int]]:
+    """(temporal distance, frame index) of each previous frame whose object pointer a tracked
+    frame reads (besides the conditioning frames'), as sam2 1.1.0 walks them: up to
+    ``min(num_frames, max_obj_ptrs_in_encoder) - 1`` frames back, within the video."""
+    if not model.use_obj_ptrs_in_encoder:
+        return []
+    max_pointers = min(num_frames, model.max_obj_ptrs_in_encoder)
+    indices = []
+    for t_diff in range(1, max_pointers):
+        t = frame_idx + t_diff if track_in_reverse else frame_idx - t_diff
+        if t < 0 or (num_frames is not None and t >= num_frames):
+            break
+        indices.append((t_diff, t))
+    return indices
+
+
 def select_memory_frames(
     model: SAM2Base, frame_idx: int, output_dict: dict, *, track_in_reverse: bool
 ) -> tuple[list[tuple[int, dict]], dict, dict]:
     """(temporal position, stored output) of each spatial memory a frame attends to, in sam2
     1.1.0's order: the selected conditioning frames (t_pos 0), then the last ``num_maskmem - 1``
-    frames before this one (every ``memory_temporal_stride_for_eval``-th beyond the previous).
+    frames before this one (``memory_frame_indices``).
 
     Returns:
         (the memories, the selected conditioning outputs, the unselected ones).
@@ -208,15 +272,7 @@ def select_memory_frames(
         frame_idx, output_dict["cond_frame_outputs"], model.max_cond_frames_in_attn
     )
     frames = [(0, out) for out in selected_cond.values()]
-    stride = 1 if model.training else model.memory_temporal_stride_for_eval
-    for t_pos in range(1, model.num_maskmem):
-        t_rel = model.num_maskmem - t_pos  # frames before the current one
-        if t_rel == 1:
-            previous_idx = frame_idx + 1 if track_in_reverse else frame_idx - 1
-        elif not track_in_reverse:
-            previous_idx = ((frame_idx - 2) // stride) * stride - (t_rel - 2) * stride
-        else:
-            previous_idx = -(-(frame_idx + 2) // stride) * stride + (t_rel - 2) * stride
+    for t_pos, previous_idx in memory_frame_indices(model, frame_idx, track_in_reverse=track_in_reverse):
         out = output_dict["non_cond_frame_outputs"].get(previous_idx)
         if out is None:
             out = unselected_cond.get(previous_idx)
@@ -256,10 +312,7 @@ def object_pointer_tokens(
         ((frame_idx - t) * sign if model.use_signed_tpos_enc_to_obj_ptrs else abs(frame_idx - t), out["obj_ptr"])
         for t, out in pointer_cond.items()
     ]
-    for t_diff in range(1, max_pointers):
-        t = frame_idx + t_diff if track_in_reverse else frame_idx - t_diff
-        if t < 0 or (num_frames is not None and t >= num_frames):
-            break
+    for t_diff, t in pointer_frame_indices(model, frame_idx, num_frames=num_frames, track_in_reverse=track_in_reverse):
         out = output_dict["non_cond_frame_outputs"].get(t, unselected_cond.get(t))
         if out is not None:
             positions_and_pointers.append((t_diff, out["obj_ptr"]))
@@ -283,10 +336,12 @@ def object_pointer_tokens(
 
 
 # --- propagate_in_video ------------------------------------------------------------------------
-# sam2: sam2/sam2_video_predictor.py, SAM2VideoPredictor.propagate_in_video. Change: an object
+# sam2: sam2/sam2_video_predictor.py, SAM2VideoPredictor.propagate_in_video. Changes: an object
 # takes part in a frame only where ``takes_part(obj_idx, frame_idx)`` says so; elsewhere nothing
 # is run or stored for it and its mask logits are empty (NO_OBJ_SCORE). sam2 runs every object on
-# every frame from the start frame, e.g. a late object before its first prompt.
+# every frame from the start frame, e.g. a late object before its first prompt. And once a frame
+# is yielded and the caller asks for the next, ``after_frame`` sees every object's output on it
+# (where bounded memory forgets what no later frame reads).
 
 
 def propagate_objects(
@@ -297,8 +352,13 @@ def propagate_objects(
     reverse: bool,
     *,
     takes_part: Callable[[int, int], bool],
+    after_frame: Callable[[int, dict[int, dict | None]], None] | None = None,
 ) -> Iterator[tuple[int, list[int], torch.Tensor]]:
     """sam2 1.1.0's propagation loop with per-object participation (see above).
+
+    ``after_frame(frame_idx, outputs)``, once the caller is done with a yielded frame: ``outputs``
+    maps each object index that took part in the frame to the output it was tracked to there,
+    or None on its conditioning frames.
 
     Yields:
         ``(frame_idx, obj_ids, video_res_masks)`` for every frame in processing order;
@@ -330,6 +390,7 @@ def propagate_objects(
     low_res = predictor.image_size // 4
     for frame_idx in progress(processing_order, desc="propagate in video", unit="frame"):
         pred_masks_per_obj = [None] * batch_size
+        tracked: dict[int, dict | None] = {}  # the change: for after_frame
         for obj_idx in range(batch_size):
             obj_output_dict = inference_state["output_dict_per_obj"][obj_idx]
             if not takes_part(obj_idx, frame_idx):  # the change
@@ -339,6 +400,7 @@ def propagate_objects(
                 continue
             if frame_idx in obj_output_dict["cond_frame_outputs"]:
                 current_out = obj_output_dict["cond_frame_outputs"][frame_idx]
+                tracked[obj_idx] = None
                 pred_masks = current_out["pred_masks"].to(inference_state["device"], non_blocking=True)
                 if predictor.clear_non_cond_mem_around_input:
                     predictor._clear_obj_non_cond_mem_around_input(inference_state, frame_idx, obj_idx)
@@ -355,8 +417,11 @@ def propagate_objects(
                     run_mem_encoder=True,
                 )
                 obj_output_dict["non_cond_frame_outputs"][frame_idx] = current_out
+                tracked[obj_idx] = current_out
             inference_state["frames_tracked_per_obj"][obj_idx][frame_idx] = {"reverse": reverse}
             pred_masks_per_obj[obj_idx] = pred_masks
         all_pred_masks = torch.cat(pred_masks_per_obj, dim=0) if len(pred_masks_per_obj) > 1 else pred_masks_per_obj[0]
         _, video_res_masks = predictor._get_orig_video_res_output(inference_state, all_pred_masks)
         yield frame_idx, obj_ids, video_res_masks
+        if after_frame is not None:  # the change
+            after_frame(frame_idx, tracked)

@@ -62,6 +62,10 @@ def propagate_from_prompts(predictor, inference_state: dict) -> Iterator[tuple[i
     objects prompted at or after t (an object prompted on several frames is re-tracked in
     reverse between its prompts below L).
 
+    With bounded memory, the masks of frames below L are kept until the reverse pass has read
+    them back (``SAM2Predictor.keep_masks_below``), at most L frames' worth; everything else is
+    bounded as in any tracking.
+
     Yields:
         ``(frame_idx, obj_ids, logits)``, logits ``[num_objects, 1, video_H, video_W]``: frames
         L..end in order, then L-1 down to 0.
@@ -70,17 +74,22 @@ def propagate_from_prompts(predictor, inference_state: dict) -> Iterator[tuple[i
     predictor.propagate_in_video_preflight(inference_state)
     first_prompts = [min(outputs["cond_frame_outputs"]) for outputs in inference_state["output_dict_per_obj"].values()]
     earliest, latest = min(first_prompts), max(first_prompts)
-    for frame_idx, obj_ids, logits in predictor.propagate_in_video(
-        inference_state, start_frame_idx=earliest, only_from_prompts=True
-    ):
-        if frame_idx >= latest:
-            yield frame_idx, obj_ids, logits
-    if latest > 0:
-        for frame_idx, obj_ids, _ in predictor.propagate_in_video(
-            inference_state, start_frame_idx=latest, reverse=True, only_from_prompts=True
+    predictor.keep_masks_below(inference_state, latest)
+    try:
+        for frame_idx, obj_ids, logits in predictor.propagate_in_video(
+            inference_state, start_frame_idx=earliest, only_from_prompts=True
         ):
-            if frame_idx < latest:
-                yield frame_idx, obj_ids, stored_frame_logits(predictor, inference_state, frame_idx)
+            if frame_idx >= latest:
+                yield frame_idx, obj_ids, logits
+        if latest > 0:
+            for frame_idx, obj_ids, _ in predictor.propagate_in_video(
+                inference_state, start_frame_idx=latest, reverse=True, only_from_prompts=True
+            ):
+                if frame_idx < latest:
+                    yield frame_idx, obj_ids, stored_frame_logits(predictor, inference_state, frame_idx)
+                    predictor.keep_masks_below(inference_state, frame_idx)  # read back: no longer needed
+    finally:
+        predictor.keep_masks_below(inference_state, 0)
 
 
 def stored_frame_logits(predictor, inference_state: dict, frame_idx: int) -> torch.Tensor:
@@ -114,10 +123,13 @@ def segment_video(
     overlay: Path | None = None,
     overlay_fps: float | None = None,
     on_prompted: Callable[[object, dict, dict[int, np.ndarray]], None] | None = None,
+    bounded_memory: bool = True,
 ) -> SegmentResult:
     """Segment the prompted objects through the video and write DAVIS-style palette PNGs
     (``<frame stem>.png``, 0 = background, k = object id) into ``out_dir``, and optionally an
-    overlay video. Nothing is written unless everything succeeds.
+    overlay video. Nothing is written unless everything succeeds. Frames are read and masks
+    written one at a time, and with ``bounded_memory`` (see ``SAM2Predictor.init_state``) the
+    tracking state stays bounded too, so memory does not grow with the video.
 
     ``on_prompted(predictor, inference_state, masks)`` runs after the prompts are added and
     before tracking (masks: SAM 2's mask of each object on its prompt frame), e.g. to set
@@ -135,13 +147,13 @@ def segment_video(
     check_prompts(prompts, num_frames=len(source), width=source.width, height=source.height)
 
     start = time.perf_counter()
-    inference_state = predictor.init_state(source)
+    inference_state = predictor.init_state(source, bounded_memory=bounded_memory)
     first_masks = apply_prompts(predictor, inference_state, prompts)
     if on_prompted is not None:
         on_prompted(predictor, inference_state, first_masks)
     obj_ids = list(inference_state["obj_ids"])
     with staged_directory(out_dir, overwrite=overwrite) as staging:
-        written = set()
+        written: set[int] = set()
         for frame_idx, frame_obj_ids, logits in propagate_from_prompts(predictor, inference_state):
             labels = labels_from_logits(list(frame_obj_ids), logits)
             write_label_png(staging / f"{source.frame_names[frame_idx]}.png", labels)

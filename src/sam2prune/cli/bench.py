@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from sam2prune.cli.common import (
+    PRUNING_DEFAULTS,
     RETENTION_GRID,
     AutoTextOptions,
     Command,
@@ -45,9 +47,13 @@ def bench(
     plot_path: Path | None = None,
     model: ModelOptions = ModelOptions(),
     auto_text: AutoTextOptions = AutoTextOptions(),
+    lengths: Sequence[int] | None = None,
+    methods: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Benchmark unpruned SAM 2 and one pruned predictor per config on the same frames, with
     the same weights and one click on frame 0; print the table and return the results.
+
+    With ``lengths``: memory against video length instead (``bench_lengths``).
 
     Args:
         pruning: one pruned run each (``auto_text`` and the scorer as in the first).
@@ -59,7 +65,24 @@ def bench(
         warmup: frames each predictor tracks untimed first; None: ``BenchSettings``' default.
         bf16: run every predictor under bfloat16 autocast (CUDA only).
         json_path, plot_path: also write the results as JSON, and plot them.
+        lengths: measure memory against these video lengths instead (the clip looped).
+        methods: with ``lengths``, the methods measured (``memory_bench.METHODS``; None: all).
     """
+    if lengths is not None:
+        return bench_lengths(
+            lengths=lengths,
+            methods=methods,
+            pruning=pruning[0],
+            video=video,
+            point=point,
+            threads=threads,
+            bf16=bf16,
+            json_path=json_path,
+            plot_path=plot_path,
+            model=model,
+        )
+    if methods is not None:
+        raise InputError("--methods chooses what --lengths measures; it has no effect without --lengths")
     import torch
 
     from sam2prune.bench import STEADY_FROM_FRAME, BenchSettings, markdown_table, plot, run_benchmark
@@ -141,14 +164,116 @@ def bench(
     return result
 
 
+def bench_lengths(
+    *,
+    lengths: Sequence[int],
+    methods: Sequence[str] | None = None,
+    pruning: PruningConfig = PruningConfig(),
+    video: Path | None = None,
+    point: tuple[float, float] | None = None,
+    threads: int | None = None,
+    bf16: bool = False,
+    json_path: Path | None = None,
+    plot_path: Path | None = None,
+    model: ModelOptions = ModelOptions(),
+) -> dict[str, Any]:
+    """Peak memory and steady ms/frame against video length: official SAM 2 (``sam2``, and
+    ``sam2-offload`` with its frames and state offloaded to the CPU) and the pruned predictor
+    with ``pruning`` (``pruned-unbounded``, ``pruned-bounded``), each length of the clip
+    (looped) and each method in a fresh process, with the same weights and one click on
+    frame 0. Prints the table and returns ``{"memory_vs_length": [{"method", "frames",
+    "peak_rss_mib", "peak_cuda_mib", "ms_per_frame", ...}], ...}``.
+
+    Args:
+        lengths: the video lengths in frames, each > 8.
+        methods: a subset of ``memory_bench.METHODS``; None: all.
+        video: a folder of JPEG frames to loop; None: the embedded clip.
+    """
+    import torch
+
+    from sam2prune.bench import _device_name, _versions
+    from sam2prune.fsutil import atomic_write_json, check_output_file
+    from sam2prune.memory_bench import METHOD_HELP, METHODS, markdown_table, plot, run_lengths
+    from sam2prune.prompts import load_prompts_file
+
+    if threads is not None and threads < 1:
+        raise InputError(f"--threads must be >= 1, got {threads}")
+    for option, path in (("--json", json_path), ("--plot", plot_path)):
+        if path is not None:
+            check_output_file(path, option=option)
+    device = resolve_device(model.device)
+    if bf16 and not device.startswith("cuda"):
+        raise InputError(f"--bf16 (bfloat16 autocast) is for CUDA devices; got --device {device}")
+    weights = resolve_weights(model, required=False)
+    clip = video if video is not None else embedded_clip()
+    if point is None:
+        if video is None:
+            point = load_prompts_file(embedded_clip() / "prompts.json")[0].points[0]
+        else:
+            from sam2prune.data.video import VideoSource
+
+            source = VideoSource.open(clip)
+            point = (source.width / 2, source.height / 2)
+    threads = threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    image_size = model.image_size or 1024
+
+    def report(results) -> dict[str, Any]:
+        return {
+            "memory_vs_length": [asdict(r) for r in results],
+            "methods": {m: METHOD_HELP[m] for m in METHOD_HELP if any(r.method == m for r in results)},
+            "model": model.model,
+            "image_size": image_size,
+            "random_weights": weights.checkpoint is None,
+            "clip": str(clip),
+            "pruning": asdict(pruning),
+            "device": _device_name(torch.device(device)),
+            "threads": threads,
+            "precision": "bf16 autocast" if bf16 else "float32",
+            "versions": _versions(),
+        }
+
+    def save(results) -> None:  # after every run: a long benchmark stopped early keeps what it measured
+        if json_path is not None:
+            atomic_write_json(json_path, report(results))
+
+    results = run_lengths(
+        lengths=lengths,
+        methods=list(methods) if methods is not None else list(METHODS),
+        clip=clip,
+        model=model.model,
+        checkpoint=weights.checkpoint,
+        image_size=model.image_size,
+        device=device,
+        threads=threads,
+        pruning=asdict(pruning),
+        point=tuple(point),
+        bf16=bf16,
+        progress=log.info,
+        on_result=save,
+    )
+    result = report(results)
+    print(markdown_table(results))
+    print(
+        f"\n{result['model']} at {image_size} px, {result['device']}, {result['precision']}, {threads} threads, one "
+        f"object; pruned: retention {pruning.retention:g}, scorer {pruning.scorer}; each run in a fresh process"
+        + (", RANDOM weights" if result["random_weights"] else "")
+    )
+    if json_path is not None:
+        print(f"results: {json_path}")
+    if plot_path is not None:
+        plot(plot_path, results, title=f"{result['model']} at {image_size} px, {result['device']}")
+        print(f"plot: {plot_path}")
+    return result
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("video", nargs="?", type=Path, metavar="VIDEO", help="folder of frames or a video file")
     parser.add_argument(
         "--frames",
         type=int,
-        default=default_of(bench, "frames"),
         metavar="N",
-        help="number of frames to track, > 8 (default: %(default)s)",
+        help=f"number of frames to track, > 8 (default: {default_of(bench, 'frames')})",
     )
     parser.add_argument(
         "--point",
@@ -169,7 +294,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="run every predictor under bfloat16 autocast, as SAM 2's GPU examples do (CUDA only; default: float32)",
     )
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON")
-    parser.add_argument("--plot", type=Path, metavar="FILE.png", help="plot ms/frame and bank size vs retention")
+    parser.add_argument(
+        "--plot", type=Path, metavar="FILE.png", help="plot ms/frame and bank size vs retention (memory vs frames)"
+    )
+    lengths = parser.add_argument_group("memory against video length")
+    lengths.add_argument(
+        "--lengths",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="instead: peak RSS (and peak CUDA memory) and steady ms/frame at each video length, the clip looped "
+        "to N frames, each method in a fresh process (one --retention); method by method, in the --methods "
+        "order, each at the lengths in this order; --json is rewritten after every run",
+    )
+    lengths.add_argument(
+        "--methods",
+        nargs="+",
+        metavar="M",
+        help="with --lengths: some of sam2, sam2-offload, pruned-unbounded, pruned-bounded (default: all)",
+    )
     add_model_options(parser, results=False)
     add_pruning_options(parser, retention_list=True, multi_mc=True)
     add_auto_text_options(parser)
@@ -179,11 +322,19 @@ def handle(args: argparse.Namespace) -> int:
     from sam2prune.prompts import parse_numbers
 
     refuse_auto_text_options_without_switch(args)
-    configs = pruning_configs(args, retentions=args.retention or list(RETENTION_GRID))
+    if args.lengths is not None:
+        given = [flag for flag, value in (("--frames", args.frames), ("--warmup", args.warmup)) if value is not None]
+        given += ["--auto-text"] if args.auto_text else []
+        if given:
+            raise InputError(f"{', '.join(given)} has no effect with --lengths (each run tracks the whole looped clip)")
+        if args.retention is not None and len(args.retention) > 1:
+            raise InputError("--lengths measures one pruned predictor: give one --retention")
+    default_retentions = [PRUNING_DEFAULTS.retention] if args.lengths is not None else list(RETENTION_GRID)
+    configs = pruning_configs(args, retentions=args.retention or default_retentions)
     bench(
         pruning=configs,
         video=args.video,
-        frames=args.frames,
+        frames=args.frames if args.frames is not None else default_of(bench, "frames"),
         point=parse_numbers(args.point, 2, argument="--point") if args.point is not None else None,
         threads=args.threads,
         warmup=args.warmup,
@@ -192,6 +343,8 @@ def handle(args: argparse.Namespace) -> int:
         plot_path=args.plot,
         model=model_options(args),
         auto_text=auto_text_options(args),
+        lengths=args.lengths,
+        methods=args.methods,
     )
     return 0
 
@@ -205,8 +358,13 @@ COMMAND = Command(
         "In one process, on the same frames, with the same weights and one click on frame 0: track with "
         "unpruned SAM 2 and with the pruned predictor at each --retention. Reports the median ms per "
         "steady-state frame (frames >= 8, once the memory bank is full), per-component medians, memory-bank "
-        "bytes per tracked frame, peak RSS (and peak CUDA memory on a GPU) and the speedup. Without VIDEO it "
-        "uses the embedded clip. Without --checkpoint, weights are random: timings are real, masks are not."
+        "bytes per tracked frame, peak RSS (and peak CUDA memory on a GPU) and the speedup. With --lengths: "
+        "memory and speed against video length instead (official SAM 2, with and without offloading, and the "
+        "pruned predictor with and without bounded memory). Without VIDEO it uses the embedded clip. Without "
+        "--checkpoint, weights are random: timings are real, masks are not."
     ),
-    examples=("sam2prune bench --scorer prior --retention 1.0 0.3 --json bench.json --plot bench.png",),
+    examples=(
+        "sam2prune bench --scorer prior --retention 1.0 0.3 --json bench.json --plot bench.png",
+        "sam2prune bench --lengths 500 5000 --image-size 256 --json lengths.json --plot lengths.png",
+    ),
 )

@@ -289,6 +289,40 @@ def build(model: ModelOptions, weights: Weights, pruning: PruningConfig | None =
     )
 
 
+# --- memory over the video ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MemoryOptions:
+    """How a tracking session holds memory over the video.
+
+    Attributes:
+        unbounded_memory: keep every tracked frame's memories, pointers and masks for the whole
+            video, as sam2 does (to compare); by default only what later frames can read is
+            kept (``SAM2Predictor.init_state(bounded_memory=True)``), with the same masks.
+    """
+
+    unbounded_memory: bool = False
+
+
+MEMORY_FIELDS = tuple(f.name for f in fields(MemoryOptions))
+
+
+def add_memory_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("memory")
+    group.add_argument(
+        "--unbounded-memory",
+        action="store_true",
+        default=None,
+        help="keep every frame's memories, pointers and masks for the whole video, as sam2 does (default: keep "
+        "only what later frames can read; the masks are the same, memory does not grow with the video)",
+    )
+
+
+def memory_options(args: argparse.Namespace) -> MemoryOptions:
+    return MemoryOptions(**given_fields(args, MEMORY_FIELDS))
+
+
 # --- token pruning and the router ----------------------------------------------------------------
 
 PRUNING_FIELDS = tuple(f.name for f in fields(PruningConfig))

@@ -12,10 +12,12 @@ from sam2prune.cli.common import (
     AutoTextOptions,
     Command,
     DataSelection,
+    MemoryOptions,
     ModelOptions,
     Weights,
     add_auto_text_options,
     add_data_options,
+    add_memory_options,
     add_model_options,
     add_protocol_options,
     add_pruning_options,
@@ -26,6 +28,7 @@ from sam2prune.cli.common import (
     check_run_folder,
     data_selection,
     log,
+    memory_options,
     model_options,
     protocol_config,
     pruning_configs,
@@ -53,6 +56,7 @@ def run_eval(
     out: Path,
     overwrite: bool = False,
     auto_text: AutoTextOptions = AutoTextOptions(),
+    memory: MemoryOptions = MemoryOptions(),
 ) -> dict[str, Any]:
     """One run of the protocol into ``out`` (resumed if it holds the same run): masks, records,
     the official CSVs and report.json, which it returns.
@@ -60,6 +64,7 @@ def run_eval(
     Args:
         predictor: built from ``model`` and ``weights``, pruned with ``pruning`` (None: unpruned).
         sequences: selected from ``data``, which the run's settings name.
+        memory: bounded tracking state (the default) or everything kept.
     """
     import torch
 
@@ -83,6 +88,7 @@ def run_eval(
         device=str(predictor.device),
         pruning=pruning,
         protocol=protocol,
+        bounded_memory=not memory.unbounded_memory,
     )
     prepare_run_dir(out, settings, overwrite=overwrite)
     done = [s.name for s in sequences if (out / "sequences" / f"{s.name}.json").is_file()]
@@ -103,6 +109,7 @@ def run_eval(
         protocol=protocol,
         device=torch.device(predictor.device),
         on_prompted_for=on_prompted_for,
+        bounded_memory=settings.bounded_memory,
     )
     return summarize(records, settings, out)
 
@@ -116,6 +123,7 @@ def evaluate(
     model: ModelOptions = ModelOptions(),
     auto_text: AutoTextOptions = AutoTextOptions(),
     overwrite: bool = False,
+    memory: MemoryOptions = MemoryOptions(),
 ) -> dict[str, Any]:
     """Run the interactive protocol on a dataset with one predictor and score it; print the
     overall results and return the run's report.
@@ -125,6 +133,7 @@ def evaluate(
         pruning: None: the unpruned official predictor.
         auto_text: how objects are described when ``pruning.auto_text`` is on.
         overwrite: start over in ``out`` (deletes the run there).
+        memory: bounded tracking state (the default) or everything kept.
     """
     check_run_folder(out, root=data.root)
     weights = resolve_weights(model, required=True)
@@ -141,6 +150,7 @@ def evaluate(
         out=out,
         overwrite=overwrite,
         auto_text=auto_text,
+        memory=memory,
     )
     overall = report["overall"]
     print(
@@ -173,6 +183,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_options(parser)
     add_pruning_options(parser)
     add_auto_text_options(parser)
+    add_memory_options(parser)
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -187,6 +198,7 @@ def handle(args: argparse.Namespace) -> int:
         model=model_options(args),
         auto_text=auto_text_options(args),
         overwrite=args.overwrite,
+        memory=memory_options(args),
     )
     return 0
 

@@ -10,8 +10,10 @@ from typing import TYPE_CHECKING
 from sam2prune.cli.common import (
     AutoTextOptions,
     Command,
+    MemoryOptions,
     ModelOptions,
     add_auto_text_options,
+    add_memory_options,
     add_model_options,
     add_pruning_options,
     auto_text_hook,
@@ -21,6 +23,7 @@ from sam2prune.cli.common import (
     embedded_clip,
     frame_index,
     log,
+    memory_options,
     model_options,
     object_id,
     pruning_configs,
@@ -48,6 +51,7 @@ def segment(
     pruning: PruningConfig | None = PruningConfig(),
     auto_text: AutoTextOptions = AutoTextOptions(),
     prompt_files: Sequence[tuple[str, Path]] = (),
+    memory: MemoryOptions = MemoryOptions(),
 ) -> SegmentResult:
     """Segment objects through a video into DAVIS palette PNGs in ``out``.
 
@@ -61,6 +65,7 @@ def segment(
         auto_text: how objects are described when ``pruning.auto_text`` is on.
         prompt_files: ``(option, path)`` of files the ``prompts`` were read from, which
             ``out`` must not overlap either.
+        memory: whether the tracking state is bounded (the default) or keeps everything.
     """
     from sam2prune.data.video import VideoSource
     from sam2prune.fsutil import check_output_dir
@@ -110,6 +115,7 @@ def segment(
         overlay=overlay,
         overlay_fps=fps,
         on_prompted=hook,
+        bounded_memory=not memory.unbounded_memory,
     )
     objects = f"{len(result.obj_ids)} object{'s' if len(result.obj_ids) != 1 else ''}"
     print(
@@ -169,6 +175,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_pruning_options(parser)
     add_auto_text_options(parser)
+    add_memory_options(parser)
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -194,6 +201,7 @@ def handle(args: argparse.Namespace) -> int:
         pruning=pruning,
         auto_text=auto_text_options(args),
         prompt_files=[("--mask", args.mask)] if args.mask is not None else [],
+        memory=memory_options(args),
     )
     return 0
 

@@ -11,8 +11,10 @@ from sam2prune.cli.common import (
     RETENTION_GRID,
     Command,
     DataSelection,
+    MemoryOptions,
     ModelOptions,
     add_data_options,
+    add_memory_options,
     add_model_options,
     add_protocol_options,
     add_pruning_options,
@@ -22,6 +24,7 @@ from sam2prune.cli.common import (
     data_selection,
     default_text,
     log,
+    memory_options,
     model_options,
     protocol_config,
     refuse_ineffective_options,
@@ -86,6 +89,7 @@ def sweep(
     model: ModelOptions = ModelOptions(),
     overwrite: bool = False,
     plot: bool = False,
+    memory: MemoryOptions = MemoryOptions(),
 ) -> str:
     """Evaluate every run of ``grid`` with the same weights into ``out/<label>/`` (each
     resumable), then write, print and return ``out/report.md``; with ``plot`` also
@@ -117,6 +121,7 @@ def sweep(
             weights=weights,
             out=out / label,
             overwrite=overwrite,
+            memory=memory,
         )
         run_dirs.append(out / label)
         if base_label is not None and pruning is not None and pruning.text is not None:
@@ -174,6 +179,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_model_options(parser)
     add_pruning_options(parser, retention_list=True, multi_mc=True)
+    add_memory_options(parser)
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -185,6 +191,7 @@ def handle(args: argparse.Namespace) -> int:
         model=model_options(args),
         overwrite=args.overwrite,
         plot=args.plot,
+        memory=memory_options(args),
     )
     return 0
 

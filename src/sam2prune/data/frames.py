@@ -1,16 +1,19 @@
 """Frames as SAM 2's image encoder takes them: resized to the model's square input size and
-normalised as sam2's own frame loader does, from any ``VideoSource``."""
+normalised as sam2's own frame loader does, from any ``VideoSource`` — read when tracking
+reaches them (``FrameSource``), or all at once (``load_frames_tensor``)."""
 
 from __future__ import annotations
 
 import inspect
+import threading
+from collections import Counter, OrderedDict
 from functools import lru_cache
 
 import numpy as np
 import torch
 from PIL import Image
 
-from sam2prune.data.video import VideoSource
+from sam2prune.data.video import FrameReader, VideoSource
 from sam2prune.progress import progress as progress_bar
 
 
@@ -52,3 +55,152 @@ def load_frames_tensor(source: VideoSource, image_size: int, *, progress: bool =
     for index, frame in enumerate(frames):
         images[index] = preprocess_frame(frame, image_size)
     return images
+
+
+class FrameSource:
+    """The frames of a video as the image encoder takes them, decoded and preprocessed when
+    they are asked for: what sam2 reads as ``inference_state["images"]`` (``len(images)`` and
+    ``images[frame_idx]``, a ``[3, S, S]`` float32 tensor), without a tensor of the whole video.
+
+    A background thread reads ahead ``read_ahead`` frames in the direction of the last two
+    requests (forward or reverse), and the last ``cache_frames`` frames are kept, so tracking
+    in either direction reads each frame once and a frame asked for again soon (a click on the
+    frame just tracked) is not read again. Frames are kept on ``device``: the compute device, or
+    the CPU when the video is offloaded (sam2's ``offload_video_to_cpu``).
+
+    Args:
+        source: the video.
+        image_size: S, the model's input size.
+        device: where frames are kept.
+        read_ahead: frames read ahead of the last request.
+        cache_frames: frames kept, at least ``read_ahead + 2``.
+
+    Attributes:
+        reads: how many times each frame was read and preprocessed, by frame index.
+    """
+
+    def __init__(
+        self,
+        source: VideoSource,
+        image_size: int,
+        *,
+        device: torch.device | str = "cpu",
+        read_ahead: int = 4,
+        cache_frames: int = 8,
+    ) -> None:
+        if read_ahead < 0 or cache_frames < read_ahead + 2:
+            raise ValueError(f"cache_frames ({cache_frames}) must be >= read_ahead ({read_ahead}) + 2")
+        self.source = source
+        self.image_size = image_size
+        self.device = torch.device(device)
+        self.read_ahead = read_ahead
+        self.cache_frames = cache_frames
+        self.reads: Counter[int] = Counter()
+        self._state = threading.Condition()
+        self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self._wanted: list[int] = []  # to read, the frame asked for first
+        self._reading: set[int] = set()
+        self._errors: dict[int, BaseException] = {}
+        self._worker: threading.Thread | None = None
+        self._last: int | None = None
+        self._step = 1  # +1 forward, -1 in reverse
+        self._reader: FrameReader | None = None
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        """Frame ``index`` ``[3, S, S]`` float32 on ``device``.
+
+        Raises:
+            IndexError: out of range.
+            InputError: the frame cannot be read (naming it).
+        """
+        if not isinstance(index, int | np.integer):
+            raise TypeError(f"frames are read one at a time, by integer index; got {type(index).__name__}")
+        index = int(index)
+        if not 0 <= index < len(self):
+            raise IndexError(f"frame {index} out of range (the video has {len(self)} frames)")
+        with self._state:
+            if self._last is not None and index != self._last:
+                self._step = 1 if index > self._last else -1
+            self._last = index
+            if index not in self._cache and index not in self._reading:
+                if index in self._wanted:
+                    self._wanted.remove(index)
+                self._wanted.insert(0, index)
+            self._schedule_read_ahead(index)
+            self._start_worker()
+            while index not in self._cache and index not in self._errors:
+                self._state.wait()
+            error = self._errors.pop(index, None)
+            if error is not None:
+                raise error
+            self._cache.move_to_end(index)
+            return self._cache[index]
+
+    def _schedule_read_ahead(self, index: int) -> None:
+        ahead = [index + self._step * k for k in range(1, self.read_ahead + 1)]
+        ahead = [t for t in ahead if 0 <= t < len(self) and t not in self._cache and t not in self._reading]
+        # what was read ahead for another position or direction is not wanted any more
+        self._wanted = [t for t in self._wanted if t == index or t in ahead]
+        self._wanted += [t for t in ahead if t not in self._wanted]
+
+    def _start_worker(self) -> None:
+        if self._wanted and (self._worker is None or not self._worker.is_alive()):
+            # not a daemon: at exit Python waits for it to finish the few frames it was asked
+            # for, instead of killing it inside the video decoder
+            self._worker = threading.Thread(target=self._work, name="sam2prune-frames", daemon=False)
+            self._worker.start()
+
+    def _work(self) -> None:
+        """Read what is wanted, a sweep at a time, until nothing is (the reader stays open, so
+        that the next frames of a video file are decoded on instead of sought to)."""
+        while True:
+            with self._state:
+                if not self._wanted:
+                    self._worker = None
+                    return
+                batch = self._wanted[: self.read_ahead + 1]
+                del self._wanted[: len(batch)]
+                self._reading.update(batch)
+                if self._reader is None:
+                    self._reader = FrameReader(self.source)
+                reader = self._reader
+            try:
+                for index, frame in reader.read(batch):
+                    image = preprocess_frame(frame, self.image_size).to(self.device)
+                    with self._state:
+                        self.reads[index] += 1
+                        self._reading.discard(index)
+                        self._cache[index] = image
+                        self._trim_cache()
+                        self._state.notify_all()
+            except BaseException as error:  # handed to whoever waits for these frames
+                with self._state:
+                    for index in batch:
+                        if index in self._reading:
+                            self._reading.discard(index)
+                            self._errors[index] = error
+                    reader.close()
+                    self._reader = None
+                    self._state.notify_all()
+
+    def close(self) -> None:
+        """Drop the cached frames and close the video file (reading again reopens it)."""
+        with self._state:
+            while self._worker is not None and self._worker.is_alive() and (self._wanted or self._reading):
+                self._wanted.clear()
+                self._state.wait(timeout=0.1)
+            self._cache.clear()
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+
+    def _trim_cache(self) -> None:
+        """Drop the least recently used frames beyond ``cache_frames``, never the one asked for last."""
+        for index in list(self._cache):
+            if len(self._cache) <= self.cache_frames:
+                break
+            if index != self._last:
+                del self._cache[index]

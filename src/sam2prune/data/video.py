@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -48,6 +48,9 @@ class VideoSource:
     height: int
     frame_files: list[Path] = field(default_factory=list)  # empty for a video file
     fps: float | None = None  # frame rate of a video file; None for a folder
+    # presentation timestamp of each frame of a video file, in its stream's time base (random
+    # access seeks to them); None for a folder, or a file whose frames lack timestamps
+    frame_pts: list[int] | None = None
 
     @property
     def is_video_file(self) -> bool:
@@ -102,29 +105,61 @@ class VideoSource:
     def _open_video_file(cls, path: Path) -> VideoSource:
         import av
 
-        count = 0
+        # decode every frame once (not converting it): the count, the size and each frame's
+        # timestamp, so that frames can later be read in any order
+        pts: list[int | None] = []
         size = None
-        for frame in _decode_video(path):
+        for frame in _decode_video(path, convert=False):
             if size is None:
-                size = (frame.shape[1], frame.shape[0])
-            count += 1
-        if count == 0 or size is None:
+                size = (frame.width, frame.height)
+            elif (frame.width, frame.height) != size:
+                raise InputError(
+                    f"frame {len(pts)} of {path} is {frame.width}x{frame.height}, expected {size[0]}x{size[1]} "
+                    "like the first frame"
+                )
+            pts.append(frame.pts)
+        if not pts or size is None:
             raise InputError(f"video {path} holds no frames")
         with av.open(str(path)) as container:
             rate = container.streams.video[0].average_rate
+        seekable = all(t is not None for t in pts) and all(a < b for a, b in itertools.pairwise(pts))
         return cls(
             path=path,
-            frame_names=[f"{i:05d}" for i in range(count)],
+            frame_names=[f"{i:05d}" for i in range(len(pts))],
             width=size[0],
             height=size[1],
             fps=float(rate) if rate else None,
+            frame_pts=[int(t) for t in pts] if seekable else None,
         )
 
     def head(self, count: int) -> VideoSource:
         """The same video cut to its first ``count`` frames."""
         if not 1 <= count <= len(self):
             raise InputError(f"cannot take {count} frames of {self.path}: it has {len(self)} (1..{len(self)})")
-        return replace(self, frame_names=self.frame_names[:count], frame_files=self.frame_files[:count])
+        return replace(
+            self,
+            frame_names=self.frame_names[:count],
+            frame_files=self.frame_files[:count],
+            frame_pts=self.frame_pts[:count] if self.frame_pts is not None else None,
+        )
+
+    def looped(self, count: int) -> VideoSource:
+        """A video of ``count`` frames that repeats this folder's frames from the start (for
+        measuring long videos with a real clip; frame names ``00000``...).
+
+        Raises:
+            InputError: this is a video file (loop a folder of frames).
+        """
+        if self.is_video_file:
+            raise InputError(f"only a folder of frames can be looped; {self.path} is a video file")
+        if count < 1:
+            raise InputError(f"a looped video needs at least 1 frame, got {count}")
+        width = max(5, len(str(count - 1)))
+        return replace(
+            self,
+            frame_names=[f"{i:0{width}d}" for i in range(count)],
+            frame_files=[self.frame_files[i % len(self.frame_files)] for i in range(count)],
+        )
 
     def iter_frames(self) -> Iterator[np.ndarray]:
         """Frames in order as RGB uint8 arrays ``[H, W, 3]``.
@@ -144,11 +179,124 @@ class VideoSource:
                 )
             yield frame
 
+    def read_frame(self, index: int) -> np.ndarray:
+        """Frame ``index`` as an RGB uint8 array ``[H, W, 3]``, read on its own (a video file is
+        opened, sought and closed again: to read many frames, use a ``FrameReader``).
+
+        Raises:
+            InputError: naming a frame that cannot be decoded or whose size changed.
+        """
+        with FrameReader(self) as reader:
+            return next(reader.read([index]))[1]
+
     def frame_label(self, index: int) -> str:
         """How error messages name frame ``index``: its file, or its index in the video file."""
         if self.is_video_file:
             return f"{index} of {self.path}"
         return str(self.frame_files[index])
+
+
+class FrameReader:
+    """Reads frames of a ``VideoSource`` in any order, one or several at a time. For a video
+    file it keeps the file open between reads: frames that follow the last one read are
+    decoded on, others are sought to (the nearest keyframe before, then decoded up to the frame;
+    or, without timestamps, decoded from the start). Not thread-safe: one reader per thread.
+
+    Attributes:
+        decoded: frames decoded so far (including those decoded only to reach another).
+    """
+
+    def __init__(self, source: VideoSource) -> None:
+        self.source = source
+        self.decoded = 0
+        self._container = None
+        self._frames: Iterator | None = None  # the open decoder
+        self._next_index = 0  # index of the frame the open decoder yields next
+        self._index_of_pts = {pts: index for index, pts in enumerate(source.frame_pts or ())}
+
+    def __enter__(self) -> FrameReader:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+        self._container = self._frames = None
+
+    def read(self, indices: Iterable[int]) -> Iterator[tuple[int, np.ndarray]]:
+        """``(index, RGB uint8 [H, W, 3])`` of each index, in ascending order (video files are
+        decoded forward in one sweep).
+
+        Raises:
+            InputError: an index out of range, or a frame that cannot be decoded or whose size
+                differs from the first frame's (naming it).
+        """
+        for index in sorted(set(indices)):
+            if not 0 <= index < len(self.source):
+                raise InputError(f"frame {index} is out of range: {self.source.path} has {len(self.source)} frames")
+            frame = read_rgb(self.source.frame_files[index]) if not self.source.is_video_file else self._decode(index)
+            if frame.shape[:2] != (self.source.height, self.source.width):
+                raise InputError(
+                    f"frame {self.source.frame_label(index)} is {frame.shape[1]}x{frame.shape[0]}, expected "
+                    f"{self.source.width}x{self.source.height} like the first frame"
+                )
+            if not self.source.is_video_file:
+                self.decoded += 1
+            yield index, frame
+
+    # frames decoded on (rather than sought to) when the wanted one is at most this far ahead
+    _DECODE_ON = 32
+
+    def _decode(self, index: int) -> np.ndarray:
+        import av
+
+        try:
+            if self._frames is None or not self._next_index <= index <= self._next_index + self._DECODE_ON:
+                self._seek(index)
+            restarted = False
+            while True:
+                frame = next(self._frames, None)
+                if frame is None:
+                    raise InputError(f"video {self.source.path} ended before frame {index}")
+                self.decoded += 1
+                current = self._next_index
+                pts = self.source.frame_pts
+                if pts is not None and frame.pts != pts[current]:
+                    if restarted:
+                        raise InputError(f"video {self.source.path} decodes differently from when it was opened")
+                    # the decoder did not resume where it was sought to: decode from the start
+                    self._seek(0)
+                    restarted = True
+                    continue
+                self._next_index += 1
+                if current == index:
+                    return frame.to_ndarray(format="rgb24")
+        except av.FFmpegError as error:
+            self.close()
+            raise InputError(f"frame {self.source.frame_label(index)} cannot be decoded: {error}") from error
+
+    def _seek(self, index: int) -> None:
+        """Position the decoder at or before frame ``index``."""
+        import av
+
+        self.close()
+        self._container = av.open(str(self.source.path))
+        stream = self._container.streams.video[0]
+        self._frames, self._next_index = self._container.decode(stream), 0
+        if self.source.frame_pts is None or index == 0:
+            return
+        self._container.seek(self.source.frame_pts[index], backward=True, any_frame=False, stream=stream)
+        frames = self._container.decode(stream)
+        first = next(frames, None)
+        start = self._index_of_pts.get(first.pts) if first is not None else None
+        if start is None or start > index:  # sought past it, or somewhere unknown: from the start
+            self.close()
+            self._container = av.open(str(self.source.path))
+            self._frames = self._container.decode(self._container.streams.video[0])
+            return
+        self._frames, self._next_index = itertools.chain([first], frames), start
 
 
 def _image_size(path: Path) -> tuple[int, int]:
@@ -172,7 +320,9 @@ def read_rgb(path: Path) -> np.ndarray:
         raise InputError(f"frame {path} is corrupt or unreadable: {error}") from error
 
 
-def _decode_video(path: Path) -> Iterator[np.ndarray]:
+def _decode_video(path: Path, *, convert: bool = True) -> Iterator:
+    """Frames of a video file in order: RGB uint8 arrays ``[H, W, 3]``, or PyAV frames when
+    not ``convert``."""
     import av
 
     decoded = 0
@@ -181,7 +331,7 @@ def _decode_video(path: Path) -> Iterator[np.ndarray]:
             if not container.streams.video:
                 raise InputError(f"video {path} has no video stream")
             for frame in container.decode(video=0):
-                yield frame.to_ndarray(format="rgb24")
+                yield frame.to_ndarray(format="rgb24") if convert else frame
                 decoded += 1
     except av.FFmpegError as error:
         raise InputError(f"video {path} cannot be decoded (after {decoded} frames): {error}") from error

@@ -3,6 +3,7 @@ official CSV files. Works for any method's outputs (palette PNGs named like the 
 
 from __future__ import annotations
 
+import collections.abc
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +42,11 @@ class ObjectScores:
 
 
 def score_sequence(
-    name: str, gt_frames: list[np.ndarray], result_frames: list[np.ndarray], *, bound_th: float = 0.008
+    name: str,
+    gt_frames: collections.abc.Sequence[np.ndarray],
+    result_frames: collections.abc.Sequence[np.ndarray],
+    *,
+    bound_th: float = 0.008,
 ) -> list[ObjectScores]:
     """Score one sequence as the official semi-supervised evaluation does.
 
@@ -49,7 +54,7 @@ def score_sequence(
         name: sequence name.
         gt_frames: every ground-truth label map ``[H, W]`` uint8 (255 = void, read as background).
         result_frames: the predicted label maps of the evaluated frames (all but the first and
-            last), in the same order.
+            last), in the same order. Both are read one frame at a time (they may read lazily).
 
     Returns:
         One ``ObjectScores`` per ground-truth object (ids 1..max id of the first GT frame).
@@ -59,26 +64,29 @@ def score_sequence(
     """
     if len(gt_frames) < 3:
         raise InputError(f"sequence {name}: {len(gt_frames)} annotated frames; the evaluation needs at least 3")
-    gt = [np.where(frame == VOID_LABEL, 0, frame) for frame in gt_frames]
-    num_objects = int(gt[0].max())
-    evaluated_gt = gt[1:-1]
-    num_predicted = max(int(frame.max()) for frame in result_frames)
+    num_objects = int(np.where(gt_frames[0] == VOID_LABEL, 0, gt_frames[0]).max())
+    evaluated = min(len(result_frames), len(gt_frames) - 2)
+    j = np.zeros((num_objects, evaluated))
+    f = np.zeros((num_objects, evaluated))
+    num_predicted = 0
+    for index in range(evaluated):
+        gt = gt_frames[index + 1]
+        gt = np.where(gt == VOID_LABEL, 0, gt)
+        result = result_frames[index]
+        num_predicted = max(num_predicted, int(result.max()))
+        if num_predicted > num_objects:
+            break
+        for obj_id in range(1, num_objects + 1):
+            j[obj_id - 1, index] = jaccard(gt == obj_id, result == obj_id)
+            f[obj_id - 1, index] = boundary_f(gt == obj_id, result == obj_id, bound_th=bound_th)
     if num_predicted > num_objects:
         raise InputError(
             f"sequence {name}: the results hold object id {num_predicted} but the ground truth has "
             f"{num_objects} object(s) in its first frame"
         )
-    scores = []
-    for obj_id in range(1, num_objects + 1):
-        j = np.array([jaccard(g == obj_id, r == obj_id) for g, r in zip(evaluated_gt, result_frames, strict=False)])
-        f = np.array(
-            [
-                boundary_f(g == obj_id, r == obj_id, bound_th=bound_th)
-                for g, r in zip(evaluated_gt, result_frames, strict=False)
-            ]
-        )
-        scores.append(ObjectScores(name=f"{name}_{obj_id}", j=j, f=f))
-    return scores
+    return [
+        ObjectScores(name=f"{name}_{obj_id}", j=j[obj_id - 1], f=f[obj_id - 1]) for obj_id in range(1, num_objects + 1)
+    ]
 
 
 def read_sequence_list(gt_root: Path, set_name: str) -> list[str]:

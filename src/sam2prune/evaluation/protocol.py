@@ -3,10 +3,13 @@ runs over a dataset."""
 
 from __future__ import annotations
 
+import collections.abc
 import json
 import shutil
 import statistics as stats
+import tempfile
 import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -16,7 +19,7 @@ from scipy import ndimage
 
 from sam2prune.config import ProtocolConfig, PruningConfig
 from sam2prune.data.datasets import VOID_LABEL, Sequence
-from sam2prune.data.palette import write_label_png
+from sam2prune.data.palette import read_label_png, write_label_png
 from sam2prune.errors import InputError
 from sam2prune.evaluation.davis import ObjectScores, global_measures, score_sequence, write_official_csvs
 from sam2prune.evaluation.metrics import boundary_f, jaccard
@@ -103,40 +106,106 @@ class SequenceRecord:
         ]
 
 
-class SequenceTracker:
-    """Runs the protocol on one sequence with one predictor."""
+class LabelMaps(Mapping[int, np.ndarray]):
+    """The label map ``[H, W]`` uint8 of each frame of a sequence, read back from the palette PNGs
+    a tracker wrote as it went (a sequence's labels are never all held in memory)."""
 
-    def __init__(self, predictor, sequence: Sequence, protocol: ProtocolConfig, on_prompted=None) -> None:
+    def __init__(self, folder: Path, frame_names: list[str]) -> None:
+        self.folder = folder
+        self.frame_names = frame_names
+
+    def __getitem__(self, frame_idx: int) -> np.ndarray:
+        if not 0 <= frame_idx < len(self.frame_names):
+            raise KeyError(frame_idx)
+        return read_label_png(self.folder / f"{self.frame_names[frame_idx]}.png")
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(len(self.frame_names)))
+
+    def __len__(self) -> int:
+        return len(self.frame_names)
+
+
+class SequenceTracker:
+    """Runs the protocol on one sequence with one predictor.
+
+    Each frame's labels are written to ``masks_dir`` as tracking produces them (a temporary
+    folder when None) and the annotated frames are scored as they come, so nothing grows with
+    the sequence but these scores; with ``bounded_memory`` (``SAM2Predictor.init_state``) the
+    tracking state does not either.
+    """
+
+    def __init__(
+        self,
+        predictor,
+        sequence: Sequence,
+        protocol: ProtocolConfig,
+        on_prompted=None,
+        *,
+        masks_dir: Path | None = None,
+        bounded_memory: bool = True,
+    ) -> None:
         self.predictor = predictor
         self.sequence = sequence
         self.protocol = protocol
         self.on_prompted = on_prompted  # (predictor, state, {obj_id: mask}) after the first clicks
-        self.labels: dict[int, np.ndarray] = {}
+        self.masks_dir = masks_dir
+        self.bounded_memory = bounded_memory
         self.clicks = 0
+        self.kept: dict[str, np.ndarray] = {}  # "<frame>_<obj_id>": keep_idx of each tracked frame
+        self._scores: dict[tuple[int, int], tuple[float, float]] = {}  # (frame, obj_id): (J, F)
+        self._memory: dict[tuple[int, int], dict] = {}  # (frame, obj_id): what tracking stored there
+        self._written: set[int] = set()
+        self._temporary: tempfile.TemporaryDirectory | None = None
+
+    def labels(self, frame_idx: int) -> np.ndarray:
+        """The labels last written for a frame."""
+        return read_label_png(self.masks_dir / f"{self.sequence.source.frame_names[frame_idx]}.png")
+
+    def _write(self, frame_idx: int, labels: np.ndarray) -> None:
+        write_label_png(self.masks_dir / f"{self.sequence.source.frame_names[frame_idx]}.png", labels)
+        self._written.add(frame_idx)
 
     def _track(self, state: dict, start: int) -> None:
-        """Track forward from ``start`` (the first prompted frame, or a corrected frame) and keep
-        each frame's labels. Each object is clicked on the frame it first appears on, and the
-        predictor tracks an object only from its first prompt on (empty logits before it), so
-        the labels need no masking by first appearance."""
+        """Track forward from ``start`` (the first prompted frame, or a corrected frame): write
+        each frame's labels, score it if annotated, and note what tracking stored for it. Each
+        object is clicked on the frame it first appears on, and the predictor tracks an object
+        only from its first prompt on (empty logits before it), so the labels need no masking by
+        first appearance."""
+        sequence = self.sequence
         for frame_idx, obj_ids, logits in self.predictor.propagate_in_video(state, start_frame_idx=start):
-            self.labels[frame_idx] = labels_from_logits(list(obj_ids), logits)
+            labels = labels_from_logits(list(obj_ids), logits)
+            self._write(frame_idx, labels)
+            if frame_idx in sequence.annotated:
+                gt = sequence.ground_truth(frame_idx)
+                for obj_id in sequence.obj_ids:
+                    if frame_idx > sequence.first_frames[obj_id]:
+                        self._scores[(frame_idx, obj_id)] = frame_scores(gt, labels, obj_id)
+            for obj_id, entry in self.predictor.frame_memory(state, frame_idx).items():
+                if entry["conditioning"]:
+                    self._memory.pop((frame_idx, obj_id), None)
+                else:
+                    self._memory[(frame_idx, obj_id)] = entry
+            kept = self.predictor.kept_tokens(state, frame_idx)
+            for obj_id in obj_ids:
+                keep_idx = kept.get((frame_idx, obj_id))
+                if keep_idx is None:
+                    self.kept.pop(f"{frame_idx}_{obj_id}", None)
+                else:
+                    self.kept[f"{frame_idx}_{obj_id}"] = keep_idx.cpu().numpy()
 
     def _refinement_candidates(self) -> list[tuple[float, int, int]]:
         """(J&F, frame, object) of every annotated frame after each object's prompt frame."""
-        candidates = []
-        for frame_idx in sorted(self.sequence.annotated):
-            gt = self.sequence.ground_truth(frame_idx)
-            for obj_id in self.sequence.obj_ids:
-                if frame_idx > self.sequence.first_frames[obj_id]:
-                    j, f = frame_scores(gt, self.labels[frame_idx], obj_id)
-                    candidates.append(((j + f) / 2, frame_idx, obj_id))
-        return candidates
+        return [((j + f) / 2, frame_idx, obj_id) for (frame_idx, obj_id), (j, f) in sorted(self._scores.items())]
 
-    def run(self) -> tuple[dict[int, np.ndarray], dict]:
-        """Prompt, track, refine. Returns (label map per frame, run statistics)."""
+    def run(self) -> tuple[LabelMaps, dict]:
+        """Prompt, track, refine. Returns (label map per frame, read back from ``masks_dir``; run
+        statistics)."""
         predictor, sequence = self.predictor, self.sequence
-        state = predictor.init_state(sequence.source)
+        if self.masks_dir is None:
+            self._temporary = tempfile.TemporaryDirectory(prefix="sam2prune-labels-")
+            self.masks_dir = Path(self._temporary.name)
+        state = predictor.init_state(sequence.source, bounded_memory=self.bounded_memory)
         masks = {}
         for prompt in protocol_prompts(sequence):
             _, obj_ids, logits = predictor.add_new_points_or_box(
@@ -160,7 +229,7 @@ class SequenceTracker:
             if worst >= self.protocol.refine_below:
                 break
             gt = sequence.ground_truth(frame_idx)
-            clicks = corrective_clicks(gt == obj_id, self.labels[frame_idx] == obj_id, self.protocol.clicks_per_round)
+            clicks = corrective_clicks(gt == obj_id, self.labels(frame_idx) == obj_id, self.protocol.clicks_per_round)
             if not clicks:
                 break
             predictor.add_new_points_or_box(
@@ -174,34 +243,48 @@ class SequenceTracker:
             self.clicks += len(clicks)
             rounds += 1
             self._track(state, frame_idx)
+        empty = np.zeros((sequence.source.height, sequence.source.width), np.uint8)
         for frame_idx in range(len(sequence.source)):
-            self.labels.setdefault(frame_idx, np.zeros((sequence.source.height, sequence.source.width), np.uint8))
-        bank = predictor.pruning_stats(state)
-        entries = [e for per_obj in bank["frames"].values() for e in per_obj.values() if not e["conditioning"]]
-        kept = predictor.kept_tokens(state)
-        self.kept = {f"{frame_idx}_{obj_id}": keep_idx.cpu().numpy() for (frame_idx, obj_id), keep_idx in kept.items()}
+            if frame_idx not in self._written:
+                self._write(frame_idx, empty)
+        entries = list(self._memory.values())
         texts = predictor.object_texts(state)
-        return self.labels, {
+        return LabelMaps(self.masks_dir, sequence.source.frame_names), {
             "texts": {str(k): v for k, v in texts.items()},
             "seconds_tracking": seconds_tracking,
             "seconds_total": time.perf_counter() - start,
             "fps": tracked_frames / seconds_tracking if seconds_tracking > 0 else float("inf"),
             "memory_bank_bytes_per_frame": stats.fmean(e["memory_bank_bytes"] for e in entries) if entries else 0.0,
             "kept_fraction": (
-                sum(e["kept_tokens"] for e in entries) / (bank["tokens_per_frame"] * len(entries)) if entries else 1.0
+                sum(e["kept_tokens"] for e in entries) / (predictor.num_tokens * len(entries)) if entries else 1.0
             ),
             "refinement_rounds": rounds,
             "clicks": self.clicks,
         }
 
 
-def score_tracked_sequence(sequence: Sequence, labels: dict[int, np.ndarray]) -> list[ObjectScores]:
+class _Frames(collections.abc.Sequence):
+    """Frames read one at a time, when indexed."""
+
+    def __init__(self, read: Callable[[int], np.ndarray], indices: range) -> None:
+        self.read = read
+        self.indices = indices
+
+    def __getitem__(self, index):
+        return self.read(self.indices[index])
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def score_tracked_sequence(sequence: Sequence, labels: Mapping[int, np.ndarray]) -> list[ObjectScores]:
     """J and F per object. DAVIS: exactly the official semi-supervised evaluation (object count
     from the first annotation, first and last frames excluded). Other datasets: each object over
-    the annotated frames after the one it was prompted on."""
+    the annotated frames after the one it was prompted on. Frames are read one at a time."""
     if sequence.official_davis:
-        gt_frames = [sequence.ground_truth(i) for i in range(len(sequence.source))]
-        return score_sequence(sequence.name, gt_frames, [labels[i] for i in range(1, len(sequence.source) - 1)])
+        count = len(sequence.source)
+        gt_frames = _Frames(sequence.ground_truth, range(count))
+        return score_sequence(sequence.name, gt_frames, _Frames(labels.__getitem__, range(1, count - 1)))
     scores = []
     for obj_id in sequence.obj_ids:
         frames = [i for i in sorted(sequence.annotated) if i > sequence.first_frames[obj_id]]
@@ -236,6 +319,8 @@ class EvalSettings:
     device: str
     pruning: PruningConfig | None  # None: unpruned SAM 2
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
+    # tracking keeps only what later frames read (same masks; less memory): SAM2Predictor.init_state
+    bounded_memory: bool = True
 
     @classmethod
     def load(cls, path: Path) -> EvalSettings:
@@ -297,10 +382,12 @@ def evaluate_sequences(
     device: torch.device,
     progress: bool = True,
     on_prompted_for=None,
+    bounded_memory: bool = True,
 ) -> list[SequenceRecord]:
     """Run the protocol on each sequence not finished yet in ``out_dir`` (resumable), writing
-    ``masks/<seq>/*.png``, ``sequences/<seq>.json`` and the kept token indices per tracked frame
-    and object (``sequences/<seq>.kept.npz``). Returns every sequence's record.
+    ``masks/<seq>/*.png`` (each frame as it is tracked, into a folder that replaces the
+    sequence's only when it is done), ``sequences/<seq>.json`` and the kept token indices per
+    tracked frame and object (``sequences/<seq>.kept.npz``). Returns every sequence's record.
 
     ``on_prompted_for(sequence)`` may give a tracker hook (e.g. automatic object texts)."""
     records = []
@@ -316,16 +403,16 @@ def evaluate_sequences(
         else:
             reset_peak_rss()
         hook = on_prompted_for(sequence) if on_prompted_for is not None else None
-        tracker = SequenceTracker(predictor, sequence, protocol, on_prompted=hook)
-        labels, run_stats = tracker.run()
-        if device.type == "cuda":
-            peak, kind = torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
-        else:
-            peak, kind = peak_rss_mib(), "peak_rss"
         with staged_directory(out_dir / "masks" / sequence.name, overwrite=True) as staging:
-            for frame_idx, name in enumerate(sequence.source.frame_names):
-                write_label_png(staging / f"{name}.png", labels[frame_idx])
-        scores = score_tracked_sequence(sequence, labels)
+            tracker = SequenceTracker(
+                predictor, sequence, protocol, on_prompted=hook, masks_dir=staging, bounded_memory=bounded_memory
+            )
+            labels, run_stats = tracker.run()
+            if device.type == "cuda":
+                peak, kind = torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
+            else:
+                peak, kind = peak_rss_mib(), "peak_rss"
+            scores = score_tracked_sequence(sequence, labels)
         atomic_write(
             out_dir / "sequences" / f"{sequence.name}.kept.npz",
             lambda temp, kept=tracker.kept: np.savez_compressed(temp, **kept),

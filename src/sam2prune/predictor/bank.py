@@ -12,16 +12,34 @@ A frame's indices belong to the exact output dict they were stored with: when sa
 frame's output (re-tracking, a new click), the old indices no longer apply and that frame reads
 as dense until it is stored sparsely again. So a stored index set never pairs with features
 encoded differently.
+
+Bounded memory. sam2 keeps every tracked frame's output (memory features, object pointer, mask
+logits) for the whole video. Tracking frame t reads back only a window of them
+(``frame_reads``: the spatial memories of ``num_maskmem - 1`` frames on the temporal stride
+grid, the object pointers of ``min(num_frames, max_obj_ptrs_in_encoder) - 1`` frames, the
+conditioning frames; the pruned predictor's prior also the neighbouring frame's mask). So after
+each tracked frame the bank drops (``evict``) every part of a frame it tracked that no later
+frame in that direction can read (``reads_after``), and forgets the indices of dropped memories.
+What a later click or a pass in another direction needs back is recomputed exactly: every
+stretch of consecutive frames an object was tracked over is a ``TrackingRun`` that keeps the
+few outputs its first frame read and the conditioning outputs it attended to, so the predictor
+can track the stretch again (``missing``, ``replay_scratch``, ``install``) to the same bits.
+Conditioning frames and outputs the bank did not produce (a click's) are never dropped.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
-from sam2prune.sam2_copies import object_pointer_tokens, select_memory_frames
+from sam2prune.sam2_copies import (
+    memory_frame_indices,
+    object_pointer_tokens,
+    pointer_frame_indices,
+    select_memory_frames,
+)
 
 STORAGE_KEYS = ("cond_frame_outputs", "non_cond_frame_outputs")
 
@@ -64,6 +82,196 @@ class FrameMemoryBytes:
 
 
 @dataclass(frozen=True)
+class FrameReads:
+    """What tracking reads back of other frames' non-conditioning outputs (conditioning frames
+    are always kept).
+
+    Attributes:
+        spatial: frames whose spatial memory (``maskmem_features``) is read.
+        pointers: frames whose object pointer (``obj_ptr``) is read.
+        masks: frames whose mask logits (``pred_masks``) are read (the token scorer's prior).
+    """
+
+    spatial: frozenset[int] = frozenset()
+    pointers: frozenset[int] = frozenset()
+    masks: frozenset[int] = frozenset()
+
+    @property
+    def frames(self) -> frozenset[int]:
+        return self.spatial | self.pointers | self.masks
+
+    def parts(self, frame_idx: int) -> tuple[str, ...]:
+        """The keys of a frame's output that are read."""
+        return tuple(
+            key
+            for key, frames in (
+                ("maskmem_features", self.spatial),
+                ("obj_ptr", self.pointers),
+                ("pred_masks", self.masks),
+            )
+            if frame_idx in frames
+        )
+
+
+def frame_reads(model, frame_idx: int, *, reverse: bool, num_frames: int, neighbour_mask: bool) -> FrameReads:
+    """What tracking frame ``frame_idx`` reads of the non-conditioning outputs of other frames:
+    sam2's own selection (``sam2_copies.memory_frame_indices``, ``pointer_frame_indices``), so
+    the window follows the model's ``num_maskmem``, ``memory_temporal_stride_for_eval`` and
+    ``max_obj_ptrs_in_encoder``; plus the previous frame's mask with ``neighbour_mask``.
+    """
+    if model.num_maskmem == 0:  # sam2 reads no memory at all then
+        return FrameReads()
+    inside = range(num_frames)
+    spatial = frozenset(t for _, t in memory_frame_indices(model, frame_idx, track_in_reverse=reverse) if t in inside)
+    pointers = frozenset(
+        t for _, t in pointer_frame_indices(model, frame_idx, num_frames=num_frames, track_in_reverse=reverse)
+    )
+    neighbour = frame_idx + 1 if reverse else frame_idx - 1
+    masks = frozenset({neighbour}) if neighbour_mask and neighbour in inside else frozenset()
+    return FrameReads(spatial, pointers, masks)
+
+
+def reads_after(model, frame_idx: int, *, reverse: bool, num_frames: int, neighbour_mask: bool) -> FrameReads:
+    """What the frames after ``frame_idx`` in the tracking direction (within the video) read of
+    ``frame_idx`` and the frames before it: all that tracking on from ``frame_idx`` still needs.
+
+    A frame reads at most ``1 + stride * (num_maskmem - 2)`` frames back for spatial memories and
+    ``max_obj_ptrs_in_encoder - 1`` for pointers, so the frames up to ``stride * num_maskmem +
+    max_obj_ptrs_in_encoder`` ahead are all that can read them.
+    """
+    step = -1 if reverse else 1
+    horizon = max(1, model.memory_temporal_stride_for_eval) * model.num_maskmem + model.max_obj_ptrs_in_encoder
+    spatial: set[int] = set()
+    pointers: set[int] = set()
+    masks: set[int] = set()
+    for later in range(frame_idx + step, frame_idx + step * (horizon + 1), step):
+        if not 0 <= later < num_frames:
+            break
+        reads = frame_reads(model, later, reverse=reverse, num_frames=num_frames, neighbour_mask=neighbour_mask)
+        spatial |= {t for t in reads.spatial if (t - frame_idx) * step <= 0}
+        pointers |= {t for t in reads.pointers if (t - frame_idx) * step <= 0}
+        masks |= {t for t in reads.masks if (t - frame_idx) * step <= 0}
+    return FrameReads(frozenset(spatial), frozenset(pointers), frozenset(masks))
+
+
+@dataclass(eq=False)
+class TrackingRun:
+    """Consecutive frames one object was tracked over in one direction, and what it takes to
+    track them again to the same bits.
+
+    Attributes:
+        reverse: the direction.
+        start: the first frame it tracked; last: the last so far (conditioning frames on the
+            way count as passed, not tracked).
+        inputs: what the frames from ``start`` on read of the frames before it, as it was:
+            ``{frame: (output holding only the parts read, keep_idx or None)}``.
+        conditioning: the object's conditioning outputs it attended to, by frame.
+    """
+
+    reverse: bool
+    start: int
+    last: int
+    inputs: dict[int, tuple[dict, torch.Tensor | None]]
+    conditioning: dict[int, dict]
+
+    def covers(self, frame_idx: int) -> bool:
+        """Whether it tracked (or passed, on a conditioning frame) ``frame_idx``."""
+        step = -1 if self.reverse else 1
+        return (frame_idx - self.start) * step >= 0 and (self.last - frame_idx) * step >= 0
+
+    @property
+    def span(self) -> tuple[int, int] | None:
+        """(first, last) frame index it covers, ascending; None before its first frame."""
+        if (self.last - self.start) * (-1 if self.reverse else 1) < 0:
+            return None
+        return min(self.start, self.last), max(self.start, self.last)
+
+    def frames_to(self, frame_idx: int) -> range:
+        """Its frames from ``start`` through ``frame_idx``, in tracking order."""
+        step = -1 if self.reverse else 1
+        return range(self.start, frame_idx + step, step)
+
+    def follows(self, frame_idx: int, reverse: bool) -> bool:
+        """Whether tracking ``frame_idx`` in direction ``reverse`` continues this run."""
+        return reverse == self.reverse and frame_idx == self.last + (-1 if reverse else 1)
+
+
+@dataclass(frozen=True)
+class ClearedFrames:
+    """Frames whose non-conditioning outputs sam2 removed (memory cleared around a click)."""
+
+    first: int
+    last: int
+
+    def covers(self, frame_idx: int) -> bool:
+        return self.first <= frame_idx <= self.last
+
+    @property
+    def span(self) -> tuple[int, int]:
+        return self.first, self.last
+
+
+class ReplayRefused(RuntimeError):
+    """A dropped output cannot be recomputed exactly (the object's prompts changed since)."""
+
+
+OUTPUT_PARTS = ("maskmem_features", "obj_ptr", "pred_masks")
+
+
+def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Union of inclusive integer spans, as disjoint spans (adjacent ones joined)."""
+    merged: list[tuple[int, int]] = []
+    for low, high in sorted(spans):
+        if merged and low <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], high))
+        else:
+            merged.append((low, high))
+    return merged
+
+
+def _stripped(out: dict, keep) -> dict:
+    """A copy of a frame's output holding only the ``keep`` parts (the other keys are None, as
+    sam2 stores absent parts; the object score stays with the pointer)."""
+    copy = dict(out)
+    if "maskmem_features" not in keep:
+        copy["maskmem_features"] = copy["maskmem_pos_enc"] = None
+    if "obj_ptr" not in keep:
+        copy["obj_ptr"] = None
+    if "pred_masks" not in keep:
+        copy["pred_masks"] = None
+    return copy
+
+
+def _holds(out: dict, part: str) -> bool:
+    return out.get(part) is not None
+
+
+@dataclass
+class _HeldBytes:
+    """Running totals of the bytes a bank holds."""
+
+    by_frame: dict[tuple[bool, int], FrameMemoryBytes] = field(default_factory=dict)
+    features: int = 0
+    indices: int = 0
+    pointers: int = 0
+    masks: int = 0
+
+    def set(self, key: tuple[bool, int], held: FrameMemoryBytes | None) -> None:
+        for sign, entry in ((-1, self.by_frame.pop(key, None)), (1, held)):
+            if entry is not None:
+                self.features += sign * entry.features
+                self.indices += sign * entry.indices
+                self.pointers += sign * entry.pointers
+                self.masks += sign * entry.masks
+        if held is not None:
+            self.by_frame[key] = held
+
+    @property
+    def total(self) -> FrameMemoryBytes:
+        return FrameMemoryBytes(self.features, self.indices, self.pointers, self.masks)
+
+
+@dataclass(frozen=True)
 class BankMemory:
     """The memory tokens of one frame's memory attention.
 
@@ -97,6 +305,14 @@ class SparseMemoryBank:
         # referenced here, so its id cannot be reused while the entry exists), and that dict by frame
         self._by_output: dict[int, tuple[dict, torch.Tensor]] = {}
         self._by_frame: dict[int, dict] = {}
+        # bounded memory: the tracking runs and clears, oldest first; the run being tracked
+        self.history: list[TrackingRun | ClearedFrames] = []
+        self.active_run: TrackingRun | None = None
+        # non-conditioning outputs this bank tracked (or recomputed) and may drop parts of, by
+        # frame, with the run that produced them; those held only for their masks apart
+        self._produced: dict[int, tuple[dict, TrackingRun]] = {}
+        self._held_masks: dict[int, tuple[dict, TrackingRun]] = {}
+        self._held = _HeldBytes()
 
     # --- storing ------------------------------------------------------------------------------
 
@@ -118,6 +334,14 @@ class SparseMemoryBank:
         self.forget(frame_idx)
         self._by_frame[frame_idx] = out
         self._by_output[id(out)] = (out, keep_idx.to(device=storage_device, dtype=index_dtype(self.num_tokens)))
+
+    def record(self, frame_idx: int, out: dict, keep_idx: torch.Tensor | None) -> None:
+        """Record the indices of a frame's output whose features are already sparse (a copy of a
+        stored output, a recomputed one); None: it is dense."""
+        self.forget(frame_idx)
+        if keep_idx is not None:
+            self._by_frame[frame_idx] = out
+            self._by_output[id(out)] = (out, keep_idx)
 
     def forget(self, frame_idx: int) -> None:
         """Drop the indices recorded for a frame (its output was replaced or dropped)."""
@@ -145,6 +369,20 @@ class SparseMemoryBank:
         """Whether any frame was stored sparsely (cheap: no scan of the frames)."""
         return bool(self._by_output)
 
+    def reads_sparse(self, model, frame_idx: int, *, track_in_reverse: bool) -> bool:
+        """Whether any memory frame that frame ``frame_idx`` attends to is stored sparsely."""
+        if not self._by_output:
+            return False
+        frames, _, _ = select_memory_frames(model, frame_idx, self.output_dict, track_in_reverse=track_in_reverse)
+        return any(self.keep_idx_for(out) is not None for _, out in frames)
+
+    def held_frames(self) -> Iterator[tuple[int, bool, dict, torch.Tensor | None]]:
+        """(frame index, is conditioning, output dict, keep_idx or None) of every frame the bank
+        holds anything of (with bounded memory, some hold only a pointer or a mask)."""
+        for storage_key in STORAGE_KEYS:
+            for frame_idx, out in self.output_dict[storage_key].items():
+                yield frame_idx, storage_key == "cond_frame_outputs", out, self.keep_idx_for(out)
+
     def frame_bytes(self, out: dict, keep_idx: torch.Tensor | None) -> FrameMemoryBytes:
         return FrameMemoryBytes(
             features=_nbytes(out.get("maskmem_features")),
@@ -152,6 +390,168 @@ class SparseMemoryBank:
             pointers=_nbytes(out.get("obj_ptr")),
             masks=_nbytes(out.get("pred_masks")),
         )
+
+    # --- what the bank holds ------------------------------------------------------------------
+
+    @property
+    def held_bytes(self) -> FrameMemoryBytes:
+        """Bytes held over all frames (kept up to date while tracking; ``recount`` after sam2
+        changed the outputs itself)."""
+        return self._held.total
+
+    def recount(self) -> None:
+        self._held = _HeldBytes()
+        for frame_idx, conditioning, out, keep_idx in self.held_frames():
+            self._held.set((conditioning, frame_idx), self.frame_bytes(out, keep_idx))
+
+    def _account(self, frame_idx: int, out: dict | None) -> None:
+        held = None if out is None else self.frame_bytes(out, self.keep_idx_for(out))
+        self._held.set((False, frame_idx), held)
+
+    # --- bounded memory -------------------------------------------------------------------------
+
+    def end_run(self) -> None:
+        """Tracking stops continuing the current run (the object's state changed: a click merged,
+        memories cleared); the next tracked frame starts a new one."""
+        self.active_run = None
+
+    def begin_frame(self, frame_idx: int, *, reverse: bool, inputs: FrameReads) -> None:
+        """Before tracking ``frame_idx``: continue the current run, or start a new one that keeps
+        what the frames from here on read of the frames before (``inputs``, all present)."""
+        if self.active_run is not None and self.active_run.follows(frame_idx, reverse):
+            return
+        non_cond = self.output_dict["non_cond_frame_outputs"]
+        kept = {}
+        for t in inputs.frames:
+            out = non_cond.get(t)
+            if out is not None:
+                copy = _stripped(out, inputs.parts(t))
+                kept[t] = (copy, self.keep_idx_for(out) if _holds(copy, "maskmem_features") else None)
+        run = TrackingRun(
+            reverse=reverse,
+            start=frame_idx,
+            last=frame_idx - (-1 if reverse else 1),
+            inputs=kept,
+            conditioning=dict(self.output_dict["cond_frame_outputs"]),
+        )
+        self.history.append(run)
+        self.active_run = run
+        self._forget_shadowed_runs()
+
+    def end_frame(self, frame_idx: int, out: dict | None, *, reverse: bool) -> None:
+        """After the object's output on ``frame_idx`` is stored (``out``; None on its
+        conditioning frames): the run goes on through it."""
+        run = self.active_run
+        if run is not None and not run.follows(frame_idx, reverse):
+            run = self.active_run = None
+        if run is not None:
+            run.last = frame_idx
+            if out is not None:
+                self._produced[frame_idx] = (out, run)
+                self._held_masks.pop(frame_idx, None)
+        if out is not None:
+            self._account(frame_idx, out)
+
+    def cleared(self, first: int, last: int) -> None:
+        """sam2 removed the non-conditioning outputs of frames ``first..last``."""
+        self.history.append(ClearedFrames(first, last))
+        self.end_run()
+        for frame_idx in range(first, last + 1):
+            self._produced.pop(frame_idx, None)
+            self._held_masks.pop(frame_idx, None)
+            self.forget(frame_idx)
+            self._account(frame_idx, None)
+
+    def evict(self, keep: FrameReads, *, masks_below: int = 0) -> None:
+        """Drop every part of the outputs this bank tracked that ``keep`` does not name (what
+        later frames read, ``reads_after``), except the masks of frames below ``masks_below``
+        (kept for whoever still reads them back). A frame left with nothing is removed, and its
+        indices are forgotten. Outputs it did not track (conditioning frames, clicks) stay."""
+        non_cond = self.output_dict["non_cond_frame_outputs"]
+        for frame_idx in [t for t in self._held_masks if t >= masks_below]:
+            self._produced[frame_idx] = self._held_masks.pop(frame_idx)
+        for frame_idx, (out, run) in list(self._produced.items()):
+            if non_cond.get(frame_idx) is not out:  # replaced or removed by sam2: not the bank's any more
+                del self._produced[frame_idx]
+                continue
+            wanted = set(keep.parts(frame_idx)) | ({"pred_masks"} if frame_idx < masks_below else set())
+            held = {part for part in OUTPUT_PARTS if _holds(out, part)}
+            kept = held & wanted
+            if not kept:
+                del non_cond[frame_idx], self._produced[frame_idx]
+                self.forget(frame_idx)
+                self._account(frame_idx, None)
+                continue
+            if kept != held:
+                stripped = _stripped(out, kept)
+                non_cond[frame_idx] = stripped
+                self.record(frame_idx, stripped, self.keep_idx_for(out) if "maskmem_features" in kept else None)
+                self._account(frame_idx, stripped)
+                self._produced[frame_idx] = (stripped, run)
+            if kept == {"pred_masks"} and frame_idx < masks_below:  # settled until masks_below drops
+                self._held_masks[frame_idx] = self._produced.pop(frame_idx)
+
+    def missing(self, reads: FrameReads) -> dict[TrackingRun, set[int]]:
+        """The frames among ``reads`` whose read parts bounded memory dropped, by the run to
+        track again to get them back (empty when everything read is there, or was never there:
+        not tracked, or removed by sam2)."""
+        non_cond = self.output_dict["non_cond_frame_outputs"]
+        conditioning = self.output_dict["cond_frame_outputs"]
+        missing: dict[TrackingRun, set[int]] = {}
+        for frame_idx in reads.frames:
+            if frame_idx in conditioning:
+                continue
+            out = non_cond.get(frame_idx)
+            if out is not None and all(_holds(out, part) for part in reads.parts(frame_idx)):
+                continue
+            latest = next((entry for entry in reversed(self.history) if entry.covers(frame_idx)), None)
+            if isinstance(latest, TrackingRun):
+                missing.setdefault(latest, set()).add(frame_idx)
+        return missing
+
+    def check_replayable(self, run: TrackingRun) -> None:
+        """Raises ReplayRefused when the object's conditioning outputs are no longer those the
+        run attended to (tracking its frames again would not give what it gave)."""
+        current = self.output_dict["cond_frame_outputs"]
+        if current.keys() != run.conditioning.keys() or any(
+            current[t] is not out for t, out in run.conditioning.items()
+        ):
+            raise ReplayRefused(f"prompted frames {sorted(run.conditioning)} then, {sorted(current)} now")
+
+    def replay_scratch(self, run: TrackingRun) -> tuple[dict, SparseMemoryBank]:
+        """An output dict and its bank holding what the run's first frame read, to track the run
+        again in (the object's own dict is left alone)."""
+        scratch = {
+            "cond_frame_outputs": dict(run.conditioning),
+            "non_cond_frame_outputs": {t: out for t, (out, _) in run.inputs.items()},
+        }
+        bank = SparseMemoryBank(scratch, self.num_tokens)
+        for t, (out, keep_idx) in run.inputs.items():
+            bank.record(t, out, keep_idx)
+        for t, out in run.conditioning.items():
+            bank.record(t, out, self.keep_idx_for(out))
+        return scratch, bank
+
+    def install(self, frame_idx: int, out: dict, keep_idx: torch.Tensor | None, run: TrackingRun) -> None:
+        """Put back a frame's output recomputed by tracking ``run`` again."""
+        self.output_dict["non_cond_frame_outputs"][frame_idx] = out
+        self.record(frame_idx, out, keep_idx)
+        self._held_masks.pop(frame_idx, None)
+        self._produced[frame_idx] = (out, run)
+        self._account(frame_idx, out)
+
+    def _forget_shadowed_runs(self) -> None:
+        """Drop history entries whose every frame a later entry covers."""
+        kept: list[TrackingRun | ClearedFrames] = []
+        later: list[tuple[int, int]] = []  # the spans of the entries after, merged
+        for entry in reversed(self.history):
+            span = entry.span
+            if span is not None:
+                if entry is not self.active_run and any(a <= span[0] and span[1] <= b for a, b in later):
+                    continue
+                later = _merge([*later, span])
+            kept.append(entry)
+        self.history = kept[::-1]
 
     def memory(
         self,

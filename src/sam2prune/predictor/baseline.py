@@ -1,5 +1,6 @@
 """The baseline: sam2's own video predictor, extended with what sam2prune needs of every
-predictor (any frame source, objects tracked from their first prompt, honest memory figures)."""
+predictor (frames read on demand from any source, objects tracked from their first prompt,
+bounded memory over long videos, honest memory figures)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ from pathlib import Path
 import torch
 from sam2.sam2_video_predictor import SAM2VideoPredictor
 
-from sam2prune.data.frames import load_frames_tensor
+from sam2prune.data.frames import FrameSource
 from sam2prune.data.video import VideoSource
-from sam2prune.predictor.bank import SparseMemoryBank
-from sam2prune.predictor.session import SESSION_KEY, PruningSession
+from sam2prune.predictor.bank import FrameReads, ReplayRefused, SparseMemoryBank, frame_reads, reads_after
+from sam2prune.predictor.session import SESSION_KEY, TrackingSession, tracking_session
 from sam2prune.sam2_copies import propagate_objects
 
 log = logging.getLogger("sam2prune")
@@ -62,15 +63,21 @@ class SAM2Predictor(SAM2VideoPredictor):
 
     - ``init_state`` also reads folders of PNG frames, names that are not plain integers
       (natural sort) and any video file, and checks frames (size, corrupt files) up front;
+      frames are decoded when tracking reaches them (``FrameSource``), not all at once;
+    - with ``bounded_memory`` (the default) each object's state keeps only what later frames
+      can read (``SparseMemoryBank``), so memory does not grow with the video; the logits are
+      the same bit for bit;
     - sam2's missing CUDA extension is reported once instead of warned about on every frame;
     - the bf16 memory bank is cast before memory attention (``attention.MemoryAttention``), and
       the per-object memory clearing that 1.1.0 calls but lacks is implemented;
     - ``propagate_in_video`` tracks an object only from its first prompted frame on (in
       reverse, from its last one back), instead of on every frame from the start frame;
-    - ``pruning_stats`` reports what each stored frame holds.
+    - ``pruning_stats`` reports what each stored frame holds, and the peak.
 
     Masks and logits are those of ``sam2.sam2_video_predictor.SAM2VideoPredictor``, except
     where sam2 tracks an object before it was prompted (see ``propagate_in_video``).
+    Per-video state (memory banks, bounded-memory bookkeeping) lives in a ``TrackingSession``
+    on the inference state.
     """
 
     model_name: str = "sam2"
@@ -89,6 +96,15 @@ class SAM2Predictor(SAM2VideoPredictor):
         """N: tokens per frame of the memory grid (64 x 64 at 1024 px)."""
         return self.sam_image_embedding_size**2
 
+    @property
+    def reads_neighbour_mask(self) -> bool:
+        """Whether tracking a frame reads the previous frame's mask logits (a token scorer's
+        prior); sam2 itself does not."""
+        return False
+
+    def session(self, inference_state: dict) -> TrackingSession:
+        return tracking_session(inference_state, self.num_tokens)
+
     @torch.inference_mode()
     def init_state(
         self,
@@ -96,25 +112,37 @@ class SAM2Predictor(SAM2VideoPredictor):
         offload_video_to_cpu: bool = False,
         offload_state_to_cpu: bool = False,
         async_loading_frames: bool = False,
+        *,
+        bounded_memory: bool = True,
     ) -> dict:
         """Start an inference session on a video (folder of frames, video file or ``VideoSource``):
-        sam2's ``init_state``, reading the frames through ``VideoSource``.
+        sam2's ``init_state``, reading the frames through a ``FrameSource``, which decodes each
+        frame when tracking reaches it (``inference_state["images"]``; with
+        ``offload_video_to_cpu`` the few frames it holds stay on the CPU).
 
         With ``async_loading_frames=True`` SAM 2's own loader reads the frames (JPEG folders
         named by frame number, or MP4 with decord) in the background, as in sam2.
+
+        Args:
+            bounded_memory: keyword-only, not in sam2: as tracking moves on, drop from each
+                object's state what no later frame in that direction can read (old memories,
+                pointers and masks), so memory stays bounded over long videos; what a click or
+                a pass in the other direction needs back is recomputed exactly. False keeps
+                every frame's outputs, as sam2 does. The logits are the same either way.
         """
         if async_loading_frames:
-            return super().init_state(str(video_path), offload_video_to_cpu, offload_state_to_cpu, async_loading_frames)
-        source = video_path if isinstance(video_path, VideoSource) else VideoSource.open(video_path)
+            state = super().init_state(str(video_path), offload_video_to_cpu, offload_state_to_cpu, True)
+        else:
+            source = video_path if isinstance(video_path, VideoSource) else VideoSource.open(video_path)
 
-        def load(*, image_size: int, offload_video_to_cpu: bool, compute_device: torch.device, **_) -> tuple:
-            images = load_frames_tensor(source, image_size)
-            if not offload_video_to_cpu:
-                images = images.to(compute_device)
-            return images, source.height, source.width
+            def load(*, image_size: int, offload_video_to_cpu: bool, compute_device: torch.device, **_) -> tuple:
+                device = torch.device("cpu") if offload_video_to_cpu else compute_device
+                return FrameSource(source, image_size, device=device), source.height, source.width
 
-        with _frames_from(load):
-            return super().init_state(str(source.path), offload_video_to_cpu, offload_state_to_cpu, False)
+            with _frames_from(load):
+                state = super().init_state(str(source.path), offload_video_to_cpu, offload_state_to_cpu, False)
+        self.session(state).bounded_memory = bounded_memory
+        return state
 
     @torch.inference_mode()
     def propagate_in_video(
@@ -156,14 +184,233 @@ class SAM2Predictor(SAM2VideoPredictor):
                 return True
             return not only_from_prompts and frame_idx in inference_state["frames_tracked_per_obj"][obj_idx]
 
+        def after_frame(frame_idx: int, outputs: dict[int, dict | None]) -> None:
+            self._after_tracked_frame(inference_state, frame_idx, outputs, reverse=reverse)
+
         yield from propagate_objects(
-            self, inference_state, start_frame_idx, max_frame_num_to_track, reverse, takes_part=takes_part
+            self,
+            inference_state,
+            start_frame_idx,
+            max_frame_num_to_track,
+            reverse,
+            takes_part=takes_part,
+            after_frame=after_frame,
         )
 
     @torch.inference_mode()
+    def propagate_in_video_preflight(self, inference_state: dict) -> None:
+        """sam2's, which merges the outputs of new prompts into the objects' memories: an object
+        that got one starts a new tracking run (bounded memory) and the bytes held are counted."""
+        prompted = [
+            obj_idx
+            for obj_idx, temp in inference_state["temp_output_dict_per_obj"].items()
+            if temp["cond_frame_outputs"] or temp["non_cond_frame_outputs"]
+        ]
+        super().propagate_in_video_preflight(inference_state)
+        session = self.session(inference_state)
+        for obj_idx, obj_id in inference_state["obj_idx_to_id"].items():
+            bank = session.bank(inference_state, obj_id)
+            if obj_idx in prompted:
+                bank.end_run()
+            bank.recount()
+        session.note_peak()
+
+    @torch.inference_mode()
     def reset_state(self, inference_state: dict) -> None:
+        bounded = self.session(inference_state).bounded_memory
         super().reset_state(inference_state)
-        inference_state.pop(SESSION_KEY, None)
+        inference_state[SESSION_KEY] = TrackingSession(self.num_tokens, bounded_memory=bounded)
+
+    def keep_masks_below(self, inference_state: dict, frame_idx: int) -> None:
+        """With bounded memory, keep the mask logits (``pred_masks``) of every frame below
+        ``frame_idx`` that an object was tracked on, for a caller that reads them back after
+        tracking went on (``segment.stored_frame_logits``); lower it as they are read. 0: none."""
+        self.session(inference_state).masks_kept_below = frame_idx
+
+    # --- bounded memory -------------------------------------------------------------------------
+
+    def _run_single_frame_inference(
+        self,
+        inference_state,
+        output_dict,
+        frame_idx,
+        batch_size,
+        is_init_cond_frame,
+        point_inputs,
+        mask_inputs,
+        reverse,
+        run_mem_encoder,
+        prev_sam_mask_logits=None,
+    ):
+        """sam2's, after making sure (bounded memory) that what the frame reads is there."""
+        tracking = point_inputs is None and mask_inputs is None and run_mem_encoder
+        self._prepare_frame(
+            inference_state, output_dict, frame_idx, reverse=reverse, tracking=tracking, reads=not is_init_cond_frame
+        )
+        return self._infer_frame(
+            inference_state,
+            output_dict,
+            frame_idx,
+            batch_size,
+            is_init_cond_frame,
+            point_inputs,
+            mask_inputs,
+            reverse,
+            run_mem_encoder,
+            prev_sam_mask_logits,
+        )
+
+    def _infer_frame(
+        self,
+        inference_state,
+        output_dict,
+        frame_idx,
+        batch_size,
+        is_init_cond_frame,
+        point_inputs,
+        mask_inputs,
+        reverse,
+        run_mem_encoder,
+        prev_sam_mask_logits=None,
+    ):
+        """One frame of one object: sam2's ``_run_single_frame_inference`` (the pruned predictor
+        chooses tokens around it)."""
+        return super()._run_single_frame_inference(
+            inference_state,
+            output_dict,
+            frame_idx,
+            batch_size,
+            is_init_cond_frame,
+            point_inputs,
+            mask_inputs,
+            reverse,
+            run_mem_encoder,
+            prev_sam_mask_logits,
+        )
+
+    def _prepare_frame(
+        self, inference_state: dict, output_dict: dict, frame_idx: int, *, reverse: bool, tracking: bool, reads: bool
+    ) -> None:
+        """Before a frame of one object runs: recompute what bounded memory dropped and the frame
+        reads (a click, or tracking that does not continue the last run); and when tracking,
+        continue the object's run or start one that keeps what its frames read from before it."""
+        session = self.session(inference_state)
+        if not session.bounded_memory or session.replaying or not reads:
+            return
+        obj_id = session.object_id(inference_state, output_dict)
+        bank = session.bank(inference_state, obj_id)
+        num_frames = inference_state["num_frames"]
+        neighbour_mask = tracking and self.reads_neighbour_mask
+        continues = bank.active_run is not None and bank.active_run.follows(frame_idx, reverse)
+        if tracking and not continues:
+            before = frame_idx + 1 if reverse else frame_idx - 1
+            needed = reads_after(self, before, reverse=reverse, num_frames=num_frames, neighbour_mask=neighbour_mask)
+        else:
+            needed = frame_reads(self, frame_idx, reverse=reverse, num_frames=num_frames, neighbour_mask=neighbour_mask)
+        self._recompute(inference_state, obj_id, bank, needed, frame_idx)
+        if tracking:
+            bank.begin_frame(frame_idx, reverse=reverse, inputs=needed)
+
+    def _after_tracked_frame(
+        self, inference_state: dict, frame_idx: int, outputs: dict[int, dict | None], *, reverse: bool
+    ) -> None:
+        """Once every object has its output on a tracked frame: with bounded memory, each bank
+        drops what no later frame in this direction reads; the peak bytes are noted."""
+        session = self.session(inference_state)
+        keep = None
+        if session.bounded_memory:
+            keep = reads_after(
+                self,
+                frame_idx,
+                reverse=reverse,
+                num_frames=inference_state["num_frames"],
+                neighbour_mask=self.reads_neighbour_mask,
+            )
+        for obj_idx, out in outputs.items():
+            bank = session.bank(inference_state, inference_state["obj_idx_to_id"][obj_idx])
+            bank.end_frame(frame_idx, out, reverse=reverse)
+            if keep is not None:
+                bank.evict(keep, masks_below=session.masks_kept_below)
+        session.note_peak()
+
+    def _recompute(
+        self, inference_state: dict, obj_id: int, bank: SparseMemoryBank, needed: FrameReads, frame_idx: int
+    ) -> None:
+        """Put back the outputs among ``needed`` that bounded memory dropped, by tracking the
+        runs that produced them again from their start (in a scratch copy of the memories).
+
+        Raises:
+            RuntimeError: they cannot be recomputed exactly (the object's prompts changed since).
+        """
+        session = self.session(inference_state)
+        num_frames = inference_state["num_frames"]
+        for run, frames in bank.missing(needed).items():
+            try:
+                bank.check_replayable(run)
+            except ReplayRefused as why:
+                raise RuntimeError(
+                    f"frame {frame_idx} of object {obj_id} reads the memories of frames {min(frames)}-{max(frames)}, "
+                    f"which bounded memory dropped, and they cannot be recomputed as they were tracked ({why}): "
+                    "propagate again over them from a prompted frame first, or start the session with "
+                    "init_state(..., bounded_memory=False)"
+                ) from None
+            scratch, scratch_bank = bank.replay_scratch(run)
+            restored = {}
+            with session.replay(scratch, scratch_bank, obj_id):
+                for t in run.frames_to(min(frames) if run.reverse else max(frames)):
+                    if t in scratch["cond_frame_outputs"]:
+                        continue
+                    out, _ = self._run_single_frame_inference(
+                        inference_state, scratch, t, 1, False, None, None, run.reverse, True
+                    )
+                    scratch["non_cond_frame_outputs"][t] = out
+                    if t in frames:
+                        restored[t] = (out, scratch_bank.keep_idx_for(out))
+                    keep = reads_after(
+                        self, t, reverse=run.reverse, num_frames=num_frames, neighbour_mask=self.reads_neighbour_mask
+                    ).frames
+                    for dropped in [f for f in scratch["non_cond_frame_outputs"] if f not in keep]:
+                        del scratch["non_cond_frame_outputs"][dropped]
+                        scratch_bank.forget(dropped)
+            for t, (out, keep_idx) in restored.items():
+                bank.install(t, out, keep_idx, run)
+
+    def _restore_outputs_on(self, inference_state: dict, frame_idx: int) -> None:
+        """Put back every object's whole output on ``frame_idx`` where bounded memory dropped
+        parts of it (sam2 reads it when a frame gets prompts: the previous mask of a clicked
+        object, every object's mask for the consolidated output)."""
+        session = self.session(inference_state)
+        if not session.bounded_memory or session.replaying:
+            return
+        whole = frozenset({frame_idx})
+        for obj_id in inference_state["obj_ids"]:
+            bank = session.bank(inference_state, obj_id)
+            self._recompute(inference_state, obj_id, bank, FrameReads(whole, whole, whole), frame_idx)
+
+    @torch.inference_mode()
+    def add_new_points_or_box(
+        self,
+        inference_state,
+        frame_idx,
+        obj_id,
+        points=None,
+        labels=None,
+        clear_old_points=True,
+        normalize_coords=True,
+        box=None,
+    ):
+        """sam2's, with the frame's outputs put back first where bounded memory dropped them."""
+        self._restore_outputs_on(inference_state, frame_idx)
+        return super().add_new_points_or_box(
+            inference_state, frame_idx, obj_id, points, labels, clear_old_points, normalize_coords, box
+        )
+
+    def _consolidate_temp_output_across_obj(self, inference_state, frame_idx, is_cond, consolidate_at_video_res=False):
+        """sam2's, with the frame's outputs put back first where bounded memory dropped them."""
+        self._restore_outputs_on(inference_state, frame_idx)
+        return super()._consolidate_temp_output_across_obj(
+            inference_state, frame_idx, is_cond, consolidate_at_video_res
+        )
 
     def _clear_obj_non_cond_mem_around_input(self, inference_state: dict, frame_idx: int, obj_idx: int) -> None:
         """Drop one object's non-conditioning memories around a corrected frame.
@@ -173,8 +420,11 @@ class SAM2Predictor(SAM2VideoPredictor):
         """
         stride = self.memory_temporal_stride_for_eval
         non_cond_outputs = inference_state["output_dict_per_obj"][obj_idx]["non_cond_frame_outputs"]
-        for t in range(frame_idx - stride * self.num_maskmem, frame_idx + stride * self.num_maskmem + 1):
+        first, last = frame_idx - stride * self.num_maskmem, frame_idx + stride * self.num_maskmem
+        for t in range(first, last + 1):
             non_cond_outputs.pop(t, None)
+        session = self.session(inference_state)
+        session.bank(inference_state, inference_state["obj_idx_to_id"][obj_idx]).cleared(first, last)
 
     def encode_frames(
         self, source: VideoSource, frame_indices: list[int]
@@ -184,9 +434,9 @@ class SAM2Predictor(SAM2VideoPredictor):
         Yields:
             (frame index, tokens ``[1, N, C]`` float32, token uncertainty ``[1, N]`` or None).
         """
-        images = load_frames_tensor(source, self.image_size, progress=False)
+        images = FrameSource(source, self.image_size)
         for frame_idx in frame_indices:
-            backbone_out, uncertainty = self._encode(images[frame_idx : frame_idx + 1].to(self.device))
+            backbone_out, uncertainty = self._encode(images[frame_idx][None].to(self.device))
             _, vision_feats, _, _ = self._prepare_backbone_features(backbone_out)
             yield frame_idx, vision_feats[-1].transpose(0, 1).float(), uncertainty
 
@@ -196,65 +446,93 @@ class SAM2Predictor(SAM2VideoPredictor):
 
     def object_texts(self, inference_state: dict) -> dict[int, str]:
         """The object descriptions set on the session (``set_object_text``), by object id."""
-        session: PruningSession | None = inference_state.get(SESSION_KEY)
+        session: TrackingSession | None = inference_state.get(SESSION_KEY)
         return dict(session.object_texts) if session is not None else {}
 
-    def kept_tokens(self, inference_state: dict) -> dict[tuple[int, int], torch.Tensor]:
+    def kept_tokens(self, inference_state: dict, frame_idx: int | None = None) -> dict[tuple[int, int], torch.Tensor]:
         """``{(frame_idx, obj_id): keep_idx [k]}`` of every tracked (non-prompted) frame stored
-        sparsely (none for the unpruned predictor)."""
-        session: PruningSession | None = inference_state.get(SESSION_KEY)
+        sparsely, or of frame ``frame_idx`` only (none for the unpruned predictor; with bounded
+        memory, only frames whose memory is still held)."""
+        session: TrackingSession | None = inference_state.get(SESSION_KEY)
         if session is None:
             return {}
         kept = {}
         for obj_id in inference_state["obj_ids"]:
-            for frame_idx, conditioning, _, keep_idx in session.bank(inference_state, obj_id).stored_frames():
-                if keep_idx is not None and not conditioning:
-                    kept[(frame_idx, obj_id)] = keep_idx[0]
+            for t, conditioning, _, keep_idx in session.bank(inference_state, obj_id).stored_frames():
+                if keep_idx is not None and not conditioning and frame_idx in (None, t):
+                    kept[(t, obj_id)] = keep_idx[0]
         return kept
+
+    def _frame_entry(
+        self, bank: SparseMemoryBank, out: dict, keep_idx: torch.Tensor | None, conditioning: bool
+    ) -> dict:
+        held = bank.frame_bytes(out, keep_idx)
+        memory = out.get("maskmem_features") is not None
+        return {
+            "kept_tokens": (self.num_tokens if keep_idx is None else int(keep_idx.shape[-1])) if memory else 0,
+            "memory_bank_bytes": held.attended,
+            "held_bytes": held.held,
+            "bytes": asdict(held),
+            "conditioning": conditioning,
+            "memory": memory,
+        }
+
+    def frame_memory(self, inference_state: dict, frame_idx: int) -> dict[int, dict]:
+        """What each object's output on one frame holds now, by object id (the entries of
+        ``pruning_stats``; objects without an output there are absent). Read it when a frame is
+        yielded to know what tracking stored for it before bounded memory drops parts of it."""
+        session = self.session(inference_state)
+        entries = {}
+        for obj_idx, output_dict in inference_state["output_dict_per_obj"].items():
+            conditioning = frame_idx in output_dict["cond_frame_outputs"]
+            out = output_dict["cond_frame_outputs" if conditioning else "non_cond_frame_outputs"].get(frame_idx)
+            if out is not None:
+                obj_id = inference_state["obj_idx_to_id"][obj_idx]
+                bank = session.bank(inference_state, obj_id)
+                entries[obj_id] = self._frame_entry(bank, out, bank.keep_idx_for(out), conditioning)
+        return entries
 
     def pruning_stats(self, inference_state: dict) -> dict:
         """Per frame and object: tokens kept, what memory attention reads back and what the
-        frame's stored output holds; and the totals.
+        frame's stored output holds now; the totals now, and at their peak while tracking.
 
         Returns:
-            ``{"tokens_per_frame": N, "frames": {frame_idx: {obj_id: {"kept_tokens",
-            "memory_bank_bytes", "held_bytes", "bytes": {"features", "indices", "pointers",
-            "masks"}, "conditioning"}}}, "totals": {"frames", "kept_tokens", "tokens",
-            "kept_fraction", "memory_bank_bytes", "held_bytes"}}``. ``memory_bank_bytes`` is what
-            memory attention reads back (features, indices, pointer); ``held_bytes`` adds the
-            frame's mask logits, which sam2 keeps for every frame. Frames without a stored memory
-            (not tracked yet) are absent.
+            ``{"tokens_per_frame": N, "bounded_memory": bool, "frames": {frame_idx: {obj_id:
+            {"kept_tokens", "memory_bank_bytes", "held_bytes", "bytes": {"features", "indices",
+            "pointers", "masks"}, "conditioning", "memory"}}}, "totals": {"frames",
+            "kept_tokens", "tokens", "kept_fraction", "memory_bank_bytes", "held_bytes",
+            "peak_memory_bank_bytes", "peak_held_bytes"}}``. ``memory_bank_bytes`` is what memory
+            attention reads back (features, indices, pointer); ``held_bytes`` adds the frame's
+            mask logits, which sam2 keeps for every frame. ``memory``: the frame's spatial
+            memory is held (with bounded memory a frame may hold only its pointer or its mask;
+            its ``kept_tokens`` is then 0). Token counts are over frames holding a memory.
+            Frames holding nothing (not tracked, or dropped) are absent. The peaks are the
+            largest totals after any tracked frame, or now.
         """
         num_tokens = self.num_tokens
-        session: PruningSession | None = inference_state.get(SESSION_KEY)
+        session = self.session(inference_state)
         frames: dict[int, dict] = {}
-        for obj_idx, output_dict in inference_state["output_dict_per_obj"].items():
-            obj_id = inference_state["obj_idx_to_id"][obj_idx]
-            bank = (
-                session.bank(inference_state, obj_id)
-                if session is not None
-                else SparseMemoryBank(output_dict, num_tokens)
-            )
-            for frame_idx, conditioning, out, keep_idx in bank.stored_frames():
-                held = bank.frame_bytes(out, keep_idx)
-                frames.setdefault(frame_idx, {})[obj_id] = {
-                    "kept_tokens": num_tokens if keep_idx is None else int(keep_idx.shape[-1]),
-                    "memory_bank_bytes": held.attended,
-                    "held_bytes": held.held,
-                    "bytes": asdict(held),
-                    "conditioning": conditioning,
-                }
+        for obj_id in inference_state["obj_ids"]:
+            bank = session.bank(inference_state, obj_id)
+            for frame_idx, conditioning, out, keep_idx in bank.held_frames():
+                frames.setdefault(frame_idx, {})[obj_id] = self._frame_entry(bank, out, keep_idx, conditioning)
         entries = [entry for per_obj in frames.values() for entry in per_obj.values()]
-        kept = sum(entry["kept_tokens"] for entry in entries)
+        with_memory = [entry for entry in entries if entry["memory"]]
+        kept = sum(entry["kept_tokens"] for entry in with_memory)
+        bank_bytes = sum(entry["memory_bank_bytes"] for entry in entries)
+        held_bytes = sum(entry["held_bytes"] for entry in entries)
         return {
             "tokens_per_frame": num_tokens,
+            "bounded_memory": session.bounded_memory,
             "frames": dict(sorted(frames.items())),
             "totals": {
                 "frames": len(frames),
                 "kept_tokens": kept,
-                "tokens": num_tokens * len(entries),
-                "kept_fraction": kept / (num_tokens * len(entries)) if entries else 0.0,
-                "memory_bank_bytes": sum(entry["memory_bank_bytes"] for entry in entries),
-                "held_bytes": sum(entry["held_bytes"] for entry in entries),
+                "tokens": num_tokens * len(with_memory),
+                "kept_fraction": kept / (num_tokens * len(with_memory)) if with_memory else 0.0,
+                "memory_bank_bytes": bank_bytes,
+                "held_bytes": held_bytes,
+                "peak_memory_bank_bytes": max(session.peak_memory_bank_bytes, bank_bytes),
+                "peak_held_bytes": max(session.peak_held_bytes, held_bytes),
             },
         }

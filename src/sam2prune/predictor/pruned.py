@@ -11,7 +11,6 @@ from sam2prune.config import PruningConfig
 from sam2prune.predictor.attention import dropped_token_fill, gather_tokens, scatter_tokens, sparse_memory_attention
 from sam2prune.predictor.bank import SparseMemoryBank
 from sam2prune.predictor.baseline import SAM2Predictor, log
-from sam2prune.predictor.session import PruningSession, pruning_session
 from sam2prune.scoped import scoped
 from sam2prune.scorers import ScoringContext, make_scorer, select_tokens
 from sam2prune.scorers.prior import prompt_mask
@@ -49,7 +48,7 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
     Frames with user prompts run memory attention dense; their memory is stored dense unless
     ``prune_conditioning_frames`` (then scored on the frame's own mask and prompt). At retention
     1.0 nothing is scored, gathered, scattered or stored besides sam2's own outputs. Public API
-    and checkpoints: those of SAM 2. Per-video state lives in a ``PruningSession`` on the
+    and checkpoints: those of SAM 2. Per-video state lives in a ``TrackingSession`` on the
     inference state.
     """
 
@@ -91,6 +90,11 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
         """Retention keeps every token (k = N): pruning is the identity."""
         return self.pruning.kept_count(self.num_tokens) == self.num_tokens
 
+    @property
+    def reads_neighbour_mask(self) -> bool:
+        """The scorer's prior reads the previous frame's mask logits."""
+        return not self.keeps_everything and self.scorer.needs_prior
+
     def attach_uncertainty(self, config: PruningConfig | None) -> None:
         """Attach an uncertainty probe to the image encoder with ``config``'s blocks and
         dropout (None: detach it)."""
@@ -108,9 +112,6 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
             )
 
     # --- per-session state -------------------------------------------------------------------
-
-    def session(self, inference_state: dict) -> PruningSession:
-        return pruning_session(inference_state, self.num_tokens)
 
     def set_object_text(self, inference_state: dict, obj_id: int, text: str) -> None:
         """Describe one object of a session for the text signal (overrides ``pruning.text``)."""
@@ -203,7 +204,7 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
 
     # --- sam2 hooks ---------------------------------------------------------------------------
 
-    def _run_single_frame_inference(
+    def _infer_frame(
         self,
         inference_state,
         output_dict,
@@ -218,12 +219,12 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
     ):
         session = self.session(inference_state)
         obj_id = session.object_id(inference_state, output_dict)
-        bank = session.bank(inference_state, obj_id)
+        bank = session.bank_of(inference_state, output_dict)
         keep_idx = None
         if point_inputs is None and mask_inputs is None and not is_init_cond_frame:
             keep_idx = self._select_tracked_frame(inference_state, obj_id, output_dict, frame_idx, batch_size, reverse)
         with scoped(_IN_FLIGHT, FrameInFlight(bank=bank, keep_idx=keep_idx)):
-            out, pred_masks = super()._run_single_frame_inference(
+            out, pred_masks = super()._infer_frame(
                 inference_state,
                 output_dict,
                 frame_idx,
@@ -258,6 +259,7 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
                         inference_state, obj_id, frame_idx, out, points.get(frame_idx)
                     )
                     bank.store_sparse(frame_idx, out, keep_idx, storage_device=inference_state["storage_device"])
+            bank.recount()
 
     def _prepare_memory_conditioned_features(
         self,
@@ -277,7 +279,10 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
             ``[B, C, H, W]`` memory-conditioned features of the whole grid.
         """
         frame = _IN_FLIGHT.get()
-        dense = frame is None or (frame.keep_idx is None and not frame.bank.has_sparse_frames())
+        # dense (sam2's own computation) when neither the queries nor any memory read is sparse
+        dense = frame is None or (
+            frame.keep_idx is None and not frame.bank.reads_sparse(self, frame_idx, track_in_reverse=track_in_reverse)
+        )
         if is_init_cond_frame or self.num_maskmem == 0 or dense:
             if frame is None and any(
                 out.get("maskmem_features") is not None and out["maskmem_features"].dim() == 3

@@ -1,7 +1,9 @@
-"""Per-video pruning state, kept on sam2's inference state (never on the ``nn.Module``)."""
+"""Per-video state of sam2prune, kept on sam2's inference state (never on the ``nn.Module``)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -12,25 +14,44 @@ SESSION_KEY = "sam2prune"  # the one key sam2prune adds to sam2's inference-stat
 
 
 @dataclass
-class PruningSession:
-    """What one inference session holds for pruning, besides sam2's own state.
+class TrackingSession:
+    """What one inference session holds besides sam2's own state.
 
     Attributes:
         num_tokens: N, tokens per frame of the memory grid.
+        bounded_memory: drop what no later frame can read as tracking moves on (see
+            ``SparseMemoryBank``); False keeps every frame's outputs, as sam2 does.
         banks: the memory bank of each object, by object id.
         object_texts: the description of each object for the text signal, by object id.
         uncertainty: the token uncertainty ``[1, N]`` of the frames whose image features are
             cached (sam2 caches the last encoded frame); computed with those features.
+        masks_kept_below: with bounded memory, the mask logits of frames below this index are
+            kept for whoever reads them back (``SAM2Predictor.keep_masks_below``).
+        peak_memory_bank_bytes, peak_held_bytes: the largest totals over all objects seen after
+            any tracked frame (what memory attention reads back; everything the outputs hold).
     """
 
     num_tokens: int
+    bounded_memory: bool = False
     banks: dict[int, SparseMemoryBank] = field(default_factory=dict)
     object_texts: dict[int, str] = field(default_factory=dict)
     uncertainty: dict[int, torch.Tensor] = field(default_factory=dict)
+    masks_kept_below: int = 0
+    peak_memory_bank_bytes: int = 0
+    peak_held_bytes: int = 0
+    # output dicts being tracked again (bounded memory), by id: (the dict, its bank, object id)
+    _replays: dict[int, tuple[dict, SparseMemoryBank, int]] = field(default_factory=dict)
+
+    @property
+    def replaying(self) -> bool:
+        return bool(self._replays)
 
     def object_id(self, inference_state: dict, output_dict: dict) -> int:
         """The id of the object whose sam2 per-object output dict this is (sam2's internals
         pass the dict, not the object)."""
+        replay = self._replays.get(id(output_dict))
+        if replay is not None and replay[0] is output_dict:
+            return replay[2]
         for obj_idx, candidate in inference_state["output_dict_per_obj"].items():
             if candidate is output_dict:
                 return inference_state["obj_idx_to_id"][obj_idx]
@@ -46,12 +67,32 @@ class PruningSession:
         return bank
 
     def bank_of(self, inference_state: dict, output_dict: dict) -> SparseMemoryBank:
+        """The bank of an output dict: an object's, or one being tracked again."""
+        replay = self._replays.get(id(output_dict))
+        if replay is not None and replay[0] is output_dict:
+            return replay[1]
         return self.bank(inference_state, self.object_id(inference_state, output_dict))
 
+    @contextmanager
+    def replay(self, output_dict: dict, bank: SparseMemoryBank, obj_id: int) -> Iterator[None]:
+        """While inside, ``output_dict`` (a scratch copy of an object's memories) is tracked with
+        ``bank`` as the object ``obj_id``."""
+        self._replays[id(output_dict)] = (output_dict, bank, obj_id)
+        try:
+            yield
+        finally:
+            del self._replays[id(output_dict)]
 
-def pruning_session(inference_state: dict, num_tokens: int) -> PruningSession:
-    """The session's pruning state (created on first use)."""
+    def note_peak(self) -> None:
+        """Take the current totals of every bank into the peaks."""
+        totals = [bank.held_bytes for bank in self.banks.values()]
+        self.peak_memory_bank_bytes = max(self.peak_memory_bank_bytes, sum(t.attended for t in totals))
+        self.peak_held_bytes = max(self.peak_held_bytes, sum(t.held for t in totals))
+
+
+def tracking_session(inference_state: dict, num_tokens: int) -> TrackingSession:
+    """The session's state (created on first use, keeping everything, as sam2 does)."""
     session = inference_state.get(SESSION_KEY)
     if session is None:
-        session = inference_state[SESSION_KEY] = PruningSession(num_tokens)
+        session = inference_state[SESSION_KEY] = TrackingSession(num_tokens)
     return session

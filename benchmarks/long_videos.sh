@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Long videos in bounded memory (README "Long videos"): memory against video length, and
+# `segment` of a 10,000-frame video file. SAM 2.1 hiera-tiny at 256 px, random weights (seed 0),
+# the embedded bedroom clip looped; one torch thread per process (the machine's cores are shared).
+#   bash benchmarks/long_videos.sh OUT_DIR [LENGTHS...]      (default lengths: 500 5000)
+# On a GPU: DEVICE=cuda SIZE=1024 BF16=--bf16 bash benchmarks/long_videos.sh OUT_DIR 500 2000
+# Hours on 2 shared CPU cores (0.3-1 s a frame there); each step's figures are written as it ends.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out="${1:?usage: bash benchmarks/long_videos.sh OUT_DIR [LENGTHS...]}"
+shift
+lengths=("${@:-500 5000}")
+mkdir -p "$out"
+PY=${PY:-.venv/bin/python}
+[ -x "$PY" ] || { PY=python3; export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"; }
+DEVICE=${DEVICE:-cpu} SIZE=${SIZE:-256} BF16=${BF16:-}
+export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
+
+# 1. peak RSS (and peak CUDA memory) and ms/frame against length: official SAM 2, offloaded, and
+#    the pruned predictor with and without bounded memory, each run in a fresh process
+# shellcheck disable=SC2068,SC2086
+"$PY" -m sam2prune bench --lengths ${lengths[@]} --methods pruned-bounded sam2 pruned-unbounded sam2-offload \
+    --image-size "$SIZE" --device "$DEVICE" --threads 1 $BF16 \
+    --json "$out/lengths_$SIZE.json" --plot "$out/lengths_$SIZE.png" 2>&1 | tee "$out/lengths_$SIZE.log"
+
+# 2. segment a 10,000-frame video file (the clip looped, encoded with sam2prune's own writer) with
+#    the default clicks on the two children, bounded memory (the default), peak RSS by GNU time
+if [ "$DEVICE" = cpu ]; then
+    video="$out/bedroom_10000.mp4"
+    [ -f "$video" ] || "$PY" -c "
+import sys
+from pathlib import Path
+from sam2prune.cli.common import embedded_clip
+from sam2prune.data.video import VideoSource
+from sam2prune.viz import write_overlay
+write_overlay(Path(sys.argv[1]), VideoSource.open(embedded_clip()).looped(10000).iter_frames(), fps=24)
+" "$video"
+    /usr/bin/time -v "$PY" -m sam2prune segment "$video" --prompts src/sam2prune/assets/bedroom/prompts.json \
+        --image-size "$SIZE" --random-weights --device cpu --out "$out/segment_10000" --overwrite \
+        2>&1 | grep -v "^propagate in video" | tee "$out/segment_10000.log"
+fi

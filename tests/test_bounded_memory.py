@@ -1,0 +1,363 @@
+"""Long videos in bounded memory: frames read on demand, and a tracking state that forgets exactly
+what later frames can no longer read. Bounded tracking gives the unbounded logits bit for bit
+(two objects, a prompted frame mid-clip, a correction click after its neighbours were dropped,
+reverse propagation), for the baseline and the pruned predictor; the windows kept are what sam2's
+own memory attention reads, derived from the model's config; segment and eval write the same
+masks either way."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sam2.modeling.sam2_base import SAM2Base
+
+from sam2prune import PruningConfig
+from sam2prune.cli import embedded_clip, main
+from sam2prune.data.frames import FrameSource, load_frames_tensor
+from sam2prune.data.palette import read_label_png
+from sam2prune.data.video import VideoSource
+from sam2prune.predictor import SAM2Predictor, bank
+from sam2prune.predictor.bank import FrameReads, frame_reads, reads_after
+from sam2prune.viz import write_overlay
+
+from conftest import CHAIR_FRAMES, CHAIR_MASKS, TEST_DEVICE, TINY_SIZE, build_random
+
+NUM_FRAMES = 44  # > num_maskmem - 1 + max_obj_ptrs_in_encoder - 1: frames are dropped mid-clip
+PRUNING = PruningConfig(retention=0.3, scorer="prior")  # the prior reads the previous frame's mask
+
+
+@pytest.fixture(scope="module")
+def source() -> VideoSource:
+    """The embedded clip looped to 44 frames."""
+    return VideoSource.open(embedded_clip()).looped(NUM_FRAMES)
+
+
+@pytest.fixture(scope="module")
+def predictors() -> dict[str, SAM2Predictor]:
+    return {
+        "baseline": build_random(TINY_SIZE, seed=3, device=TEST_DEVICE),
+        "pruned": build_random(TINY_SIZE, seed=3, pruning=PRUNING, device=TEST_DEVICE),
+    }
+
+
+# --- what a frame reads: sam2's own memory attention, logged ------------------------------------
+
+
+class _LoggedOutput(dict):
+    """A frame's stored output that logs which of its parts are read."""
+
+    def __init__(self, frame_idx: int, log: set, **parts) -> None:
+        super().__init__(**parts)
+        self.frame_idx, self.log = frame_idx, log
+
+    def __getitem__(self, key):
+        self.log.add((self.frame_idx, key))
+        return super().__getitem__(key)
+
+
+def sam2_reads(model, frame_idx: int, *, reverse: bool, num_frames: int) -> FrameReads:
+    """What sam2's ``_prepare_memory_conditioned_features`` reads of the non-conditioning outputs
+    of the other frames when tracking ``frame_idx`` (every other frame stored, frame 0 prompted)."""
+    side = model.sam_image_embedding_size
+    log: set[tuple[int, str]] = set()
+
+    def output(t: int) -> dict:
+        return _LoggedOutput(
+            t,
+            log,
+            maskmem_features=torch.zeros(1, model.mem_dim, side, side, dtype=torch.bfloat16),
+            maskmem_pos_enc=[torch.zeros(1, model.mem_dim, side, side)],
+            obj_ptr=torch.zeros(1, model.hidden_dim),
+            pred_masks=torch.zeros(1, 1, 4 * side, 4 * side),
+        )
+
+    prompted = 0 if not reverse else num_frames - 1
+    output_dict = {
+        "cond_frame_outputs": {prompted: output(prompted)},
+        "non_cond_frame_outputs": {t: output(t) for t in range(num_frames) if t not in (frame_idx, prompted)},
+    }
+    tokens = torch.zeros(side * side, 1, model.hidden_dim)
+    with torch.inference_mode():
+        SAM2Base._prepare_memory_conditioned_features(
+            model, frame_idx, False, [tokens], [tokens], [(side, side)], output_dict, num_frames, reverse
+        )
+    read = {(t, key) for t, key in log if t != prompted}
+    return FrameReads(
+        spatial=frozenset(t for t, key in read if key == "maskmem_features"),
+        pointers=frozenset(t for t, key in read if key == "obj_ptr"),
+    )
+
+
+@pytest.mark.parametrize(
+    "num_maskmem, stride, max_pointers, num_frames",
+    [(7, 1, 16, 40), (7, 2, 16, 40), (7, 3, 6, 40), (7, 1, 16, 10), (4, 2, 8, 30)],
+)
+def test_the_windows_kept_are_what_sam2_reads_after_each_frame(
+    tiny_predictor, monkeypatch, num_maskmem, stride, max_pointers, num_frames
+):
+    """frame_reads is what sam2's own memory attention reads; reads_after (what eviction keeps)
+    is exactly what the frames after a frame read of it and the frames before it: not one frame
+    less (that would change results), not one more (that would hold memory for nothing)."""
+    monkeypatch.setattr(tiny_predictor, "num_maskmem", num_maskmem)
+    monkeypatch.setattr(tiny_predictor, "memory_temporal_stride_for_eval", stride)
+    monkeypatch.setattr(tiny_predictor, "max_obj_ptrs_in_encoder", max_pointers)
+    for reverse in (False, True):
+        step = -1 if reverse else 1
+        order = range(num_frames - 1, -1, -1) if reverse else range(num_frames)
+        prompted = {order[0]}  # read as a conditioning frame, which is always kept
+        read = {t: sam2_reads(tiny_predictor, t, reverse=reverse, num_frames=num_frames) for t in order}
+        for t in order:
+            ours = frame_reads(tiny_predictor, t, reverse=reverse, num_frames=num_frames, neighbour_mask=False)
+            assert (ours.spatial - prompted, ours.pointers - prompted) == (read[t].spatial, read[t].pointers)
+        for t in order:
+            later = [u for u in order if (u - t) * step > 0]
+            behind = set(range(t + 1)) if not reverse else set(range(t, num_frames))
+            expected_spatial = set().union(*(read[u].spatial for u in later)) & behind
+            expected_pointers = set().union(*(read[u].pointers for u in later)) & behind
+            kept = reads_after(tiny_predictor, t, reverse=reverse, num_frames=num_frames, neighbour_mask=True)
+            assert (kept.spatial - prompted, kept.pointers - prompted) == (expected_spatial, expected_pointers), t
+            assert kept.masks == ({t} if later else set())  # the next frame's prior reads this frame's mask
+
+
+# --- bounded == unbounded, bit for bit ---------------------------------------------------------
+
+
+def first_pass(predictor: SAM2Predictor, state: dict) -> list[torch.Tensor]:
+    """Two objects clicked on frame 0, object 1 prompted again on frame 20 (mid-clip), tracked
+    forward through the video."""
+    logits = [predictor.add_new_points_or_box(state, 0, 1, points=[[200, 112]], labels=[1])[2]]
+    logits.append(predictor.add_new_points_or_box(state, 0, 2, points=[[112, 128]], labels=[1])[2])
+    logits.append(predictor.add_new_points_or_box(state, 20, 1, points=[[210, 120]], labels=[1])[2])
+    return logits + [m.clone() for _, _, m in predictor.propagate_in_video(state)]
+
+
+def interact(
+    predictor: SAM2Predictor, source: VideoSource, *, bounded: bool, replays: list | None = None
+) -> tuple[list[torch.Tensor], dict]:
+    """``first_pass``; a correction click on object 2 on frame 30 (its neighbours dropped by
+    then) and tracking on from it; then tracking in reverse from frame 40 (whose later frames
+    were dropped) and a correction click on frame 5 after it. Returns every logits tensor and
+    what the state held after the first pass (with how many stretches were tracked again)."""
+    state = predictor.init_state(source, bounded_memory=bounded)
+    logits = first_pass(predictor, state)
+    after_first_pass = predictor.pruning_stats(state)
+    after_first_pass["replays"] = len(replays or [])
+    clicked = predictor.add_new_points_or_box(state, 30, 2, points=[[100, 100]], labels=[0], clear_old_points=False)
+    logits.append(clicked[2])
+    logits += [m.clone() for _, _, m in predictor.propagate_in_video(state, start_frame_idx=30)]
+    logits += [m.clone() for _, _, m in predictor.propagate_in_video(state, start_frame_idx=40, reverse=True)]
+    logits.append(predictor.add_new_points_or_box(state, 5, 1, points=[[150, 150]], labels=[1])[2])
+    return logits, after_first_pass
+
+
+def tracked_stretches(monkeypatch, predictor: SAM2Predictor) -> list:
+    """Records every run of frames tracked again to recompute what bounded memory dropped."""
+    replays = []
+    original = predictor._recompute
+
+    def recording(inference_state, obj_id, memory_bank, needed, frame_idx):
+        replays.extend((obj_id, run.start, frames) for run, frames in memory_bank.missing(needed).items())
+        return original(inference_state, obj_id, memory_bank, needed, frame_idx)
+
+    monkeypatch.setattr(predictor, "_recompute", recording)
+    return replays
+
+
+@pytest.mark.parametrize("kind", ["baseline", "pruned"])
+def test_bounded_memory_gives_the_unbounded_logits_bit_for_bit(kind, predictors, source, monkeypatch):
+    predictor = predictors[kind]
+    unbounded, kept_all = interact(predictor, source, bounded=False)
+    replays = tracked_stretches(monkeypatch, predictor)
+    bounded, kept_window = interact(predictor, source, bounded=True, replays=replays)
+    assert len(bounded) == len(unbounded) == 3 + 44 + 1 + 14 + 41 + 1
+    assert all(torch.equal(a, b) for a, b in zip(unbounded, bounded, strict=True))
+    # bounded memory dropped frames as the first pass went, recomputing nothing there ...
+    assert kept_all["totals"]["frames"] == NUM_FRAMES
+    assert kept_window["totals"]["frames"] == 2  # at the end of the video: the prompted frames 0 and 20
+    assert kept_window["totals"]["peak_held_bytes"] < kept_all["totals"]["peak_held_bytes"] / 2
+    assert kept_window["replays"] == 0
+    # ... and recomputed what the clicks and the reverse pass read
+    assert {obj_id for obj_id, _, _ in replays} == {1, 2} and all(frames for _, _, frames in replays)
+
+
+@pytest.mark.parametrize("kind, part", [("baseline", "pointers"), ("baseline", "spatial"), ("pruned", "masks")])
+def test_eviction_one_frame_too_aggressive_changes_the_logits(kind, part, predictors, source, monkeypatch):
+    """The comparison above is sharp, and the eviction alone is exact: with recomputation switched
+    off, a forward pass still gives the unbounded logits; keeping one frame's pointer, memory or
+    (for the prior) mask too few changes them."""
+    predictor = predictors[kind]
+    unbounded = first_pass(predictor, predictor.init_state(source, bounded_memory=False))
+    monkeypatch.setattr(bank.SparseMemoryBank, "missing", lambda self, reads: {})
+    exact = first_pass(predictor, predictor.init_state(source, bounded_memory=True))
+    assert all(torch.equal(a, b) for a, b in zip(unbounded, exact, strict=True))
+    keep = bank.reads_after
+
+    def one_frame_short(model, frame_idx, *, reverse, num_frames, neighbour_mask):
+        kept = keep(model, frame_idx, reverse=reverse, num_frames=num_frames, neighbour_mask=neighbour_mask)
+        frames = getattr(kept, part)
+        fewer = frames - {min(frames, default=None)}
+        return FrameReads(**{"spatial": kept.spatial, "pointers": kept.pointers, "masks": kept.masks, part: fewer})
+
+    monkeypatch.setattr("sam2prune.predictor.baseline.reads_after", one_frame_short)
+    try:
+        wrong = first_pass(predictor, predictor.init_state(source, bounded_memory=True))
+    except (AttributeError, TypeError):  # a spatial memory read after it was dropped: not silent either
+        assert part == "spatial"
+        return
+    assert not all(torch.equal(a, b) for a, b in zip(unbounded, wrong, strict=True))
+
+
+def test_a_click_that_cannot_be_recomputed_exactly_is_an_error(predictors, source):
+    """Object 1's prompt on frame 20 is removed after tracking: the frames tracked with it can no
+    longer be recomputed as they were, so a click that reads them says what to do instead."""
+    predictor = predictors["baseline"]
+    results = {}
+    for bounded in (False, True):
+        state = predictor.init_state(source, bounded_memory=bounded)
+        predictor.add_new_points_or_box(state, 0, 1, points=[[200, 112]], labels=[1])
+        predictor.add_new_points_or_box(state, 20, 1, points=[[210, 120]], labels=[1])
+        for _ in predictor.propagate_in_video(state):
+            pass
+        predictor.clear_all_prompts_in_frame(state, 20, 1)
+        try:
+            results[bounded] = predictor.add_new_points_or_box(state, 30, 1, points=[[100, 100]], labels=[0])
+        except RuntimeError as error:
+            results[bounded] = error
+    assert isinstance(results[False], tuple)
+    message = str(results[True])
+    assert "frame 30 of object 1" in message and "bounded_memory=False" in message and "propagate again" in message
+
+
+def test_the_state_holds_a_window_of_frames_derived_from_the_config(predictors, source, monkeypatch):
+    """Stopped mid-video, each object holds the spatial memories of the num_maskmem - 1 frames
+    before the next one and the pointers of max_obj_ptrs_in_encoder - 1 frames; the pruned
+    predictor also the last frame's mask (its prior). With stride 2 and 8 pointers, fewer."""
+    for kind, stride, max_pointers in (("baseline", 1, 16), ("pruned", 1, 16), ("baseline", 2, 8)):
+        predictor = predictors[kind]
+        monkeypatch.setattr(predictor, "memory_temporal_stride_for_eval", stride)
+        monkeypatch.setattr(predictor, "max_obj_ptrs_in_encoder", max_pointers)
+        state = predictor.init_state(source)
+        predictor.add_new_points_or_box(state, 0, 1, points=[[200, 112]], labels=[1])
+        for _ in predictor.propagate_in_video(state, max_frame_num_to_track=30):
+            pass
+        outputs = state["output_dict_per_obj"][0]["non_cond_frame_outputs"]
+        features = sorted(t for t, out in outputs.items() if out["maskmem_features"] is not None)
+        pointers = sorted(t for t, out in outputs.items() if out["obj_ptr"] is not None)
+        masks = sorted(t for t, out in outputs.items() if out["pred_masks"] is not None)
+        if stride == 1:
+            assert features == list(range(30 - (predictor.num_maskmem - 2), 31))  # 25..30: frame 31 reads them
+            assert pointers == list(range(30 - (max_pointers - 2), 31))  # 16..30
+        else:  # 30 (the previous frame of 31), then 5 strided memories: 28 - 2k for 31, k = 0..4
+            assert features == [20, 22, 24, 26, 28, 30] and pointers == list(range(30 - (max_pointers - 2), 31))
+        assert masks == ([30] if kind == "pruned" else [])
+        assert sorted(outputs) == sorted(set(features) | set(pointers) | set(masks))
+        stats = predictor.pruning_stats(state)
+        assert stats["totals"]["frames"] == len(outputs) + 1  # and the prompted frame 0
+        assert stats["totals"]["peak_held_bytes"] > stats["totals"]["held_bytes"]
+        monkeypatch.undo()
+
+
+# --- frames on demand --------------------------------------------------------------------------
+
+
+def test_frames_are_read_on_demand_once_per_forward_pass(predictors, source, tmp_path):
+    """sam2's frames exactly, read when tracking reaches them: each once in a forward pass, from a
+    folder or a video file (random access for a reverse pass and clicks on any frame)."""
+    predictor = predictors["baseline"]
+    state = predictor.init_state(source)
+    frames = state["images"]
+    assert isinstance(frames, FrameSource) and len(frames) == NUM_FRAMES
+    predictor.add_new_points_or_box(state, 0, 1, points=[[200, 112]], labels=[1])
+    for _ in predictor.propagate_in_video(state):
+        pass
+    assert sorted(frames.reads) == list(range(NUM_FRAMES)) and max(frames.reads.values()) == 1
+
+    video = tmp_path / "clip.mp4"
+    write_overlay(video, VideoSource.open(embedded_clip()).looped(30).iter_frames(), fps=10)
+    from_file = VideoSource.open(video)
+    every = load_frames_tensor(from_file, TINY_SIZE, progress=False)
+    on_demand = FrameSource(from_file, TINY_SIZE, read_ahead=3, cache_frames=5)
+    for index in [*range(30), *range(29, -1, -1), 17, 3, 25]:
+        assert torch.equal(on_demand[index], every[index]), index
+    assert on_demand.reads[10] == 2 and max(on_demand.reads.values()) <= 3
+    with pytest.raises(IndexError):
+        on_demand[30]
+
+
+# --- segment and eval: the same masks, written as they come --------------------------------------
+
+
+def test_segment_writes_the_same_masks_with_bounded_memory(tmp_path, monkeypatch):
+    """Object 1 clicked on frames 0 and 20, object 2 first on frame 30: tracked forward from 0,
+    then backwards from 30, re-tracking object 1 between its prompts over frames whose forward
+    memories bounded memory had dropped."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for index, path in enumerate(VideoSource.open(embedded_clip()).looped(NUM_FRAMES).frame_files):
+        shutil.copy(path, folder / f"{index:05d}.jpg")
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(
+        json.dumps(
+            {
+                "objects": [
+                    {"obj_id": 1, "frame": 0, "points": [[200, 112]], "labels": [1]},
+                    {"obj_id": 1, "frame": 20, "points": [[210, 120]], "labels": [1]},
+                    {"obj_id": 2, "frame": 30, "points": [[112, 128]], "labels": [1]},
+                ]
+            }
+        )
+    )
+    recomputed = []
+    original = SAM2Predictor._recompute
+
+    def counted(self, inference_state, obj_id, memory_bank, needed, frame_idx):
+        recomputed.extend((obj_id, frame_idx) for _ in memory_bank.missing(needed))
+        return original(self, inference_state, obj_id, memory_bank, needed, frame_idx)
+
+    monkeypatch.setattr(SAM2Predictor, "_recompute", counted)
+    masks = {}
+    for name, extra in (("bounded", []), ("unbounded", ["--unbounded-memory"])):
+        out = tmp_path / name
+        arguments = [str(folder), "--prompts", str(prompts), "--out", str(out), "--random-weights"]
+        assert main(["segment", *arguments, "--image-size", str(TINY_SIZE), "--scorer", "prior", *extra]) == 0
+        masks[name] = [read_label_png(out / f"{index:05d}.png") for index in range(NUM_FRAMES)]
+    assert all(np.array_equal(a, b) for a, b in zip(masks["bounded"], masks["unbounded"], strict=True))
+    assert recomputed == [(1, 19)]  # object 1 in reverse from its prompt on frame 20: its forward memories
+
+
+def _looped_davis(tmp_path: Path, frames: int) -> Path:
+    """A DAVIS-layout root whose one sequence is the chair clip and its masks looped."""
+    root = tmp_path / "DAVIS"
+    images, annotations = root / "JPEGImages" / "480p" / "chair", root / "Annotations" / "480p" / "chair"
+    images.mkdir(parents=True)
+    annotations.mkdir(parents=True)
+    sources = sorted(CHAIR_FRAMES.glob("*.jpg"))
+    for index in range(frames):
+        shutil.copy(sources[index % len(sources)], images / f"{index:05d}.jpg")
+        shutil.copy(CHAIR_MASKS / f"{sources[index % len(sources)].stem}.png", annotations / f"{index:05d}.png")
+    (root / "ImageSets" / "2017").mkdir(parents=True)
+    (root / "ImageSets" / "2017" / "val.txt").write_text("chair\n")
+    return root
+
+
+def test_eval_gives_the_same_masks_and_scores_with_bounded_memory(tmp_path):
+    root = _looped_davis(tmp_path, 24)
+    reports = {}
+    for name, extra in (("bounded", []), ("unbounded", ["--unbounded-memory"])):
+        out = tmp_path / name
+        arguments = ["eval", "--dataset", "davis", "--root", str(root), "--out", str(out), "--random-weights"]
+        assert main([*arguments, "--image-size", str(TINY_SIZE), "--scorer", "prior", "--max-rounds", "3", *extra]) == 0
+        reports[name] = json.loads((out / "report.json").read_text())
+    bounded, unbounded = reports["bounded"]["overall"], reports["unbounded"]["overall"]
+    assert bounded["refinement_rounds"] == unbounded["refinement_rounds"] > 0
+    for key in ("J&F-Mean", "J-Mean", "F-Mean", "clicks", "memory_bank_bytes_per_frame", "kept_fraction"):
+        assert bounded[key] == unbounded[key], key
+    for index in range(24):
+        a = read_label_png(tmp_path / "bounded" / "masks" / "chair" / f"{index:05d}.png")
+        assert np.array_equal(a, read_label_png(tmp_path / "unbounded" / "masks" / "chair" / f"{index:05d}.png"))
+    assert reports["bounded"]["settings"]["bounded_memory"] and not reports["unbounded"]["settings"]["bounded_memory"]
