@@ -319,6 +319,11 @@ def test_sweep_over_phrasings_reports_kept_token_overlap(tmp_path):
     table = (out / "report.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| pruned_r0.3_router |")]
     assert len(rows) == 3 and rows[0].endswith("| 1.000 |")  # the first phrasing against itself
-    assert all(0 <= float(row.split("|")[-2]) <= 1 for row in rows)
+    # each row's overlap is the mean IoU of its kept token sets with the first phrasing's, per frame
+    first = np.load(out / "pruned_r0.3_router_text1" / "sequences" / "chair.kept.npz")
+    for number, row in enumerate(rows, start=1):
+        other = np.load(out / f"pruned_r0.3_router_text{number}" / "sequences" / "chair.kept.npz")
+        ious = [len(set(first[k]) & set(other[k])) / len(set(first[k]) | set(other[k])) for k in first.files]
+        assert float(row.split("|")[-2]) == pytest.approx(np.mean(ious), abs=5e-4)
     settings = json.loads((out / "pruned_r0.3_router_text3" / "run.json").read_text())
     assert settings["pruning"]["text"] == "the thing I sit on"
