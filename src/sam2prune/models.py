@@ -16,6 +16,7 @@ from sam2prune.errors import CheckpointError, InputError
 
 if TYPE_CHECKING:
     import torch
+    from omegaconf import DictConfig
 
     from sam2prune.config import PruningConfig
     from sam2prune.predictor import SAM2Predictor
@@ -140,15 +141,15 @@ _CLASS_OVERRIDES = {
 }
 
 
-def _compose_file(yaml_path: Path, overrides: list[str]):
+def _compose_file(yaml_path: Path, overrides: list[str]) -> DictConfig:
     """What hydra's ``compose`` gives for a config file anywhere on disk (sam2's own
     ``compose`` only finds configs inside the sam2 package): the YAML with ``++key=value``
     overrides applied in order."""
     import yaml
-    from omegaconf import OmegaConf
+    from omegaconf import DictConfig, OmegaConf
 
     cfg = OmegaConf.load(yaml_path)
-    if "model" not in cfg:
+    if not isinstance(cfg, DictConfig) or "model" not in cfg:
         raise InputError(f"{yaml_path} is not a SAM 2 model config (it has no 'model' section)")
     for override in overrides:
         key, separator, value = override.partition("=")
@@ -369,6 +370,8 @@ def build_predictor(
 def with_pruning(predictor: SAM2Predictor, pruning: PruningConfig) -> SAM2Predictor:
     """A pruned predictor with the same architecture, input size, device and weights as
     ``predictor`` (built by ``build_predictor``), e.g. to compare both in one process."""
+    if predictor.config_path is None:
+        raise ValueError("with_pruning needs a predictor made by build_predictor (its config is unknown)")
     pruned = _instantiate(
         predictor.config_path,
         predictor_class="sam2prune.predictor.PrunedSAM2VideoPredictor",

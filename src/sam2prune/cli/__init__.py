@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import Any, NoReturn
 
 from sam2prune.cli import bench, fit_aligner, models, prompt, report, score, segment, sweep, train_router
 from sam2prune.cli import eval as evaluate
@@ -44,10 +45,16 @@ def _version() -> str:
 class _VersionAction(argparse.Action):
     """``--version``, reading the installed sam2's version only when asked."""
 
-    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs) -> None:
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
 
-    def __call__(self, parser, namespace, values, option_string=None) -> None:
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> NoReturn:
         print(_version())
         parser.exit()
 

@@ -33,6 +33,7 @@ from sam2prune.errors import InputError
 
 if TYPE_CHECKING:
     from sam2prune.data.datasets import Sequence as DatasetSequence
+    from sam2prune.data.video import VideoSource
     from sam2prune.predictor import SAM2Predictor
     from sam2prune.prompts import ObjectPrompt
     from sam2prune.text.auto import AutoTextPipeline
@@ -463,7 +464,7 @@ def build_pruning_configs(
 
 
 def refuse_ineffective_options(
-    args: argparse.Namespace, configs: list[PruningConfig], *, varied: set[str] = frozenset()
+    args: argparse.Namespace, configs: list[PruningConfig], *, varied: frozenset[str] | set[str] = frozenset()
 ) -> None:
     """Refuse an option given on the command line that has no effect in any of ``configs``
     (e.g. ``--router`` with ``--scorer prior``): silently ignoring it would mislead."""
@@ -602,7 +603,7 @@ def auto_text_pipeline(options: AutoTextOptions, *, device: str, command: str) -
     )
 
 
-def auto_text_hook(pipeline: AutoTextPipeline, source: object, prompts: list[ObjectPrompt]) -> Callable[..., None]:
+def auto_text_hook(pipeline: AutoTextPipeline, source: VideoSource, prompts: list[ObjectPrompt]) -> Callable[..., None]:
     """``on_prompted`` callback that describes each object and sets its text on the session."""
     from sam2prune.text.auto import describe_objects
 

@@ -64,7 +64,8 @@ class CLIPTextEncoder:
         self.name = f"clip:{source}"
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source)
-            self.model = CLIPTextModelWithProjection.from_pretrained(source).to(device).eval()
+            # transformers' stubs type Module.to() by its own signature wrapper; a device string is valid
+            self.model = CLIPTextModelWithProjection.from_pretrained(source).to(device).eval()  # type: ignore[arg-type]
         except (OSError, ValueError) as error:
             where = "folder" if Path(source).exists() else "hub id (not a local folder, and the hub did not provide it)"
             raise InputError(
