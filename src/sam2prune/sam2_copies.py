@@ -283,10 +283,11 @@ def object_pointer_tokens(
 
 
 # --- propagate_in_video ------------------------------------------------------------------------
-# sam2: sam2/sam2_video_predictor.py, SAM2VideoPredictor.propagate_in_video. Change: an object
-# takes part in a frame only where ``takes_part(obj_idx, frame_idx)`` says so; elsewhere nothing
-# is run or stored for it and its mask logits are empty (NO_OBJ_SCORE). sam2 runs every object on
-# every frame from the start frame, e.g. a late object before its first prompt.
+# sam2: sam2/sam2_video_predictor.py, SAM2VideoPredictor.propagate_in_video. Changes: (1) an
+# object takes part in a frame only where ``takes_part(obj_idx, frame_idx)`` says so; elsewhere
+# nothing is run or stored for it and its mask logits are empty (NO_OBJ_SCORE) — sam2 runs every
+# object on every frame from the start frame, e.g. a late object before its first prompt; (2) the
+# objects to track on a frame go to ``predictor._track_objects`` together, which batches them.
 
 
 def propagate_objects(
@@ -330,30 +331,29 @@ def propagate_objects(
     low_res = predictor.image_size // 4
     for frame_idx in progress(processing_order, desc="propagate in video", unit="frame"):
         pred_masks_per_obj = [None] * batch_size
+        taking_part = [obj_idx for obj_idx in range(batch_size) if takes_part(obj_idx, frame_idx)]  # change 1
+        tracked = [
+            obj_idx
+            for obj_idx in taking_part
+            if frame_idx not in inference_state["output_dict_per_obj"][obj_idx]["cond_frame_outputs"]
+        ]
+        # change 2: the objects to track run through the predictor's _track_objects (batched where
+        # their memories allow), instead of one _run_single_frame_inference call each
+        results = predictor._track_objects(inference_state, frame_idx, tracked, reverse=reverse) if tracked else {}
         for obj_idx in range(batch_size):
             obj_output_dict = inference_state["output_dict_per_obj"][obj_idx]
-            if not takes_part(obj_idx, frame_idx):  # the change
+            if obj_idx not in taking_part:
                 pred_masks_per_obj[obj_idx] = torch.full(
                     (1, 1, low_res, low_res), NO_OBJ_SCORE, dtype=torch.float32, device=inference_state["device"]
                 )
                 continue
-            if frame_idx in obj_output_dict["cond_frame_outputs"]:
+            if obj_idx not in results:
                 current_out = obj_output_dict["cond_frame_outputs"][frame_idx]
                 pred_masks = current_out["pred_masks"].to(inference_state["device"], non_blocking=True)
                 if predictor.clear_non_cond_mem_around_input:
                     predictor._clear_obj_non_cond_mem_around_input(inference_state, frame_idx, obj_idx)
             else:
-                current_out, pred_masks = predictor._run_single_frame_inference(
-                    inference_state=inference_state,
-                    output_dict=obj_output_dict,
-                    frame_idx=frame_idx,
-                    batch_size=1,  # sam2 1.1.0 tracks objects one at a time
-                    is_init_cond_frame=False,
-                    point_inputs=None,
-                    mask_inputs=None,
-                    reverse=reverse,
-                    run_mem_encoder=True,
-                )
+                current_out, pred_masks = results[obj_idx]
                 obj_output_dict["non_cond_frame_outputs"][frame_idx] = current_out
             inference_state["frames_tracked_per_obj"][obj_idx][frame_idx] = {"reverse": reverse}
             pred_masks_per_obj[obj_idx] = pred_masks
