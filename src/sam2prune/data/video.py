@@ -132,6 +132,7 @@ class VideoSource:
         Raises:
             InputError: naming a frame that cannot be decoded or whose size changed.
         """
+        frames: Iterator[np.ndarray]
         if self.is_video_file:
             frames = itertools.islice(_decode_video(self.path), len(self))
         else:
