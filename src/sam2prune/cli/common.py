@@ -755,8 +755,8 @@ def add_ray_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--ray-address",
         metavar="ADDR",
-        help="join this Ray cluster, e.g. the address `ray start --head` prints (default: $RAY_ADDRESS if set, "
-        "else a local cluster started for the run with --workers)",
+        help="join this Ray cluster, e.g. the address `ray start --head` prints (default with --workers: "
+        "$RAY_ADDRESS if set, else a local cluster started for the run)",
     )
     group.add_argument(
         "--gpus-per-worker",

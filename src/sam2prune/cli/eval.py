@@ -143,7 +143,7 @@ def run_eval(
 RayRun = tuple[PruningConfig | None, Path, str]
 
 
-def check_ray_runs(*, cluster: RayConfig, prunings: Sequence[PruningConfig | None]) -> None:
+def check_ray_runs(*, prunings: Sequence[PruningConfig | None]) -> None:
     """Refuse, before anything heavy, what a run on Ray cannot do.
 
     Raises:
@@ -246,7 +246,7 @@ def evaluate(
     """
     check_run_folder(out, root=data.root)
     if cluster.enabled:
-        check_ray_runs(cluster=cluster, prunings=[pruning])
+        check_ray_runs(prunings=[pruning])
     weights = resolve_weights(model, required=True)
     if cluster.enabled:
         # workers may run elsewhere: absolute paths (the same on every node of a shared filesystem)

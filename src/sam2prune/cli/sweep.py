@@ -109,7 +109,7 @@ def sweep(
     if not grid:
         raise InputError("nothing to sweep: --no-baseline and no pruned setting")
     if cluster.enabled:
-        check_ray_runs(cluster=cluster, prunings=[pruning for pruning, _, _ in grid])
+        check_ray_runs(prunings=[pruning for pruning, _, _ in grid])
         # workers may run elsewhere: absolute paths (the same on every node of a shared filesystem)
         data = replace(data, root=data.root.resolve())
     weights = resolve_weights(model, required=True)
