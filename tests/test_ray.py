@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -156,23 +157,32 @@ def test_a_failing_sequence_is_retried_then_reported_while_the_others_finish(tmp
     assert json.loads((out / "report.json").read_text())["overall"]["sequences"] == 3
 
 
-def test_a_sequence_that_fails_once_succeeds_on_its_retry(tmp_path):
-    root = _davis_root(tmp_path)
+def test_a_sequence_that_fails_once_succeeds_on_its_retry_also_when_its_worker_died(tmp_path):
+    root = _davis_root(tmp_path, names=(*NAMES, "chair_d"))
     sequences = list(read_davis(root))
-    marker = tmp_path / "failed-once"
     real_loader = sequences[1].annotated[3]
 
-    def flaky():  # runs on a worker: the marker file is what the attempts share
-        if not marker.exists():
-            marker.write_text("")
-            raise OSError("flaky disk")
-        return real_loader()
+    def once(marker: Path, failure):
+        def load():  # runs on a worker: the marker file is what the attempts share
+            if not marker.exists():
+                marker.write_text("")
+                failure()
+            return real_loader()
 
-    def always_failing():
+        return load
+
+    def flaky_disk():
+        raise OSError("flaky disk")
+
+    def unreadable():
         raise OSError("unreadable annotation")
 
-    sequences[1].annotated[3] = flaky
-    sequences[2].annotated[3] = always_failing
+    def worker_dies():
+        os._exit(1)  # as a worker killed for memory
+
+    sequences[1].annotated[3] = once(tmp_path / "failed-once", flaky_disk)
+    sequences[2].annotated[3] = unreadable
+    sequences[3].annotated[3] = once(tmp_path / "died-once", worker_dies)
     out = tmp_path / "run"
     settings = EvalSettings("davis", str(root), "val", "sam2", "sam2.1_hiera_t", None, TINY_SIZE, "cpu", None)
     prepare_run_dir(out, settings, overwrite=False)
@@ -186,11 +196,11 @@ def test_a_sequence_that_fails_once_succeeds_on_its_retry(tmp_path):
             protocol=ProtocolConfig(max_rounds=0),
             progress=False,
         )
-    assert [r.name for r in result.records[0]] == ["chair", "chair_b"]
+    assert [r.name for r in result.records[0]] == ["chair", "chair_b", "chair_d"]
     assert [(f.sequence, f.error, f.attempts) for f in result.failures] == [
         ("chair_c", "OSError: unreadable annotation", 3)
     ]
-    assert marker.exists()
+    assert (tmp_path / "failed-once").exists() and (tmp_path / "died-once").exists()
 
 
 def test_an_interrupted_ray_run_resumes(tmp_path, monkeypatch):
