@@ -155,6 +155,24 @@ def test_interrupted_eval_resumes_without_redoing_finished_sequences(tmp_path, m
     assert _eval(root, out, "--max-rounds", "0", "--retention", "0.5") == 2
 
 
+def test_a_sequences_results_do_not_depend_on_the_sequences_run_before_it(tmp_path):
+    # Monte-Carlo dropout draws random masks; the stream restarts for every video, so the same
+    # video gives the same kept tokens whether it runs first or after another (in a resumed run,
+    # on another Ray worker)
+    root = _davis_root(tmp_path, names=("chair", "chair_again"))
+    mc = ["--signals", "uncertainty", "--uncertainty", "mc", "--mc-passes", "2", "--max-rounds", "0"]
+    assert _eval(root, tmp_path / "run", *mc) == 0
+    with (
+        np.load(tmp_path / "run" / "sequences" / "chair.kept.npz") as first,
+        np.load(tmp_path / "run" / "sequences" / "chair_again.kept.npz") as second,
+    ):
+        assert first.files == second.files
+        assert all(np.array_equal(first[key], second[key]) for key in first.files)
+    assert (tmp_path / "run" / "masks" / "chair" / "00005.png").read_bytes() == (
+        tmp_path / "run" / "masks" / "chair_again" / "00005.png"
+    ).read_bytes()
+
+
 def test_eval_limit_and_bad_arguments(tmp_path, capsys):
     root = _davis_root(tmp_path, names=("chair", "chair_again"))
     assert _eval(root, tmp_path / "one", "--max-rounds", "0", "--limit", "1") == 0

@@ -6,7 +6,7 @@ import inspect
 import pickle
 import re
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +83,27 @@ def find_local_checkpoint(model: str) -> Path | None:
         return None
     path = CHECKPOINT_DIR / spec.checkpoint_file
     return path if path.is_file() else None
+
+
+def _check_image_size(image_size: int | None) -> None:
+    if image_size is not None and (
+        isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 64 or image_size % 32
+    ):
+        raise InputError(f"image_size must be a multiple of 32 and >= 64, got {image_size!r}")
+
+
+def model_input_size(model: str, image_size: int | None = None) -> int:
+    """The input size in pixels of the predictor that ``build_predictor(model,
+    image_size=image_size)`` builds, without building it.
+
+    Raises:
+        InputError: unknown model, or a bad image size.
+    """
+    from omegaconf import OmegaConf
+
+    _, yaml_path = resolve_config(model)
+    _check_image_size(image_size)
+    return image_size if image_size is not None else int(OmegaConf.load(yaml_path).model.image_size)
 
 
 def official_input_size(spec: ModelSpec) -> int:
@@ -305,7 +326,7 @@ def resolve_device(device: str) -> torch.device:
 def build_predictor(
     model: str = "sam2.1_hiera_t",
     *,
-    checkpoint: str | Path | None = None,
+    checkpoint: str | Path | Mapping[str, torch.Tensor] | None = None,
     random_weights: bool = False,
     seed: int = 0,
     device: str = "cpu",
@@ -317,7 +338,8 @@ def build_predictor(
     Args:
         model: one of ``sam2.1_hiera_{t,s,b+,l}``, ``sam2_hiera_{t,s,b+,l}``, or a path to a
             SAM 2 YAML config.
-        checkpoint: path to an official checkpoint (``{"model": state_dict}``), loaded strictly.
+        checkpoint: path to an official checkpoint (``{"model": state_dict}``), or its state
+            dict already read (``read_checkpoint``, e.g. shipped to Ray workers); loaded strictly.
         random_weights: build the real architecture with random weights (for speed and memory
             measurements and tests; masks are meaningless).
         seed: seed of the random weights (the same seed gives the same model; the global RNG
@@ -344,12 +366,13 @@ def build_predictor(
         raise CheckpointError(missing_checkpoint_message(model_name))
     if checkpoint is not None and random_weights:
         raise InputError("pass either checkpoint or random_weights=True, not both")
-    if image_size is not None and (
-        isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 64 or image_size % 32
-    ):
-        raise InputError(f"image_size must be a multiple of 32 and >= 64, got {image_size!r}")
+    _check_image_size(image_size)
     torch_device = resolve_device(device)
-    state_dict = read_checkpoint(checkpoint) if checkpoint is not None else None
+    if isinstance(checkpoint, Mapping):
+        state_dict, source = dict(checkpoint), "(state dict)"
+    else:
+        state_dict = read_checkpoint(checkpoint) if checkpoint is not None else None
+        source = str(checkpoint)
 
     predictor_class = (
         "sam2prune.predictor.SAM2Predictor" if pruning is None else "sam2prune.predictor.PrunedSAM2VideoPredictor"
@@ -358,7 +381,7 @@ def build_predictor(
         yaml_path, predictor_class=predictor_class, image_size=image_size, device=torch_device, seed=seed
     )
     if state_dict is not None:
-        load_state_dict_strictly(predictor, state_dict, source=str(checkpoint), model_name=model_name)
+        load_state_dict_strictly(predictor, state_dict, source=source, model_name=model_name)
     predictor.model_name = model_name
     predictor.random_weights = random_weights
     predictor.config_path = yaml_path

@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 from sam2prune.cli import bench, fit_aligner, models, prompt, report, score, segment, sweep, train_router
 from sam2prune.cli import eval as evaluate
 from sam2prune.cli.common import Command, embedded_clip, examples, log
-from sam2prune.errors import UserError
+from sam2prune.errors import SequencesFailed, UserError
 
 __all__ = ["COMMANDS", "Command", "build_parser", "embedded_clip", "main"]
 
@@ -104,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"sam2prune: error: {error}", file=sys.stderr)
         return 2
+    except SequencesFailed as error:
+        print(f"sam2prune: error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("sam2prune: interrupted", file=sys.stderr)
         return 130

@@ -113,6 +113,13 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
 
     # --- per-session state -------------------------------------------------------------------
 
+    def init_state(self, *args, **kwargs) -> dict:
+        """sam2's ``init_state`` (see ``SAM2Predictor.init_state``); the Monte-Carlo dropout
+        stream restarts from its seed, so a video's results do not depend on what ran before."""
+        if self.uncertainty_probe is not None:
+            self.uncertainty_probe.restart()
+        return super().init_state(*args, **kwargs)
+
     def session(self, inference_state: dict) -> PruningSession:
         return pruning_session(inference_state, self.num_tokens)
 

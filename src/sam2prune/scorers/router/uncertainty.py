@@ -160,8 +160,9 @@ class UncertaintyProbe:
             raise ValueError(
                 f"uncertainty block {max(blocks)} does not exist: this Hiera has {len(trunk.blocks)} blocks (0..{len(trunk.blocks) - 1})"
             )
-        self.mode, self.p, self.passes = mode, p, passes
-        # dropout masks of the ``mc`` mode: one private stream per probe, reproducible from the seed
+        self.mode, self.p, self.passes, self.seed = mode, p, passes, seed
+        # dropout masks of the ``mc`` mode: one private stream per probe, reproducible from the
+        # seed, restarted for every video (``restart``)
         self.generator = torch.Generator().manual_seed(seed)
         self._input_hw: dict[int, tuple[int, int]] = {}  # block input grid, written by its own pre-hook
         self._handles = []
@@ -169,6 +170,11 @@ class UncertaintyProbe:
             block = trunk.blocks[index]
             self._handles.append(block.register_forward_pre_hook(self._remember_input(index)))
             self._handles.append(block.attn.qkv.register_forward_hook(self._measure(index, block)))
+
+    def restart(self) -> None:
+        """Restart the dropout stream from the seed: a video's masks then do not depend on the
+        videos run before it (in one process, in another order, or on another worker)."""
+        self.generator.manual_seed(self.seed)
 
     def detach(self) -> None:
         for handle in self._handles:
