@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
@@ -14,6 +15,7 @@ from sam2prune.predictor.baseline import SAM2Predictor, log
 from sam2prune.predictor.session import PruningSession, pruning_session
 from sam2prune.scoped import scoped
 from sam2prune.scorers import ScoringContext, make_scorer, select_tokens
+from sam2prune.scorers.baselines import Memo, compute_every_time
 from sam2prune.scorers.prior import prompt_mask
 from sam2prune.scorers.router.uncertainty import UncertaintyProbe
 
@@ -27,10 +29,18 @@ class FrameInFlight:
     Attributes:
         bank: the object's memory bank.
         keep_idx: ``[B, k]`` the frame's kept tokens, or None (dense queries).
+        memo: what depends on the frame alone, shared by its objects (``FrameCache.get`` of
+            the session, bound to the frame).
     """
 
     bank: SparseMemoryBank
     keep_idx: torch.Tensor | None
+    memo: Memo = compute_every_time
+
+
+def _autocast(device: torch.device) -> torch.dtype | None:
+    """The autocast dtype in effect for ``device``'s type, or None."""
+    return torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
 
 
 _IN_FLIGHT: ContextVar[FrameInFlight | None] = ContextVar("sam2prune_frame_in_flight", default=None)
@@ -157,12 +167,14 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
     ) -> torch.Tensor:
         """Kept tokens ``[B, k]`` of one object on a frame, given where it is believed to be."""
         tokens, grid, uncertainty = self._frame_tokens(inference_state, frame_idx, batch_size)
+        session = self.session(inference_state)
         context = ScoringContext(
             frame_idx=frame_idx,
             grid=grid,
             prior_mask=prior,
             uncertainty=uncertainty,
-            text=self.session(inference_state).object_texts.get(obj_id, self.pruning.text),
+            text=session.object_texts.get(obj_id, self.pruning.text),
+            memo=partial(session.frame_cache.get, frame_idx),
         )
         return self.score_tokens(tokens, context)
 
@@ -222,7 +234,8 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
         keep_idx = None
         if point_inputs is None and mask_inputs is None and not is_init_cond_frame:
             keep_idx = self._select_tracked_frame(inference_state, obj_id, output_dict, frame_idx, batch_size, reverse)
-        with scoped(_IN_FLIGHT, FrameInFlight(bank=bank, keep_idx=keep_idx)):
+        in_flight = FrameInFlight(bank=bank, keep_idx=keep_idx, memo=partial(session.frame_cache.get, frame_idx))
+        with scoped(_IN_FLIGHT, in_flight):
             out, pred_masks = super()._run_single_frame_inference(
                 inference_state,
                 output_dict,
@@ -346,6 +359,15 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
             num_obj_ptr_tokens=memory.pointer_tokens,
         )
         if keep_idx is not None:
-            fill = dropped_token_fill(self.memory_attention, curr, curr_pos) if self.pruning.fill == "norm" else curr
+            fill = curr
+            if self.pruning.fill == "norm":
+                key = (
+                    "dropped-token fill",
+                    self.memory_attention,
+                    tuple(curr.shape),
+                    curr.dtype,
+                    _autocast(curr.device),
+                )
+                fill = frame.memo(key, lambda: dropped_token_fill(self.memory_attention, curr, curr_pos))
             attended = scatter_tokens(fill, query_cells, attended)
         return attended.permute(1, 2, 0).view(batch, channels, height, width)
