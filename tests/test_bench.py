@@ -230,6 +230,25 @@ def test_time_limit_interrupts_the_block():
         time.sleep(0.01)
 
 
+def test_time_limit_is_not_lost_in_a_callback_that_swallows_it():
+    """Python ignores an exception raised in a weakref callback (as in torch.compile's caches):
+    the limit raises again until the block is left."""
+    import weakref
+
+    class Key:
+        pass
+
+    def swallowing_callback(ref):
+        time.sleep(0.5)  # the first alarm fires here and is ignored
+
+    with pytest.raises(TimeoutError), bench_module.time_limit(0.2, "compiling"):
+        key = Key()
+        reference = weakref.ref(key, swallowing_callback)
+        del key  # the callback runs now
+        time.sleep(5)
+    assert reference() is None
+
+
 def test_compile_mode_wrapper_replaces_only_the_mode(monkeypatch):
     received = []
     monkeypatch.setattr(torch, "compile", lambda model=None, **kwargs: received.append(kwargs) or model)

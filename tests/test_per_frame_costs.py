@@ -33,7 +33,7 @@ from sam2prune.scorers.router.uncertainty import UncertaintyProbe, sampled_logit
 
 from conftest import TEST_DEVICE, TINY_SIZE, build_random
 
-DEVICE = torch.device(TEST_DEVICE)
+DEVICE = torch.empty(0, device=TEST_DEVICE).device  # with its index, as tensors report it ("cuda:0")
 SAM2PRUNE_DIR = Path(sam2prune.__file__).parent
 SAM2_DIR = Path(sam2.__file__).parent
 # sam2's code copied into sam2prune (sam2_copies.py) behaves as sam2 does: it is sam2's traffic
@@ -178,10 +178,8 @@ def test_text_relevance_keeps_the_aligner_and_embeddings_on_the_device():
     scores = [relevance.relevance(projected, "a chair") for _ in range(3)]
     assert encoder.calls == 1 and list(relevance._device_embeddings) == [("a chair", DEVICE)]
     # exactly the aligner's own relevance, computed from the tokens in one step
-    expected = aligner.relevance(tokens.cpu(), encoder.encode(["a chair"])[0])
-    assert all(torch.equal(s.cpu(), expected) for s in scores) and torch.equal(
-        relevance(tokens, "a chair").cpu(), expected
-    )
+    expected = aligner.relevance(tokens, encoder.encode(["a chair"])[0])
+    assert all(torch.equal(s, expected) for s in scores) and torch.equal(relevance(tokens, "a chair"), expected)
 
 
 # --- per-frame results shared by the objects of a frame ------------------------------------------

@@ -72,7 +72,7 @@ class ProfileResult:
         host_ops_per_frame: aten operators called on the host (nested ones included).
         copy_ops_per_frame: ``aten::copy_`` among them (dtype casts and device copies).
         runtime_calls_per_frame: the most frequent CUDA runtime/driver calls (launches, copies,
-            synchronisations).
+            synchronisations; one ``cudaDeviceSynchronize`` per frame is the benchmark's own).
         components_ms: per component, the GPU kernel time of what it launched (CUDA), or its
             host wall time under the profiler (CPU).
         signals_ms: the same for the router's signals.
@@ -530,7 +530,8 @@ def _device_name(device: torch.device) -> str:
 def time_limit(seconds: float | None, what: str) -> Iterator[None]:
     """Raise ``TimeoutError`` in the block once ``seconds`` have passed (SIGALRM: the main
     thread of a POSIX process; torch.compile's compilation is interrupted at its next Python
-    step). None: no limit."""
+    step). An exception raised where Python ignores it (a weakref callback, ``__del__``) is lost,
+    so it is raised again every second until the block is left. None: no limit."""
     import signal
 
     if not seconds:
@@ -541,7 +542,7 @@ def time_limit(seconds: float | None, what: str) -> Iterator[None]:
         raise TimeoutError(f"{what} took more than {seconds:g} s")
 
     previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    signal.setitimer(signal.ITIMER_REAL, seconds, 1.0)
     try:
         yield
     finally:
