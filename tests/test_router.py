@@ -263,11 +263,15 @@ def test_each_signal_shape_range_and_determinism():
     tokens, context = _signals_context()
     config = PruningConfig(text="x", aligner="unused.pt")
 
-    def relevance(tokens, text):
-        assert text == "a chair"
-        return torch.nn.functional.cosine_similarity(tokens, tokens.roll(1, dims=1), dim=-1)
+    class Relevance:
+        def project(self, tokens):
+            return tokens.roll(1, dims=1)
 
-    scorer = RouterScorer(config, signals=("visual", "text", "uncertainty", "prior"), text_relevance=relevance)
+        def relevance(self, projected, text):
+            assert text == "a chair"
+            return torch.nn.functional.cosine_similarity(projected.roll(-1, dims=1), projected, dim=-1)
+
+    scorer = RouterScorer(config, signals=("visual", "text", "uncertainty", "prior"), text_relevance=Relevance())
     signals = scorer.signals_for(tokens, context)
     assert signals.visual.shape == (2, 64, 256)
     assert signals.text.shape == (2, 64) and signals.text.abs().max() <= 1 + 1e-6

@@ -7,7 +7,7 @@ import pickle
 import re
 import zipfile
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -408,3 +408,83 @@ def with_pruning(predictor: SAM2Predictor, pruning: PruningConfig) -> SAM2Predic
     pruned.config_path = predictor.config_path
     pruned.set_pruning(pruning)
     return pruned
+
+
+# torch.compile modes; sam2's vos_optimized predictor compiles with "max-autotune"
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune")
+
+
+@contextmanager
+def torch_compile_mode(mode: str, calls: list[dict] | None = None) -> Iterator[None]:
+    """Make every ``torch.compile`` call inside the block use ``mode`` instead of the mode it
+    names, keeping its other arguments; ``calls`` (if given) receives what each call asked for
+    and got.
+
+    sam2 1.1.0's ``vos_optimized`` predictor (``SAM2VideoPredictorVOS._compile_all_components``,
+    and ``SAM2Base.__init__`` for the image encoder) compiles five components with
+    ``mode="max-autotune"``, which autotunes every kernel for many minutes; building it inside
+    this block measures the same compiled predictor with a cheaper mode, without copying sam2.
+    """
+    import torch
+
+    if mode not in COMPILE_MODES:
+        raise InputError(f"unknown torch.compile mode {mode!r}: expected one of {', '.join(COMPILE_MODES)}")
+    official = torch.compile
+
+    def compile_with_mode(model=None, **kwargs):
+        if calls is not None:
+            calls.append(
+                {
+                    "target": getattr(model, "__qualname__", type(model).__name__),
+                    "asked": kwargs.get("mode"),
+                    "mode": mode,
+                    **{key: value for key, value in kwargs.items() if key in ("fullgraph", "dynamic")},
+                }
+            )
+        return official(model, **{**kwargs, "mode": mode})
+
+    torch.compile = compile_with_mode
+    try:
+        yield
+    finally:
+        torch.compile = official
+
+
+def official_predictor(
+    like: SAM2Predictor, *, vos_optimized: bool = False, compile_mode: str | None = None, compile_calls=None
+):
+    """sam2's own video predictor for the same model, input size and device as ``like`` (built by
+    ``build_predictor``), with its weights: ``sam2.sam2_video_predictor.SAM2VideoPredictor``, or
+    ``SAM2VideoPredictorVOS`` with ``vos_optimized``, built by sam2's
+    ``build_sam2_video_predictor`` with none of sam2prune's classes.
+
+    Without sam2's CUDA extension, sam2 tries hole filling on every frame, fails, warns and keeps
+    the mask; ``fill_hole_area`` is then set to 0, which gives the same masks without the failed
+    import per frame (as ``SAM2Predictor`` does).
+
+    Args:
+        compile_mode: with ``vos_optimized``, the ``torch.compile`` mode used in place of sam2's
+            ``"max-autotune"`` (``torch_compile_mode``); None: sam2's own.
+        compile_calls: a list receiving the compile calls (``torch_compile_mode``).
+    """
+    import torch
+    from sam2.build_sam import build_sam2_video_predictor
+
+    from sam2prune.predictor.baseline import cuda_extension_available
+
+    devices = [like.device] if like.device.type == "cuda" else []
+    lowered = torch_compile_mode(compile_mode, compile_calls) if vos_optimized and compile_mode else nullcontext()
+    with torch.random.fork_rng(devices=devices), _sam2_compose_from(like.config_path), lowered:
+        torch.manual_seed(0)
+        predictor = build_sam2_video_predictor(
+            str(like.config_path),
+            ckpt_path=None,
+            device=str(like.device),
+            mode="eval",
+            hydra_overrides_extra=[f"++model.image_size={like.image_size}"],
+            vos_optimized=vos_optimized,
+        )
+    load_state_dict_strictly(predictor, like.state_dict(), source="the benchmark's weights", model_name=like.model_name)
+    if predictor.fill_hole_area > 0 and not cuda_extension_available():
+        predictor.fill_hole_area = 0
+    return predictor

@@ -60,7 +60,7 @@ FINGERPRINTS: dict[str, tuple[str, str]] = {
     # overridden, calling sam2's own method
     "sam2.sam2_video_predictor:SAM2VideoPredictor.init_state": (
         "ce8719fa5ecacd3f83e8fe0df149df5ce1a8117051006c33c568c7225cbad0eb",
-        "extended through the load_video_frames it calls (SAM2Predictor.init_state)",
+        "extended through the load_video_frames it calls (baseline.init_state_from, for sam2's own predictors too)",
     ),
     "sam2.sam2_video_predictor:SAM2VideoPredictor.reset_state": (
         "606880f5c993e6c78eea715012534528ea8f19655c6d52849a2e26100b297347",
@@ -82,6 +82,10 @@ FINGERPRINTS: dict[str, tuple[str, str]] = {
     "sam2.build_sam:build_sam2_video_predictor": (
         "675761c2da68eebf4f90318ed201bd652e34d0f3cd299d0397e4e7f75b9364dc",
         "models._instantiate builds through it, giving it configs via its compose call",
+    ),
+    "sam2.sam2_video_predictor:SAM2VideoPredictorVOS._compile_all_components": (
+        "4bbcc152b8384e93db4c91745e965cdd512063f9ef2aa7d6372507ce4f84e867",
+        "bench builds sam2's vos_optimized predictor with these torch.compile calls' mode lowered (models.torch_compile_mode)",
     ),
     "sam2.utils.misc:load_video_frames": (
         "6e211f15b666cfc4e4869fc9eb1202f2e5d77a8dcb09e876bd5126e327f0518c",

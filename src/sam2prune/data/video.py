@@ -126,6 +126,29 @@ class VideoSource:
             raise InputError(f"cannot take {count} frames of {self.path}: it has {len(self)} (1..{len(self)})")
         return replace(self, frame_names=self.frame_names[:count], frame_files=self.frame_files[:count])
 
+    def looped(self, count: int) -> VideoSource:
+        """The frames played forwards, then backwards, and so on, until ``count`` frames (a
+        folder of frames only): a longer clip without a cut, for benchmarks.
+
+        Raises:
+            InputError: a video file, or ``count`` < 1.
+        """
+        if count < 1:
+            raise InputError(f"cannot take {count} frames of {self.path}")
+        if count <= len(self):
+            return self.head(count)
+        if self.is_video_file:
+            raise InputError(
+                f"{count} frames asked of {self.path}, which has {len(self)}: only a folder of frames is looped"
+            )
+        cycle = list(range(len(self))) + list(range(len(self) - 2, 0, -1)) or [0]
+        order = [cycle[i % len(cycle)] for i in range(count)]
+        return replace(
+            self,
+            frame_names=[f"{i:05d}" for i in range(count)],
+            frame_files=[self.frame_files[i] for i in order],
+        )
+
     def iter_frames(self) -> Iterator[np.ndarray]:
         """Frames in order as RGB uint8 arrays ``[H, W, 3]``.
 

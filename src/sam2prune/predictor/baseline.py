@@ -102,6 +102,29 @@ def _split_output(out: dict, row: int) -> dict:
     }
 
 
+def init_state_from(
+    predictor: SAM2VideoPredictor,
+    source: VideoSource,
+    *,
+    offload_video_to_cpu: bool = False,
+    offload_state_to_cpu: bool = False,
+) -> dict:
+    """sam2's ``SAM2VideoPredictor.init_state`` for any predictor (sam2's own classes too),
+    reading the frames of ``source`` through ``VideoSource`` instead of sam2's loader, so that
+    every predictor of a comparison gets the same frames tensor."""
+
+    def load(*, image_size: int, offload_video_to_cpu: bool, compute_device: torch.device, **_) -> tuple:
+        images = load_frames_tensor(source, image_size)
+        if not offload_video_to_cpu:
+            images = images.to(compute_device)
+        return images, source.height, source.width
+
+    with _frames_from(load):
+        return SAM2VideoPredictor.init_state(
+            predictor, str(source.path), offload_video_to_cpu, offload_state_to_cpu, False
+        )
+
+
 class SAM2Predictor(SAM2VideoPredictor):
     """The official SAM 2 video predictor (the unpruned baseline), with these changes:
 
@@ -154,15 +177,9 @@ class SAM2Predictor(SAM2VideoPredictor):
         if async_loading_frames:
             return super().init_state(str(video_path), offload_video_to_cpu, offload_state_to_cpu, async_loading_frames)
         source = video_path if isinstance(video_path, VideoSource) else VideoSource.open(video_path)
-
-        def load(*, image_size: int, offload_video_to_cpu: bool, compute_device: torch.device, **_) -> tuple:
-            images = load_frames_tensor(source, image_size)
-            if not offload_video_to_cpu:
-                images = images.to(compute_device)
-            return images, source.height, source.width
-
-        with _frames_from(load):
-            return super().init_state(str(source.path), offload_video_to_cpu, offload_state_to_cpu, False)
+        return init_state_from(
+            self, source, offload_video_to_cpu=offload_video_to_cpu, offload_state_to_cpu=offload_state_to_cpu
+        )
 
     @torch.inference_mode()
     def propagate_in_video(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
@@ -14,6 +15,7 @@ from sam2prune.predictor.baseline import BatchedOutputs, SAM2Predictor, log
 from sam2prune.predictor.session import PruningSession, pruning_session
 from sam2prune.scoped import scoped
 from sam2prune.scorers import ScoringContext, make_scorer, select_tokens
+from sam2prune.scorers.baselines import Memo, compute_every_time
 from sam2prune.scorers.prior import prompt_mask
 from sam2prune.scorers.router.uncertainty import UncertaintyProbe
 
@@ -28,13 +30,21 @@ class FrameInFlight:
     Attributes:
         banks: the memory bank of each object, in batch order.
         keep_idx: ``[B, k]`` the frame's kept tokens, or None (dense queries).
+        memo: what depends on the frame alone, shared by its objects (``FrameCache.get`` of
+            the session, bound to the frame).
     """
 
     banks: tuple[SparseMemoryBank, ...]
     keep_idx: torch.Tensor | None
+    memo: Memo = compute_every_time
 
     def has_sparse_memory(self) -> bool:
         return any(bank.has_sparse_frames() for bank in self.banks)
+
+
+def _autocast(device: torch.device) -> torch.dtype | None:
+    """The autocast dtype in effect for ``device``'s type, or None."""
+    return torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
 
 
 _IN_FLIGHT: ContextVar[FrameInFlight | None] = ContextVar("sam2prune_frame_in_flight", default=None)
@@ -168,12 +178,14 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
     ) -> torch.Tensor:
         """Kept tokens ``[B, k]`` of one object on a frame, given where it is believed to be."""
         tokens, grid, uncertainty = self._frame_tokens(inference_state, frame_idx, batch_size)
+        session = self.session(inference_state)
         context = ScoringContext(
             frame_idx=frame_idx,
             grid=grid,
             prior_mask=prior,
             uncertainty=uncertainty,
-            text=self.session(inference_state).object_texts.get(obj_id, self.pruning.text),
+            text=session.object_texts.get(obj_id, self.pruning.text),
+            memo=partial(session.frame_cache.get, frame_idx),
         )
         return self.score_tokens(tokens, context)
 
@@ -236,6 +248,7 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
         prev_sam_mask_logits=None,
     ):
         session = self.session(inference_state)
+        memo = partial(session.frame_cache.get, frame_idx)
         if isinstance(output_dict, BatchedOutputs):  # objects of one memory layout, tracked together
             banks = tuple(session.bank(inference_state, obj_id) for obj_id in output_dict.obj_ids)
             rows = [
@@ -246,7 +259,7 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
             if kept_rows and len(kept_rows) != len(rows):
                 raise RuntimeError("objects batched together must be all pruned or all dense on a frame")
             output_dict.keep_idx = torch.cat(kept_rows) if kept_rows else None
-            flight = FrameInFlight(banks=banks, keep_idx=output_dict.keep_idx)
+            flight = FrameInFlight(banks=banks, keep_idx=output_dict.keep_idx, memo=memo)
         else:
             obj_id = session.object_id(inference_state, output_dict)
             bank = session.bank(inference_state, obj_id)
@@ -255,7 +268,7 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
                 keep_idx = self._select_tracked_frame(
                     inference_state, obj_id, output_dict, frame_idx, batch_size, reverse
                 )
-            flight = FrameInFlight(banks=(bank,), keep_idx=keep_idx)
+            flight = FrameInFlight(banks=(bank,), keep_idx=keep_idx, memo=memo)
         keep_idx = flight.keep_idx
         with scoped(_IN_FLIGHT, flight):
             out, pred_masks = super()._run_single_frame_inference(
@@ -408,6 +421,15 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
             num_obj_ptr_tokens=memory.pointer_tokens,
         )
         if keep_idx is not None:
-            fill = dropped_token_fill(self.memory_attention, curr, curr_pos) if self.pruning.fill == "norm" else curr
+            fill = curr
+            if self.pruning.fill == "norm":
+                key = (
+                    "dropped-token fill",
+                    self.memory_attention,
+                    tuple(curr.shape),
+                    curr.dtype,
+                    _autocast(curr.device),
+                )
+                fill = frame.memo(key, lambda: dropped_token_fill(self.memory_attention, curr, curr_pos))
             attended = scatter_tokens(fill, query_cells, attended)
         return attended.permute(1, 2, 0).view(batch, channels, height, width)
