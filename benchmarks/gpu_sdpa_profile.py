@@ -102,6 +102,8 @@ def bench(retentions, *, backend=None, log_calls=False):
             random_weights=True,
             pruning=[PruningConfig(retention=r, scorer="prior") for r in retentions],
             bf16_autocast=True,
+            compile_mode="none",  # sam2's compiled predictor is not what this script looks at
+            profile_frames=0,
         )
         result = run_benchmark(
             settings,
@@ -112,7 +114,7 @@ def bench(retentions, *, backend=None, log_calls=False):
         )
     finally:
         F.scaled_dot_product_attention = ORIGINAL_SDPA
-    runs = [("unpruned", result["baseline"])] + [(f"r={run['retention']:g}", run) for run in result["pruned"]]
+    runs = [("sam2", result["baseline"])] + [(f"r={run['retention']:g}", run) for run in result["pruned"]]
     print(
         f"backend {backend or 'default'}: "
         + ", ".join(

@@ -14,7 +14,7 @@ PIP=(.venv/bin/python -m pip install --disable-pip-version-check -q)
 "${PIP[@]}" torch==2.14.1 torchvision==0.29.1
 # The official SAM 2 package, without its CUDA extension (sam2prune handles its absence).
 SAM2_BUILD_CUDA=0 "${PIP[@]}" sam2==1.1.0
-"${PIP[@]}" -e '.[dev,text]'
+"${PIP[@]}" -e '.[dev,text,ray]'
 
 if [ "${1:-}" != "--no-run" ]; then
     echo "== sam2prune segment (embedded 24-frame bedroom clip, default clicks) -> out/bedroom"

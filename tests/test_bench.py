@@ -1,33 +1,75 @@
-"""`sam2prune bench`: a short run produces the documented JSON, table and plot."""
+"""`sam2prune bench`: the documented JSON, table and plot; a headline run with nothing installed;
+sam2's own predictors as references (the same masks as sam2prune's baseline); several objects;
+the profiler summary; the lowered compile mode of sam2's vos_optimized predictor."""
 
 from __future__ import annotations
 
 import json
+import time
+from types import SimpleNamespace
 
+import numpy as np
+import pytest
+import torch
 from PIL import Image
+from sam2.modeling.sam2_base import SAM2Base
 
-from sam2prune.cli import main
+from sam2prune import bench as bench_module
+from sam2prune.cli import embedded_clip, main
+from sam2prune.data.video import VideoSource
+from sam2prune.errors import InputError
+from sam2prune.models import official_predictor, torch_compile_mode
+from sam2prune.predictor.baseline import init_state_from
 
-from conftest import TINY_SIZE
+from conftest import TINY_SIZE, build_random
 
-RUN_KEYS = {"ms_per_frame", "components_ms", "memory_bank_bytes_per_frame", "peak_rss_mib"}
+RUN_KEYS = {
+    "ms_per_frame",
+    "components_ms",
+    "components_source",
+    "memory_bank_bytes_per_frame",
+    "peak_rss_mib",
+    "frame_ms",
+    "objects_tracked",
+    "warmup_s",
+    "profile",
+    "speedup",
+}
 COMPONENTS = {"image_encoder", "token_scoring", "memory_attention", "memory_encoder", "mask_decoder"}
+# one thread: these runs time nothing, and a CI machine's other jobs do not stall them
+TINY = ["--image-size", str(TINY_SIZE), "--threads", "1"]
 
 
-def test_short_bench_writes_json_table_and_plot(tmp_path, capsys):
+def test_short_bench_writes_json_table_and_plot(tmp_path, capsys, monkeypatch):
     json_path, plot_path = tmp_path / "bench.json", tmp_path / "bench.png"
+    # sam2's compiled predictor, its compilation stalling: given up after --compile-timeout
+    compile_calls = []
+
+    def stalling_compile(model=None, **kwargs):
+        compile_calls.append(kwargs)
+
+        def stalled(*args, **kw):
+            time.sleep(60)
+            return model(*args, **kw)
+
+        return stalled
+
+    monkeypatch.setattr(torch, "compile", stalling_compile)
     code = main(
         [
             "bench",
-            "--image-size",
-            str(TINY_SIZE),
+            *TINY,
             "--frames",
             "10",
             "--retention",
             "1.0",
             "0.3",
-            "--threads",
+            "--profile-frames",
             "2",
+            "--compile-mode",
+            "default",
+            "--compile-timeout",
+            "6",
             "--json",
             str(json_path),
             "--plot",
@@ -36,27 +78,248 @@ def test_short_bench_writes_json_table_and_plot(tmp_path, capsys):
     )
     assert code == 0
     result = json.loads(json_path.read_text())
-    assert set(result["baseline"]) >= RUN_KEYS and set(result["baseline"]["components_ms"]) == COMPONENTS
+    assert result["complete"] is True
+    sam2, sam2prune, vos = result["references"]
+    assert (sam2["method"], sam2prune["method"], vos["method"]) == ("sam2", "sam2prune", "sam2-vos")
+    assert sam2["class"] == "sam2.sam2_video_predictor.SAM2VideoPredictor"
+    assert sam2prune["class"] == "sam2prune.predictor.baseline.SAM2Predictor"
+    assert vos["class"] == "sam2.sam2_video_predictor.SAM2VideoPredictorVOS" and "ms_per_frame" not in vos
+    assert "took more than 6 s" in vos["error"] and vos["compile_mode"] == "default"
+    assert vos["sam2_compile_mode"] == "max-autotune" and len(vos["compile_calls"]) == 5
+    assert [call["mode"] for call in compile_calls] == ["default"] * 5
+    assert result["reference"] == "sam2" and result["baseline"] == sam2
     assert [run["retention"] for run in result["pruned"]] == [1.0, 0.3]
-    for run in result["pruned"]:
-        assert RUN_KEYS | {"retention", "speedup"} <= set(run)
-        assert run["speedup"] == result["baseline"]["ms_per_frame"] / run["ms_per_frame"] and len(run["frame_ms"]) == 10
-    for key in ("versions", "threads", "device", "image_size"):
-        assert key in result
-    assert result["image_size"] == TINY_SIZE and result["threads"] == 2 and result["versions"]["sam2"] == "1.1.0"
-    assert result["precision"] == "float32"
-    assert result["warmup_frames"] == 3  # the CPU default
     full, pruned = result["pruned"]
-    # retention 1.0 is the identity: exactly the dense bank, no indices; 0.3 about 30% of it
-    assert full["memory_bank_bytes_per_frame"] == result["baseline"]["memory_bank_bytes_per_frame"]
-    assert full["components_ms"]["token_scoring"] == 0.0
-    assert 0.25 < pruned["memory_bank_bytes_per_frame"] / result["baseline"]["memory_bank_bytes_per_frame"] < 0.45
-    assert pruned["kept_fraction"] == 20 / 64 and full["kept_fraction"] == 1.0
-    assert result["baseline"]["components_ms"]["token_scoring"] == 0.0
+    for run in (sam2, sam2prune, full, pruned):
+        assert set(run) >= RUN_KEYS and set(run["components_ms"]) == COMPONENTS
+        assert run["speedup"] == sam2["ms_per_frame"] / run["ms_per_frame"] and len(run["frame_ms"]) == 10
+        assert run["ms_per_frame"] == pytest.approx(float(np.median(run["frame_ms"][8:])), abs=0.01)
+        assert run["objects_tracked"] == 1 and run["components_source"] == bench_module.COMPONENTS_WALL_CLOCK
+        profile = run["profile"]
+        assert profile["frames"] == [8, 9] and profile["host_ops_per_frame"] > 100 and profile["kernels_per_frame"] == 0
+    assert pruned["speedup_vs_retention_1"] == full["ms_per_frame"] / pruned["ms_per_frame"]
+    assert "speedup_vs_retention_1" not in sam2
+    for key in ("versions", "threads", "device", "image_size", "headline", "components", "prompts"):
+        assert key in result
+    assert result["image_size"] == TINY_SIZE and result["threads"] == 1 and result["versions"]["sam2"] == "1.1.0"
+    assert result["precision"] == "float32" and result["objects"] == 1 and result["profile_frames"] == 2
+    assert result["warmup_frames"] == 3  # the CPU default
+    assert result["prompts"] == [{"obj_id": 1, "frame": 0, "points": [[200.0, 112.0]], "labels": [1]}]
+    # every dense bank is sam2's own; retention 1.0 is the identity, 0.3 keeps about 30%
+    assert sam2["memory_bank_bytes_per_frame"] == sam2prune["memory_bank_bytes_per_frame"]
+    assert full["memory_bank_bytes_per_frame"] == sam2["memory_bank_bytes_per_frame"]
+    assert full["components_ms"]["token_scoring"] == 0.0 and sam2["components_ms"]["token_scoring"] == 0.0
+    assert 0.25 < pruned["memory_bank_bytes_per_frame"] / sam2["memory_bank_bytes_per_frame"] < 0.45
+    assert pruned["kept_fraction"] == 20 / 64 and full["kept_fraction"] == 1.0 and sam2["kept_fraction"] == 1.0
     table = capsys.readouterr().out
-    assert "| SAM 2 (unpruned) |" in table and "| pruned | 0.3 |" in table
+    for row in ("| sam2 SAM2VideoPredictor (eager) | - |", "| sam2prune SAM2Predictor (unpruned) | - |"):
+        assert row in table
+    assert "| pruned, retention 0.3 | 0.3 |" in table and "(torch.compile default): failed: " in table
     with Image.open(plot_path) as image:
         assert image.size[0] > 500
+
+
+def test_headline_runs_have_nothing_installed_and_three_objects_are_tracked(tmp_path, monkeypatch):
+    """With --objects 3: every predictor is given three objects, clicked at three places on frame
+    0, and tracks them. The frames timed for ms/frame run with no wrapper on the predictor and no
+    profiler; the components run and the profiled run have theirs (so the check can see them)."""
+    phase = {"name": None}
+    seen: list[tuple[str | None, int, bool, bool, int]] = []  # (phase, predictor, wrapped, profiled, objects)
+    clicks: dict[int, set] = {}
+    wrappable = {method for method, _ in bench_module.PREDICTOR_COMPONENTS}
+
+    def in_phase(name, run):
+        def call(*args, **kwargs):
+            phase["name"] = name
+            try:
+                return run(*args, **kwargs)
+            finally:
+                phase["name"] = None
+
+        return call
+
+    for name in ("headline_run", "components_run", "profile_run"):
+        monkeypatch.setattr(bench_module, name, in_phase(name, getattr(bench_module, name)))
+    track_step = SAM2Base.track_step
+
+    def spied_track_step(self, frame_idx, is_init_cond_frame, current_vision_feats, *args, **kwargs):
+        wrapped = bool(wrappable & set(vars(self)))
+        objects = current_vision_feats[-1].shape[1]  # [HW, B, C]: one step may track a batch of objects
+        seen.append((phase["name"], id(self), wrapped, torch.autograd._profiler_enabled(), objects))
+        return track_step(self, frame_idx, is_init_cond_frame, current_vision_feats, *args, **kwargs)
+
+    monkeypatch.setattr(SAM2Base, "track_step", spied_track_step)
+    from sam2.sam2_video_predictor import SAM2VideoPredictor
+
+    add_points = SAM2VideoPredictor.add_new_points_or_box
+
+    def spied_add_points(self, inference_state, frame_idx, obj_id, points=None, labels=None, **kwargs):
+        if phase["name"] == "headline_run":
+            clicks.setdefault(id(self), set()).add((frame_idx, obj_id, tuple(points[0].tolist())))
+        return add_points(self, inference_state, frame_idx, obj_id, points=points, labels=labels, **kwargs)
+
+    monkeypatch.setattr(SAM2VideoPredictor, "add_new_points_or_box", spied_add_points)
+    json_path = tmp_path / "b.json"
+    arguments = ["bench", *TINY, "--frames", "9", "--objects", "3", "--retention", "0.3", "--profile-frames", "1"]
+    assert main([*arguments, "--json", str(json_path)]) == 0
+    result = json.loads(json_path.read_text())
+
+    headline = [entry for entry in seen if entry[0] == "headline_run"]
+    predictors = {entry[1] for entry in headline}
+    assert len(predictors) == 3  # sam2, sam2prune unpruned, pruned 0.3
+    # 3 objects on 8 tracked frames (frame 0 is prompted), plus frame 0 once per click
+    assert all(sum(entry[4] for entry in headline if entry[1] == p) == 3 * 8 + 3 for p in predictors)
+    assert not any(wrapped or profiled for _, _, wrapped, profiled, _ in headline)
+    assert any(entry[2] and not entry[3] for entry in seen if entry[0] == "components_run")
+    assert any(entry[2] and entry[3] for entry in seen if entry[0] == "profile_run")
+    assert len(clicks) == 3 and all(len(per_predictor) == 3 for per_predictor in clicks.values())
+    points = next(iter(clicks.values()))
+    assert len({point for _, _, point in points}) == 3 and {frame for frame, _, _ in points} == {0}
+    assert all(per_predictor == points for per_predictor in clicks.values())
+    assert result["objects"] == 3 and len(result["prompts"]) == 3
+    assert "not measured on the CPU" in result["references"][2]["skipped"]
+    assert all(run["objects_tracked"] == 3 for run in result["references"][:2] + result["pruned"])
+
+
+def test_sam2s_own_predictor_gives_the_masks_of_sam2prunes_baseline():
+    """float32 on the CPU, two objects: sam2's SAM2VideoPredictor built by the bench (same
+    weights, frames read by sam2prune) gives exactly the masks of sam2prune's SAM2Predictor."""
+    ours = build_random(seed=3)
+    ours.batch_objects = False  # the per-object loop is sam2's bit for bit (batched: within 1e-5)
+    official = official_predictor(ours)
+    assert type(official).__module__ == "sam2.sam2_video_predictor" and type(official).__name__ == "SAM2VideoPredictor"
+    source = VideoSource.open(embedded_clip()).head(6)
+    masks = []
+    for predictor in (ours, official):
+        state = init_state_from(predictor, source)
+        for obj_id, point in ((1, (200, 112)), (2, (112, 128))):
+            predictor.add_new_points_or_box(state, 0, obj_id, points=np.array([point], np.float32), labels=[1])
+        masks.append([m.clone() for _, _, m in predictor.propagate_in_video(state, start_frame_idx=0)])
+    assert len(masks[0]) == 6 and all(torch.equal(a, b) for a, b in zip(*masks, strict=True))
+    assert any((m > 0).any() for m in masks[1])  # not two empty tracks
+
+
+def test_sam2s_vos_predictor_is_built_with_the_lowered_compile_mode():
+    """sam2's vos_optimized predictor compiles the image encoder and four components with
+    max-autotune; built inside torch_compile_mode each compile call gets the lowered mode and
+    keeps sam2's other arguments (nothing is compiled until the first call)."""
+    calls: list[dict] = []
+    vos = official_predictor(build_random(), vos_optimized=True, compile_mode="default", compile_calls=calls)
+    assert type(vos).__name__ == "SAM2VideoPredictorVOS"
+    assert sorted(call["target"] for call in calls) == [
+        "ImageEncoder.forward",
+        "MaskDecoder.forward",
+        "MemoryAttention.forward",
+        "MemoryEncoder.forward",
+        "PromptEncoder.forward",
+    ]
+    assert all(call["asked"] == "max-autotune" and call["mode"] == "default" for call in calls)
+    assert {call["target"]: call["dynamic"] for call in calls}["MemoryAttention.forward"] is True
+    assert torch.compile.__module__.startswith("torch")  # restored
+    with pytest.raises(InputError, match=r"unknown torch\.compile mode"), torch_compile_mode("fastest"):
+        pass
+
+
+def test_time_limit_interrupts_the_block():
+    start = time.perf_counter()
+    with (
+        pytest.raises(TimeoutError, match=r"compiling took more than 0\.2 s"),
+        bench_module.time_limit(0.2, "compiling"),
+    ):
+        time.sleep(5)
+    assert time.perf_counter() - start < 2
+    with bench_module.time_limit(None, "anything"):
+        time.sleep(0.01)
+
+
+def test_time_limit_is_not_lost_in_a_callback_that_swallows_it():
+    """Python ignores an exception raised in a weakref callback (as in torch.compile's caches):
+    the limit raises again until the block is left."""
+    import weakref
+
+    class Key:
+        pass
+
+    def swallowing_callback(ref):
+        time.sleep(0.5)  # the first alarm fires here and is ignored
+
+    with pytest.raises(TimeoutError), bench_module.time_limit(0.2, "compiling"):
+        key = Key()
+        reference = weakref.ref(key, swallowing_callback)
+        del key  # the callback runs now
+        time.sleep(5)
+    assert reference() is None
+
+
+def test_compile_mode_wrapper_replaces_only_the_mode(monkeypatch):
+    received = []
+    monkeypatch.setattr(torch, "compile", lambda model=None, **kwargs: received.append(kwargs) or model)
+    with torch_compile_mode("reduce-overhead"):
+        assert torch.compile(len, mode="max-autotune", fullgraph=True, dynamic=False) is len
+    assert received == [{"mode": "reduce-overhead", "fullgraph": True, "dynamic": False}]
+    torch.compile(len, mode="max-autotune")
+    assert received[-1] == {"mode": "max-autotune"}
+
+
+def _event(name, device_type, *, us=0.0, device_us=0.0, cpu_us=0.0, annotation=False):
+    return SimpleNamespace(
+        name=name,
+        device_type=device_type,
+        is_user_annotation=annotation,
+        time_range=SimpleNamespace(elapsed_us=lambda: us),
+        device_time_total=device_us,
+        cpu_time_total=cpu_us,
+        self_cpu_time_total=cpu_us,
+    )
+
+
+def test_profile_summary_counts_kernels_copies_and_component_gpu_time():
+    """torch.profiler's events of 2 frames on a GPU (built by hand: CI has no GPU)."""
+    from torch.autograd import DeviceType
+
+    cpu, cuda = DeviceType.CPU, DeviceType.CUDA
+    prefix = bench_module.RANGE_PREFIX
+    events = [
+        _event(prefix + "image_encoder", cpu, device_us=3000, cpu_us=9000),
+        _event(prefix + "image_encoder", cuda, us=3000, annotation=True),  # the range's device copy
+        _event(prefix + "signal_uncertainty", cpu, device_us=1000),
+        _event(prefix + "memory_attention", cpu, device_us=800),
+        _event("aten::linear", cpu, cpu_us=50),
+        _event("aten::copy_", cpu, cpu_us=10),
+        _event("aten::copy_", cpu, cpu_us=10),
+        _event("cudaLaunchKernel", cpu),
+        _event("cudaLaunchKernel", cpu),
+        _event("cudaStreamSynchronize", cpu),
+        _event("ampere_sgemm_128x64", cuda, us=1500),
+        _event("ampere_sgemm_128x64", cuda, us=1500),
+        _event("elementwise_kernel", cuda, us=100),
+        _event("Memcpy HtoD (Pageable -> Device)", cuda, us=40),
+        _event("Memset (Device)", cuda, us=1),
+    ]
+    summary = bench_module.summarize_profile(events, [8, 9], on_gpu=True)
+    assert summary.kernels_per_frame == 1.5 and summary.kernel_ms_per_frame == pytest.approx(1.55)
+    assert summary.memcpy_per_frame == {"HtoD": 0.5}
+    assert summary.host_ops_per_frame == 1.5 and summary.copy_ops_per_frame == 1.0
+    assert summary.runtime_calls_per_frame == {"cudaLaunchKernel": 1.0, "cudaStreamSynchronize": 0.5}
+    # the uncertainty probe runs inside the image encoder: it is counted as scoring
+    assert summary.components_ms["image_encoder"] == pytest.approx(1.0)
+    assert summary.components_ms["token_scoring"] == pytest.approx(0.5)
+    assert summary.components_ms["memory_attention"] == pytest.approx(0.4)
+    assert summary.signals_ms["uncertainty"] == pytest.approx(0.5)
+    assert summary.top_kernels[0] == {"name": "ampere_sgemm_128x64", "per_frame": 1.0, "ms_per_frame": 1.5}
+    on_cpu = bench_module.summarize_profile(events[:1], [8], on_gpu=False)
+    assert on_cpu.components_ms["image_encoder"] == pytest.approx(9.0)
+
+
+def test_a_short_clip_is_played_back_and_forth():
+    source = VideoSource.open(embedded_clip())
+    looped = source.looped(50)
+    names = [path.name for path in looped.frame_files]
+    assert len(looped) == 50 and len(set(looped.frame_names)) == 50
+    assert names[:24] == [f"{i:05d}.jpg" for i in range(24)]
+    assert names[24:47] == [f"{i:05d}.jpg" for i in range(22, -1, -1)][:23]
+    assert names[46:50] == ["00000.jpg", "00001.jpg", "00002.jpg", "00003.jpg"]
+    assert source.looped(5).frame_files == source.frame_files[:5]
 
 
 def test_bench_needs_frames_past_the_memory_bank(capsys):
@@ -64,8 +327,21 @@ def test_bench_needs_frames_past_the_memory_bank(capsys):
     assert "steady state" in capsys.readouterr().err
 
 
-def test_bf16_autocast_is_refused_on_the_cpu(capsys):
+def test_bad_bench_options_are_refused(capsys, tmp_path):
     assert main(["bench", "--image-size", str(TINY_SIZE), "--frames", "10", "--device", "cpu", "--bf16"]) == 2
     assert "--bf16 (bfloat16 autocast) is for CUDA devices" in capsys.readouterr().err
     assert main(["bench", "--image-size", str(TINY_SIZE), "--frames", "10", "--warmup", "0"]) == 2
     assert "--warmup must be >= 1 frame, got 0" in capsys.readouterr().err
+    assert main(["bench", "--frames", "10", "--objects", "0"]) == 2
+    assert "--objects must be in 1..254" in capsys.readouterr().err
+    assert main(["bench", "--frames", "10", "--profile-frames", "-1"]) == 2
+    assert "--profile-frames must be >= 0" in capsys.readouterr().err
+    prompts = tmp_path / "p.json"
+    prompts.write_text(json.dumps({"objects": [{"obj_id": 1, "points": [[10, 10]]}]}))
+    assert main(["bench", "--frames", "10", "--objects", "2", "--prompts", str(prompts)]) == 2
+    assert "--prompts gives every object's prompts" in capsys.readouterr().err
+    assert main(["bench", "--frames", "10", "--objects", "2", "--point", "5,5"]) == 2
+    assert "--point is the click of one object" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="2"):
+        main(["bench", "--frames", "10", "--compile-mode", "fastest"])
+    assert "invalid choice: 'fastest'" in capsys.readouterr().err

@@ -294,8 +294,8 @@ def test_frames_are_read_on_demand_once_per_forward_pass(predictors, source, tmp
 
 def test_segment_writes_the_same_masks_with_bounded_memory(tmp_path, monkeypatch):
     """Object 1 clicked on frames 0 and 20, object 2 first on frame 30: tracked forward from 0,
-    then backwards from 30, re-tracking object 1 between its prompts over frames whose forward
-    memories bounded memory had dropped."""
+    then backwards from 30 (object 2 from its prompt, object 1 between its prompts), over frames
+    whose forward memories bounded memory had dropped and recomputes."""
     folder = tmp_path / "frames"
     folder.mkdir()
     for index, path in enumerate(VideoSource.open(embedded_clip()).looped(NUM_FRAMES).frame_files):
@@ -327,7 +327,9 @@ def test_segment_writes_the_same_masks_with_bounded_memory(tmp_path, monkeypatch
         assert main(["segment", *arguments, "--image-size", str(TINY_SIZE), "--scorer", "prior", *extra]) == 0
         masks[name] = [read_label_png(out / f"{index:05d}.png") for index in range(NUM_FRAMES)]
     assert all(np.array_equal(a, b) for a, b in zip(masks["bounded"], masks["unbounded"], strict=True))
-    assert recomputed == [(1, 19)]  # object 1 in reverse from its prompt on frame 20: its forward memories
+    # backwards from frame 30, sam2 reads the memories of the frames after: object 2's forward
+    # outputs from its prompt on 30 (dropped since), then object 1's forward memories above 19
+    assert recomputed == [(2, 29), (1, 19)]
 
 
 def _looped_davis(tmp_path: Path, frames: int) -> Path:

@@ -360,6 +360,48 @@ def test_options_without_effect_are_refused(tmp_path, capsys, no_model, extra, e
     assert list(tmp_path.iterdir()) == []
 
 
+def _tiny_davis(tmp_path: Path) -> Path:
+    root = tmp_path / "DAVIS"
+    shutil.copytree(CHAIR_FRAMES, root / "JPEGImages" / "480p" / "chair")
+    shutil.copytree(CHAIR_MASKS, root / "Annotations" / "480p" / "chair")
+    (root / "ImageSets" / "2017").mkdir(parents=True)
+    (root / "ImageSets" / "2017" / "val.txt").write_text("chair\n")
+    return root
+
+
+@pytest.mark.parametrize("command", ["eval", "sweep"])
+def test_ray_options_without_ray_name_the_extra_to_install(tmp_path, capsys, monkeypatch, no_model, command):
+    root = _tiny_davis(tmp_path)
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails as when it is not installed
+    arguments = [command, "--dataset", "davis", "--root", str(root), "--out", str(tmp_path / "run"), *RANDOM]
+    assert main([*arguments, "--workers", "2"]) == 2
+    assert "pip install 'sam2prune[ray]'" in last_error(capsys)
+    assert main([*arguments, "--ray-address", "10.0.0.1:6379"]) == 2
+    assert "pip install 'sam2prune[ray]'" in last_error(capsys)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (["--threads-per-worker", "2"], "--threads-per-worker is for a run on Ray workers; add --workers N"),
+        (
+            ["--gpus-per-worker", "0.5", "--max-retries", "2"],
+            "--gpus-per-worker, --max-retries are for a run on Ray workers",
+        ),
+        (["--workers", "0"], "workers must be an integer >= 1, got 0"),
+        (["--workers", "2", "--gpus-per-worker", "1.5"], "gpus_per_worker above 1 must be a whole number"),
+        (["--workers", "2", "--max-retries", "-1"], "max_retries must be an integer >= 0"),
+    ],
+)
+def test_ray_worker_options_are_checked_before_any_work(tmp_path, capsys, no_model, extra, expected):
+    root = _tiny_davis(tmp_path)
+    arguments = ["eval", "--dataset", "davis", "--root", str(root), "--out", str(tmp_path / "run"), *RANDOM]
+    assert main([*arguments, *extra]) == 2
+    assert expected in last_error(capsys)
+    assert not (tmp_path / "run").exists()
+
+
 def test_sweep_refuses_a_single_and_a_plural_option_together(tmp_path, capsys, no_model):
     root = tmp_path / "DAVIS"
     root.mkdir()

@@ -16,7 +16,7 @@ import pytest
 
 from sam2prune.cli import COMMANDS, build_parser, main
 from sam2prune.cli.common import RETENTION_GRID, AutoTextOptions, MemoryOptions, ModelOptions
-from sam2prune.config import ProtocolConfig, PruningConfig
+from sam2prune.config import ProtocolConfig, PruningConfig, RayConfig
 from sam2prune.data.datasets import Sequence
 from sam2prune.data.palette import read_label_png
 from sam2prune.data.video import VideoSource
@@ -24,7 +24,7 @@ from sam2prune.evaluation.protocol import EvalSettings, SequenceTracker, protoco
 
 from conftest import CHAIR_FRAMES, CHAIR_MASKS, TINY_SIZE
 
-CONFIGS = (PruningConfig, ProtocolConfig, ModelOptions, AutoTextOptions, MemoryOptions)
+CONFIGS = (PruningConfig, ProtocolConfig, ModelOptions, AutoTextOptions, MemoryOptions, RayConfig)
 
 # the commands that take each dataclass from their flags, and the fields they leave out
 FLAGS_OF = {
@@ -33,6 +33,7 @@ FLAGS_OF = {
     ModelOptions: dict.fromkeys(("segment", "bench", "eval", "sweep", "prompt", "fit-aligner", "train-router"), ()),
     AutoTextOptions: {"segment": (), "bench": (), "eval": (), "prompt": ()},
     MemoryOptions: {"segment": (), "eval": (), "sweep": ()},  # bench --lengths measures both
+    RayConfig: {"eval": (), "sweep": ()},
 }
 
 # flags named like a field that do not set that field one to one

@@ -1,16 +1,38 @@
-"""Speed and memory benchmark: the unpruned predictor and pruned ones, in one process, on the
-same frames, with the same weights and the same click."""
+"""Speed and memory benchmark: sam2's own predictors, this project's unpruned predictor and the
+pruned predictors, in one process, on the same frames, with the same weights and prompts.
+
+Every predictor ("method") is warmed up, then run separately for each kind of figure, so that no
+measurement disturbs another:
+
+- the headline run: nothing installed on the predictor (no wrapper, no profiler), one CUDA
+  synchronisation per frame to time it. Its median over steady-state frames is ``ms_per_frame``
+  and every speedup; it also gives the peak memory, the memory bank and the kept tokens.
+- the components run: on the CPU, the predictor's methods wrapped by wall-clock timers
+  (``instrument``). On CUDA, where timers would have to synchronise around every component, the
+  same wrappers mark profiler ranges instead, and the profiled run gives them.
+- the profiled run (``profile_frames`` steady frames, torch.profiler): kernels launched and GPU
+  kernel time per frame, host operators per frame, and, on CUDA, each component's GPU kernel time
+  (the kernels launched inside its range).
+
+References, each a method of its own: sam2's ``SAM2VideoPredictor`` (eager; every ``speedup`` is
+against it), sam2's ``SAM2VideoPredictorVOS`` (``vos_optimized=True``, torch.compile with a
+lowered mode, CUDA by default) and sam2prune's ``SAM2Predictor`` (unpruned). A pruned run at
+retention 1.0 separates what pruning gains (``speedup_vs_retention_1``) from what the rest of the
+code costs or gains.
+"""
 
 from __future__ import annotations
 
 import platform
 import statistics
 import time
-from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+import traceback
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -18,32 +40,77 @@ from sam2prune.config import PruningConfig
 from sam2prune.data.video import VideoSource
 from sam2prune.errors import InputError
 from sam2prune.fsutil import atomic_write
-from sam2prune.predictor import SAM2Predictor
+from sam2prune.predictor.bank import SparseMemoryBank
+from sam2prune.predictor.baseline import cuda_extension_available, init_state_from
 from sam2prune.process_memory import peak_rss_mib, reset_peak_rss
 from sam2prune.prompts import ObjectPrompt, apply_prompts
 
 COMPONENTS = ("image_encoder", "token_scoring", "memory_attention", "memory_encoder", "mask_decoder")
 SIGNAL_PARTS = ("visual", "text", "uncertainty", "prior", "fusion")
 # SAM 2 attends to num_maskmem = 7 memory frames: from frame 7 on the bank is full; frames >= 8
-# are steady state.
+# are steady state (object pointers keep arriving until frame 16, one small token group each).
 STEADY_FROM_FRAME = 8
+RANGE_PREFIX = "sam2prune.bench::"
+HEADLINE = "median over steady-state frames of an uninstrumented run (no wrapper, no profiler; one CUDA sync per frame)"
+COMPONENTS_WALL_CLOCK = "wall clock of the wrapped methods, in a separate run (median over steady-state frames)"
+COMPONENTS_GPU = "GPU kernel time of the kernels launched inside each method (torch.profiler), in a separate run"
+# what sam2 compiles its vos_optimized predictor with, and that predictor's class
+SAM2_COMPILE_MODE = "max-autotune"
+VOS_CLASS = "sam2.sam2_video_predictor.SAM2VideoPredictorVOS"
+Hook = Callable[[Any, dict, dict], None]
+
+
+@dataclass
+class ProfileResult:
+    """A profiled run's figures, per frame (means over the profiled steady-state frames).
+
+    Attributes:
+        frames: the profiled frame indices.
+        kernels_per_frame: GPU kernels launched (memory copies and sets excluded); 0 on the CPU.
+        kernel_ms_per_frame: their summed duration.
+        memcpy_per_frame: GPU memory copies by kind (``HtoD``, ``DtoH``, ``DtoD``, ...).
+        host_ops_per_frame: aten operators called on the host (nested ones included).
+        copy_ops_per_frame: ``aten::copy_`` among them (dtype casts and device copies).
+        runtime_calls_per_frame: the most frequent CUDA runtime/driver calls (launches, copies,
+            synchronisations; one ``cudaDeviceSynchronize`` per frame is the benchmark's own).
+        components_ms: per component, the GPU kernel time of what it launched (CUDA), or its
+            host wall time under the profiler (CPU).
+        signals_ms: the same for the router's signals.
+        top_kernels: the kernels (or, on the CPU, operators) taking the most time:
+            ``{"name", "per_frame", "ms_per_frame"}``.
+    """
+
+    frames: list[int]
+    kernels_per_frame: float
+    kernel_ms_per_frame: float
+    memcpy_per_frame: dict[str, float]
+    host_ops_per_frame: float
+    copy_ops_per_frame: float
+    runtime_calls_per_frame: dict[str, float]
+    components_ms: dict[str, float]
+    signals_ms: dict[str, float]
+    top_kernels: list[dict[str, Any]]
 
 
 @dataclass
 class RunResult:
-    """One predictor's figures. Times are medians over the steady-state frames."""
+    """One method's figures. Times are milliseconds per steady-state frame."""
 
-    ms_per_frame: float
+    ms_per_frame: float  # the headline run's median
     # image_encoder excludes the uncertainty probe's hooks, token_scoring includes them: it is
     # everything choosing the tokens costs; signals_ms breaks token_scoring down
     components_ms: dict[str, float]
     signals_ms: dict[str, float]
+    components_source: str
     memory_bank_bytes_per_frame: float  # mean over tracked (non-prompted) frames
     peak_rss_mib: float
-    peak_rss_scope: str  # "run": reset before this run (Linux); "process": since process start
-    peak_cuda_mib: float | None
+    peak_rss_scope: str  # "run": reset before the headline run (Linux); "process": since process start
+    peak_cuda_mib: float | None  # max allocated during the headline run
     kept_fraction: float  # kept tokens / tokens, over tracked frames
-    frame_ms: list[float] = field(default_factory=list)  # every frame, for inspection
+    objects_tracked: int
+    warmup_s: float  # the warm-up's wall time (with torch.compile: the compilation)
+    frame_ms: list[float] = field(default_factory=list)  # every frame of the headline run
+    profile: ProfileResult | None = None
 
 
 @dataclass
@@ -61,29 +128,27 @@ class BenchSettings:
     warmup_frames: int | None = None
     # run every predictor under torch.autocast(bfloat16), as SAM 2's own GPU examples do
     bf16_autocast: bool = False
+    # steady-state frames profiled per method with torch.profiler; None: 5 on CUDA, 0 (no
+    # profiled run) on the CPU
+    profile_frames: int | None = None
+    # torch.compile mode of sam2's vos_optimized predictor (sam2's own is "max-autotune", which
+    # autotunes for many minutes); "none": not measured; None: "reduce-overhead" on CUDA, "none"
+    # on the CPU
+    compile_mode: str | None = None
+    # seconds the vos_optimized predictor may take to be built, compiled, warmed up and timed
+    # before it is given up (recorded as an error; the other methods' figures are kept); None: no limit
+    compile_timeout_s: float | None = None
 
 
-def _tracked_stats(entries: list[dict], tokens_per_frame: int) -> tuple[float, float]:
-    """(mean memory-bank bytes, kept fraction) over tracked, non-prompted frames, from each
-    frame's ``frame_memory`` entries read as the frame was yielded (with bounded memory, the
-    state after tracking no longer holds them)."""
-    if not entries:
-        return 0.0, 0.0
-    bank = statistics.fmean(entry["memory_bank_bytes"] for entry in entries)
-    kept = sum(entry["kept_tokens"] for entry in entries) / (tokens_per_frame * len(entries))
-    return bank, kept
+# --- instrumentation, from outside the predictor ---------------------------------------------------
 
 
 class ComponentTimer:
     """Wall-clock seconds spent per model component, per frame, measured by wrapping the
     predictor's methods from outside (``instrument``): the predictor does not know it is timed.
+    For the CPU: on a GPU it would have to synchronise around every component."""
 
-    Synchronises CUDA around every measurement when ``synchronize`` is set (biased on a GPU,
-    where it serialises the launches; the headline figures come from the untimed frames).
-    """
-
-    def __init__(self, *, synchronize: bool = False) -> None:
-        self.synchronize = synchronize
+    def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
 
     def reset(self) -> None:
@@ -91,26 +156,19 @@ class ComponentTimer:
 
     @contextmanager
     def measure(self, component: str) -> Iterator[None]:
-        if self.synchronize:
-            torch.cuda.synchronize()
         start = time.perf_counter()
         try:
             yield
         finally:
-            if self.synchronize:
-                torch.cuda.synchronize()
             self.seconds[component] += time.perf_counter() - start
 
-    def wrap(self, owner: object, method: str, component: str) -> None:
-        """Time every call of ``owner.method`` as ``component`` (an instance attribute shadows
-        the class's method; ``unwrap`` removes it)."""
-        original = getattr(owner, method)
 
-        def timed(*args, **kwargs):
-            with self.measure(component):
-                return original(*args, **kwargs)
+class ProfilerRanges:
+    """Marks each component's calls as a torch.profiler range (no synchronisation); the profiled
+    run attributes kernels to components by them."""
 
-        setattr(owner, method, timed)
+    def measure(self, component: str) -> AbstractContextManager:
+        return torch.profiler.record_function(RANGE_PREFIX + component)
 
 
 # (method of the predictor, component): where SAM 2 spends a frame
@@ -125,14 +183,23 @@ ROUTER_SIGNALS = (("visual_signal", "visual"), ("text_signal", "text"), ("prior_
 
 
 @contextmanager
-def instrument(predictor: SAM2Predictor, timer: ComponentTimer) -> Iterator[ComponentTimer]:
-    """Time the predictor's components (and the router's signals) while inside the block."""
+def instrument(predictor, measurement: ComponentTimer | ProfilerRanges) -> Iterator[None]:
+    """Measure the predictor's components (and the router's signals) while inside the block:
+    each method is shadowed by an instance attribute calling it inside
+    ``measurement.measure(component)``; leaving the block removes them."""
     wrapped: list[tuple[object, str]] = []
 
     def wrap(owner: object, method: str, component: str) -> None:
-        if hasattr(owner, method):
-            timer.wrap(owner, method, component)
-            wrapped.append((owner, method))
+        if not hasattr(owner, method):
+            return
+        original = getattr(owner, method)
+
+        def measured(*args, **kwargs):
+            with measurement.measure(component):
+                return original(*args, **kwargs)
+
+        setattr(owner, method, measured)
+        wrapped.append((owner, method))
 
     for method, component in PREDICTOR_COMPONENTS:
         wrap(predictor, method, component)
@@ -144,85 +211,297 @@ def instrument(predictor: SAM2Predictor, timer: ComponentTimer) -> Iterator[Comp
     if probe is not None:
         wrap(probe, "block_variance", "signal_uncertainty")
     try:
-        yield timer
+        yield
     finally:
         for owner, method in wrapped:
             delattr(owner, method)
 
 
-def time_predictor(
-    predictor: SAM2Predictor,
+def _split_uncertainty(measured: dict[str, float]) -> dict[str, float]:
+    """The uncertainty probe runs inside the image encoder: count it as token scoring."""
+    measured = dict(measured)
+    probe = measured.get("signal_uncertainty", 0.0)
+    measured["image_encoder"] = measured.get("image_encoder", 0.0) - probe
+    measured["token_scoring"] = measured.get("token_scoring", 0.0) + probe
+    return measured
+
+
+# --- one method's runs ---------------------------------------------------------------------------
+
+
+@dataclass
+class Method:
+    """A predictor to measure and what the JSON says about it."""
+
+    key: str  # "sam2", "sam2-vos", "sam2prune", "pruned"
+    label: str
+    predictor: Any  # None: built when its turn comes (sam2's compiled predictor)
+    pruning: PruningConfig | None = None
+    class_name: str | None = None  # of a predictor not built yet
+    # gives, for a clip, what runs after the prompts, untimed (automatic texts)
+    hook_for: Callable[[VideoSource], Hook] | None = None
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+@contextmanager
+def _session(method: Method, source: VideoSource, prompts: list[ObjectPrompt]) -> Iterator[tuple[dict, Iterator]]:
+    """A fresh inference session with the prompts applied, and its frames to track."""
+    predictor = method.predictor
+    state = init_state_from(predictor, source)
+    masks = apply_prompts(predictor, state, prompts)
+    if method.hook_for is not None:
+        method.hook_for(source)(predictor, state, masks)
+    frames = predictor.propagate_in_video(state, start_frame_idx=0)
+    try:
+        yield state, frames
+    finally:
+        frames.close()
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _next_frame(frames: Iterator, device: torch.device) -> float | None:
+    """Track one frame; its milliseconds (None at the end of the clip)."""
+    start = time.perf_counter()
+    try:
+        next(frames)
+    except StopIteration:
+        return None
+    _synchronize(device)
+    return (time.perf_counter() - start) * 1000
+
+
+def _steady(count: int) -> list[int]:
+    # a warm-up run may be shorter than the steady state: its figures are not reported
+    return list(range(STEADY_FROM_FRAME, count)) or list(range(1, count)) or [0]
+
+
+@dataclass
+class Headline:
+    frame_ms: list[float]
+    memory_bank_bytes_per_frame: float
+    kept_fraction: float
+    objects_tracked: int
+    peak_rss_mib: float
+    peak_rss_scope: str
+    peak_cuda_mib: float | None
+
+
+def warm_up(method: Method, source: VideoSource, prompts: list[ObjectPrompt], *, device: torch.device) -> float:
+    """Track the clip once, untimed (compilation, cuDNN plans, allocator); its wall seconds."""
+    start = time.perf_counter()
+    with _session(method, source, prompts) as (_, frames):
+        while _next_frame(frames, device) is not None:
+            pass
+    return time.perf_counter() - start
+
+
+def headline_run(method: Method, source: VideoSource, prompts: list[ObjectPrompt], *, device: torch.device) -> Headline:
+    """Track the clip with nothing installed on the predictor, one sync per frame (CUDA)."""
+    _synchronize(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    rss_resettable = reset_peak_rss()
+    with _session(method, source, prompts) as (state, frames):
+        frame_ms: list[float] = []
+        entries: list[dict] = []  # what sam2prune's predictors stored per frame, read as it is yielded
+        while (ms := _next_frame(frames, device)) is not None:
+            frame_ms.append(ms)
+            if hasattr(method.predictor, "frame_memory"):  # not timed; frames are yielded in order from 0
+                entries += method.predictor.frame_memory(state, len(frame_ms) - 1).values()
+        bank, kept = _tracked_stats(method.predictor, state, entries)
+        objects = len(state["obj_ids"])
+    return Headline(
+        frame_ms=frame_ms,
+        memory_bank_bytes_per_frame=bank,
+        kept_fraction=kept,
+        objects_tracked=objects,
+        peak_rss_mib=peak_rss_mib(),
+        peak_rss_scope="run" if rss_resettable else "process",
+        peak_cuda_mib=torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
+    )
+
+
+def components_run(
+    method: Method, source: VideoSource, prompts: list[ObjectPrompt], *, device: torch.device
+) -> tuple[dict[str, float], dict[str, float]]:
+    """(components, signals): median wall-clock ms per steady-state frame of the wrapped methods."""
+    timer = ComponentTimer()
+    per_frame: list[dict[str, float]] = []
+    with _session(method, source, prompts) as (_, frames), instrument(method.predictor, timer):
+        timer.reset()
+        while _next_frame(frames, device) is not None:
+            per_frame.append(_split_uncertainty({k: v * 1000 for k, v in timer.seconds.items()}))
+            timer.reset()
+    steady = _steady(len(per_frame))
+    components = {name: statistics.median(per_frame[i].get(name, 0.0) for i in steady) for name in COMPONENTS}
+    signals = {
+        name: statistics.median(per_frame[i].get(f"signal_{name}", 0.0) for i in steady) for name in SIGNAL_PARTS
+    }
+    return components, signals
+
+
+def profile_run(
+    method: Method, source: VideoSource, prompts: list[ObjectPrompt], *, device: torch.device, frames: int
+) -> ProfileResult:
+    """torch.profiler over ``frames`` steady-state frames (from ``STEADY_FROM_FRAME``, or the
+    second frame of a short clip), components marked as ranges; one sync per frame."""
+    from torch.profiler import ProfilerActivity, profile
+
+    first = STEADY_FROM_FRAME if len(source) > STEADY_FROM_FRAME else 1
+    profiled = list(range(first, min(first + frames, len(source))))
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with _session(method, source, prompts) as (_, tracked), instrument(method.predictor, ProfilerRanges()):
+        for _ in range(first):
+            _next_frame(tracked, device)
+        with profile(activities=activities, record_shapes=False, with_stack=False) as profiler:
+            for _ in profiled:
+                _next_frame(tracked, device)
+    return summarize_profile(profiler.events(), profiled, on_gpu=device.type == "cuda")
+
+
+def summarize_profile(events, frames: list[int], *, on_gpu: bool) -> ProfileResult:
+    """Per-frame figures of torch.profiler events (``profiler.events()``: ``FunctionEvent``s)
+    recorded over ``frames``."""
+    from torch.autograd import DeviceType
+
+    count = max(len(frames), 1)
+    kernels: Counter[str] = Counter()
+    kernel_us: Counter[str] = Counter()
+    memcpy: Counter[str] = Counter()
+    runtime: Counter[str] = Counter()
+    ranges: Counter[str] = Counter()
+    host_ops = copy_ops = 0
+    host_op_us: Counter[str] = Counter()
+    for event in events:
+        name = event.name
+        if event.device_type == DeviceType.CUDA:
+            if getattr(event, "is_user_annotation", False) or name.startswith(RANGE_PREFIX):
+                continue  # the device-side copy of a range
+            if name.startswith("Memcpy"):
+                memcpy[name.split()[1] if len(name.split()) > 1 else name] += 1
+            elif not name.startswith("Memset"):
+                kernels[name] += 1
+                kernel_us[name] += event.time_range.elapsed_us()
+            continue
+        if name.startswith(RANGE_PREFIX):
+            component = name[len(RANGE_PREFIX) :]
+            ranges[component] += event.device_time_total if on_gpu else event.cpu_time_total
+        elif name.startswith("aten::"):
+            host_ops += 1
+            copy_ops += name == "aten::copy_"
+            host_op_us[name] += event.self_cpu_time_total
+        elif name.startswith(("cuda", "cu")) and not name.startswith("cudnn"):
+            runtime[name] += 1
+    ranged = _split_uncertainty({name: us / 1000 / count for name, us in ranges.items()})
+    timed = kernel_us if on_gpu else host_op_us
+    calls = kernels if on_gpu else Counter()
+    top = [
+        {"name": name[:120], "per_frame": calls[name] / count if on_gpu else None, "ms_per_frame": us / 1000 / count}
+        for name, us in timed.most_common(10)
+    ]
+    return ProfileResult(
+        frames=list(frames),
+        kernels_per_frame=sum(kernels.values()) / count,
+        kernel_ms_per_frame=sum(kernel_us.values()) / 1000 / count,
+        memcpy_per_frame={kind: n / count for kind, n in sorted(memcpy.items())},
+        host_ops_per_frame=host_ops / count,
+        copy_ops_per_frame=copy_ops / count,
+        runtime_calls_per_frame={name: n / count for name, n in runtime.most_common(8)},
+        components_ms={name: ranged.get(name, 0.0) for name in COMPONENTS},
+        signals_ms={name: ranged.get(f"signal_{name}", 0.0) for name in SIGNAL_PARTS},
+        top_kernels=top,
+    )
+
+
+def _tracked_stats(predictor, inference_state: dict, entries: list[dict]) -> tuple[float, float]:
+    """(mean memory-bank bytes, kept fraction) over tracked, non-prompted frames, of any
+    predictor: sam2prune's from the ``frame_memory`` entries read as each frame was yielded
+    (bounded memory drops them later), sam2's own from its state (it stores every frame dense)."""
+    num_tokens = predictor.sam_image_embedding_size**2
+    if hasattr(predictor, "frame_memory"):
+        sizes = [(entry["memory_bank_bytes"], entry["kept_tokens"]) for entry in entries if not entry["conditioning"]]
+    else:
+        sizes = []
+        for output_dict in inference_state["output_dict_per_obj"].values():
+            bank = SparseMemoryBank(output_dict, num_tokens)
+            sizes += [
+                (bank.frame_bytes(out, None).attended, num_tokens)
+                for _, conditioning, out, _ in bank.stored_frames()
+                if not conditioning
+            ]
+    if not sizes:
+        return 0.0, 0.0
+    return statistics.fmean(size for size, _ in sizes), sum(kept for _, kept in sizes) / (num_tokens * len(sizes))
+
+
+def measure_method(
+    method: Method,
     source: VideoSource,
     prompts: list[ObjectPrompt],
     *,
     device: torch.device,
-    on_prompted=None,
+    warmup: VideoSource,
+    progress: Callable[[str], None],
 ) -> RunResult:
-    """Track the prompted objects through the clip once and measure every frame (the
-    ``on_prompted`` hook, e.g. automatic texts, runs before and is not timed)."""
-    synchronize = device.type == "cuda"
-    timer = ComponentTimer(synchronize=synchronize)
-    if synchronize:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    rss_resettable = reset_peak_rss()
-    with instrument(predictor, timer):
-        inference_state = predictor.init_state(source)
-        masks = apply_prompts(predictor, inference_state, prompts)
-        if on_prompted is not None:
-            on_prompted(predictor, inference_state, masks)
-        frame_ms: list[float] = []
-        per_frame_components: list[dict[str, float]] = []
-        tracked: dict[tuple[int, int], dict] = {}
-        timer.reset()
-        frames = predictor.propagate_in_video(inference_state, start_frame_idx=0)
-        while True:
-            start = time.perf_counter()
-            try:
-                frame_idx, _, _ = next(frames)
-            except StopIteration:
-                break
-            if synchronize:
-                torch.cuda.synchronize()
-            frame_ms.append((time.perf_counter() - start) * 1000)
-            for obj_id, entry in predictor.frame_memory(inference_state, frame_idx).items():
-                if not entry["conditioning"]:
-                    tracked[(frame_idx, obj_id)] = entry
-            measured = {k: v * 1000 for k, v in timer.seconds.items()}
-            probe = measured.get("signal_uncertainty", 0.0)  # runs inside the image encoder
-            measured["image_encoder"] = measured.get("image_encoder", 0.0) - probe
-            measured["token_scoring"] = measured.get("token_scoring", 0.0) + probe
-            per_frame_components.append(measured)
-            timer.reset()
-    # a warm-up run may be shorter than the steady state: its figures are not reported
-    steady = list(range(STEADY_FROM_FRAME, len(frame_ms))) or list(range(1, len(frame_ms))) or [0]
-    bank, kept = _tracked_stats(list(tracked.values()), predictor.num_tokens)
+    """Warm-up, headline run and (CPU) components run of one method; the profiled run comes
+    later (``add_profile``), after every method's headline run: a profiler's start-up and
+    leftovers must not disturb them."""
+    warm_prompts = [p for p in prompts if p.frame < len(warmup)]
+    progress(f"{method.label}: warm-up on {len(warmup)} frames")
+    warmup_s = warm_up(method, warmup, warm_prompts, device=device)
+    progress(f"{method.label}: timing {len(source)} frames")
+    headline = headline_run(method, source, prompts, device=device)
+    if device.type == "cuda":
+        components = dict.fromkeys(COMPONENTS, 0.0)
+        signals = dict.fromkeys(SIGNAL_PARTS, 0.0)
+        source_of_components = "not measured (no profiled run)"
+    else:
+        progress(f"{method.label}: timing its components")
+        components, signals = components_run(method, source, prompts, device=device)
+        source_of_components = COMPONENTS_WALL_CLOCK
+    steady = _steady(len(headline.frame_ms))
     return RunResult(
-        ms_per_frame=statistics.median(frame_ms[i] for i in steady),
-        components_ms={
-            name: statistics.median(per_frame_components[i].get(name, 0.0) for i in steady) for name in COMPONENTS
-        },
-        signals_ms={
-            name: statistics.median(per_frame_components[i].get(f"signal_{name}", 0.0) for i in steady)
-            for name in SIGNAL_PARTS
-        },
-        memory_bank_bytes_per_frame=bank,
-        peak_rss_mib=peak_rss_mib(),
-        peak_rss_scope="run" if rss_resettable else "process",
-        peak_cuda_mib=torch.cuda.max_memory_allocated() / 2**20 if synchronize else None,
-        kept_fraction=kept,
-        frame_ms=[round(ms, 2) for ms in frame_ms],
+        ms_per_frame=statistics.median(headline.frame_ms[i] for i in steady),
+        components_ms=components,
+        signals_ms=signals,
+        components_source=source_of_components,
+        memory_bank_bytes_per_frame=headline.memory_bank_bytes_per_frame,
+        peak_rss_mib=headline.peak_rss_mib,
+        peak_rss_scope=headline.peak_rss_scope,
+        peak_cuda_mib=headline.peak_cuda_mib,
+        kept_fraction=headline.kept_fraction,
+        objects_tracked=headline.objects_tracked,
+        warmup_s=warmup_s,
+        frame_ms=[round(ms, 2) for ms in headline.frame_ms],
     )
 
 
-def _versions() -> dict[str, str]:
+def add_profile(run: dict[str, Any], profile: ProfileResult, *, device: torch.device) -> None:
+    """Put a profiled run's figures into a method's JSON entry (on CUDA, its components too)."""
+    run["profile"] = asdict(profile)
+    if device.type == "cuda":
+        run["components_ms"] = dict(profile.components_ms)
+        run["signals_ms"] = dict(profile.signals_ms)
+        run["components_source"] = COMPONENTS_GPU
+
+
+# --- the benchmark -----------------------------------------------------------------------------------
+
+
+def _versions() -> dict[str, str | None]:
     import sam2
 
     import sam2prune
 
-    versions = {
+    versions: dict[str, str | None] = {
         "python": platform.python_version(),
         "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": str(torch.backends.cudnn.version()) if torch.backends.cudnn.is_available() else None,
         "sam2": getattr(sam2, "__version__", "1.1.0"),
         "sam2prune": sam2prune.__version__,
     }
@@ -249,6 +528,52 @@ def _device_name(device: torch.device) -> str:
     return f"CPU {processor} ({torch.get_num_threads()} threads)"
 
 
+@contextmanager
+def time_limit(seconds: float | None, what: str) -> Iterator[None]:
+    """Raise ``TimeoutError`` in the block once ``seconds`` have passed (SIGALRM: the main
+    thread of a POSIX process; torch.compile's compilation is interrupted at its next Python
+    step). An exception raised where Python ignores it (a weakref callback, ``__del__``) is lost,
+    so it is raised again every second until the block is left. None: no limit."""
+    import signal
+
+    if not seconds:
+        yield
+        return
+
+    def expire(signum, frame):
+        raise TimeoutError(f"{what} took more than {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds, 1.0)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _record_failure(method: Method, error: Exception, progress: Callable[[str], None]) -> None:
+    progress(f"{method.label} failed: {type(error).__name__}: {error}")
+    method.notes["error"] = f"{type(error).__name__}: {error}"
+    method.notes["traceback"] = traceback.format_exc(limit=8)
+
+
+def _uses_mc(config: PruningConfig) -> bool:
+    return config.scorer == "router" and config.uncertainty == "mc" and "uncertainty" in config.active_signals()
+
+
+def _prompt_summary(prompt: ObjectPrompt) -> dict[str, Any]:
+    summary: dict[str, Any] = {"obj_id": prompt.obj_id, "frame": prompt.frame}
+    if prompt.points:
+        summary["points"] = [list(point) for point in prompt.points]
+        summary["labels"] = list(prompt.labels)
+    if prompt.box is not None:
+        summary["box"] = list(prompt.box)
+    if prompt.mask is not None:
+        summary["mask_pixels"] = int(prompt.mask.sum())
+    return summary
+
+
 def run_benchmark(
     settings: BenchSettings,
     source: VideoSource,
@@ -257,10 +582,25 @@ def run_benchmark(
     build,
     progress=print,
     on_prompted_for=None,
+    checkpoint: Callable[[dict], None] | None = None,
+    clip_frames: int | None = None,
 ) -> dict:
-    """Benchmark the baseline and each pruning config. ``build(pruning)`` returns a predictor;
-    all predictors must share weights. ``on_prompted_for(source)`` may give a hook for the
-    pruned runs (automatic texts). Returns the JSON-able result."""
+    """Benchmark the references and each pruning config (see the module docstring).
+
+    Args:
+        build: ``build(pruning)`` returns a predictor (``None``: sam2prune's unpruned
+            ``SAM2Predictor``, built by ``build_predictor``); all share its weights.
+        on_prompted_for: ``on_prompted_for(clip)`` gives a hook run after the prompts of the
+            pruned runs (automatic texts), untimed.
+        checkpoint: called with the results so far after each method (e.g. to write the JSON,
+            so that an interrupted run leaves what it measured).
+        clip_frames: the length of the clip ``source`` was looped from, if it was.
+
+    Returns:
+        The JSON-able result.
+    """
+    from sam2prune.models import official_predictor
+
     torch.set_num_threads(settings.threads)
     device = torch.device(settings.device)
     if settings.bf16_autocast and device.type != "cuda":
@@ -275,90 +615,209 @@ def run_benchmark(
         warmup_frames = len(source) if device.type == "cuda" else 3
     if warmup_frames < 1:
         raise InputError(f"--warmup must be >= 1 frame, got {warmup_frames}")
-    baseline = build(None)
-    pruned = [(config, build(config)) for config in settings.pruning]
-    # one autocast context around warm-up and timing: every predictor runs in the same precision
-    with torch.autocast(device.type, dtype=torch.bfloat16) if settings.bf16_autocast else nullcontext():
-        warmup = source.head(min(warmup_frames, len(source)))
-        warm_prompts = [p for p in prompts if p.frame < len(warmup)]
-        for predictor in [baseline] + [p for _, p in pruned]:
-            hook = on_prompted_for(warmup) if on_prompted_for is not None and predictor is not baseline else None
-            time_predictor(predictor, warmup, warm_prompts, device=device, on_prompted=hook)
+    profile_frames = settings.profile_frames
+    if profile_frames is None:
+        profile_frames = 5 if device.type == "cuda" else 0
+    if profile_frames < 0:
+        raise InputError(f"--profile-frames must be >= 0, got {profile_frames}")
+    compile_mode = settings.compile_mode
+    if compile_mode is None:
+        compile_mode = "reduce-overhead" if device.type == "cuda" else "none"
+    warmup = source.head(min(warmup_frames, len(source)))
 
-        progress(f"timing unpruned SAM 2 on {len(source)} frames")
-        base_result = time_predictor(baseline, source, prompts, device=device)
-        results = []
-        for config, predictor in pruned:
-            label = f"retention {config.retention:g}" + (f", {config.mc_passes} MC passes" if _uses_mc(config) else "")
-            progress(f"timing pruned SAM 2, {label}")
-            hook = on_prompted_for(source) if on_prompted_for is not None else None
-            result = time_predictor(predictor, source, prompts, device=device, on_prompted=hook)
-            results.append(
-                {
-                    "retention": config.retention,
-                    "mc_passes": config.mc_passes if _uses_mc(config) else None,
-                    "speedup": base_result.ms_per_frame / result.ms_per_frame,
-                    "pruning": asdict(config),
-                    **asdict(result),
-                }
-            )
-    return {
-        "baseline": asdict(base_result),
-        "pruned": results,
+    baseline = build(None)
+    compile_calls: list[dict] = []
+    methods = [
+        Method("sam2", "sam2 SAM2VideoPredictor (eager)", official_predictor(baseline)),
+        Method("sam2prune", "sam2prune SAM2Predictor (unpruned)", baseline),
+    ]
+    for config in settings.pruning:
+        label = f"pruned, retention {config.retention:g}" + (f", MC T={config.mc_passes}" if _uses_mc(config) else "")
+        methods.append(Method("pruned", label, build(config), pruning=config, hook_for=on_prompted_for))
+    vos_label = f"sam2 SAM2VideoPredictorVOS (torch.compile {compile_mode})"
+    if compile_mode == "none":
+        reason = (
+            "not measured on the CPU (inductor compiles for minutes; pass --compile-mode to measure it)"
+            if settings.compile_mode is None
+            else "--compile-mode none"
+        )
+        vos = Method("sam2-vos", "sam2 SAM2VideoPredictorVOS", None, class_name=VOS_CLASS, notes={"skipped": reason})
+    else:
+        vos = Method(
+            "sam2-vos",
+            vos_label,
+            None,
+            class_name=VOS_CLASS,
+            notes={
+                "compile_mode": compile_mode,
+                "sam2_compile_mode": SAM2_COMPILE_MODE,
+                "compile_note": (
+                    f"sam2 1.1.0 compiles its vos_optimized predictor with mode={SAM2_COMPILE_MODE!r}; here every "
+                    f"torch.compile call made while it is built gets mode={compile_mode!r} instead "
+                    "(sam2prune.models.torch_compile_mode), the rest of each call as sam2 makes it"
+                ),
+                "compile_calls": compile_calls,
+            },
+        )
+    methods.append(vos)  # last: a compilation that fails or stalls costs no other figure
+
+    result: dict[str, Any] = {
+        "references": [],
+        "pruned": [],
+        "reference": "sam2",
         "model": settings.model,
         "random_weights": settings.random_weights,
         "image_size": settings.image_size,
         "frames": len(source),
+        "clip_frames": clip_frames or len(source),
         "steady_from_frame": STEADY_FROM_FRAME,
         "threads": settings.threads,
         "warmup_frames": len(warmup),
+        "profile_frames": profile_frames,
+        "headline": HEADLINE,
+        "components": COMPONENTS_GPU if device.type == "cuda" else COMPONENTS_WALL_CLOCK,
         "device": _device_name(device),
         "precision": "bf16 autocast" if settings.bf16_autocast else "float32",
+        "objects": len({prompt.obj_id for prompt in prompts}),
+        "prompts": [_prompt_summary(prompt) for prompt in prompts],
         "scorer": settings.pruning[0].scorer,
         "router": settings.pruning[0].router if settings.pruning[0].scorer == "router" else None,
         "signals": list(settings.pruning[0].active_signals()) if settings.pruning[0].scorer == "router" else None,
+        "sam2_cuda_extension": cuda_extension_available(),
+        "hole_filling": "on" if cuda_extension_available() else "off in every method (sam2._C is not installed)",
         "versions": _versions(),
     }
 
+    def entry(method: Method, run: RunResult | None) -> dict[str, Any]:
+        predictor_class = type(method.predictor) if method.predictor is not None else None
+        data: dict[str, Any] = {
+            "method": method.key,
+            "label": method.label,
+            "class": f"{predictor_class.__module__}.{predictor_class.__qualname__}"
+            if predictor_class
+            else method.class_name,
+            **method.notes,
+        }
+        if method.pruning is not None:
+            data.update(
+                retention=method.pruning.retention,
+                mc_passes=method.pruning.mc_passes if _uses_mc(method.pruning) else None,
+                pruning=asdict(method.pruning),
+            )
+        if run is not None:
+            data.update(asdict(run))
+        return data
 
-def _uses_mc(config: PruningConfig) -> bool:
-    return config.scorer == "router" and config.uncertainty == "mc" and "uncertainty" in config.active_signals()
+    def speedups() -> None:
+        reference = next((m for m in result["references"] if m["method"] == "sam2" and "ms_per_frame" in m), None)
+        full = [run for run in result["pruned"] if run["retention"] == 1.0]
+        for run in result["references"] + result["pruned"]:
+            if "ms_per_frame" not in run:
+                continue
+            if reference is not None:
+                run["speedup"] = reference["ms_per_frame"] / run["ms_per_frame"]
+            if run["method"] == "pruned":
+                same = [f for f in full if f["mc_passes"] == run["mc_passes"]] or full
+                run["speedup_vs_retention_1"] = same[0]["ms_per_frame"] / run["ms_per_frame"] if same else None
+        if reference is not None:
+            result["baseline"] = reference
+
+    # one autocast context around every run: every method runs in the same precision
+    measured: list[tuple[Method, dict[str, Any]]] = []
+    with torch.autocast(device.type, dtype=torch.bfloat16) if settings.bf16_autocast else nullcontext():
+        for method in methods:
+            target = result["pruned"] if method.key == "pruned" else result["references"]
+            if "skipped" in method.notes:
+                target.append(entry(method, None))
+                continue
+            limit = settings.compile_timeout_s if method.key == "sam2-vos" else None
+            try:
+                with time_limit(limit, f"{method.label}: building, compiling, warming up and timing"):
+                    if method.predictor is None:  # sam2's vos_optimized predictor: built (and compiled) now
+                        progress(f"building {method.label}")
+                        method.predictor = official_predictor(
+                            baseline, vos_optimized=True, compile_mode=compile_mode, compile_calls=compile_calls
+                        )
+                    run = measure_method(method, source, prompts, device=device, warmup=warmup, progress=progress)
+            except Exception as error:
+                if method.key != "sam2-vos":
+                    raise
+                _record_failure(method, error, progress)  # the optional reference: say why, keep the rest
+                target.append(entry(method, None))
+                continue
+            target.append(entry(method, run))
+            measured.append((method, target[-1]))
+            speedups()
+            if checkpoint is not None:
+                checkpoint(result)
+        for method, data in measured if profile_frames > 0 else ():
+            progress(f"{method.label}: profiling {profile_frames} steady-state frames")
+            try:
+                add_profile(
+                    data, profile_run(method, source, prompts, device=device, frames=profile_frames), device=device
+                )
+            except Exception as error:
+                if method.key != "sam2-vos":
+                    raise
+                _record_failure(method, error, progress)
+                data.update(error=method.notes["error"], traceback=method.notes["traceback"])
+            if checkpoint is not None:
+                checkpoint(result)
+    speedups()
+    return result
+
+
+# --- presenting the results ---------------------------------------------------------------------
+
+
+def _runs(result: dict) -> list[dict]:
+    return [run for run in result["references"] + result["pruned"] if "ms_per_frame" in run]
 
 
 def markdown_table(result: dict) -> str:
     """The benchmark as a markdown table (times in ms per steady-state frame)."""
+    on_gpu = any(run.get("peak_cuda_mib") is not None for run in _runs(result))
     header = (
-        "| method | retention | ms/frame | speedup | image enc | scoring | mem attn | mem enc | mask dec "
-        "| bank KiB/frame | bank ratio | peak RSS MiB |"
+        "| method | retention | ms/frame | vs sam2 | vs r=1 | image enc | scoring | mem attn | mem enc | mask dec "
+        "| kernels/frame | kernel ms/frame | host ops/frame | bank KiB/frame | bank ratio | "
+        + ("peak CUDA MiB |" if on_gpu else "peak RSS MiB |")
     )
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
-    base = result["baseline"]
+    reference = result.get("baseline")
+    reference_bank = reference["memory_bank_bytes_per_frame"] if reference else 0.0
 
-    def row(name: str, run: dict, retention: str, speedup: str) -> str:
+    def number(value: float | None, digits: int) -> str:
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    for run in _runs(result):
         c = run["components_ms"]
-        ratio = (
-            run["memory_bank_bytes_per_frame"] / base["memory_bank_bytes_per_frame"]
-            if base["memory_bank_bytes_per_frame"]
-            else float("nan")
+        profile = run.get("profile") or {}
+        ratio = run["memory_bank_bytes_per_frame"] / reference_bank if reference_bank else None
+        retention = f"{run['retention']:g}" if run["method"] == "pruned" else "-"
+        vs_full = run.get("speedup_vs_retention_1")
+        digits = 1 if run["ms_per_frame"] < 100 else 0
+        lines.append(
+            f"| {run['label']} | {retention} | {run['ms_per_frame']:.{digits}f} "
+            f"| {number(run.get('speedup'), 2)}x | {number(vs_full, 2) + 'x' if vs_full else '-'} "
+            f"| {c['image_encoder']:.{digits}f} | {c['token_scoring']:.1f} | {c['memory_attention']:.{digits}f} "
+            f"| {c['memory_encoder']:.{digits}f} | {c['mask_decoder']:.{digits}f} "
+            f"| {number(profile.get('kernels_per_frame') or None, 0)} | {number(profile.get('kernel_ms_per_frame') or None, 1)} "
+            f"| {number(profile.get('host_ops_per_frame'), 0)} "
+            f"| {run['memory_bank_bytes_per_frame'] / 1024:.0f} | {number(ratio, 3)} "
+            f"| {(run['peak_cuda_mib'] if on_gpu else run['peak_rss_mib']):.0f} |"
         )
-        return (
-            f"| {name} | {retention} | {run['ms_per_frame']:.0f} | {speedup} | {c['image_encoder']:.0f} "
-            f"| {c['token_scoring']:.1f} | {c['memory_attention']:.0f} | {c['memory_encoder']:.0f} "
-            f"| {c['mask_decoder']:.0f} | {run['memory_bank_bytes_per_frame'] / 1024:.0f} | {ratio:.3f} "
-            f"| {run['peak_rss_mib']:.0f} |"
-        )
-
-    lines.append(row("SAM 2 (unpruned)", base, "-", "1.00x"))
-    for run in result["pruned"]:
-        name = "pruned" + (f", MC T={run['mc_passes']}" if run.get("mc_passes") else "")
-        lines.append(row(name, run, f"{run['retention']:g}", f"{run['speedup']:.2f}x"))
-    if any(any(run["signals_ms"].values()) for run in result["pruned"]):
+    for run in result["references"] + result["pruned"]:
+        if "ms_per_frame" not in run:
+            why = run.get("skipped") or run.get("error")
+            lines.append(f"\n{run['label']}: {'skipped' if 'skipped' in run else 'failed'}: {why}")
+    pruned = [run for run in result["pruned"] if "ms_per_frame" in run]
+    if any(any(run["signals_ms"].values()) for run in pruned):
         lines += ["", "Token scoring by signal (ms per frame; uncertainty runs inside the image encoder):", ""]
         lines += [
             "| retention | " + " | ".join(SIGNAL_PARTS) + " | total | % of image enc |",
             "|---|" + "---|" * (len(SIGNAL_PARTS) + 2),
         ]
-        for run in result["pruned"]:
+        for run in pruned:
             parts = run["signals_ms"]
             label = f"{run['retention']:g}" + (f" (T={run['mc_passes']})" if run.get("mc_passes") else "")
             share = (
@@ -371,6 +830,7 @@ def markdown_table(result: dict) -> str:
                 + " | ".join(f"{parts[name]:.1f}" for name in SIGNAL_PARTS)
                 + f" | {run['components_ms']['token_scoring']:.1f} | uncertainty {share:.1f}% |"
             )
+    lines += ["", f"ms/frame: {result['headline']}; components: {result['components']}."]
     return "\n".join(lines)
 
 
@@ -393,22 +853,30 @@ def _pyplot():
 
 
 def plot(path: Path, result: dict) -> None:
-    """ms/frame and memory-bank size against retention (unpruned SAM 2 as a line)."""
+    """ms/frame and memory-bank size against retention (the references as lines)."""
     plt = _pyplot()
-    runs = sorted(result["pruned"], key=lambda run: run["retention"])
+    runs = sorted((run for run in result["pruned"] if "ms_per_frame" in run), key=lambda run: run["retention"])
     retentions = [run["retention"] for run in runs]
-    base = result["baseline"]
+    references = [run for run in result["references"] if "ms_per_frame" in run]
     figure, (speed, bank) = plt.subplots(1, 2, figsize=(10, 4))
     speed.plot(retentions, [run["ms_per_frame"] for run in runs], "o-", label="pruned")
-    speed.axhline(base["ms_per_frame"], color="grey", linestyle="--", label="SAM 2 (unpruned)")
-    speed.set(xlabel="retention", ylabel="ms per frame (steady state)", ylim=(0, None))
     bank.plot(retentions, [run["memory_bank_bytes_per_frame"] / 1024 for run in runs], "o-", label="pruned")
-    bank.axhline(base["memory_bank_bytes_per_frame"] / 1024, color="grey", linestyle="--", label="SAM 2 (unpruned)")
+    for reference, style in zip(references, ("--", ":", "-."), strict=False):
+        speed.axhline(reference["ms_per_frame"], color="grey", linestyle=style, label=reference["label"])
+    if result.get("baseline"):
+        bank.axhline(
+            result["baseline"]["memory_bank_bytes_per_frame"] / 1024, color="grey", linestyle="--", label="sam2"
+        )
+    speed.set(xlabel="retention", ylabel="ms per frame (steady state)", ylim=(0, None))
     bank.set(xlabel="retention", ylabel="memory bank KiB per tracked frame", ylim=(0, None))
     for axes in (speed, bank):
-        axes.legend()
+        axes.legend(fontsize=7)
         axes.grid(alpha=0.3)
-    figure.suptitle(f"{result['model']} at {result['image_size']} px, {result['device']}")
+    figure.suptitle(
+        f"{result['model']} at {result['image_size']} px, {result['objects']} object(s), {result['precision']}, "
+        f"{result['device']}",
+        fontsize=9,
+    )
     figure.tight_layout()
     try:
         atomic_write(path, lambda temp: figure.savefig(temp, dpi=120, format="png"))

@@ -203,3 +203,51 @@ class ProtocolConfig:
             raise ValueError(f"clicks_per_round must be an integer >= 1, got {self.clicks_per_round!r}")
         if isinstance(self.max_rounds, bool) or not isinstance(self.max_rounds, int) or self.max_rounds < 0:
             raise ValueError(f"max_rounds must be an integer >= 0, got {self.max_rounds!r}")
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    """How ``eval`` and ``sweep`` spread their sequences over Ray workers (the ``ray`` extra).
+    A run uses Ray when ``workers`` or ``ray_address`` is set.
+
+    Attributes:
+        workers: Ray workers (one model each) that run sequences at the same time; None: without
+            ``ray_address``, no Ray (one process); with it, as many as the cluster's resources fit.
+        ray_address: address of an existing Ray cluster to join (``ray start --head`` prints it);
+            None: the ``RAY_ADDRESS`` environment variable if set, else a local cluster started
+            for the run with the resources of ``workers``.
+        gpus_per_worker: GPUs each worker holds, fractional allowed (0.5: two workers share a
+            GPU); None: 1 on CUDA, 0 on the CPU.
+        threads_per_worker: CPU threads (Ray CPUs) each worker holds; None: on a local cluster
+            the machine's cores divided among the workers, on an existing cluster 1.
+        max_retries: times a failed sequence is run again before it is reported as failed.
+    """
+
+    workers: int | None = None
+    ray_address: str | None = None
+    gpus_per_worker: float | None = None
+    threads_per_worker: int | None = None
+    max_retries: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("workers", "threads_per_worker"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        gpus = self.gpus_per_worker
+        if gpus is not None and (
+            isinstance(gpus, bool) or not isinstance(gpus, (int, float)) or not math.isfinite(gpus) or gpus < 0
+        ):
+            raise ValueError(f"gpus_per_worker must be a number >= 0, got {gpus!r}")
+        if gpus is not None and gpus > 1 and gpus != int(gpus):
+            # Ray's rule: a fraction of one GPU, or whole GPUs
+            raise ValueError(f"gpus_per_worker above 1 must be a whole number, got {gpus!r}")
+        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
+            raise ValueError(f"max_retries must be an integer >= 0, got {self.max_retries!r}")
+        if self.ray_address is not None and not self.ray_address.strip():
+            raise ValueError("ray_address must not be empty")
+
+    @property
+    def enabled(self) -> bool:
+        """The run goes through Ray."""
+        return self.workers is not None or self.ray_address is not None

@@ -11,3 +11,8 @@ class InputError(UserError, ValueError):
 
 class CheckpointError(UserError, RuntimeError):
     """A checkpoint is missing, unreadable, or does not fit the model."""
+
+
+class SequencesFailed(Exception):
+    """Some sequences of a run failed, after their retries; the others finished and were saved.
+    The CLI prints the message (one line per failed sequence) and exits with status 1."""

@@ -50,7 +50,7 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
     Returns:
         The paths removed.
     """
-    removed = []
+    removed: list[Path] = []
     folder = path.parent
     if not folder.is_dir():
         return removed
@@ -93,7 +93,10 @@ def atomic_write(path: Path, write: Callable[[Path], None], *, clean_stale: bool
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda temp: temp.write_text(text))
+    def write(temp: Path) -> None:
+        temp.write_text(text)
+
+    atomic_write(path, write)
 
 
 def atomic_write_json(path: Path, payload: Any) -> None:

@@ -6,8 +6,8 @@ import inspect
 import pickle
 import re
 import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,6 +16,7 @@ from sam2prune.errors import CheckpointError, InputError
 
 if TYPE_CHECKING:
     import torch
+    from omegaconf import DictConfig
     from sam2.sam2_video_predictor import SAM2VideoPredictor
 
     from sam2prune.config import PruningConfig
@@ -85,6 +86,27 @@ def find_local_checkpoint(model: str) -> Path | None:
     return path if path.is_file() else None
 
 
+def _check_image_size(image_size: int | None) -> None:
+    if image_size is not None and (
+        isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 64 or image_size % 32
+    ):
+        raise InputError(f"image_size must be a multiple of 32 and >= 64, got {image_size!r}")
+
+
+def model_input_size(model: str, image_size: int | None = None) -> int:
+    """The input size in pixels of the predictor that ``build_predictor(model,
+    image_size=image_size)`` builds, without building it.
+
+    Raises:
+        InputError: unknown model, or a bad image size.
+    """
+    from omegaconf import OmegaConf
+
+    _, yaml_path = resolve_config(model)
+    _check_image_size(image_size)
+    return image_size if image_size is not None else int(OmegaConf.load(yaml_path).model.image_size)
+
+
 def official_input_size(spec: ModelSpec) -> int:
     """The model's square input size in pixels, from its official YAML."""
     from omegaconf import OmegaConf
@@ -141,15 +163,15 @@ _CLASS_OVERRIDES = {
 }
 
 
-def _compose_file(yaml_path: Path, overrides: list[str]):
+def _compose_file(yaml_path: Path, overrides: list[str]) -> DictConfig:
     """What hydra's ``compose`` gives for a config file anywhere on disk (sam2's own
     ``compose`` only finds configs inside the sam2 package): the YAML with ``++key=value``
     overrides applied in order."""
     import yaml
-    from omegaconf import OmegaConf
+    from omegaconf import DictConfig, OmegaConf
 
     cfg = OmegaConf.load(yaml_path)
-    if "model" not in cfg:
+    if not isinstance(cfg, DictConfig) or "model" not in cfg:
         raise InputError(f"{yaml_path} is not a SAM 2 model config (it has no 'model' section)")
     for override in overrides:
         key, separator, value = override.partition("=")
@@ -305,7 +327,7 @@ def resolve_device(device: str) -> torch.device:
 def build_predictor(
     model: str = "sam2.1_hiera_t",
     *,
-    checkpoint: str | Path | None = None,
+    checkpoint: str | Path | Mapping[str, torch.Tensor] | None = None,
     random_weights: bool = False,
     seed: int = 0,
     device: str = "cpu",
@@ -317,7 +339,8 @@ def build_predictor(
     Args:
         model: one of ``sam2.1_hiera_{t,s,b+,l}``, ``sam2_hiera_{t,s,b+,l}``, or a path to a
             SAM 2 YAML config.
-        checkpoint: path to an official checkpoint (``{"model": state_dict}``), loaded strictly.
+        checkpoint: path to an official checkpoint (``{"model": state_dict}``), or its state
+            dict already read (``read_checkpoint``, e.g. shipped to Ray workers); loaded strictly.
         random_weights: build the real architecture with random weights (for speed and memory
             measurements and tests; masks are meaningless).
         seed: seed of the random weights (the same seed gives the same model; the global RNG
@@ -344,12 +367,13 @@ def build_predictor(
         raise CheckpointError(missing_checkpoint_message(model_name))
     if checkpoint is not None and random_weights:
         raise InputError("pass either checkpoint or random_weights=True, not both")
-    if image_size is not None and (
-        isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 64 or image_size % 32
-    ):
-        raise InputError(f"image_size must be a multiple of 32 and >= 64, got {image_size!r}")
+    _check_image_size(image_size)
     torch_device = resolve_device(device)
-    state_dict = read_checkpoint(checkpoint) if checkpoint is not None else None
+    if isinstance(checkpoint, Mapping):
+        state_dict, source = dict(checkpoint), "(state dict)"
+    else:
+        state_dict = read_checkpoint(checkpoint) if checkpoint is not None else None
+        source = str(checkpoint)
 
     predictor_class = (
         "sam2prune.predictor.SAM2Predictor" if pruning is None else "sam2prune.predictor.PrunedSAM2VideoPredictor"
@@ -358,7 +382,7 @@ def build_predictor(
         yaml_path, predictor_class=predictor_class, image_size=image_size, device=torch_device, seed=seed
     )
     if state_dict is not None:
-        load_state_dict_strictly(predictor, state_dict, source=str(checkpoint), model_name=model_name)
+        load_state_dict_strictly(predictor, state_dict, source=source, model_name=model_name)
     predictor.model_name = model_name
     predictor.random_weights = random_weights
     predictor.config_path = yaml_path
@@ -389,6 +413,8 @@ def build_official_predictor(
 def with_pruning(predictor: SAM2Predictor, pruning: PruningConfig) -> SAM2Predictor:
     """A pruned predictor with the same architecture, input size, device and weights as
     ``predictor`` (built by ``build_predictor``), e.g. to compare both in one process."""
+    if predictor.config_path is None:
+        raise ValueError("with_pruning needs a predictor made by build_predictor (its config is unknown)")
     pruned = _instantiate(
         predictor.config_path,
         predictor_class="sam2prune.predictor.PrunedSAM2VideoPredictor",
@@ -402,3 +428,83 @@ def with_pruning(predictor: SAM2Predictor, pruning: PruningConfig) -> SAM2Predic
     pruned.config_path = predictor.config_path
     pruned.set_pruning(pruning)
     return pruned
+
+
+# torch.compile modes; sam2's vos_optimized predictor compiles with "max-autotune"
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune")
+
+
+@contextmanager
+def torch_compile_mode(mode: str, calls: list[dict] | None = None) -> Iterator[None]:
+    """Make every ``torch.compile`` call inside the block use ``mode`` instead of the mode it
+    names, keeping its other arguments; ``calls`` (if given) receives what each call asked for
+    and got.
+
+    sam2 1.1.0's ``vos_optimized`` predictor (``SAM2VideoPredictorVOS._compile_all_components``,
+    and ``SAM2Base.__init__`` for the image encoder) compiles five components with
+    ``mode="max-autotune"``, which autotunes every kernel for many minutes; building it inside
+    this block measures the same compiled predictor with a cheaper mode, without copying sam2.
+    """
+    import torch
+
+    if mode not in COMPILE_MODES:
+        raise InputError(f"unknown torch.compile mode {mode!r}: expected one of {', '.join(COMPILE_MODES)}")
+    official = torch.compile
+
+    def compile_with_mode(model=None, **kwargs):
+        if calls is not None:
+            calls.append(
+                {
+                    "target": getattr(model, "__qualname__", type(model).__name__),
+                    "asked": kwargs.get("mode"),
+                    "mode": mode,
+                    **{key: value for key, value in kwargs.items() if key in ("fullgraph", "dynamic")},
+                }
+            )
+        return official(model, **{**kwargs, "mode": mode})
+
+    torch.compile = compile_with_mode
+    try:
+        yield
+    finally:
+        torch.compile = official
+
+
+def official_predictor(
+    like: SAM2Predictor, *, vos_optimized: bool = False, compile_mode: str | None = None, compile_calls=None
+):
+    """sam2's own video predictor for the same model, input size and device as ``like`` (built by
+    ``build_predictor``), with its weights: ``sam2.sam2_video_predictor.SAM2VideoPredictor``, or
+    ``SAM2VideoPredictorVOS`` with ``vos_optimized``, built by sam2's
+    ``build_sam2_video_predictor`` with none of sam2prune's classes.
+
+    Without sam2's CUDA extension, sam2 tries hole filling on every frame, fails, warns and keeps
+    the mask; ``fill_hole_area`` is then set to 0, which gives the same masks without the failed
+    import per frame (as ``SAM2Predictor`` does).
+
+    Args:
+        compile_mode: with ``vos_optimized``, the ``torch.compile`` mode used in place of sam2's
+            ``"max-autotune"`` (``torch_compile_mode``); None: sam2's own.
+        compile_calls: a list receiving the compile calls (``torch_compile_mode``).
+    """
+    import torch
+    from sam2.build_sam import build_sam2_video_predictor
+
+    from sam2prune.predictor.baseline import cuda_extension_available
+
+    devices = [like.device] if like.device.type == "cuda" else []
+    lowered = torch_compile_mode(compile_mode, compile_calls) if vos_optimized and compile_mode else nullcontext()
+    with torch.random.fork_rng(devices=devices), _sam2_compose_from(like.config_path), lowered:
+        torch.manual_seed(0)
+        predictor = build_sam2_video_predictor(
+            str(like.config_path),
+            ckpt_path=None,
+            device=str(like.device),
+            mode="eval",
+            hydra_overrides_extra=[f"++model.image_size={like.image_size}"],
+            vos_optimized=vos_optimized,
+        )
+    load_state_dict_strictly(predictor, like.state_dict(), source="the benchmark's weights", model_name=like.model_name)
+    if predictor.fill_hole_area > 0 and not cuda_extension_available():
+        predictor.fill_hole_area = 0
+    return predictor

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from sam2prune.data.palette import read_label_png
 from sam2prune.errors import InputError
 from sam2prune.fsutil import read_json
+
+if TYPE_CHECKING:
+    from sam2.sam2_video_predictor import SAM2VideoPredictor
 
 VOID_LABEL = 255
 
@@ -227,7 +231,9 @@ def check_prompts(prompts: list[ObjectPrompt], *, num_frames: int, width: int, h
             )
 
 
-def apply_prompts(predictor, inference_state: dict, prompts: list[ObjectPrompt]) -> dict[int, np.ndarray]:
+def apply_prompts(
+    predictor: SAM2VideoPredictor, inference_state: dict, prompts: list[ObjectPrompt]
+) -> dict[int, np.ndarray]:
     """Add every prompt to an inference session (``add_new_points_or_box`` / ``add_new_mask``).
 
     Returns:

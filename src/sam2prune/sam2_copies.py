@@ -61,8 +61,7 @@ FINGERPRINTS: dict[str, tuple[str, str]] = {
     # overridden, calling sam2's own method
     "sam2.sam2_video_predictor:SAM2VideoPredictor.init_state": (
         "ce8719fa5ecacd3f83e8fe0df149df5ce1a8117051006c33c568c7225cbad0eb",
-        "extended through the load_video_frames it calls (SAM2Predictor.init_state), which returns a FrameSource "
-        "for inference_state['images']",
+        "extended through the load_video_frames it calls (baseline.init_state_from, for sam2's own predictors too)",
     ),
     "sam2.sam2_video_predictor:SAM2VideoPredictor.reset_state": (
         "606880f5c993e6c78eea715012534528ea8f19655c6d52849a2e26100b297347",
@@ -109,6 +108,10 @@ FINGERPRINTS: dict[str, tuple[str, str]] = {
     "sam2.build_sam:build_sam2_video_predictor": (
         "675761c2da68eebf4f90318ed201bd652e34d0f3cd299d0397e4e7f75b9364dc",
         "models._instantiate builds through it, giving it configs via its compose call",
+    ),
+    "sam2.sam2_video_predictor:SAM2VideoPredictorVOS._compile_all_components": (
+        "4bbcc152b8384e93db4c91745e965cdd512063f9ef2aa7d6372507ce4f84e867",
+        "bench builds sam2's vos_optimized predictor with these torch.compile calls' mode lowered (models.torch_compile_mode)",
     ),
     "sam2.utils.misc:load_video_frames": (
         "6e211f15b666cfc4e4869fc9eb1202f2e5d77a8dcb09e876bd5126e327f0518c",
@@ -341,7 +344,8 @@ def object_pointer_tokens(
 # is run or stored for it and its mask logits are empty (NO_OBJ_SCORE). sam2 runs every object on
 # every frame from the start frame, e.g. a late object before its first prompt. And once a frame
 # is yielded and the caller asks for the next, ``after_frame`` sees every object's output on it
-# (where bounded memory forgets what no later frame reads).
+# (where bounded memory forgets what no later frame reads). And the objects to track on a frame go
+# to ``predictor._track_objects`` together, which batches them.
 
 
 def propagate_objects(
@@ -390,38 +394,37 @@ def propagate_objects(
     low_res = predictor.image_size // 4
     for frame_idx in progress(processing_order, desc="propagate in video", unit="frame"):
         pred_masks_per_obj = [None] * batch_size
-        tracked: dict[int, dict | None] = {}  # the change: for after_frame
+        outputs: dict[int, dict | None] = {}  # for after_frame
+        taking_part = [obj_idx for obj_idx in range(batch_size) if takes_part(obj_idx, frame_idx)]  # change 1
+        tracked = [
+            obj_idx
+            for obj_idx in taking_part
+            if frame_idx not in inference_state["output_dict_per_obj"][obj_idx]["cond_frame_outputs"]
+        ]
+        # change 2: the objects to track run through the predictor's _track_objects (batched where
+        # their memories allow), instead of one _run_single_frame_inference call each
+        results = predictor._track_objects(inference_state, frame_idx, tracked, reverse=reverse) if tracked else {}
         for obj_idx in range(batch_size):
             obj_output_dict = inference_state["output_dict_per_obj"][obj_idx]
-            if not takes_part(obj_idx, frame_idx):  # the change
+            if obj_idx not in taking_part:
                 pred_masks_per_obj[obj_idx] = torch.full(
                     (1, 1, low_res, low_res), NO_OBJ_SCORE, dtype=torch.float32, device=inference_state["device"]
                 )
                 continue
-            if frame_idx in obj_output_dict["cond_frame_outputs"]:
+            if obj_idx not in results:
                 current_out = obj_output_dict["cond_frame_outputs"][frame_idx]
-                tracked[obj_idx] = None
+                outputs[obj_idx] = None
                 pred_masks = current_out["pred_masks"].to(inference_state["device"], non_blocking=True)
                 if predictor.clear_non_cond_mem_around_input:
                     predictor._clear_obj_non_cond_mem_around_input(inference_state, frame_idx, obj_idx)
             else:
-                current_out, pred_masks = predictor._run_single_frame_inference(
-                    inference_state=inference_state,
-                    output_dict=obj_output_dict,
-                    frame_idx=frame_idx,
-                    batch_size=1,  # sam2 1.1.0 tracks objects one at a time
-                    is_init_cond_frame=False,
-                    point_inputs=None,
-                    mask_inputs=None,
-                    reverse=reverse,
-                    run_mem_encoder=True,
-                )
+                current_out, pred_masks = results[obj_idx]
                 obj_output_dict["non_cond_frame_outputs"][frame_idx] = current_out
-                tracked[obj_idx] = current_out
+                outputs[obj_idx] = current_out
             inference_state["frames_tracked_per_obj"][obj_idx][frame_idx] = {"reverse": reverse}
             pred_masks_per_obj[obj_idx] = pred_masks
         all_pred_masks = torch.cat(pred_masks_per_obj, dim=0) if len(pred_masks_per_obj) > 1 else pred_masks_per_obj[0]
         _, video_res_masks = predictor._get_orig_video_res_output(inference_state, all_pred_masks)
         yield frame_idx, obj_ids, video_res_masks
-        if after_frame is not None:  # the change
-            after_frame(frame_idx, tracked)
+        if after_frame is not None:  # change 3
+            after_frame(frame_idx, outputs)

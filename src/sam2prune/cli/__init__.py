@@ -7,11 +7,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import Any, NoReturn
 
 from sam2prune.cli import bench, fit_aligner, models, prompt, report, score, segment, sweep, train_router
 from sam2prune.cli import eval as evaluate
 from sam2prune.cli.common import Command, embedded_clip, examples, log
-from sam2prune.errors import UserError
+from sam2prune.errors import SequencesFailed, UserError
 
 __all__ = ["COMMANDS", "Command", "build_parser", "embedded_clip", "main"]
 
@@ -44,10 +45,16 @@ def _version() -> str:
 class _VersionAction(argparse.Action):
     """``--version``, reading the installed sam2's version only when asked."""
 
-    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs) -> None:
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
 
-    def __call__(self, parser, namespace, values, option_string=None) -> None:
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> NoReturn:
         print(_version())
         parser.exit()
 
@@ -97,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"sam2prune: error: {error}", file=sys.stderr)
         return 2
+    except SequencesFailed as error:
+        print(f"sam2prune: error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("sam2prune: interrupted", file=sys.stderr)
         return 130

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sam2prune.cli.common import (
     PRUNING_DEFAULTS,
@@ -32,6 +33,11 @@ from sam2prune.cli.common import (
 )
 from sam2prune.config import PruningConfig
 from sam2prune.errors import InputError
+from sam2prune.models import COMPILE_MODES
+
+if TYPE_CHECKING:
+    from sam2prune.data.video import VideoSource
+    from sam2prune.prompts import ObjectPrompt
 
 
 def bench(
@@ -40,9 +46,14 @@ def bench(
     video: Path | None = None,
     frames: int = 16,
     point: tuple[float, float] | None = None,
+    objects: int = 1,
+    prompts: Path | None = None,
     threads: int | None = None,
     warmup: int | None = None,
     bf16: bool = False,
+    profile_frames: int | None = None,
+    compile_mode: str | None = None,
+    compile_timeout: float | None = None,
     json_path: Path | None = None,
     plot_path: Path | None = None,
     model: ModelOptions = ModelOptions(),
@@ -50,23 +61,33 @@ def bench(
     lengths: Sequence[int] | None = None,
     methods: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Benchmark unpruned SAM 2 and one pruned predictor per config on the same frames, with
-    the same weights and one click on frame 0; print the table and return the results.
+    """Benchmark sam2's own predictors, sam2prune's unpruned one and one pruned predictor per
+    config on the same frames, with the same weights and prompts; print the table and return
+    the results (``sam2prune.bench`` says how each figure is measured).
 
     With ``lengths``: memory against video length instead (``bench_lengths``).
 
     Args:
         pruning: one pruned run each (``auto_text`` and the scorer as in the first).
         video: a folder of frames or a video file; None: the embedded clip.
-        frames: frames tracked, more than ``bench.STEADY_FROM_FRAME``.
-        point: the click ``(x, y)``; None: the embedded clip's first default click, or the
-            frame centre.
+        frames: frames tracked, more than ``bench.STEADY_FROM_FRAME``; a folder of fewer frames
+            is played forwards and backwards until there are as many.
+        point: the click ``(x, y)`` of one object on frame 0; None: the embedded clip's first
+            default click, or the frame centre.
+        objects: objects tracked, one click each on frame 0, spread over the frame on a grid
+            (one object: ``point``).
+        prompts: a prompts JSON file as ``segment --prompts`` takes (instead of clicks).
         threads: torch CPU threads; None: torch's.
         warmup: frames each predictor tracks untimed first; None: ``BenchSettings``' default.
         bf16: run every predictor under bfloat16 autocast (CUDA only).
-        json_path, plot_path: also write the results as JSON, and plot them.
         lengths: measure memory against these video lengths instead (the clip looped).
         methods: with ``lengths``, the methods measured (``memory_bench.METHODS``; None: all).
+        profile_frames: steady-state frames profiled per predictor; None: ``BenchSettings``'.
+        compile_mode: torch.compile mode of sam2's vos_optimized predictor, or "none"; None:
+            ``BenchSettings``' default.
+        compile_timeout: seconds after which measuring that predictor is given up; None: none.
+        json_path, plot_path: also write the results as JSON (after each predictor, too), and
+            plot them.
     """
     if lengths is not None:
         return bench_lengths(
@@ -88,7 +109,7 @@ def bench(
     from sam2prune.bench import STEADY_FROM_FRAME, BenchSettings, markdown_table, plot, run_benchmark
     from sam2prune.data.video import VideoSource
     from sam2prune.fsutil import atomic_write_json, check_output_file
-    from sam2prune.prompts import ObjectPrompt, check_prompts, load_prompts_file
+    from sam2prune.prompts import check_prompts, load_prompts_file
 
     if threads is not None and threads < 1:
         raise InputError(f"--threads must be >= 1, got {threads}")
@@ -99,25 +120,28 @@ def bench(
         )
     if warmup is not None and warmup < 1:
         raise InputError(f"--warmup must be >= 1 frame, got {warmup}")
+    if profile_frames is not None and profile_frames < 0:
+        raise InputError(f"--profile-frames must be >= 0, got {profile_frames}")
+    if compile_timeout is not None and compile_timeout <= 0:
+        raise InputError(f"--compile-timeout must be > 0 seconds, got {compile_timeout:g}")
+    if not 1 <= objects <= 254:
+        raise InputError(f"--objects must be in 1..254, got {objects}")
+    if prompts is not None and (point is not None or objects != 1):
+        raise InputError("--prompts gives every object's prompts: it cannot be combined with --point or --objects")
+    if point is not None and objects != 1:
+        raise InputError("--point is the click of one object: with --objects N the clicks are spread over frame 0")
     for option, path in (("--json", json_path), ("--plot", plot_path)):
         if path is not None:
             check_output_file(path, option=option)
     weights = resolve_weights(model, required=False)
     source = VideoSource.open(video if video is not None else embedded_clip())
-    if len(source) <= STEADY_FROM_FRAME:
-        raise InputError(
-            f"the video has {len(source)} frames: need more than {STEADY_FROM_FRAME} to measure the steady state"
-        )
-    source = source.head(min(frames, len(source)))
-    if point is not None:
-        x, y = point
-    elif video is None:
-        first = load_prompts_file(embedded_clip() / "prompts.json")[0]
-        x, y = first.points[0]
+    clip_frames = len(source)
+    source = source.looped(frames)
+    if prompts is not None:
+        object_prompts = load_prompts_file(prompts)
     else:
-        x, y = source.width / 2, source.height / 2
-    prompts = [ObjectPrompt(obj_id=1, frame=0, points=((x, y),), labels=(1,), source="--point")]
-    check_prompts(prompts, num_frames=len(source), width=source.width, height=source.height)
+        object_prompts = spread_clicks(source, objects, point=point, default_click=video is None)
+    check_prompts(object_prompts, num_frames=len(source), width=source.width, height=source.height)
     on_prompted_for = None
     if pruning[0].auto_text:
         if pruning[0].scorer != "router":
@@ -125,7 +149,7 @@ def bench(
         pipeline = auto_text_pipeline(auto_text, device=model.device, command="bench")
 
         def on_prompted_for(frames):
-            return auto_text_hook(pipeline, frames, prompts)
+            return auto_text_hook(pipeline, frames, object_prompts)
 
     from sam2prune.models import with_pruning
 
@@ -144,15 +168,30 @@ def bench(
         pruning=list(pruning),
         bf16_autocast=bf16,
         warmup_frames=warmup,
+        profile_frames=profile_frames,
+        compile_mode=compile_mode,
+        compile_timeout_s=compile_timeout,
     )
     result = run_benchmark(
-        settings, source, prompts, build=build_pruned, progress=log.info, on_prompted_for=on_prompted_for
+        settings,
+        source,
+        object_prompts,
+        build=build_pruned,
+        progress=log.info,
+        on_prompted_for=on_prompted_for,
+        checkpoint=(lambda partial: atomic_write_json(json_path, {**partial, "complete": False}))
+        if json_path is not None
+        else None,
+        clip_frames=clip_frames,
     )
+    result["complete"] = True
     print(markdown_table(result))
+    looped = f", the {clip_frames}-frame clip played back and forth" if clip_frames < result["frames"] else ""
     print(
-        f"\n{result['model']} at {result['image_size']} px, {result['frames']} frames (steady state: frames >= "
-        f"{result['steady_from_frame']}), {result['device']}, {result['precision']}, {result['threads']} threads, scorer "
-        f"{pruning[0].scorer}, conditioning frames {'pruned' if pruning[0].prune_conditioning_frames else 'dense'}"
+        f"\n{result['model']} at {result['image_size']} px, {result['frames']} frames{looped} (steady state: frames >= "
+        f"{result['steady_from_frame']}), {result['objects']} object(s), {result['device']}, {result['precision']}, "
+        f"{result['threads']} threads, scorer {pruning[0].scorer}, conditioning frames "
+        f"{'pruned' if pruning[0].prune_conditioning_frames else 'dense'}"
         + (", RANDOM weights" if result["random_weights"] else "")
     )
     if json_path is not None:
@@ -267,6 +306,38 @@ def bench_lengths(
     return result
 
 
+def spread_clicks(
+    source: VideoSource, objects: int, *, point: tuple[float, float] | None, default_click: bool
+) -> list[ObjectPrompt]:
+    """One positive click per object on frame 0. One object: ``point``, else the embedded clip's
+    first default click (``default_click``), else the frame centre. Several: the centres of the
+    cells of a near-square grid over the frame, row by row (``objects`` cells used)."""
+    from sam2prune.prompts import ObjectPrompt, load_prompts_file
+
+    if objects == 1:
+        if point is not None:
+            x, y = point
+        elif default_click:
+            x, y = load_prompts_file(embedded_clip() / "prompts.json")[0].points[0]
+        else:
+            x, y = source.width / 2, source.height / 2
+        return [ObjectPrompt(obj_id=1, frame=0, points=((x, y),), labels=(1,), source="--point")]
+    columns = math.ceil(math.sqrt(objects))
+    rows = math.ceil(objects / columns)
+    return [
+        ObjectPrompt(
+            obj_id=index + 1,
+            frame=0,
+            points=(
+                ((index % columns + 0.5) * source.width / columns, (index // columns + 0.5) * source.height / rows),
+            ),
+            labels=(1,),
+            source="--objects",
+        )
+        for index in range(objects)
+    ]
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("video", nargs="?", type=Path, metavar="VIDEO", help="folder of frames or a video file")
     parser.add_argument(
@@ -279,6 +350,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--point",
         metavar="X,Y",
         help="the click on frame 0 (default: the embedded clip's first default click, or the frame centre)",
+    )
+    parser.add_argument(
+        "--objects",
+        type=int,
+        default=default_of(bench, "objects"),
+        metavar="N",
+        help="objects to track, one click each on frame 0, spread over the frame (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--prompts",
+        type=Path,
+        metavar="FILE.json",
+        help="the objects' prompts as `segment --prompts` takes them (instead of --point/--objects)",
     )
     parser.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's, i.e. the cores)")
     parser.add_argument(
@@ -293,7 +377,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="run every predictor under bfloat16 autocast, as SAM 2's GPU examples do (CUDA only; default: float32)",
     )
-    parser.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON")
+    parser.add_argument(
+        "--profile-frames",
+        type=int,
+        metavar="N",
+        help="steady-state frames each predictor is profiled on (torch.profiler: kernels and GPU time per frame, "
+        "per-component GPU time); 0: no profiled run (default: 5 on CUDA, 0 on the CPU)",
+    )
+    parser.add_argument(
+        "--compile-mode",
+        choices=("none", *COMPILE_MODES),
+        help="torch.compile mode for sam2's vos_optimized predictor (sam2 compiles with max-autotune, which "
+        "autotunes for many minutes); none: do not measure it (default: reduce-overhead on CUDA, none on the CPU)",
+    )
+    parser.add_argument(
+        "--compile-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="give sam2's compiled predictor up (recorded as an error, the other figures kept) when building, "
+        "compiling, warming it up and timing it take longer (default: no limit)",
+    )
+    parser.add_argument(
+        "--json", type=Path, metavar="FILE", help="write the results as JSON (also after each predictor)"
+    )
     parser.add_argument(
         "--plot", type=Path, metavar="FILE.png", help="plot ms/frame and bank size vs retention (memory vs frames)"
     )
@@ -336,9 +442,14 @@ def handle(args: argparse.Namespace) -> int:
         video=args.video,
         frames=args.frames if args.frames is not None else default_of(bench, "frames"),
         point=parse_numbers(args.point, 2, argument="--point") if args.point is not None else None,
+        objects=args.objects,
+        prompts=args.prompts,
         threads=args.threads,
         warmup=args.warmup,
         bf16=args.bf16,
+        profile_frames=args.profile_frames,
+        compile_mode=args.compile_mode,
+        compile_timeout=args.compile_timeout,
         json_path=args.json,
         plot_path=args.plot,
         model=model_options(args),
@@ -355,16 +466,20 @@ COMMAND = Command(
     handle=handle,
     help="measure speed and memory, pruned vs unpruned",
     description=(
-        "In one process, on the same frames, with the same weights and one click on frame 0: track with "
-        "unpruned SAM 2 and with the pruned predictor at each --retention. Reports the median ms per "
-        "steady-state frame (frames >= 8, once the memory bank is full), per-component medians, memory-bank "
-        "bytes per tracked frame, peak RSS (and peak CUDA memory on a GPU) and the speedup. With --lengths: "
-        "memory and speed against video length instead (official SAM 2, with and without offloading, and the "
-        "pruned predictor with and without bounded memory). Without VIDEO it uses the embedded clip. Without "
-        "--checkpoint, weights are random: timings are real, masks are not."
+        "In one process, on the same frames, with the same weights and prompts: track with sam2's own "
+        "SAM2VideoPredictor (the reference of every speedup), sam2's vos_optimized (torch.compile) predictor "
+        "(CUDA), sam2prune's unpruned predictor and the pruned predictor at each --retention. ms/frame is the "
+        "median over steady-state frames (frames >= 8, once the memory bank is full) of a run with nothing "
+        "installed (one CUDA sync per frame); per-component times come from a separate run (wall clock on the "
+        "CPU, GPU kernel time from torch.profiler on CUDA), kernels per frame from a profiled run. Also: "
+        "memory-bank bytes per tracked frame, peak RSS (peak CUDA memory on a GPU). Without VIDEO it uses the "
+        "embedded clip. Without --checkpoint, weights are random: timings are real, masks are not. With "
+        "--lengths: memory and speed against video length instead (official SAM 2, with and without offloading, "
+        "and the pruned predictor with and without bounded memory), each run in a fresh process."
     ),
     examples=(
         "sam2prune bench --scorer prior --retention 1.0 0.3 --json bench.json --plot bench.png",
+        "sam2prune bench --device cuda --bf16 --frames 48 --objects 8 --scorer prior --retention 1.0 0.3",
         "sam2prune bench --lengths 500 5000 --image-size 256 --json lengths.json --plot lengths.png",
     ),
 )

@@ -27,12 +27,14 @@ from sam2prune.config import (
     UNCERTAINTY_MODES,
     ProtocolConfig,
     PruningConfig,
+    RayConfig,
     ineffective_fields,
 )
 from sam2prune.errors import InputError
 
 if TYPE_CHECKING:
     from sam2prune.data.datasets import Sequence as DatasetSequence
+    from sam2prune.data.video import VideoSource
     from sam2prune.predictor import SAM2Predictor
     from sam2prune.prompts import ObjectPrompt
     from sam2prune.text.auto import AutoTextPipeline
@@ -260,10 +262,8 @@ def resolve_device(name: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def build(model: ModelOptions, weights: Weights, pruning: PruningConfig | None = None) -> SAM2Predictor:
-    """Build the predictor the model options ask for, saying which weights it runs with."""
-    from sam2prune.models import build_predictor
-
+def say_weights(model: ModelOptions, weights: Weights) -> None:
+    """Log which weights a run uses (random ones as a warning)."""
     if weights.checkpoint is None:
         log.warning(
             "running %s with RANDOM weights, seed %d (masks are not meaningful; timings are)",
@@ -273,6 +273,13 @@ def build(model: ModelOptions, weights: Weights, pruning: PruningConfig | None =
     else:
         found = " (found in ./checkpoints/)" if weights.found_locally else ""
         log.info("loading checkpoint %s%s", weights.checkpoint, found)
+
+
+def build(model: ModelOptions, weights: Weights, pruning: PruningConfig | None = None) -> SAM2Predictor:
+    """Build the predictor the model options ask for, saying which weights it runs with."""
+    from sam2prune.models import build_predictor
+
+    say_weights(model, weights)
     device = resolve_device(model.device)
     log.debug(
         "model %s, image size %s, device %s, pruning %s", model.model, model.image_size or "default", device, pruning
@@ -497,7 +504,7 @@ def build_pruning_configs(
 
 
 def refuse_ineffective_options(
-    args: argparse.Namespace, configs: list[PruningConfig], *, varied: set[str] = frozenset()
+    args: argparse.Namespace, configs: list[PruningConfig], *, varied: frozenset[str] | set[str] = frozenset()
 ) -> None:
     """Refuse an option given on the command line that has no effect in any of ``configs``
     (e.g. ``--router`` with ``--scorer prior``): silently ignoring it would mislead."""
@@ -636,7 +643,7 @@ def auto_text_pipeline(options: AutoTextOptions, *, device: str, command: str) -
     )
 
 
-def auto_text_hook(pipeline: AutoTextPipeline, source: object, prompts: list[ObjectPrompt]) -> Callable[..., None]:
+def auto_text_hook(pipeline: AutoTextPipeline, source: VideoSource, prompts: list[ObjectPrompt]) -> Callable[..., None]:
     """``on_prompted`` callback that describes each object and sets its text on the session."""
     from sam2prune.text.auto import describe_objects
 
@@ -760,6 +767,71 @@ def protocol_config(args: argparse.Namespace) -> ProtocolConfig:
         return ProtocolConfig(**given_fields(args, PROTOCOL_FIELDS))
     except ValueError as error:
         raise InputError(f"protocol options: {error}") from error
+
+
+# --- Ray -------------------------------------------------------------------------------------------
+
+RAY_FIELDS = tuple(f.name for f in fields(RayConfig))
+_RAY_DEFAULTS = RayConfig()
+_RAY_SHAPE_FIELDS = ("gpus_per_worker", "threads_per_worker", "max_retries")
+
+
+def add_ray_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "Ray: several workers, GPUs or machines (needs the ray extra: pip install 'sam2prune[ray]')"
+    )
+    group.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="run N sequences at a time on Ray workers, each with its own model (default: one process without "
+        "Ray; with --ray-address, as many workers as the cluster fits)",
+    )
+    group.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="join this Ray cluster, e.g. the address `ray start --head` prints (default with --workers: "
+        "$RAY_ADDRESS if set, else a local cluster started for the run)",
+    )
+    group.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        metavar="G",
+        help="GPUs each worker holds, a fraction shares one (e.g. 0.5) (default: 1 on CUDA, 0 on the CPU)",
+    )
+    group.add_argument(
+        "--threads-per-worker",
+        type=int,
+        metavar="N",
+        help="CPU threads each worker holds (default: on a local cluster, this machine's cores divided among "
+        "the workers; on an existing cluster, 1)",
+    )
+    group.add_argument(
+        "--max-retries",
+        type=int,
+        metavar="N",
+        help="times a failed sequence is run again before it is reported as failed "
+        f"(default: {default_text(_RAY_DEFAULTS, 'max_retries')})",
+    )
+
+
+def ray_config(args: argparse.Namespace) -> RayConfig:
+    """The Ray options; those that shape workers are refused without Ray.
+
+    Raises:
+        InputError: an invalid value, or a worker option without --workers or --ray-address.
+    """
+    try:
+        config = RayConfig(**given_fields(args, RAY_FIELDS))
+    except ValueError as error:
+        raise InputError(f"Ray options: {error}") from error
+    given = [option(name) for name in _RAY_SHAPE_FIELDS if getattr(args, name, None) is not None]
+    if given and not config.enabled:
+        raise InputError(
+            f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for a run on Ray workers; "
+            "add --workers N or --ray-address ADDR"
+        )
+    return config
 
 
 def check_run_folder(out: Path, *, root: Path) -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sam2prune.cli.common import (
+    RANDOM_WEIGHTS_SEED,
     AutoTextOptions,
     Command,
     DataSelection,
@@ -21,6 +23,7 @@ from sam2prune.cli.common import (
     add_model_options,
     add_protocol_options,
     add_pruning_options,
+    add_ray_options,
     auto_text_hook,
     auto_text_options,
     auto_text_pipeline,
@@ -32,16 +35,59 @@ from sam2prune.cli.common import (
     model_options,
     protocol_config,
     pruning_configs,
+    ray_config,
     refuse_auto_text_options_without_switch,
     refuse_pruning_options_for_sam2,
     resolve_weights,
+    say_weights,
     select_sequences,
 )
-from sam2prune.config import ProtocolConfig, PruningConfig
+from sam2prune.config import ProtocolConfig, PruningConfig, RayConfig
+from sam2prune.errors import InputError, SequencesFailed
 
 if TYPE_CHECKING:
     from sam2prune.data.datasets import Sequence as DatasetSequence
+    from sam2prune.evaluation.protocol import EvalSettings
     from sam2prune.predictor import SAM2Predictor
+
+
+def eval_settings(
+    *,
+    pruning: PruningConfig | None,
+    protocol: ProtocolConfig,
+    data: DataSelection,
+    model: ModelOptions,
+    weights: Weights,
+    image_size: int,
+    device: str,
+    bounded_memory: bool = True,
+) -> EvalSettings:
+    """What a run is (its ``run.json``); a serial and a Ray run of the same settings write the
+    same one, so either resumes the other."""
+    from sam2prune.data.datasets import DEFAULT_SPLITS
+    from sam2prune.evaluation.protocol import EvalSettings
+
+    return EvalSettings(
+        dataset=data.dataset,
+        root=str(data.root.resolve()),
+        split=data.split or DEFAULT_SPLITS[data.dataset],
+        method="sam2" if pruning is None else "pruned",
+        model=model.model,
+        checkpoint=str(weights.checkpoint) if weights.checkpoint is not None else None,
+        image_size=image_size,
+        device=device,
+        pruning=pruning,
+        protocol=protocol,
+        bounded_memory=bounded_memory,
+    )
+
+
+def _say_resuming(out: Path, sequences: Sequence[DatasetSequence]) -> None:
+    from sam2prune.evaluation.protocol import record_path
+
+    done = [s.name for s in sequences if record_path(out, s.name).is_file()]
+    if done:
+        log.info("resuming %s: %d of %d sequences already done", out, len(done), len(sequences))
 
 
 def run_eval(
@@ -68,32 +114,20 @@ def run_eval(
     """
     import torch
 
-    from sam2prune.data.datasets import DEFAULT_SPLITS
-    from sam2prune.evaluation.protocol import (
-        EvalSettings,
-        evaluate_sequences,
-        prepare_run_dir,
-        protocol_prompts,
-        summarize,
-    )
+    from sam2prune.evaluation.protocol import evaluate_sequences, prepare_run_dir, protocol_prompts, summarize
 
-    settings = EvalSettings(
-        dataset=data.dataset,
-        root=str(data.root.resolve()),
-        split=data.split or DEFAULT_SPLITS[data.dataset],
-        method="sam2" if pruning is None else "pruned",
-        model=model.model,
-        checkpoint=str(weights.checkpoint) if weights.checkpoint is not None else None,
-        image_size=predictor.image_size,
-        device=str(predictor.device),
+    settings = eval_settings(
         pruning=pruning,
         protocol=protocol,
+        data=data,
+        model=model,
+        weights=weights,
+        image_size=predictor.image_size,
+        device=str(predictor.device),
         bounded_memory=not memory.unbounded_memory,
     )
     prepare_run_dir(out, settings, overwrite=overwrite)
-    done = [s.name for s in sequences if (out / "sequences" / f"{s.name}.json").is_file()]
-    if done:
-        log.info("resuming %s: %d of %d sequences already done", out, len(done), len(sequences))
+    _say_resuming(out, sequences)
     on_prompted_for = None
     if pruning is not None and pruning.auto_text:
         pipeline = auto_text_pipeline(auto_text, device=model.device, command="eval")
@@ -114,6 +148,91 @@ def run_eval(
     return summarize(records, settings, out)
 
 
+# one run of a batch on Ray: (pruning or None for unpruned SAM 2, run folder, label for messages)
+RayRun = tuple[PruningConfig | None, Path, str]
+
+
+def check_ray_runs(*, prunings: Sequence[PruningConfig | None]) -> None:
+    """Refuse, before anything heavy, what a run on Ray cannot do.
+
+    Raises:
+        InputError: Ray is not installed (naming the extra), or automatic texts are asked for.
+    """
+    from sam2prune.evaluation.distributed import import_ray
+
+    import_ray()
+    if any(pruning is not None and pruning.auto_text for pruning in prunings):
+        raise InputError("--auto-text does not run on Ray workers yet; run without --workers and --ray-address")
+
+
+def run_evals_on_ray(
+    *,
+    runs: Sequence[RayRun],
+    protocol: ProtocolConfig,
+    data: DataSelection,
+    sequences: Sequence[DatasetSequence],
+    model: ModelOptions,
+    weights: Weights,
+    cluster: RayConfig,
+    overwrite: bool = False,
+    memory: MemoryOptions = MemoryOptions(),
+) -> list[dict[str, Any]]:
+    """Runs of the protocol on Ray workers, one task per run and sequence, into the same run
+    folders (and files) a serial ``run_eval`` writes; each resumes a serial or Ray run of the same
+    settings. Returns the report of each run, in order.
+
+    Raises:
+        SequencesFailed: some sequences failed on every attempt; the others are saved, and the
+            runs they complete are reported (report.json) before this is raised.
+    """
+    from sam2prune.evaluation.distributed import RunSpec, WorkerModel, connect
+    from sam2prune.evaluation.protocol import prepare_run_dir, summarize
+    from sam2prune.models import model_input_size
+
+    image_size = model_input_size(model.model, model.image_size)
+    say_weights(model, weights)
+    with connect(cluster, device=model.device) as ray_cluster:
+        specs, all_settings = [], []
+        for pruning, out, label in runs:
+            settings = eval_settings(
+                pruning=pruning,
+                protocol=protocol,
+                data=data,
+                model=model,
+                weights=weights,
+                image_size=image_size,
+                device=ray_cluster.device_label,
+                bounded_memory=not memory.unbounded_memory,
+            )
+            prepare_run_dir(out, settings, overwrite=overwrite)
+            _say_resuming(out, sequences)
+            specs.append(RunSpec(out.resolve(), pruning, label))
+            all_settings.append(settings)
+        worker_model = WorkerModel(
+            model=model.model,
+            image_size=model.image_size,
+            device=ray_cluster.device,
+            seed=RANDOM_WEIGHTS_SEED,
+            bounded_memory=not memory.unbounded_memory,
+        )
+        result = ray_cluster.evaluate(
+            specs, list(sequences), model=worker_model, checkpoint=weights.checkpoint, protocol=protocol
+        )
+    reports = [
+        summarize(result.records[index], settings, spec.out_dir)
+        for index, (spec, settings) in enumerate(zip(specs, all_settings, strict=True))
+        if result.complete(index, len(sequences))
+    ]
+    if result.failures:
+        total = len(runs) * len(sequences)
+        raise SequencesFailed(
+            f"{len(result.failures)} of {total} sequences failed ({cluster.max_retries + 1} attempts each); the "
+            "others are saved, and the same command again runs only what is missing:\n"
+            + "\n".join(f"  {failure}" for failure in result.failures)
+        )
+    return reports
+
+
 def evaluate(
     *,
     data: DataSelection,
@@ -122,36 +241,61 @@ def evaluate(
     protocol: ProtocolConfig = ProtocolConfig(),
     model: ModelOptions = ModelOptions(),
     auto_text: AutoTextOptions = AutoTextOptions(),
+    cluster: RayConfig = RayConfig(),
     overwrite: bool = False,
     memory: MemoryOptions = MemoryOptions(),
 ) -> dict[str, Any]:
-    """Run the interactive protocol on a dataset with one predictor and score it; print the
-    overall results and return the run's report.
+    """Run the interactive protocol on a dataset and score it, with one predictor in this
+    process or on Ray workers (``cluster``); print the overall results and return the run's
+    report.
 
     Args:
-        out: the run folder; an interrupted run there resumes (same settings).
+        out: the run folder; an interrupted run there resumes (same settings), also a serial
+            run on Ray and the other way round.
         pruning: None: the unpruned official predictor.
         auto_text: how objects are described when ``pruning.auto_text`` is on.
+        cluster: the Ray workers (``RayConfig.enabled``); else one process.
         overwrite: start over in ``out`` (deletes the run there).
         memory: bounded tracking state (the default) or everything kept.
+
+    Raises:
+        SequencesFailed: on Ray, some sequences failed on every attempt (the others are saved).
     """
     check_run_folder(out, root=data.root)
+    if cluster.enabled:
+        check_ray_runs(prunings=[pruning])
     weights = resolve_weights(model, required=True)
-    sequences = select_sequences(data)
-    predictor = build(model, weights, pruning)
-    report = run_eval(
-        predictor=predictor,
-        pruning=pruning,
-        protocol=protocol,
-        data=data,
-        sequences=sequences,
-        model=model,
-        weights=weights,
-        out=out,
-        overwrite=overwrite,
-        auto_text=auto_text,
-        memory=memory,
-    )
+    if cluster.enabled:
+        # workers may run elsewhere: absolute paths (the same on every node of a shared filesystem)
+        data = replace(data, root=data.root.resolve())
+        sequences = select_sequences(data)
+        (report,) = run_evals_on_ray(
+            runs=[(pruning, out, "")],
+            protocol=protocol,
+            data=data,
+            sequences=sequences,
+            model=model,
+            weights=weights,
+            cluster=cluster,
+            overwrite=overwrite,
+            memory=memory,
+        )
+    else:
+        sequences = select_sequences(data)
+        predictor = build(model, weights, pruning)
+        report = run_eval(
+            predictor=predictor,
+            pruning=pruning,
+            protocol=protocol,
+            data=data,
+            sequences=sequences,
+            model=model,
+            weights=weights,
+            out=out,
+            overwrite=overwrite,
+            auto_text=auto_text,
+            memory=memory,
+        )
     overall = report["overall"]
     print(
         f"J&F {overall['J&F-Mean']:.3f}  J {overall['J-Mean']:.3f}  F {overall['F-Mean']:.3f}  "
@@ -184,6 +328,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_pruning_options(parser)
     add_auto_text_options(parser)
     add_memory_options(parser)
+    add_ray_options(parser)
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -197,6 +342,7 @@ def handle(args: argparse.Namespace) -> int:
         protocol=protocol_config(args),
         model=model_options(args),
         auto_text=auto_text_options(args),
+        cluster=ray_config(args),
         overwrite=args.overwrite,
         memory=memory_options(args),
     )
@@ -216,9 +362,15 @@ COMMAND = Command(
         "region, at their distance-transform maxima) and tracking again from it, at most --max-rounds rounds per "
         "sequence. Writes masks/<seq>/*.png, sequences/<seq>.json, the official CSVs and report.json into --out. "
         "An interrupted run resumes where it stopped (same --out, same settings). DAVIS is scored exactly as the "
-        "official tool; other datasets per object over the annotated frames after its prompt frame."
+        "official tool; other datasets per object over the annotated frames after its prompt frame.\n\n"
+        "With --workers N or --ray-address the sequences run on Ray workers (one model each, N at a time), into the "
+        "same run folder: the same masks and scores as one process; a sequence that fails is tried again "
+        "(--max-retries), then reported by name while the others finish, and the exit status is 1."
     ),
     examples=(
         "sam2prune eval --dataset davis --root DAVIS --retention 0.3 --checkpoint sam2.1_hiera_tiny.pt --out runs/davis_r0.3",
+        "sam2prune eval --dataset lvos --root LVOS --checkpoint sam2.1_hiera_tiny.pt --out runs/lvos --workers 4",
+        "sam2prune eval --dataset lvos --root /shared/LVOS --checkpoint sam2.1_hiera_tiny.pt --out /shared/runs/lvos "
+        "--ray-address HEAD_IP:6379",
     ),
 )

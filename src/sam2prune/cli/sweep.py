@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from sam2prune.cli.common import (
@@ -18,6 +19,7 @@ from sam2prune.cli.common import (
     add_model_options,
     add_protocol_options,
     add_pruning_options,
+    add_ray_options,
     build,
     build_pruning_configs,
     check_run_folder,
@@ -27,13 +29,14 @@ from sam2prune.cli.common import (
     memory_options,
     model_options,
     protocol_config,
+    ray_config,
     refuse_ineffective_options,
     resolve_weights,
     select_sequences,
     signal_list,
 )
-from sam2prune.cli.eval import run_eval
-from sam2prune.config import SCORERS, ProtocolConfig, PruningConfig
+from sam2prune.cli.eval import check_ray_runs, run_eval, run_evals_on_ray
+from sam2prune.config import SCORERS, ProtocolConfig, PruningConfig, RayConfig
 from sam2prune.errors import InputError
 
 # (config, or None for unpruned SAM 2; run label; label of the run without its text, for
@@ -87,6 +90,7 @@ def sweep(
     out: Path,
     protocol: ProtocolConfig = ProtocolConfig(),
     model: ModelOptions = ModelOptions(),
+    cluster: RayConfig = RayConfig(),
     overwrite: bool = False,
     plot: bool = False,
     memory: MemoryOptions = MemoryOptions(),
@@ -94,7 +98,13 @@ def sweep(
     """Evaluate every run of ``grid`` with the same weights into ``out/<label>/`` (each
     resumable), then write, print and return ``out/report.md``; with ``plot`` also
     ``out/tradeoff.png``. Runs that share a label without text are compared by the overlap of
-    their kept tokens."""
+    their kept tokens. With ``cluster`` enabled, every run's sequences are tasks on Ray workers,
+    all runs at once.
+
+    Raises:
+        SequencesFailed: on Ray, some sequences failed on every attempt (the others are saved,
+            the complete runs reported; no report.md).
+    """
     from sam2prune.evaluation.report import load_reports, markdown_report, plot_tradeoff
     from sam2prune.fsutil import atomic_write_text, make_output_dir, read_json
     from sam2prune.models import with_pruning
@@ -102,28 +112,45 @@ def sweep(
     check_run_folder(out, root=data.root)
     if not grid:
         raise InputError("nothing to sweep: --no-baseline and no pruned setting")
+    if cluster.enabled:
+        check_ray_runs(prunings=[pruning for pruning, _, _ in grid])
+        # workers may run elsewhere: absolute paths (the same on every node of a shared filesystem)
+        data = replace(data, root=data.root.resolve())
     weights = resolve_weights(model, required=True)
     sequences = select_sequences(data)
     make_output_dir(out)
-    baseline = build(model, weights)
-    run_dirs = []
-    phrasings: dict[str, list[tuple[str, str]]] = {}  # run label without text -> [(text, label)]
-    for pruning, label, base_label in grid:
-        log.info("sweep: %s", label)
-        predictor = baseline if pruning is None else with_pruning(baseline, pruning)
-        run_eval(
-            predictor=predictor,
-            pruning=pruning,
+    if cluster.enabled:
+        run_evals_on_ray(
+            runs=[(pruning, out / label, label) for pruning, label, _ in grid],
             protocol=protocol,
             data=data,
             sequences=sequences,
             model=model,
             weights=weights,
-            out=out / label,
+            cluster=cluster,
             overwrite=overwrite,
             memory=memory,
         )
-        run_dirs.append(out / label)
+    else:
+        baseline = build(model, weights)
+        for pruning, label, _ in grid:
+            log.info("sweep: %s", label)
+            predictor = baseline if pruning is None else with_pruning(baseline, pruning)
+            run_eval(
+                predictor=predictor,
+                pruning=pruning,
+                protocol=protocol,
+                data=data,
+                sequences=sequences,
+                model=model,
+                weights=weights,
+                out=out / label,
+                overwrite=overwrite,
+                memory=memory,
+            )
+    run_dirs = [out / label for _, label, _ in grid]
+    phrasings: dict[str, list[tuple[str, str]]] = {}  # run label without text -> [(text, label)]
+    for pruning, label, base_label in grid:
         if base_label is not None and pruning is not None and pruning.text is not None:
             phrasings.setdefault(base_label, []).append((pruning.text, label))
     reports = load_reports(run_dirs)
@@ -180,6 +207,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_options(parser)
     add_pruning_options(parser, retention_list=True, multi_mc=True)
     add_memory_options(parser)
+    add_ray_options(parser)
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -189,6 +217,7 @@ def handle(args: argparse.Namespace) -> int:
         out=args.out,
         protocol=protocol_config(args),
         model=model_options(args),
+        cluster=ray_config(args),
         overwrite=args.overwrite,
         plot=args.plot,
         memory=memory_options(args),
@@ -204,7 +233,8 @@ COMMAND = Command(
     description=(
         "Runs `eval` for unpruned SAM 2 and every --scorers x --signal-sets x --texts x --mc-passes x "
         "--retention combination, with the same weights, into --out/<label>/ (each resumable), then writes "
-        "--out/report.md."
+        "--out/report.md. With --workers N or --ray-address, every (setting, sequence) is a task on Ray workers "
+        "(see `sam2prune eval --help`)."
     ),
     examples=(
         "sam2prune sweep --dataset davis --root DAVIS --checkpoint sam2.1_hiera_tiny.pt --retention 1.0 0.5 0.3 0.1 --out runs/sweep --plot",

@@ -95,6 +95,7 @@ def train_router(
     if "text" in chosen:
         from sam2prune.scorers.router.fusion import AlignedTextRelevance
 
+        assert phrases is not None and aligner is not None  # checked above
         projection = Aligner.load(aligner)
         text_relevance = AlignedTextRelevance(projection, load_text_encoder(projection.text_encoder))
 

@@ -23,7 +23,7 @@ Expected layouts (ROOT is what ``--root`` points to):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,7 +56,7 @@ class Sequence:
 
     name: str
     source: VideoSource
-    annotated: dict[int, Callable[[], np.ndarray]]
+    annotated: Mapping[int, Callable[[], np.ndarray]]
     obj_ids: list[int]
     first_frames: dict[int, int]
     official_davis: bool = False
@@ -264,7 +264,9 @@ def read_uvo(root: Path, split: str = "val") -> Iterator[Sequence]:
             continue
         annotated_frames = sorted({t for a in objects for t, s in enumerate(a["segmentations"]) if s is not None})
 
-        def loader(t: int, objects=objects, height=source.height, width=source.width) -> np.ndarray:
+        def loader(
+            t: int, objects: list[dict] = objects, height: int = source.height, width: int = source.width
+        ) -> np.ndarray:
             labels = np.zeros((height, width), np.uint8)
             for obj_id, annotation in enumerate(objects, start=1):
                 segmentation = annotation["segmentations"][t]
@@ -286,7 +288,9 @@ def _endovis_classes(root: Path, sequence_dir: Path) -> dict[tuple[int, int, int
         if path.is_file():
             entries = read_json(path, what="EndoVis class file")
             try:
-                return {tuple(int(c) for c in e["color"]): int(e["classid"]) for e in entries}
+                return {
+                    (int(e["color"][0]), int(e["color"][1]), int(e["color"][2])): int(e["classid"]) for e in entries
+                }
             except (KeyError, TypeError, ValueError) as error:
                 raise InputError(
                     f'EndoVis class file {path}: expected [{{"name", "color", "classid"}}]: {error}'
@@ -330,7 +334,7 @@ def read_endovis18(root: Path, split: str | None = None) -> Iterator[Sequence]:
         yield sequence
 
 
-READERS = {
+READERS: dict[str, Callable[..., Iterator[Sequence]]] = {
     "davis": read_davis,
     "vost": read_vost,
     "pumavos": read_pumavos,

@@ -144,21 +144,26 @@ class VideoSource:
         )
 
     def looped(self, count: int) -> VideoSource:
-        """A video of ``count`` frames that repeats this folder's frames from the start (for
-        measuring long videos with a real clip; frame names ``00000``...).
+        """The frames played forwards, then backwards, and so on, until ``count`` frames (a
+        folder of frames only): a longer clip without a cut, for benchmarks.
 
         Raises:
-            InputError: this is a video file (loop a folder of frames).
+            InputError: a video file, or ``count`` < 1.
         """
-        if self.is_video_file:
-            raise InputError(f"only a folder of frames can be looped; {self.path} is a video file")
         if count < 1:
-            raise InputError(f"a looped video needs at least 1 frame, got {count}")
-        width = max(5, len(str(count - 1)))
+            raise InputError(f"cannot take {count} frames of {self.path}")
+        if count <= len(self):
+            return self.head(count)
+        if self.is_video_file:
+            raise InputError(
+                f"{count} frames asked of {self.path}, which has {len(self)}: only a folder of frames is looped"
+            )
+        cycle = list(range(len(self))) + list(range(len(self) - 2, 0, -1)) or [0]
+        order = [cycle[i % len(cycle)] for i in range(count)]
         return replace(
             self,
-            frame_names=[f"{i:0{width}d}" for i in range(count)],
-            frame_files=[self.frame_files[i % len(self.frame_files)] for i in range(count)],
+            frame_names=[f"{i:05d}" for i in range(count)],
+            frame_files=[self.frame_files[i] for i in order],
         )
 
     def iter_frames(self) -> Iterator[np.ndarray]:
@@ -167,6 +172,7 @@ class VideoSource:
         Raises:
             InputError: naming a frame that cannot be decoded or whose size changed.
         """
+        frames: Iterator[np.ndarray]
         if self.is_video_file:
             frames = itertools.islice(_decode_video(self.path), len(self))
         else:

@@ -373,6 +373,69 @@ def prepare_run_dir(out_dir: Path, settings: EvalSettings, *, overwrite: bool) -
     atomic_write_json(run_file, asdict(settings))
 
 
+def evaluate_sequence(
+    predictor,
+    sequence: Sequence,
+    out_dir: Path,
+    *,
+    protocol: ProtocolConfig,
+    device: torch.device,
+    on_prompted=None,
+    bounded_memory: bool = True,
+) -> SequenceRecord:
+    """Run the protocol on one sequence and write its results into the run folder ``out_dir``:
+    ``masks/<seq>/*.png`` (each frame as it is tracked, into a staged folder that replaces the
+    sequence's only when it is done), the kept token indices per tracked frame and object
+    (``sequences/<seq>.kept.npz``) and, last, the record ``sequences/<seq>.json`` that marks the
+    sequence as done. Each is written atomically, so a run killed at any point leaves no
+    half-written file or mask folder, and a sequence without its record is run again on resume.
+    The serial and the distributed (Ray) runs both call this.
+
+    ``on_prompted``: a tracker hook (e.g. automatic object texts); ``bounded_memory``: the
+    tracking state keeps only what later frames read (``SAM2Predictor.init_state``)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        reset_peak_rss()
+    with staged_directory(out_dir / "masks" / sequence.name, overwrite=True) as staging:
+        tracker = SequenceTracker(
+            predictor, sequence, protocol, on_prompted=on_prompted, masks_dir=staging, bounded_memory=bounded_memory
+        )
+        labels, run_stats = tracker.run()
+        if device.type == "cuda":
+            peak, kind = torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
+        else:
+            peak, kind = peak_rss_mib(), "peak_rss"
+        scores = score_tracked_sequence(sequence, labels)  # in the staging: a sequence that fails leaves nothing
+    atomic_write(
+        out_dir / "sequences" / f"{sequence.name}.kept.npz",
+        lambda temp, kept=tracker.kept: np.savez_compressed(temp, **kept),
+    )
+    record = SequenceRecord(
+        name=sequence.name,
+        frames=len(sequence.source),
+        obj_ids=sequence.obj_ids,
+        j={str(s.name.rsplit("_", 1)[1]): s.j.tolist() for s in scores},
+        f={str(s.name.rsplit("_", 1)[1]): s.f.tolist() for s in scores},
+        peak_memory_mib=peak,
+        memory_kind=kind,
+        **run_stats,
+    )
+    atomic_write_json(record_path(out_dir, sequence.name), asdict(record))
+    return record
+
+
+def record_path(out_dir: Path, name: str) -> Path:
+    """Where a run folder keeps a sequence's record; the sequence is done when it exists."""
+    return out_dir / "sequences" / f"{name}.json"
+
+
+def load_record(out_dir: Path, name: str) -> SequenceRecord | None:
+    """The record of a finished sequence of the run in ``out_dir``, or None if it is not done."""
+    path = record_path(out_dir, name)
+    return SequenceRecord(**json.loads(path.read_text())) if path.is_file() else None
+
+
 def evaluate_sequences(
     predictor,
     sequences: list[Sequence],
@@ -384,50 +447,26 @@ def evaluate_sequences(
     on_prompted_for=None,
     bounded_memory: bool = True,
 ) -> list[SequenceRecord]:
-    """Run the protocol on each sequence not finished yet in ``out_dir`` (resumable), writing
-    ``masks/<seq>/*.png`` (each frame as it is tracked, into a folder that replaces the
-    sequence's only when it is done), ``sequences/<seq>.json`` and the kept token indices per
-    tracked frame and object (``sequences/<seq>.kept.npz``). Returns every sequence's record.
+    """Run the protocol (``evaluate_sequence``) on each sequence not finished yet in ``out_dir``
+    (resumable), one after the other. Returns every sequence's record.
 
     ``on_prompted_for(sequence)`` may give a tracker hook (e.g. automatic object texts)."""
     records = []
     bar = progress_bar(sequences, desc="evaluating", unit="sequence", disable=not progress)
     for sequence in bar:
         bar.set_postfix_str(sequence.name)
-        record_path = out_dir / "sequences" / f"{sequence.name}.json"
-        if record_path.is_file():
-            records.append(SequenceRecord(**json.loads(record_path.read_text())))
-            continue
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        else:
-            reset_peak_rss()
-        hook = on_prompted_for(sequence) if on_prompted_for is not None else None
-        with staged_directory(out_dir / "masks" / sequence.name, overwrite=True) as staging:
-            tracker = SequenceTracker(
-                predictor, sequence, protocol, on_prompted=hook, masks_dir=staging, bounded_memory=bounded_memory
+        record = load_record(out_dir, sequence.name)
+        if record is None:
+            hook = on_prompted_for(sequence) if on_prompted_for is not None else None
+            record = evaluate_sequence(
+                predictor,
+                sequence,
+                out_dir,
+                protocol=protocol,
+                device=device,
+                on_prompted=hook,
+                bounded_memory=bounded_memory,
             )
-            labels, run_stats = tracker.run()
-            if device.type == "cuda":
-                peak, kind = torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
-            else:
-                peak, kind = peak_rss_mib(), "peak_rss"
-            scores = score_tracked_sequence(sequence, labels)
-        atomic_write(
-            out_dir / "sequences" / f"{sequence.name}.kept.npz",
-            lambda temp, kept=tracker.kept: np.savez_compressed(temp, **kept),
-        )
-        record = SequenceRecord(
-            name=sequence.name,
-            frames=len(sequence.source),
-            obj_ids=sequence.obj_ids,
-            j={str(s.name.rsplit("_", 1)[1]): s.j.tolist() for s in scores},
-            f={str(s.name.rsplit("_", 1)[1]): s.f.tolist() for s in scores},
-            peak_memory_mib=peak,
-            memory_kind=kind,
-            **run_stats,
-        )
-        atomic_write_json(record_path, asdict(record))
         records.append(record)
     return records
 

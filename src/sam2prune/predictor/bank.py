@@ -289,6 +289,20 @@ class BankMemory:
     pointer_tokens: int
     sparse: bool
 
+    @staticmethod
+    def stack(memories: list[BankMemory]) -> BankMemory:
+        """The memories of several objects as one batch (they must have the same layout)."""
+        first = memories[0]
+        if any(m.memory.shape != first.memory.shape or m.pointer_tokens != first.pointer_tokens for m in memories):
+            raise ValueError("memories of different layouts cannot be batched")
+        return BankMemory(
+            memory=torch.cat([m.memory for m in memories], dim=1),
+            memory_pos=torch.cat([m.memory_pos for m in memories], dim=1),
+            memory_cells=torch.cat([m.memory_cells for m in memories], dim=0),
+            pointer_tokens=first.pointer_tokens,
+            sparse=any(m.sparse for m in memories),
+        )
+
 
 class SparseMemoryBank:
     """One object's memory bank (see the module docstring).

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from sam2.sam2_video_predictor import SAM2VideoPredictor
 
-from sam2prune.data.frames import FrameSource
+from sam2prune.data.frames import FrameSource, load_frames_tensor
 from sam2prune.data.video import VideoSource
 from sam2prune.predictor.bank import FrameReads, ReplayRefused, SparseMemoryBank, frame_reads, reads_after
 from sam2prune.predictor.session import SESSION_KEY, TrackingSession, tracking_session
@@ -58,6 +58,79 @@ def _frames_from(load: Callable[..., tuple]) -> Iterator[None]:
         official.load_video_frames = original
 
 
+class BatchedOutputs(dict):
+    """Several objects' memories as one batched per-object output dict: the shape sam2's
+    ``track_step`` takes (``cond_frame_outputs``/``non_cond_frame_outputs``, each frame's
+    tensors with batch B = objects), built for one frame's step from objects whose memories
+    have the same layout.
+
+    Attributes:
+        obj_ids: the objects, in batch order.
+        keep_idx: ``[B, k]`` tokens the pruned predictor kept for the step, or None.
+    """
+
+    def __init__(self, obj_ids: list[int], outputs: dict[str, dict[int, dict]]) -> None:
+        super().__init__(outputs)
+        self.obj_ids = obj_ids
+        self.keep_idx: torch.Tensor | None = None
+
+
+def _merge_outputs(outs: list[dict]) -> dict:
+    """One frame's stored outputs of several objects as one output of batch B (what memory
+    attention reads: features, their position encoding, the object pointers)."""
+    first = outs[0]
+    features = first.get("maskmem_features")
+    position = first.get("maskmem_pos_enc")
+    return {
+        "maskmem_features": None if features is None else torch.cat([out["maskmem_features"] for out in outs]),
+        # one shared constant (sam2's _get_maskmem_pos_enc): a view at batch B
+        "maskmem_pos_enc": None if position is None else [x.expand(len(outs), *x.shape[1:]) for x in position],
+        "obj_ptr": torch.cat([out["obj_ptr"] for out in outs]),
+    }
+
+
+def _split_output(out: dict, row: int) -> dict:
+    """Row ``row`` of a batched step's output, as the per-object step stores it."""
+    return {
+        key: (
+            None
+            if value is None
+            else [x[row : row + 1] for x in value]
+            if isinstance(value, list)
+            else value[row : row + 1]
+        )
+        for key, value in out.items()
+    }
+
+
+def init_state_from(
+    predictor: SAM2VideoPredictor,
+    source: VideoSource,
+    *,
+    offload_video_to_cpu: bool = False,
+    offload_state_to_cpu: bool = False,
+    bounded_memory: bool = True,
+) -> dict:
+    """sam2's ``SAM2VideoPredictor.init_state`` for any predictor (sam2's own classes too),
+    reading the frames of ``source`` through ``VideoSource`` instead of sam2's loader, so that
+    every predictor of a comparison gets the same frames tensor (the whole video, read up front:
+    decoding is not timed). sam2prune's predictors keep bounded memory unless told not to."""
+
+    def load(*, image_size: int, offload_video_to_cpu: bool, compute_device: torch.device, **_) -> tuple:
+        images = load_frames_tensor(source, image_size)
+        if not offload_video_to_cpu:
+            images = images.to(compute_device)
+        return images, source.height, source.width
+
+    with _frames_from(load):
+        state = SAM2VideoPredictor.init_state(
+            predictor, str(source.path), offload_video_to_cpu, offload_state_to_cpu, False
+        )
+    if isinstance(predictor, SAM2Predictor):
+        predictor.session(state).bounded_memory = bounded_memory
+    return state
+
+
 class SAM2Predictor(SAM2VideoPredictor):
     """The official SAM 2 video predictor (the unpruned baseline), with these changes:
 
@@ -83,6 +156,9 @@ class SAM2Predictor(SAM2VideoPredictor):
     model_name: str = "sam2"
     random_weights: bool = False
     config_path: Path | None = None  # the SAM 2 YAML it was built from
+    # objects whose memories have the same layout are tracked in one batched step (False: one
+    # step per object, as sam2 1.1.0; the results agree to float rounding)
+    batch_objects: bool = True
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -196,6 +272,107 @@ class SAM2Predictor(SAM2VideoPredictor):
             takes_part=takes_part,
             after_frame=after_frame,
         )
+
+    def _memory_layout(self, inference_state: dict, obj_idx: int, frame_idx: int, reverse: bool) -> tuple:
+        """What the object's step on ``frame_idx`` can read, by shape: every conditioning frame
+        and every non-conditioning frame within reach of memory attention and of the object
+        pointers, each with the shape of its stored features. Objects with equal layouts select
+        the same frames and positions (sam2_copies.select_memory_frames, object_pointer_tokens),
+        so their memories stack into one batch."""
+        output_dict = inference_state["output_dict_per_obj"][obj_idx]
+        reach = max(self.num_maskmem * self.memory_temporal_stride_for_eval + 1, self.max_obj_ptrs_in_encoder)
+        step = 1 if reverse else -1
+        near = range(frame_idx + step, frame_idx + step * (reach + 1), step)
+        non_cond = output_dict["non_cond_frame_outputs"]
+
+        def shape(out: dict) -> tuple[tuple[int, ...] | None, bool]:
+            # with bounded memory a frame may hold only some parts (its pointer, its mask)
+            features = out.get("maskmem_features")
+            return (None if features is None else tuple(features.shape[1:]), out.get("obj_ptr") is not None)
+
+        return (
+            tuple((t, shape(out)) for t, out in sorted(output_dict["cond_frame_outputs"].items())),
+            tuple((t, shape(non_cond[t])) for t in near if t in non_cond),
+        )
+
+    def _batch_key(self, inference_state: dict, obj_idx: int, frame_idx: int, reverse: bool) -> tuple:
+        """Objects with equal keys on a frame are tracked in one batched step."""
+        return self._memory_layout(inference_state, obj_idx, frame_idx, reverse)
+
+    def _track_objects(
+        self, inference_state: dict, frame_idx: int, obj_indices: list[int], *, reverse: bool
+    ) -> dict[int, tuple[dict, torch.Tensor]]:
+        """Track objects on a frame without prompts there: one batched step per group of objects
+        whose memories share a layout (``batch_objects``), else sam2's one step per object.
+
+        Returns:
+            ``{obj_idx: (output to store, pred_masks [1, 1, h, w] on the compute device)}``.
+        """
+        for obj_idx in obj_indices:  # bounded memory: what each object reads is there first
+            self._prepare_frame(
+                inference_state,
+                inference_state["output_dict_per_obj"][obj_idx],
+                frame_idx,
+                reverse=reverse,
+                tracking=True,
+                reads=True,
+            )
+        groups: dict[tuple, list[int]] = {}
+        for obj_idx in obj_indices:
+            key = self._batch_key(inference_state, obj_idx, frame_idx, reverse) if self.batch_objects else (obj_idx,)
+            groups.setdefault(key, []).append(obj_idx)
+        results = {}
+        for members in groups.values():
+            if len(members) == 1:
+                obj_idx = members[0]
+                results[obj_idx] = self._infer_frame(
+                    inference_state=inference_state,
+                    output_dict=inference_state["output_dict_per_obj"][obj_idx],
+                    frame_idx=frame_idx,
+                    batch_size=1,
+                    is_init_cond_frame=False,
+                    point_inputs=None,
+                    mask_inputs=None,
+                    reverse=reverse,
+                    run_mem_encoder=True,
+                )
+                continue
+            view = self._batched_view(inference_state, members, frame_idx, reverse)
+            out, pred_masks = self._infer_frame(
+                inference_state=inference_state,
+                output_dict=view,
+                frame_idx=frame_idx,
+                batch_size=len(members),
+                is_init_cond_frame=False,
+                point_inputs=None,
+                mask_inputs=None,
+                reverse=reverse,
+                run_mem_encoder=True,
+            )
+            for row, obj_idx in enumerate(members):
+                row_out = _split_output(out, row)
+                self._store_batched_row(inference_state, view, row, frame_idx, row_out)
+                results[obj_idx] = (row_out, pred_masks[row : row + 1])
+        return results
+
+    def _batched_view(self, inference_state: dict, members: list[int], frame_idx: int, reverse: bool) -> BatchedOutputs:
+        """The memories of objects with one layout, stacked into one batched output dict."""
+        dicts = [inference_state["output_dict_per_obj"][obj_idx] for obj_idx in members]
+        cond_frames, non_cond_frames = self._memory_layout(inference_state, members[0], frame_idx, reverse)
+        outputs: dict[str, dict[int, dict]] = {
+            "cond_frame_outputs": {
+                t: _merge_outputs([d["cond_frame_outputs"][t] for d in dicts]) for t, _ in cond_frames
+            },
+            "non_cond_frame_outputs": {
+                t: _merge_outputs([d["non_cond_frame_outputs"][t] for d in dicts]) for t, _ in non_cond_frames
+            },
+        }
+        return BatchedOutputs([inference_state["obj_idx_to_id"][obj_idx] for obj_idx in members], outputs)
+
+    def _store_batched_row(
+        self, inference_state: dict, view: BatchedOutputs, row: int, frame_idx: int, out: dict
+    ) -> None:
+        """Hook after a batched step, per object: nothing to add for the unpruned predictor."""
 
     @torch.inference_mode()
     def propagate_in_video_preflight(self, inference_state: dict) -> None:
@@ -314,10 +491,14 @@ class SAM2Predictor(SAM2VideoPredictor):
     def _after_tracked_frame(
         self, inference_state: dict, frame_idx: int, outputs: dict[int, dict | None], *, reverse: bool
     ) -> None:
-        """Once every object has its output on a tracked frame: with bounded memory, each bank
-        drops what no later frame in this direction reads; the peak bytes are noted."""
+        """Once every object has its output on a tracked frame: the peak bytes are noted (the
+        frame's outputs held with everything before), then with bounded memory each bank drops
+        what no later frame in this direction reads."""
         session = self.session(inference_state)
-        keep = None
+        banks = [session.bank(inference_state, inference_state["obj_idx_to_id"][obj_idx]) for obj_idx in outputs]
+        for bank, out in zip(banks, outputs.values(), strict=True):
+            bank.end_frame(frame_idx, out, reverse=reverse)
+        session.note_peak()
         if session.bounded_memory:
             keep = reads_after(
                 self,
@@ -326,12 +507,8 @@ class SAM2Predictor(SAM2VideoPredictor):
                 num_frames=inference_state["num_frames"],
                 neighbour_mask=self.reads_neighbour_mask,
             )
-        for obj_idx, out in outputs.items():
-            bank = session.bank(inference_state, inference_state["obj_idx_to_id"][obj_idx])
-            bank.end_frame(frame_idx, out, reverse=reverse)
-            if keep is not None:
+            for bank in banks:
                 bank.evict(keep, masks_below=session.masks_kept_below)
-        session.note_peak()
 
     def _recompute(
         self, inference_state: dict, obj_id: int, bank: SparseMemoryBank, needed: FrameReads, frame_idx: int

@@ -4,32 +4,43 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
 from sam2prune.config import PruningConfig
 from sam2prune.predictor.attention import dropped_token_fill, gather_tokens, scatter_tokens, sparse_memory_attention
-from sam2prune.predictor.bank import SparseMemoryBank
-from sam2prune.predictor.baseline import SAM2Predictor, log
+from sam2prune.predictor.bank import BankMemory, SparseMemoryBank
+from sam2prune.predictor.baseline import BatchedOutputs, SAM2Predictor, log
 from sam2prune.scoped import scoped
 from sam2prune.scorers import ScoringContext, make_scorer, select_tokens
+from sam2prune.scorers.baselines import Memo, compute_every_time
 from sam2prune.scorers.prior import prompt_mask
 from sam2prune.scorers.router.uncertainty import UncertaintyProbe
 
 
 @dataclass(frozen=True)
 class FrameInFlight:
-    """The frame being tracked for one object, while sam2's ``track_step`` runs: sam2 passes
-    its memory-attention hook the object's output dict but not the session, so the bank and the
-    chosen tokens travel in a context variable scoped to that one call.
+    """The frame being tracked for one object (or a batch of objects), while sam2's
+    ``track_step`` runs: sam2 passes its memory-attention hook the output dict but not the
+    session, so the banks and the chosen tokens travel in a context variable scoped to that
+    one call.
 
     Attributes:
-        bank: the object's memory bank.
+        banks: the memory bank of each object, in batch order.
         keep_idx: ``[B, k]`` the frame's kept tokens, or None (dense queries).
+        memo: what depends on the frame alone, shared by its objects (``FrameCache.get`` of
+            the session, bound to the frame).
     """
 
-    bank: SparseMemoryBank
+    banks: tuple[SparseMemoryBank, ...]
     keep_idx: torch.Tensor | None
+    memo: Memo = compute_every_time
+
+
+def _autocast(device: torch.device) -> torch.dtype | None:
+    """The autocast dtype in effect for ``device``'s type, or None."""
+    return torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
 
 
 _IN_FLIGHT: ContextVar[FrameInFlight | None] = ContextVar("sam2prune_frame_in_flight", default=None)
@@ -113,6 +124,13 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
 
     # --- per-session state -------------------------------------------------------------------
 
+    def init_state(self, *args, **kwargs) -> dict:
+        """sam2's ``init_state`` (see ``SAM2Predictor.init_state``); the Monte-Carlo dropout
+        stream restarts from its seed, so a video's results do not depend on what ran before."""
+        if self.uncertainty_probe is not None:
+            self.uncertainty_probe.restart()
+        return super().init_state(*args, **kwargs)
+
     def set_object_text(self, inference_state: dict, obj_id: int, text: str) -> None:
         """Describe one object of a session for the text signal (overrides ``pruning.text``)."""
         if not text or not text.strip():
@@ -158,30 +176,40 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
     ) -> torch.Tensor:
         """Kept tokens ``[B, k]`` of one object on a frame, given where it is believed to be."""
         tokens, grid, uncertainty = self._frame_tokens(inference_state, frame_idx, batch_size)
+        session = self.session(inference_state)
         context = ScoringContext(
             frame_idx=frame_idx,
             grid=grid,
             prior_mask=prior,
             uncertainty=uncertainty,
-            text=self.session(inference_state).object_texts.get(obj_id, self.pruning.text),
+            text=session.object_texts.get(obj_id, self.pruning.text),
+            memo=partial(session.frame_cache.get, frame_idx),
         )
         return self.score_tokens(tokens, context)
+
+    def _prior_of(self, output_dict: dict, frame_idx: int, reverse: bool) -> torch.Tensor | None:
+        """The neighbouring frame's mask logits in the tracking direction, if it has an output."""
+        neighbour = frame_idx + 1 if reverse else frame_idx - 1
+        previous = output_dict["cond_frame_outputs"].get(neighbour)
+        if previous is None:
+            previous = output_dict["non_cond_frame_outputs"].get(neighbour)
+        return None if previous is None else previous.get("pred_masks")
+
+    def _prunes(self, output_dict: dict, frame_idx: int, reverse: bool) -> bool:
+        """Whether a tracked frame of this object is pruned (else it runs dense: retention 1.0,
+        or the scorer needs a prior and the neighbouring frame has no output, e.g. tracking
+        started mid-video or memory was cleared)."""
+        if self.keeps_everything:
+            return False
+        return not self.scorer.needs_prior or self._prior_of(output_dict, frame_idx, reverse) is not None
 
     def _select_tracked_frame(
         self, inference_state: dict, obj_id: int, output_dict: dict, frame_idx: int, batch_size: int, reverse: bool
     ) -> torch.Tensor | None:
         """Kept tokens ``[B, k]`` of a frame being tracked, or None to run it dense."""
-        if self.keeps_everything:
+        if not self._prunes(output_dict, frame_idx, reverse):
             return None
-        prior = None
-        if self.scorer.needs_prior:
-            neighbour = frame_idx + 1 if reverse else frame_idx - 1
-            previous = output_dict["cond_frame_outputs"].get(neighbour)
-            if previous is None:
-                previous = output_dict["non_cond_frame_outputs"].get(neighbour)
-            if previous is None or previous.get("pred_masks") is None:
-                return None  # no neighbouring output (started mid-video, memory cleared): dense
-            prior = previous["pred_masks"]
+        prior = self._prior_of(output_dict, frame_idx, reverse) if self.scorer.needs_prior else None
         return self._score_frame(inference_state, obj_id, frame_idx, batch_size, prior)
 
     def _select_prompted_frame(
@@ -218,12 +246,29 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
         prev_sam_mask_logits=None,
     ):
         session = self.session(inference_state)
-        obj_id = session.object_id(inference_state, output_dict)
-        bank = session.bank_of(inference_state, output_dict)
-        keep_idx = None
-        if point_inputs is None and mask_inputs is None and not is_init_cond_frame:
-            keep_idx = self._select_tracked_frame(inference_state, obj_id, output_dict, frame_idx, batch_size, reverse)
-        with scoped(_IN_FLIGHT, FrameInFlight(bank=bank, keep_idx=keep_idx)):
+        memo = partial(session.frame_cache.get, frame_idx)
+        if isinstance(output_dict, BatchedOutputs):  # objects of one memory layout, tracked together
+            banks = tuple(session.bank(inference_state, obj_id) for obj_id in output_dict.obj_ids)
+            rows = [
+                self._select_tracked_frame(inference_state, bank_id, bank.output_dict, frame_idx, 1, reverse)
+                for bank_id, bank in zip(output_dict.obj_ids, banks, strict=True)
+            ]
+            kept_rows = [row for row in rows if row is not None]
+            if kept_rows and len(kept_rows) != len(rows):
+                raise RuntimeError("objects batched together must be all pruned or all dense on a frame")
+            output_dict.keep_idx = torch.cat(kept_rows) if kept_rows else None
+            flight = FrameInFlight(banks=banks, keep_idx=output_dict.keep_idx, memo=memo)
+        else:
+            obj_id = session.object_id(inference_state, output_dict)
+            bank = session.bank_of(inference_state, output_dict)  # the object's, or a replay's
+            keep_idx = None
+            if point_inputs is None and mask_inputs is None and not is_init_cond_frame:
+                keep_idx = self._select_tracked_frame(
+                    inference_state, obj_id, output_dict, frame_idx, batch_size, reverse
+                )
+            flight = FrameInFlight(banks=(bank,), keep_idx=keep_idx, memo=memo)
+        keep_idx = flight.keep_idx
+        with scoped(_IN_FLIGHT, flight):
             out, pred_masks = super()._infer_frame(
                 inference_state,
                 output_dict,
@@ -236,9 +281,29 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
                 run_mem_encoder,
                 prev_sam_mask_logits,
             )
-        if keep_idx is not None and out.get("maskmem_features") is not None:
-            bank.store_sparse(frame_idx, out, keep_idx, storage_device=inference_state["storage_device"])
+        if (
+            keep_idx is not None
+            and out.get("maskmem_features") is not None
+            and not isinstance(output_dict, BatchedOutputs)
+        ):
+            flight.banks[0].store_sparse(frame_idx, out, keep_idx, storage_device=inference_state["storage_device"])
         return out, pred_masks
+
+    def _batch_key(self, inference_state: dict, obj_idx: int, frame_idx: int, reverse: bool) -> tuple:
+        output_dict = inference_state["output_dict_per_obj"][obj_idx]
+        return (
+            *super()._batch_key(inference_state, obj_idx, frame_idx, reverse),
+            self._prunes(output_dict, frame_idx, reverse),
+        )
+
+    def _store_batched_row(
+        self, inference_state: dict, view: BatchedOutputs, row: int, frame_idx: int, out: dict
+    ) -> None:
+        if view.keep_idx is not None and out.get("maskmem_features") is not None:
+            bank = self.session(inference_state).bank(inference_state, view.obj_ids[row])
+            bank.store_sparse(
+                frame_idx, out, view.keep_idx[row : row + 1], storage_device=inference_state["storage_device"]
+            )
 
     @torch.inference_mode()
     def propagate_in_video_preflight(self, inference_state: dict) -> None:
@@ -281,7 +346,8 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
         frame = _IN_FLIGHT.get()
         # dense (sam2's own computation) when neither the queries nor any memory read is sparse
         dense = frame is None or (
-            frame.keep_idx is None and not frame.bank.reads_sparse(self, frame_idx, track_in_reverse=track_in_reverse)
+            frame.keep_idx is None
+            and not any(bank.reads_sparse(self, frame_idx, track_in_reverse=track_in_reverse) for bank in frame.banks)
         )
         if is_init_cond_frame or self.num_maskmem == 0 or dense:
             if frame is None and any(
@@ -323,15 +389,22 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
         """Args: curr, curr_pos ``[HW, B, C]``. Returns ``[B, C, H, W]``."""
         batch, channels = curr.shape[1], self.hidden_dim
         height, width = grid
-        memory = frame.bank.memory(
-            self,
-            frame_idx,
-            num_frames=num_frames,
-            track_in_reverse=track_in_reverse,
-            batch=batch,
-            device=curr.device,
-            dtype=curr.dtype,
-        )
+        # each object's memory from its own bank, stacked along the batch (one layout: same shapes)
+        memories = [
+            bank.memory(
+                self,
+                frame_idx,
+                num_frames=num_frames,
+                track_in_reverse=track_in_reverse,
+                batch=1,
+                device=curr.device,
+                dtype=curr.dtype,
+            )
+            for bank in frame.banks
+        ]
+        if len(memories) != batch:
+            raise RuntimeError(f"{len(memories)} memory banks for a batch of {batch}")
+        memory = memories[0] if batch == 1 else BankMemory.stack(memories)
         keep_idx = frame.keep_idx
         if keep_idx is None:
             query_cells = torch.arange(height * width, device=curr.device).expand(batch, -1)
@@ -351,6 +424,15 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
             num_obj_ptr_tokens=memory.pointer_tokens,
         )
         if keep_idx is not None:
-            fill = dropped_token_fill(self.memory_attention, curr, curr_pos) if self.pruning.fill == "norm" else curr
+            fill = curr
+            if self.pruning.fill == "norm":
+                key = (
+                    "dropped-token fill",
+                    self.memory_attention,
+                    tuple(curr.shape),
+                    curr.dtype,
+                    _autocast(curr.device),
+                )
+                fill = frame.memo(key, lambda: dropped_token_fill(self.memory_attention, curr, curr_pos))
             attended = scatter_tokens(fill, query_cells, attended)
         return attended.permute(1, 2, 0).view(batch, channels, height, width)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -11,6 +11,29 @@ import torch
 from sam2prune.predictor.bank import SparseMemoryBank
 
 SESSION_KEY = "sam2prune"  # the one key sam2prune adds to sam2's inference-state dict
+
+
+@dataclass
+class FrameCache:
+    """What pruning computes from a frame's tokens alone (the visual context, the tokens
+    projected into text space, the fill of dropped positions): sam2 tracks the objects of a
+    frame one at a time, so it is computed for the first object and reused for the others.
+
+    Holds one frame at a time: asking for another frame drops the previous frame's entries (sam2
+    tracks every object on a frame before it moves on, and caches one frame's features too).
+    Keys name what is computed and from what (shape, dtype, the module or scorer computing it).
+    """
+
+    frame_idx: int | None = None
+    entries: dict[Hashable, torch.Tensor] = field(default_factory=dict)
+
+    def get(self, frame_idx: int, key: Hashable, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """The value of ``key`` on frame ``frame_idx``: ``compute()`` the first time."""
+        if frame_idx != self.frame_idx:
+            self.frame_idx, self.entries = frame_idx, {}
+        if key not in self.entries:
+            self.entries[key] = compute()
+        return self.entries[key]
 
 
 @dataclass
@@ -29,6 +52,7 @@ class TrackingSession:
             kept for whoever reads them back (``SAM2Predictor.keep_masks_below``).
         peak_memory_bank_bytes, peak_held_bytes: the largest totals over all objects seen after
             any tracked frame (what memory attention reads back; everything the outputs hold).
+        frame_cache: per-frame results shared by the objects tracked on the frame.
     """
 
     num_tokens: int
@@ -41,6 +65,7 @@ class TrackingSession:
     peak_held_bytes: int = 0
     # output dicts being tracked again (bounded memory), by id: (the dict, its bank, object id)
     _replays: dict[int, tuple[dict, SparseMemoryBank, int]] = field(default_factory=dict)
+    frame_cache: FrameCache = field(default_factory=FrameCache)
 
     @property
     def replaying(self) -> bool:

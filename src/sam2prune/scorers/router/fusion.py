@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -160,7 +161,17 @@ def load_router(path: str | Path, *, kind: str, channels: int) -> tuple[nn.Modul
     return module.eval(), signals, payload.get("extra", {})
 
 
-TextRelevance = Callable[[torch.Tensor, str], torch.Tensor]  # (tokens [B, N, C], text) -> relevance [B, N]
+class TextRelevance(Protocol):
+    """The text signal in two steps: a projection of the frame's tokens (the same for every
+    object of the frame) and the relevance of projected tokens to one object's text."""
+
+    def project(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``[B, N, C]`` -> ``[B, N, D]``."""
+        ...
+
+    def relevance(self, projected: torch.Tensor, text: str) -> torch.Tensor:
+        """``[B, N, D]`` -> ``[B, N]``."""
+        ...
 
 
 class RouterScorer:
@@ -189,8 +200,10 @@ class RouterScorer:
         self.needs_prior = "prior" in signals
 
     def visual_signal(self, tokens: torch.Tensor, context) -> torch.Tensor:
-        """``[B, N, C]`` each token's 3x3 neighbourhood."""
-        return visual_context(tokens, context.grid)
+        """``[B, N, C]`` each token's 3x3 neighbourhood (once per frame: ``context.memo``)."""
+        return context.memo(
+            ("visual context", tuple(tokens.shape), tokens.dtype), lambda: visual_context(tokens, context.grid)
+        )
 
     def text_signal(self, tokens: torch.Tensor, context) -> torch.Tensor:
         """``[B, N]`` relevance of each token to the object's text."""
@@ -199,7 +212,11 @@ class RouterScorer:
                 f"the text signal is on but frame {context.frame_idx}'s object has no text: pass --text, "
                 "--auto-text, or set one with predictor.set_object_text"
             )
-        return self.text_relevance(tokens, context.text)
+        projected = context.memo(
+            ("text projection", self.text_relevance, tuple(tokens.shape), tokens.dtype),
+            lambda: self.text_relevance.project(tokens),
+        )
+        return self.text_relevance.relevance(projected, context.text)
 
     def prior_signal(self, tokens: torch.Tensor, context) -> torch.Tensor:
         """``[B, N]`` in [0, 1]: inside the dilated previous mask 1, its ring 0.5, elsewhere 0."""
@@ -249,11 +266,18 @@ class RouterScorer:
 
 
 class AlignedTextRelevance:
-    """cos(P v_i, e(text)) with the aligner P; text embeddings are computed once per text."""
+    """cos(P v_i, e(text)) with the aligner P.
+
+    ``project`` (P v_i) depends on the frame alone: the router computes it once per frame for
+    all objects. Text embeddings are computed once per text; the aligner and each embedding are
+    copied to a device once, not per frame.
+    """
 
     def __init__(self, aligner, encoder) -> None:
         self.aligner, self.encoder = aligner, encoder
-        self._embeddings: dict[str, torch.Tensor] = {}
+        self._embeddings: dict[str, torch.Tensor] = {}  # as the encoder gives them
+        self._aligners: dict[torch.device, object] = {}
+        self._device_embeddings: dict[tuple[str, torch.device], torch.Tensor] = {}
 
     def embedding(self, text: str) -> torch.Tensor:
         if text not in self._embeddings:
@@ -266,8 +290,26 @@ class AlignedTextRelevance:
             self._embeddings[text] = embedding
         return self._embeddings[text]
 
+    def project(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``[B, N, C]`` tokens -> ``[B, N, D]`` in text space (the aligner on their device)."""
+        aligner = self._aligners.get(tokens.device)
+        if aligner is None:
+            aligner = self._aligners[tokens.device] = self.aligner.to(tokens.device)
+        return aligner.project(tokens)
+
+    def relevance(self, projected: torch.Tensor, text: str) -> torch.Tensor:
+        """``[B, N]`` cosine of projected tokens ``[B, N, D]`` to the text's embedding."""
+        from sam2prune.scorers.router.semantic import cosine_relevance
+
+        key = (text, projected.device)
+        embedding = self._device_embeddings.get(key)
+        if embedding is None:
+            embedding = self._device_embeddings[key] = self.embedding(text).to(projected.device)
+        return cosine_relevance(projected, embedding)
+
     def __call__(self, tokens: torch.Tensor, text: str) -> torch.Tensor:
-        return self.aligner.relevance(tokens, self.embedding(text))
+        """``[B, N]`` relevance of tokens ``[B, N, C]`` to ``text``."""
+        return self.relevance(self.project(tokens), text)
 
 
 def build_router_scorer(

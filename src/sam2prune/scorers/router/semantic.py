@@ -16,7 +16,7 @@ which is what this aligner does.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +48,12 @@ def fit_ridge(features: torch.Tensor, targets: torch.Tensor, ridge: float) -> to
     return torch.linalg.solve(gram, x.T @ targets.double()).float()
 
 
+def cosine_relevance(projected: torch.Tensor, text_embedding: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity of projected tokens ``[B, N, D]`` to a text embedding ``[D]`` (same
+    device): ``[B, N]``."""
+    return F.cosine_similarity(projected, text_embedding[None, None], dim=-1)
+
+
 @dataclass
 class Aligner:
     """The fitted token-to-text map and what it was fit with."""
@@ -64,7 +70,11 @@ class Aligner:
 
     def relevance(self, tokens: torch.Tensor, text_embedding: torch.Tensor) -> torch.Tensor:
         """Cosine similarity of each projected token to the text: ``[B, N, C]`` -> ``[B, N]``."""
-        return F.cosine_similarity(self.project(tokens), text_embedding.to(tokens.device)[None, None], dim=-1)
+        return cosine_relevance(self.project(tokens), text_embedding.to(tokens.device))
+
+    def to(self, device: torch.device) -> Aligner:
+        """The same aligner with its weight on ``device``."""
+        return replace(self, weight=self.weight.to(device))
 
     def save(self, path: Path) -> None:
         payload = {

@@ -11,18 +11,25 @@ out; the report is the recall of object tokens (target > 0.5) among the top ``re
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
+from torch import nn
 
 from sam2prune.config import PruningConfig
 from sam2prune.errors import InputError
 from sam2prune.progress import progress as progress_bar
 from sam2prune.scorers.baselines import ScoringContext, select_tokens
-from sam2prune.scorers.router.fusion import DEFAULT_HIDDEN, RouterScorer, Signals, build_router_module
+from sam2prune.scorers.router.fusion import DEFAULT_HIDDEN, RouterScorer, Signals, TextRelevance, build_router_module
+
+if TYPE_CHECKING:
+    from sam2prune.data.datasets import Sequence
+    from sam2prune.predictor import PrunedSAM2VideoPredictor
 
 
 @dataclass
@@ -42,7 +49,12 @@ def token_targets(mask: np.ndarray, grid: tuple[int, int]) -> torch.Tensor:
     return F.adaptive_avg_pool2d(torch.from_numpy(dilated).float()[None, None], grid).flatten()
 
 
-def training_scorer(predictor, config: PruningConfig, signals: tuple[str, ...], text_relevance=None) -> RouterScorer:
+def training_scorer(
+    predictor: PrunedSAM2VideoPredictor,
+    config: PruningConfig,
+    signals: tuple[str, ...],
+    text_relevance: TextRelevance | None = None,
+) -> RouterScorer:
     """A scorer computing ``signals`` for training (each object's phrase comes with its
     examples), with the uncertainty probe attached to the predictor's image encoder if needed."""
     if "uncertainty" in signals and predictor.uncertainty_probe is None:
@@ -51,11 +63,11 @@ def training_scorer(predictor, config: PruningConfig, signals: tuple[str, ...], 
 
 
 def collect_examples(
-    predictor,
-    sequences,
+    predictor: PrunedSAM2VideoPredictor,
+    sequences: Iterable[Sequence],
     scorer: RouterScorer,
     *,
-    phrase_of=None,
+    phrase_of: Callable[[str, int], str] | None = None,
     holdout_every: int = 5,
     progress: bool = True,
 ) -> list[Example]:
@@ -119,7 +131,7 @@ def _loss(logits: torch.Tensor, target: torch.Tensor, kind: str, generator: torc
     return F.softplus(logits[neg] - logits[pos]).mean()  # pairwise logistic ranking loss
 
 
-def held_out_recall(module, examples: list[Example], retention: float) -> float:
+def held_out_recall(module: nn.Module, examples: list[Example], retention: float) -> float:
     """Share of object tokens (target > 0.5) among the top ``retention`` of held-out frames."""
     found = total = 0
     with torch.no_grad():
@@ -146,7 +158,7 @@ def train_router(
     retention: float = 0.3,
     seed: int = 0,
     progress: bool = True,
-):
+) -> tuple[nn.Module, list[dict[str, float]]]:
     """Train the MLP of the paper or learned router on collected examples.
 
     Returns:

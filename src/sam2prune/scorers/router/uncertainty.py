@@ -75,6 +75,7 @@ def sampled_logit_variance(
 
     Args:
         x: ``[B, n, C]``; k: ``[B, heads, n_k, d]``; w_q: ``[heads, d, C]``; b_q: ``[heads, d]``.
+        generator: a generator of x's device (the dropout masks are drawn there).
 
     Returns:
         ``[B, heads, n]``.
@@ -107,9 +108,14 @@ def explicit_sampled_logit_variance(
 
 
 def _sampled_queries(x, w_q, b_q, *, p, passes, generator) -> torch.Tensor:
-    """Queries under T inverted-dropout masks on x: ``[T, B, heads, n, d]``."""
+    """Queries under T inverted-dropout masks on x: ``[T, B, heads, n, d]``.
+
+    The masks are drawn on x's device by ``generator``, which must be a generator of that
+    device: at 1024 px with T = 5 they are ~126 MB per frame, which drawing on the host and
+    copying would move every frame.
+    """
     batch, n, channels = x.shape
-    keep = torch.rand((passes, batch, n, channels), generator=generator, device="cpu").to(x.device) >= p
+    keep = torch.rand((passes, batch, n, channels), generator=generator, device=x.device) >= p
     dropped = x[None] * keep / (1 - p)
     return (torch.einsum("tbnc,hdc->tbnhd", dropped, w_q) + b_q).permute(0, 1, 3, 2, 4)
 
@@ -160,15 +166,29 @@ class UncertaintyProbe:
             raise ValueError(
                 f"uncertainty block {max(blocks)} does not exist: this Hiera has {len(trunk.blocks)} blocks (0..{len(trunk.blocks) - 1})"
             )
-        self.mode, self.p, self.passes = mode, p, passes
-        # dropout masks of the ``mc`` mode: one private stream per probe, reproducible from the seed
-        self.generator = torch.Generator().manual_seed(seed)
+        self.mode, self.p, self.passes, self.seed = mode, p, passes, seed
+        # dropout masks of the ``mc`` mode: one private stream per probe and device, seeded with
+        # ``seed`` when first used and restarted for every video (``restart``)
+        self._generators: dict[torch.device, torch.Generator] = {}
         self._input_hw: dict[int, tuple[int, int]] = {}  # block input grid, written by its own pre-hook
         self._handles = []
         for index in blocks:
             block = trunk.blocks[index]
             self._handles.append(block.register_forward_pre_hook(self._remember_input(index)))
             self._handles.append(block.attn.qkv.register_forward_hook(self._measure(index, block)))
+
+    def restart(self) -> None:
+        """Restart the dropout streams from the seed: a video's masks then do not depend on the
+        videos run before it (in one process, in another order, or on another worker)."""
+        for generator in self._generators.values():
+            generator.manual_seed(self.seed)
+
+    def generator(self, device: torch.device) -> torch.Generator:
+        """The probe's dropout-mask generator on ``device``."""
+        generator = self._generators.get(device)
+        if generator is None:
+            generator = self._generators[device] = torch.Generator(device=device).manual_seed(self.seed)
+        return generator
 
     def detach(self) -> None:
         for handle in self._handles:
@@ -208,7 +228,7 @@ class UncertaintyProbe:
         else:
             b_q = attn.qkv.bias[:dim_out].reshape(heads, head_dim).float()
             variance = sampled_logit_variance(
-                flat, k, w_q, b_q, p=self.p, scale=scale, passes=self.passes, generator=self.generator
+                flat, k, w_q, b_q, p=self.p, scale=scale, passes=self.passes, generator=self.generator(flat.device)
             )
         variance = variance.mean(dim=1).reshape(windows, 1, h, w)
         if attn.q_pool is not None:  # the queries a token pools over: average their variance

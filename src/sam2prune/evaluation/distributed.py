@@ -1,0 +1,544 @@
+"""Evaluation runs spread over Ray workers (the ``ray`` extra): the same protocol, the same run
+folders and the same files as the serial run, written by the same function
+(``protocol.evaluate_sequence``), one task per (run, sequence).
+
+Each worker is a Ray actor holding its resources (``RayConfig.threads_per_worker`` CPUs,
+``gpus_per_worker`` GPUs) and one model, built on its first sequence from weights that the
+driver read once and put into Ray's object store (workers on other machines need no copy of
+the checkpoint). The driver hands a sequence to each worker that is free, retries a sequence
+that fails (``max_retries``), replaces a worker that dies, and collects the records; a failed
+sequence is reported by name without stopping the others. Workers write into the run folder
+themselves, atomically, so on a cluster of several machines the run folder and the dataset
+must be on a filesystem that every node mounts at the same path.
+
+Results equal the serial run's: the same code runs on each sequence, a model is built the same
+way (random weights are seeded), and nothing random carries over from one video to the next.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import traceback
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sam2prune.config import ProtocolConfig, PruningConfig, RayConfig
+from sam2prune.errors import InputError, UserError
+from sam2prune.progress import progress as progress_bar
+
+if TYPE_CHECKING:
+    from sam2prune.data.datasets import Sequence
+    from sam2prune.evaluation.protocol import SequenceRecord
+
+log = logging.getLogger("sam2prune")
+
+INSTALL_HINT = "pip install 'sam2prune[ray]'"
+
+
+def import_ray() -> Any:
+    """The ``ray`` module.
+
+    Raises:
+        InputError: Ray is not installed (naming the extra to install).
+    """
+    try:
+        import ray
+    except ImportError:
+        raise InputError(f"--workers and --ray-address run on Ray, which is not installed: {INSTALL_HINT}") from None
+    return ray
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One evaluation run of a distributed batch (a sweep has several).
+
+    Attributes:
+        out_dir: its run folder, prepared (``protocol.prepare_run_dir``), absolute.
+        pruning: its pruning; None: unpruned SAM 2.
+        label: how messages name it (a sweep's run label); empty for a single run.
+    """
+
+    out_dir: Path
+    pruning: PruningConfig | None
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class WorkerModel:
+    """The model every worker builds (``build_predictor``'s arguments besides the weights).
+
+    Attributes:
+        model: model name or SAM 2 YAML.
+        image_size: input size; None: the model's.
+        device: ``cpu`` or ``cuda`` (each worker sees the GPUs Ray gives it as ``cuda:0``...).
+        seed: seed of random weights.
+        bounded_memory: each video's tracking state keeps only what later frames read.
+    """
+
+    model: str
+    image_size: int | None
+    device: str
+    seed: int = 0
+    bounded_memory: bool = True
+
+
+@dataclass(frozen=True)
+class SequenceFailure:
+    """A sequence that failed on every attempt."""
+
+    run: str  # the run's label ("" for a single run)
+    sequence: str
+    error: str  # one line
+    attempts: int
+
+    def __str__(self) -> str:
+        where = f"{self.run}/{self.sequence}" if self.run else self.sequence
+        return f"{where}: {self.error}"
+
+
+@dataclass
+class DistributedResult:
+    """What a distributed batch produced.
+
+    Attributes:
+        records: per run (in ``runs`` order), the records of its finished sequences, in
+            sequence order (those finished before, on resume, included).
+        failures: the sequences that failed on every attempt.
+    """
+
+    records: list[list[SequenceRecord]]
+    failures: list[SequenceFailure] = field(default_factory=list)
+
+    def complete(self, run_index: int, sequence_count: int) -> bool:
+        return len(self.records[run_index]) == sequence_count
+
+
+class WorkerSetupError(Exception):
+    """A worker could not build its model or reach the run folder: nothing would run anywhere,
+    so the driver stops the batch with this message instead of failing every sequence."""
+
+    def __init__(self, message: str, user_error: bool) -> None:
+        super().__init__(message, user_error)
+        self.message, self.user_error = message, user_error
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class SequenceWorker:
+    """A Ray actor (``ray.remote(SequenceWorker)``): one model, built on the first sequence the
+    worker runs, then reused; a sweep's pruned settings switch the one pruned model's config
+    (``set_pruning``) as ``with_pruning`` would build it."""
+
+    def __init__(self, model: WorkerModel, weights: list | None, threads: int) -> None:
+        """``weights``: ``[ObjectRef]`` of the state dict (in a list, so that Ray does not fetch
+        it before a model is built), or None for random weights."""
+        import torch
+
+        torch.set_num_threads(threads)
+        self.model, self.weights = model, weights
+        self._baseline = None
+        self._pruned = None
+        self._checked_dirs: set[Path] = set()
+
+    def ready(self) -> str:
+        """Where the worker runs (the driver hands out work once a worker answers this)."""
+        return socket.gethostname()
+
+    def _build(self, pruning: PruningConfig | None) -> Any:
+        import ray
+
+        from sam2prune.models import build_predictor
+
+        return build_predictor(
+            self.model.model,
+            checkpoint=ray.get(self.weights[0]) if self.weights is not None else None,
+            random_weights=self.weights is None,
+            seed=self.model.seed,
+            device=self.model.device,
+            image_size=self.model.image_size,
+            pruning=pruning,
+        )
+
+    def _predictor(self, pruning: PruningConfig | None) -> Any:
+        if pruning is None:
+            if self._baseline is None:
+                self._baseline = self._build(None)
+            return self._baseline
+        if self._pruned is None:
+            self._pruned = self._build(pruning)
+        elif self._pruned.pruning != pruning:
+            self._pruned.set_pruning(pruning)
+        return self._pruned
+
+    def run(
+        self, out_dir: Path, sequence: Sequence, protocol: ProtocolConfig, pruning: PruningConfig | None
+    ) -> SequenceRecord:
+        """Run the protocol on one sequence and write it into ``out_dir`` (``evaluate_sequence``).
+
+        Raises:
+            WorkerSetupError: the model cannot be built, or the run folder is not on this node.
+        """
+        import torch
+
+        from sam2prune.evaluation.protocol import evaluate_sequence
+
+        if out_dir not in self._checked_dirs:
+            if not (out_dir / "run.json").is_file():
+                raise WorkerSetupError(
+                    f"the run folder {out_dir} is not visible on the Ray node {socket.gethostname()}: on a "
+                    "cluster of several machines, --out and --root must be on a filesystem every node "
+                    "mounts at the same path",
+                    user_error=True,
+                )
+            self._checked_dirs.add(out_dir)
+        try:
+            predictor = self._predictor(pruning)
+        except UserError as error:
+            raise WorkerSetupError(str(error), user_error=True) from None
+        except Exception as error:
+            raise WorkerSetupError(
+                f"building the model failed on {socket.gethostname()}: {one_line(error)}", user_error=False
+            ) from None
+        return evaluate_sequence(
+            predictor,
+            sequence,
+            out_dir,
+            protocol=protocol,
+            device=torch.device(predictor.device),
+            bounded_memory=self.model.bounded_memory,
+        )
+
+
+def one_line(error: BaseException) -> str:
+    """An error as one line: the message of ours, type and first line of anything else."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    if isinstance(error, UserError):
+        return text or type(error).__name__
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class RayCluster:
+    """A connection to a Ray cluster for one command, with the worker shape it runs: see
+    ``connect``."""
+
+    def __init__(self, config: RayConfig, *, device: str, started: bool, address: str | None) -> None:
+        ray = import_ray()
+        self.config, self.started, self.address = config, started, address
+        resources = ray.cluster_resources()
+        cpus, gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
+        where = f"the Ray cluster at {address}" if address else "the local Ray cluster"
+        if device == "auto":
+            device = "cuda" if gpus > 0 else "cpu"
+        if device.startswith("cuda:"):
+            raise InputError(
+                f"--device {device} on Ray: Ray gives each worker its GPUs, which it sees as cuda:0...; pass --device cuda"
+            )
+        if device not in ("cpu", "cuda"):
+            raise InputError(f"--device {device} on Ray: expected cpu, cuda or auto")
+        if device == "cpu" and config.gpus_per_worker:
+            raise InputError("--gpus-per-worker has no effect with --device cpu; remove it or pass --device cuda")
+        self.device = device
+        self.gpus_per_worker = float(
+            config.gpus_per_worker if config.gpus_per_worker is not None else (1 if device == "cuda" else 0)
+        )
+        if device == "cuda" and self.gpus_per_worker == 0:
+            raise InputError("--device cuda with --gpus-per-worker 0: a worker without a GPU cannot run on CUDA")
+        if config.threads_per_worker is not None:
+            self.threads = config.threads_per_worker
+        elif started and config.workers is not None:
+            self.threads = max(1, int(cpus) // config.workers)
+        else:
+            self.threads = 1
+        fits = int(cpus // self.threads)
+        if self.gpus_per_worker > 0:
+            if gpus < self.gpus_per_worker:
+                raise InputError(
+                    f"{where} has {gpus:g} GPUs, and each worker needs {self.gpus_per_worker:g} (--gpus-per-worker)"
+                )
+            fits = min(fits, int(gpus / self.gpus_per_worker + 1e-9))
+        if fits < 1:
+            raise InputError(f"{where} has {cpus:g} CPUs, and each worker needs {self.threads} (--threads-per-worker)")
+        if config.workers is not None and config.workers > fits:
+            # more actors than fit would wait for resources that never come, holding sequences
+            share = (
+                f"; --gpus-per-worker {gpus / config.workers:.2g} would share the GPUs"
+                if self.gpus_per_worker > 0 and gpus / config.workers >= 0.01
+                else ""
+            )
+            raise InputError(
+                f"{where} fits {fits} workers of {self.threads} CPUs and {self.gpus_per_worker:g} GPUs "
+                f"({cpus:g} CPUs, {gpus:g} GPUs); --workers {config.workers} is too many{share}"
+            )
+        self.workers = config.workers if config.workers is not None else fits
+
+    @property
+    def device_label(self) -> str:
+        """The device as a run's settings record it: what the model reports on a worker (Ray
+        makes a worker's GPU its ``cuda:0``), as in a serial run on ``cuda``."""
+        return "cuda:0" if self.device == "cuda" else "cpu"
+
+    def evaluate(
+        self,
+        runs: list[RunSpec],
+        sequences: list[Sequence],
+        *,
+        model: WorkerModel,
+        checkpoint: Path | None,
+        protocol: ProtocolConfig,
+        progress: bool = True,
+    ) -> DistributedResult:
+        """Run the protocol on every sequence of every run that is not finished yet in its run
+        folder, on the cluster's workers, one task per (run, sequence).
+
+        Args:
+            runs: the runs, their folders prepared.
+            sequences: the same sequences for every run.
+            model: what each worker builds.
+            checkpoint: read here once and shipped to the workers; None: random weights.
+
+        Raises:
+            UserError: a worker cannot build the model or see the run folder (nothing runs).
+            RuntimeError: a worker fails to build the model for another reason.
+        """
+        ray = import_ray()
+        batch = _Batch(runs, sequences, max_retries=self.config.max_retries)
+        if batch.todo:
+            bar = progress_bar(total=len(batch.todo), desc="evaluating", unit="sequence", disable=not progress)
+            try:
+                self._run(ray, batch, bar, model=model, checkpoint=checkpoint, protocol=protocol)
+            finally:
+                bar.close()
+        return batch.result()
+
+    def _run(
+        self,
+        ray: Any,
+        batch: _Batch,
+        bar: Any,
+        *,
+        model: WorkerModel,
+        checkpoint: Path | None,
+        protocol: ProtocolConfig,
+    ) -> None:
+        """Hand the batch's tasks to workers as they become free, until none is left."""
+        from sam2prune.models import read_checkpoint
+
+        weights = [ray.put(read_checkpoint(checkpoint))] if checkpoint is not None else None
+        worker_class = ray.remote(SequenceWorker).options(
+            num_cpus=self.threads, num_gpus=self.gpus_per_worker, max_restarts=0, max_task_retries=0
+        )
+        workers = min(self.workers, len(batch.todo))
+        log.info(
+            "Ray: %d workers of %d CPU threads%s on %s, %d sequences to run",
+            workers,
+            self.threads,
+            f" and {self.gpus_per_worker:g} GPUs" if self.gpus_per_worker else "",
+            self.address or "a local cluster",
+            len(batch.todo),
+        )
+        # object ref -> (its worker, its task; None for the worker's ready() call)
+        in_flight: dict[Any, tuple[Any, Task | None]] = {}
+        idle: list[Any] = []
+        actors: list[Any] = []
+
+        def start_worker() -> None:
+            actor = worker_class.remote(model, weights, self.threads)
+            actors.append(actor)
+            in_flight[actor.ready.remote()] = (actor, None)
+
+        try:
+            for _ in range(workers):
+                start_worker()
+            while batch.todo or any(task is not None for _, task in in_flight.values()):
+                while idle and batch.todo:
+                    handed = batch.todo.popleft()
+                    actor = idle.pop()
+                    run = batch.runs[handed[0]]
+                    ref = actor.run.remote(run.out_dir, batch.sequences[handed[1]], protocol, run.pruning)
+                    in_flight[ref] = (actor, handed)
+                [ref], _ = ray.wait(list(in_flight), num_returns=1)
+                actor, task = in_flight.pop(ref)
+                try:
+                    value = ray.get(ref)
+                except ray.exceptions.RayTaskError as error:
+                    cause = error.cause
+                    if isinstance(cause, WorkerSetupError):
+                        if cause.user_error:
+                            raise InputError(cause.message) from None
+                        raise RuntimeError(cause.message) from None
+                    if task is None:  # ready() does not raise
+                        raise
+                    log.debug("%s", error)
+                    batch.failed(task, one_line(cause if cause is not None else error), bar)
+                    idle.append(actor)
+                except ray.exceptions.RayError as error:
+                    log.debug("%s", "".join(traceback.format_exception_only(error)))
+                    actors.remove(actor)
+                    ray.kill(actor)
+                    if task is None:
+                        # it never started: a node without sam2prune, or an error in its setup
+                        raise InputError(
+                            f"a Ray worker could not start ({one_line(error)}); every node of the cluster needs "
+                            "sam2prune and its dependencies installed"
+                        ) from None
+                    # the worker died (killed, out of memory, its node lost): replace it
+                    start_worker()
+                    batch.failed(task, f"its Ray worker died ({type(error).__name__})", bar)
+                else:
+                    if task is not None:
+                        batch.finished(task, value, bar)
+                    idle.append(actor)
+        finally:
+            for actor in actors:
+                ray.kill(actor)
+
+
+Task = tuple[int, int]  # (run index, sequence index)
+
+
+class _Batch:
+    """The driver's account of a batch: what is left to run, what finished, what failed."""
+
+    def __init__(self, runs: list[RunSpec], sequences: list[Sequence], *, max_retries: int) -> None:
+        from sam2prune.evaluation.protocol import load_record
+
+        self.runs, self.sequences, self.max_retries = runs, sequences, max_retries
+        self.todo: deque[Task] = deque()
+        self.done: list[dict[str, SequenceRecord]] = []  # per run: sequence name -> record
+        self.attempts: dict[Task, int] = {}
+        self.failures: list[SequenceFailure] = []
+        for run_index, run in enumerate(runs):
+            finished = {}
+            for sequence_index, sequence in enumerate(sequences):
+                record = load_record(run.out_dir, sequence.name)
+                if record is None:
+                    self.todo.append((run_index, sequence_index))
+                else:
+                    finished[sequence.name] = record
+            self.done.append(finished)
+
+    def _name(self, task: Task) -> str:
+        run, sequence = self.runs[task[0]], self.sequences[task[1]]
+        return f"{run.label}/{sequence.name}" if run.label else sequence.name
+
+    def finished(self, task: Task, record: SequenceRecord, bar: Any) -> None:
+        """Keep a record; show the run's J&F over its sequences so far."""
+        from sam2prune.evaluation.davis import global_measures
+
+        run_index = task[0]
+        self.done[run_index][record.name] = record
+        scores = [score for r in self.done[run_index].values() for score in r.object_scores()]
+        label = f"{self.runs[run_index].label}: " if self.runs[run_index].label else ""
+        running = global_measures(scores)["J&F-Mean"]
+        bar.set_postfix_str(f"{label}J&F {running:.3f} over {len(self.done[run_index])} sequences")
+        bar.update(1)
+
+    def failed(self, task: Task, reason: str, bar: Any) -> None:
+        """Count a failed attempt; queue the task again (last) or record it as failed."""
+        self.attempts[task] = self.attempts.get(task, 0) + 1
+        if self.attempts[task] <= self.max_retries:
+            log.warning("%s failed (%s); trying again", self._name(task), reason)
+            self.todo.append(task)
+            return
+        log.warning("%s failed (%s)", self._name(task), reason)
+        run, sequence = self.runs[task[0]], self.sequences[task[1]]
+        self.failures.append(SequenceFailure(run.label, sequence.name, reason, self.attempts[task]))
+        bar.update(1)
+
+    def result(self) -> DistributedResult:
+        records = [[done[s.name] for s in self.sequences if s.name in done] for done in self.done]
+        return DistributedResult(records=records, failures=self.failures)
+
+
+def _check_reachable(address: str) -> None:
+    """Fail at once, in one line, where ``ray.init`` would retry an unreachable address for
+    minutes, logging every try.
+
+    Raises:
+        InputError: ``address`` is not HOST:PORT, or nothing answers there.
+    """
+    if address == "auto" or "://" in address:  # the local cluster's file, or a Ray client address
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise InputError(
+            f"Ray address {address!r}: expected HOST:PORT (what `ray start --head` prints), ray://HOST:PORT or auto"
+        )
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as error:
+        raise InputError(
+            f"cannot reach the Ray cluster at {address} ({error.strerror or error}); is `ray start --head` running there?"
+        ) from None
+
+
+@contextmanager
+def connect(config: RayConfig, *, device: str) -> Iterator[RayCluster]:
+    """Join the Ray cluster ``config`` names (``ray_address``, else ``RAY_ADDRESS``), or start
+    a local one with ``workers`` x ``threads_per_worker`` CPUs (and this machine's GPUs on
+    CUDA) for the duration of the block; a Ray already initialised in this process (``ray.init``
+    by the caller) is used as it is. Ray's own logging is kept to errors, its workers' output
+    to its log files, and no dashboard is started.
+
+    Args:
+        device: the model option (``auto``: CUDA when the cluster has GPUs).
+
+    Raises:
+        InputError: Ray is not installed, the cluster cannot be reached, or it cannot run one
+            worker of the asked shape.
+    """
+    ray = import_ray()
+    quiet = {"logging_level": logging.ERROR, "log_to_driver": False}
+    started = False
+    address = config.ray_address or os.environ.get("RAY_ADDRESS") or None
+    if ray.is_initialized():
+        address = None
+    elif address is not None:
+        _check_reachable(address)
+        try:
+            ray.init(address=address, **quiet)
+        except (ConnectionError, RuntimeError, ValueError) as error:
+            hint = (
+                "; if the cluster uses token authentication (`ray start` enables it in recent Ray), set "
+                "RAY_AUTH_MODE=token here, with the cluster's token in ~/.ray/auth_token or RAY_AUTH_TOKEN"
+                if os.environ.get("RAY_AUTH_MODE") is None
+                else ""
+            )
+            raise InputError(f"cannot join the Ray cluster at {address}: {one_line(error)}{hint}") from None
+        started = True
+    else:
+        if config.workers is None:  # RayConfig.enabled: ray_address or workers
+            raise InputError("--workers N: how many workers the local Ray cluster runs")
+        threads = config.threads_per_worker or max(1, _usable_cores() // config.workers)
+        gpus = 0
+        if device in ("auto", "cuda") or device.startswith("cuda:"):
+            import torch
+
+            gpus = torch.cuda.device_count()
+        ray.init(
+            address="local",
+            num_cpus=config.workers * threads,
+            num_gpus=gpus,
+            include_dashboard=False,
+            **quiet,
+        )
+        started = True
+    try:
+        yield RayCluster(config, device=device, started=started, address=address)
+    finally:
+        if started:
+            ray.shutdown()

@@ -1,0 +1,235 @@
+"""`eval` and `sweep` on Ray workers: the same files as the serial run, byte for byte; a failing
+sequence retried, then reported while the others finish; an interrupted run resumed. One local
+Ray cluster of 2 CPUs for the module, workers of 1 thread, the chair clip under several names."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ray = pytest.importorskip(
+    "ray", reason="Ray is not installed (the ray extra: pip install -e '.[ray]'; CI installs it, so these run there)"
+)
+
+from PIL import Image
+
+from sam2prune.cli import main
+from sam2prune.config import ProtocolConfig, RayConfig
+from sam2prune.data.datasets import read_davis
+from sam2prune.evaluation import distributed
+from sam2prune.evaluation import protocol as evaluate
+from sam2prune.evaluation.protocol import EvalSettings, prepare_run_dir
+
+from conftest import CHAIR_FRAMES, CHAIR_MASKS, TINY_SIZE
+
+NAMES = ("chair", "chair_b", "chair_c")
+RAY = ["--workers", "2", "--threads-per-worker", "1"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_cluster():
+    """A local cluster of 2 CPUs for the whole module; `eval --workers` uses it as it is."""
+    # "local": a new cluster, never one `ray start` left running on this machine
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def one_thread():
+    """Serial runs with the workers' thread count: how a float sum is split among threads
+    changes its last bits, and so a pixel here and there."""
+    torch.set_num_threads(1)
+
+
+def _davis_root(tmp_path: Path, names=NAMES) -> Path:
+    root = tmp_path / "DAVIS"
+    for name in names:
+        shutil.copytree(CHAIR_FRAMES, root / "JPEGImages" / "480p" / name)
+        shutil.copytree(CHAIR_MASKS, root / "Annotations" / "480p" / name)
+    (root / "ImageSets" / "2017").mkdir(parents=True)
+    (root / "ImageSets" / "2017" / "val.txt").write_text("\n".join(names) + "\n")
+    return root
+
+
+def _cli(command: str, root: Path, out: Path, *extra: str, rounds: int = 0) -> int:
+    tiny = ["--image-size", str(TINY_SIZE), "--random-weights", "--max-rounds", str(rounds)]
+    return main([command, "--dataset", "davis", "--root", str(root), "--out", str(out), *tiny, *extra])
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _assert_same_results(serial: Path, distributed_run: Path) -> None:
+    """Masks and CSVs byte for byte; kept tokens and per-frame scores equal; the same settings."""
+    masks = _files(serial / "masks")
+    assert masks and masks == _files(distributed_run / "masks")
+    for csv in ("global_results-val.csv", "per-sequence_results-val.csv"):
+        assert (serial / csv).read_bytes() == (distributed_run / csv).read_bytes()
+    assert json.loads((serial / "run.json").read_text()) == json.loads((distributed_run / "run.json").read_text())
+    for record in sorted((serial / "sequences").glob("*.json")):
+        a, b = json.loads(record.read_text()), json.loads((distributed_run / "sequences" / record.name).read_text())
+        assert (a["j"], a["f"], a["clicks"], a["refinement_rounds"]) == (
+            b["j"],
+            b["f"],
+            b["clicks"],
+            b["refinement_rounds"],
+        )
+        with (
+            np.load(record.with_suffix(".kept.npz")) as kept_a,
+            np.load(distributed_run / "sequences" / f"{record.stem}.kept.npz") as kept_b,
+        ):
+            assert kept_a.files == kept_b.files
+            assert all(np.array_equal(kept_a[key], kept_b[key]) for key in kept_a.files)
+
+
+def test_eval_on_ray_writes_what_the_serial_run_writes(tmp_path, one_thread, monkeypatch, capsys):
+    root = _davis_root(tmp_path)
+    # a refinement round: corrective clicks from the masks, tracking again
+    assert _cli("eval", root, tmp_path / "serial", rounds=1) == 0
+    assert _cli("eval", root, tmp_path / "ray", *RAY, rounds=1) == 0
+    _assert_same_results(tmp_path / "serial", tmp_path / "ray")
+    report = json.loads((tmp_path / "ray" / "report.json").read_text())
+    assert report["overall"]["sequences"] == 3
+    err = capsys.readouterr().err
+    assert "Ray: 2 workers of 1 CPU threads" in err and "evaluating: 3/3 sequences" in err and "J&F" in err
+    assert "Traceback" not in err
+
+    # a serial run resumes the Ray run's folder: the same settings, nothing left to track
+    def tracked(self):
+        raise AssertionError(f"{self.sequence.name} was tracked again")
+
+    monkeypatch.setattr(evaluate.SequenceTracker, "run", tracked)
+    assert _cli("eval", root, tmp_path / "ray", rounds=1) == 0
+
+
+def test_sweep_on_ray_writes_what_the_serial_sweep_writes(tmp_path, one_thread):
+    root = _davis_root(tmp_path)
+    # Monte-Carlo uncertainty draws random dropout masks: its results may not depend on which
+    # sequences a worker ran before (nor on the order of the settings a worker switches between);
+    # unpruned SAM 2 is a second model on each worker
+    grid = ["--retention", "0.5", "0.25", "--signals", "uncertainty,prior", "--uncertainty", "mc", "--mc-passes", "2"]
+    assert _cli("sweep", root, tmp_path / "serial", *grid) == 0
+    assert _cli("sweep", root, tmp_path / "ray", *grid, *RAY) == 0
+    labels = sorted(p.name for p in (tmp_path / "serial").iterdir() if p.is_dir())
+    assert labels == ["pruned_r0.25_router_T2", "pruned_r0.5_router_T2", "sam2"]
+    assert labels == sorted(p.name for p in (tmp_path / "ray").iterdir() if p.is_dir())
+    for label in labels:
+        _assert_same_results(tmp_path / "serial" / label, tmp_path / "ray" / label)
+    assert "| davis | SAM 2 (sam2.1_hiera_t) |" in (tmp_path / "ray" / "report.md").read_text()
+
+
+def _break_annotation(root: Path, name: str) -> Path:
+    """Frame 3's annotation of ``name`` of the wrong size: the sequence fails when it is scored."""
+    path = root / "Annotations" / "480p" / name / "00003.png"
+    Image.new("P", (10, 10)).save(path)
+    return path
+
+
+def test_a_failing_sequence_is_retried_then_reported_while_the_others_finish(tmp_path, capsys):
+    root = _davis_root(tmp_path)
+    _break_annotation(root, "chair_b")
+    out = tmp_path / "run"
+    assert _cli("eval", root, out, *RAY, "--max-retries", "1") == 1
+    err = capsys.readouterr().err
+    assert err.count("chair_b failed") == 2 and err.count("trying again") == 1  # tried twice, then given up
+    assert "1 of 3 sequences failed (2 attempts each)" in err
+    assert "  chair_b: sequence chair_b: annotation of frame 00003 is 10x10" in err
+    assert "Traceback" not in err
+    # the others are saved; the failed one left nothing; no report of an incomplete run
+    assert sorted(p.name for p in (out / "sequences").glob("*.json")) == ["chair.json", "chair_c.json"]
+    assert sorted(p.name for p in (out / "masks").iterdir()) == ["chair", "chair_c"]
+    assert not (out / "report.json").exists()
+
+    # fixed, the same command runs only the failed sequence
+    shutil.copy(CHAIR_MASKS / "00003.png", root / "Annotations" / "480p" / "chair_b" / "00003.png")
+    before = {p.name: p.read_bytes() for p in (out / "sequences").glob("*.json")}
+    assert _cli("eval", root, out, *RAY, "--max-retries", "1") == 0
+    assert {name: (out / "sequences" / name).read_bytes() for name in before} == before
+    assert json.loads((out / "report.json").read_text())["overall"]["sequences"] == 3
+
+
+def test_a_sequence_that_fails_once_succeeds_on_its_retry_also_when_its_worker_died(tmp_path):
+    root = _davis_root(tmp_path, names=(*NAMES, "chair_d"))
+    sequences = list(read_davis(root))
+    real_loader = sequences[1].annotated[3]
+
+    def once(marker: Path, failure):
+        def load():  # runs on a worker: the marker file is what the attempts share
+            if not marker.exists():
+                marker.write_text("")
+                failure()
+            return real_loader()
+
+        return load
+
+    def flaky_disk():
+        raise OSError("flaky disk")
+
+    def unreadable():
+        raise OSError("unreadable annotation")
+
+    def worker_dies():
+        os._exit(1)  # as a worker killed for memory
+
+    sequences[1].annotated[3] = once(tmp_path / "failed-once", flaky_disk)
+    sequences[2].annotated[3] = unreadable
+    sequences[3].annotated[3] = once(tmp_path / "died-once", worker_dies)
+    out = tmp_path / "run"
+    settings = EvalSettings("davis", str(root), "val", "sam2", "sam2.1_hiera_t", None, TINY_SIZE, "cpu", None)
+    prepare_run_dir(out, settings, overwrite=False)
+    config = RayConfig(workers=2, threads_per_worker=1, max_retries=2)
+    with distributed.connect(config, device="cpu") as cluster:
+        result = cluster.evaluate(
+            [distributed.RunSpec(out, None)],
+            sequences,
+            model=distributed.WorkerModel("sam2.1_hiera_t", TINY_SIZE, "cpu"),
+            checkpoint=None,
+            protocol=ProtocolConfig(max_rounds=0),
+            progress=False,
+        )
+    assert [r.name for r in result.records[0]] == ["chair", "chair_b", "chair_d"]
+    assert [(f.sequence, f.error, f.attempts) for f in result.failures] == [
+        ("chair_c", "OSError: unreadable annotation", 3)
+    ]
+    assert (tmp_path / "failed-once").exists() and (tmp_path / "died-once").exists()
+
+
+def test_an_interrupted_ray_run_resumes(tmp_path, monkeypatch):
+    root = _davis_root(tmp_path, names=(*NAMES, "chair_d"))
+    out = tmp_path / "run"
+    original = distributed.progress_bar
+
+    def interrupted_after_the_first_sequence(*args, **kwargs):
+        bar = original(*args, **kwargs)
+
+        def update(count=1):
+            raise KeyboardInterrupt  # Ctrl-C while the other worker is tracking
+
+        bar.update = update
+        return bar
+
+    with monkeypatch.context() as patch:
+        patch.setattr(distributed, "progress_bar", interrupted_after_the_first_sequence)
+        assert _cli("eval", root, out, *RAY) == 130
+    finished = {p.stem for p in (out / "sequences").glob("*.json")}
+    assert 1 <= len(finished) < 4
+    # nothing half-written: every mask folder is whole (a killed worker's staging folder is hidden)
+    for folder in (out / "masks").iterdir():
+        if not folder.name.startswith("."):
+            assert sorted(p.name for p in folder.iterdir()) == [f"{i:05d}.png" for i in range(6)]
+    records_before = {name: (out / "sequences" / f"{name}.json").read_bytes() for name in finished}
+
+    assert _cli("eval", root, out, *RAY) == 0
+    assert {name: (out / "sequences" / f"{name}.json").read_bytes() for name in finished} == records_before
+    assert json.loads((out / "report.json").read_text())["overall"]["sequences"] == 4
+    assert sorted(p.name for p in (out / "masks").iterdir()) == ["chair", "chair_b", "chair_c", "chair_d"]
+    assert not [p for p in (out / "sequences").iterdir() if p.name.startswith(".")]  # no temporaries left
