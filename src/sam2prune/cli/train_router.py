@@ -70,7 +70,7 @@ def train_router(
             initialisation, shuffling and dropout; the tracker runs with it.
     """
     from sam2prune.fsutil import check_output_file
-    from sam2prune.scorers.router.fusion import save_router
+    from sam2prune.scorers.router.fusion import LearnedRouter, PaperRouter, save_router
     from sam2prune.scorers.router.semantic import Aligner, read_labels
     from sam2prune.scorers.router.train import collect_examples, training_scorer
     from sam2prune.scorers.router.train import train_router as train
@@ -118,12 +118,13 @@ def train_router(
         retention=pruning.retention,
         seed=pruning.seed,
     )
+    assert isinstance(module, PaperRouter | LearnedRouter)  # train builds the router of ``kind``
     save_router(
         out,
         module,
         channels=predictor.hidden_dim,
         signals=chosen,
-        hidden=module.mlp[0].out_features,
+        hidden=module.hidden,
         extra={"history": history, "model": model.model},
     )
     held_out = sum(e.held_out for e in examples)

@@ -126,7 +126,8 @@ class UniformScorer:
 
     def pattern(self, grid: tuple[int, int], device: torch.device) -> torch.Tensor:
         """``[H*W]`` scores of the grid's cells (negated dither thresholds) on ``device``."""
-        key = (tuple(grid), device)
+        height, width = grid
+        key = ((height, width), device)
         if key not in self._patterns:
             self._patterns[key] = (-ordered_dither(*grid)).to(device)
         return self._patterns[key]

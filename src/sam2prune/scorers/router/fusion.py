@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +16,11 @@ from sam2prune.config import PruningConfig
 from sam2prune.errors import InputError
 from sam2prune.fsutil import atomic_write, load_versioned_file
 from sam2prune.scorers.prior import prior_scores
+
+if TYPE_CHECKING:
+    from sam2prune.scorers.baselines import ScoringContext
+    from sam2prune.scorers.router.semantic import Aligner
+    from sam2prune.text.encoders import TextEncoder
 
 ROUTER_FORMAT = "sam2prune-router"
 ROUTER_VERSION = 1
@@ -61,6 +66,7 @@ class PaperRouter(nn.Module):
     def __init__(self, channels: int, hidden: int = DEFAULT_HIDDEN) -> None:
         super().__init__()
         self.channels = channels
+        self.hidden = hidden
         self.align_visual = nn.Linear(channels, channels)
         self.align_text = nn.Linear(1, channels)
         self.align_uncertainty = nn.Linear(1, channels)
@@ -68,7 +74,7 @@ class PaperRouter(nn.Module):
 
     def forward(self, signals: Signals, size: tuple[int, int]) -> torch.Tensor:
         """Returns logits ``[B, N]`` for ``size`` = (B, N)."""
-        device = self.mlp[0].weight.device
+        device = next(self.parameters()).device
         visual = signals.visual if signals.visual is not None else torch.zeros(*size, self.channels, device=device)
         features = torch.cat(
             [
@@ -90,14 +96,16 @@ class LearnedRouter(nn.Module):
     def __init__(self, channels: int, signals: tuple[str, ...], hidden: int = DEFAULT_HIDDEN) -> None:
         super().__init__()
         self.signals = tuple(signals)
+        self.hidden = hidden
         inputs = (channels if "visual" in signals else 0) + sum(s in signals for s in ("text", "uncertainty", "prior"))
         self.mlp = nn.Sequential(nn.Linear(inputs, hidden), nn.GELU(), nn.Linear(hidden, 1))
 
     def forward(self, signals: Signals, size: tuple[int, int]) -> torch.Tensor:
         """Returns logits ``[B, N]`` for ``size`` = (B, N)."""
-        device = self.mlp[0].weight.device
+        device = next(self.parameters()).device
         parts = []
         if "visual" in self.signals:
+            assert signals.visual is not None  # the scorer computes every signal the router was trained with
             parts.append(signals.visual.float())
         for name in ("text", "uncertainty", "prior"):
             if name in self.signals:
@@ -105,7 +113,12 @@ class LearnedRouter(nn.Module):
         return self.mlp(torch.cat(parts, dim=-1))[..., 0]
 
 
-def build_router_module(kind: str, channels: int, signals: tuple[str, ...], hidden: int = DEFAULT_HIDDEN) -> nn.Module:
+RouterModule: TypeAlias = PaperRouter | LearnedRouter
+
+
+def build_router_module(
+    kind: str, channels: int, signals: tuple[str, ...], hidden: int = DEFAULT_HIDDEN
+) -> RouterModule:
     if kind == "paper":
         return PaperRouter(channels, hidden)
     if kind == "learned":
@@ -114,7 +127,7 @@ def build_router_module(kind: str, channels: int, signals: tuple[str, ...], hidd
 
 
 def save_router(
-    path: Path, module: nn.Module, *, channels: int, signals: tuple[str, ...], hidden: int, extra: dict | None = None
+    path: Path, module: RouterModule, *, channels: int, signals: tuple[str, ...], hidden: int, extra: dict | None = None
 ) -> None:
     payload = {
         "format": ROUTER_FORMAT,
@@ -129,7 +142,7 @@ def save_router(
     atomic_write(path, lambda temp: torch.save(payload, temp))
 
 
-def load_router(path: str | Path, *, kind: str, channels: int) -> tuple[nn.Module, tuple[str, ...], dict]:
+def load_router(path: str | Path, *, kind: str, channels: int) -> tuple[RouterModule, tuple[str, ...], dict]:
     """Load router weights strictly (format, version, kind, channels and every tensor).
 
     Returns:
@@ -191,7 +204,7 @@ class RouterScorer:
         *,
         signals: tuple[str, ...],
         text_relevance: TextRelevance | None = None,
-        module: nn.Module | None = None,
+        module: RouterModule | None = None,
     ) -> None:
         self.config = config
         self.signals = signals
@@ -199,33 +212,35 @@ class RouterScorer:
         self.module = module
         self.needs_prior = "prior" in signals
 
-    def visual_signal(self, tokens: torch.Tensor, context) -> torch.Tensor:
+    def visual_signal(self, tokens: torch.Tensor, context: ScoringContext) -> torch.Tensor:
         """``[B, N, C]`` each token's 3x3 neighbourhood (once per frame: ``context.memo``)."""
         return context.memo(
             ("visual context", tuple(tokens.shape), tokens.dtype), lambda: visual_context(tokens, context.grid)
         )
 
-    def text_signal(self, tokens: torch.Tensor, context) -> torch.Tensor:
+    def text_signal(self, tokens: torch.Tensor, context: ScoringContext) -> torch.Tensor:
         """``[B, N]`` relevance of each token to the object's text."""
         if not context.text:
             raise InputError(
                 f"the text signal is on but frame {context.frame_idx}'s object has no text: pass --text, "
                 "--auto-text, or set one with predictor.set_object_text"
             )
+        text_relevance = self.text_relevance
+        assert text_relevance is not None  # given with the text signal (build_router_scorer, train-router)
         projected = context.memo(
-            ("text projection", self.text_relevance, tuple(tokens.shape), tokens.dtype),
-            lambda: self.text_relevance.project(tokens),
+            ("text projection", text_relevance, tuple(tokens.shape), tokens.dtype),
+            lambda: text_relevance.project(tokens),
         )
-        return self.text_relevance.relevance(projected, context.text)
+        return text_relevance.relevance(projected, context.text)
 
-    def prior_signal(self, tokens: torch.Tensor, context) -> torch.Tensor:
+    def prior_signal(self, tokens: torch.Tensor, context: ScoringContext) -> torch.Tensor:
         """``[B, N]`` in [0, 1]: inside the dilated previous mask 1, its ring 0.5, elsewhere 0."""
         if context.prior_mask is None:
             raise ValueError("the prior signal needs a prior mask")
         # 0..2 (inside, ring) -> 0..1
         return prior_scores(context.prior_mask.to(tokens.device), context.grid, dilation=self.config.prior_dilation) / 2
 
-    def signals_for(self, tokens: torch.Tensor, context) -> Signals:
+    def signals_for(self, tokens: torch.Tensor, context: ScoringContext) -> Signals:
         signals = Signals()
         if "visual" in self.signals:
             signals.visual = self.visual_signal(tokens, context)
@@ -239,11 +254,13 @@ class RouterScorer:
             signals.prior = self.prior_signal(tokens, context)
         return signals
 
-    def _module_on(self, device: torch.device) -> nn.Module:
+    def _module_on(self, device: torch.device) -> RouterModule:
         # the MLP is built or loaded on the CPU; it follows the tokens (and a predictor moved later)
-        if next(self.module.parameters()).device != device:
-            self.module = self.module.to(device)
-        return self.module
+        module = self.module
+        assert module is not None  # fuse calls this only with a module
+        if next(module.parameters()).device != device:
+            module = self.module = module.to(device)
+        return module
 
     def fuse(self, signals: Signals, size: tuple[int, int], device: torch.device) -> torch.Tensor:
         """``[B, N]`` scores of ``size`` = (B, N) from the signals."""
@@ -261,8 +278,8 @@ class RouterScorer:
             score = score + w_visual * minmax(signals.visual.norm(dim=-1))
         return score
 
-    def __call__(self, tokens: torch.Tensor, context) -> torch.Tensor:
-        return self.fuse(self.signals_for(tokens, context), tuple(tokens.shape[:2]), tokens.device)
+    def __call__(self, tokens: torch.Tensor, context: ScoringContext) -> torch.Tensor:
+        return self.fuse(self.signals_for(tokens, context), (tokens.shape[0], tokens.shape[1]), tokens.device)
 
 
 class AlignedTextRelevance:
@@ -273,10 +290,10 @@ class AlignedTextRelevance:
     copied to a device once, not per frame.
     """
 
-    def __init__(self, aligner, encoder) -> None:
+    def __init__(self, aligner: Aligner, encoder: TextEncoder) -> None:
         self.aligner, self.encoder = aligner, encoder
         self._embeddings: dict[str, torch.Tensor] = {}  # as the encoder gives them
-        self._aligners: dict[torch.device, object] = {}
+        self._aligners: dict[torch.device, Aligner] = {}
         self._device_embeddings: dict[tuple[str, torch.device], torch.Tensor] = {}
 
     def embedding(self, text: str) -> torch.Tensor:

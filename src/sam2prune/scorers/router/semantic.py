@@ -16,8 +16,10 @@ which is what this aligner does.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -26,6 +28,11 @@ import torch.nn.functional as F
 from sam2prune.errors import InputError
 from sam2prune.fsutil import atomic_write, load_versioned_file, read_json
 from sam2prune.progress import progress as progress_bar
+
+if TYPE_CHECKING:
+    from sam2prune.data.datasets import Sequence
+    from sam2prune.predictor import SAM2Predictor
+    from sam2prune.text.encoders import TextEncoder
 
 ALIGNER_FORMAT = "sam2prune-aligner"
 ALIGNER_VERSION = 1
@@ -174,11 +181,11 @@ def collect_aligner_data(
 
 
 def fit_aligner(
-    predictor,
-    sequences,
+    predictor: SAM2Predictor,
+    sequences: Iterable[Sequence],
     labels: dict[str, str],
     *,
-    text_encoder,
+    text_encoder: TextEncoder,
     ridge: float = 1.0,
     frame_step: int = 1,
     progress: bool = True,
@@ -201,8 +208,8 @@ def fit_aligner(
     phrases = sorted(set(labels.values()))
     embeddings = dict(zip(phrases, text_encoder.encode(phrases), strict=False))
     background = text_encoder.encode([BACKGROUND_PHRASE])[0]
-    frames = []
-    used = set()
+    frames: list[tuple[torch.Tensor, np.ndarray, dict[int, torch.Tensor]]] = []
+    used: set[str] = set()
     for sequence in progress_bar(list(sequences), desc="aligner features", unit="sequence", disable=not progress):
         objects = {obj_id: f"{sequence.name}/{obj_id}" for obj_id in sequence.obj_ids}
         objects = {obj_id: key for obj_id, key in objects.items() if key in wanted}

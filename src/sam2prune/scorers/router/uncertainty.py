@@ -25,6 +25,7 @@ and ``analytic`` is exactly the expectation that ``mc`` samples.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from contextvars import ContextVar
 
@@ -32,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from sam2.modeling.backbones.hieradet import Hiera, MultiScaleBlock
 from sam2.modeling.backbones.utils import window_unpartition
+from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from sam2prune.scoped import scoped
 
@@ -107,7 +110,15 @@ def explicit_sampled_logit_variance(
     return logits.var(dim=0, unbiased=True).mean(dim=-1)
 
 
-def _sampled_queries(x, w_q, b_q, *, p, passes, generator) -> torch.Tensor:
+def _sampled_queries(
+    x: torch.Tensor,
+    w_q: torch.Tensor,
+    b_q: torch.Tensor,
+    *,
+    p: float,
+    passes: int,
+    generator: torch.Generator,
+) -> torch.Tensor:
     """Queries under T inverted-dropout masks on x: ``[T, B, heads, n, d]``.
 
     The masks are drawn on x's device by ``generator``, which must be a generator of that
@@ -171,7 +182,7 @@ class UncertaintyProbe:
         # ``seed`` when first used and restarted for every video (``restart``)
         self._generators: dict[torch.device, torch.Generator] = {}
         self._input_hw: dict[int, tuple[int, int]] = {}  # block input grid, written by its own pre-hook
-        self._handles = []
+        self._handles: list[RemovableHandle] = []
         for index in blocks:
             block = trunk.blocks[index]
             self._handles.append(block.register_forward_pre_hook(self._remember_input(index)))
@@ -199,14 +210,16 @@ class UncertaintyProbe:
         """Measure the encoder passes run inside the block."""
         return scoped(_COLLECTION, UncertaintyCollection())
 
-    def _remember_input(self, index: int):
-        def hook(module, inputs):
-            self._input_hw[index] = tuple(inputs[0].shape[1:3])
+    def _remember_input(self, index: int) -> Callable[[nn.Module, tuple[torch.Tensor, ...]], None]:
+        def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+            self._input_hw[index] = (inputs[0].shape[1], inputs[0].shape[2])
 
         return hook
 
-    def _measure(self, index: int, block: MultiScaleBlock):
-        def hook(module, inputs, output):
+    def _measure(
+        self, index: int, block: MultiScaleBlock
+    ) -> Callable[[nn.Module, tuple[torch.Tensor, ...], torch.Tensor], None]:
+        def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
             collection = _COLLECTION.get()
             if collection is not None:
                 collection.variances.append(self.block_variance(index, block, inputs[0], output))
