@@ -28,11 +28,11 @@ import statistics
 import time
 import traceback
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -44,6 +44,10 @@ from sam2prune.predictor.bank import SparseMemoryBank
 from sam2prune.predictor.baseline import cuda_extension_available, init_state_from
 from sam2prune.process_memory import peak_rss_mib, reset_peak_rss
 from sam2prune.prompts import ObjectPrompt, apply_prompts
+
+if TYPE_CHECKING:
+    from sam2.sam2_video_predictor import SAM2VideoPredictor
+    from torch.autograd.profiler_util import FunctionEvent
 
 COMPONENTS = ("image_encoder", "token_scoring", "memory_attention", "memory_encoder", "mask_decoder")
 SIGNAL_PARTS = ("visual", "text", "uncertainty", "prior", "fusion")
@@ -183,7 +187,7 @@ ROUTER_SIGNALS = (("visual_signal", "visual"), ("text_signal", "text"), ("prior_
 
 
 @contextmanager
-def instrument(predictor, measurement: ComponentTimer | ProfilerRanges) -> Iterator[None]:
+def instrument(predictor: SAM2VideoPredictor, measurement: ComponentTimer | ProfilerRanges) -> Iterator[None]:
     """Measure the predictor's components (and the router's signals) while inside the block:
     each method is shadowed by an instance attribute calling it inside
     ``measurement.measure(component)``; leaving the block removes them."""
@@ -363,7 +367,7 @@ def profile_run(
     return summarize_profile(profiler.events(), profiled, on_gpu=device.type == "cuda")
 
 
-def summarize_profile(events, frames: list[int], *, on_gpu: bool) -> ProfileResult:
+def summarize_profile(events: Iterable[FunctionEvent], frames: list[int], *, on_gpu: bool) -> ProfileResult:
     """Per-frame figures of torch.profiler events (``profiler.events()``: ``FunctionEvent``s)
     recorded over ``frames``."""
     from torch.autograd import DeviceType
@@ -417,7 +421,7 @@ def summarize_profile(events, frames: list[int], *, on_gpu: bool) -> ProfileResu
     )
 
 
-def _tracked_stats(predictor, inference_state: dict, entries: list[dict]) -> tuple[float, float]:
+def _tracked_stats(predictor: SAM2VideoPredictor, inference_state: dict, entries: list[dict]) -> tuple[float, float]:
     """(mean memory-bank bytes, kept fraction) over tracked, non-prompted frames, of any
     predictor: sam2prune's from the ``frame_memory`` entries read as each frame was yielded
     (bounded memory drops them later), sam2's own from its state (it stores every frame dense)."""
@@ -579,9 +583,9 @@ def run_benchmark(
     source: VideoSource,
     prompts: list[ObjectPrompt],
     *,
-    build,
-    progress=print,
-    on_prompted_for=None,
+    build: Callable[[PruningConfig | None], SAM2VideoPredictor],
+    progress: Callable[[str], None] = print,
+    on_prompted_for: Callable[[VideoSource], Hook] | None = None,
     checkpoint: Callable[[dict], None] | None = None,
     clip_frames: int | None = None,
 ) -> dict:

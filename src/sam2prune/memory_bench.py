@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sam2prune.errors import InputError
 
@@ -107,7 +108,8 @@ def measure(run: LengthRun) -> LengthResult:
             run.model, checkpoint=run.checkpoint, device=run.device, image_size=run.image_size
         )
     else:
-        pruning = PruningConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in run.pruning.items()})
+        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in run.pruning.items()}
+        pruning = PruningConfig(**fields)
         predictor = build_predictor(
             run.model, checkpoint=run.checkpoint, device=run.device, image_size=run.image_size, pruning=pruning
         )

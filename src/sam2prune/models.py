@@ -10,7 +10,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sam2prune.errors import CheckpointError, InputError
 
@@ -369,6 +369,7 @@ def build_predictor(
         raise InputError("pass either checkpoint or random_weights=True, not both")
     _check_image_size(image_size)
     torch_device = resolve_device(device)
+    state_dict: dict[str, torch.Tensor] | None
     if isinstance(checkpoint, Mapping):
         state_dict, source = dict(checkpoint), "(state dict)"
     else:
@@ -451,7 +452,7 @@ def torch_compile_mode(mode: str, calls: list[dict] | None = None) -> Iterator[N
         raise InputError(f"unknown torch.compile mode {mode!r}: expected one of {', '.join(COMPILE_MODES)}")
     official = torch.compile
 
-    def compile_with_mode(model=None, **kwargs):
+    def compile_with_mode(model: Any = None, **kwargs: Any) -> Any:
         if calls is not None:
             calls.append(
                 {
@@ -471,8 +472,12 @@ def torch_compile_mode(mode: str, calls: list[dict] | None = None) -> Iterator[N
 
 
 def official_predictor(
-    like: SAM2Predictor, *, vos_optimized: bool = False, compile_mode: str | None = None, compile_calls=None
-):
+    like: SAM2Predictor,
+    *,
+    vos_optimized: bool = False,
+    compile_mode: str | None = None,
+    compile_calls: list[dict] | None = None,
+) -> SAM2VideoPredictor:
     """sam2's own video predictor for the same model, input size and device as ``like`` (built by
     ``build_predictor``), with its weights: ``sam2.sam2_video_predictor.SAM2VideoPredictor``, or
     ``SAM2VideoPredictorVOS`` with ``vos_optimized``, built by sam2's
@@ -492,6 +497,8 @@ def official_predictor(
 
     from sam2prune.predictor.baseline import cuda_extension_available
 
+    if like.config_path is None:
+        raise ValueError("official_predictor needs a predictor made by build_predictor (its config is unknown)")
     devices = [like.device] if like.device.type == "cuda" else []
     lowered = torch_compile_mode(compile_mode, compile_calls) if vos_optimized and compile_mode else nullcontext()
     with torch.random.fork_rng(devices=devices), _sam2_compose_from(like.config_path), lowered:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, overload
 
 import numpy as np
 
@@ -53,6 +53,10 @@ class ObjectPrompt:
             )
 
 
+@overload
+def parse_numbers(text: str, count: Literal[2], *, argument: str) -> tuple[float, float]: ...
+@overload
+def parse_numbers(text: str, count: Literal[4], *, argument: str) -> tuple[float, float, float, float]: ...
 def parse_numbers(text: str, count: int, *, argument: str) -> tuple[float, ...]:
     """Parse ``"X,Y"`` style arguments.
 
@@ -115,9 +119,9 @@ def prompts_from_arguments(
         ObjectPrompt(
             obj_id=obj_id or 1,
             frame=frame,
-            points=tuple(clicks),  # type: ignore[arg-type]
+            points=tuple(clicks),
             labels=tuple(labels),
-            box=parsed_box,  # type: ignore[arg-type]
+            box=parsed_box,
             source="--point/--neg/--box",
         )
     ]

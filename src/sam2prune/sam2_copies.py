@@ -16,7 +16,7 @@ import importlib
 import inspect
 import os
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -151,10 +151,10 @@ def check_sam2_version() -> None:
     )
 
 
-def resolve(qualified_name: str) -> object:
-    """The sam2 object of ``"module:Class.attribute"``."""
+def resolve(qualified_name: str) -> Any:
+    """The sam2 object of ``"module:Class.attribute"`` (a module, class or function: sam2 is untyped)."""
     module_name, _, path = qualified_name.partition(":")
-    target: object = importlib.import_module(module_name)
+    target: Any = importlib.import_module(module_name)
     for part in path.split("."):
         target = getattr(target, part)
     return target
@@ -393,7 +393,7 @@ def propagate_objects(
 
     low_res = predictor.image_size // 4
     for frame_idx in progress(processing_order, desc="propagate in video", unit="frame"):
-        pred_masks_per_obj = [None] * batch_size
+        pred_masks_per_obj: list[torch.Tensor | None] = [None] * batch_size
         outputs: dict[int, dict | None] = {}  # for after_frame
         taking_part = [obj_idx for obj_idx in range(batch_size) if takes_part(obj_idx, frame_idx)]  # change 1
         tracked = [
@@ -423,7 +423,11 @@ def propagate_objects(
                 outputs[obj_idx] = current_out
             inference_state["frames_tracked_per_obj"][obj_idx][frame_idx] = {"reverse": reverse}
             pred_masks_per_obj[obj_idx] = pred_masks
-        all_pred_masks = torch.cat(pred_masks_per_obj, dim=0) if len(pred_masks_per_obj) > 1 else pred_masks_per_obj[0]
+        all_pred_masks = (
+            torch.cat(cast(list[torch.Tensor], pred_masks_per_obj), dim=0)  # every object's slot is filled above
+            if len(pred_masks_per_obj) > 1
+            else pred_masks_per_obj[0]
+        )
         _, video_res_masks = predictor._get_orig_video_res_output(inference_state, all_pred_masks)
         yield frame_idx, obj_ids, video_res_masks
         if after_frame is not None:  # change 3

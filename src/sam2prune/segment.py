@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -15,6 +16,12 @@ from sam2prune.data.video import VideoSource
 from sam2prune.fsutil import check_output_dir, staged_directory
 from sam2prune.prompts import ObjectPrompt, apply_prompts, check_prompts
 from sam2prune.viz import check_overlay_path, overlay_labels, write_overlay
+
+if TYPE_CHECKING:
+    from sam2prune.predictor import SAM2Predictor
+
+# a hook run after the prompts are added: (predictor, inference state, {obj_id: mask [H, W] bool})
+OnPrompted = Callable[[object, dict, dict[int, np.ndarray]], None]
 
 
 @dataclass(frozen=True)
@@ -47,7 +54,9 @@ def labels_from_logits(obj_ids: list[int], logits: torch.Tensor) -> np.ndarray:
     return labels.cpu().numpy()
 
 
-def propagate_from_prompts(predictor, inference_state: dict) -> Iterator[tuple[int, list[int], torch.Tensor]]:
+def propagate_from_prompts(
+    predictor: SAM2Predictor, inference_state: dict
+) -> Iterator[tuple[int, list[int], torch.Tensor]]:
     """Track every object forward from its first prompted frame and backward from it to frame 0;
     yield every frame once, with each object's output from the pass that tracked it there.
 
@@ -92,7 +101,7 @@ def propagate_from_prompts(predictor, inference_state: dict) -> Iterator[tuple[i
         predictor.keep_masks_below(inference_state, 0)
 
 
-def stored_frame_logits(predictor, inference_state: dict, frame_idx: int) -> torch.Tensor:
+def stored_frame_logits(predictor: SAM2Predictor, inference_state: dict, frame_idx: int) -> torch.Tensor:
     """Every object's latest output on a frame, as ``propagate_in_video`` yields it.
 
     Returns:
@@ -114,7 +123,7 @@ def stored_frame_logits(predictor, inference_state: dict, frame_idx: int) -> tor
 
 
 def segment_video(
-    predictor,
+    predictor: SAM2Predictor,
     source: VideoSource,
     prompts: list[ObjectPrompt],
     out_dir: Path,
@@ -122,7 +131,7 @@ def segment_video(
     overwrite: bool = False,
     overlay: Path | None = None,
     overlay_fps: float | None = None,
-    on_prompted: Callable[[object, dict, dict[int, np.ndarray]], None] | None = None,
+    on_prompted: OnPrompted | None = None,
     bounded_memory: bool = True,
 ) -> SegmentResult:
     """Segment the prompted objects through the video and write DAVIS-style palette PNGs

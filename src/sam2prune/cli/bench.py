@@ -232,7 +232,7 @@ def bench_lengths(
 
     from sam2prune.bench import _device_name, _versions
     from sam2prune.fsutil import atomic_write_json, check_output_file
-    from sam2prune.memory_bench import METHOD_HELP, METHODS, markdown_table, plot, run_lengths
+    from sam2prune.memory_bench import METHOD_HELP, METHODS, LengthResult, markdown_table, plot, run_lengths
     from sam2prune.prompts import load_prompts_file
 
     if threads is not None and threads < 1:
@@ -257,7 +257,7 @@ def bench_lengths(
     torch.set_num_threads(threads)
     image_size = model.image_size or 1024
 
-    def report(results) -> dict[str, Any]:
+    def report(results: list[LengthResult]) -> dict[str, Any]:
         return {
             "memory_vs_length": [asdict(r) for r in results],
             "methods": {m: METHOD_HELP[m] for m in METHOD_HELP if any(r.method == m for r in results)},
@@ -272,7 +272,8 @@ def bench_lengths(
             "versions": _versions(),
         }
 
-    def save(results) -> None:  # after every run: a long benchmark stopped early keeps what it measured
+    # after every run: a long benchmark stopped early keeps what it measured
+    def save(results: list[LengthResult]) -> None:
         if json_path is not None:
             atomic_write_json(json_path, report(results))
 
@@ -286,7 +287,7 @@ def bench_lengths(
         device=device,
         threads=threads,
         pruning=asdict(pruning),
-        point=tuple(point),
+        point=(point[0], point[1]),
         bf16=bf16,
         progress=log.info,
         on_result=save,

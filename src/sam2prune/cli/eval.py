@@ -309,6 +309,8 @@ def evaluate(
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from sam2prune.data import datasets
 
+    # every subcommand's parser has its Command's description; the datasets module documents the layouts
+    assert parser.description is not None and datasets.__doc__ is not None
     parser.description += "\n\nDataset layouts:\n" + datasets.__doc__.split("ROOT is what ``--root`` points to):", 1)[
         1
     ].replace("``", "")

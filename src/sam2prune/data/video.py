@@ -7,11 +7,16 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from sam2prune.errors import InputError
+
+if TYPE_CHECKING:
+    from av.container import InputContainer
+    from av.video.frame import VideoFrame
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg"})
@@ -122,14 +127,15 @@ class VideoSource:
             raise InputError(f"video {path} holds no frames")
         with av.open(str(path)) as container:
             rate = container.streams.video[0].average_rate
-        seekable = all(t is not None for t in pts) and all(a < b for a, b in itertools.pairwise(pts))
+        timestamps = [t for t in pts if t is not None]
+        seekable = len(timestamps) == len(pts) and all(a < b for a, b in itertools.pairwise(timestamps))
         return cls(
             path=path,
             frame_names=[f"{i:05d}" for i in range(len(pts))],
             width=size[0],
             height=size[1],
             fps=float(rate) if rate else None,
-            frame_pts=[int(t) for t in pts] if seekable else None,
+            frame_pts=[int(t) for t in timestamps] if seekable else None,
         )
 
     def head(self, count: int) -> VideoSource:
@@ -215,15 +221,15 @@ class FrameReader:
     def __init__(self, source: VideoSource) -> None:
         self.source = source
         self.decoded = 0
-        self._container = None
-        self._frames: Iterator | None = None  # the open decoder
+        self._container: InputContainer | None = None
+        self._frames: Iterator[VideoFrame] | None = None  # the open decoder
         self._next_index = 0  # index of the frame the open decoder yields next
         self._index_of_pts = {pts: index for index, pts in enumerate(source.frame_pts or ())}
 
     def __enter__(self) -> FrameReader:
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def close(self) -> None:
@@ -261,6 +267,7 @@ class FrameReader:
         try:
             if self._frames is None or not self._next_index <= index <= self._next_index + self._DECODE_ON:
                 self._seek(index)
+            assert self._frames is not None  # _seek opens the decoder
             restarted = False
             while True:
                 frame = next(self._frames, None)
@@ -288,19 +295,19 @@ class FrameReader:
         import av
 
         self.close()
-        self._container = av.open(str(self.source.path))
-        stream = self._container.streams.video[0]
-        self._frames, self._next_index = self._container.decode(stream), 0
+        container = self._container = av.open(str(self.source.path))
+        stream = container.streams.video[0]
+        self._frames, self._next_index = container.decode(stream), 0
         if self.source.frame_pts is None or index == 0:
             return
-        self._container.seek(self.source.frame_pts[index], backward=True, any_frame=False, stream=stream)
-        frames = self._container.decode(stream)
+        container.seek(self.source.frame_pts[index], backward=True, any_frame=False, stream=stream)
+        frames = container.decode(stream)
         first = next(frames, None)
-        start = self._index_of_pts.get(first.pts) if first is not None else None
-        if start is None or start > index:  # sought past it, or somewhere unknown: from the start
+        start = self._index_of_pts.get(first.pts) if first is not None and first.pts is not None else None
+        if first is None or start is None or start > index:  # sought past it, or somewhere unknown: from the start
             self.close()
-            self._container = av.open(str(self.source.path))
-            self._frames = self._container.decode(self._container.streams.video[0])
+            container = self._container = av.open(str(self.source.path))
+            self._frames = container.decode(container.streams.video[0])
             return
         self._frames, self._next_index = itertools.chain([first], frames), start
 

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -27,7 +28,10 @@ from sam2prune.fsutil import atomic_write, atomic_write_json, check_output_locat
 from sam2prune.process_memory import peak_rss_mib, reset_peak_rss
 from sam2prune.progress import progress as progress_bar
 from sam2prune.prompts import ObjectPrompt
-from sam2prune.segment import labels_from_logits
+from sam2prune.segment import OnPrompted, labels_from_logits
+
+if TYPE_CHECKING:
+    from sam2prune.predictor import SAM2Predictor
 
 
 def interior_point(mask: np.ndarray) -> tuple[int, int]:
@@ -137,10 +141,10 @@ class SequenceTracker:
 
     def __init__(
         self,
-        predictor,
+        predictor: SAM2Predictor,
         sequence: Sequence,
         protocol: ProtocolConfig,
-        on_prompted=None,
+        on_prompted: OnPrompted | None = None,
         *,
         masks_dir: Path | None = None,
         bounded_memory: bool = True,
@@ -160,9 +164,11 @@ class SequenceTracker:
 
     def labels(self, frame_idx: int) -> np.ndarray:
         """The labels last written for a frame."""
+        assert self.masks_dir is not None  # set by run(), before any frame is written
         return read_label_png(self.masks_dir / f"{self.sequence.source.frame_names[frame_idx]}.png")
 
     def _write(self, frame_idx: int, labels: np.ndarray) -> None:
+        assert self.masks_dir is not None  # set by run(), before any frame is written
         write_label_png(self.masks_dir / f"{self.sequence.source.frame_names[frame_idx]}.png", labels)
         self._written.add(frame_idx)
 
@@ -334,7 +340,8 @@ class EvalSettings:
             # JSON has no tuples: the configs' tuple fields come back as lists
             pruning = saved["pruning"]
             if pruning is not None:
-                pruning = PruningConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in pruning.items()})
+                fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in pruning.items()}
+                pruning = PruningConfig(**fields)
             return cls(**{**saved, "pruning": pruning, "protocol": ProtocolConfig(**saved["protocol"])})
         except (KeyError, TypeError, ValueError) as error:
             raise InputError(f"run settings {path} are not those of a sam2prune run: {error}") from error
@@ -374,13 +381,13 @@ def prepare_run_dir(out_dir: Path, settings: EvalSettings, *, overwrite: bool) -
 
 
 def evaluate_sequence(
-    predictor,
+    predictor: SAM2Predictor,
     sequence: Sequence,
     out_dir: Path,
     *,
     protocol: ProtocolConfig,
     device: torch.device,
-    on_prompted=None,
+    on_prompted: OnPrompted | None = None,
     bounded_memory: bool = True,
 ) -> SequenceRecord:
     """Run the protocol on one sequence and write its results into the run folder ``out_dir``:
@@ -407,10 +414,9 @@ def evaluate_sequence(
         else:
             peak, kind = peak_rss_mib(), "peak_rss"
         scores = score_tracked_sequence(sequence, labels)  # in the staging: a sequence that fails leaves nothing
-    atomic_write(
-        out_dir / "sequences" / f"{sequence.name}.kept.npz",
-        lambda temp, kept=tracker.kept: np.savez_compressed(temp, **kept),
-    )
+    # values typed Any: numpy's stub checks the ** arrays against savez_compressed's allow_pickle too
+    kept: dict[str, Any] = tracker.kept
+    atomic_write(out_dir / "sequences" / f"{sequence.name}.kept.npz", lambda temp: np.savez_compressed(temp, **kept))
     record = SequenceRecord(
         name=sequence.name,
         frames=len(sequence.source),
@@ -437,14 +443,14 @@ def load_record(out_dir: Path, name: str) -> SequenceRecord | None:
 
 
 def evaluate_sequences(
-    predictor,
+    predictor: SAM2Predictor,
     sequences: list[Sequence],
     out_dir: Path,
     *,
     protocol: ProtocolConfig,
     device: torch.device,
     progress: bool = True,
-    on_prompted_for=None,
+    on_prompted_for: Callable[[Sequence], OnPrompted | None] | None = None,
     bounded_memory: bool = True,
 ) -> list[SequenceRecord]:
     """Run the protocol (``evaluate_sequence``) on each sequence not finished yet in ``out_dir``

@@ -29,8 +29,9 @@ Conditioning frames and outputs the bank did not produce (a click's) are never d
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -40,6 +41,9 @@ from sam2prune.sam2_copies import (
     pointer_frame_indices,
     select_memory_frames,
 )
+
+if TYPE_CHECKING:
+    from sam2.modeling.sam2_base import SAM2Base
 
 STORAGE_KEYS = ("cond_frame_outputs", "non_cond_frame_outputs")
 
@@ -113,7 +117,7 @@ class FrameReads:
         )
 
 
-def frame_reads(model, frame_idx: int, *, reverse: bool, num_frames: int, neighbour_mask: bool) -> FrameReads:
+def frame_reads(model: SAM2Base, frame_idx: int, *, reverse: bool, num_frames: int, neighbour_mask: bool) -> FrameReads:
     """What tracking frame ``frame_idx`` reads of the non-conditioning outputs of other frames:
     sam2's own selection (``sam2_copies.memory_frame_indices``, ``pointer_frame_indices``), so
     the window follows the model's ``num_maskmem``, ``memory_temporal_stride_for_eval`` and
@@ -131,7 +135,7 @@ def frame_reads(model, frame_idx: int, *, reverse: bool, num_frames: int, neighb
     return FrameReads(spatial, pointers, masks)
 
 
-def reads_after(model, frame_idx: int, *, reverse: bool, num_frames: int, neighbour_mask: bool) -> FrameReads:
+def reads_after(model: SAM2Base, frame_idx: int, *, reverse: bool, num_frames: int, neighbour_mask: bool) -> FrameReads:
     """What the frames after ``frame_idx`` in the tracking direction (within the video) read of
     ``frame_idx`` and the frames before it: all that tracking on from ``frame_idx`` still needs.
 
@@ -229,7 +233,7 @@ def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return merged
 
 
-def _stripped(out: dict, keep) -> dict:
+def _stripped(out: dict, keep: Collection[str]) -> dict:
     """A copy of a frame's output holding only the ``keep`` parts (the other keys are None, as
     sam2 stores absent parts; the object score stays with the pointer)."""
     copy = dict(out)
@@ -383,7 +387,7 @@ class SparseMemoryBank:
         """Whether any frame was stored sparsely (cheap: no scan of the frames)."""
         return bool(self._by_output)
 
-    def reads_sparse(self, model, frame_idx: int, *, track_in_reverse: bool) -> bool:
+    def reads_sparse(self, model: SAM2Base, frame_idx: int, *, track_in_reverse: bool) -> bool:
         """Whether any memory frame that frame ``frame_idx`` attends to is stored sparsely."""
         if not self._by_output:
             return False
@@ -569,7 +573,7 @@ class SparseMemoryBank:
 
     def memory(
         self,
-        model,
+        model: SAM2Base,
         frame_idx: int,
         *,
         num_frames: int,

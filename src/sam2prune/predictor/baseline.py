@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import torch
 from sam2.sam2_video_predictor import SAM2VideoPredictor
@@ -116,7 +117,7 @@ def init_state_from(
     every predictor of a comparison gets the same frames tensor (the whole video, read up front:
     decoding is not timed). sam2prune's predictors keep bounded memory unless told not to."""
 
-    def load(*, image_size: int, offload_video_to_cpu: bool, compute_device: torch.device, **_) -> tuple:
+    def load(*, image_size: int, offload_video_to_cpu: bool, compute_device: torch.device, **_: object) -> tuple:
         images = load_frames_tensor(source, image_size)
         if not offload_video_to_cpu:
             images = images.to(compute_device)
@@ -159,8 +160,9 @@ class SAM2Predictor(SAM2VideoPredictor):
     # objects whose memories have the same layout are tracked in one batched step (False: one
     # step per object, as sam2 1.1.0; the results agree to float rounding)
     batch_objects: bool = True
+    fill_hole_area: int  # set by sam2's SAM2Base.__init__
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if self.fill_hole_area > 0 and not cuda_extension_available():
             # SAM 2 would try, fail, warn and keep the unfilled mask on every frame.
@@ -211,7 +213,9 @@ class SAM2Predictor(SAM2VideoPredictor):
         else:
             source = video_path if isinstance(video_path, VideoSource) else VideoSource.open(video_path)
 
-            def load(*, image_size: int, offload_video_to_cpu: bool, compute_device: torch.device, **_) -> tuple:
+            def load(
+                *, image_size: int, offload_video_to_cpu: bool, compute_device: torch.device, **_: object
+            ) -> tuple:
                 device = torch.device("cpu") if offload_video_to_cpu else compute_device
                 return FrameSource(source, image_size, device=device), source.height, source.width
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -14,9 +15,12 @@ from sam2prune.predictor.bank import BankMemory, SparseMemoryBank
 from sam2prune.predictor.baseline import BatchedOutputs, SAM2Predictor, log
 from sam2prune.scoped import scoped
 from sam2prune.scorers import ScoringContext, make_scorer, select_tokens
-from sam2prune.scorers.baselines import Memo, compute_every_time
+from sam2prune.scorers.baselines import Memo, TokenScorer, compute_every_time
 from sam2prune.scorers.prior import prompt_mask
 from sam2prune.scorers.router.uncertainty import UncertaintyProbe
+
+if TYPE_CHECKING:
+    from sam2prune.scorers.router.fusion import RouterScorer
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,7 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
     inference state.
     """
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.uncertainty_probe: UncertaintyProbe | None = None
         self.set_pruning(PruningConfig())
@@ -80,8 +84,10 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
         if not isinstance(pruning, PruningConfig):
             raise TypeError(f"pruning must be a PruningConfig, got {type(pruning).__name__}")
         # build everything new first: on an error the predictor keeps its previous config
+        scorer: TokenScorer
+        router: RouterScorer | None = None
         if pruning.scorer == "router":
-            scorer = build_router_scorer(
+            scorer = router = build_router_scorer(
                 pruning,
                 channels=self.hidden_dim,
                 model_name=self.model_name,
@@ -93,7 +99,7 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
             scorer = make_scorer(pruning)
         self.pruning = pruning
         self.scorer = scorer
-        needs_uncertainty = pruning.scorer == "router" and "uncertainty" in scorer.signals and not self.keeps_everything
+        needs_uncertainty = router is not None and "uncertainty" in router.signals and not self.keeps_everything
         self.attach_uncertainty(pruning if needs_uncertainty else None)
 
     @property
@@ -124,7 +130,7 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
 
     # --- per-session state -------------------------------------------------------------------
 
-    def init_state(self, *args, **kwargs) -> dict:
+    def init_state(self, *args: Any, **kwargs: Any) -> dict:
         """sam2's ``init_state`` (see ``SAM2Predictor.init_state``); the Monte-Carlo dropout
         stream restarts from its seed, so a video's results do not depend on what ran before."""
         if self.uncertainty_probe is not None:
@@ -158,7 +164,9 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
         self.session(inference_state).uncertainty = {frame_idx: collected.signal((side, side))}
         return features
 
-    def _frame_tokens(self, inference_state: dict, frame_idx: int, batch_size: int):
+    def _frame_tokens(
+        self, inference_state: dict, frame_idx: int, batch_size: int
+    ) -> tuple[torch.Tensor, tuple[int, int], torch.Tensor | None]:
         """(tokens ``[B, N, C]``, grid ``(H, W)``, uncertainty ``[B, N]`` or None) of a frame."""
         _, _, vision_feats, _, feat_sizes = self._get_image_feature(inference_state, frame_idx, batch_size)
         uncertainty = self.session(inference_state).uncertainty.get(frame_idx)
@@ -366,6 +374,7 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
                 num_frames,
                 track_in_reverse,
             )
+        assert frame is not None  # no frame in flight reads dense
         return self._sparse_memory_conditioned_features(
             frame,
             frame_idx,
