@@ -6,7 +6,6 @@ path still bit-identical to sam2's own predictor."""
 from __future__ import annotations
 
 import inspect
-
 import shutil
 from pathlib import Path
 
