@@ -583,7 +583,14 @@ class SAM2Predictor(SAM2VideoPredictor):
         """sam2's, with the frame's outputs put back first where bounded memory dropped them."""
         self._restore_outputs_on(inference_state, frame_idx)
         return super().add_new_points_or_box(
-            inference_state, frame_idx, obj_id, points, labels, clear_old_points, normalize_coords, box
+            inference_state,
+            frame_idx,
+            obj_id,
+            points=points,
+            labels=labels,
+            clear_old_points=clear_old_points,
+            normalize_coords=normalize_coords,
+            box=box,
         )
 
     def _consolidate_temp_output_across_obj(self, inference_state, frame_idx, is_cond, consolidate_at_video_res=False):
