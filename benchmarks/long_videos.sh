@@ -16,12 +16,19 @@ PY=${PY:-.venv/bin/python}
 DEVICE=${DEVICE:-cpu} SIZE=${SIZE:-256} BF16=${BF16:-}
 export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
 
-# 1. peak RSS (and peak CUDA memory) and ms/frame against length: official SAM 2, offloaded, and
-#    the pruned predictor with and without bounded memory, each run in a fresh process
+# 1. peak RSS (and peak CUDA memory) and ms/frame against length, each run in a fresh process:
+#    the pruned predictor with bounded memory (the default) at LENGTHS (default 500 5000), then
+#    official SAM 2 and the pruned predictor keeping everything at SHORT_LENGTHS (default 500 2000:
+#    they grow with the video, and take as long per frame); sam2-offload with EXTRA=sam2-offload
 # shellcheck disable=SC2068,SC2086
-"$PY" -m sam2prune bench --lengths ${lengths[@]} --methods pruned-bounded sam2 pruned-unbounded sam2-offload \
+"$PY" -m sam2prune bench --lengths ${lengths[@]} --methods pruned-bounded \
     --image-size "$SIZE" --device "$DEVICE" --threads 1 $BF16 \
-    --json "$out/lengths_$SIZE.json" --plot "$out/lengths_$SIZE.png" 2>&1 | tee "$out/lengths_$SIZE.log"
+    --json "$out/lengths_${SIZE}_bounded.json" 2>&1 | tee "$out/lengths_${SIZE}_bounded.log"
+# shellcheck disable=SC2086
+"$PY" -m sam2prune bench --lengths ${SHORT_LENGTHS:-500 2000} --methods sam2 pruned-unbounded ${EXTRA:-} \
+    --image-size "$SIZE" --device "$DEVICE" --threads 1 $BF16 \
+    --json "$out/lengths_${SIZE}_others.json" 2>&1 | tee "$out/lengths_${SIZE}_others.log"
+"$PY" benchmarks/plot_lengths.py "$out/lengths_$SIZE.png" "$out/lengths_${SIZE}_bounded.json" "$out/lengths_${SIZE}_others.json"
 
 # 2. segment a 10,000-frame video file (the clip looped, encoded with sam2prune's own writer) with
 #    the default clicks on the two children, bounded memory (the default), peak RSS by GNU time
