@@ -345,3 +345,41 @@ def test_bad_bench_options_are_refused(capsys, tmp_path):
     with pytest.raises(SystemExit, match="2"):
         main(["bench", "--frames", "10", "--compile-mode", "fastest"])
     assert "invalid choice: 'fastest'" in capsys.readouterr().err
+
+
+def test_bench_lengths_measures_each_method_and_length_in_its_own_process(tmp_path, capsys):
+    """bench --lengths: one fresh process per (method, length); the JSON lists every run with its
+    peak RSS and steady ms/frame, the plot is written, and each run tracked every frame."""
+    json_path, plot_path = tmp_path / "lengths.json", tmp_path / "lengths.png"
+    arguments = ["bench", "--lengths", "10", "12", "--methods", "pruned-bounded", "sam2", *TINY]
+    assert main([*arguments, "--json", str(json_path), "--plot", str(plot_path)]) == 0
+    result = json.loads(json_path.read_text())
+    runs = result["memory_vs_length"]
+    assert [(run["method"], run["frames"]) for run in runs] == [
+        ("pruned-bounded", 10),
+        ("pruned-bounded", 12),
+        ("sam2", 10),
+        ("sam2", 12),
+    ]
+    for run in runs:
+        assert run["error"] is None and len(run["frame_ms"]) == run["frames"]
+        assert run["peak_rss_mib"] > 100 and run["ms_per_frame"] > 0 and run["peak_cuda_mib"] is None
+    assert set(result["methods"]) == {"pruned-bounded", "sam2"} and result["image_size"] == TINY_SIZE
+    assert plot_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = capsys.readouterr().out
+    assert "| pruned-bounded | 12 |" in table and "| sam2 | 10 |" in table
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--lengths", "8"], "each length must be > 8"),
+        (["--lengths", "20", "--methods", "sam3"], "--methods: expected some of"),
+        (["--lengths", "20", "--frames", "30"], "--frames has no effect with --lengths"),
+        (["--methods", "sam2"], "--methods chooses what --lengths measures"),
+        (["--lengths", "20", "--retention", "0.3", "0.5"], "give one --retention"),
+    ],
+)
+def test_bad_lengths_options_are_refused(capsys, extra, message):
+    assert main(["bench", *TINY, *extra]) == 2
+    assert message in capsys.readouterr().err
