@@ -284,6 +284,24 @@ def select_memory_frames(
     return frames, selected_cond, unselected_cond
 
 
+def conditioning_pointers(
+    model: SAM2Base, frame_idx: int, selected_cond: dict, *, track_in_reverse: bool
+) -> list[tuple[int, dict]]:
+    """(temporal position, output) of the selected conditioning frames whose object pointers a
+    tracked frame reads, in sam2 1.1.0's order (only those behind it in evaluation, by default)."""
+    if not model.training and model.only_obj_ptrs_in_the_past_for_eval:
+        pointer_cond = {
+            t: out for t, out in selected_cond.items() if (t >= frame_idx if track_in_reverse else t <= frame_idx)
+        }
+    else:
+        pointer_cond = selected_cond
+    sign = -1 if track_in_reverse else 1
+    return [
+        ((frame_idx - t) * sign if model.use_signed_tpos_enc_to_obj_ptrs else abs(frame_idx - t), out)
+        for t, out in pointer_cond.items()
+    ]
+
+
 def object_pointer_tokens(
     model: SAM2Base,
     frame_idx: int,
@@ -298,22 +316,12 @@ def object_pointer_tokens(
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Object-pointer memory tokens and their temporal encodings (``[P, B, C_mem]`` each), as
     sam2 1.1.0 builds them; None when there is none. Pointers are never pruned."""
-    from sam2.modeling.sam2_utils import get_1d_sine_pe
-
     if not model.use_obj_ptrs_in_encoder:
         return None
-    channels = model.hidden_dim
     max_pointers = min(num_frames, model.max_obj_ptrs_in_encoder)
-    if not model.training and model.only_obj_ptrs_in_the_past_for_eval:
-        pointer_cond = {
-            t: out for t, out in selected_cond.items() if (t >= frame_idx if track_in_reverse else t <= frame_idx)
-        }
-    else:
-        pointer_cond = selected_cond
-    sign = -1 if track_in_reverse else 1
     positions_and_pointers = [
-        ((frame_idx - t) * sign if model.use_signed_tpos_enc_to_obj_ptrs else abs(frame_idx - t), out["obj_ptr"])
-        for t, out in pointer_cond.items()
+        (position, out["obj_ptr"])
+        for position, out in conditioning_pointers(model, frame_idx, selected_cond, track_in_reverse=track_in_reverse)
     ]
     for t_diff, t in pointer_frame_indices(model, frame_idx, num_frames=num_frames, track_in_reverse=track_in_reverse):
         out = output_dict["non_cond_frame_outputs"].get(t, unselected_cond.get(t))
@@ -322,10 +330,34 @@ def object_pointer_tokens(
     if not positions_and_pointers:
         return None
     positions, pointer_list = zip(*positions_and_pointers, strict=False)
-    pointers = torch.stack(pointer_list, dim=0)
+    return encode_pointer_tokens(
+        model,
+        torch.stack(pointer_list, dim=0),
+        torch.tensor(positions),
+        max_pointers=max_pointers,
+        batch=batch,
+        device=device,
+    )
+
+
+def encode_pointer_tokens(
+    model: SAM2Base,
+    pointers: torch.Tensor,
+    positions: torch.Tensor,
+    *,
+    max_pointers: int,
+    batch: int,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The memory tokens of object pointers and their temporal encodings (``[P, B, C_mem]``
+    each), as sam2 1.1.0 builds them from the pointers ``[P, B, C]`` and their temporal
+    distances ``positions`` (``[P]``, integers), normalised by ``max_pointers - 1``."""
+    from sam2.modeling.sam2_utils import get_1d_sine_pe
+
+    channels = model.hidden_dim
     if model.add_tpos_enc_to_obj_ptrs:
         tpos_dim = channels if model.proj_tpos_enc_in_obj_ptrs else model.mem_dim
-        encoded = torch.tensor(positions).to(device=device, non_blocking=True)
+        encoded = positions.to(device=device, non_blocking=True)
         encoded = get_1d_sine_pe(encoded / (max_pointers - 1), dim=tpos_dim)
         pointer_pos = model.obj_ptr_tpos_proj(encoded).unsqueeze(1).expand(-1, batch, model.mem_dim)
     else:

@@ -13,6 +13,15 @@ from sam2prune.config import PruningConfig
 from sam2prune.predictor.attention import dropped_token_fill, gather_tokens, scatter_tokens, sparse_memory_attention
 from sam2prune.predictor.bank import BankMemory, SparseMemoryBank
 from sam2prune.predictor.baseline import BatchedOutputs, SAM2Predictor, log
+from sam2prune.predictor.static_step import (
+    OUTPUT_KEYS,
+    StaticStepMode,
+    StaticSteps,
+    StaticTrackingStep,
+    StepShape,
+    check_mode,
+    steady_frame,
+)
 from sam2prune.scoped import scoped
 from sam2prune.scorers import ScoringContext, make_scorer, select_tokens
 from sam2prune.scorers.baselines import Memo, TokenScorer, compute_every_time
@@ -35,11 +44,15 @@ class FrameInFlight:
         keep_idx: ``[B, k]`` the frame's kept tokens, or None (dense queries).
         memo: what depends on the frame alone, shared by its objects (``FrameCache.get`` of
             the session, bound to the frame).
+        steps: the session's static steps, when the frame may run as one (``static_step``).
+        static: the static step running the frame: memory attention reads its buffers.
     """
 
     banks: tuple[SparseMemoryBank, ...]
     keep_idx: torch.Tensor | None
     memo: Memo = compute_every_time
+    steps: StaticSteps | None = None
+    static: StaticTrackingStep | None = None
 
 
 def _autocast(device: torch.device) -> torch.dtype | None:
@@ -67,10 +80,22 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
     inference state.
     """
 
+    # steady-state tracked frames as one static-shape step over preallocated buffers: "off"
+    # (sam2's step), "buffers" (the static step run eagerly), "graphs" (replayed as CUDA graphs)
+    static_step: StaticStepMode = "off"
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.uncertainty_probe: UncertaintyProbe | None = None
         self.set_pruning(PruningConfig())
+
+    def set_static_step(self, mode: str) -> None:
+        """Run steady-state tracked frames as a static-shape step (see ``static_step``).
+
+        Raises:
+            ValueError: an unknown mode, or ``graphs`` on a predictor not on CUDA.
+        """
+        self.static_step = check_mode(mode, self.device)
 
     def set_pruning(self, pruning: PruningConfig) -> None:
         """Use another pruning config: builds its scorer (loading the aligner, text encoder and
@@ -255,6 +280,7 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
     ):
         session = self.session(inference_state)
         memo = partial(session.frame_cache.get, frame_idx)
+        steps = session.static_steps if self.static_step != "off" and not session.replaying else None
         if isinstance(output_dict, BatchedOutputs):  # objects of one memory layout, tracked together
             banks = tuple(session.bank(inference_state, obj_id) for obj_id in output_dict.obj_ids)
             rows = [
@@ -265,7 +291,7 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
             if kept_rows and len(kept_rows) != len(rows):
                 raise RuntimeError("objects batched together must be all pruned or all dense on a frame")
             output_dict.keep_idx = torch.cat(kept_rows) if kept_rows else None
-            flight = FrameInFlight(banks=banks, keep_idx=output_dict.keep_idx, memo=memo)
+            flight = FrameInFlight(banks=banks, keep_idx=output_dict.keep_idx, memo=memo, steps=steps)
         else:
             obj_id = session.object_id(inference_state, output_dict)
             bank = session.bank_of(inference_state, output_dict)  # the object's, or a replay's
@@ -274,7 +300,7 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
                 keep_idx = self._select_tracked_frame(
                     inference_state, obj_id, output_dict, frame_idx, batch_size, reverse
                 )
-            flight = FrameInFlight(banks=(bank,), keep_idx=keep_idx, memo=memo)
+            flight = FrameInFlight(banks=(bank,), keep_idx=keep_idx, memo=memo, steps=steps)
         keep_idx = flight.keep_idx
         with scoped(_IN_FLIGHT, flight):
             out, pred_masks = super()._infer_frame(
@@ -296,6 +322,137 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
         ):
             flight.banks[0].store_sparse(frame_idx, out, keep_idx, storage_device=inference_state["storage_device"])
         return out, pred_masks
+
+    def track_step(
+        self,
+        frame_idx,
+        is_init_cond_frame,
+        current_vision_feats,
+        current_vision_pos_embeds,
+        feat_sizes,
+        point_inputs,
+        mask_inputs,
+        output_dict,
+        num_frames,
+        track_in_reverse=False,
+        run_mem_encoder=True,
+        prev_sam_mask_logits=None,
+    ):
+        """sam2's ``track_step``; a steady-state tracked frame runs as the static step instead
+        when ``static_step`` is on (the same computation on fixed buffers)."""
+        frame = _IN_FLIGHT.get()
+        if (
+            frame is not None
+            and frame.steps is not None
+            and frame.static is None
+            and not is_init_cond_frame
+            and point_inputs is None
+            and mask_inputs is None
+            and run_mem_encoder
+            and prev_sam_mask_logits is None
+        ):
+            step = self._ready_static_step(
+                frame,
+                frame_idx,
+                current_vision_feats,
+                current_vision_pos_embeds,
+                feat_sizes,
+                num_frames,
+                track_in_reverse,
+            )
+            if step is not None:
+                outputs = step.run(
+                    partial(self._static_body, step),
+                    current_vision_feats,
+                    current_vision_pos_embeds,
+                    frame.keep_idx,
+                    frame_idx=frame_idx,
+                    reverse=track_in_reverse,
+                )
+                return {"point_inputs": None, "mask_inputs": None, **outputs}
+        return super().track_step(
+            frame_idx,
+            is_init_cond_frame,
+            current_vision_feats,
+            current_vision_pos_embeds,
+            feat_sizes,
+            point_inputs,
+            mask_inputs,
+            output_dict,
+            num_frames,
+            track_in_reverse,
+            run_mem_encoder,
+            prev_sam_mask_logits,
+        )
+
+    def _ready_static_step(
+        self,
+        frame: FrameInFlight,
+        frame_idx: int,
+        current_vision_feats: list[torch.Tensor],
+        current_vision_pos_embeds: list[torch.Tensor],
+        feat_sizes: list[tuple[int, int]],
+        num_frames: int,
+        reverse: bool,
+    ) -> StaticTrackingStep | None:
+        """The static step for a tracked frame, filled for it; None when the frame is not in
+        the steady state (it runs sam2's step)."""
+        assert frame.steps is not None
+        kept = None if frame.keep_idx is None else frame.keep_idx.shape[1]
+        steady = steady_frame(self, frame.banks, frame_idx, reverse=reverse, num_frames=num_frames, kept=kept)
+        if steady is None or len(frame.banks) != current_vision_feats[-1].shape[1]:
+            return None
+        shape = StepShape(
+            batch=len(frame.banks),
+            kept=self.num_tokens if kept is None else kept,
+            dense=kept is None,
+            slots=self.num_maskmem - 1,
+            pointer_slots=len(steady.pointer_frames),
+            cond_tokens=steady.cond_tokens,
+            cond_pointers=len(steady.cond_pointer_frames),
+            feature_shapes=tuple(tuple(x.shape) for x in current_vision_feats),
+            position_shapes=tuple(tuple(x.shape) for x in current_vision_pos_embeds),
+            feat_sizes=tuple((int(h), int(w)) for h, w in feat_sizes),
+            feature_dtype=current_vision_feats[-1].dtype,
+            position_dtype=steady.spatial[0][0]["maskmem_pos_enc"][-1].dtype,
+            pointer_dtype=steady.pointers[0][0]["obj_ptr"].dtype,
+            num_tokens=self.num_tokens,
+            device=current_vision_feats[-1].device,
+        )
+        return frame.steps.ready(
+            self,
+            frame.banks,
+            steady,
+            shape,
+            frame_idx,
+            reverse=reverse,
+            num_frames=num_frames,
+            capture=self.static_step == "graphs",
+        )
+
+    def _static_body(self, step: StaticTrackingStep) -> dict:
+        """One static step: sam2's ``track_step`` on the step's input buffers, memory attention
+        reading the step's memory (``_prepare_memory_conditioned_features``), then the new
+        memory written into the step's rings. Nothing here depends on the frame: a CUDA graph
+        of it replays for every steady frame."""
+        flight = FrameInFlight(banks=(), keep_idx=None if step.shape.dense else step.keep_idx, static=step)
+        with scoped(_IN_FLIGHT, flight):
+            out = super().track_step(
+                0,  # read by memory attention only, which reads the step's buffers instead
+                False,
+                step.features,
+                step.positions,
+                list(step.shape.feat_sizes),
+                None,
+                None,
+                {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}},
+                step.num_frames,
+                False,
+                True,
+                None,
+            )
+        step.write(out["maskmem_features"], out["obj_ptr"])
+        return {key: out[key] for key in OUTPUT_KEYS}
 
     def _batch_key(self, inference_state: dict, obj_idx: int, frame_idx: int, reverse: bool) -> tuple:
         output_dict = inference_state["output_dict_per_obj"][obj_idx]
@@ -319,9 +476,10 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
         ``prune_conditioning_frames`` their tokens are chosen now (every object's text is known
         by now, and the prior is the frame's own mask) and only those are kept."""
         super().propagate_in_video_preflight(inference_state)
+        session = self.session(inference_state)
+        session.static_steps.invalidate()  # prompts may have changed the outputs the buffers copy
         if not self.pruning.prune_conditioning_frames or self.keeps_everything:
             return
-        session = self.session(inference_state)
         for obj_idx, obj_id in inference_state["obj_idx_to_id"].items():
             bank = session.bank(inference_state, obj_id)
             points = inference_state["point_inputs_per_obj"][obj_idx]
@@ -352,6 +510,10 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
             ``[B, C, H, W]`` memory-conditioned features of the whole grid.
         """
         frame = _IN_FLIGHT.get()
+        if frame is not None and frame.static is not None:
+            memory = frame.static.memory()
+            grid = tuple(feat_sizes[-1])
+            return self._attend(frame, memory, current_vision_feats[-1], current_vision_pos_embeds[-1], grid)
         # dense (sam2's own computation) when neither the queries nor any memory read is sparse
         dense = frame is None or (
             frame.keep_idx is None
@@ -396,8 +558,6 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
         track_in_reverse: bool,
     ) -> torch.Tensor:
         """Args: curr, curr_pos ``[HW, B, C]``. Returns ``[B, C, H, W]``."""
-        batch, channels = curr.shape[1], self.hidden_dim
-        height, width = grid
         # each object's memory from its own bank, stacked along the batch (one layout: same shapes)
         memories = [
             bank.memory(
@@ -411,9 +571,24 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
             )
             for bank in frame.banks
         ]
-        if len(memories) != batch:
-            raise RuntimeError(f"{len(memories)} memory banks for a batch of {batch}")
-        memory = memories[0] if batch == 1 else BankMemory.stack(memories)
+        if len(memories) != curr.shape[1]:
+            raise RuntimeError(f"{len(memories)} memory banks for a batch of {curr.shape[1]}")
+        memory = memories[0] if len(memories) == 1 else BankMemory.stack(memories)
+        return self._attend(frame, memory, curr, curr_pos, grid)
+
+    def _attend(
+        self,
+        frame: FrameInFlight,
+        memory: BankMemory,
+        curr: torch.Tensor,
+        curr_pos: torch.Tensor,
+        grid: tuple[int, int],
+    ) -> torch.Tensor:
+        """Memory attention of the frame's kept queries (all with ``keep_idx`` None) over
+        ``memory``; dropped positions get the fill. Args: curr, curr_pos ``[HW, B, C]``.
+        Returns ``[B, C, H, W]``."""
+        batch, channels = curr.shape[1], self.hidden_dim
+        height, width = grid
         keep_idx = frame.keep_idx
         if keep_idx is None:
             query_cells = torch.arange(height * width, device=curr.device).expand(batch, -1)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import torch
 
 from sam2prune.predictor.bank import SparseMemoryBank
+from sam2prune.predictor.static_step import StaticSteps
 
 SESSION_KEY = "sam2prune"  # the one key sam2prune adds to sam2's inference-state dict
 
@@ -54,6 +55,8 @@ class TrackingSession:
         peak_memory_bank_bytes, peak_held_bytes: the largest totals over all objects seen after
             any tracked frame (what memory attention reads back; everything the outputs hold).
         frame_cache: per-frame results shared by the objects tracked on the frame.
+        static_steps: the buffers (and CUDA graphs) of the static-shape tracking step of each
+            group of objects tracked together (``PrunedSAM2VideoPredictor.static_step``).
     """
 
     num_tokens: int
@@ -67,6 +70,7 @@ class TrackingSession:
     # output dicts being tracked again (bounded memory), by id: (the dict, its bank, object id)
     _replays: dict[int, tuple[dict, SparseMemoryBank, int]] = field(default_factory=dict)
     frame_cache: FrameCache = field(default_factory=FrameCache)
+    static_steps: StaticSteps = field(default_factory=StaticSteps)
 
     @property
     def replaying(self) -> bool:
