@@ -1,0 +1,105 @@
+"""The static-shape tracking step (issue 13: a fast path on CUDA) against its eager twin, sam2's
+step over the dict bank: on a clip long enough to wrap its ring buffers many times (44 frames:
+6 spatial slots, 15 pointer slots), two objects batched, a correction click, a pass in reverse,
+pruned and dense, the logits are the same bits. On CUDA (``SAM2PRUNE_TEST_DEVICE=cuda``) the
+step replayed as CUDA graphs agrees with the eager step within bf16 tolerance, and is captured
+again after a click and after an object is added."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sam2prune import PruningConfig
+from sam2prune.cli import embedded_clip
+from sam2prune.data.video import VideoSource
+from sam2prune.predictor.static_step import StaticSteps
+
+from conftest import TEST_DEVICE, TINY_SIZE, build_random
+
+NUM_FRAMES = 44
+PRUNED = PruningConfig(retention=0.3, scorer="prior")
+
+
+@pytest.fixture(scope="module")
+def source() -> VideoSource:
+    return VideoSource.open(embedded_clip()).looped(NUM_FRAMES)
+
+
+def two_objects(predictor, source: VideoSource) -> tuple[list[torch.Tensor], StaticSteps, list[int]]:
+    """Two objects from frame 0, tracked together; a correction click on frame 30 and tracking on
+    from there; then the whole clip in reverse. Returns the logits of every frame, the session's
+    static steps and how many frames each pass ran as a static step."""
+    state = predictor.init_state(source)
+    predictor.add_new_points_or_box(state, 0, 1, points=[[200, 112]], labels=[1])
+    predictor.add_new_points_or_box(state, 0, 2, points=[[112, 128]], labels=[1])
+    steps = predictor.session(state).static_steps
+    logits, replays = [], []
+
+    def run(frames) -> None:
+        before = sum(step.replays for step in steps.steps.values())
+        logits.extend(m.clone() for _, _, m in frames)
+        replays.append(sum(step.replays for step in steps.steps.values()) - before)
+
+    run(predictor.propagate_in_video(state))
+    predictor.add_new_points_or_box(state, 30, 2, points=[[100, 100]], labels=[0], clear_old_points=False)
+    run(predictor.propagate_in_video(state, start_frame_idx=30))
+    run(predictor.propagate_in_video(state, start_frame_idx=NUM_FRAMES - 1, reverse=True))
+    return logits, steps, replays
+
+
+@pytest.mark.parametrize("pruning", [PRUNED, PruningConfig(retention=1.0)], ids=["pruned", "dense"])
+def test_static_step_gives_the_eager_steps_logits_bit_for_bit(source, pruning):
+    eager = build_random(TINY_SIZE, seed=3, pruning=pruning, device=TEST_DEVICE)
+    static = build_random(TINY_SIZE, seed=3, pruning=pruning, device=TEST_DEVICE)
+    static.set_static_step("buffers")
+    expected, unused, no_replays = two_objects(eager, source)
+    assert not unused.steps and no_replays == [0, 0, 0]
+    logits, steps, replays = two_objects(static, source)
+    assert len(logits) == len(expected) == NUM_FRAMES + (NUM_FRAMES - 30) + NUM_FRAMES
+    for frame, (a, b) in enumerate(zip(expected, logits, strict=True)):
+        assert torch.equal(a, b), f"frame {frame}: max difference {(a - b).abs().max().item()}"
+    # the steady state starts once 15 tracked frames carry pointers (frame 16 forward, 28 in
+    # reverse from the end); the correction pass continues in it from frame 30
+    assert replays == [NUM_FRAMES - 16, NUM_FRAMES - 30, NUM_FRAMES - 16]
+    # buffers made for two shapes (forward with the prompt's pointer, reverse without), and
+    # filled from sam2's outputs once per pass
+    assert steps.builds == 2 and steps.fills == 3
+    step = next(iter(steps.steps.values()))
+    assert step.shape.batch == 2 and step.shape.slots == 6 and step.shape.pointer_slots == 15
+    assert step.shape.kept == (20 if pruning.retention < 1 else 64)  # ceil(0.3 * 8 * 8) of 64 tokens
+
+
+def test_static_step_modes_are_checked():
+    predictor = build_random(TINY_SIZE, pruning=PRUNED)
+    with pytest.raises(ValueError, match="one of off, buffers, graphs"):
+        predictor.set_static_step("fast")
+    if TEST_DEVICE != "cuda":
+        with pytest.raises(ValueError, match="captures CUDA graphs: the predictor runs on cpu"):
+            predictor.set_static_step("graphs")
+    assert predictor.static_step == "off"  # unchanged by the refused modes
+
+
+@pytest.mark.skipif(TEST_DEVICE != "cuda", reason="CUDA graphs need a GPU (SAM2PRUNE_TEST_DEVICE=cuda)")
+def test_graph_replay_agrees_with_the_eager_step_and_is_captured_again(source):
+    def tracked(mode: str) -> tuple[list[torch.Tensor], StaticSteps, list[int]]:
+        predictor = build_random(TINY_SIZE, seed=3, pruning=PRUNED, device="cuda")
+        predictor.set_static_step(mode)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            logits, steps, replays = two_objects(predictor, source)
+            # a third object joins on frame 20: a batch of another shape, captured anew
+            state = predictor.init_state(source)
+            predictor.add_new_points_or_box(state, 0, 1, points=[[200, 112]], labels=[1])
+            predictor.add_new_points_or_box(state, 20, 3, points=[[150, 150]], labels=[1])
+            logits += [m.clone() for _, _, m in predictor.propagate_in_video(state)]
+            steps_with_late_object = predictor.session(state).static_steps
+        return logits, steps, [*replays, steps_with_late_object.builds]
+
+    eager, _, _ = tracked("off")
+    graphed, steps, counts = tracked("graphs")
+    assert all(step.graph is not None for step in steps.steps.values())
+    assert counts[:3] == [NUM_FRAMES - 16, NUM_FRAMES - 30, NUM_FRAMES - 16] and counts[3] >= 1
+    for frame, (a, b) in enumerate(zip(eager, graphed, strict=True)):
+        # bf16 rounding differs between fused and unfused kernels; masks must agree
+        assert ((a > 0) != (b > 0)).float().mean() < 0.01, f"frame {frame}"
+        torch.testing.assert_close(b, a, atol=0.15, rtol=0.05, msg=f"frame {frame}")
