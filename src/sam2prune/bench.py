@@ -142,6 +142,9 @@ class BenchSettings:
     # seconds the vos_optimized predictor may take to be built, compiled, warmed up and timed
     # before it is given up (recorded as an error; the other methods' figures are kept); None: no limit
     compile_timeout_s: float | None = None
+    # how the pruned predictors run steady-state frames (PrunedSAM2VideoPredictor.static_step):
+    # "off" (sam2's step), "buffers" (the static-shape step, eager), "graphs" (as CUDA graphs)
+    static_step: str = "off"
 
 
 # --- instrumentation, from outside the predictor ---------------------------------------------------
@@ -637,6 +640,7 @@ def run_benchmark(
     ]
     for config in settings.pruning:
         label = f"pruned, retention {config.retention:g}" + (f", MC T={config.mc_passes}" if _uses_mc(config) else "")
+        label += f", static step ({settings.static_step})" if settings.static_step != "off" else ""
         methods.append(Method("pruned", label, build(config), pruning=config, hook_for=on_prompted_for))
     vos_label = f"sam2 SAM2VideoPredictorVOS (torch.compile {compile_mode})"
     if compile_mode == "none":
@@ -687,6 +691,7 @@ def run_benchmark(
         "scorer": settings.pruning[0].scorer,
         "router": settings.pruning[0].router if settings.pruning[0].scorer == "router" else None,
         "signals": list(settings.pruning[0].active_signals()) if settings.pruning[0].scorer == "router" else None,
+        "static_step": settings.static_step,
         "sam2_cuda_extension": cuda_extension_available(),
         "hole_filling": "on" if cuda_extension_available() else "off in every method (sam2._C is not installed)",
         "versions": _versions(),

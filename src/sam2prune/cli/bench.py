@@ -60,6 +60,7 @@ def bench(
     auto_text: AutoTextOptions = AutoTextOptions(),
     lengths: Sequence[int] | None = None,
     methods: Sequence[str] | None = None,
+    static_step: str = "off",
 ) -> dict[str, Any]:
     """Benchmark sam2's own predictors, sam2prune's unpruned one and one pruned predictor per
     config on the same frames, with the same weights and prompts; print the table and return
@@ -88,8 +89,12 @@ def bench(
         compile_timeout: seconds after which measuring that predictor is given up; None: none.
         json_path, plot_path: also write the results as JSON (after each predictor, too), and
             plot them.
+        static_step: how the pruned predictors run steady-state frames
+            (``PrunedSAM2VideoPredictor.set_static_step``: off, buffers or graphs).
     """
     if lengths is not None:
+        if static_step != "off":
+            raise InputError("--static-step is measured by the speed benchmark; it has no effect with --lengths")
         return bench_lengths(
             lengths=lengths,
             methods=methods,
@@ -155,8 +160,19 @@ def bench(
 
     baseline = build(model, weights)
 
+    from sam2prune.predictor.static_step import check_mode
+
+    try:
+        check_mode(static_step, baseline.device)
+    except ValueError as error:
+        raise InputError(f"--static-step: {error}") from None
+
     def build_pruned(config):
-        return baseline if config is None else with_pruning(baseline, config)
+        if config is None:
+            return baseline
+        pruned = with_pruning(baseline, config)
+        pruned.set_static_step(static_step)
+        return pruned
 
     settings = BenchSettings(
         model=model.model,
@@ -171,6 +187,7 @@ def bench(
         profile_frames=profile_frames,
         compile_mode=compile_mode,
         compile_timeout_s=compile_timeout,
+        static_step=static_step,
     )
     result = run_benchmark(
         settings,
@@ -399,6 +416,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "compiling, warming it up and timing it take longer (default: no limit)",
     )
     parser.add_argument(
+        "--static-step",
+        choices=("off", "buffers", "graphs"),
+        default=default_of(bench, "static_step"),
+        help="pruned predictors run steady-state frames as a static-shape step on preallocated buffers: "
+        "graphs replays it as CUDA graphs (CUDA only), buffers runs it eagerly; off: sam2's step "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
         "--json", type=Path, metavar="FILE", help="write the results as JSON (also after each predictor)"
     )
     parser.add_argument(
@@ -457,6 +482,7 @@ def handle(args: argparse.Namespace) -> int:
         auto_text=auto_text_options(args),
         lengths=args.lengths,
         methods=args.methods,
+        static_step=args.static_step,
     )
     return 0
 
