@@ -2,15 +2,19 @@
 # The GPU measurements (README "On a GPU") in ONE device call of at most ~9.5 minutes:
 #   1. the CUDA tests: retention 1.0 = sam2's logits, reverse propagation, the sparse bank,
 #      tracking under bf16 autocast, and no host sync or host-device copy of sam2prune's own in a
-#      steady-state frame (tests/test_pruning.py, tests/test_per_frame_costs.py);
+#      steady-state frame, and the static step replayed as CUDA graphs against the eager step
+#      (tests/test_pruning.py, tests/test_per_frame_costs.py, tests/test_static_step.py);
 #   2. `bench` on CUDA under bf16 autocast, SAM 2.1 hiera-tiny at 1024 px, random weights, 48 frames
 #      (the embedded 24-frame clip played back and forth), prior scorer at retention 1.0 and 0.3,
-#      against sam2's own SAM2VideoPredictor (eager) and SAM2VideoPredictorVOS (torch.compile, mode
-#      lowered from max-autotune to reduce-overhead), 1 object, then 8 objects;
+#      the pruned predictors' steady frames as CUDA graphs (--static-step graphs), against sam2's
+#      own SAM2VideoPredictor (eager), sam2prune's unpruned eager predictor and
+#      SAM2VideoPredictorVOS (torch.compile, mode lowered from max-autotune to reduce-overhead),
+#      1 object, then 8 objects;
 #   3. the default router without text (visual, analytic uncertainty, prior), 1 object;
 #   4. hiera-large, 1 object (no compiled reference: its compilation would not fit);
-#   5. if time is left: hiera-tiny in float32, and the paper's router with Monte-Carlo dropout
-#      (T = 5; the masks are now drawn on the GPU).
+#   5. if time is left: hiera-tiny in float32, the pruned predictor with sam2's eager step
+#      (--static-step off) to separate the graphs' gain, and the paper's router with Monte-Carlo
+#      dropout (T = 5; the masks are now drawn on the GPU).
 # Every bench writes its JSON into OUT_DIR after each predictor, so a step cut short by its time
 # limit still leaves what it measured; the script keeps within BUDGET seconds (default 560) by
 # giving each step the time left, and skips steps when too little is left (BUDGET=300 runs the
@@ -111,6 +115,7 @@ if [ "$dry_run" = 1 ]; then
     COMPILE=(--compile-mode default --compile-timeout 20)
     COMPILE_MANY=(--compile-mode none)
     MANY=2
+    STATIC=(--static-step buffers)  # the same static step, eagerly: CUDA graphs need a GPU
 else
     nvidia-smi -L
     DEVICE=(--device cuda --bf16)
@@ -122,28 +127,31 @@ else
     COMPILE=(--compile-mode reduce-overhead --compile-timeout 150)
     COMPILE_MANY=(--compile-mode reduce-overhead --compile-timeout 100)  # inductor's cache holds most of it by then
     MANY=8
+    STATIC=(--static-step graphs)
 fi
 "$PY" -c "import torch, sam2; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')"
 
 TEST_DEVICE=cuda
 [ "$dry_run" = 1 ] && TEST_DEVICE=cpu
 step tests 120 60 env SAM2PRUNE_TEST_DEVICE=$TEST_DEVICE "$PY" -m pytest -p no:cacheprovider "${TESTS[@]}" \
-    tests/test_pruning.py tests/test_per_frame_costs.py \
-    -k "official_logits or reverse or autocast or bank_holds or steady_frame or random_scores or mc_dropout or uniform_pattern or text_relevance or recorder or (once_per_frame and prior)"
+    tests/test_pruning.py tests/test_per_frame_costs.py tests/test_static_step.py \
+    -k "official_logits or reverse or autocast or bank_holds or steady_frame or random_scores or mc_dropout or uniform_pattern or text_relevance or recorder or (once_per_frame and prior) or graph_replay"
 
 SAM=("$PY" -m sam2prune bench "${DEVICE[@]}" "${SIZE[@]}" "${FRAMES[@]}")
-step hiera-t-1-object 210 150 "${SAM[@]}" --scorer prior --retention 1.0 0.3 "${COMPILE[@]}" \
+step hiera-t-1-object 210 150 "${SAM[@]}" --scorer prior --retention 1.0 0.3 "${STATIC[@]}" "${COMPILE[@]}" \
     --json "$out/hiera-t_1obj_prior_bf16.json"
-step hiera-t-$MANY-objects 180 100 "${SAM[@]}" --objects $MANY --scorer prior --retention 1.0 0.3 "${COMPILE_MANY[@]}" \
+step hiera-t-$MANY-objects 180 100 "${SAM[@]}" --objects $MANY --scorer prior --retention 1.0 0.3 "${STATIC[@]}" "${COMPILE_MANY[@]}" \
     --json "$out/hiera-t_${MANY}obj_prior_bf16.json"
-step router-no-text 60 45 "${SAM[@]}" --signals visual,uncertainty,prior --retention 1.0 0.3 --compile-mode none \
+step router-no-text 60 45 "${SAM[@]}" --signals visual,uncertainty,prior --retention 1.0 0.3 "${STATIC[@]}" --compile-mode none \
     --json "$out/hiera-t_1obj_router-no-text_bf16.json"
-step hiera-l-1-object 90 60 "${SAM[@]}" --model sam2.1_hiera_l --scorer prior --retention 1.0 0.3 --compile-mode none \
+step hiera-l-1-object 90 60 "${SAM[@]}" --model sam2.1_hiera_l --scorer prior --retention 1.0 0.3 "${STATIC[@]}" --compile-mode none \
     --json "$out/hiera-l_1obj_prior_bf16.json"
 # optional: only with the time left
 FP32=("$PY" -m sam2prune bench "${DEVICE_FP32[@]}" "${SIZE[@]}" "${FRAMES[@]}")
 step hiera-t-1-object-fp32 50 45 "${FP32[@]}" --scorer prior --retention 1.0 0.3 --compile-mode none \
     --json "$out/hiera-t_1obj_prior_fp32.json"
+step hiera-t-1-object-eager-step 45 40 "${SAM[@]}" --scorer prior --retention 0.3 --compile-mode none --profile-frames 2 \
+    --json "$out/hiera-t_1obj_prior_bf16_eager-step.json"
 step router-paper-mc 45 40 "${SAM[@]}" --router paper --uncertainty mc --mc-passes 5 \
     --retention 0.3 --compile-mode none --profile-frames 2 --json "$out/hiera-t_1obj_router-paper-mc5_bf16.json"
 

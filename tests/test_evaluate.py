@@ -153,6 +153,9 @@ def test_interrupted_eval_resumes_without_redoing_finished_sequences(tmp_path, m
     assert json.loads((out / "report.json").read_text())["overall"]["sequences"] == 2
     # another setting in the same folder is refused, not mixed in
     assert _eval(root, out, "--max-rounds", "0", "--retention", "0.5") == 2
+    # but not bounded memory, which gives the same masks: the run resumes, nothing is tracked again
+    assert _eval(root, out, "--max-rounds", "0", "--unbounded-memory") == 0
+    assert started == ["chair_again"]
 
 
 def test_a_sequences_results_do_not_depend_on_the_sequences_run_before_it(tmp_path):

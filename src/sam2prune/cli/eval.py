@@ -51,23 +51,30 @@ if TYPE_CHECKING:
     from sam2prune.predictor import SAM2Predictor
 
 
-def eval_settings(
+def prepare_run(
+    out: Path,
     *,
     pruning: PruningConfig | None,
     protocol: ProtocolConfig,
     data: DataSelection,
+    sequences: Sequence[DatasetSequence],
     model: ModelOptions,
     weights: Weights,
     image_size: int,
     device: str,
-    bounded_memory: bool = True,
+    memory: MemoryOptions,
+    overwrite: bool,
 ) -> EvalSettings:
-    """What a run is (its ``run.json``); a serial and a Ray run of the same settings write the
-    same one, so either resumes the other."""
-    from sam2prune.data.datasets import DEFAULT_SPLITS
-    from sam2prune.evaluation.protocol import EvalSettings
+    """The settings of a run (its ``run.json``; a serial and a Ray run of the same settings write
+    the same one, so either resumes the other), its folder made or checked, and what is resumed said.
 
-    return EvalSettings(
+    Raises:
+        InputError: ``out`` holds something else, or a run with other settings.
+    """
+    from sam2prune.data.datasets import DEFAULT_SPLITS
+    from sam2prune.evaluation.protocol import EvalSettings, prepare_run_dir
+
+    settings = EvalSettings(
         dataset=data.dataset,
         root=str(data.root.resolve()),
         split=data.split or DEFAULT_SPLITS[data.dataset],
@@ -78,8 +85,11 @@ def eval_settings(
         device=device,
         pruning=pruning,
         protocol=protocol,
-        bounded_memory=bounded_memory,
+        bounded_memory=not memory.unbounded_memory,
     )
+    prepare_run_dir(out, settings, overwrite=overwrite)
+    _say_resuming(out, sequences)
+    return settings
 
 
 def _say_resuming(out: Path, sequences: Sequence[DatasetSequence]) -> None:
@@ -114,20 +124,21 @@ def run_eval(
     """
     import torch
 
-    from sam2prune.evaluation.protocol import evaluate_sequences, prepare_run_dir, protocol_prompts, summarize
+    from sam2prune.evaluation.protocol import evaluate_sequences, protocol_prompts, summarize
 
-    settings = eval_settings(
+    settings = prepare_run(
+        out,
         pruning=pruning,
         protocol=protocol,
         data=data,
+        sequences=sequences,
         model=model,
         weights=weights,
         image_size=predictor.image_size,
         device=str(predictor.device),
-        bounded_memory=not memory.unbounded_memory,
+        memory=memory,
+        overwrite=overwrite,
     )
-    prepare_run_dir(out, settings, overwrite=overwrite)
-    _say_resuming(out, sequences)
     on_prompted_for = None
     if pruning is not None and pruning.auto_text:
         pipeline = auto_text_pipeline(auto_text, device=model.device, command="eval")
@@ -186,7 +197,7 @@ def run_evals_on_ray(
             runs they complete are reported (report.json) before this is raised.
     """
     from sam2prune.evaluation.distributed import RunSpec, WorkerModel, connect
-    from sam2prune.evaluation.protocol import prepare_run_dir, summarize
+    from sam2prune.evaluation.protocol import summarize
     from sam2prune.models import model_input_size
 
     image_size = model_input_size(model.model, model.image_size)
@@ -194,18 +205,19 @@ def run_evals_on_ray(
     with connect(cluster, device=model.device) as ray_cluster:
         specs, all_settings = [], []
         for pruning, out, label in runs:
-            settings = eval_settings(
+            settings = prepare_run(
+                out,
                 pruning=pruning,
                 protocol=protocol,
                 data=data,
+                sequences=sequences,
                 model=model,
                 weights=weights,
                 image_size=image_size,
                 device=ray_cluster.device_label,
-                bounded_memory=not memory.unbounded_memory,
+                memory=memory,
+                overwrite=overwrite,
             )
-            prepare_run_dir(out, settings, overwrite=overwrite)
-            _say_resuming(out, sequences)
             specs.append(RunSpec(out.resolve(), pruning, label))
             all_settings.append(settings)
         worker_model = WorkerModel(

@@ -347,6 +347,10 @@ class EvalSettings:
             raise InputError(f"run settings {path} are not those of a sam2prune run: {error}") from error
 
 
+# settings that do not change a run's masks: a run resumes one made with another value
+RESUMES_ACROSS = ("bounded_memory",)
+
+
 def prepare_run_dir(out_dir: Path, settings: EvalSettings, *, overwrite: bool) -> None:
     """Create the run folder, or check that an existing one holds a run with the same settings.
 
@@ -366,8 +370,10 @@ def prepare_run_dir(out_dir: Path, settings: EvalSettings, *, overwrite: bool) -
                 )
         else:
             previous = json.loads(run_file.read_text())
-            if previous != current:
-                changed = sorted(k for k in current if previous.get(k) != current[k])
+            changed = sorted(k for k in current.keys() | previous.keys() if previous.get(k) != current.get(k))
+            # bounded memory gives the same masks (tested): either resumes the other
+            changed = [k for k in changed if k not in RESUMES_ACROSS]
+            if changed:
                 raise InputError(
                     f"--out {out_dir} holds a run with other settings ({', '.join(changed)}); "
                     "use another folder or --overwrite"
