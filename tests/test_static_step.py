@@ -13,7 +13,7 @@ import torch
 from sam2prune import PruningConfig
 from sam2prune.cli import embedded_clip
 from sam2prune.data.video import VideoSource
-from sam2prune.predictor.static_step import StaticSteps
+from sam2prune.predictor.static_step import StaticSteps, StaticTrackingStep
 
 from conftest import TEST_DEVICE, TINY_SIZE, build_random
 
@@ -48,13 +48,26 @@ def two_objects(predictor, source: VideoSource) -> tuple[list[torch.Tensor], Sta
     return logits, steps, replays
 
 
+@pytest.fixture(scope="module")
+def eager_logits(source):
+    """The logits of sam2's step (static step off), by retention, computed once."""
+    cache: dict[float, list[torch.Tensor]] = {}
+
+    def logits(pruning: PruningConfig) -> list[torch.Tensor]:
+        if pruning.retention not in cache:
+            eager = build_random(TINY_SIZE, seed=3, pruning=pruning, device=TEST_DEVICE)
+            cache[pruning.retention], unused, no_replays = two_objects(eager, source)
+            assert not unused.steps and no_replays == [0, 0, 0]
+        return cache[pruning.retention]
+
+    return logits
+
+
 @pytest.mark.parametrize("pruning", [PRUNED, PruningConfig(retention=1.0)], ids=["pruned", "dense"])
-def test_static_step_gives_the_eager_steps_logits_bit_for_bit(source, pruning):
-    eager = build_random(TINY_SIZE, seed=3, pruning=pruning, device=TEST_DEVICE)
+def test_static_step_gives_the_eager_steps_logits_bit_for_bit(source, eager_logits, pruning):
+    expected = eager_logits(pruning)
     static = build_random(TINY_SIZE, seed=3, pruning=pruning, device=TEST_DEVICE)
     static.set_static_step("buffers")
-    expected, unused, no_replays = two_objects(eager, source)
-    assert not unused.steps and no_replays == [0, 0, 0]
     logits, steps, replays = two_objects(static, source)
     assert len(logits) == len(expected) == NUM_FRAMES + (NUM_FRAMES - 30) + NUM_FRAMES
     for frame, (a, b) in enumerate(zip(expected, logits, strict=True)):
@@ -70,6 +83,28 @@ def test_static_step_gives_the_eager_steps_logits_bit_for_bit(source, pruning):
     assert step.shape.kept == (20 if pruning.retention < 1 else 64)  # ceil(0.3 * 8 * 8) of 64 tokens
 
 
+def test_a_graphs_warm_up_leaves_the_buffers_as_they_were(source, eager_logits, monkeypatch):
+    """Capturing a CUDA graph first runs the step on the buffers (warm-up), then captures it
+    without running it: the warm-up must leave every buffer the step writes as it was, or the
+    frame would read the rings a step ahead. Here every static frame is warmed up first."""
+    expected = eager_logits(PRUNED)
+    warmed = []
+    run = StaticTrackingStep.run
+
+    def warm_up_first(step, body, *args, **kwargs):
+        step.warm_up(body, runs=2)
+        warmed.append(step)
+        return run(step, body, *args, **kwargs)
+
+    monkeypatch.setattr(StaticTrackingStep, "run", warm_up_first)
+    predictor = build_random(TINY_SIZE, seed=3, pruning=PRUNED, device=TEST_DEVICE)
+    predictor.set_static_step("buffers")
+    logits, _, replays = two_objects(predictor, source)
+    assert len(warmed) == sum(replays) > 0
+    for frame, (a, b) in enumerate(zip(expected, logits, strict=True)):
+        assert torch.equal(a, b), f"frame {frame}"
+
+
 def test_static_step_modes_are_checked():
     predictor = build_random(TINY_SIZE, pruning=PRUNED)
     with pytest.raises(ValueError, match="one of off, buffers, graphs"):
@@ -81,25 +116,30 @@ def test_static_step_modes_are_checked():
 
 
 @pytest.mark.skipif(TEST_DEVICE != "cuda", reason="CUDA graphs need a GPU (SAM2PRUNE_TEST_DEVICE=cuda)")
-def test_graph_replay_agrees_with_the_eager_step_and_is_captured_again(source):
+@pytest.mark.parametrize("bf16", [False, True], ids=["float32", "bf16"])
+def test_graph_replay_agrees_with_the_eager_step_and_is_captured_again(source, bf16):
     def tracked(mode: str) -> tuple[list[torch.Tensor], StaticSteps, list[int]]:
         predictor = build_random(TINY_SIZE, seed=3, pruning=PRUNED, device="cuda")
         predictor.set_static_step(mode)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
             logits, steps, replays = two_objects(predictor, source)
             # a third object joins on frame 20: a batch of another shape, captured anew
             state = predictor.init_state(source)
             predictor.add_new_points_or_box(state, 0, 1, points=[[200, 112]], labels=[1])
             predictor.add_new_points_or_box(state, 20, 3, points=[[150, 150]], labels=[1])
             logits += [m.clone() for _, _, m in predictor.propagate_in_video(state)]
-            steps_with_late_object = predictor.session(state).static_steps
-        return logits, steps, [*replays, steps_with_late_object.builds]
+            later = predictor.session(state).static_steps
+        graphs = [step.graph is not None for step in [*steps.steps.values(), *later.steps.values()]]
+        return logits, steps, [*replays, later.builds, sum(graphs), len(graphs)]
 
-    eager, _, _ = tracked("off")
-    graphed, steps, counts = tracked("graphs")
-    assert all(step.graph is not None for step in steps.steps.values())
-    assert counts[:3] == [NUM_FRAMES - 16, NUM_FRAMES - 30, NUM_FRAMES - 16] and counts[3] >= 1
+    eager, _, _ = tracked("buffers")
+    graphed, _, counts = tracked("graphs")
+    assert counts[:3] == [NUM_FRAMES - 16, NUM_FRAMES - 30, NUM_FRAMES - 16]
+    assert counts[3] >= 1 and counts[4] == counts[5] >= 3  # every step was captured
+    assert len(graphed) == len(eager)
     for frame, (a, b) in enumerate(zip(eager, graphed, strict=True)):
-        # bf16 rounding differs between fused and unfused kernels; masks must agree
-        assert ((a > 0) != (b > 0)).float().mean() < 0.01, f"frame {frame}"
-        torch.testing.assert_close(b, a, atol=0.15, rtol=0.05, msg=f"frame {frame}")
+        assert torch.isfinite(b).all(), f"frame {frame}"
+        if not bf16:  # a graph replays the eager step's kernels
+            torch.testing.assert_close(b, a, atol=1e-4, rtol=0, msg=f"frame {frame}")
+        elif frame < NUM_FRAMES:  # bf16: before rounding differences can change which tokens are kept
+            assert ((a > 0) != (b > 0)).float().mean() < 0.02, f"frame {frame}"

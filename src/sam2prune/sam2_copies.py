@@ -77,6 +77,16 @@ FINGERPRINTS: dict[str, tuple[str, str]] = {
         "overridden by SAM2Predictor (bounded memory: what the frame reads is recomputed first) and, through "
         "_infer_frame, by PrunedSAM2VideoPredictor (tokens chosen before, stored after)",
     ),
+    "sam2.modeling.sam2_base:SAM2Base.track_step": (
+        "4fe89a489431e38bd1b934effa66cf7fd89cbafa0d1862175dafcc784e99ec31",
+        "overridden by PrunedSAM2VideoPredictor: a steady frame runs it on the static step's buffers "
+        "(static_step.py), which hands back the keys _run_single_frame_inference reads (OUTPUT_KEYS)",
+    ),
+    "sam2.modeling.sam2_base:SAM2Base._track_step": (
+        "0c6ec41c85822af41e491a9442774a33f11df13331ddf9c1e9dce7c92c7d2362",
+        "the static step relies on it reading the output dict and frame index only through "
+        "_prepare_memory_conditioned_features, and on no host-device sync (CUDA graph capture)",
+    ),
     "sam2.sam2_video_predictor:SAM2VideoPredictor.add_new_points_or_box": (
         "17737f16eca2c207afd19edfbf852b4d2342d1baa2133338e67c86db663d9a7b",
         "overridden by SAM2Predictor: it reads the frame's previous mask, which bounded memory puts back first",

@@ -5,7 +5,7 @@ bounded memory over long videos, honest memory figures)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -70,10 +70,37 @@ class BatchedOutputs(dict):
         keep_idx: ``[B, k]`` tokens the pruned predictor kept for the step, or None.
     """
 
-    def __init__(self, obj_ids: list[int], outputs: dict[str, dict[int, dict]]) -> None:
+    def __init__(self, obj_ids: list[int], outputs: dict[str, Mapping[int, dict]]) -> None:
         super().__init__(outputs)
         self.obj_ids = obj_ids
         self.keep_idx: torch.Tensor | None = None
+
+
+class MergedFrames(Mapping[int, dict]):
+    """One storage dict (``cond_frame_outputs`` or ``non_cond_frame_outputs``) of several objects
+    as batched outputs, each frame's merged when it is first read: sam2's dense memory attention
+    reads them, the pruned predictor's steps read the objects' banks instead (nothing merged)."""
+
+    def __init__(self, per_object: list[dict[int, dict]], frames: list[int]) -> None:
+        self.per_object = per_object
+        self.frames = frames
+        self.merged: dict[int, dict] = {}
+
+    def __getitem__(self, frame_idx: int) -> dict:
+        if frame_idx not in self.frames:
+            raise KeyError(frame_idx)
+        if frame_idx not in self.merged:
+            self.merged[frame_idx] = _merge_outputs([outputs[frame_idx] for outputs in self.per_object])
+        return self.merged[frame_idx]
+
+    def __contains__(self, frame_idx: object) -> bool:
+        return frame_idx in self.frames  # without merging
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.frames)
+
+    def __len__(self) -> int:
+        return len(self.frames)
 
 
 def _merge_outputs(outs: list[dict]) -> dict:
@@ -363,13 +390,11 @@ class SAM2Predictor(SAM2VideoPredictor):
         """The memories of objects with one layout, stacked into one batched output dict."""
         dicts = [inference_state["output_dict_per_obj"][obj_idx] for obj_idx in members]
         cond_frames, non_cond_frames = self._memory_layout(inference_state, members[0], frame_idx, reverse)
-        outputs: dict[str, dict[int, dict]] = {
-            "cond_frame_outputs": {
-                t: _merge_outputs([d["cond_frame_outputs"][t] for d in dicts]) for t, _ in cond_frames
-            },
-            "non_cond_frame_outputs": {
-                t: _merge_outputs([d["non_cond_frame_outputs"][t] for d in dicts]) for t, _ in non_cond_frames
-            },
+        outputs: dict[str, Mapping[int, dict]] = {
+            "cond_frame_outputs": MergedFrames([d["cond_frame_outputs"] for d in dicts], [t for t, _ in cond_frames]),
+            "non_cond_frame_outputs": MergedFrames(
+                [d["non_cond_frame_outputs"] for d in dicts], [t for t, _ in non_cond_frames]
+            ),
         }
         return BatchedOutputs([inference_state["obj_idx_to_id"][obj_idx] for obj_idx in members], outputs)
 

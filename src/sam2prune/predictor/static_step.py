@@ -405,19 +405,23 @@ class StaticTrackingStep:
         assert self.graph_outputs is not None
         return _clone(self.graph_outputs)  # the graph writes the same tensors on its next replay
 
-    def _capture(self, body: Callable[[], dict]) -> tuple[torch.cuda.CUDAGraph, dict]:
-        """Warm up on a side stream (lazy caches, kernel choices), put the buffers back as they
-        were, then capture one step."""
-        device = self.shape.device
+    def warm_up(self, body: Callable[[], dict], *, runs: int = 2) -> None:
+        """Run the step ``runs`` times (lazy caches filled, kernels chosen) and put every buffer it
+        writes back as it was: the frame it is ready for is still to be tracked."""
         saved = [buffer.clone() for buffer in self.mutable()]
+        for _ in range(runs):
+            body()
+        for buffer, value in zip(self.mutable(), saved, strict=True):
+            buffer.copy_(value)
+
+    def _capture(self, body: Callable[[], dict]) -> tuple[torch.cuda.CUDAGraph, dict]:
+        """Warm up on a side stream, then capture one step (capturing runs nothing)."""
+        device = self.shape.device
         stream = torch.cuda.Stream(device)
         stream.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(stream), _autocast_without_cache(device):
-            for _ in range(2):
-                body()
+            self.warm_up(body)
         torch.cuda.current_stream(device).wait_stream(stream)
-        for buffer, value in zip(self.mutable(), saved, strict=True):
-            buffer.copy_(value)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, capture_error_mode="thread_local"), _autocast_without_cache(device):
             outputs = body()
