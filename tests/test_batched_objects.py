@@ -15,6 +15,7 @@ from sam2.build_sam import build_sam2_video_predictor
 
 from sam2prune import PruningConfig
 from sam2prune.cli import embedded_clip
+from sam2prune.predictor import baseline
 
 from conftest import SMALL_SIZE, build_random
 
@@ -50,6 +51,9 @@ def track(predictor, clip: Path) -> list[torch.Tensor]:
 )
 def test_batched_step_equals_the_per_object_loop(clip, monkeypatch, pruning):
     batch_sizes = []
+    merged = []  # frames whose outputs a batched view merged across objects
+    merge = baseline._merge_outputs
+    monkeypatch.setattr(baseline, "_merge_outputs", lambda outs: merged.append(len(outs)) or merge(outs))
 
     def eager_and_batched(batch_objects: bool) -> list[torch.Tensor]:
         predictor = build_random(SMALL_SIZE, seed=5, pruning=pruning)
@@ -76,6 +80,9 @@ def test_batched_step_equals_the_per_object_loop(clip, monkeypatch, pruning):
     eager_steps = sum(1 for batched_run, _ in batch_sizes if not batched_run)
     batched_steps = sum(1 for batched_run, _ in batch_sizes if batched_run)
     assert batched_steps < eager_steps
+    # sam2's dense memory attention reads merged outputs; the pruned steps read the banks, so
+    # their batched views merge nothing
+    assert (len(merged) > 0) == (pruning is None)
 
 
 def test_eager_path_is_bit_identical_to_sam2(clip):
