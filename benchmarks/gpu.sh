@@ -135,7 +135,7 @@ TEST_DEVICE=cuda
 [ "$dry_run" = 1 ] && TEST_DEVICE=cpu
 step tests 120 60 env SAM2PRUNE_TEST_DEVICE=$TEST_DEVICE "$PY" -m pytest -p no:cacheprovider "${TESTS[@]}" \
     tests/test_pruning.py tests/test_per_frame_costs.py tests/test_static_step.py \
-    -k "official_logits or reverse or autocast or bank_holds or steady_frame or random_scores or mc_dropout or uniform_pattern or text_relevance or recorder or (once_per_frame and prior) or graph_replay"
+    -k "official_logits or reverse or autocast or bank_holds or steady_frame or random_scores or mc_dropout or uniform_pattern or text_relevance or recorder or (once_per_frame and prior) or graph_replay or bit_for_bit"
 
 SAM=("$PY" -m sam2prune bench "${DEVICE[@]}" "${SIZE[@]}" "${FRAMES[@]}")
 step hiera-t-1-object 210 150 "${SAM[@]}" --scorer prior --retention 1.0 0.3 "${STATIC[@]}" "${COMPILE[@]}" \

@@ -71,7 +71,10 @@ def test_static_step_gives_the_eager_steps_logits_bit_for_bit(source, eager_logi
     logits, steps, replays = two_objects(static, source)
     assert len(logits) == len(expected) == NUM_FRAMES + (NUM_FRAMES - 30) + NUM_FRAMES
     for frame, (a, b) in enumerate(zip(expected, logits, strict=True)):
-        assert torch.equal(a, b), f"frame {frame}: max difference {(a - b).abs().max().item()}"
+        if TEST_DEVICE == "cpu":
+            assert torch.equal(a, b), f"frame {frame}: max difference {(a - b).abs().max().item()}"
+        else:  # GPU kernels may pick other reduction orders for the same shapes
+            torch.testing.assert_close(b, a, atol=1e-4, rtol=0, msg=f"frame {frame}")
     # the steady state starts once 15 tracked frames carry pointers (frame 16 forward, 28 in
     # reverse from the end); the correction pass continues in it from frame 30
     assert replays == [NUM_FRAMES - 16, NUM_FRAMES - 30, NUM_FRAMES - 16]
@@ -132,14 +135,18 @@ def test_graph_replay_agrees_with_the_eager_step_and_is_captured_again(source, b
         graphs = [step.graph is not None for step in [*steps.steps.values(), *later.steps.values()]]
         return logits, steps, [*replays, later.builds, sum(graphs), len(graphs)]
 
+    sam2_step, _, _ = tracked("off")
     eager, _, _ = tracked("buffers")
-    graphed, _, counts = tracked("graphs")
+    graphed, steps, counts = tracked("graphs")
     assert counts[:3] == [NUM_FRAMES - 16, NUM_FRAMES - 30, NUM_FRAMES - 16]
-    assert counts[3] >= 1 and counts[4] == counts[5] >= 3  # every step was captured
-    assert len(graphed) == len(eager)
-    for frame, (a, b) in enumerate(zip(eager, graphed, strict=True)):
-        assert torch.isfinite(b).all(), f"frame {frame}"
-        if not bf16:  # a graph replays the eager step's kernels
+    errors = [step.capture_error for step in steps.steps.values() if step.capture_error]
+    assert counts[3] >= 1 and counts[4] == counts[5] >= 3, errors  # every step was captured
+    assert len(graphed) == len(eager) == len(sam2_step)
+    for frame, (a, b, c) in enumerate(zip(sam2_step, eager, graphed, strict=True)):
+        assert torch.isfinite(c).all(), f"frame {frame}"
+        if not bf16:  # a graph replays the eager step's kernels, which compute sam2's step
+            torch.testing.assert_close(c, b, atol=1e-4, rtol=0, msg=f"frame {frame}")
             torch.testing.assert_close(b, a, atol=1e-4, rtol=0, msg=f"frame {frame}")
         elif frame < NUM_FRAMES:  # bf16: before rounding differences can change which tokens are kept
+            assert ((b > 0) != (c > 0)).float().mean() < 0.02, f"frame {frame}"
             assert ((a > 0) != (b > 0)).float().mean() < 0.02, f"frame {frame}"

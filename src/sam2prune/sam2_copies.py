@@ -296,9 +296,10 @@ def select_memory_frames(
 
 def conditioning_pointers(
     model: SAM2Base, frame_idx: int, selected_cond: dict, *, track_in_reverse: bool
-) -> list[tuple[int, dict]]:
-    """(temporal position, output) of the selected conditioning frames whose object pointers a
-    tracked frame reads, in sam2 1.1.0's order (only those behind it in evaluation, by default)."""
+) -> list[tuple[int, int, dict]]:
+    """(frame index, temporal position, output) of the selected conditioning frames whose object
+    pointers a tracked frame reads, in sam2 1.1.0's order (only those behind it in evaluation, by
+    default)."""
     if not model.training and model.only_obj_ptrs_in_the_past_for_eval:
         pointer_cond = {
             t: out for t, out in selected_cond.items() if (t >= frame_idx if track_in_reverse else t <= frame_idx)
@@ -307,7 +308,7 @@ def conditioning_pointers(
         pointer_cond = selected_cond
     sign = -1 if track_in_reverse else 1
     return [
-        ((frame_idx - t) * sign if model.use_signed_tpos_enc_to_obj_ptrs else abs(frame_idx - t), out)
+        (t, (frame_idx - t) * sign if model.use_signed_tpos_enc_to_obj_ptrs else abs(frame_idx - t), out)
         for t, out in pointer_cond.items()
     ]
 
@@ -331,7 +332,9 @@ def object_pointer_tokens(
     max_pointers = min(num_frames, model.max_obj_ptrs_in_encoder)
     positions_and_pointers = [
         (position, out["obj_ptr"])
-        for position, out in conditioning_pointers(model, frame_idx, selected_cond, track_in_reverse=track_in_reverse)
+        for _, position, out in conditioning_pointers(
+            model, frame_idx, selected_cond, track_in_reverse=track_in_reverse
+        )
     ]
     for t_diff, t in pointer_frame_indices(model, frame_idx, num_frames=num_frames, track_in_reverse=track_in_reverse):
         out = output_dict["non_cond_frame_outputs"].get(t, unselected_cond.get(t))

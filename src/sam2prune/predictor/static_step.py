@@ -84,14 +84,19 @@ class StepShape:
     pointer_slots: int  # Q
     cond_tokens: int
     cond_pointers: int
-    feature_shapes: tuple[tuple[int, ...], ...]  # sam2's current_vision_feats
-    position_shapes: tuple[tuple[int, ...], ...]  # and current_vision_pos_embeds
+    # sam2's current_vision_feats and current_vision_pos_embeds, per level: (shape, dtype); under
+    # autocast the levels differ in dtype (the FPN's top level comes out float32)
+    feature_inputs: tuple[tuple[tuple[int, ...], torch.dtype], ...]
+    position_inputs: tuple[tuple[tuple[int, ...], torch.dtype], ...]
     feat_sizes: tuple[tuple[int, int], ...]
-    feature_dtype: torch.dtype
+    feature_dtype: torch.dtype  # of the last level: memory attention's
     position_dtype: torch.dtype  # of sam2's maskmem_pos_enc
     pointer_dtype: torch.dtype
     num_tokens: int
     device: torch.device
+    # what the captured step also fixes: the fill of dropped tokens and the autocast dtype
+    fill: str
+    autocast: torch.dtype | None
 
 
 @dataclass(frozen=True)
@@ -171,8 +176,9 @@ def steady_frame(
         if any(out is None or out.get("obj_ptr") is None for out in read_pointers):
             return None
         conditioning = conditioning_pointers(model, frame_idx, selected, track_in_reverse=reverse)
-        frames = tuple(frame_idx - position * step for position, _ in conditioning)
-        if any((frame_idx - t) * step <= 0 for t in frames):
+        frames = tuple(t for t, _, _ in conditioning)
+        # a pointer's distance must grow by one per frame: (frame - t) * step, t behind the frame
+        if any((frame_idx - t) * step <= 0 or position != (frame_idx - t) * step for t, position, _ in conditioning):
             return None
         tokens = sum(out["maskmem_features"].flatten(2).shape[-1] for out in selected.values())
         if cond_tokens is not None and (tokens != cond_tokens or frames != cond_frames):
@@ -180,7 +186,7 @@ def steady_frame(
         cond_tokens, cond_frames = tokens, frames
         spatial.append(memories)
         pointers.append(read_pointers)
-        cond_pointers.append(tuple(out for _, out in conditioning))
+        cond_pointers.append(tuple(out for _, _, out in conditioning))
         cond_key.append(tuple((t, id(out), id(bank.keep_idx_for(out))) for t, out in selected.items()))
     assert cond_tokens is not None and cond_frames is not None  # banks is never empty
     return SteadyFrame(
@@ -227,8 +233,8 @@ class StaticTrackingStep:
         tpos_dtype = model.maskmem_tpos_enc.dtype
         cond_position_dtype = torch.promote_types(shape.position_dtype, tpos_dtype)
         # inputs of a frame
-        self.features = [torch.zeros(s, dtype=shape.feature_dtype, device=device) for s in shape.feature_shapes]
-        self.positions = [torch.zeros(s, dtype=shape.feature_dtype, device=device) for s in shape.position_shapes]
+        self.features = [torch.zeros(size, dtype=dtype, device=device) for size, dtype in shape.feature_inputs]
+        self.positions = [torch.zeros(size, dtype=dtype, device=device) for size, dtype in shape.position_inputs]
         self.keep_idx = torch.arange(shape.num_tokens, device=device).repeat(batch, 1)[:, :kept].contiguous()
         # memory: the conditioning part, the rings, where tracking is (p)
         self.cond_memory = torch.zeros(shape.cond_tokens, batch, memory_dim, dtype=shape.feature_dtype, device=device)
@@ -259,6 +265,7 @@ class StaticTrackingStep:
         self.graph: torch.cuda.CUDAGraph | None = None
         self.graph_outputs: dict | None = None
         self.replays = 0  # steady frames run by this step (graph replays or eager runs)
+        self.capture_error: str | None = None  # why capturing failed (the step then runs eagerly)
 
     def mutable(self) -> list[torch.Tensor]:
         """The buffers a step writes (what a graph's warm-up runs must not leave changed)."""
@@ -400,7 +407,13 @@ class StaticTrackingStep:
 
     def _replay(self, body: Callable[[], dict]) -> dict:
         if self.graph is None:
-            self.graph, self.graph_outputs = self._capture(body)
+            try:
+                self.graph, self.graph_outputs = self._capture(body)
+            except Exception as error:  # the rings are as they were: the eager step gives the same results
+                torch.cuda.synchronize(self.shape.device)
+                self.capture, self.capture_error = False, f"{type(error).__name__}: {error}"
+                log.warning("CUDA graph capture of the tracking step failed, running it eagerly: %s", error)
+                return body()
         self.graph.replay()
         assert self.graph_outputs is not None
         return _clone(self.graph_outputs)  # the graph writes the same tensors on its next replay
@@ -432,7 +445,7 @@ class StaticTrackingStep:
 class StaticSteps:
     """The static steps of one session, by group of objects (the most recently used few)."""
 
-    MAX_STEPS = 4
+    MAX_STEPS = 32
 
     def __init__(self) -> None:
         self.steps: OrderedDict[tuple, StaticTrackingStep] = OrderedDict()
@@ -468,8 +481,11 @@ class StaticSteps:
             self.builds += 1
         self.steps[key] = step
         self.steps.move_to_end(key)
-        while len(self.steps) > self.MAX_STEPS:
-            self.steps.popitem(last=False)
+        if len(self.steps) > self.MAX_STEPS:
+            # drop steps no pass is using first (each group of a pass is visited every frame)
+            idle = [k for k, candidate in self.steps.items() if candidate.next is None and k != key]
+            for stale in (idle or list(self.steps))[: len(self.steps) - self.MAX_STEPS]:
+                del self.steps[stale]
         if step.next != (frame_idx, reverse) or step.cond_key != steady.cond_key or step.num_frames != num_frames:
             step.fill(banks, steady, frame_idx, reverse=reverse, num_frames=num_frames)
             self.fills += 1
