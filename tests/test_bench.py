@@ -322,6 +322,19 @@ def test_a_short_clip_is_played_back_and_forth():
     assert source.looped(5).frame_files == source.frame_files[:5]
 
 
+def test_bench_counts_the_frames_run_as_the_static_step(tmp_path):
+    json_path = tmp_path / "b.json"
+    arguments = ["bench", *TINY, "--frames", "20", "--retention", "0.3", "--warmup", "1", "--static-step", "buffers"]
+    assert main([*arguments, "--json", str(json_path)]) == 0
+    result = json.loads(json_path.read_text())
+    assert result["static_step"] == "buffers"
+    # the steady state of one object begins 15 tracked frames after its prompt on frame 0: 16-19
+    (pruned,) = result["pruned"]
+    assert pruned["static_frames"] == 4 and pruned["static_capture_errors"] == []
+    assert "static step (buffers)" in pruned["label"]
+    assert all(run["static_frames"] == 0 for run in result["references"] if "ms_per_frame" in run)
+
+
 def test_bench_needs_frames_past_the_memory_bank(capsys):
     assert main(["bench", "--image-size", str(TINY_SIZE), "--frames", "8"]) == 2
     assert "steady state" in capsys.readouterr().err
@@ -342,6 +355,8 @@ def test_bad_bench_options_are_refused(capsys, tmp_path):
     assert "--prompts gives every object's prompts" in capsys.readouterr().err
     assert main(["bench", "--frames", "10", "--objects", "2", "--point", "5,5"]) == 2
     assert "--point is the click of one object" in capsys.readouterr().err
+    assert main(["bench", "--frames", "10", "--device", "cpu", "--static-step", "graphs"]) == 2
+    assert "--static-step: static_step='graphs' captures CUDA graphs" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="2"):
         main(["bench", "--frames", "10", "--compile-mode", "fastest"])
     assert "invalid choice: 'fastest'" in capsys.readouterr().err
@@ -378,6 +393,7 @@ def test_bench_lengths_measures_each_method_and_length_in_its_own_process(tmp_pa
         (["--lengths", "20", "--frames", "30"], "--frames has no effect with --lengths"),
         (["--methods", "sam2"], "--methods chooses what --lengths measures"),
         (["--lengths", "20", "--retention", "0.3", "0.5"], "give one --retention"),
+        (["--lengths", "20", "--static-step", "buffers"], "--static-step is measured by the speed benchmark"),
     ],
 )
 def test_bad_lengths_options_are_refused(capsys, extra, message):

@@ -114,6 +114,10 @@ class RunResult:
     objects_tracked: int
     warmup_s: float  # the warm-up's wall time (with torch.compile: the compilation)
     frame_ms: list[float] = field(default_factory=list)  # every frame of the headline run
+    # frames of the headline run tracked as the static-shape step (--static-step; per group of
+    # objects tracked together), and why capturing it as a CUDA graph failed where it did
+    static_frames: int = 0
+    static_capture_errors: list[str] = field(default_factory=list)
     profile: ProfileResult | None = None
 
 
@@ -295,6 +299,8 @@ class Headline:
     peak_rss_mib: float
     peak_rss_scope: str
     peak_cuda_mib: float | None
+    static_frames: int = 0
+    static_capture_errors: list[str] = field(default_factory=list)
 
 
 def warm_up(method: Method, source: VideoSource, prompts: list[ObjectPrompt], *, device: torch.device) -> float:
@@ -321,6 +327,7 @@ def headline_run(method: Method, source: VideoSource, prompts: list[ObjectPrompt
                 entries += method.predictor.frame_memory(state, len(frame_ms) - 1).values()
         bank, kept = _tracked_stats(method.predictor, state, entries)
         objects = len(state["obj_ids"])
+        steps = list(method.predictor.session(state).static_steps.steps.values()) if method.key == "pruned" else []
     return Headline(
         frame_ms=frame_ms,
         memory_bank_bytes_per_frame=bank,
@@ -329,6 +336,8 @@ def headline_run(method: Method, source: VideoSource, prompts: list[ObjectPrompt
         peak_rss_mib=peak_rss_mib(),
         peak_rss_scope="run" if rss_resettable else "process",
         peak_cuda_mib=torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
+        static_frames=sum(step.replays for step in steps),
+        static_capture_errors=[step.capture_error for step in steps if step.capture_error],
     )
 
 
@@ -484,6 +493,8 @@ def measure_method(
         objects_tracked=headline.objects_tracked,
         warmup_s=warmup_s,
         frame_ms=[round(ms, 2) for ms in headline.frame_ms],
+        static_frames=headline.static_frames,
+        static_capture_errors=headline.static_capture_errors,
     )
 
 
