@@ -157,6 +157,7 @@ def steady_frame(
     spatial, pointers, cond_pointers, cond_key = [], [], [], []
     cond_tokens: int | None = None
     cond_frames: tuple[int, ...] | None = None
+    cond_layout: tuple | None = None
     for bank in banks:
         non_cond = bank.output_dict["non_cond_frame_outputs"]
         selected, _ = select_closest_cond_frames(
@@ -181,9 +182,10 @@ def steady_frame(
         if any((frame_idx - t) * step <= 0 or position != (frame_idx - t) * step for t, position, _ in conditioning):
             return None
         tokens = sum(out["maskmem_features"].flatten(2).shape[-1] for out in selected.values())
-        if cond_tokens is not None and (tokens != cond_tokens or frames != cond_frames):
+        layout = (tokens, frames, tuple(selected))
+        if cond_layout is not None and layout != cond_layout:  # the batch's conditioning memories must stack
             return None
-        cond_tokens, cond_frames = tokens, frames
+        cond_layout, cond_tokens, cond_frames = layout, tokens, frames
         spatial.append(memories)
         pointers.append(read_pointers)
         cond_pointers.append(tuple(out for _, _, out in conditioning))
