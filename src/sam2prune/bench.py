@@ -576,6 +576,13 @@ def _record_failure(method: Method, error: Exception, progress: Callable[[str], 
     method.notes["traceback"] = traceback.format_exc(limit=8)
 
 
+def _may_fail(method: Method, settings: BenchSettings) -> bool:
+    """Whether a failure of ``method`` is recorded with its reason (the other figures kept)
+    instead of ending the benchmark: the compiled reference, and CUDA graphs of the static step,
+    may fail where the eager predictors run."""
+    return method.key == "sam2-vos" or (method.key == "pruned" and settings.static_step == "graphs")
+
+
 def _uses_mc(config: PruningConfig) -> bool:
     return config.scorer == "router" and config.uncertainty == "mc" and "uncertainty" in config.active_signals()
 
@@ -751,9 +758,6 @@ def run_benchmark(
                 target.append(entry(method, None))
                 continue
             limit = settings.compile_timeout_s if method.key == "sam2-vos" else None
-            # the compiled reference and CUDA graphs of the static step may fail where the eager
-            # predictors run: recorded with the reason, the other figures kept
-            optional = method.key == "sam2-vos" or (method.key == "pruned" and settings.static_step == "graphs")
             try:
                 with time_limit(limit, f"{method.label}: building, compiling, warming up and timing"):
                     if method.predictor is None:  # sam2's vos_optimized predictor: built (and compiled) now
@@ -763,7 +767,7 @@ def run_benchmark(
                         )
                     run = measure_method(method, source, prompts, device=device, warmup=warmup, progress=progress)
             except Exception as error:
-                if not optional:
+                if not _may_fail(method, settings):
                     raise
                 _record_failure(method, error, progress)
                 target.append(entry(method, None))
@@ -780,7 +784,7 @@ def run_benchmark(
                     data, profile_run(method, source, prompts, device=device, frames=profile_frames), device=device
                 )
             except Exception as error:
-                if not (method.key == "sam2-vos" or (method.key == "pruned" and settings.static_step == "graphs")):
+                if not _may_fail(method, settings):
                     raise
                 _record_failure(method, error, progress)
                 data.update(error=method.notes["error"], traceback=method.notes["traceback"])

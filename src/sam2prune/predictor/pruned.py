@@ -413,7 +413,6 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
             feature_inputs=tuple((tuple(x.shape), x.dtype) for x in current_vision_feats),
             position_inputs=tuple((tuple(x.shape), x.dtype) for x in current_vision_pos_embeds),
             feat_sizes=tuple((int(h), int(w)) for h, w in feat_sizes),
-            feature_dtype=current_vision_feats[-1].dtype,
             position_dtype=steady.spatial[0][0]["maskmem_pos_enc"][-1].dtype,
             pointer_dtype=steady.pointers[0][0]["obj_ptr"].dtype,
             num_tokens=self.num_tokens,

@@ -89,7 +89,6 @@ class StepShape:
     feature_inputs: tuple[tuple[tuple[int, ...], torch.dtype], ...]
     position_inputs: tuple[tuple[tuple[int, ...], torch.dtype], ...]
     feat_sizes: tuple[tuple[int, int], ...]
-    feature_dtype: torch.dtype  # of the last level: memory attention's
     position_dtype: torch.dtype  # of sam2's maskmem_pos_enc
     pointer_dtype: torch.dtype
     num_tokens: int
@@ -97,6 +96,11 @@ class StepShape:
     # what the captured step also fixes: the fill of dropped tokens and the autocast dtype
     fill: str
     autocast: torch.dtype | None
+
+    @property
+    def feature_dtype(self) -> torch.dtype:
+        """The last level's dtype: memory attention's, and the memory's it reads."""
+        return self.feature_inputs[-1][1]
 
 
 @dataclass(frozen=True)
@@ -155,9 +159,7 @@ def steady_frame(
         return None
     step = -1 if reverse else 1
     spatial, pointers, cond_pointers, cond_key = [], [], [], []
-    cond_tokens: int | None = None
-    cond_frames: tuple[int, ...] | None = None
-    cond_layout: tuple | None = None
+    cond_layout: tuple[int, tuple[int, ...], tuple[int, ...]] | None = None  # (tokens, pointer frames, frames)
     for bank in banks:
         non_cond = bank.output_dict["non_cond_frame_outputs"]
         selected, _ = select_closest_cond_frames(
@@ -185,12 +187,13 @@ def steady_frame(
         layout = (tokens, frames, tuple(selected))
         if cond_layout is not None and layout != cond_layout:  # the batch's conditioning memories must stack
             return None
-        cond_layout, cond_tokens, cond_frames = layout, tokens, frames
+        cond_layout = layout
         spatial.append(memories)
         pointers.append(read_pointers)
         cond_pointers.append(tuple(out for _, _, out in conditioning))
         cond_key.append(tuple((t, id(out), id(bank.keep_idx_for(out))) for t, out in selected.items()))
-    assert cond_tokens is not None and cond_frames is not None  # banks is never empty
+    assert cond_layout is not None  # banks is never empty
+    cond_tokens, cond_frames, _ = cond_layout
     return SteadyFrame(
         spatial=tuple(spatial),
         spatial_frames=spatial_frames,
@@ -304,6 +307,8 @@ class StaticTrackingStep:
         self.cond_memory.copy_(memory.memory[:cond])
         self.cond_position.copy_(memory.memory_pos[:cond])
         self.cond_cells.copy_(memory.memory_cells[:, :cond])
+        position = steady.spatial[0][0]["maskmem_pos_enc"][-1].to(device).flatten(2)
+        self.memory_position.copy_(position.expand(shape.batch, -1, -1))
         every_cell = torch.arange(shape.num_tokens, device=device)[None]
         for frame, outs in zip(steady.spatial_frames, zip(*steady.spatial, strict=True), strict=True):
             slot = frame * direction % shape.slots
@@ -316,9 +321,6 @@ class StaticTrackingStep:
             features = torch.cat([out["maskmem_features"].to(device).flatten(2) for out in outs])
             self.ring_memory[slot].copy_(features.permute(2, 0, 1))
             self.ring_cells[slot].copy_(cells)
-        position = steady.spatial[0][0]["maskmem_pos_enc"][-1].to(device).flatten(2)
-        self.memory_position.copy_(position.expand(shape.batch, -1, -1))
-        for slot in range(shape.slots):
             self.ring_position[slot].copy_(self._gather_position(self.ring_cells[slot]))
         for frame, outs in zip(steady.pointer_frames, zip(*steady.pointers, strict=True), strict=True):
             self.pointer_ring[frame * direction % shape.pointer_slots].copy_(
