@@ -5,6 +5,7 @@ the profiler summary; the lowered compile mode of sam2's vos_optimized predictor
 from __future__ import annotations
 
 import json
+import statistics
 import time
 from types import SimpleNamespace
 
@@ -35,7 +36,7 @@ RUN_KEYS = {
     "profile",
     "speedup",
 }
-COMPONENTS = {"image_encoder", "token_scoring", "memory_attention", "memory_encoder", "mask_decoder"}
+COMPONENTS = {"image_encoder", "token_scoring", "memory_attention", "memory_encoder", "mask_decoder", "static_step"}
 # one thread: these runs time nothing, and a CI machine's other jobs do not stall them
 TINY = ["--image-size", str(TINY_SIZE), "--threads", "1"]
 
@@ -333,6 +334,18 @@ def test_bench_counts_the_frames_run_as_the_static_step(tmp_path):
     assert pruned["static_frames"] == 4 and pruned["static_capture_errors"] == []
     assert "static step (buffers)" in pruned["label"]
     assert all(run["static_frames"] == 0 for run in result["references"] if "ms_per_frame" in run)
+    # every method's steady state: the frames that replay the step (16 builds it), not frames 8-16
+    assert result["steady_from_frame"] == 17
+    assert pruned["components_ms"]["static_step"] > 0  # the step timed as a whole
+    assert all(run["components_ms"]["static_step"] == 0 for run in result["references"] if "ms_per_frame" in run)
+    for run in [pruned, *(run for run in result["references"] if "ms_per_frame" in run)]:
+        assert run["ms_per_frame"] == pytest.approx(statistics.median(run["frame_ms"][17:]), abs=0.01)
+
+
+def test_bench_with_the_static_step_needs_frames_past_its_first_replay(capsys):
+    arguments = ["bench", *TINY, "--frames", "17", "--retention", "0.3", "--static-step", "buffers"]
+    assert main(arguments) == 2
+    assert "the static step's steady state starts at frame 17" in capsys.readouterr().err
 
 
 def test_bench_needs_frames_past_the_memory_bank(capsys):
@@ -399,3 +412,9 @@ def test_bench_lengths_measures_each_method_and_length_in_its_own_process(tmp_pa
 def test_bad_lengths_options_are_refused(capsys, extra, message):
     assert main(["bench", *TINY, *extra]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_gpu_tables_give_peak_memory_allocated_and_reserved():
+    # a CUDA graph's pool is reserved, not allocated, between replays: both are shown
+    assert bench_module.peak_memory({"peak_cuda_mib": 2047.4, "peak_cuda_reserved_mib": 2600.2}) == "2047 (2600)"
+    assert bench_module.peak_memory({"peak_cuda_mib": 2047.4}) == "2047"

@@ -13,6 +13,7 @@ import torch
 from sam2prune import PruningConfig
 from sam2prune.cli import embedded_clip
 from sam2prune.data.video import VideoSource
+from sam2prune.predictor.graphs import WeightCasts
 from sam2prune.predictor.static_step import StaticSteps, StaticTrackingStep
 
 from conftest import TEST_DEVICE, TINY_SIZE, build_random
@@ -113,6 +114,67 @@ def test_a_graphs_warm_up_leaves_the_buffers_as_they_were(source, eager_logits, 
         torch.testing.assert_close(b, a, atol=1e-4 if TEST_DEVICE != "cpu" else 0, rtol=0, msg=f"frame {frame}")
 
 
+def test_under_autocast_the_static_step_and_encoder_compute_with_weights_cast_once(source):
+    """bf16 autocast (on the CPU here): the static step and the image encoder run with their
+    layers' weights cast once, and give sam2's logits bit for bit (autocast's own cast gives the
+    same values); sam2's step casts them at every call."""
+    short = source.head(20)
+    pruning = PruningConfig(retention=0.3, scorer="prior")
+
+    def tracked(mode: str) -> tuple[list[torch.Tensor], set[str], int]:
+        predictor = build_random(TINY_SIZE, seed=3, pruning=pruning, device=TEST_DEVICE)
+        predictor.set_static_step(mode)
+        seen = set()
+        for part, layer in (
+            ("step", predictor.memory_attention.layers[0].self_attn.q_proj),
+            ("encoder", predictor.image_encoder.trunk.blocks[0].attn.qkv),
+        ):
+            layer.register_forward_pre_hook(lambda module, _, part=part: seen.add(f"{part} {module.weight.dtype}"))
+        with torch.autocast(TEST_DEVICE, dtype=torch.bfloat16):
+            state = predictor.init_state(short)
+            predictor.add_new_points_or_box(state, 0, 1, points=[[200, 112]], labels=[1])
+            logits = [m.clone() for _, _, m in predictor.propagate_in_video(state)]
+        replays = sum(step.replays for step in predictor.session(state).static_steps.steps.values())
+        return logits, seen, replays
+
+    sam2_step, sam2_seen, _ = tracked("off")
+    static, static_seen, replays = tracked("buffers")
+    assert replays == 20 - 16
+    assert sam2_seen == {"step torch.float32", "encoder torch.float32"}
+    # frames before the steady state run sam2's step; every frame runs the static encoder
+    assert static_seen == {"step torch.float32", "step torch.bfloat16", "encoder torch.bfloat16"}
+    for frame, (a, b) in enumerate(zip(sam2_step, static, strict=True)):
+        if TEST_DEVICE == "cpu":
+            assert torch.equal(a, b), f"frame {frame}: max difference {(a - b).abs().max().item()}"
+        else:  # GPU kernels may pick other reduction orders for the same shapes
+            assert ((a > 0) != (b > 0)).float().mean() < 0.02, f"frame {frame}"
+
+
+def test_weight_casts_follow_weights_changed_in_place_and_refuse_replaced_ones():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LayerNorm(3), torch.nn.Conv2d(3, 2, 1))
+    casts = WeightCasts(model, torch.bfloat16)
+    # linear and convolution weights and biases; the layer norm's stay float32 (autocast runs it in float32)
+    assert [(type(m).__name__, name) for m, name, _ in casts.entries] == [
+        ("Linear", "weight"),
+        ("Linear", "bias"),
+        ("Conv2d", "weight"),
+        ("Conv2d", "bias"),
+    ]
+    with casts.swapped():
+        assert model[0].weight.dtype == torch.bfloat16 and model[1].weight.dtype == torch.float32
+    assert model[0].weight.dtype == torch.float32  # put back
+    changed = {key: value + 1 for key, value in model.state_dict().items()}
+    model.load_state_dict(changed)  # in place
+    casts.refresh()
+    with casts.swapped():
+        assert torch.equal(model[0].weight, changed["0.weight"].to(torch.bfloat16))
+        assert torch.equal(model[2].bias, changed["2.bias"].to(torch.bfloat16))
+    model[2].weight = torch.nn.Parameter(torch.zeros(2, 3, 1, 1))
+    with pytest.raises(RuntimeError, match=r"a weight of a Conv2d \(weight\) was replaced"), casts.swapped():
+        pass
+    assert model[0].weight.dtype == torch.float32  # the layers swapped before the error are put back
+
+
 def test_static_step_modes_are_checked():
     predictor = build_random(TINY_SIZE, pruning=PRUNED)
     with pytest.raises(ValueError, match="one of off, buffers, graphs"):
@@ -138,6 +200,9 @@ def test_graph_replay_agrees_with_the_eager_step_and_is_captured_again(source, b
             logits += [m.clone() for _, _, m in predictor.propagate_in_video(state)]
             later = predictor.session(state).static_steps
         graphs = [step.graph is not None for step in [*steps.steps.values(), *later.steps.values()]]
+        if mode == "graphs":  # the image encoder too, on the one frame shape
+            (encoder,) = predictor.static_encoders.values()
+            assert encoder.runner.graph is not None, encoder.runner.capture_error
         return logits, steps, [*replays, later.builds, sum(graphs), len(graphs)]
 
     sam2_step, _, _ = tracked("off")

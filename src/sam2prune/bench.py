@@ -49,10 +49,14 @@ if TYPE_CHECKING:
     from sam2.sam2_video_predictor import SAM2VideoPredictor
     from torch.autograd.profiler_util import FunctionEvent
 
-COMPONENTS = ("image_encoder", "token_scoring", "memory_attention", "memory_encoder", "mask_decoder")
+# static_step: a steady frame's static step as a whole (--static-step); run as a CUDA graph its
+# memory attention, mask decoder and memory encoder are not seen apart, run eagerly (buffers)
+# they are also counted in their own columns
+COMPONENTS = ("image_encoder", "token_scoring", "memory_attention", "memory_encoder", "mask_decoder", "static_step")
 SIGNAL_PARTS = ("visual", "text", "uncertainty", "prior", "fusion")
 # SAM 2 attends to num_maskmem = 7 memory frames: from frame 7 on the bank is full; frames >= 8
 # are steady state (object pointers keep arriving until frame 16, one small token group each).
+# With the static step, the steady state starts where the step replays (``steady_from_frame``).
 STEADY_FROM_FRAME = 8
 RANGE_PREFIX = "sam2prune.bench::"
 HEADLINE = "median over steady-state frames of an uninstrumented run (no wrapper, no profiler; one CUDA sync per frame)"
@@ -110,6 +114,9 @@ class RunResult:
     peak_rss_mib: float
     peak_rss_scope: str  # "run": reset before the headline run (Linux); "process": since process start
     peak_cuda_mib: float | None  # max allocated during the headline run
+    # max reserved by the caching allocator over the same run: with CUDA graphs, the memory a
+    # graph's private pool holds for its replays counts here but not as allocated
+    peak_cuda_reserved_mib: float | None
     kept_fraction: float  # kept tokens / tokens, over tracked frames
     objects_tracked: int
     warmup_s: float  # the warm-up's wall time (with torch.compile: the compilation)
@@ -189,6 +196,7 @@ PREDICTOR_COMPONENTS = (
     ("_prepare_memory_conditioned_features", "memory_attention"),
     ("_forward_sam_heads", "mask_decoder"),
     ("_encode_new_memory", "memory_encoder"),
+    ("_run_static_step", "static_step"),
 )
 ROUTER_SIGNALS = (("visual_signal", "visual"), ("text_signal", "text"), ("prior_signal", "prior"), ("fuse", "fusion"))
 
@@ -285,9 +293,21 @@ def _next_frame(frames: Iterator, device: torch.device) -> float | None:
     return (time.perf_counter() - start) * 1000
 
 
-def _steady(count: int) -> list[int]:
+def _steady(count: int, first: int) -> list[int]:
     # a warm-up run may be shorter than the steady state: its figures are not reported
-    return list(range(STEADY_FROM_FRAME, count)) or list(range(1, count)) or [0]
+    return list(range(first, count)) or list(range(1, count)) or [0]
+
+
+def steady_from_frame(model: Any, static_step: str, frames: int) -> int:
+    """The first steady-state frame of a clip tracked from prompts on frame 0:
+    ``STEADY_FROM_FRAME``, or with the static step the first frame that replays it (the frame
+    after the step's first, which builds its buffers and captures its graph), for every method
+    of the run."""
+    if static_step == "off":
+        return STEADY_FROM_FRAME
+    from sam2prune.predictor.static_step import first_steady_frame
+
+    return max(STEADY_FROM_FRAME, first_steady_frame(model, num_frames=frames) + 1)
 
 
 @dataclass
@@ -299,6 +319,7 @@ class Headline:
     peak_rss_mib: float
     peak_rss_scope: str
     peak_cuda_mib: float | None
+    peak_cuda_reserved_mib: float | None
     static_frames: int = 0
     static_capture_errors: list[str] = field(default_factory=list)
 
@@ -328,6 +349,9 @@ def headline_run(method: Method, source: VideoSource, prompts: list[ObjectPrompt
         bank, kept = _tracked_stats(method.predictor, state, entries)
         objects = len(state["obj_ids"])
         steps = list(method.predictor.session(state).static_steps.steps.values()) if method.key == "pruned" else []
+    # the image encoder's graphs live on the predictor (made in the warm-up run)
+    runners = [step.runner for step in steps]
+    runners += [encoder.runner for encoder in getattr(method.predictor, "static_encoders", {}).values()]
     return Headline(
         frame_ms=frame_ms,
         memory_bank_bytes_per_frame=bank,
@@ -336,13 +360,14 @@ def headline_run(method: Method, source: VideoSource, prompts: list[ObjectPrompt
         peak_rss_mib=peak_rss_mib(),
         peak_rss_scope="run" if rss_resettable else "process",
         peak_cuda_mib=torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
+        peak_cuda_reserved_mib=torch.cuda.max_memory_reserved(device) / 2**20 if device.type == "cuda" else None,
         static_frames=sum(step.replays for step in steps),
-        static_capture_errors=[step.capture_error for step in steps if step.capture_error],
+        static_capture_errors=[runner.capture_error for runner in runners if runner.capture_error],
     )
 
 
 def components_run(
-    method: Method, source: VideoSource, prompts: list[ObjectPrompt], *, device: torch.device
+    method: Method, source: VideoSource, prompts: list[ObjectPrompt], *, device: torch.device, steady_from: int
 ) -> tuple[dict[str, float], dict[str, float]]:
     """(components, signals): median wall-clock ms per steady-state frame of the wrapped methods."""
     timer = ComponentTimer()
@@ -352,7 +377,7 @@ def components_run(
         while _next_frame(frames, device) is not None:
             per_frame.append(_split_uncertainty({k: v * 1000 for k, v in timer.seconds.items()}))
             timer.reset()
-    steady = _steady(len(per_frame))
+    steady = _steady(len(per_frame), steady_from)
     components = {name: statistics.median(per_frame[i].get(name, 0.0) for i in steady) for name in COMPONENTS}
     signals = {
         name: statistics.median(per_frame[i].get(f"signal_{name}", 0.0) for i in steady) for name in SIGNAL_PARTS
@@ -361,13 +386,19 @@ def components_run(
 
 
 def profile_run(
-    method: Method, source: VideoSource, prompts: list[ObjectPrompt], *, device: torch.device, frames: int
+    method: Method,
+    source: VideoSource,
+    prompts: list[ObjectPrompt],
+    *,
+    device: torch.device,
+    frames: int,
+    steady_from: int,
 ) -> ProfileResult:
-    """torch.profiler over ``frames`` steady-state frames (from ``STEADY_FROM_FRAME``, or the
-    second frame of a short clip), components marked as ranges; one sync per frame."""
+    """torch.profiler over ``frames`` steady-state frames (from ``steady_from``, or the second
+    frame of a short clip), components marked as ranges; one sync per frame."""
     from torch.profiler import ProfilerActivity, profile
 
-    first = STEADY_FROM_FRAME if len(source) > STEADY_FROM_FRAME else 1
+    first = steady_from if len(source) > steady_from else 1
     profiled = list(range(first, min(first + frames, len(source))))
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with _session(method, source, prompts) as (_, tracked), instrument(method.predictor, ProfilerRanges()):
@@ -461,6 +492,7 @@ def measure_method(
     *,
     device: torch.device,
     warmup: VideoSource,
+    steady_from: int,
     progress: Callable[[str], None],
 ) -> RunResult:
     """Warm-up, headline run and (CPU) components run of one method; the profiled run comes
@@ -477,9 +509,9 @@ def measure_method(
         source_of_components = "not measured (no profiled run)"
     else:
         progress(f"{method.label}: timing its components")
-        components, signals = components_run(method, source, prompts, device=device)
+        components, signals = components_run(method, source, prompts, device=device, steady_from=steady_from)
         source_of_components = COMPONENTS_WALL_CLOCK
-    steady = _steady(len(headline.frame_ms))
+    steady = _steady(len(headline.frame_ms), steady_from)
     return RunResult(
         ms_per_frame=statistics.median(headline.frame_ms[i] for i in steady),
         components_ms=components,
@@ -489,6 +521,7 @@ def measure_method(
         peak_rss_mib=headline.peak_rss_mib,
         peak_rss_scope=headline.peak_rss_scope,
         peak_cuda_mib=headline.peak_cuda_mib,
+        peak_cuda_reserved_mib=headline.peak_cuda_reserved_mib,
         kept_fraction=headline.kept_fraction,
         objects_tracked=headline.objects_tracked,
         warmup_s=warmup_s,
@@ -651,6 +684,12 @@ def run_benchmark(
     warmup = source.head(min(warmup_frames, len(source)))
 
     baseline = build(None)
+    steady_from = steady_from_frame(baseline, settings.static_step, len(source))
+    if len(source) <= steady_from:
+        raise InputError(
+            f"--frames {len(source)}: the static step's steady state starts at frame {steady_from} (the first "
+            f"frame that replays it, once every memory window is full): track more than {steady_from} frames"
+        )
     compile_calls: list[dict] = []
     methods = [
         Method("sam2", "sam2 SAM2VideoPredictor (eager)", official_predictor(baseline)),
@@ -696,7 +735,7 @@ def run_benchmark(
         "image_size": settings.image_size,
         "frames": len(source),
         "clip_frames": clip_frames or len(source),
-        "steady_from_frame": STEADY_FROM_FRAME,
+        "steady_from_frame": steady_from,
         "threads": settings.threads,
         "warmup_frames": len(warmup),
         "profile_frames": profile_frames,
@@ -765,7 +804,15 @@ def run_benchmark(
                         method.predictor = official_predictor(
                             baseline, vos_optimized=True, compile_mode=compile_mode, compile_calls=compile_calls
                         )
-                    run = measure_method(method, source, prompts, device=device, warmup=warmup, progress=progress)
+                    run = measure_method(
+                        method,
+                        source,
+                        prompts,
+                        device=device,
+                        warmup=warmup,
+                        steady_from=steady_from,
+                        progress=progress,
+                    )
             except Exception as error:
                 if not _may_fail(method, settings):
                     raise
@@ -780,9 +827,10 @@ def run_benchmark(
         for method, data in measured if profile_frames > 0 else ():
             progress(f"{method.label}: profiling {profile_frames} steady-state frames")
             try:
-                add_profile(
-                    data, profile_run(method, source, prompts, device=device, frames=profile_frames), device=device
+                profile = profile_run(
+                    method, source, prompts, device=device, frames=profile_frames, steady_from=steady_from
                 )
+                add_profile(data, profile, device=device)
             except Exception as error:
                 if not _may_fail(method, settings):
                     raise
@@ -801,13 +849,20 @@ def _runs(result: dict) -> list[dict]:
     return [run for run in result["references"] + result["pruned"] if "ms_per_frame" in run]
 
 
+def peak_memory(run: dict) -> str:
+    """A run's peak CUDA memory allocated (and reserved) in MiB."""
+    reserved = run.get("peak_cuda_reserved_mib")
+    return f"{run['peak_cuda_mib']:.0f}" + ("" if reserved is None else f" ({reserved:.0f})")
+
+
 def markdown_table(result: dict) -> str:
     """The benchmark as a markdown table (times in ms per steady-state frame)."""
     on_gpu = any(run.get("peak_cuda_mib") is not None for run in _runs(result))
     header = (
         "| method | retention | ms/frame | vs sam2 | vs r=1 | image enc | scoring | mem attn | mem enc | mask dec "
+        "| static step "
         "| kernels/frame | kernel ms/frame | host ops/frame | bank KiB/frame | bank ratio | "
-        + ("peak CUDA MiB |" if on_gpu else "peak RSS MiB |")
+        + ("peak CUDA MiB (reserved) |" if on_gpu else "peak RSS MiB |")
     )
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     reference = result.get("baseline")
@@ -827,11 +882,11 @@ def markdown_table(result: dict) -> str:
             f"| {run['label']} | {retention} | {run['ms_per_frame']:.{digits}f} "
             f"| {number(run.get('speedup'), 2)}x | {number(vs_full, 2) + 'x' if vs_full else '-'} "
             f"| {c['image_encoder']:.{digits}f} | {c['token_scoring']:.1f} | {c['memory_attention']:.{digits}f} "
-            f"| {c['memory_encoder']:.{digits}f} | {c['mask_decoder']:.{digits}f} "
+            f"| {c['memory_encoder']:.{digits}f} | {c['mask_decoder']:.{digits}f} | {c['static_step']:.{digits}f} "
             f"| {number(profile.get('kernels_per_frame') or None, 0)} | {number(profile.get('kernel_ms_per_frame') or None, 1)} "
             f"| {number(profile.get('host_ops_per_frame'), 0)} "
             f"| {run['memory_bank_bytes_per_frame'] / 1024:.0f} | {number(ratio, 3)} "
-            f"| {(run['peak_cuda_mib'] if on_gpu else run['peak_rss_mib']):.0f} |"
+            f"| {peak_memory(run) if on_gpu else format(run['peak_rss_mib'], '.0f')} |"
         )
     for run in result["references"] + result["pruned"]:
         if "ms_per_frame" not in run:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from contextlib import nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import partial
@@ -13,6 +15,7 @@ from sam2prune.config import PruningConfig
 from sam2prune.predictor.attention import dropped_token_fill, gather_tokens, scatter_tokens, sparse_memory_attention
 from sam2prune.predictor.bank import BankMemory, SparseMemoryBank
 from sam2prune.predictor.baseline import BatchedOutputs, SAM2Predictor, log
+from sam2prune.predictor.graphs import StaticImageEncoder, WeightCasts, autocast_dtype
 from sam2prune.predictor.static_step import (
     OUTPUT_KEYS,
     StaticStepMode,
@@ -55,11 +58,6 @@ class FrameInFlight:
     static: StaticTrackingStep | None = None
 
 
-def _autocast(device: torch.device) -> torch.dtype | None:
-    """The autocast dtype in effect for ``device``'s type, or None."""
-    return torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
-
-
 _IN_FLIGHT: ContextVar[FrameInFlight | None] = ContextVar("sam2prune_frame_in_flight", default=None)
 
 
@@ -80,22 +78,72 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
     inference state.
     """
 
-    # steady-state tracked frames as one static-shape step over preallocated buffers: "off"
-    # (sam2's step), "buffers" (the static step run eagerly), "graphs" (replayed as CUDA graphs)
+    # steady-state tracked frames as one static-shape step over preallocated buffers, and the
+    # image encoder on a fixed input: "off" (sam2's step and encoder), "buffers" (both run
+    # eagerly on the buffers), "graphs" (both replayed as CUDA graphs)
     static_step: StaticStepMode = "off"
+    MAX_STATIC_ENCODERS = 2  # frame shapes whose encoder graphs are kept
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.uncertainty_probe: UncertaintyProbe | None = None
+        # with the static step: the weights cast once under autocast (by dtype), and the
+        # image encoder on a fixed input (by input shape, dtype, autocast, mode and casts)
+        self.weight_casts: dict[torch.dtype, WeightCasts] = {}
+        self.static_encoders: OrderedDict[tuple, StaticImageEncoder] = OrderedDict()
         self.set_pruning(PruningConfig())
 
     def set_static_step(self, mode: str) -> None:
-        """Run steady-state tracked frames as a static-shape step (see ``static_step``).
+        """Run steady-state tracked frames as a static-shape step, and the image encoder on a
+        fixed input (see ``static_step``). The encoder's graphs and the weight casts are made
+        anew (needed after a weight was replaced by another tensor; weights changed in place,
+        as by ``load_state_dict``, are cast again by themselves).
 
         Raises:
             ValueError: an unknown mode, or ``graphs`` on a predictor not on CUDA.
         """
         self.static_step = check_mode(mode, self.device)
+        self.weight_casts.clear()
+        self.static_encoders.clear()
+
+    def _weight_casts(self, device: torch.device) -> WeightCasts | None:
+        """The weights cast once to the autocast dtype in effect (None outside a lower-precision
+        autocast), up to date."""
+        dtype = autocast_dtype(device)
+        if dtype not in (torch.bfloat16, torch.float16):
+            return None
+        casts = self.weight_casts.get(dtype)
+        if casts is None:
+            casts = self.weight_casts[dtype] = WeightCasts(self, dtype)
+        else:
+            casts.refresh()
+        return casts
+
+    def forward_image(self, img_batch: torch.Tensor) -> dict:
+        """sam2's. With the static step on, the encoder runs on a fixed input tensor (its shape
+        is the same for every frame) with the weights cast once under autocast: replayed as a
+        CUDA graph in mode ``graphs``. Not while the uncertainty probe reads the encoder's blocks
+        (the router's uncertainty signal), nor with gradients on."""
+        if self.static_step == "off" or self.uncertainty_probe is not None or torch.is_grad_enabled():
+            return super().forward_image(img_batch)
+        device = img_batch.device
+        casts = self._weight_casts(device)
+        capture = self.static_step == "graphs"
+        key = (tuple(img_batch.shape), img_batch.dtype, device, autocast_dtype(device), capture, id(casts))
+        encoder = self.static_encoders.get(key)
+        if encoder is None:
+            encoder = StaticImageEncoder(tuple(img_batch.shape), img_batch.dtype, device, capture=capture)
+            self.static_encoders[key] = encoder
+            while len(self.static_encoders) > self.MAX_STATIC_ENCODERS:
+                self.static_encoders.popitem(last=False)
+        self.static_encoders.move_to_end(key)
+        forward = super().forward_image
+
+        def body() -> dict:
+            with casts.swapped() if casts is not None else nullcontext():
+                return forward(encoder.image)
+
+        return encoder.run(body, img_batch)
 
     def set_pruning(self, pruning: PruningConfig) -> None:
         """Use another pruning config: builds its scorer (loading the aligner, text encoder and
@@ -361,8 +409,8 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
                 track_in_reverse,
             )
             if step is not None:
-                outputs = step.run(
-                    partial(self._static_body, step),
+                outputs = self._run_static_step(
+                    step,
                     current_vision_feats,
                     current_vision_pos_embeds,
                     frame.keep_idx,
@@ -418,7 +466,7 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
             num_tokens=self.num_tokens,
             device=current_vision_feats[-1].device,
             fill=self.pruning.fill,
-            autocast=_autocast(current_vision_feats[-1].device),
+            autocast=autocast_dtype(current_vision_feats[-1].device),
         )
         return frame.steps.ready(
             self,
@@ -429,7 +477,23 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
             reverse=reverse,
             num_frames=num_frames,
             capture=self.static_step == "graphs",
+            weights=self._weight_casts(shape.device),
         )
+
+    def _run_static_step(
+        self,
+        step: StaticTrackingStep,
+        features: list[torch.Tensor],
+        positions: list[torch.Tensor],
+        keep_idx: torch.Tensor | None,
+        *,
+        frame_idx: int,
+        reverse: bool,
+    ) -> dict:
+        """Track a steady frame on its static step (one graph replay in mode ``graphs``: the
+        bench times it as a whole, ``static_step``)."""
+        body = partial(self._static_body, step)
+        return step.run(body, features, positions, keep_idx, frame_idx=frame_idx, reverse=reverse)
 
     def _static_body(self, step: StaticTrackingStep) -> dict:
         """One static step: sam2's ``track_step`` on the step's input buffers, memory attention
@@ -437,7 +501,7 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
         memory written into the step's rings. Nothing here depends on the frame: a CUDA graph
         of it replays for every steady frame."""
         flight = FrameInFlight(banks=(), keep_idx=None if step.shape.dense else step.keep_idx, static=step)
-        with scoped(_IN_FLIGHT, flight):
+        with scoped(_IN_FLIGHT, flight), step.weights.swapped() if step.weights is not None else nullcontext():
             out = super().track_step(
                 0,  # read by memory attention only, which reads the step's buffers instead
                 False,
@@ -616,7 +680,7 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
                     self.memory_attention,
                     tuple(curr.shape),
                     curr.dtype,
-                    _autocast(curr.device),
+                    autocast_dtype(curr.device),
                 )
                 fill = frame.memo(key, lambda: dropped_token_fill(self.memory_attention, curr, curr_pos))
             attended = scatter_tokens(fill, query_cells, attended)

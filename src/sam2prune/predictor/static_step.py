@@ -31,16 +31,15 @@ steady state, prompted frames, corrections and recomputation take the eager path
 
 from __future__ import annotations
 
-import logging
 from collections import OrderedDict
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import torch
 
 from sam2prune.predictor.bank import BankMemory, SparseMemoryBank
+from sam2prune.predictor.graphs import GraphRunner, WeightCasts
 from sam2prune.sam2_copies import (
     conditioning_pointers,
     encode_pointer_tokens,
@@ -50,8 +49,6 @@ from sam2prune.sam2_copies import (
 
 if TYPE_CHECKING:
     from sam2.modeling.sam2_base import SAM2Base
-
-log = logging.getLogger("sam2prune")
 
 StaticStepMode = Literal["off", "buffers", "graphs"]
 STATIC_STEP_MODES: tuple[StaticStepMode, ...] = ("off", "buffers", "graphs")
@@ -206,18 +203,10 @@ def steady_frame(
     )
 
 
-def _autocast_without_cache(device: torch.device) -> AbstractContextManager:
-    """The autocast in effect, with its weight-cast cache off: casts captured into a graph must
-    read the weights themselves, not tensors cached outside the graph."""
-    if not torch.is_autocast_enabled(device.type):
-        return nullcontext()
-    return torch.autocast(device.type, dtype=torch.get_autocast_dtype(device.type), cache_enabled=False)
-
-
-def _clone(outputs: dict) -> dict:
-    return {
-        key: [x.clone() for x in value] if isinstance(value, list) else value.clone() for key, value in outputs.items()
-    }
+def first_steady_frame(model: SAM2Base, *, num_frames: int) -> int:
+    """The first frame in the steady state when tracking forward from prompts on frame 0 only:
+    the frame whose S spatial memories and Q pointers are all tracked frames'."""
+    return max(model.num_maskmem - 1, min(num_frames, model.max_obj_ptrs_in_encoder) - 1) + 1
 
 
 class StaticTrackingStep:
@@ -227,12 +216,14 @@ class StaticTrackingStep:
         model: the predictor (sam2's ``SAM2Base``).
         shape: the shapes and dtypes of the step.
         capture: replay the step as a CUDA graph (else it runs eagerly on the buffers).
+        weights: the model's weights cast once to the autocast dtype, swapped in while the step
+            runs (None: none cast, outside autocast).
     """
 
-    def __init__(self, model: SAM2Base, shape: StepShape, *, capture: bool) -> None:
+    def __init__(self, model: SAM2Base, shape: StepShape, *, capture: bool, weights: WeightCasts | None) -> None:
         self.model = model
         self.shape = shape
-        self.capture = capture
+        self.weights = weights
         device, batch, kept, memory_dim = shape.device, shape.batch, shape.kept, model.mem_dim
         slots, pointer_slots = shape.slots, shape.pointer_slots
         tpos_dtype = model.maskmem_tpos_enc.dtype
@@ -267,10 +258,17 @@ class StaticTrackingStep:
         self.next: tuple[int, bool] | None = None
         self.cond_key: tuple | None = None
         self.num_frames = 0
-        self.graph: torch.cuda.CUDAGraph | None = None
-        self.graph_outputs: dict | None = None
+        self.runner = GraphRunner(f"the tracking step of {shape}", device, capture=capture)
         self.replays = 0  # steady frames run by this step (graph replays or eager runs)
-        self.capture_error: str | None = None  # why capturing failed (the step then runs eagerly)
+
+    @property
+    def graph(self) -> torch.cuda.CUDAGraph | None:
+        return self.runner.graph
+
+    @property
+    def capture_error(self) -> str | None:
+        """Why capturing failed (the step then runs eagerly)."""
+        return self.runner.capture_error
 
     def mutable(self) -> list[torch.Tensor]:
         """The buffers a step writes (what a graph's warm-up runs must not leave changed)."""
@@ -404,23 +402,10 @@ class StaticTrackingStep:
         self.positions[-1].copy_(positions[-1])  # memory attention reads only the last level's
         if keep_idx is not None:
             self.keep_idx.copy_(keep_idx)
-        outputs = self._replay(body) if self.capture else body()
+        outputs = self.runner(body, warm_up=lambda: self.warm_up(body))
         self.replays += 1
         self.next = (frame_idx + (-1 if reverse else 1), reverse)
         return outputs
-
-    def _replay(self, body: Callable[[], dict]) -> dict:
-        if self.graph is None:
-            try:
-                self.graph, self.graph_outputs = self._capture(body)
-            except Exception as error:  # the rings are as they were: the eager step gives the same results
-                torch.cuda.synchronize(self.shape.device)
-                self.capture, self.capture_error = False, f"{type(error).__name__}: {error}"
-                log.warning("CUDA graph capture of the tracking step failed, running it eagerly: %s", error)
-                return body()
-        self.graph.replay()
-        assert self.graph_outputs is not None
-        return _clone(self.graph_outputs)  # the graph writes the same tensors on its next replay
 
     def warm_up(self, body: Callable[[], dict], *, runs: int = 2) -> None:
         """Run the step ``runs`` times (lazy caches filled, kernels chosen) and put every buffer it
@@ -430,20 +415,6 @@ class StaticTrackingStep:
             body()
         for buffer, value in zip(self.mutable(), saved, strict=True):
             buffer.copy_(value)
-
-    def _capture(self, body: Callable[[], dict]) -> tuple[torch.cuda.CUDAGraph, dict]:
-        """Warm up on a side stream, then capture one step (capturing runs nothing)."""
-        device = self.shape.device
-        stream = torch.cuda.Stream(device)
-        stream.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(stream), _autocast_without_cache(device):
-            self.warm_up(body)
-        torch.cuda.current_stream(device).wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"), _autocast_without_cache(device):
-            outputs = body()
-        log.info("captured a CUDA graph of the tracking step for %s", self.shape)
-        return graph, outputs
 
 
 class StaticSteps:
@@ -473,15 +444,17 @@ class StaticSteps:
         reverse: bool,
         num_frames: int,
         capture: bool,
+        weights: WeightCasts | None,
     ) -> StaticTrackingStep:
         """The group's step, ready to track ``frame_idx``: new buffers for a new shape, filled
         from sam2's outputs unless it tracked the frame before in this direction with the same
         conditioning memory."""
-        # one step per group and shape: a pass in the other direction keeps its own graph
-        key = (*(id(bank) for bank in banks), shape, capture)
+        # one step per group and shape: a pass in the other direction keeps its own graph (and a
+        # graph reads the weight casts it was captured with)
+        key = (*(id(bank) for bank in banks), shape, capture, id(weights))
         step = self.steps.get(key)
         if step is None:
-            step = StaticTrackingStep(model, shape, capture=capture)
+            step = StaticTrackingStep(model, shape, capture=capture, weights=weights)
             self.builds += 1
         self.steps[key] = step
         self.steps.move_to_end(key)
