@@ -2,11 +2,13 @@
 # The GPU measurements (README "On a GPU") in ONE device call of at most ~9.5 minutes:
 #   1. the CUDA tests: retention 1.0 = sam2's logits, reverse propagation, the sparse bank,
 #      tracking under bf16 autocast, and no host sync or host-device copy of sam2prune's own in a
-#      steady-state frame, and the static step replayed as CUDA graphs against the eager step
+#      steady-state frame, and the static step and encoder replayed as CUDA graphs against the
+#      eager step, with the weights cast once under bf16 autocast
 #      (tests/test_pruning.py, tests/test_per_frame_costs.py, tests/test_static_step.py);
 #   2. `bench` on CUDA under bf16 autocast, SAM 2.1 hiera-tiny at 1024 px, random weights, 48 frames
 #      (the embedded 24-frame clip played back and forth), prior scorer at retention 1.0 and 0.3,
-#      the pruned predictors' steady frames as CUDA graphs (--static-step graphs), against sam2's
+#      the pruned predictors' steady frames and image encoder as CUDA graphs (--static-step graphs,
+#      weights cast once to bf16; the steady state from frame 17, the step's first replay), against sam2's
 #      own SAM2VideoPredictor (eager), sam2prune's unpruned eager predictor and
 #      SAM2VideoPredictorVOS (torch.compile, mode lowered from max-autotune to reduce-overhead),
 #      1 object, then 8 objects;
@@ -108,7 +110,7 @@ if [ "$dry_run" = 1 ]; then
     DEVICE=(--device cpu --threads 1 --profile-frames 2)
     DEVICE_FP32=("${DEVICE[@]}")
     SIZE=(--image-size 128)
-    FRAMES=(--frames 10)
+    FRAMES=(--frames 18)  # the static step replays from frame 17
     TESTS=(--collect-only -q)
     # the compiled predictor is built and given up (inductor on the CPU takes minutes), as it
     # would be on a GPU that compiled too slowly

@@ -15,6 +15,7 @@ from sam2prune.cli import embedded_clip
 from sam2prune.data.video import VideoSource
 from sam2prune.predictor.graphs import WeightCasts
 from sam2prune.predictor.static_step import StaticSteps, StaticTrackingStep
+from sam2prune.scorers.router.uncertainty import UncertaintyCollection
 
 from conftest import TEST_DEVICE, TINY_SIZE, build_random
 
@@ -114,14 +115,24 @@ def test_a_graphs_warm_up_leaves_the_buffers_as_they_were(source, eager_logits, 
         torch.testing.assert_close(b, a, atol=1e-4 if TEST_DEVICE != "cpu" else 0, rtol=0, msg=f"frame {frame}")
 
 
-def test_under_autocast_the_static_step_and_encoder_compute_with_weights_cast_once(source):
+@pytest.mark.parametrize(
+    "pruning",
+    [PruningConfig(retention=0.3, scorer="prior"), PruningConfig(retention=0.3)],
+    ids=["prior", "router-analytic"],  # the default router: visual, analytic uncertainty, prior
+)
+def test_under_autocast_the_static_step_and_encoder_compute_with_weights_cast_once(source, pruning, monkeypatch):
     """bf16 autocast (on the CPU here): the static step and the image encoder run with their
     layers' weights cast once, and give sam2's logits bit for bit (autocast's own cast gives the
-    same values); sam2's step casts them at every call."""
+    same values); sam2's step casts them at every call. The router's uncertainty is measured
+    inside the static encoder, from the float32 weights, as outside it."""
     short = source.head(20)
-    pruning = PruningConfig(retention=0.3, scorer="prior")
+    signals: list[torch.Tensor] = []  # the uncertainty signal of every frame encoded
+    signal = UncertaintyCollection.signal
+    monkeypatch.setattr(
+        UncertaintyCollection, "signal", lambda self, grid: signals.append(signal(self, grid)) or signals[-1]
+    )
 
-    def tracked(mode: str) -> tuple[list[torch.Tensor], set[str], int]:
+    def tracked(mode: str) -> tuple[list[torch.Tensor], set[str], int, int]:
         predictor = build_random(TINY_SIZE, seed=3, pruning=pruning, device=TEST_DEVICE)
         predictor.set_static_step(mode)
         seen = set()
@@ -135,11 +146,17 @@ def test_under_autocast_the_static_step_and_encoder_compute_with_weights_cast_on
             predictor.add_new_points_or_box(state, 0, 1, points=[[200, 112]], labels=[1])
             logits = [m.clone() for _, _, m in predictor.propagate_in_video(state)]
         replays = sum(step.replays for step in predictor.session(state).static_steps.steps.values())
-        return logits, seen, replays
+        encoded = sum(encoder.runs for encoder in predictor.static_encoders.values())
+        return logits, seen, replays, encoded
 
-    sam2_step, sam2_seen, _ = tracked("off")
-    static, static_seen, replays = tracked("buffers")
-    assert replays == 20 - 16
+    sam2_step, sam2_seen, _, _ = tracked("off")
+    sam2_signals = signals[:]
+    signals.clear()
+    static, static_seen, replays, encoded = tracked("buffers")
+    assert len(signals) == len(sam2_signals) == (20 if pruning.scorer == "router" else 0)
+    for frame, (a, b) in enumerate(zip(sam2_signals, signals, strict=True)):
+        torch.testing.assert_close(b, a, atol=0, rtol=0, msg=f"uncertainty of frame {frame}")
+    assert replays == 20 - 16 and encoded == 20
     assert sam2_seen == {"step torch.float32", "encoder torch.float32"}
     # frames before the steady state run sam2's step; every frame runs the static encoder
     assert static_seen == {"step torch.float32", "step torch.bfloat16", "encoder torch.bfloat16"}

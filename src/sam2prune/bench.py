@@ -686,9 +686,10 @@ def run_benchmark(
     baseline = build(None)
     steady_from = steady_from_frame(baseline, settings.static_step, len(source))
     if len(source) <= steady_from:
+        first = steady_from_frame(baseline, settings.static_step, 10**6)
         raise InputError(
-            f"--frames {len(source)}: the static step's steady state starts at frame {steady_from} (the first "
-            f"frame that replays it, once every memory window is full): track more than {steady_from} frames"
+            f"--frames {len(source)}: with --static-step the steady state starts at the first frame that replays "
+            f"the step (frame {first}, once every memory window is full): track {first + 1} frames or more"
         )
     compile_calls: list[dict] = []
     methods = [

@@ -58,6 +58,7 @@ class FrameInFlight:
     static: StaticTrackingStep | None = None
 
 
+UNCERTAINTY_MAPS = "sam2prune_uncertainty_maps"  # the probe's maps among a static encoder's outputs
 _IN_FLIGHT: ContextVar[FrameInFlight | None] = ContextVar("sam2prune_frame_in_flight", default=None)
 
 
@@ -122,14 +123,23 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
     def forward_image(self, img_batch: torch.Tensor) -> dict:
         """sam2's. With the static step on, the encoder runs on a fixed input tensor (its shape
         is the same for every frame) with the weights cast once under autocast: replayed as a
-        CUDA graph in mode ``graphs``. Not while the uncertainty probe reads the encoder's blocks
-        (the router's uncertainty signal), nor with gradients on."""
-        if self.static_step == "off" or self.uncertainty_probe is not None or torch.is_grad_enabled():
+        CUDA graph in mode ``graphs``, the uncertainty probe's closed form (``analytic``) inside
+        it. Not with the probe's sampled masks (``mc``), nor with gradients on."""
+        probe = self.uncertainty_probe
+        if self.static_step == "off" or (probe is not None and not probe.capturable) or torch.is_grad_enabled():
             return super().forward_image(img_batch)
         device = img_batch.device
         casts = self._weight_casts(device)
         capture = self.static_step == "graphs"
-        key = (tuple(img_batch.shape), img_batch.dtype, device, autocast_dtype(device), capture, id(casts))
+        key = (
+            tuple(img_batch.shape),
+            img_batch.dtype,
+            device,
+            autocast_dtype(device),
+            capture,
+            id(casts),
+            probe.signature if probe is not None else None,
+        )
         encoder = self.static_encoders.get(key)
         if encoder is None:
             encoder = StaticImageEncoder(tuple(img_batch.shape), img_batch.dtype, device, capture=capture)
@@ -140,10 +150,19 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
         forward = super().forward_image
 
         def body() -> dict:
+            # the probe's maps of this pass come out with the encoder's outputs (a graph writes
+            # them at every replay), gathered in a collection of the pass's own
             with casts.swapped() if casts is not None else nullcontext():
-                return forward(encoder.image)
+                if probe is None:
+                    return forward(encoder.image)
+                with probe.collect() as collected:
+                    outputs = forward(encoder.image)
+                return {**outputs, UNCERTAINTY_MAPS: collected.variances}
 
-        return encoder.run(body, img_batch)
+        outputs = encoder.run(body, img_batch)
+        if probe is not None:
+            probe.extend(outputs.pop(UNCERTAINTY_MAPS))
+        return outputs
 
     def set_pruning(self, pruning: PruningConfig) -> None:
         """Use another pruning config: builds its scorer (loading the aligner, text encoder and

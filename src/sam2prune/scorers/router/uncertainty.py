@@ -178,6 +178,7 @@ class UncertaintyProbe:
                 f"uncertainty block {max(blocks)} does not exist: this Hiera has {len(trunk.blocks)} blocks (0..{len(trunk.blocks) - 1})"
             )
         self.mode, self.p, self.passes, self.seed = mode, p, passes, seed
+        self.blocks = tuple(blocks)
         # dropout masks of the ``mc`` mode: one private stream per probe and device, seeded with
         # ``seed`` when first used and restarted for every video (``restart``)
         self._generators: dict[torch.device, torch.Generator] = {}
@@ -200,6 +201,23 @@ class UncertaintyProbe:
         if generator is None:
             generator = self._generators[device] = torch.Generator(device=device).manual_seed(self.seed)
         return generator
+
+    @property
+    def capturable(self) -> bool:
+        """Its computation can be captured in a CUDA graph (``analytic``: no random masks)."""
+        return self.mode == "analytic" or self.p == 0
+
+    @property
+    def signature(self) -> tuple:
+        """What fixes the computation its hooks add to the encoder."""
+        return (self.blocks, self.mode, self.p, self.passes)
+
+    def extend(self, variances: list[torch.Tensor]) -> None:
+        """Add the variance maps of an encoder pass measured elsewhere (in a ``collect()`` of its
+        own, as a static encoder does) to the collection being gathered, if any."""
+        collection = _COLLECTION.get()
+        if collection is not None:
+            collection.variances.extend(variances)
 
     def detach(self) -> None:
         for handle in self._handles:
