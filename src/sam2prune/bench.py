@@ -23,6 +23,7 @@ code costs or gains.
 
 from __future__ import annotations
 
+import gc
 import platform
 import statistics
 import time
@@ -336,7 +337,9 @@ def warm_up(method: Method, source: VideoSource, prompts: list[ObjectPrompt], *,
 def headline_run(method: Method, source: VideoSource, prompts: list[ObjectPrompt], *, device: torch.device) -> Headline:
     """Track the clip with nothing installed on the predictor, one sync per frame (CUDA)."""
     _synchronize(device)
-    if device.type == "cuda":
+    if device.type == "cuda":  # the peaks start from what is live, not from what was cached before
+        gc.collect()
+        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     rss_resettable = reset_peak_rss()
     with _session(method, source, prompts) as (state, frames):
@@ -820,6 +823,9 @@ def run_benchmark(
                 _record_failure(method, error, progress)
                 target.append(entry(method, None))
                 continue
+            finally:  # its graphs' memory is not carried into the next method's figures
+                if hasattr(method.predictor, "release_graphs"):
+                    method.predictor.release_graphs()
             target.append(entry(method, run))
             measured.append((method, target[-1]))
             speedups()

@@ -67,6 +67,11 @@ FINGERPRINTS: dict[str, tuple[str, str]] = {
         "606880f5c993e6c78eea715012534528ea8f19655c6d52849a2e26100b297347",
         "overridden by SAM2Predictor (a new session, keeping bounded_memory)",
     ),
+    "sam2.modeling.sam2_base:SAM2Base.forward_image": (
+        "3d7b7212efc120f70d7b2bcf81ea8a44dddd484c69614dcfbcc186cb28ed90bd",
+        "overridden by PrunedSAM2VideoPredictor (run on a fixed input, as a CUDA graph, with the static step); "
+        "its outputs are a dict of tensors and lists of tensors, the position encodings fixed by the shape",
+    ),
     "sam2.sam2_video_predictor:SAM2VideoPredictor._get_image_feature": (
         "05c8b4970aa3075b5b24c88002850fb55c141826e65c5b8b1c5790fc2c8cc236",
         "overridden by PrunedSAM2VideoPredictor (uncertainty of a frame it encodes); reads only "

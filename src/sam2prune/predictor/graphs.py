@@ -40,11 +40,23 @@ def _autocast_without_cache(device: torch.device) -> AbstractContextManager:
     return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype, cache_enabled=False)
 
 
-def clone_outputs(outputs: dict) -> dict:
-    """A copy of a dict of tensors (or lists of tensors) in tensors of its own."""
-    return {
-        key: [x.clone() for x in value] if isinstance(value, list) else value.clone() for key, value in outputs.items()
-    }
+def clone_outputs(outputs: dict, *, constant: tuple[str, ...] = ()) -> dict:
+    """A copy of a dict of tensors (or lists of tensors) in tensors of its own; a tensor found
+    twice is copied once (the copy keeps the aliasing), the values of ``constant`` keys (the same
+    at every replay) are not copied."""
+    copies: dict[int, torch.Tensor] = {}
+
+    def copy(x: torch.Tensor) -> torch.Tensor:
+        if id(x) not in copies:
+            copies[id(x)] = x.clone()
+        return copies[id(x)]
+
+    def copied(key: str, value: torch.Tensor | list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
+        if isinstance(value, list):
+            return list(value) if key in constant else [copy(x) for x in value]
+        return value if key in constant else copy(value)
+
+    return {key: copied(key, value) for key, value in outputs.items()}
 
 
 def capture_graph(
@@ -72,12 +84,15 @@ class GraphRunner:
         what: what the body computes, for the log.
         device: the CUDA device of a captured body.
         capture: capture and replay (else every run is eager).
+        constant: outputs whose values are the same at every run (handed out as the graph's
+            own tensors, not copied: whoever reads them must not write them).
     """
 
-    def __init__(self, what: str, device: torch.device, *, capture: bool) -> None:
+    def __init__(self, what: str, device: torch.device, *, capture: bool, constant: tuple[str, ...] = ()) -> None:
         self.what = what
         self.device = device
         self.capture = capture
+        self.constant = constant
         self.graph: torch.cuda.CUDAGraph | None = None
         self.outputs: dict | None = None
         self.capture_error: str | None = None
@@ -101,7 +116,7 @@ class GraphRunner:
             log.info("captured a CUDA graph of %s", self.what)
         self.graph.replay()
         assert self.outputs is not None
-        return clone_outputs(self.outputs)  # the graph writes the same tensors at its next replay
+        return clone_outputs(self.outputs, constant=self.constant)  # the graph writes them again at its next replay
 
 
 class WeightCasts:
@@ -180,8 +195,13 @@ class StaticImageEncoder:
     """
 
     def __init__(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, *, capture: bool) -> None:
-        self.image = torch.zeros(shape, dtype=dtype, device=device)
-        self.runner = GraphRunner(f"the image encoder on {list(shape)}", device, capture=capture)
+        with torch.inference_mode(False):  # written in or out of inference mode
+            self.image = torch.zeros(shape, dtype=dtype, device=device)
+        # the position encodings depend on the shape alone: not copied after each replay (at
+        # 1024 px the finest level is 64 MiB)
+        self.runner = GraphRunner(
+            f"the image encoder on {list(shape)}", device, capture=capture, constant=("vision_pos_enc",)
+        )
         self.runs = 0
 
     def run(self, body: Callable[[], dict], image: torch.Tensor) -> dict:

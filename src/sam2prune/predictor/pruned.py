@@ -92,20 +92,30 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
         # image encoder on a fixed input (by input shape, dtype, autocast, mode and casts)
         self.weight_casts: dict[torch.dtype, WeightCasts] = {}
         self.static_encoders: OrderedDict[tuple, StaticImageEncoder] = OrderedDict()
+        self.graph_generation = 0  # a session's static steps made in an older one are not used
         self.set_pruning(PruningConfig())
 
     def set_static_step(self, mode: str) -> None:
         """Run steady-state tracked frames as a static-shape step, and the image encoder on a
-        fixed input (see ``static_step``). The encoder's graphs and the weight casts are made
-        anew (needed after a weight was replaced by another tensor; weights changed in place,
-        as by ``load_state_dict``, are cast again by themselves).
+        fixed input (see ``static_step``). Every graph and weight cast is made anew (``release_graphs``).
+
+        A captured graph reads the tensors it was captured with: weights changed in place (as
+        ``load_state_dict`` does) are followed, but after weights are replaced (assigned anew,
+        ``load_state_dict(assign=True)``, ``.data`` set, the model moved) call this again.
 
         Raises:
             ValueError: an unknown mode, or ``graphs`` on a predictor not on CUDA.
         """
         self.static_step = check_mode(mode, self.device)
+        self.release_graphs()
+
+    def release_graphs(self) -> None:
+        """Drop the image encoder's graphs and the weight casts, and make every session's static
+        steps build (and capture) theirs anew: their memory is freed; they are made again
+        when next needed."""
         self.weight_casts.clear()
         self.static_encoders.clear()
+        self.graph_generation += 1
 
     def _weight_casts(self, device: torch.device) -> WeightCasts | None:
         """The weights cast once to the autocast dtype in effect (None outside a lower-precision
@@ -497,6 +507,7 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
             num_frames=num_frames,
             capture=self.static_step == "graphs",
             weights=self._weight_casts(shape.device),
+            generation=self.graph_generation,
         )
 
     def _run_static_step(

@@ -445,13 +445,15 @@ class StaticSteps:
         num_frames: int,
         capture: bool,
         weights: WeightCasts | None,
+        generation: int,
     ) -> StaticTrackingStep:
         """The group's step, ready to track ``frame_idx``: new buffers for a new shape, filled
         from sam2's outputs unless it tracked the frame before in this direction with the same
-        conditioning memory."""
+        conditioning memory. ``generation``: the predictor's (``release_graphs``); a step of
+        another is not used."""
         # one step per group and shape: a pass in the other direction keeps its own graph (and a
         # graph reads the weight casts it was captured with)
-        key = (*(id(bank) for bank in banks), shape, capture, id(weights))
+        key = (*(id(bank) for bank in banks), shape, capture, id(weights), generation)
         step = self.steps.get(key)
         if step is None:
             step = StaticTrackingStep(model, shape, capture=capture, weights=weights)
