@@ -17,7 +17,7 @@ from sam2prune import PruningConfig
 from sam2prune.cli import embedded_clip
 from sam2prune.predictor import baseline
 
-from conftest import SMALL_SIZE, build_random
+from conftest import SMALL_SIZE, TINY_SIZE, build_random
 
 NUM_FRAMES = 12
 
@@ -56,7 +56,7 @@ def test_batched_step_equals_the_per_object_loop(clip, monkeypatch, pruning):
     monkeypatch.setattr(baseline, "_merge_outputs", lambda outs: merged.append(len(outs)) or merge(outs))
 
     def eager_and_batched(batch_objects: bool) -> list[torch.Tensor]:
-        predictor = build_random(SMALL_SIZE, seed=5, pruning=pruning)
+        predictor = build_random(TINY_SIZE, seed=5, pruning=pruning)
         predictor.batch_objects = batch_objects
         step = predictor._infer_frame  # one step of sam2's, for one object or a batch
         signature = inspect.signature(step)
