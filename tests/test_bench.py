@@ -420,3 +420,11 @@ def test_gpu_tables_give_peak_memory_allocated_and_reserved():
     # a CUDA graph's pool is reserved, not allocated, between replays: both are shown
     assert bench_module.peak_memory({"peak_cuda_mib": 2047.4, "peak_cuda_reserved_mib": 2600.2}) == "2047 (2600)"
     assert bench_module.peak_memory({"peak_cuda_mib": 2047.4}) == "2047"
+
+
+def test_the_static_steps_steady_state_waits_for_the_last_prompted_object():
+    model = SimpleNamespace(num_maskmem=7, max_obj_ptrs_in_encoder=16)  # SAM 2.1's windows
+    assert bench_module.steady_from_frame(model, "off", 48, last_prompt=5) == 8
+    assert bench_module.steady_from_frame(model, "graphs", 48) == 17  # 15 pointer frames, then a capture
+    assert bench_module.steady_from_frame(model, "graphs", 48, last_prompt=5) == 22
+    assert bench_module.steady_from_frame(model, "buffers", 10) == 11  # fewer frames than pointers: never

@@ -299,16 +299,16 @@ def _steady(count: int, first: int) -> list[int]:
     return list(range(first, count)) or list(range(1, count)) or [0]
 
 
-def steady_from_frame(model: Any, static_step: str, frames: int) -> int:
-    """The first steady-state frame of a clip tracked from prompts on frame 0:
-    ``STEADY_FROM_FRAME``, or with the static step the first frame that replays it (the frame
-    after the step's first, which builds its buffers and captures its graph), for every method
-    of the run."""
+def steady_from_frame(model: Any, static_step: str, frames: int, *, last_prompt: int = 0) -> int:
+    """The first steady-state frame of a clip tracked forward from prompts on frames up to
+    ``last_prompt``: ``STEADY_FROM_FRAME``, or with the static step the first frame that replays
+    it once the last prompted object is in its steady state (the frame after the step's first,
+    which builds its buffers and captures its graph), for every method of the run."""
     if static_step == "off":
         return STEADY_FROM_FRAME
     from sam2prune.predictor.static_step import first_steady_frame
 
-    return max(STEADY_FROM_FRAME, first_steady_frame(model, num_frames=frames) + 1)
+    return max(STEADY_FROM_FRAME, last_prompt + first_steady_frame(model, num_frames=frames) + 1)
 
 
 @dataclass
@@ -687,9 +687,10 @@ def run_benchmark(
     warmup = source.head(min(warmup_frames, len(source)))
 
     baseline = build(None)
-    steady_from = steady_from_frame(baseline, settings.static_step, len(source))
+    last_prompt = max((prompt.frame for prompt in prompts), default=0)
+    steady_from = steady_from_frame(baseline, settings.static_step, len(source), last_prompt=last_prompt)
     if len(source) <= steady_from:
-        first = steady_from_frame(baseline, settings.static_step, 10**6)
+        first = steady_from_frame(baseline, settings.static_step, 10**6, last_prompt=last_prompt)
         raise InputError(
             f"--frames {len(source)}: with --static-step the steady state starts at the first frame that replays "
             f"the step (frame {first}, once every memory window is full): track {first + 1} frames or more"
