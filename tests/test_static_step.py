@@ -13,7 +13,7 @@ import torch
 from sam2prune import PruningConfig
 from sam2prune.cli import embedded_clip
 from sam2prune.data.video import VideoSource
-from sam2prune.predictor.graphs import WeightCasts, clone_outputs
+from sam2prune.predictor.graphs import WeightCasts, clone_outputs, warm_up
 from sam2prune.predictor.static_step import StaticSteps, StaticTrackingStep
 from sam2prune.scorers.router.uncertainty import UncertaintyCollection
 
@@ -102,7 +102,7 @@ def test_a_graphs_warm_up_leaves_the_buffers_as_they_were(source, eager_logits, 
     run = StaticTrackingStep.run
 
     def warm_up_first(step, body, *args, **kwargs):
-        step.warm_up(body, runs=2)
+        warm_up(body, written=step.mutable(), runs=2)
         warmed.append(step)
         return run(step, body, *args, **kwargs)
 

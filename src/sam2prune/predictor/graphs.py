@@ -10,7 +10,7 @@ before each replay) and its outputs are the same tensors at every replay (cloned
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 import torch
@@ -59,15 +59,26 @@ def clone_outputs(outputs: dict, *, constant: tuple[str, ...] = ()) -> dict:
     return {key: copied(key, value) for key, value in outputs.items()}
 
 
+def warm_up(body: Callable[[], dict], *, written: Sequence[torch.Tensor] = (), runs: int = 2) -> None:
+    """Run ``body`` ``runs`` times (lazy caches filled, kernels chosen) and put the tensors it
+    writes besides its outputs (``written``) back as they were: the run it warms up for is still
+    to come."""
+    saved = [tensor.clone() for tensor in written]
+    for _ in range(runs):
+        body()
+    for tensor, value in zip(written, saved, strict=True):
+        tensor.copy_(value)
+
+
 def capture_graph(
-    body: Callable[[], dict], device: torch.device, warm_up: Callable[[], None]
+    body: Callable[[], dict], device: torch.device, written: Sequence[torch.Tensor]
 ) -> tuple[torch.cuda.CUDAGraph, dict]:
-    """Warm up on a side stream (lazy caches filled, kernels chosen), then capture one run of
-    ``body`` (capturing runs nothing). Returns the graph and the tensors its replays write."""
+    """Warm up on a side stream (``warm_up``), then capture one run of ``body`` (capturing runs
+    nothing). Returns the graph and the tensors its replays write."""
     stream = torch.cuda.Stream(device)
     stream.wait_stream(torch.cuda.current_stream(device))
     with torch.cuda.stream(stream), _autocast_without_cache(device):
-        warm_up()
+        warm_up(body, written=written)
     torch.cuda.current_stream(device).wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph, capture_error_mode="thread_local"), _autocast_without_cache(device):
@@ -97,17 +108,18 @@ class GraphRunner:
         self.outputs: dict | None = None
         self.capture_error: str | None = None
 
-    def __call__(self, body: Callable[[], dict], *, warm_up: Callable[[], None]) -> dict:
+    def __call__(self, body: Callable[[], dict], *, written: Sequence[torch.Tensor] = ()) -> dict:
         """The outputs of one run of ``body``, tensors of their own.
 
         Args:
-            warm_up: runs the body before a capture and puts back what it wrote.
+            written: the tensors the body writes besides its outputs (a capture's warm-up puts
+                them back as they were).
         """
         if not self.capture:
             return body()
         if self.graph is None:
             try:
-                self.graph, self.outputs = capture_graph(body, self.device, warm_up)
+                self.graph, self.outputs = capture_graph(body, self.device, written)
             except Exception as error:  # what the body writes is as it was: the eager run gives the same
                 torch.cuda.synchronize(self.device)
                 self.capture, self.capture_error = False, f"{type(error).__name__}: {error}"
@@ -208,9 +220,4 @@ class StaticImageEncoder:
         """``body()`` (the encoder on ``self.image``) with ``image`` in ``self.image``."""
         self.image.copy_(image)
         self.runs += 1
-
-        def warm_up() -> None:  # the encoder writes nothing but its outputs
-            for _ in range(2):
-                body()
-
-        return self.runner(body, warm_up=warm_up)
+        return self.runner(body)  # the encoder writes nothing but its outputs

@@ -271,7 +271,8 @@ class StaticTrackingStep:
         return self.runner.capture_error
 
     def mutable(self) -> list[torch.Tensor]:
-        """The buffers a step writes (what a graph's warm-up runs must not leave changed)."""
+        """The buffers a step writes besides its outputs (what a graph's warm-up runs must not
+        leave changed)."""
         return [self.ring_memory, self.ring_position, self.ring_cells, self.pointer_ring, self.position]
 
     # --- filling the buffers from sam2's outputs ------------------------------------------------
@@ -402,19 +403,10 @@ class StaticTrackingStep:
         self.positions[-1].copy_(positions[-1])  # memory attention reads only the last level's
         if keep_idx is not None:
             self.keep_idx.copy_(keep_idx)
-        outputs = self.runner(body, warm_up=lambda: self.warm_up(body))
+        outputs = self.runner(body, written=self.mutable())
         self.replays += 1
         self.next = (frame_idx + (-1 if reverse else 1), reverse)
         return outputs
-
-    def warm_up(self, body: Callable[[], dict], *, runs: int = 2) -> None:
-        """Run the step ``runs`` times (lazy caches filled, kernels chosen) and put every buffer it
-        writes back as it was: the frame it is ready for is still to be tracked."""
-        saved = [buffer.clone() for buffer in self.mutable()]
-        for _ in range(runs):
-            body()
-        for buffer, value in zip(self.mutable(), saved, strict=True):
-            buffer.copy_(value)
 
 
 class StaticSteps:
