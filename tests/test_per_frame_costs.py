@@ -42,10 +42,22 @@ aten = torch.ops.aten
 # ops that make the host wait for the device
 SYNCING_OPS = {
     aten._local_scalar_dense.default,  # .item(), int(tensor), bool(tensor)
-    aten.is_nonzero.default,
+    aten.item.default,  # .item(), int(tensor), float(tensor) in inference mode
+    aten.is_nonzero.default,  # bool(tensor), `if tensor:`
     aten.nonzero.default,
     aten.masked_select.default,
 }
+# indexing with a boolean mask (``x[x > 0]``): its output's size is the mask's count
+MASK_DTYPES = (torch.bool, torch.uint8)
+
+
+def waits_for_the_device(func, args: tuple) -> bool:
+    """Whether an op makes the host wait for the device's result."""
+    if func in SYNCING_OPS:
+        return True
+    if func in (aten.index.Tensor, aten.index_put.default, aten.index_put_.default):
+        return any(isinstance(i, torch.Tensor) and i.dtype in MASK_DTYPES for i in args[1] if i is not None)
+    return False
 
 
 class HostTraffic(TorchDispatchMode):
@@ -62,7 +74,7 @@ class HostTraffic(TorchDispatchMode):
         inputs = [t for t in tree_leaves((args, kwargs or {})) if isinstance(t, torch.Tensor) and t.dim() > 0]
         outputs = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
         devices = {t.device.type for t in inputs + outputs}
-        if func in SYNCING_OPS or (len(devices) > 1 and "cpu" in devices):
+        if waits_for_the_device(func, args) or (len(devices) > 1 and "cpu" in devices):
             self.events.append((*self._origin(), str(func)))
         return out
 
@@ -87,6 +99,14 @@ def test_the_recorder_sees_a_sync_and_names_its_code():
         torch.ones(3).sum()  # no sync
     assert value == 3 and [(origin, op) for origin, _, op in traffic.events] == [
         ("other", "aten._local_scalar_dense.default")
+    ]
+    x = torch.arange(4.0)
+    with HostTraffic() as traffic, torch.inference_mode():  # tracking runs in inference mode
+        float(x.sum()), bool(x.sum() > 0), x[x > 1], x[torch.tensor([0, 2])]  # noqa: B018
+    assert [op for _, _, op in traffic.events] == [
+        "aten.item.default",
+        "aten.is_nonzero.default",
+        "aten.index.Tensor",  # the boolean mask; the index list waits for nothing
     ]
     labels = np.zeros((8, 8), np.uint8)
     labels[:4, :4] = 1
@@ -285,3 +305,50 @@ def test_a_steady_frame_has_no_host_sync_or_copy_from_sam2prune(config):
     kept = predictor.kept_tokens(state)
     assert kept[(4, 2)].shape[-1] == math.ceil(0.3 * (TINY_SIZE // 16) ** 2)
     assert traffic.from_sam2prune() == []
+
+
+# --- what a CUDA graph captures ------------------------------------------------------------------
+
+# a tensor made from host data (a list, a number, a numpy array): on CUDA, a copy from the host,
+# which a graph cannot capture
+FROM_HOST_DATA = {aten.lift_fresh.default, aten.lift_fresh_copy.default}
+
+
+def test_what_a_graph_captures_never_waits_for_or_reads_from_the_host(monkeypatch):
+    """The static step and the image encoder (the default router's uncertainty inside) run as
+    they would be captured: no op in them, sam2's included, waits for the device or makes a
+    tensor from host data. On CUDA either one makes the capture fail, and the body would run
+    eagerly at every frame (``capture_error``)."""
+    from sam2prune.predictor.graphs import GraphRunner
+
+    bodies: Counter[str] = Counter()
+    events: list[tuple[str, str, str, str]] = []
+    run = GraphRunner.__call__
+
+    class Capturable(HostTraffic):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func in FROM_HOST_DATA:
+                self.events.append((*self._origin(), str(func)))
+            return super().__torch_dispatch__(func, types, args, kwargs)
+
+    def watched(self, body, **kwargs):
+        def recorded():
+            with Capturable() as traffic:
+                outputs = body()
+            bodies[self.what.split(" on ")[0].split(" of ")[0]] += 1
+            events.extend((self.what, *event) for event in traffic.events)
+            return outputs
+
+        return run(self, recorded, **kwargs)
+
+    monkeypatch.setattr(GraphRunner, "__call__", watched)
+    predictor = build_random(pruning=PruningConfig(retention=0.3), device=TEST_DEVICE)
+    predictor.set_static_step("buffers")
+    state = predictor.init_state(VideoSource.open(embedded_clip()).looped(19))
+    for obj_id, point in enumerate(OBJECT_CLICKS[:2], start=1):
+        predictor.add_new_points_or_box(state, 0, obj_id, points=np.array([point], np.float32), labels=np.array([1]))
+    for _ in predictor.propagate_in_video(state):
+        pass
+    # every frame encoded on the fixed input; the two objects' steady frames 16-18 as one step each
+    assert bodies == {"the image encoder": 19, "the tracking step": 3}
+    assert events == []
