@@ -102,7 +102,7 @@ def test_the_recorder_sees_a_sync_and_names_its_code():
     ]
     x = torch.arange(4.0)
     with HostTraffic() as traffic, torch.inference_mode():  # tracking runs in inference mode
-        float(x.sum()), bool(x.sum() > 0), x[x > 1], x[torch.tensor([0, 2])]  # noqa: B018
+        float(x.sum()), bool(x.sum() > 0), x[x > 1], x[torch.tensor([0, 2])]
     assert [op for _, _, op in traffic.events] == [
         "aten.item.default",
         "aten.is_nonzero.default",
