@@ -25,7 +25,7 @@ from sam2prune.predictor import SAM2Predictor, bank
 from sam2prune.predictor.bank import FrameReads, frame_reads, reads_after
 from sam2prune.viz import write_overlay
 
-from conftest import CHAIR_FRAMES, CHAIR_MASKS, TEST_DEVICE, TINY_SIZE, build_random
+from conftest import CHAIR_FRAMES, CHAIR_MASKS, SMALL_SIZE, TEST_DEVICE, TINY_SIZE, build_random
 
 NUM_FRAMES = 44  # > num_maskmem - 1 + max_obj_ptrs_in_encoder - 1: frames are dropped mid-clip
 PRUNING = PruningConfig(retention=0.3, scorer="prior")  # the prior reads the previous frame's mask
@@ -287,6 +287,28 @@ def test_frames_are_read_on_demand_once_per_forward_pass(predictors, source, tmp
     assert on_demand.reads[10] == 2 and max(on_demand.reads.values()) <= 3
     with pytest.raises(IndexError):
         on_demand[30]
+
+
+def test_frames_kept_as_uint8_are_normalised_to_the_same_bits():
+    """For a GPU, frames are kept resized as uint8 (pinned) and normalised on the device when
+    asked for: the same bits as sam2's own loader's float32 frames. On the CPU both kinds."""
+    from sam2.utils.misc import load_video_frames_from_jpg_images
+
+    source = VideoSource.open(embedded_clip()).head(6)
+    every, _, _ = load_video_frames_from_jpg_images(
+        str(embedded_clip()), SMALL_SIZE, offload_video_to_cpu=True, compute_device=torch.device("cpu")
+    )
+    kinds = {TEST_DEVICE: None, "cpu": True} if TEST_DEVICE != "cpu" else {"cpu": True}
+    for device, uint8_frames in kinds.items():
+        frames = FrameSource(source, SMALL_SIZE, device=device, uint8_frames=uint8_frames, read_ahead=1, cache_frames=3)
+        assert frames.uint8_frames
+        for index in [0, 1, 2, 3, 4, 5, 1, 0]:
+            frame = frames[index]
+            assert frame.dtype == torch.float32 and frame.device.type == torch.device(device).type
+            assert torch.equal(frame.cpu(), every[index]), (device, index)
+        kept = next(iter(frames._cache.values()))
+        assert kept.dtype == torch.uint8 and kept.device.type == "cpu" and kept.is_pinned() == (device == "cuda")
+        assert max(frames.reads.values()) == 2  # frames 0 and 1 were dropped from the cache of 3
 
 
 # --- segment and eval: the same masks, written as they come --------------------------------------

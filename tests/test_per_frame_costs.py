@@ -74,9 +74,22 @@ class HostTraffic(TorchDispatchMode):
         inputs = [t for t in tree_leaves((args, kwargs or {})) if isinstance(t, torch.Tensor) and t.dim() > 0]
         outputs = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
         devices = {t.device.type for t in inputs + outputs}
-        if waits_for_the_device(func, args) or (len(devices) > 1 and "cpu" in devices):
+        copies = len(devices) > 1 and "cpu" in devices and not self._asynchronous_upload(func, args, kwargs or {})
+        if waits_for_the_device(func, args) or copies:
             self.events.append((*self._origin(), str(func)))
         return out
+
+    @staticmethod
+    def _asynchronous_upload(func, args: tuple, kwargs: dict) -> bool:
+        """A copy of pinned host memory to the device that the host does not wait for (the
+        frame itself, as ``FrameSource`` hands it to a GPU)."""
+        source = args[1] if func is aten.copy_.default else args[0]
+        return (
+            func in (aten._to_copy.default, aten.copy_.default)
+            and kwargs.get("non_blocking", args[2] if func is aten.copy_.default and len(args) > 2 else False)
+            and source.device.type == "cpu"
+            and source.is_pinned()
+        )
 
     @staticmethod
     def _origin() -> tuple[str, str]:
@@ -108,6 +121,10 @@ def test_the_recorder_sees_a_sync_and_names_its_code():
         "aten.is_nonzero.default",
         "aten.index.Tensor",  # the boolean mask; the index list waits for nothing
     ]
+    if DEVICE.type == "cuda":  # a copy to the device is traffic, unless asynchronous from pinned memory
+        with HostTraffic() as traffic:
+            x.to(DEVICE), x.pin_memory().to(DEVICE, non_blocking=True), x.to(DEVICE, non_blocking=True)
+        assert [op for _, _, op in traffic.events] == ["aten._to_copy.default"] * 2
     labels = np.zeros((8, 8), np.uint8)
     labels[:4, :4] = 1
     with HostTraffic() as traffic:  # sam2prune's aligner fitting picks background tokens with nonzero

@@ -27,16 +27,41 @@ def image_normalisation() -> tuple[tuple[float, ...], tuple[float, ...]]:
     return tuple(parameters["img_mean"].default), tuple(parameters["img_std"].default)
 
 
+def resize_frame(frame: np.ndarray, image_size: int) -> torch.Tensor:
+    """One RGB frame ``[H, W, 3]`` uint8 resized as sam2 resizes a JPEG frame (PIL bilinear, to
+    S x S, S = ``image_size``): ``[3, S, S]`` uint8."""
+    return torch.from_numpy(np.array(Image.fromarray(frame).resize((image_size, image_size)))).permute(2, 0, 1)
+
+
+def normalise_frame(resized: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
+    """A resized frame ``[3, S, S]`` uint8 as the encoder input, float32 on its device, exactly
+    as sam2 reads a JPEG frame: each value looked up in ``normalisation_table`` (one gather, on
+    any device the same bits; a GPU's division by a number would multiply by its reciprocal).
+
+    Args:
+        table: ``normalisation_table()`` on the frame's device (made here when not given: on a
+            GPU, a copy from the host).
+    """
+    if table is None:
+        table = normalisation_table().to(resized.device)
+    return table.gather(1, resized.flatten(1).long()).view(resized.shape)
+
+
+def normalisation_table() -> torch.Tensor:
+    """``[3, 256]`` float32: what sam2 makes of each uint8 value of each RGB channel (scaled to
+    [0, 1] in float64 as numpy divides, then normalised in float32 by ``image_normalisation``)."""
+    mean, std = image_normalisation()
+    scaled = (torch.arange(256, dtype=torch.float64) / 255.0).float()
+    table = scaled.repeat(3, 1)
+    table -= torch.tensor(mean, dtype=torch.float32)[:, None]
+    table /= torch.tensor(std, dtype=torch.float32)[:, None]
+    return table
+
+
 def preprocess_frame(frame: np.ndarray, image_size: int) -> torch.Tensor:
     """One RGB frame ``[H, W, 3]`` uint8 as the encoder input ``[3, S, S]`` float32 (S =
-    ``image_size``): a PIL bilinear resize to S x S, scaled to [0, 1], normalised, exactly as
-    sam2 reads a JPEG frame."""
-    mean, std = image_normalisation()
-    resized = np.array(Image.fromarray(frame).resize((image_size, image_size))) / 255.0
-    image = torch.from_numpy(resized).permute(2, 0, 1).float()
-    image -= torch.tensor(mean, dtype=torch.float32)[:, None, None]
-    image /= torch.tensor(std, dtype=torch.float32)[:, None, None]
-    return image
+    ``image_size``), exactly as sam2 reads a JPEG frame (``resize_frame``, ``normalise_frame``)."""
+    return normalise_frame(resize_frame(frame, image_size))
 
 
 def load_frames_tensor(source: VideoSource, image_size: int, *, progress: bool = True) -> torch.Tensor:
@@ -65,15 +90,22 @@ class FrameSource:
     A background thread reads ahead ``read_ahead`` frames in the direction of the last two
     requests (forward or reverse), and the last ``cache_frames`` frames are kept, so tracking
     in either direction reads each frame once and a frame asked for again soon (a click on the
-    frame just tracked) is not read again. Frames are kept on ``device``: the compute device, or
-    the CPU when the video is offloaded (sam2's ``offload_video_to_cpu``).
+    frame just tracked) is not read again. Frames are handed out on ``device``: the compute
+    device, or the CPU when the video is offloaded (sam2's ``offload_video_to_cpu``).
+
+    For a GPU, frames are kept resized as uint8 in pinned host memory and normalised on the
+    device when asked for (``uint8_frames``): the copy is 4x smaller and asynchronous, and the
+    background thread never touches the device (it would wait for the tracking's own work).
+    The values are the same bits as the float32 frames read on the CPU.
 
     Args:
         source: the video.
         image_size: S, the model's input size.
-        device: where frames are kept.
+        device: where frames are handed out.
         read_ahead: frames read ahead of the last request.
         cache_frames: frames kept, at least ``read_ahead + 2``.
+        uint8_frames: keep frames as uint8 and normalise each when it is asked for (4x less
+            memory); default: on any device but the CPU.
 
     Attributes:
         reads: how many times each frame was read and preprocessed, by frame index.
@@ -87,6 +119,7 @@ class FrameSource:
         device: torch.device | str = "cpu",
         read_ahead: int = 4,
         cache_frames: int = 8,
+        uint8_frames: bool | None = None,
     ) -> None:
         if read_ahead < 0 or cache_frames < read_ahead + 2:
             raise ValueError(f"cache_frames ({cache_frames}) must be >= read_ahead ({read_ahead}) + 2")
@@ -95,6 +128,9 @@ class FrameSource:
         self.device = torch.device(device)
         self.read_ahead = read_ahead
         self.cache_frames = cache_frames
+        self.uint8_frames = self.device.type != "cpu" if uint8_frames is None else uint8_frames
+        with torch.inference_mode(False):  # used in or out of inference mode
+            self._table = normalisation_table().to(self.device)
         self.reads: Counter[int] = Counter()
         self._state = threading.Condition()
         self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()
@@ -110,7 +146,8 @@ class FrameSource:
         return len(self.source)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        """Frame ``index`` ``[3, S, S]`` float32 on ``device``.
+        """Frame ``index`` ``[3, S, S]`` float32 on ``device`` (normalised now from uint8, on
+        ``device``, with ``uint8_frames``).
 
         Raises:
             IndexError: out of range.
@@ -137,7 +174,10 @@ class FrameSource:
             if error is not None:
                 raise error
             self._cache.move_to_end(index)
-            return self._cache[index]
+            frame = self._cache[index]
+        if self.uint8_frames:  # from pinned memory on a GPU: asynchronous
+            return normalise_frame(frame.to(self.device, non_blocking=True), self._table)
+        return frame
 
     def _schedule_read_ahead(self, index: int) -> None:
         ahead = [index + self._step * k for k in range(1, self.read_ahead + 1)]
@@ -169,7 +209,7 @@ class FrameSource:
                 reader = self._reader
             try:
                 for index, frame in reader.read(batch):
-                    image = preprocess_frame(frame, self.image_size).to(self.device)
+                    image = self._kept(resize_frame(frame, self.image_size))
                     with self._state:
                         self.reads[index] += 1
                         self._reading.discard(index)
@@ -185,6 +225,12 @@ class FrameSource:
                     reader.close()
                     self._reader = None
                     self._state.notify_all()
+
+    def _kept(self, resized: torch.Tensor) -> torch.Tensor:
+        """What the cache keeps of a resized frame (on the reading thread)."""
+        if not self.uint8_frames:
+            return normalise_frame(resized).to(self.device)
+        return resized.pin_memory() if self.device.type == "cuda" else resized
 
     def close(self) -> None:
         """Drop the cached frames and close the video file (reading again reopens it)."""
