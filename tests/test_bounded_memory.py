@@ -311,6 +311,48 @@ def test_frames_kept_as_uint8_are_normalised_to_the_same_bits():
         assert max(frames.reads.values()) == 2  # frames 0 and 1 were dropped from the cache of 3
 
 
+def test_several_threads_resize_frames_and_a_corrupt_one_fails_alone(tmp_path, monkeypatch):
+    """With ``workers`` (a GPU's default) decoded frames are resized on a pool of threads: the
+    same frames, each read once going forward; a corrupt file raises an error naming it for its
+    frame only."""
+    import threading
+
+    from sam2.utils.misc import load_video_frames_from_jpg_images
+
+    from sam2prune.data import frames as frames_module
+    from sam2prune.errors import InputError
+
+    sam2_frames, _, _ = load_video_frames_from_jpg_images(
+        str(embedded_clip()), TINY_SIZE, offload_video_to_cpu=True, compute_device=torch.device("cpu")
+    )
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for index, path in enumerate(VideoSource.open(embedded_clip()).frame_files[:12]):
+        shutil.copy(path, folder / f"{index:05d}.jpg")
+    source = VideoSource.open(folder)  # checked while the frames are whole
+    (folder / "00007.jpg").write_bytes(b"not a jpeg")
+    threads = set()
+    resize = frames_module.resize_frame
+
+    def recorded(frame, image_size):
+        threads.add(threading.current_thread().name)
+        return resize(frame, image_size)
+
+    monkeypatch.setattr(frames_module, "resize_frame", recorded)
+    frames = FrameSource(source, TINY_SIZE, workers=3, uint8_frames=True, read_ahead=4, cache_frames=6)
+    for index in range(12):
+        if index == 7:
+            with pytest.raises(InputError, match=r"00007\.jpg is corrupt"):
+                frames[index]
+        else:
+            assert torch.equal(frames[index], sam2_frames[index]), index
+    assert sorted(frames.reads) == [i for i in range(12) if i != 7] and max(frames.reads.values()) == 1
+    assert threads and all(name.startswith("sam2prune-resize") for name in threads)
+    frames.close()
+    assert frames._pool is None and not frames._cache
+    assert torch.equal(frames[3], sam2_frames[3])  # reading again after close
+
+
 # --- segment and eval: the same masks, written as they come --------------------------------------
 
 

@@ -5,8 +5,10 @@ reaches them (``FrameSource``), or all at once (``load_frames_tensor``)."""
 from __future__ import annotations
 
 import inspect
+import os
 import threading
 from collections import Counter, OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
 import numpy as np
@@ -96,7 +98,9 @@ class FrameSource:
     For a GPU, frames are kept resized as uint8 in pinned host memory and normalised on the
     device when asked for (``uint8_frames``): the copy is 4x smaller and asynchronous, and the
     background thread never touches the device (it would wait for the tracking's own work).
-    The values are the same bits as the float32 frames read on the CPU.
+    The values are the same bits as the float32 frames read on the CPU. Resizing a frame to the
+    model's size takes ~20 ms at 1024 px, longer than a tracked frame on a GPU: there, several
+    threads resize the decoded frames (``workers``).
 
     Args:
         source: the video.
@@ -106,6 +110,8 @@ class FrameSource:
         cache_frames: frames kept, at least ``read_ahead + 2``.
         uint8_frames: keep frames as uint8 and normalise each when it is asked for (4x less
             memory); default: on any device but the CPU.
+        workers: threads that resize (and normalise) decoded frames; default: 1 on the CPU
+            (tracking there is slower than reading), up to 4 otherwise.
 
     Attributes:
         reads: how many times each frame was read and preprocessed, by frame index.
@@ -120,6 +126,7 @@ class FrameSource:
         read_ahead: int = 4,
         cache_frames: int = 8,
         uint8_frames: bool | None = None,
+        workers: int | None = None,
     ) -> None:
         if read_ahead < 0 or cache_frames < read_ahead + 2:
             raise ValueError(f"cache_frames ({cache_frames}) must be >= read_ahead ({read_ahead}) + 2")
@@ -129,6 +136,12 @@ class FrameSource:
         self.read_ahead = read_ahead
         self.cache_frames = cache_frames
         self.uint8_frames = self.device.type != "cpu" if uint8_frames is None else uint8_frames
+        if workers is None:
+            workers = 1 if self.device.type == "cpu" else min(4, os.cpu_count() or 1)
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        self.workers = workers
+        self._pool: ThreadPoolExecutor | None = None  # with several workers
         with torch.inference_mode(False):  # used in or out of inference mode
             self._table = normalisation_table().to(self.device)
         self.reads: Counter[int] = Counter()
@@ -207,24 +220,44 @@ class FrameSource:
                 if self._reader is None:
                     self._reader = FrameReader(self.source)
                 reader = self._reader
+                if self._pool is None and self.workers > 1:
+                    self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="sam2prune-resize")
+                pool = self._pool
+            decoded = set()  # handed on to be resized: their errors are their own
             try:
                 for index, frame in reader.read(batch):
-                    image = self._kept(resize_frame(frame, self.image_size))
-                    with self._state:
-                        self.reads[index] += 1
-                        self._reading.discard(index)
-                        self._cache[index] = image
-                        self._trim_cache()
-                        self._state.notify_all()
-            except BaseException as error:  # handed to whoever waits for these frames
+                    if pool is None:
+                        self._store(index, frame)
+                    else:
+                        pool.submit(self._store, index, frame)
+                    decoded.add(index)
+            except BaseException as error:  # the frame that failed gets the error; the rest are read again
                 with self._state:
-                    for index in batch:
-                        if index in self._reading:
-                            self._reading.discard(index)
-                            self._errors[index] = error
+                    undecoded = sorted(index for index in batch if index not in decoded)  # read in ascending order
+                    self._reading.difference_update(undecoded)
+                    if undecoded:
+                        self._errors[undecoded[0]] = error
+                        self._wanted[:0] = [index for index in undecoded[1:] if index not in self._wanted]
                     reader.close()
                     self._reader = None
                     self._state.notify_all()
+
+    def _store(self, index: int, frame: np.ndarray) -> None:
+        """Resize a decoded frame and cache what is kept of it (or the error, for whoever waits)."""
+        try:
+            image = self._kept(resize_frame(frame, self.image_size))
+        except BaseException as error:
+            with self._state:
+                self._reading.discard(index)
+                self._errors[index] = error
+                self._state.notify_all()
+            return
+        with self._state:
+            self.reads[index] += 1
+            self._reading.discard(index)
+            self._cache[index] = image
+            self._trim_cache()
+            self._state.notify_all()
 
     def _kept(self, resized: torch.Tensor) -> torch.Tensor:
         """What the cache keeps of a resized frame (on the reading thread)."""
@@ -235,13 +268,17 @@ class FrameSource:
     def close(self) -> None:
         """Drop the cached frames and close the video file (reading again reopens it)."""
         with self._state:
-            while self._worker is not None and self._worker.is_alive() and (self._wanted or self._reading):
+            # the frames being read or resized are finished first
+            while self._reading or (self._worker is not None and self._worker.is_alive() and self._wanted):
                 self._wanted.clear()
                 self._state.wait(timeout=0.1)
             self._cache.clear()
             if self._reader is not None:
                 self._reader.close()
                 self._reader = None
+            if self._pool is not None:
+                self._pool.shutdown()
+                self._pool = None
 
     def _trim_cache(self) -> None:
         """Drop the least recently used frames beyond ``cache_frames``, never the one asked for last."""
