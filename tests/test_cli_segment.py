@@ -201,6 +201,40 @@ def test_failure_during_tracking_leaves_no_output(tmp_path, monkeypatch, tiny_pr
     assert list(tmp_path.iterdir()) == []
 
 
+def test_masks_are_written_while_tracking_goes_on_and_a_failed_write_leaves_no_output(tmp_path, monkeypatch, capsys):
+    """segment writes each frame's PNG on a thread of its own (tracking does not wait for it);
+    a write that fails fails the job with its error, and nothing is left behind."""
+    import threading
+
+    from sam2prune import segment
+
+    original = segment.write_label_png
+    threads = []
+
+    def recorded(path, labels):
+        threads.append(threading.current_thread().name)
+        return original(path, labels)
+
+    monkeypatch.setattr(segment, "write_label_png", recorded)
+    out = tmp_path / "out"
+    assert run_cli(CHAIR_FRAMES, "--point", "300,250", "--out", out, *TINY) == 0
+    assert len(list(out.glob("*.png"))) == len(threads) == 6 and set(threads) == {"sam2prune-labels"}
+
+    def failing(path, labels):
+        if len(threads) == 8:  # the third frame of the second run
+            raise OSError(28, "No space left on device")
+        threads.append(threading.current_thread().name)
+        return original(path, labels)
+
+    monkeypatch.setattr(segment, "write_label_png", failing)
+    capsys.readouterr()
+    assert run_cli(CHAIR_FRAMES, "--point", "300,250", "--out", tmp_path / "failed", *TINY) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("sam2prune: error: cannot write the mask ") and "00002.png" in error
+    assert error.endswith(": No space left on device")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
 def test_overwrite_replaces_a_non_empty_folder(tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()

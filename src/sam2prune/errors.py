@@ -16,3 +16,7 @@ class CheckpointError(UserError, RuntimeError):
 class SequencesFailed(Exception):
     """Some sequences of a run failed, after their retries; the others finished and were saved.
     The CLI prints the message (one line per failed sequence) and exits with status 1."""
+
+
+class OutputError(UserError, OSError):
+    """An output cannot be written (a full disk, no permission), naming the file."""

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -13,6 +16,7 @@ import torch
 
 from sam2prune.data.palette import read_label_png, write_label_png
 from sam2prune.data.video import VideoSource
+from sam2prune.errors import OutputError
 from sam2prune.fsutil import check_output_dir, staged_directory
 from sam2prune.prompts import ObjectPrompt, apply_prompts, check_prompts
 from sam2prune.viz import check_overlay_path, overlay_labels, write_overlay
@@ -46,12 +50,93 @@ def labels_from_logits(obj_ids: list[int], logits: torch.Tensor) -> np.ndarray:
     Returns:
         ``[H, W]`` uint8, 0 where no object's logit is > 0.
     """
+    return label_tensor(obj_ids, logits).cpu().numpy()
+
+
+def label_tensor(obj_ids: list[int], logits: torch.Tensor) -> torch.Tensor:
+    """``labels_from_logits`` on the logits' device, without waiting for it: ``[H, W]`` uint8."""
     scores = logits[:, 0].float()
     best = scores.argmax(dim=0)
     foreground = scores.gather(0, best[None])[0] > 0
-    ids = torch.tensor(obj_ids, dtype=torch.uint8, device=scores.device)
-    labels = torch.where(foreground, ids[best], torch.zeros_like(best, dtype=torch.uint8))
-    return labels.cpu().numpy()
+    ids = torch.tensor(obj_ids, dtype=torch.uint8).to(scores.device, non_blocking=True)
+    return torch.where(foreground, ids[best], torch.zeros_like(best, dtype=torch.uint8))
+
+
+class LabelWriter:
+    """Writes label maps as palette PNGs (``write_label_png``) on a thread of its own while
+    tracking goes on. Labels on a GPU are copied to pinned host memory without waiting, and the
+    writing thread waits for the copy: tracking does not wait for a frame's masks to reach the
+    host or to be encoded. At most ``pending`` frames wait to be written (then ``write`` waits).
+
+    Use as a context manager: leaving it normally waits until every frame is written and raises
+    the first error of the writing thread; leaving it on an error stops the writing.
+    """
+
+    def __init__(self, pending: int = 8) -> None:
+        self._queue: queue.Queue[tuple[Path, torch.Tensor, torch.cuda.Event | None] | None] = queue.Queue(pending)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="sam2prune-labels", daemon=True)
+        self._thread.start()
+
+    def write(self, path: Path, labels: torch.Tensor) -> None:
+        """Write ``labels`` ``[H, W]`` uint8 (any device) to ``path``, soon.
+
+        Raises:
+            OutputError: a frame written before could not be written (naming its file); other
+                errors of the writing thread as they are.
+        """
+        self._raise_error()
+        event = None
+        if labels.device.type == "cuda":
+            host = torch.empty(labels.shape, dtype=labels.dtype, pin_memory=True)
+            host.copy_(labels, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            labels = host
+        self._queue.put((path, labels, event))
+
+    def _work(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is not None:
+                continue  # drained, so that write never waits on a failed writer
+            path, labels, event = item
+            try:
+                if event is not None:
+                    event.synchronize()
+                write_label_png(path, labels.numpy())
+            except OSError as error:
+                self._error = OutputError(f"cannot write the mask {path}: {error.strerror or error}")
+                self._error.__cause__ = error
+            except BaseException as error:
+                self._error = error
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        """Wait until every frame is written.
+
+        Raises:
+            OutputError: a frame could not be written (naming its file); other errors of the
+                writing thread as they are.
+        """
+        self._queue.put(None)
+        self._thread.join()
+        self._raise_error()
+
+    def __enter__(self) -> LabelWriter:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        if kind is None:
+            self.close()
+        else:  # the error in flight wins; what is left is not written
+            self._error = self._error or error
+            self._queue.put(None)
+            self._thread.join()
 
 
 def propagate_from_prompts(
@@ -163,10 +248,12 @@ def segment_video(
     obj_ids = list(inference_state["obj_ids"])
     with staged_directory(out_dir, overwrite=overwrite) as staging:
         written: set[int] = set()
-        for frame_idx, frame_obj_ids, logits in propagate_from_prompts(predictor, inference_state):
-            labels = labels_from_logits(list(frame_obj_ids), logits)
-            write_label_png(staging / f"{source.frame_names[frame_idx]}.png", labels)
-            written.add(frame_idx)
+        with LabelWriter() as writer:  # tracking goes on while frames are written
+            for frame_idx, frame_obj_ids, logits in propagate_from_prompts(predictor, inference_state):
+                writer.write(
+                    staging / f"{source.frame_names[frame_idx]}.png", label_tensor(list(frame_obj_ids), logits)
+                )
+                written.add(frame_idx)
         seconds = time.perf_counter() - start
         missing = sorted(set(range(len(source))) - written)
         if missing:  # cannot happen when tracking both ways; a guard against silent gaps
