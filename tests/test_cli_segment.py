@@ -15,7 +15,7 @@ from PIL import Image
 from sam2prune.cli import embedded_clip, main
 from sam2prune.data.palette import davis_palette, read_label_png
 
-from conftest import CHAIR_FRAMES, CHAIR_MASKS, TINY_SIZE, build_random
+from conftest import CHAIR_FRAMES, CHAIR_MASKS, TEST_DEVICE, TINY_SIZE, build_random
 
 TINY = ["--image-size", str(TINY_SIZE)]
 
@@ -233,6 +233,19 @@ def test_masks_are_written_while_tracking_goes_on_and_a_failed_write_leaves_no_o
     assert error.startswith("sam2prune: error: cannot write the mask ") and "00002.png" in error
     assert error.endswith(": No space left on device")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_label_writer_writes_labels_from_the_test_device(tmp_path):
+    """On a GPU (``SAM2PRUNE_TEST_DEVICE=cuda``) through pinned memory, without waiting."""
+    from sam2prune.segment import LabelWriter
+
+    generator = torch.Generator().manual_seed(0)
+    labels = [torch.randint(0, 4, (48, 64), dtype=torch.uint8, generator=generator) for _ in range(12)]
+    with LabelWriter(pending=2) as writer:
+        for index, frame in enumerate(labels):
+            writer.write(tmp_path / f"{index}.png", frame.to(TEST_DEVICE))
+    for index, frame in enumerate(labels):
+        assert np.array_equal(read_label_png(tmp_path / f"{index}.png"), frame.numpy()), index
 
 
 def test_overwrite_replaces_a_non_empty_folder(tmp_path, capsys):
