@@ -235,6 +235,30 @@ def test_masks_are_written_while_tracking_goes_on_and_a_failed_write_leaves_no_o
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
+def test_the_static_step_gives_the_same_masks(tmp_path, monkeypatch):
+    """``--static-step buffers`` (the GPU fast path's step, run eagerly): the same PNGs, with the
+    embedded clip's steady frames (16-23, both objects together) run as the static step."""
+    from sam2prune.predictor.static_step import StaticTrackingStep
+
+    steps = []
+    run = StaticTrackingStep.run
+
+    def counted(step, *args, **kwargs):
+        steps.append(kwargs["frame_idx"])
+        return run(step, *args, **kwargs)
+
+    monkeypatch.setattr(StaticTrackingStep, "run", counted)
+    labels = {}
+    for mode in ("off", "buffers"):
+        out = tmp_path / mode
+        assert run_cli("--out", out, *TINY, "--scorer", "prior", "--static-step", mode) == 0
+        labels[mode] = [read_label_png(path) for path in sorted(out.glob("*.png"))]
+    assert steps == list(range(16, 24))
+    assert len(labels["off"]) == 24 and all(
+        np.array_equal(a, b) for a, b in zip(labels["off"], labels["buffers"], strict=True)
+    )
+
+
 def test_label_writer_writes_labels_from_the_test_device(tmp_path):
     """On a GPU (``SAM2PRUNE_TEST_DEVICE=cuda``) through pinned memory, without waiting."""
     from sam2prune.segment import LabelWriter
@@ -312,6 +336,12 @@ def test_bad_frames_are_named(tmp_path, chair_copy, capsys, make_bad, expected):
         (["{chair}", "--point", "10,10", "--overlay", "{tmp}/o.avi"], "expected a .mp4 or .gif"),
         (["{chair}", "--prompts", "{bad_json}"], "is not valid JSON"),
         (["{chair}", "--point", "10,10", "--image-size", "100"], "multiple of 32"),
+        (["{chair}", "--point", "10,10", "--device", "cpu", "--bf16"], "--bf16 (bfloat16 autocast) is for CUDA"),
+        (
+            ["{chair}", "--point", "10,10", "--device", "cpu", "--static-step", "graphs"],
+            "--static-step: static_step='graphs' captures CUDA graphs: the predictor runs on cpu",
+        ),
+        (["{chair}", "--point", "10,10", "--method", "sam2", "--static-step", "buffers"], "with --method sam2"),
     ],
 )
 def test_bad_inputs_fail_with_one_clear_line_and_no_output(tmp_path, capsys, arguments, expected):

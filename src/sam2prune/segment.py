@@ -6,6 +6,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -218,6 +219,7 @@ def segment_video(
     overlay_fps: float | None = None,
     on_prompted: OnPrompted | None = None,
     bounded_memory: bool = True,
+    bf16: bool = False,
 ) -> SegmentResult:
     """Segment the prompted objects through the video and write DAVIS-style palette PNGs
     (``<frame stem>.png``, 0 = background, k = object id) into ``out_dir``, and optionally an
@@ -228,7 +230,8 @@ def segment_video(
     ``on_prompted(predictor, inference_state, masks)`` runs after the prompts are added and
     before tracking (masks: SAM 2's mask of each object on its prompt frame), e.g. to set
     object texts. ``overlay_fps``: frame rate of the overlay (default: the video file's, or
-    10 for a folder of frames).
+    10 for a folder of frames). ``bf16``: track under bfloat16 autocast (on CUDA), as SAM 2's
+    GPU examples do.
 
     Raises:
         InputError: bad prompts, output folder, overlay path or frames (each named).
@@ -241,14 +244,19 @@ def segment_video(
     check_prompts(prompts, num_frames=len(source), width=source.width, height=source.height)
 
     start = time.perf_counter()
-    inference_state = predictor.init_state(source, bounded_memory=bounded_memory)
-    first_masks = apply_prompts(predictor, inference_state, prompts)
-    if on_prompted is not None:
-        on_prompted(predictor, inference_state, first_masks)
+
+    def autocast() -> AbstractContextManager:
+        return torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else nullcontext()
+
+    with autocast():
+        inference_state = predictor.init_state(source, bounded_memory=bounded_memory)
+        first_masks = apply_prompts(predictor, inference_state, prompts)
+        if on_prompted is not None:
+            on_prompted(predictor, inference_state, first_masks)
     obj_ids = list(inference_state["obj_ids"])
     with staged_directory(out_dir, overwrite=overwrite) as staging:
         written: set[int] = set()
-        with LabelWriter() as writer:  # tracking goes on while frames are written
+        with autocast(), LabelWriter() as writer:  # tracking goes on while frames are written
             for frame_idx, frame_obj_ids, logits in propagate_from_prompts(predictor, inference_state):
                 writer.write(
                     staging / f"{source.frame_names[frame_idx]}.png", label_tensor(list(frame_obj_ids), logits)

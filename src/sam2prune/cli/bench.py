@@ -16,6 +16,7 @@ from sam2prune.cli.common import (
     Command,
     ModelOptions,
     add_auto_text_options,
+    add_gpu_options,
     add_model_options,
     add_pruning_options,
     auto_text_hook,
@@ -24,6 +25,7 @@ from sam2prune.cli.common import (
     build,
     default_of,
     embedded_clip,
+    gpu_options,
     log,
     model_options,
     pruning_configs,
@@ -391,11 +393,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "kernels are planned per new tensor shape and the memory bank changes shape until it is full)",
     )
     parser.add_argument(
-        "--bf16",
-        action="store_true",
-        help="run every predictor under bfloat16 autocast, as SAM 2's GPU examples do (CUDA only; default: float32)",
-    )
-    parser.add_argument(
         "--profile-frames",
         type=int,
         metavar="N",
@@ -414,14 +411,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="give sam2's compiled predictor up (recorded as an error, the other figures kept) when building, "
         "compiling, warming it up and timing it take longer (default: no limit)",
-    )
-    parser.add_argument(
-        "--static-step",
-        choices=("off", "buffers", "graphs"),
-        default=default_of(bench, "static_step"),
-        help="pruned predictors run steady-state frames as a static-shape step on preallocated buffers: "
-        "graphs replays it as CUDA graphs (CUDA only), buffers runs it eagerly; off: sam2's step "
-        "(default: %(default)s)",
     )
     parser.add_argument(
         "--json", type=Path, metavar="FILE", help="write the results as JSON (also after each predictor)"
@@ -446,6 +435,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --lengths: some of sam2, sam2-offload, pruned-unbounded, pruned-bounded (default: all)",
     )
     add_model_options(parser, results=False)
+    add_gpu_options(parser, subject="every predictor")
     add_pruning_options(parser, retention_list=True, multi_mc=True)
     add_auto_text_options(parser)
 
@@ -472,7 +462,7 @@ def handle(args: argparse.Namespace) -> int:
         prompts=args.prompts,
         threads=args.threads,
         warmup=args.warmup,
-        bf16=args.bf16,
+        bf16=gpu_options(args).bf16,
         profile_frames=args.profile_frames,
         compile_mode=args.compile_mode,
         compile_timeout=args.compile_timeout,
@@ -482,7 +472,7 @@ def handle(args: argparse.Namespace) -> int:
         auto_text=auto_text_options(args),
         lengths=args.lengths,
         methods=args.methods,
-        static_step=args.static_step,
+        static_step=gpu_options(args).static_step,
     )
     return 0
 

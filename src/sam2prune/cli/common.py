@@ -330,6 +330,63 @@ def memory_options(args: argparse.Namespace) -> MemoryOptions:
     return MemoryOptions(**given_fields(args, MEMORY_FIELDS))
 
 
+# --- running on a GPU ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GpuOptions:
+    """How tracking runs on a GPU.
+
+    Attributes:
+        bf16: under bfloat16 autocast, as SAM 2's GPU examples do (CUDA only); else float32.
+        static_step: how the pruned predictor runs steady-state frames
+            (``PrunedSAM2VideoPredictor.set_static_step``): ``graphs`` replays them as CUDA
+            graphs (CUDA only), ``buffers`` runs the same static step eagerly, ``off`` sam2's step.
+    """
+
+    bf16: bool = False
+    static_step: str = "off"
+
+
+GPU_FIELDS = tuple(f.name for f in fields(GpuOptions))
+
+
+def add_gpu_options(parser: argparse.ArgumentParser, *, subject: str = "tracking") -> None:
+    group = parser.add_argument_group("GPU")
+    group.add_argument(
+        "--bf16",
+        action="store_true",
+        default=None,
+        help=f"run {subject} under bfloat16 autocast, as SAM 2's GPU examples do (CUDA only; default: float32)",
+    )
+    group.add_argument(
+        "--static-step",
+        choices=("off", "buffers", "graphs"),
+        default=None,
+        help="the pruned predictor runs steady-state frames as a static-shape step on preallocated buffers: "
+        "graphs replays it as CUDA graphs (CUDA only), buffers runs it eagerly; off: sam2's step "
+        f"(default: {GpuOptions.static_step})",
+    )
+
+
+def gpu_options(args: argparse.Namespace) -> GpuOptions:
+    return GpuOptions(**given_fields(args, GPU_FIELDS))
+
+
+def check_gpu_options(gpu: GpuOptions, device: str) -> None:
+    """Raises InputError: an option the device cannot run."""
+    import torch
+
+    from sam2prune.predictor.static_step import check_mode
+
+    if gpu.bf16 and not device.startswith("cuda"):
+        raise InputError(f"--bf16 (bfloat16 autocast) is for CUDA devices; got --device {device}")
+    try:
+        check_mode(gpu.static_step, torch.device(device))
+    except ValueError as error:
+        raise InputError(f"--static-step: {error}") from None
+
+
 # --- token pruning and the router ----------------------------------------------------------------
 
 PRUNING_FIELDS = tuple(f.name for f in fields(PruningConfig))

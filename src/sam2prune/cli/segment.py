@@ -10,9 +10,11 @@ from typing import TYPE_CHECKING
 from sam2prune.cli.common import (
     AutoTextOptions,
     Command,
+    GpuOptions,
     MemoryOptions,
     ModelOptions,
     add_auto_text_options,
+    add_gpu_options,
     add_memory_options,
     add_model_options,
     add_pruning_options,
@@ -20,8 +22,10 @@ from sam2prune.cli.common import (
     auto_text_options,
     auto_text_pipeline,
     build,
+    check_gpu_options,
     embedded_clip,
     frame_index,
+    gpu_options,
     log,
     memory_options,
     model_options,
@@ -29,6 +33,7 @@ from sam2prune.cli.common import (
     pruning_configs,
     refuse_auto_text_options_without_switch,
     refuse_pruning_options_for_sam2,
+    resolve_device,
     resolve_weights,
 )
 from sam2prune.config import PruningConfig
@@ -52,6 +57,7 @@ def segment(
     auto_text: AutoTextOptions = AutoTextOptions(),
     prompt_files: Sequence[tuple[str, Path]] = (),
     memory: MemoryOptions = MemoryOptions(),
+    gpu: GpuOptions = GpuOptions(),
 ) -> SegmentResult:
     """Segment objects through a video into DAVIS palette PNGs in ``out``.
 
@@ -66,6 +72,7 @@ def segment(
         prompt_files: ``(option, path)`` of files the ``prompts`` were read from, which
             ``out`` must not overlap either.
         memory: whether the tracking state is bounded (the default) or keeps everything.
+        gpu: bf16 autocast, and how the pruned predictor runs steady-state frames.
     """
     from sam2prune.data.video import VideoSource
     from sam2prune.fsutil import check_output_dir
@@ -86,6 +93,11 @@ def segment(
         raise InputError("--fps is the frame rate of the --overlay video; it has no effect without --overlay")
     if fps is not None and not fps > 0:
         raise InputError(f"--fps must be > 0, got {fps}")
+    check_gpu_options(gpu, resolve_device(model.device))
+    if pruning is None and gpu.static_step != "off":
+        raise InputError(
+            "--static-step runs the pruned predictor's steady-state frames: it has no effect with --method sam2"
+        )
     weights = resolve_weights(model, required=True)
     source = VideoSource.open(clip)
 
@@ -106,6 +118,8 @@ def segment(
             raise InputError("--auto-text drives the router's text signal: use --method pruned with --scorer router")
         hook = auto_text_hook(auto_text_pipeline(auto_text, device=model.device, command="segment"), source, prompts)
     predictor = build(model, weights, pruning)
+    if pruning is not None:
+        predictor.set_static_step(gpu.static_step)
     result = segment_video(
         predictor,
         source,
@@ -116,6 +130,7 @@ def segment(
         overlay_fps=fps,
         on_prompted=hook,
         bounded_memory=not memory.unbounded_memory,
+        bf16=gpu.bf16,
     )
     objects = f"{len(result.obj_ids)} object{'s' if len(result.obj_ids) != 1 else ''}"
     print(
@@ -176,6 +191,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_pruning_options(parser)
     add_auto_text_options(parser)
     add_memory_options(parser)
+    add_gpu_options(parser)
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -202,6 +218,7 @@ def handle(args: argparse.Namespace) -> int:
         auto_text=auto_text_options(args),
         prompt_files=[("--mask", args.mask)] if args.mask is not None else [],
         memory=memory_options(args),
+        gpu=gpu_options(args),
     )
     return 0
 
@@ -227,5 +244,6 @@ COMMAND = Command(
     examples=(
         "sam2prune segment path/to/frames --point 320,240 --out masks/ --checkpoint sam2.1_hiera_tiny.pt --overlay masks.mp4",
         "sam2prune segment --out out/bedroom --random-weights    # the embedded clip, random weights",
+        "sam2prune segment video.mp4 --point 320,240 --out masks/ --device cuda --bf16 --static-step graphs",
     ),
 )
