@@ -15,4 +15,4 @@ echo "== mypy (src/)"
 "$bin/mypy"
 [ "${1:-}" = "--fast" ] && exit 0
 echo "== pytest, with line coverage of src/"
-"$bin/python" -m pytest -q --cov=sam2prune --cov-report=term
+"$bin/python" -m pytest -q --cov=sam2prune --cov-report=term --durations=20

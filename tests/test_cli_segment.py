@@ -260,14 +260,19 @@ def test_the_static_step_gives_the_same_masks(tmp_path, monkeypatch):
 
 
 def test_label_writer_writes_labels_from_the_test_device(tmp_path):
-    """On a GPU (``SAM2PRUNE_TEST_DEVICE=cuda``) through pinned memory, without waiting."""
+    """On a GPU (``SAM2PRUNE_TEST_DEVICE=cuda``) through pinned memory, without waiting: the
+    writing thread waits for the copy (the GPU is kept busy first, so a frame read too early
+    would be wrong)."""
     from sam2prune.segment import LabelWriter
 
     generator = torch.Generator().manual_seed(0)
-    labels = [torch.randint(0, 4, (48, 64), dtype=torch.uint8, generator=generator) for _ in range(12)]
+    labels = [torch.randint(1, 4, (480, 640), dtype=torch.uint8, generator=generator) for _ in range(12)]
+    on_device = [frame.to(TEST_DEVICE) for frame in labels]
     with LabelWriter(pending=2) as writer:
-        for index, frame in enumerate(labels):
-            writer.write(tmp_path / f"{index}.png", frame.to(TEST_DEVICE))
+        for index, frame in enumerate(on_device):
+            if TEST_DEVICE != "cpu":
+                torch.cuda._sleep(50_000_000)  # tens of ms of GPU time before the labels are made
+            writer.write(tmp_path / f"{index}.png", frame * 1)
     for index, frame in enumerate(labels):
         assert np.array_equal(read_label_png(tmp_path / f"{index}.png"), frame.numpy()), index
 

@@ -59,7 +59,10 @@ def label_tensor(obj_ids: list[int], logits: torch.Tensor) -> torch.Tensor:
     scores = logits[:, 0].float()
     best = scores.argmax(dim=0)
     foreground = scores.gather(0, best[None])[0] > 0
-    ids = torch.tensor(obj_ids, dtype=torch.uint8).to(scores.device, non_blocking=True)
+    ids = torch.tensor(obj_ids, dtype=torch.uint8)
+    if scores.device.type == "cuda":  # from pinned memory: the host does not wait
+        ids = ids.pin_memory()
+    ids = ids.to(scores.device, non_blocking=ids.is_pinned())
     return torch.where(foreground, ids[best], torch.zeros_like(best, dtype=torch.uint8))
 
 
@@ -90,9 +93,10 @@ class LabelWriter:
         event = None
         if labels.device.type == "cuda":
             host = torch.empty(labels.shape, dtype=labels.dtype, pin_memory=True)
-            host.copy_(labels, non_blocking=True)
-            event = torch.cuda.Event()
-            event.record()
+            with torch.cuda.device(labels.device):  # the copy and its event on the labels' device
+                host.copy_(labels, non_blocking=True)
+                event = torch.cuda.Event()
+                event.record()
             labels = host
         self._queue.put((path, labels, event))
 

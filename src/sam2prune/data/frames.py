@@ -4,10 +4,12 @@ reaches them (``FrameSource``), or all at once (``load_frames_tensor``)."""
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import threading
 from collections import Counter, OrderedDict
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
@@ -109,7 +111,7 @@ class FrameSource:
         read_ahead: frames read ahead of the last request.
         cache_frames: frames kept, at least ``read_ahead + 2``.
         uint8_frames: keep frames as uint8 and normalise each when it is asked for (4x less
-            memory); default: on any device but the CPU.
+            memory); default: on a CUDA device.
         workers: threads that resize (and normalise) decoded frames; default: 1 on the CPU
             (tracking there is slower than reading), up to 4 otherwise.
 
@@ -135,7 +137,7 @@ class FrameSource:
         self.device = torch.device(device)
         self.read_ahead = read_ahead
         self.cache_frames = cache_frames
-        self.uint8_frames = self.device.type != "cpu" if uint8_frames is None else uint8_frames
+        self.uint8_frames = self.device.type == "cuda" if uint8_frames is None else uint8_frames
         if workers is None:
             workers = 1 if self.device.type == "cpu" else min(4, os.cpu_count() or 1)
         if workers < 1:
@@ -189,7 +191,7 @@ class FrameSource:
             self._cache.move_to_end(index)
             frame = self._cache[index]
         if self.uint8_frames:  # from pinned memory on a GPU: asynchronous
-            return normalise_frame(frame.to(self.device, non_blocking=True), self._table)
+            return normalise_frame(frame.to(self.device, non_blocking=frame.is_pinned()), self._table)
         return frame
 
     def _schedule_read_ahead(self, index: int) -> None:
@@ -229,18 +231,30 @@ class FrameSource:
                     if pool is None:
                         self._store(index, frame)
                     else:
-                        pool.submit(self._store, index, frame)
+                        try:
+                            pool.submit(self._store, index, frame)
+                        except RuntimeError as error:  # the pool is shut down (the interpreter exits)
+                            self._give_up([i for i in batch if i not in decoded], error, reader)
+                            return
                     decoded.add(index)
             except BaseException as error:  # the frame that failed gets the error; the rest are read again
-                with self._state:
-                    undecoded = sorted(index for index in batch if index not in decoded)  # read in ascending order
-                    self._reading.difference_update(undecoded)
-                    if undecoded:
-                        self._errors[undecoded[0]] = error
-                        self._wanted[:0] = [index for index in undecoded[1:] if index not in self._wanted]
-                    reader.close()
-                    self._reader = None
-                    self._state.notify_all()
+                undecoded = sorted(index for index in batch if index not in decoded)  # read in ascending order
+                self._give_up(undecoded[:1], error, reader, read_again=undecoded[1:])
+
+    def _give_up(
+        self, indices: list[int], error: BaseException, reader: FrameReader, *, read_again: Sequence[int] = ()
+    ) -> None:
+        """Hand ``error`` to whoever waits for ``indices``, put ``read_again`` back to be read
+        (by a new reader), and close ``reader``."""
+        with self._state:
+            self._reading.difference_update([*indices, *read_again])
+            for index in indices:
+                self._errors[index] = error
+            self._wanted[:0] = [index for index in read_again if index not in self._wanted]
+            self._reader = None
+            self._state.notify_all()
+        with contextlib.suppress(Exception):  # it failed already
+            reader.close()
 
     def _store(self, index: int, frame: np.ndarray) -> None:
         """Resize a decoded frame and cache what is kept of it (or the error, for whoever waits)."""
@@ -269,7 +283,10 @@ class FrameSource:
         """Drop the cached frames and close the video file (reading again reopens it)."""
         with self._state:
             # the frames being read or resized are finished first
-            while self._reading or (self._worker is not None and self._worker.is_alive() and self._wanted):
+            while True:
+                reading = self._worker is not None and self._worker.is_alive()
+                if not ((self._reading and (reading or self._pool is not None)) or (reading and self._wanted)):
+                    break
                 self._wanted.clear()
                 self._state.wait(timeout=0.1)
             self._cache.clear()
