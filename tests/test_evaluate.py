@@ -158,6 +158,37 @@ def test_interrupted_eval_resumes_without_redoing_finished_sequences(tmp_path, m
     assert started == ["chair_again"]
 
 
+def test_eval_gpu_options_reach_the_predictor_and_the_run_settings(tmp_path, capsys, monkeypatch):
+    from sam2prune.predictor import PrunedSAM2VideoPredictor
+
+    root = _davis_root(tmp_path)
+    modes = []
+    original = PrunedSAM2VideoPredictor.set_static_step
+    monkeypatch.setattr(
+        PrunedSAM2VideoPredictor, "set_static_step", lambda self, mode: modes.append(mode) or original(self, mode)
+    )
+    out = tmp_path / "run"
+    assert _eval(root, out, "--max-rounds", "0", "--static-step", "buffers") == 0
+    assert modes == ["buffers"]
+    settings = json.loads((out / "run.json").read_text())
+    assert settings["static_step"] == "buffers" and settings["bf16"] is False
+    capsys.readouterr()
+    assert _eval(root, out, "--max-rounds", "0") == 2  # another static step is another run
+    assert "holds a run with other settings (static_step)" in capsys.readouterr().err
+    # a run made before these settings existed resumes with their defaults
+    saved = {key: value for key, value in settings.items() if key not in ("bf16", "static_step")}
+    (out / "run.json").write_text(json.dumps(saved))
+    assert _eval(root, out, "--max-rounds", "0") == 0
+    for extra, expected in (
+        (["--device", "cpu", "--bf16"], "--bf16 (bfloat16 autocast) is for CUDA devices; got --device cpu"),
+        (["--device", "cpu", "--static-step", "graphs"], "captures CUDA graphs: the predictor runs on cpu"),
+        (["--method", "sam2", "--static-step", "buffers"], "it has no effect with --method sam2"),
+    ):
+        assert _eval(root, tmp_path / "refused", *extra) == 2
+        assert expected in capsys.readouterr().err
+        assert not (tmp_path / "refused").exists()
+
+
 def test_a_sequences_results_do_not_depend_on_the_sequences_run_before_it(tmp_path):
     # Monte-Carlo dropout draws random masks; the stream restarts for every video, so the same
     # video gives the same kept tokens whether it runs first or after another (in a resumed run,

@@ -115,8 +115,9 @@ def test_sweep_on_ray_writes_what_the_serial_sweep_writes(tmp_path, one_thread):
     root = _davis_root(tmp_path)
     # Monte-Carlo uncertainty draws random dropout masks: its results may not depend on which
     # sequences a worker ran before (nor on the order of the settings a worker switches between);
-    # unpruned SAM 2 is a second model on each worker
+    # unpruned SAM 2 is a second model on each worker; the pruned runs take the static step
     grid = ["--retention", "0.5", "0.25", "--signals", "uncertainty,prior", "--uncertainty", "mc", "--mc-passes", "2"]
+    grid += ["--static-step", "buffers"]
     assert _cli("sweep", root, tmp_path / "serial", *grid) == 0
     assert _cli("sweep", root, tmp_path / "ray", *grid, *RAY) == 0
     labels = sorted(p.name for p in (tmp_path / "serial").iterdir() if p.is_dir())
@@ -124,6 +125,8 @@ def test_sweep_on_ray_writes_what_the_serial_sweep_writes(tmp_path, one_thread):
     assert labels == sorted(p.name for p in (tmp_path / "ray").iterdir() if p.is_dir())
     for label in labels:
         _assert_same_results(tmp_path / "serial" / label, tmp_path / "ray" / label)
+        settings = json.loads((tmp_path / "ray" / label / "run.json").read_text())
+        assert settings["static_step"] == ("off" if label == "sam2" else "buffers")
     assert "| davis | SAM 2 (sam2.1_hiera_t) |" in (tmp_path / "ray" / "report.md").read_text()
 
 

@@ -14,11 +14,13 @@ from sam2prune.cli.common import (
     AutoTextOptions,
     Command,
     DataSelection,
+    GpuOptions,
     MemoryOptions,
     ModelOptions,
     Weights,
     add_auto_text_options,
     add_data_options,
+    add_gpu_options,
     add_memory_options,
     add_model_options,
     add_protocol_options,
@@ -28,8 +30,10 @@ from sam2prune.cli.common import (
     auto_text_options,
     auto_text_pipeline,
     build,
+    check_gpu_options,
     check_run_folder,
     data_selection,
+    gpu_options,
     log,
     memory_options,
     model_options,
@@ -38,6 +42,7 @@ from sam2prune.cli.common import (
     ray_config,
     refuse_auto_text_options_without_switch,
     refuse_pruning_options_for_sam2,
+    resolve_device,
     resolve_weights,
     say_weights,
     select_sequences,
@@ -64,6 +69,7 @@ def prepare_run(
     device: str,
     memory: MemoryOptions,
     overwrite: bool,
+    gpu: GpuOptions = GpuOptions(),
 ) -> EvalSettings:
     """The settings of a run (its ``run.json``; a serial and a Ray run of the same settings write
     the same one, so either resumes the other), its folder made or checked, and what is resumed said.
@@ -86,6 +92,8 @@ def prepare_run(
         pruning=pruning,
         protocol=protocol,
         bounded_memory=not memory.unbounded_memory,
+        bf16=gpu.bf16,
+        static_step=gpu.static_step if pruning is not None else "off",
     )
     prepare_run_dir(out, settings, overwrite=overwrite)
     _say_resuming(out, sequences)
@@ -113,6 +121,7 @@ def run_eval(
     overwrite: bool = False,
     auto_text: AutoTextOptions = AutoTextOptions(),
     memory: MemoryOptions = MemoryOptions(),
+    gpu: GpuOptions = GpuOptions(),
 ) -> dict[str, Any]:
     """One run of the protocol into ``out`` (resumed if it holds the same run): masks, records,
     the official CSVs and report.json, which it returns.
@@ -121,6 +130,7 @@ def run_eval(
         predictor: built from ``model`` and ``weights``, pruned with ``pruning`` (None: unpruned).
         sequences: selected from ``data``, which the run's settings name.
         memory: bounded tracking state (the default) or everything kept.
+        gpu: bf16 autocast, and (a pruned predictor) how steady-state frames run.
     """
     import torch
 
@@ -138,7 +148,10 @@ def run_eval(
         device=str(predictor.device),
         memory=memory,
         overwrite=overwrite,
+        gpu=gpu,
     )
+    if pruning is not None:
+        predictor.set_static_step(settings.static_step)
     on_prompted_for = None
     if pruning is not None and pruning.auto_text:
         pipeline = auto_text_pipeline(auto_text, device=model.device, command="eval")
@@ -155,6 +168,7 @@ def run_eval(
         device=torch.device(predictor.device),
         on_prompted_for=on_prompted_for,
         bounded_memory=settings.bounded_memory,
+        bf16=settings.bf16,
     )
     return summarize(records, settings, out)
 
@@ -187,6 +201,7 @@ def run_evals_on_ray(
     cluster: RayConfig,
     overwrite: bool = False,
     memory: MemoryOptions = MemoryOptions(),
+    gpu: GpuOptions = GpuOptions(),
 ) -> list[dict[str, Any]]:
     """Runs of the protocol on Ray workers, one task per run and sequence, into the same run
     folders (and files) a serial ``run_eval`` writes; each resumes a serial or Ray run of the same
@@ -203,6 +218,7 @@ def run_evals_on_ray(
     image_size = model_input_size(model.model, model.image_size)
     say_weights(model, weights)
     with connect(cluster, device=model.device) as ray_cluster:
+        check_gpu_options(gpu, ray_cluster.device)
         specs, all_settings = [], []
         for pruning, out, label in runs:
             settings = prepare_run(
@@ -217,6 +233,7 @@ def run_evals_on_ray(
                 device=ray_cluster.device_label,
                 memory=memory,
                 overwrite=overwrite,
+                gpu=gpu,
             )
             specs.append(RunSpec(out.resolve(), pruning, label))
             all_settings.append(settings)
@@ -226,6 +243,8 @@ def run_evals_on_ray(
             device=ray_cluster.device,
             seed=RANDOM_WEIGHTS_SEED,
             bounded_memory=not memory.unbounded_memory,
+            bf16=gpu.bf16,
+            static_step=gpu.static_step,
         )
         result = ray_cluster.evaluate(
             specs, list(sequences), model=worker_model, checkpoint=weights.checkpoint, protocol=protocol
@@ -256,6 +275,7 @@ def evaluate(
     cluster: RayConfig = RayConfig(),
     overwrite: bool = False,
     memory: MemoryOptions = MemoryOptions(),
+    gpu: GpuOptions = GpuOptions(),
 ) -> dict[str, Any]:
     """Run the interactive protocol on a dataset and score it, with one predictor in this
     process or on Ray workers (``cluster``); print the overall results and return the run's
@@ -269,11 +289,18 @@ def evaluate(
         cluster: the Ray workers (``RayConfig.enabled``); else one process.
         overwrite: start over in ``out`` (deletes the run there).
         memory: bounded tracking state (the default) or everything kept.
+        gpu: bf16 autocast, and how the pruned predictor runs steady-state frames.
 
     Raises:
         SequencesFailed: on Ray, some sequences failed on every attempt (the others are saved).
     """
     check_run_folder(out, root=data.root)
+    if pruning is None and gpu.static_step != "off":
+        raise InputError(
+            "--static-step runs the pruned predictor's steady-state frames: it has no effect with --method sam2"
+        )
+    if not cluster.enabled:
+        check_gpu_options(gpu, resolve_device(model.device))
     if cluster.enabled:
         check_ray_runs(prunings=[pruning])
     weights = resolve_weights(model, required=True)
@@ -291,6 +318,7 @@ def evaluate(
             cluster=cluster,
             overwrite=overwrite,
             memory=memory,
+            gpu=gpu,
         )
     else:
         sequences = select_sequences(data)
@@ -307,6 +335,7 @@ def evaluate(
             overwrite=overwrite,
             auto_text=auto_text,
             memory=memory,
+            gpu=gpu,
         )
     overall = report["overall"]
     print(
@@ -342,6 +371,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_pruning_options(parser)
     add_auto_text_options(parser)
     add_memory_options(parser)
+    add_gpu_options(parser)
     add_ray_options(parser)
 
 
@@ -359,6 +389,7 @@ def handle(args: argparse.Namespace) -> int:
         cluster=ray_config(args),
         overwrite=args.overwrite,
         memory=memory_options(args),
+        gpu=gpu_options(args),
     )
     return 0
 

@@ -12,9 +12,11 @@ from sam2prune.cli.common import (
     RETENTION_GRID,
     Command,
     DataSelection,
+    GpuOptions,
     MemoryOptions,
     ModelOptions,
     add_data_options,
+    add_gpu_options,
     add_memory_options,
     add_model_options,
     add_protocol_options,
@@ -22,15 +24,18 @@ from sam2prune.cli.common import (
     add_ray_options,
     build,
     build_pruning_configs,
+    check_gpu_options,
     check_run_folder,
     data_selection,
     default_text,
+    gpu_options,
     log,
     memory_options,
     model_options,
     protocol_config,
     ray_config,
     refuse_ineffective_options,
+    resolve_device,
     resolve_weights,
     select_sequences,
     signal_list,
@@ -94,6 +99,7 @@ def sweep(
     overwrite: bool = False,
     plot: bool = False,
     memory: MemoryOptions = MemoryOptions(),
+    gpu: GpuOptions = GpuOptions(),
 ) -> str:
     """Evaluate every run of ``grid`` with the same weights into ``out/<label>/`` (each
     resumable), then write, print and return ``out/report.md``; with ``plot`` also
@@ -116,6 +122,8 @@ def sweep(
         check_ray_runs(prunings=[pruning for pruning, _, _ in grid])
         # workers may run elsewhere: absolute paths (the same on every node of a shared filesystem)
         data = replace(data, root=data.root.resolve())
+    if not cluster.enabled:
+        check_gpu_options(gpu, resolve_device(model.device))
     weights = resolve_weights(model, required=True)
     sequences = select_sequences(data)
     make_output_dir(out)
@@ -130,6 +138,7 @@ def sweep(
             cluster=cluster,
             overwrite=overwrite,
             memory=memory,
+            gpu=gpu,
         )
     else:
         baseline = build(model, weights)
@@ -147,6 +156,7 @@ def sweep(
                 out=out / label,
                 overwrite=overwrite,
                 memory=memory,
+                gpu=gpu,
             )
     run_dirs = [out / label for _, label, _ in grid]
     phrasings: dict[str, list[tuple[str, str]]] = {}  # run label without text -> [(text, label)]
@@ -207,6 +217,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_options(parser)
     add_pruning_options(parser, retention_list=True, multi_mc=True)
     add_memory_options(parser)
+    add_gpu_options(parser, subject="every run's tracking")
     add_ray_options(parser)
 
 
@@ -221,6 +232,7 @@ def handle(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         plot=args.plot,
         memory=memory_options(args),
+        gpu=gpu_options(args),
     )
     return 0
 

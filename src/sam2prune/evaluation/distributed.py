@@ -79,6 +79,8 @@ class WorkerModel:
         device: ``cpu`` or ``cuda`` (each worker sees the GPUs Ray gives it as ``cuda:0``...).
         seed: seed of random weights.
         bounded_memory: each video's tracking state keeps only what later frames read.
+        bf16: track under bfloat16 autocast (CUDA).
+        static_step: how pruned predictors run steady-state frames (``set_static_step``).
     """
 
     model: str
@@ -86,6 +88,8 @@ class WorkerModel:
     device: str
     seed: int = 0
     bounded_memory: bool = True
+    bf16: bool = False
+    static_step: str = "off"
 
 
 @dataclass(frozen=True)
@@ -156,7 +160,7 @@ class SequenceWorker:
 
         from sam2prune.models import build_predictor
 
-        return build_predictor(
+        predictor = build_predictor(
             self.model.model,
             checkpoint=ray.get(self.weights[0]) if self.weights is not None else None,
             random_weights=self.weights is None,
@@ -165,6 +169,9 @@ class SequenceWorker:
             image_size=self.model.image_size,
             pruning=pruning,
         )
+        if pruning is not None:
+            predictor.set_static_step(self.model.static_step)
+        return predictor
 
     def _predictor(self, pruning: PruningConfig | None) -> Any:
         if pruning is None:
@@ -213,6 +220,7 @@ class SequenceWorker:
             protocol=protocol,
             device=torch.device(predictor.device),
             bounded_memory=self.model.bounded_memory,
+            bf16=self.model.bf16,
         )
 
 

@@ -10,7 +10,8 @@ import statistics as stats
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from contextlib import nullcontext
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -327,6 +328,8 @@ class EvalSettings:
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     # tracking keeps only what later frames read (same masks; less memory): SAM2Predictor.init_state
     bounded_memory: bool = True
+    bf16: bool = False  # tracking under bfloat16 autocast (CUDA)
+    static_step: str = "off"  # how the pruned predictor runs steady frames (set_static_step)
 
     @classmethod
     def load(cls, path: Path) -> EvalSettings:
@@ -340,8 +343,8 @@ class EvalSettings:
             # JSON has no tuples: the configs' tuple fields come back as lists
             pruning = saved["pruning"]
             if pruning is not None:
-                fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in pruning.items()}
-                pruning = PruningConfig(**fields)
+                values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in pruning.items()}
+                pruning = PruningConfig(**values)
             return cls(**{**saved, "pruning": pruning, "protocol": ProtocolConfig(**saved["protocol"])})
         except (KeyError, TypeError, ValueError) as error:
             raise InputError(f"run settings {path} are not those of a sam2prune run: {error}") from error
@@ -369,7 +372,9 @@ def prepare_run_dir(out_dir: Path, settings: EvalSettings, *, overwrite: bool) -
                     f"--out {out_dir} is a non-empty folder that holds no sam2prune run; pass --overwrite to replace it"
                 )
         else:
-            previous = json.loads(run_file.read_text())
+            # a run made before a setting existed made it with the setting's default
+            defaults = {f.name: f.default for f in fields(EvalSettings) if f.default is not MISSING}
+            previous = {**json.loads(json.dumps(defaults)), **json.loads(run_file.read_text())}
             changed = sorted(k for k in current.keys() | previous.keys() if previous.get(k) != current.get(k))
             # bounded memory gives the same masks (tested): either resumes the other
             changed = [k for k in changed if k not in RESUMES_ACROSS]
@@ -395,6 +400,7 @@ def evaluate_sequence(
     device: torch.device,
     on_prompted: OnPrompted | None = None,
     bounded_memory: bool = True,
+    bf16: bool = False,
 ) -> SequenceRecord:
     """Run the protocol on one sequence and write its results into the run folder ``out_dir``:
     ``masks/<seq>/*.png`` (each frame as it is tracked, into a staged folder that replaces the
@@ -405,7 +411,8 @@ def evaluate_sequence(
     The serial and the distributed (Ray) runs both call this.
 
     ``on_prompted``: a tracker hook (e.g. automatic object texts); ``bounded_memory``: the
-    tracking state keeps only what later frames read (``SAM2Predictor.init_state``)."""
+    tracking state keeps only what later frames read (``SAM2Predictor.init_state``); ``bf16``:
+    track under bfloat16 autocast (CUDA)."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     else:
@@ -414,7 +421,8 @@ def evaluate_sequence(
         tracker = SequenceTracker(
             predictor, sequence, protocol, on_prompted=on_prompted, masks_dir=staging, bounded_memory=bounded_memory
         )
-        labels, run_stats = tracker.run()
+        with torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else nullcontext():
+            labels, run_stats = tracker.run()
         if device.type == "cuda":
             peak, kind = torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
         else:
@@ -458,6 +466,7 @@ def evaluate_sequences(
     progress: bool = True,
     on_prompted_for: Callable[[Sequence], OnPrompted | None] | None = None,
     bounded_memory: bool = True,
+    bf16: bool = False,
 ) -> list[SequenceRecord]:
     """Run the protocol (``evaluate_sequence``) on each sequence not finished yet in ``out_dir``
     (resumable), one after the other. Returns every sequence's record.
@@ -478,6 +487,7 @@ def evaluate_sequences(
                 device=device,
                 on_prompted=hook,
                 bounded_memory=bounded_memory,
+                bf16=bf16,
             )
         records.append(record)
     return records
