@@ -417,7 +417,7 @@ def test_eval_gives_the_same_masks_and_scores_with_bounded_memory(tmp_path):
     for name, extra in (("bounded", []), ("unbounded", ["--unbounded-memory"])):
         out = tmp_path / name
         arguments = ["eval", "--dataset", "davis", "--root", str(root), "--out", str(out), "--random-weights"]
-        assert main([*arguments, "--image-size", str(TINY_SIZE), "--scorer", "prior", "--max-rounds", "3", *extra]) == 0
+        assert main([*arguments, "--image-size", str(TINY_SIZE), "--scorer", "prior", "--max-rounds", "2", *extra]) == 0
         reports[name] = json.loads((out / "report.json").read_text())
     bounded, unbounded = reports["bounded"]["overall"], reports["unbounded"]["overall"]
     assert bounded["refinement_rounds"] == unbounded["refinement_rounds"] > 0

@@ -1,5 +1,5 @@
 """The static-shape tracking step (issue 13: a fast path on CUDA) against its eager twin, sam2's
-step over the dict bank: on a clip long enough to wrap its ring buffers many times (44 frames:
+step over the dict bank: on a clip long enough to wrap its ring buffers (36 frames:
 6 spatial slots, 15 pointer slots), two objects batched, a correction click, a pass in reverse,
 pruned and dense, the logits are the same bits. On CUDA (``SAM2PRUNE_TEST_DEVICE=cuda``) the
 step replayed as CUDA graphs agrees with the eager step within bf16 tolerance, and is captured
@@ -19,7 +19,7 @@ from sam2prune.scorers.router.uncertainty import UncertaintyCollection
 
 from conftest import TEST_DEVICE, TINY_SIZE, build_random
 
-NUM_FRAMES = 44
+NUM_FRAMES = 36
 PRUNED = PruningConfig(retention=0.3, scorer="prior")
 
 
