@@ -14,6 +14,7 @@ from sam2prune.cli.common import (
     RETENTION_GRID,
     AutoTextOptions,
     Command,
+    GpuOptions,
     ModelOptions,
     add_auto_text_options,
     add_gpu_options,
@@ -23,6 +24,7 @@ from sam2prune.cli.common import (
     auto_text_options,
     auto_text_pipeline,
     build,
+    check_gpu_options,
     default_of,
     embedded_clip,
     gpu_options,
@@ -120,6 +122,7 @@ def bench(
 
     if threads is not None and threads < 1:
         raise InputError(f"--threads must be >= 1, got {threads}")
+    check_gpu_options(GpuOptions(bf16=bf16, static_step=static_step), resolve_device(model.device))
     if frames <= STEADY_FROM_FRAME:
         raise InputError(
             f"--frames {frames}: need more than {STEADY_FROM_FRAME} frames to measure the steady state "
@@ -161,13 +164,6 @@ def bench(
     from sam2prune.models import with_pruning
 
     baseline = build(model, weights)
-
-    from sam2prune.predictor.static_step import check_mode
-
-    try:
-        check_mode(static_step, baseline.device)
-    except ValueError as error:
-        raise InputError(f"--static-step: {error}") from None
 
     def build_pruned(config):
         if config is None:
@@ -260,8 +256,7 @@ def bench_lengths(
         if path is not None:
             check_output_file(path, option=option)
     device = resolve_device(model.device)
-    if bf16 and not device.startswith("cuda"):
-        raise InputError(f"--bf16 (bfloat16 autocast) is for CUDA devices; got --device {device}")
+    check_gpu_options(GpuOptions(bf16=bf16), device)
     weights = resolve_weights(model, required=False)
     clip = video if video is not None else embedded_clip()
     if point is None:

@@ -373,12 +373,17 @@ def gpu_options(args: argparse.Namespace) -> GpuOptions:
     return GpuOptions(**given_fields(args, GPU_FIELDS))
 
 
-def check_gpu_options(gpu: GpuOptions, device: str) -> None:
-    """Raises InputError: an option the device cannot run."""
+def check_gpu_options(gpu: GpuOptions, device: str, *, pruned: bool = True) -> None:
+    """Raises InputError: an option the device cannot run, or ``--static-step`` where no
+    predictor is pruned."""
     import torch
 
     from sam2prune.predictor.static_step import check_mode
 
+    if not pruned and gpu.static_step != "off":
+        raise InputError(
+            "--static-step runs the pruned predictor's steady-state frames: it has no effect with --method sam2"
+        )
     if gpu.bf16 and not device.startswith("cuda"):
         raise InputError(f"--bf16 (bfloat16 autocast) is for CUDA devices; got --device {device}")
     try:

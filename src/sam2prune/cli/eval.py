@@ -218,7 +218,7 @@ def run_evals_on_ray(
     image_size = model_input_size(model.model, model.image_size)
     say_weights(model, weights)
     with connect(cluster, device=model.device) as ray_cluster:
-        check_gpu_options(gpu, ray_cluster.device)
+        check_gpu_options(gpu, ray_cluster.device, pruned=any(pruning is not None for pruning, _, _ in runs))
         specs, all_settings = [], []
         for pruning, out, label in runs:
             settings = prepare_run(
@@ -295,12 +295,8 @@ def evaluate(
         SequencesFailed: on Ray, some sequences failed on every attempt (the others are saved).
     """
     check_run_folder(out, root=data.root)
-    if pruning is None and gpu.static_step != "off":
-        raise InputError(
-            "--static-step runs the pruned predictor's steady-state frames: it has no effect with --method sam2"
-        )
-    if not cluster.enabled:
-        check_gpu_options(gpu, resolve_device(model.device))
+    if not cluster.enabled:  # on Ray, once the cluster says which device its workers have
+        check_gpu_options(gpu, resolve_device(model.device), pruned=pruning is not None)
     if cluster.enabled:
         check_ray_runs(prunings=[pruning])
     weights = resolve_weights(model, required=True)

@@ -93,11 +93,7 @@ def segment(
         raise InputError("--fps is the frame rate of the --overlay video; it has no effect without --overlay")
     if fps is not None and not fps > 0:
         raise InputError(f"--fps must be > 0, got {fps}")
-    check_gpu_options(gpu, resolve_device(model.device))
-    if pruning is None and gpu.static_step != "off":
-        raise InputError(
-            "--static-step runs the pruned predictor's steady-state frames: it has no effect with --method sam2"
-        )
+    check_gpu_options(gpu, resolve_device(model.device), pruned=pruning is not None)
     weights = resolve_weights(model, required=True)
     source = VideoSource.open(clip)
 
