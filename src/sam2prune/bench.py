@@ -30,7 +30,7 @@ import time
 import traceback
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,6 +41,7 @@ from sam2prune.config import PruningConfig
 from sam2prune.data.video import VideoSource
 from sam2prune.errors import InputError
 from sam2prune.fsutil import atomic_write
+from sam2prune.precision import bf16_autocast
 from sam2prune.predictor.bank import SparseMemoryBank
 from sam2prune.predictor.baseline import cuda_extension_available, init_state_from
 from sam2prune.process_memory import peak_rss_mib, reset_peak_rss
@@ -795,7 +796,7 @@ def run_benchmark(
 
     # one autocast context around every run: every method runs in the same precision
     measured: list[tuple[Method, dict[str, Any]]] = []
-    with torch.autocast(device.type, dtype=torch.bfloat16) if settings.bf16_autocast else nullcontext():
+    with bf16_autocast(settings.bf16_autocast, device.type):
         for method in methods:
             target = result["pruned"] if method.key == "pruned" else result["references"]
             if "skipped" in method.notes:

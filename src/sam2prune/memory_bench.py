@@ -18,7 +18,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,6 +97,7 @@ def measure(run: LengthRun) -> LengthResult:
 
     from sam2prune.config import PruningConfig
     from sam2prune.models import build_official_predictor, build_predictor
+    from sam2prune.precision import bf16_autocast
     from sam2prune.process_memory import peak_rss_mib, reset_peak_rss
 
     torch.set_num_threads(run.threads)
@@ -114,7 +114,7 @@ def measure(run: LengthRun) -> LengthResult:
             run.model, checkpoint=run.checkpoint, device=run.device, image_size=run.image_size, pruning=pruning
         )
     cuda = device.type == "cuda"
-    with torch.autocast("cuda", dtype=torch.bfloat16) if run.bf16 else nullcontext(), torch.inference_mode():
+    with bf16_autocast(run.bf16), torch.inference_mode():
         if cuda:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()

@@ -6,7 +6,6 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -19,6 +18,7 @@ from sam2prune.data.palette import read_label_png, write_label_png
 from sam2prune.data.video import VideoSource
 from sam2prune.errors import OutputError
 from sam2prune.fsutil import check_output_dir, staged_directory
+from sam2prune.precision import bf16_autocast
 from sam2prune.prompts import ObjectPrompt, apply_prompts, check_prompts
 from sam2prune.viz import check_overlay_path, overlay_labels, write_overlay
 
@@ -248,11 +248,7 @@ def segment_video(
     check_prompts(prompts, num_frames=len(source), width=source.width, height=source.height)
 
     start = time.perf_counter()
-
-    def autocast() -> AbstractContextManager:
-        return torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else nullcontext()
-
-    with autocast():
+    with bf16_autocast(bf16):
         inference_state = predictor.init_state(source, bounded_memory=bounded_memory)
         first_masks = apply_prompts(predictor, inference_state, prompts)
         if on_prompted is not None:
@@ -260,7 +256,7 @@ def segment_video(
     obj_ids = list(inference_state["obj_ids"])
     with staged_directory(out_dir, overwrite=overwrite) as staging:
         written: set[int] = set()
-        with autocast(), LabelWriter() as writer:  # tracking goes on while frames are written
+        with bf16_autocast(bf16), LabelWriter() as writer:  # tracking goes on while frames are written
             for frame_idx, frame_obj_ids, logits in propagate_from_prompts(predictor, inference_state):
                 writer.write(
                     staging / f"{source.frame_names[frame_idx]}.png", label_tensor(list(frame_obj_ids), logits)

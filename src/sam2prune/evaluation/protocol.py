@@ -10,7 +10,6 @@ import statistics as stats
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import nullcontext
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +25,7 @@ from sam2prune.errors import InputError
 from sam2prune.evaluation.davis import ObjectScores, global_measures, score_sequence, write_official_csvs
 from sam2prune.evaluation.metrics import boundary_f, jaccard
 from sam2prune.fsutil import atomic_write, atomic_write_json, check_output_location, read_json, staged_directory
+from sam2prune.precision import bf16_autocast
 from sam2prune.process_memory import peak_rss_mib, reset_peak_rss
 from sam2prune.progress import progress as progress_bar
 from sam2prune.prompts import ObjectPrompt
@@ -421,7 +421,7 @@ def evaluate_sequence(
         tracker = SequenceTracker(
             predictor, sequence, protocol, on_prompted=on_prompted, masks_dir=staging, bounded_memory=bounded_memory
         )
-        with torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else nullcontext():
+        with bf16_autocast(bf16):
             labels, run_stats = tracker.run()
         if device.type == "cuda":
             peak, kind = torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
