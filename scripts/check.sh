@@ -15,4 +15,6 @@ echo "== mypy (src/)"
 "$bin/mypy"
 [ "${1:-}" = "--fast" ] && exit 0
 echo "== pytest, with line coverage of src/"
-"$bin/python" -m pytest -q --cov=sam2prune --cov-report=term --durations=20
+# two workers (pytest-xdist), one torch thread each (tests/conftest.py): the tests are mostly
+# small tensors, bound by Python rather than by arithmetic, so this is ~30% faster on two cores
+"$bin/python" -m pytest -q -n 2 --dist loadgroup --cov=sam2prune --cov-report=term --durations=20

@@ -40,4 +40,5 @@ def chair_copy(tmp_path: Path) -> Path:
 
 @pytest.fixture(autouse=True)
 def _limit_threads():
-    torch.set_num_threads(2)
+    # two cores: two threads, or one per worker when pytest-xdist runs two (scripts/check.sh)
+    torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)

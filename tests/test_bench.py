@@ -233,10 +233,14 @@ def test_time_limit_interrupts_the_block():
         time.sleep(0.01)
 
 
-def test_time_limit_is_not_lost_in_a_callback_that_swallows_it():
+def test_time_limit_is_not_lost_in_a_callback_that_swallows_it(monkeypatch):
     """Python ignores an exception raised in a weakref callback (as in torch.compile's caches):
     the limit raises again until the block is left."""
+    import sys
     import weakref
+
+    ignored: list[BaseException | None] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda unraisable: ignored.append(unraisable.exc_value))
 
     class Key:
         pass
@@ -250,6 +254,8 @@ def test_time_limit_is_not_lost_in_a_callback_that_swallows_it():
         del key  # the callback runs now
         time.sleep(5)
     assert reference() is None
+    # the first alarm was raised in the callback, and Python ignored it there
+    assert len(ignored) == 1 and isinstance(ignored[0], TimeoutError)
 
 
 def test_compile_mode_wrapper_replaces_only_the_mode(monkeypatch):

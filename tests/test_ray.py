@@ -29,6 +29,9 @@ from sam2prune.evaluation.protocol import EvalSettings, prepare_run_dir
 
 from conftest import CHAIR_FRAMES, CHAIR_MASKS, TINY_SIZE
 
+# all on one pytest-xdist worker (scripts/check.sh: --dist loadgroup): one cluster, not one per worker
+pytestmark = pytest.mark.xdist_group("ray")
+
 NAMES = ("chair", "chair_b", "chair_c")
 RAY = ["--workers", "2", "--threads-per-worker", "1"]
 
