@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # The GPU measurements (README "On a GPU") in ONE device call of at most ~9.5 minutes:
-#   1. the CUDA tests: retention 1.0 = sam2's logits, reverse propagation, the sparse bank,
-#      tracking under bf16 autocast, and no host sync or host-device copy of sam2prune's own in a
-#      steady-state frame, and the static step and encoder replayed as CUDA graphs against the
+#   1. the CUDA tests: the sparse bank, tracking under bf16 autocast, no host sync or host-device
+#      copy of sam2prune's own in a steady-state frame, and the static step and encoder replayed as CUDA graphs against the
 #      eager step, with the weights cast once under bf16 autocast, nothing in what a graph captures
 #      that waits for the host, frames kept as uint8 normalised on the GPU to sam2's bits, and
 #      masks written from the GPU through pinned memory (tests/test_pruning.py,
@@ -17,9 +16,10 @@
 #      1 object, then 8 objects;
 #   3. the default router without text (visual, analytic uncertainty, prior), 1 object;
 #   4. hiera-large, 1 object (no compiled reference: its compilation would not fit);
-#   5. if time is left: hiera-tiny in float32, the pruned predictor with sam2's eager step
-#      (--static-step off) to separate the graphs' gain, and the paper's router with Monte-Carlo
-#      dropout (T = 5; the masks are now drawn on the GPU).
+#   5. if time is left: the two longest CUDA tests (retention 1.0 gives sam2's logits, one step
+#      per object as sam2; reverse propagation from a tracked frame), hiera-tiny in float32, the
+#      pruned predictor with sam2's eager step (--static-step off) to separate the graphs' gain,
+#      and the paper's router with Monte-Carlo dropout (T = 5; the masks are drawn on the GPU).
 # Every bench writes its JSON into OUT_DIR after each predictor, so a step cut short by its time
 # limit still leaves what it measured; the script keeps within BUDGET seconds (default 560) by
 # giving each step the time left, and skips steps when too little is left (BUDGET=300 runs the
@@ -84,6 +84,13 @@ fi
 out="${1:?usage: bash benchmarks/gpu.sh [--dry-run] OUT_DIR | --prepare}"
 mkdir -p "$out"
 exec > >(tee -a "$out/gpu.log") 2>&1  # the whole log comes back with the JSON
+tee_pid=$!
+finish() {  # finish STATUS: leftovers of a killed JSON write removed (8 files come back at most), the log flushed
+    rm -f "$out"/.*.tmp-* 2>/dev/null
+    exec >&- 2>&-
+    wait "$tee_pid" 2>/dev/null
+    exit "$1"
+}
 # no progress bars (sam2's own tqdm would fill the log)
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TQDM_DISABLE=1
 budget=${BUDGET:-560}
@@ -134,13 +141,16 @@ else
     MANY=8
     STATIC=(--static-step graphs)
 fi
-"$PY" -c "import torch, sam2; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')"
+"$PY" -c "import torch, sam2; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')" || {
+    echo "gpu.sh: torch or sam2 cannot be imported (on the GPU machine: run 'bash benchmarks/gpu.sh --prepare' here first and carry .devsite)"
+    finish 2
+}
 
 TEST_DEVICE=cuda
 [ "$dry_run" = 1 ] && TEST_DEVICE=cpu
-step tests 120 60 env SAM2PRUNE_TEST_DEVICE=$TEST_DEVICE "$PY" -m pytest -p no:cacheprovider "${TESTS[@]}" \
-    tests/test_pruning.py tests/test_per_frame_costs.py tests/test_static_step.py tests/test_bounded_memory.py tests/test_cli_segment.py \
-    -k "official_logits or reverse or autocast or bank_holds or steady_frame or random_scores or mc_dropout or uniform_pattern or text_relevance or recorder or (once_per_frame and prior) or graph_replay or (bit_for_bit and not bounded) or graph_captures or uint8 or label_writer"
+TEST_FILES=(tests/test_pruning.py tests/test_per_frame_costs.py tests/test_static_step.py tests/test_bounded_memory.py tests/test_cli_segment.py)
+step tests 120 60 env SAM2PRUNE_TEST_DEVICE=$TEST_DEVICE "$PY" -m pytest -p no:cacheprovider "${TESTS[@]}" "${TEST_FILES[@]}" \
+    -k "autocast or bank_holds or steady_frame or random_scores or mc_dropout or uniform_pattern or text_relevance or recorder or (once_per_frame and prior) or graph_replay or (bit_for_bit and not bounded) or graph_captures or uint8 or label_writer"
 
 SAM=("$PY" -m sam2prune bench "${DEVICE[@]}" "${SIZE[@]}" "${FRAMES[@]}")
 step hiera-t-1-object 210 150 "${SAM[@]}" --scorer prior --retention 1.0 0.3 "${STATIC[@]}" "${COMPILE[@]}" \
@@ -152,6 +162,9 @@ step router-no-text 60 45 "${SAM[@]}" --signals visual,uncertainty,prior --reten
 step hiera-l-1-object 90 60 "${SAM[@]}" --model sam2.1_hiera_l --scorer prior --retention 1.0 0.3 "${STATIC[@]}" --compile-mode none \
     --json "$out/hiera-l_1obj_prior_bf16.json"
 # optional: only with the time left
+# the two longest tests (~1 min on the CPU): retention 1.0 gives sam2's logits, reverse propagation
+step tests-exactness 90 50 env SAM2PRUNE_TEST_DEVICE=$TEST_DEVICE "$PY" -m pytest -p no:cacheprovider "${TESTS[@]}" "${TEST_FILES[@]}" \
+    -k "official_logits or reverse"
 FP32=("$PY" -m sam2prune bench "${DEVICE_FP32[@]}" "${SIZE[@]}" "${FRAMES[@]}")
 step hiera-t-1-object-fp32 50 45 "${FP32[@]}" --scorer prior --retention 1.0 0.3 --compile-mode none \
     --json "$out/hiera-t_1obj_prior_fp32.json"
@@ -164,6 +177,7 @@ echo "== total $((SECONDS - start_all)) s of the ${budget} s budget"
 [ ${#skipped[@]} -gt 0 ] && echo "skipped steps: ${skipped[*]}"
 if [ ${#failed[@]} -gt 0 ]; then
     echo "FAILED steps: ${failed[*]}"
-    exit 1
+    finish 1
 fi
 echo "all steps passed"
+finish 0

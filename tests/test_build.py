@@ -15,6 +15,7 @@ from sam2prune import build_predictor
 from sam2prune.errors import CheckpointError, InputError
 from sam2prune.models import MODELS, guess_model
 from sam2prune.predictor import baseline as predictor_module
+from sam2prune.scoped import seeded
 
 from conftest import CHAIR_FRAMES, TINY_SIZE, build_random
 
@@ -153,3 +154,16 @@ def test_missing_cuda_extension_is_reported_once_not_per_frame(monkeypatch, capl
     reports = [r for r in caplog.records if "sam2._C" in r.getMessage()]
     assert len(reports) == 1
     assert not [w for w in caught if "_C" in str(w.message)]
+
+
+def test_seeded_draws_from_its_seed_and_leaves_the_callers_rng_as_it_was():
+    """Random initial weights (models, random routers) are drawn inside ``seeded``."""
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    with seeded(7):
+        first = torch.rand(3)
+    with seeded(7):
+        again = torch.rand(3)
+    assert torch.equal(first, again) and not torch.equal(first, expected_next)
+    assert torch.equal(torch.rand(3), expected_next)

@@ -115,6 +115,24 @@ def test_a_graphs_warm_up_leaves_the_buffers_as_they_were(source, eager_logits, 
         torch.testing.assert_close(b, a, atol=1e-4 if TEST_DEVICE != "cpu" else 0, rtol=0, msg=f"frame {frame}")
 
 
+def test_a_warm_up_that_fails_also_leaves_the_buffers_as_they_were():
+    """A capture whose warm-up fails (out of memory, say) gives way to the eager run, which must
+    read the buffers as they were before the warm-up wrote them."""
+    ring = torch.arange(4.0)
+    runs = []
+
+    def body():
+        ring.add_(10)  # what the step writes in place
+        runs.append(1)
+        if len(runs) == 2:
+            raise torch.cuda.OutOfMemoryError("out of memory")
+        return {}
+
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        warm_up(body, written=[ring], runs=2)
+    assert torch.equal(ring, torch.arange(4.0))
+
+
 @pytest.mark.parametrize(
     "pruning",
     [PruningConfig(retention=0.3, scorer="prior"), PruningConfig(retention=0.3)],

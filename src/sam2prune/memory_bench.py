@@ -116,8 +116,8 @@ def measure(run: LengthRun) -> LengthResult:
     cuda = device.type == "cuda"
     with bf16_autocast(run.bf16), torch.inference_mode():
         if cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
         resettable = reset_peak_rss()
         start = time.perf_counter()
         if official:
@@ -136,14 +136,14 @@ def measure(run: LengthRun) -> LengthResult:
             except StopIteration:
                 break
             if cuda:
-                torch.cuda.synchronize()
+                torch.cuda.synchronize(device)
             frame_ms.append((time.perf_counter() - start) * 1000)
     steady = frame_ms[STEADY_FROM_FRAME:] or frame_ms
     return LengthResult(
         method=run.method,
         frames=run.frames,
         peak_rss_mib=peak_rss_mib(),
-        peak_cuda_mib=torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
+        peak_cuda_mib=torch.cuda.max_memory_allocated(device) / 2**20 if cuda else None,
         ms_per_frame=statistics.median(steady),
         init_seconds=init_seconds,
         peak_rss_scope="run" if resettable else "process",

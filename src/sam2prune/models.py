@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sam2prune.errors import CheckpointError, InputError
+from sam2prune.scoped import seeded
 
 if TYPE_CHECKING:
     import torch
@@ -200,16 +201,13 @@ def _instantiate(
 ) -> SAM2Predictor:
     """Build the model of a SAM 2 YAML with sam2's ``build_sam2_video_predictor`` (random
     initial weights drawn from a private generator state: the caller's global RNG is untouched)."""
-    import torch
     from sam2.build_sam import build_sam2_video_predictor
 
     overrides = [f"++model._target_={predictor_class}"]
     overrides += [f"++{key}={value}" for key, value in _CLASS_OVERRIDES.items()]
     if image_size is not None:
         overrides.append(f"++model.image_size={image_size}")
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), _sam2_compose_from(yaml_path):
-        torch.manual_seed(seed)
+    with seeded(seed), _sam2_compose_from(yaml_path):
         return build_sam2_video_predictor(
             str(yaml_path), ckpt_path=None, device=str(device), mode="eval", hydra_overrides_extra=overrides
         )

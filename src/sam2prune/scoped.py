@@ -24,3 +24,17 @@ def scoped(variable: ContextVar[T | None], value: T) -> Iterator[T]:
         yield value
     finally:
         variable.reset(token)
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Inside the block, torch's global generators (the CPU's and every CUDA device's) start
+    from ``seed``; after it, all of them are as they were: random initial weights drawn without
+    touching the caller's RNG. (``torch.manual_seed`` seeds every CUDA device, so forking only
+    the CPU, or only the model's device, would leave the others reseeded.)"""
+    import torch
+
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield

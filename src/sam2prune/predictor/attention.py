@@ -95,7 +95,8 @@ def gather_tokens(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 def scatter_tokens(dense: torch.Tensor, index: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     """Write ``values`` ``[k, B, C]`` into a copy of ``dense`` ``[N, B, C]`` at ``index`` ``[B, k]``."""
     out = dense.transpose(0, 1).clone()
-    out.scatter_(1, index.long()[..., None].expand(-1, -1, dense.shape[-1]), values.transpose(0, 1))
+    # .to: a no-op for every shipped config (under autocast both are LayerNorm outputs, float32)
+    out.scatter_(1, index.long()[..., None].expand(-1, -1, dense.shape[-1]), values.transpose(0, 1).to(out.dtype))
     return out.transpose(0, 1)
 
 

@@ -64,25 +64,33 @@ def warm_up(body: Callable[[], dict], *, written: Sequence[torch.Tensor] = (), r
     writes besides its outputs (``written``) back as they were: the run it warms up for is still
     to come."""
     saved = [tensor.clone() for tensor in written]
-    for _ in range(runs):
-        body()
-    for tensor, value in zip(written, saved, strict=True):
-        tensor.copy_(value)
+    try:
+        for _ in range(runs):
+            body()
+    finally:  # also when a run fails: the eager run that replaces the capture reads them
+        for tensor, value in zip(written, saved, strict=True):
+            tensor.copy_(value)
 
 
 def capture_graph(
     body: Callable[[], dict], device: torch.device, written: Sequence[torch.Tensor]
 ) -> tuple[torch.cuda.CUDAGraph, dict]:
     """Warm up on a side stream (``warm_up``), then capture one run of ``body`` (capturing runs
-    nothing). Returns the graph and the tensors its replays write."""
-    stream = torch.cuda.Stream(device)
-    stream.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(stream), _autocast_without_cache(device):
-        warm_up(body, written=written)
-    torch.cuda.current_stream(device).wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, capture_error_mode="thread_local"), _autocast_without_cache(device):
-        outputs = body()
+    nothing). Returns the graph and the tensors its replays write. ``device`` is made current
+    for both: a capture begins on the current device, which need not be the model's (cuda:N)."""
+    with torch.cuda.device(device):
+        stream = torch.cuda.Stream(device)
+        stream.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(stream), _autocast_without_cache(device):
+            warm_up(body, written=written)
+        torch.cuda.current_stream(device).wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        capture_stream = torch.cuda.Stream(device)
+        with (
+            torch.cuda.graph(graph, stream=capture_stream, capture_error_mode="thread_local"),
+            _autocast_without_cache(device),
+        ):
+            outputs = body()
     return graph, outputs
 
 

@@ -15,6 +15,7 @@ from torch import nn
 from sam2prune.config import PruningConfig
 from sam2prune.errors import InputError
 from sam2prune.fsutil import atomic_write, load_versioned_file
+from sam2prune.scoped import seeded
 from sam2prune.scorers.prior import prior_scores
 
 if TYPE_CHECKING:
@@ -382,8 +383,7 @@ def build_router_scorer(
                     f"pass --signals {','.join(trained_signals)}"
                 )
         elif random_router:
-            with torch.random.fork_rng(devices=[]):  # seeded, without touching the caller's RNG
-                torch.manual_seed(config.seed)
+            with seeded(config.seed):  # without touching the caller's RNG
                 module = build_router_module(config.router, channels, signals).eval()
             log(
                 f"no --router-weights: the {config.router} router has RANDOM weights (timings are real, rankings are not)"

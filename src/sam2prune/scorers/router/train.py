@@ -24,6 +24,7 @@ from torch import nn
 from sam2prune.config import PruningConfig
 from sam2prune.errors import InputError
 from sam2prune.progress import progress as progress_bar
+from sam2prune.scoped import seeded
 from sam2prune.scorers.baselines import ScoringContext, select_tokens
 from sam2prune.scorers.router.fusion import DEFAULT_HIDDEN, RouterScorer, Signals, TextRelevance, build_router_module
 
@@ -165,8 +166,7 @@ def train_router(
         (module in eval mode, history: per epoch the mean training loss and held-out recall).
     """
     generator = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):  # seeded initialisation, the caller's RNG untouched
-        torch.manual_seed(seed)
+    with seeded(seed):  # seeded initialisation, the caller's RNG untouched
         module = build_router_module(kind, channels, signals, DEFAULT_HIDDEN)
     optimizer = torch.optim.Adam(module.parameters(), lr=learning_rate)
     training = [e for e in examples if not e.held_out] or examples
