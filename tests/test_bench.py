@@ -297,6 +297,7 @@ def test_profile_summary_counts_kernels_copies_and_component_gpu_time():
         _event("cudaLaunchKernel", cpu),
         _event("cudaLaunchKernel", cpu),
         _event("cudaStreamSynchronize", cpu),
+        _event("cudaGraphLaunch", cpu),
         _event("ampere_sgemm_128x64", cuda, us=1500),
         _event("ampere_sgemm_128x64", cuda, us=1500),
         _event("elementwise_kernel", cuda, us=100),
@@ -307,7 +308,12 @@ def test_profile_summary_counts_kernels_copies_and_component_gpu_time():
     assert summary.kernels_per_frame == 1.5 and summary.kernel_ms_per_frame == pytest.approx(1.55)
     assert summary.memcpy_per_frame == {"HtoD": 0.5}
     assert summary.host_ops_per_frame == 1.5 and summary.copy_ops_per_frame == 1.0
-    assert summary.runtime_calls_per_frame == {"cudaLaunchKernel": 1.0, "cudaStreamSynchronize": 0.5}
+    assert summary.runtime_calls_per_frame == {
+        "cudaLaunchKernel": 1.0,
+        "cudaStreamSynchronize": 0.5,
+        "cudaGraphLaunch": 0.5,
+    }
+    assert summary.graph_launches_per_frame == 0.5
     # the uncertainty probe runs inside the image encoder: it is counted as scoring
     assert summary.components_ms["image_encoder"] == pytest.approx(1.0)
     assert summary.components_ms["token_scoring"] == pytest.approx(0.5)

@@ -78,6 +78,9 @@ class ProfileResult:
         frames: the profiled frame indices.
         kernels_per_frame: GPU kernels launched (memory copies and sets excluded); 0 on the CPU.
         kernel_ms_per_frame: their summed duration.
+        graph_launches_per_frame: CUDA graph replays (``cudaGraphLaunch``). Their kernels are
+            in the two figures above only as far as the profiler (CUPTI) reports kernels of
+            graphs captured before it started: few kernels beside launches means it did not.
         memcpy_per_frame: GPU memory copies by kind (``HtoD``, ``DtoH``, ``DtoD``, ...).
         host_ops_per_frame: aten operators called on the host (nested ones included).
         copy_ops_per_frame: ``aten::copy_`` among them (dtype casts and device copies).
@@ -93,6 +96,7 @@ class ProfileResult:
     frames: list[int]
     kernels_per_frame: float
     kernel_ms_per_frame: float
+    graph_launches_per_frame: float
     memcpy_per_frame: dict[str, float]
     host_ops_per_frame: float
     copy_ops_per_frame: float
@@ -458,6 +462,7 @@ def summarize_profile(events: Iterable[FunctionEvent], frames: list[int], *, on_
         frames=list(frames),
         kernels_per_frame=sum(kernels.values()) / count,
         kernel_ms_per_frame=sum(kernel_us.values()) / 1000 / count,
+        graph_launches_per_frame=sum(n for name, n in runtime.items() if "GraphLaunch" in name) / count,
         memcpy_per_frame={kind: n / count for kind, n in sorted(memcpy.items())},
         host_ops_per_frame=host_ops / count,
         copy_ops_per_frame=copy_ops / count,
