@@ -23,7 +23,9 @@
 # Every bench writes its JSON into OUT_DIR after each predictor, so a step cut short by its time
 # limit still leaves what it measured; the script keeps within BUDGET seconds (default 560) by
 # giving each step the time left, and skips steps when too little is left (BUDGET=300 runs the
-# tests and the hiera-tiny steps, leaving device time for a rerun). OUT_DIR/gpu.log holds the log.
+# tests and the hiera-tiny steps, leaving device time for a rerun; STEPS="hiera-l-1-object
+# tests-exactness" runs only the steps named, e.g. those a first call skipped, as its log lists
+# them). OUT_DIR/gpu.log holds the log.
 # Expected on an H100/H200: tests ~1 min, hiera-tiny 1 object 2-3.5 min (most of it compiling
 # sam2's compiled predictor), 8 objects 1.5-3 min, router ~45 s, hiera-large ~1 min: ~7-9 min.
 #
@@ -101,6 +103,9 @@ left() { echo $((budget - (SECONDS - start_all))); }
 step() {  # step NAME MAX_SECONDS NEEDS_SECONDS COMMAND...: runs if NEEDS_SECONDS are left, for at most MAX_SECONDS
     local name=$1 max=$2 needs=$3
     shift 3
+    if [ -n "${STEPS:-}" ] && [[ " $STEPS " != *" $name "* ]]; then
+        return  # not among the steps asked for
+    fi
     local remaining
     remaining=$(left)
     if [ "$dry_run" = 0 ] && [ "$remaining" -lt "$needs" ]; then
