@@ -49,9 +49,10 @@ elif [ -x .venv/bin/python ]; then
     PY=.venv/bin/python
 else
     PY=python3
+    # a GPU machine's python has torch but not sam2: its pure-Python dependencies travel in .devsite
+    [ -d .devsite ] && export PYTHONPATH="$PWD/.devsite${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
-[ -d .devsite ] && export PYTHONPATH="$PYTHONPATH:$PWD/.devsite"
 
 if [ "${1:-}" = "--prepare" ]; then
     # the files each distribution installed (its RECORD), compiled files and scripts left out
@@ -100,9 +101,11 @@ start_all=$SECONDS
 failed=()
 skipped=()
 left() { echo $((budget - (SECONDS - start_all))); }
+named=()
 step() {  # step NAME MAX_SECONDS NEEDS_SECONDS COMMAND...: runs if NEEDS_SECONDS are left, for at most MAX_SECONDS
     local name=$1 max=$2 needs=$3
     shift 3
+    named+=("$name")
     if [ -n "${STEPS:-}" ] && [[ " $STEPS " != *" $name "* ]]; then
         return  # not among the steps asked for
     fi
@@ -178,6 +181,9 @@ step hiera-t-1-object-eager-step 45 40 "${SAM[@]}" --scorer prior --retention 0.
 step router-paper-mc 45 40 "${SAM[@]}" --router paper --uncertainty mc --mc-passes 5 \
     --retention 0.3 --compile-mode none --profile-frames 2 --json "$out/hiera-t_1obj_router-paper-mc5_bf16.json"
 
+for asked in ${STEPS:-}; do  # a name in STEPS that is no step ran nothing: say so, and fail
+    [[ " ${named[*]} " == *" $asked "* ]] || { echo "STEPS: no step is named '$asked' (steps: ${named[*]})"; failed+=("STEPS:$asked"); }
+done
 echo "== total $((SECONDS - start_all)) s of the ${budget} s budget"
 [ ${#skipped[@]} -gt 0 ] && echo "skipped steps: ${skipped[*]}"
 if [ ${#failed[@]} -gt 0 ]; then

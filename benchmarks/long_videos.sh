@@ -14,26 +14,42 @@ shift
 lengths=("${@:-500 5000}")
 mkdir -p "$out"
 PY=${PY:-.venv/bin/python}
-[ -x "$PY" ] || { PY=python3; export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"; }
-# a GPU machine has no sam2: the pure-Python dependencies travel in .devsite (gpu.sh --prepare)
-[ -d .devsite ] && export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD/.devsite"
+if [ ! -x "$PY" ]; then
+    PY=python3
+    export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+    # a GPU machine's python has torch but not sam2: its pure-Python dependencies travel in
+    # .devsite (bash benchmarks/gpu.sh --prepare)
+    [ -d .devsite ] && export PYTHONPATH="$PYTHONPATH:$PWD/.devsite"
+fi
 "$PY" -c "import torch, sam2, sam2prune" || { echo "long_videos.sh: torch, sam2 or sam2prune cannot be imported by $PY" >&2; exit 2; }
 DEVICE=${DEVICE:-cpu} SIZE=${SIZE:-256} BF16=${BF16:-}
 export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
+failed=()
+# on a GPU each bench has a time limit (a device call ends at 600 s; what a bench measured before
+# its limit is in its JSON); hours on the CPU: none
+limit() {  # limit SECONDS COMMAND...
+    local seconds=$1
+    shift
+    if [ "$DEVICE" = cpu ]; then "$@"; else timeout --signal=INT --kill-after=15 "$seconds" "$@"; fi
+}
 
 # 1. peak RSS (and peak CUDA memory) and ms/frame against length, each run in a fresh process:
 #    the pruned predictor with bounded memory (the default) at LENGTHS (default 500 5000), then
 #    official SAM 2 and the pruned predictor keeping everything at SHORT_LENGTHS (default 500 2000:
 #    they grow with the video, and take as long per frame); sam2-offload with EXTRA=sam2-offload
 # shellcheck disable=SC2068,SC2086
-"$PY" -m sam2prune bench --lengths ${lengths[@]} --methods pruned-bounded \
+limit "${BOUNDED_LIMIT:-300}" "$PY" -m sam2prune bench --lengths ${lengths[@]} --methods pruned-bounded \
     --image-size "$SIZE" --device "$DEVICE" --threads 1 $BF16 \
-    --json "$out/lengths_${SIZE}_bounded.json" 2>&1 | tee "$out/lengths_${SIZE}_bounded.log"
+    --json "$out/lengths_${SIZE}_bounded.json" 2>&1 | tee "$out/lengths_${SIZE}_bounded.log" || failed+=(bounded)
 # shellcheck disable=SC2086
-"$PY" -m sam2prune bench --lengths ${SHORT_LENGTHS:-500 2000} --methods sam2 pruned-unbounded ${EXTRA:-} \
+limit "${OTHERS_LIMIT:-200}" "$PY" -m sam2prune bench --lengths ${SHORT_LENGTHS:-500 2000} --methods sam2 pruned-unbounded ${EXTRA:-} \
     --image-size "$SIZE" --device "$DEVICE" --threads 1 $BF16 \
-    --json "$out/lengths_${SIZE}_others.json" 2>&1 | tee "$out/lengths_${SIZE}_others.log"
-"$PY" benchmarks/plot_lengths.py "$out/lengths_$SIZE.png" "$out/lengths_${SIZE}_bounded.json" "$out/lengths_${SIZE}_others.json"
+    --json "$out/lengths_${SIZE}_others.json" 2>&1 | tee "$out/lengths_${SIZE}_others.log" || failed+=(others)
+if "$PY" -c "import matplotlib" 2>/dev/null; then
+    "$PY" benchmarks/plot_lengths.py "$out/lengths_$SIZE.png" "$out/lengths_${SIZE}_bounded.json" "$out/lengths_${SIZE}_others.json" || failed+=(plot)
+else
+    echo "long_videos.sh: no matplotlib here: no plot (benchmarks/plot_lengths.py draws it from the JSON files)"
+fi
 
 # 2. segment a 10,000-frame video file (the clip looped, encoded with sam2prune's own writer) with
 #    the default clicks on the two children, bounded memory (the default), peak RSS by GNU time
@@ -49,5 +65,9 @@ write_overlay(Path(sys.argv[1]), VideoSource.open(embedded_clip()).looped(10000)
 " "$video"
     /usr/bin/time -v "$PY" -m sam2prune segment "$video" --prompts src/sam2prune/assets/bedroom/prompts.json \
         --image-size "$SIZE" --random-weights --device cpu --out "$out/segment_10000" --overwrite \
-        2>&1 | grep -v "^propagate in video" | tee "$out/segment_10000.log"
+        2>&1 | grep -v "^propagate in video" | tee "$out/segment_10000.log" || failed+=(segment)
+fi
+if [ ${#failed[@]} -gt 0 ]; then
+    echo "long_videos.sh: FAILED: ${failed[*]}"
+    exit 1
 fi

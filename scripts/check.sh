@@ -16,5 +16,5 @@ echo "== mypy (src/)"
 [ "${1:-}" = "--fast" ] && exit 0
 echo "== pytest, with line coverage of src/"
 # two workers (pytest-xdist), one torch thread each (tests/conftest.py): the tests are mostly
-# small tensors, bound by Python rather than by arithmetic, so this is ~30% faster on two cores
+# small tensors, bound by Python rather than by arithmetic, so this takes ~40% less time on two cores
 "$bin/python" -m pytest -q -n 2 --dist loadgroup --cov=sam2prune --cov-report=term --durations=20

@@ -490,17 +490,14 @@ def official_predictor(
             ``"max-autotune"`` (``torch_compile_mode``); None: sam2's own.
         compile_calls: a list receiving the compile calls (``torch_compile_mode``).
     """
-    import torch
     from sam2.build_sam import build_sam2_video_predictor
 
     from sam2prune.predictor.baseline import cuda_extension_available
 
     if like.config_path is None:
         raise ValueError("official_predictor needs a predictor made by build_predictor (its config is unknown)")
-    devices = [like.device] if like.device.type == "cuda" else []
     lowered = torch_compile_mode(compile_mode, compile_calls) if vos_optimized and compile_mode else nullcontext()
-    with torch.random.fork_rng(devices=devices), _sam2_compose_from(like.config_path), lowered:
-        torch.manual_seed(0)
+    with seeded(0), _sam2_compose_from(like.config_path), lowered:
         predictor = build_sam2_video_predictor(
             str(like.config_path),
             ckpt_path=None,

@@ -28,13 +28,13 @@ def scoped(variable: ContextVar[T | None], value: T) -> Iterator[T]:
 
 @contextmanager
 def seeded(seed: int) -> Iterator[None]:
-    """Inside the block, torch's global generators (the CPU's and every CUDA device's) start
-    from ``seed``; after it, all of them are as they were: random initial weights drawn without
-    touching the caller's RNG. (``torch.manual_seed`` seeds every CUDA device, so forking only
-    the CPU, or only the model's device, would leave the others reseeded.)"""
+    """Inside the block, torch's CPU generator starts from ``seed``; after it, it is as it was:
+    random initial weights drawn without touching the caller's RNG. Weights are drawn on the CPU
+    (sam2 builds a model there, then moves it), so no CUDA generator is read or seeded: that
+    would start CUDA on every GPU (``torch.manual_seed`` also seeds every CUDA device, and does
+    so when CUDA starts if it has not yet)."""
     import torch
 
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
         yield
