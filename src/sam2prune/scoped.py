@@ -3,7 +3,8 @@
 sam2's call chains (``track_step`` -> memory attention -> its RoPE attentions; the image
 encoder -> its blocks) have no parameter through which sam2prune could pass what it needs down
 the chain. A context variable set around the one call carries it instead: nothing is stored on
-the modules, and the value is gone when the call returns (also on an error).
+the modules, and the value is gone when the call returns (also on an error). Likewise
+``seeded``: torch's global RNG seeded for one block, and as it was after it.
 """
 
 from __future__ import annotations

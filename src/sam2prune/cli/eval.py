@@ -295,10 +295,10 @@ def evaluate(
         SequencesFailed: on Ray, some sequences failed on every attempt (the others are saved).
     """
     check_run_folder(out, root=data.root)
-    if not cluster.enabled:  # on Ray, once the cluster says which device its workers have
-        check_gpu_options(gpu, resolve_device(model.device), pruned=pruning is not None)
-    if cluster.enabled:
+    if cluster.enabled:  # the GPU options are checked once the cluster says which device its workers have
         check_ray_runs(prunings=[pruning])
+    else:
+        check_gpu_options(gpu, resolve_device(model.device), pruned=pruning is not None)
     weights = resolve_weights(model, required=True)
     if cluster.enabled:
         # workers may run elsewhere: absolute paths (the same on every node of a shared filesystem)

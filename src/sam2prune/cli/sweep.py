@@ -118,12 +118,12 @@ def sweep(
     check_run_folder(out, root=data.root)
     if not grid:
         raise InputError("nothing to sweep: --no-baseline and no pruned setting")
-    if cluster.enabled:
+    if cluster.enabled:  # the GPU options are checked once the cluster says which device its workers have
         check_ray_runs(prunings=[pruning for pruning, _, _ in grid])
         # workers may run elsewhere: absolute paths (the same on every node of a shared filesystem)
         data = replace(data, root=data.root.resolve())
-    if not cluster.enabled:
-        check_gpu_options(gpu, resolve_device(model.device))
+    else:
+        check_gpu_options(gpu, resolve_device(model.device), pruned=any(pruning is not None for pruning, _, _ in grid))
     weights = resolve_weights(model, required=True)
     sequences = select_sequences(data)
     make_output_dir(out)
