@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -128,11 +130,13 @@ def test_the_windows_kept_are_what_sam2_reads_after_each_frame(
 
 
 def first_pass(predictor: SAM2Predictor, state: dict) -> list[torch.Tensor]:
-    """Two objects clicked on frame 0, object 1 prompted again on frame 20 (mid-clip), tracked
-    forward through the video."""
+    """Two objects clicked on frame 0 and again on frame 20 (mid-clip), tracked forward through
+    the video: with the same prompted frames, their memories share a layout, so they are
+    tracked in one batched step (whose rounding differs from one step per object)."""
     logits = [predictor.add_new_points_or_box(state, 0, 1, points=[[200, 112]], labels=[1])[2]]
     logits.append(predictor.add_new_points_or_box(state, 0, 2, points=[[112, 128]], labels=[1])[2])
     logits.append(predictor.add_new_points_or_box(state, 20, 1, points=[[210, 120]], labels=[1])[2])
+    logits.append(predictor.add_new_points_or_box(state, 20, 2, points=[[120, 130]], labels=[1])[2])
     return logits + [m.clone() for _, _, m in predictor.propagate_in_video(state)]
 
 
@@ -140,7 +144,8 @@ def interact(
     predictor: SAM2Predictor, source: VideoSource, *, bounded: bool, replays: list | None = None
 ) -> tuple[list[torch.Tensor], dict]:
     """``first_pass``; a correction click on object 2 on frame 30 (its neighbours dropped by
-    then) and tracking on from it; then tracking in reverse from frame 40 (whose later frames
+    then; they were tracked in a batched step, and are recomputed in one of the same size) and
+    tracking on from it (each object alone: their prompted frames differ now); then tracking in reverse from frame 40 (whose later frames
     were dropped) and a correction click on frame 5 after it. Returns every logits tensor and
     what the state held after the first pass (with how many stretches were tracked again)."""
     state = predictor.init_state(source, bounded_memory=bounded)
@@ -174,7 +179,7 @@ def test_bounded_memory_gives_the_unbounded_logits_bit_for_bit(kind, predictors,
     unbounded, kept_all = interact(predictor, source, bounded=False)
     replays = tracked_stretches(monkeypatch, predictor)
     bounded, kept_window = interact(predictor, source, bounded=True, replays=replays)
-    assert len(bounded) == len(unbounded) == 3 + 44 + 1 + 14 + 41 + 1
+    assert len(bounded) == len(unbounded) == 4 + 44 + 1 + 14 + 41 + 1
     assert all(torch.equal(a, b) for a, b in zip(unbounded, bounded, strict=True))
     # bounded memory dropped frames as the first pass went, recomputing nothing there ...
     assert kept_all["totals"]["frames"] == NUM_FRAMES
@@ -183,6 +188,39 @@ def test_bounded_memory_gives_the_unbounded_logits_bit_for_bit(kind, predictors,
     assert kept_window["replays"] == 0
     # ... and recomputed what the clicks and the reverse pass read
     assert {obj_id for obj_id, _, _ in replays} == {1, 2} and all(frames for _, _, frames in replays)
+
+
+def test_which_objects_are_batched_does_not_depend_on_frames_no_step_reads(predictors, source):
+    """Object 2 is added after object 1 was tracked through the video; tracking again from frame
+    20, object 1 still holds (unbounded) frames no step reads, which bounded memory dropped. The
+    objects are batched alike either way, so the logits are the same bits."""
+    predictor = predictors["baseline"]
+    results = []
+    for bounded in (False, True):
+        state = predictor.init_state(source, bounded_memory=bounded)
+        predictor.add_new_points_or_box(state, 0, 1, points=[[200, 112]], labels=[1])
+        for _ in predictor.propagate_in_video(state):
+            pass
+        predictor.add_new_points_or_box(state, 0, 2, points=[[112, 128]], labels=[1])
+        results.append([m.clone() for _, _, m in predictor.propagate_in_video(state, start_frame_idx=20)])
+    unbounded, bounded = results
+    assert len(unbounded) == len(bounded) == NUM_FRAMES - 20
+    assert all(torch.equal(a, b) for a, b in zip(unbounded, bounded, strict=True))
+
+
+def test_a_removed_object_holds_nothing(predictors, source):
+    """Removing an object frees its memory bank: its outputs are no longer held or counted."""
+    predictor = predictors["pruned"]
+    state = predictor.init_state(source.head(8))
+    predictor.add_new_points_or_box(state, 0, 1, points=[[200, 112]], labels=[1])
+    predictor.add_new_points_or_box(state, 0, 2, points=[[112, 128]], labels=[1])
+    for _ in predictor.propagate_in_video(state):
+        pass
+    two = predictor.pruning_stats(state)["totals"]["held_bytes"]
+    predictor.remove_object(state, 1)
+    session = predictor.session(state)
+    assert sorted(session.banks) == [2]
+    assert 0 < predictor.pruning_stats(state)["totals"]["held_bytes"] < two
 
 
 @pytest.mark.parametrize("kind, part", [("baseline", "pointers"), ("baseline", "spatial"), ("pruned", "masks")])
@@ -315,7 +353,6 @@ def test_several_threads_resize_frames_and_a_corrupt_one_fails_alone(tmp_path, m
     """With ``workers`` (a GPU's default) decoded frames are resized on a pool of threads: the
     same frames, each read once going forward; a corrupt file raises an error naming it for its
     frame only."""
-    import threading
 
     from sam2.utils.misc import load_video_frames_from_jpg_images
 
@@ -351,6 +388,84 @@ def test_several_threads_resize_frames_and_a_corrupt_one_fails_alone(tmp_path, m
     frames.close()
     assert frames._pool is None and not frames._cache
     assert torch.equal(frames[3], sam2_frames[3])  # reading again after close
+
+
+def _held_reader(monkeypatch) -> threading.Event:
+    """Frame reading waits until the event returned is set (so that requests pile up)."""
+    from sam2prune.data import frames as frames_module
+
+    release = threading.Event()
+
+    class HeldReader(frames_module.FrameReader):
+        def read(self, indices):
+            assert release.wait(timeout=30)
+            yield from super().read(indices)
+
+    monkeypatch.setattr(frames_module, "FrameReader", HeldReader)
+    return release
+
+
+def _until(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_frames_asked_for_from_several_threads_all_come(monkeypatch):
+    """A request for another frame does not cancel the frame another thread waits for (it used to
+    wait forever), nor does the cache drop it before it is handed out."""
+    release = _held_reader(monkeypatch)
+    frames = FrameSource(VideoSource.open(embedded_clip()).looped(40), TINY_SIZE, read_ahead=4, cache_frames=6)
+    got: dict[int, torch.Tensor] = {}
+    threads = {
+        index: threading.Thread(target=lambda i=index: got.update({i: frames[i]}), daemon=True) for index in (0, 10, 20)
+    }
+    for index, thread in threads.items():
+        thread.start()
+        _until(lambda i=index: frames._waiting[i] == 1)
+    release.set()
+    for thread in threads.values():
+        thread.join(timeout=30)
+    assert sorted(got) == [0, 10, 20]
+    every = load_frames_tensor(VideoSource.open(embedded_clip()).looped(40), TINY_SIZE, progress=False)
+    assert all(torch.equal(frame, every[index]) for index, frame in got.items())
+    frames.close()
+
+
+def test_every_thread_waiting_for_a_corrupt_frame_gets_its_error_and_a_new_request_reads_it_again(
+    tmp_path, monkeypatch
+):
+    from sam2prune.errors import InputError
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for index, path in enumerate(VideoSource.open(embedded_clip()).frame_files[:6]):
+        shutil.copy(path, folder / f"{index:05d}.jpg")
+    source = VideoSource.open(folder)  # checked while the frames are whole
+    whole = (folder / "00003.jpg").read_bytes()
+    (folder / "00003.jpg").write_bytes(b"not a jpeg")
+    release = _held_reader(monkeypatch)
+    frames = FrameSource(source, TINY_SIZE, read_ahead=1, cache_frames=3)
+    errors: dict[str, BaseException] = {}
+
+    def ask(name: str) -> None:
+        try:
+            frames[3]
+        except InputError as error:
+            errors[name] = error
+
+    threads = [threading.Thread(target=ask, args=(name,), daemon=True) for name in "ab"]
+    for thread in threads:
+        thread.start()
+    _until(lambda: frames._waiting[3] == 2)
+    release.set()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(errors) == ["a", "b"] and all("00003.jpg is corrupt" in str(e) for e in errors.values())
+    (folder / "00003.jpg").write_bytes(whole)  # the file is whole again (a transient failure)
+    assert torch.equal(frames[3], load_frames_tensor(source, TINY_SIZE, progress=False)[3])
+    frames.close()
 
 
 # --- segment and eval: the same masks, written as they come --------------------------------------

@@ -111,8 +111,9 @@ FINGERPRINTS: dict[str, tuple[str, str]] = {
     ),
     "sam2.sam2_video_predictor:SAM2VideoPredictor.remove_object": (
         "948cbfd375074b9a29d6c4c2679530225f78fc092e1fd7461aa71678ac845082",
-        "bounded memory relies on it reading outputs only through _consolidate_temp_output_across_obj and "
-        "keeping each object's output dict (the banks wrap them)",
+        "overridden by SAM2Predictor (the object's bank goes with it); bounded memory relies on it reading "
+        "outputs only through _consolidate_temp_output_across_obj and keeping each object's output dict (the "
+        "banks wrap them)",
     ),
     "sam2.sam2_video_predictor:SAM2VideoPredictor.propagate_in_video_preflight": (
         "0dc6ee175683ddaa66706ea399c4c0b16b78d2e90e43b4352a23da046b757c6f",

@@ -152,6 +152,7 @@ class FrameSource:
         self._wanted: list[int] = []  # to read, the frame asked for first
         self._reading: set[int] = set()
         self._errors: dict[int, BaseException] = {}
+        self._waiting: Counter[int] = Counter()  # threads waiting for each frame
         self._worker: threading.Thread | None = None
         self._last: int | None = None
         self._step = 1  # +1 forward, -1 in reverse
@@ -177,17 +178,25 @@ class FrameSource:
             if self._last is not None and index != self._last:
                 self._step = 1 if index > self._last else -1
             self._last = index
+            if not self._waiting[index]:  # an earlier read's error is not this request's: read it again
+                self._errors.pop(index, None)
             if index not in self._cache and index not in self._reading:
                 if index in self._wanted:
                     self._wanted.remove(index)
                 self._wanted.insert(0, index)
             self._schedule_read_ahead(index)
             self._start_worker()
-            while index not in self._cache and index not in self._errors:
-                self._state.wait()
-            error = self._errors.pop(index, None)
-            if error is not None:
-                raise error
+            self._waiting[index] += 1
+            try:
+                while index not in self._cache and index not in self._errors:
+                    self._state.wait()
+            finally:
+                self._waiting[index] -= 1
+                if not self._waiting[index]:
+                    del self._waiting[index]
+            if index not in self._cache:
+                # every thread waiting for the frame gets its error; the last one takes it away
+                raise self._errors[index] if self._waiting[index] else self._errors.pop(index)
             self._cache.move_to_end(index)
             frame = self._cache[index]
         if self.uint8_frames:  # from pinned memory on a GPU: asynchronous
@@ -197,8 +206,9 @@ class FrameSource:
     def _schedule_read_ahead(self, index: int) -> None:
         ahead = [index + self._step * k for k in range(1, self.read_ahead + 1)]
         ahead = [t for t in ahead if 0 <= t < len(self) and t not in self._cache and t not in self._reading]
-        # what was read ahead for another position or direction is not wanted any more
-        self._wanted = [t for t in self._wanted if t == index or t in ahead]
+        # what was read ahead for another position or direction is not wanted any more (what
+        # another thread waits for still is)
+        self._wanted = [t for t in self._wanted if t == index or t in ahead or self._waiting[t]]
         self._wanted += [t for t in ahead if t not in self._wanted]
 
     def _start_worker(self) -> None:
@@ -298,9 +308,10 @@ class FrameSource:
                 self._pool = None
 
     def _trim_cache(self) -> None:
-        """Drop the least recently used frames beyond ``cache_frames``, never the one asked for last."""
+        """Drop the least recently used frames beyond ``cache_frames``, never the one asked for
+        last nor one a thread waits for."""
         for index in list(self._cache):
             if len(self._cache) <= self.cache_frames:
                 break
-            if index != self._last:
+            if index != self._last and not self._waiting[index]:
                 del self._cache[index]

@@ -170,6 +170,10 @@ class TrackingRun:
         inputs: what the frames from ``start`` on read of the frames before it, as it was:
             ``{frame: (output holding only the parts read, keep_idx or None)}``.
         conditioning: the object's conditioning outputs it attended to, by frame.
+        batches: how its frames were tracked, from each frame where that changed on, in tracking
+            order: ``(frame, B, row)``, the object was row ``row`` of a batched step of ``B``
+            objects (B = 1: alone). Tracking it again takes the same batch size and row, since a
+            step's rounding depends on its batch size.
     """
 
     reverse: bool
@@ -177,6 +181,23 @@ class TrackingRun:
     last: int
     inputs: dict[int, tuple[dict, torch.Tensor | None]]
     conditioning: dict[int, dict]
+    batches: list[tuple[int, int, int]] = field(default_factory=list)
+
+    def note_batch(self, frame_idx: int, size: int, row: int) -> None:
+        """Frame ``frame_idx`` (the next one it tracks) is tracked as row ``row`` of a step of
+        ``size`` objects."""
+        if not self.batches or self.batches[-1][1:] != (size, row):
+            self.batches.append((frame_idx, size, row))
+
+    def batch_at(self, frame_idx: int) -> tuple[int, int]:
+        """(B, row) of the step that tracked ``frame_idx``; (1, 0) where nothing was noted."""
+        step = -1 if self.reverse else 1
+        found = (1, 0)
+        for first, size, row in self.batches:
+            if (frame_idx - first) * step < 0:
+                break
+            found = (size, row)
+        return found
 
     def covers(self, frame_idx: int) -> bool:
         """Whether it tracked (or passed, on a conditioning frame) ``frame_idx``."""

@@ -16,7 +16,14 @@ from sam2.sam2_video_predictor import SAM2VideoPredictor
 
 from sam2prune.data.frames import FrameSource, load_frames_tensor
 from sam2prune.data.video import VideoSource
-from sam2prune.predictor.bank import FrameReads, ReplayRefused, SparseMemoryBank, frame_reads, reads_after
+from sam2prune.predictor.bank import (
+    FrameReads,
+    ReplayRefused,
+    SparseMemoryBank,
+    TrackingRun,
+    frame_reads,
+    reads_after,
+)
 from sam2prune.predictor.session import SESSION_KEY, TrackingSession, tracking_session
 from sam2prune.sam2_copies import propagate_objects
 
@@ -67,12 +74,14 @@ class BatchedOutputs(dict):
 
     Attributes:
         obj_ids: the objects, in batch order.
+        dicts: their own output dicts (or the scratch copies being tracked again), in batch order.
         keep_idx: ``[B, k]`` tokens the pruned predictor kept for the step, or None.
     """
 
-    def __init__(self, obj_ids: list[int], outputs: dict[str, Mapping[int, dict]]) -> None:
+    def __init__(self, obj_ids: list[int], dicts: list[dict], outputs: dict[str, Mapping[int, dict]]) -> None:
         super().__init__(outputs)
         self.obj_ids = obj_ids
+        self.dicts = dicts
         self.keep_idx: torch.Tensor | None = None
 
 
@@ -105,15 +114,20 @@ class MergedFrames(Mapping[int, dict]):
 
 def _merge_outputs(outs: list[dict]) -> dict:
     """One frame's stored outputs of several objects as one output of batch B (what memory
-    attention reads: features, their position encoding, the object pointers)."""
+    attention reads: features, their position encoding, the object pointers). A part that some
+    object does not hold is None (bounded memory dropped it: the step does not read it)."""
+
+    def every(key: str) -> bool:
+        return all(out.get(key) is not None for out in outs)
+
     first = outs[0]
-    features = first.get("maskmem_features")
-    position = first.get("maskmem_pos_enc")
     return {
-        "maskmem_features": None if features is None else torch.cat([out["maskmem_features"] for out in outs]),
+        "maskmem_features": torch.cat([out["maskmem_features"] for out in outs]) if every("maskmem_features") else None,
         # one shared constant (sam2's _get_maskmem_pos_enc): a view at batch B
-        "maskmem_pos_enc": None if position is None else [x.expand(len(outs), *x.shape[1:]) for x in position],
-        "obj_ptr": torch.cat([out["obj_ptr"] for out in outs]),
+        "maskmem_pos_enc": [x.expand(len(outs), *x.shape[1:]) for x in first["maskmem_pos_enc"]]
+        if every("maskmem_pos_enc")
+        else None,
+        "obj_ptr": torch.cat([out["obj_ptr"] for out in outs]) if every("obj_ptr") else None,
     }
 
 
@@ -304,31 +318,36 @@ class SAM2Predictor(SAM2VideoPredictor):
             after_frame=after_frame,
         )
 
-    def _memory_layout(self, inference_state: dict, obj_idx: int, frame_idx: int, reverse: bool) -> tuple:
-        """What the object's step on ``frame_idx`` can read, by shape: every conditioning frame
-        and every non-conditioning frame within reach of memory attention and of the object
-        pointers, each with the shape of its stored features. Objects with equal layouts select
-        the same frames and positions (sam2_copies.select_memory_frames, object_pointer_tokens),
-        so their memories stack into one batch."""
-        output_dict = inference_state["output_dict_per_obj"][obj_idx]
-        reach = max(self.num_maskmem * self.memory_temporal_stride_for_eval + 1, self.max_obj_ptrs_in_encoder)
-        step = 1 if reverse else -1
-        near = range(frame_idx + step, frame_idx + step * (reach + 1), step)
+    def _memory_layout(self, inference_state: dict, output_dict: dict, frame_idx: int, reverse: bool) -> tuple:
+        """What an object's step on ``frame_idx`` reads, by shape: every conditioning frame, and
+        the non-conditioning frames it reads (``frame_reads``: sam2's own selection) with the
+        shape of the features and whether a pointer is there where they are read. Objects with
+        equal layouts select the same frames and positions (sam2_copies.select_memory_frames,
+        object_pointer_tokens), so their memories stack into one batch. Only what is read
+        counts: bounded memory drops the rest, and the batching (and so the rounding) must not
+        depend on it."""
+        reads = frame_reads(
+            self, frame_idx, reverse=reverse, num_frames=inference_state["num_frames"], neighbour_mask=False
+        )
         non_cond = output_dict["non_cond_frame_outputs"]
 
         def shape(out: dict) -> tuple[tuple[int, ...] | None, bool]:
-            # with bounded memory a frame may hold only some parts (its pointer, its mask)
             features = out.get("maskmem_features")
             return (None if features is None else tuple(features.shape[1:]), out.get("obj_ptr") is not None)
 
+        def read_shape(t: int, out: dict) -> tuple[tuple[int, ...] | None, bool]:
+            features, pointer = shape(out)
+            return (features if t in reads.spatial else None, pointer and t in reads.pointers)
+
         return (
             tuple((t, shape(out)) for t, out in sorted(output_dict["cond_frame_outputs"].items())),
-            tuple((t, shape(non_cond[t])) for t in near if t in non_cond),
+            tuple((t, read_shape(t, non_cond[t])) for t in sorted(reads.spatial | reads.pointers) if t in non_cond),
         )
 
     def _batch_key(self, inference_state: dict, obj_idx: int, frame_idx: int, reverse: bool) -> tuple:
         """Objects with equal keys on a frame are tracked in one batched step."""
-        return self._memory_layout(inference_state, obj_idx, frame_idx, reverse)
+        output_dict = inference_state["output_dict_per_obj"][obj_idx]
+        return self._memory_layout(inference_state, output_dict, frame_idx, reverse)
 
     def _track_objects(
         self, inference_state: dict, frame_idx: int, obj_indices: list[int], *, reverse: bool
@@ -352,6 +371,12 @@ class SAM2Predictor(SAM2VideoPredictor):
         for obj_idx in obj_indices:
             key = self._batch_key(inference_state, obj_idx, frame_idx, reverse) if self.batch_objects else (obj_idx,)
             groups.setdefault(key, []).append(obj_idx)
+        session = self.session(inference_state)
+        for members in groups.values():  # bounded memory: a run is tracked again as it was
+            for row, obj_idx in enumerate(members):
+                run = session.bank(inference_state, inference_state["obj_idx_to_id"][obj_idx]).active_run
+                if run is not None:
+                    run.note_batch(frame_idx, len(members), row)
         results = {}
         for members in groups.values():
             if len(members) == 1:
@@ -368,7 +393,13 @@ class SAM2Predictor(SAM2VideoPredictor):
                     run_mem_encoder=True,
                 )
                 continue
-            view = self._batched_view(inference_state, members, frame_idx, reverse)
+            view = self._batched_view(
+                inference_state,
+                [inference_state["output_dict_per_obj"][obj_idx] for obj_idx in members],
+                [inference_state["obj_idx_to_id"][obj_idx] for obj_idx in members],
+                frame_idx,
+                reverse,
+            )
             out, pred_masks = self._infer_frame(
                 inference_state=inference_state,
                 output_dict=view,
@@ -386,17 +417,19 @@ class SAM2Predictor(SAM2VideoPredictor):
                 results[obj_idx] = (row_out, pred_masks[row : row + 1])
         return results
 
-    def _batched_view(self, inference_state: dict, members: list[int], frame_idx: int, reverse: bool) -> BatchedOutputs:
-        """The memories of objects with one layout, stacked into one batched output dict."""
-        dicts = [inference_state["output_dict_per_obj"][obj_idx] for obj_idx in members]
-        cond_frames, non_cond_frames = self._memory_layout(inference_state, members[0], frame_idx, reverse)
+    def _batched_view(
+        self, inference_state: dict, dicts: list[dict], obj_ids: list[int], frame_idx: int, reverse: bool
+    ) -> BatchedOutputs:
+        """The memories of objects with one layout (their output dicts), stacked into one
+        batched output dict."""
+        cond_frames, non_cond_frames = self._memory_layout(inference_state, dicts[0], frame_idx, reverse)
         outputs: dict[str, Mapping[int, dict]] = {
             "cond_frame_outputs": MergedFrames([d["cond_frame_outputs"] for d in dicts], [t for t, _ in cond_frames]),
             "non_cond_frame_outputs": MergedFrames(
                 [d["non_cond_frame_outputs"] for d in dicts], [t for t, _ in non_cond_frames]
             ),
         }
-        return BatchedOutputs([inference_state["obj_idx_to_id"][obj_idx] for obj_idx in members], outputs)
+        return BatchedOutputs(obj_ids, dicts, outputs)
 
     def _store_batched_row(
         self, inference_state: dict, view: BatchedOutputs, row: int, frame_idx: int, out: dict
@@ -420,6 +453,15 @@ class SAM2Predictor(SAM2VideoPredictor):
                 bank.end_run()
             bank.recount()
         session.note_peak()
+
+    @torch.inference_mode()
+    def remove_object(
+        self, inference_state: dict, obj_id: int, strict: bool = False, need_output: bool = True
+    ) -> tuple[list[int], list]:
+        """sam2's, and the object's memory bank goes with it (what it held is freed)."""
+        result = super().remove_object(inference_state, obj_id, strict=strict, need_output=need_output)
+        self.session(inference_state).forget_removed(inference_state["obj_ids"])
+        return result
 
     @torch.inference_mode()
     def reset_state(self, inference_state: dict) -> None:
@@ -566,9 +608,7 @@ class SAM2Predictor(SAM2VideoPredictor):
                 for t in run.frames_to(min(frames) if run.reverse else max(frames)):
                     if t in scratch["cond_frame_outputs"]:
                         continue
-                    out, _ = self._run_single_frame_inference(
-                        inference_state, scratch, t, 1, False, None, None, run.reverse, True
-                    )
+                    out = self._track_again(inference_state, scratch, obj_id, t, run)
                     scratch["non_cond_frame_outputs"][t] = out
                     if t in frames:
                         restored[t] = (out, scratch_bank.keep_idx_for(out))
@@ -580,6 +620,23 @@ class SAM2Predictor(SAM2VideoPredictor):
                         scratch_bank.forget(dropped)
             for t, (out, keep_idx) in restored.items():
                 bank.install(t, out, keep_idx, run)
+
+    def _track_again(self, inference_state: dict, scratch: dict, obj_id: int, frame_idx: int, run: TrackingRun) -> dict:
+        """The output of tracking ``frame_idx`` again in ``scratch`` (a replay of ``run``), to the
+        bits it had: where the object was one row of a batched step, it is that row of a step of
+        the same batch size, each row holding this object's memories (each row of a step
+        depends on its own inputs only; its rounding depends on the batch size)."""
+        size, row = run.batch_at(frame_idx)
+        if size == 1:
+            out, _ = self._run_single_frame_inference(
+                inference_state, scratch, frame_idx, 1, False, None, None, run.reverse, True
+            )
+            return out
+        view = self._batched_view(inference_state, [scratch] * size, [obj_id] * size, frame_idx, run.reverse)
+        out, _ = self._infer_frame(inference_state, view, frame_idx, size, False, None, None, run.reverse, True)
+        row_out = _split_output(out, row)
+        self._store_batched_row(inference_state, view, row, frame_idx, row_out)
+        return row_out
 
     def _restore_outputs_on(self, inference_state: dict, frame_idx: int) -> None:
         """Put back every object's whole output on ``frame_idx`` where bounded memory dropped

@@ -359,7 +359,7 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
         memo = partial(session.frame_cache.get, frame_idx)
         steps = session.static_steps if self.static_step != "off" and not session.replaying else None
         if isinstance(output_dict, BatchedOutputs):  # objects of one memory layout, tracked together
-            banks = tuple(session.bank(inference_state, obj_id) for obj_id in output_dict.obj_ids)
+            banks = tuple(session.bank_of(inference_state, d) for d in output_dict.dicts)  # or a replay's
             rows = [
                 self._select_tracked_frame(inference_state, bank_id, bank.output_dict, frame_idx, 1, reverse)
                 for bank_id, bank in zip(output_dict.obj_ids, banks, strict=True)
@@ -560,7 +560,7 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
         self, inference_state: dict, view: BatchedOutputs, row: int, frame_idx: int, out: dict
     ) -> None:
         if view.keep_idx is not None and out.get("maskmem_features") is not None:
-            bank = self.session(inference_state).bank(inference_state, view.obj_ids[row])
+            bank = self.session(inference_state).bank_of(inference_state, view.dicts[row])
             bank.store_sparse(
                 frame_idx, out, view.keep_idx[row : row + 1], storage_device=inference_state["storage_device"]
             )

@@ -113,6 +113,11 @@ class TrackingSession:
         finally:
             del self._replays[id(output_dict)]
 
+    def forget_removed(self, obj_ids: list[int]) -> None:
+        """Drop the banks of objects no longer in the session (``obj_ids``: those that are)."""
+        for obj_id in [obj_id for obj_id in self.banks if obj_id not in obj_ids]:
+            del self.banks[obj_id]
+
     def note_peak(self) -> None:
         """Take the current totals of every bank into the peaks."""
         totals = [bank.held_bytes for bank in self.banks.values()]
