@@ -5,6 +5,7 @@ the profiler summary; the lowered compile mode of sam2's vos_optimized predictor
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 import time
 from types import SimpleNamespace
@@ -22,7 +23,7 @@ from sam2prune.errors import InputError
 from sam2prune.models import official_predictor, torch_compile_mode
 from sam2prune.predictor.baseline import init_state_from
 
-from conftest import TINY_SIZE, build_random
+from conftest import CHAIR_FRAMES, TINY_SIZE, build_random
 
 RUN_KEYS = {
     "ms_per_frame",
@@ -387,6 +388,25 @@ def test_bad_bench_options_are_refused(capsys, tmp_path):
     with pytest.raises(SystemExit, match="2"):
         main(["bench", "--frames", "10", "--compile-mode", "fastest"])
     assert "invalid choice: 'fastest'" in capsys.readouterr().err
+    assert main(["bench", "--frames", "10", "--device", "tpu"]) == 2
+    assert "--device 'tpu' is not a device name: expected cpu, cuda or cuda:N" in capsys.readouterr().err
+    # the results never overwrite an input, nor each other
+    frames = tmp_path / "frames"
+    shutil.copytree(CHAIR_FRAMES, frames)
+    before = {path.name: path.read_bytes() for path in frames.iterdir()}
+    for option, target, message in (
+        ("--json", frames / "r.json", "lies inside the input VIDEO"),
+        ("--plot", frames / "00000.jpg", "lies inside the input VIDEO"),
+        ("--json", prompts, "is the input --prompts"),
+    ):
+        extra = ["--prompts", str(prompts)] if target == prompts else []
+        assert main(["bench", str(frames), "--frames", "10", *extra, option, str(target)]) == 2
+        assert message in capsys.readouterr().err
+    both = str(tmp_path / "r.json")
+    assert main(["bench", "--frames", "10", "--json", both, "--plot", both]) == 2
+    assert "--json and --plot are the same file" in capsys.readouterr().err
+    assert {path.name: path.read_bytes() for path in frames.iterdir()} == before
+    assert json.loads(prompts.read_text())["objects"][0]["obj_id"] == 1
 
 
 def test_bench_lengths_measures_each_method_and_length_in_its_own_process(tmp_path, capsys):

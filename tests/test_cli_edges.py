@@ -167,6 +167,31 @@ def test_stale_temporaries_of_a_killed_run_are_cleaned_and_live_ones_kept(tmp_pa
     assert len(list((tmp_path / "out").glob("*.png"))) == 6
 
 
+def test_sigterm_stops_a_run_and_leaves_nothing_half_written(tmp_path, monkeypatch, capsys):
+    """``kill`` (SIGTERM, as job schedulers send) cleans up as Ctrl-C does: exit 143, no output,
+    no temporary folder; the handler that was there before is put back."""
+    import signal
+
+    from sam2prune import segment as segment_module
+
+    label = segment_module.label_tensor
+    calls = []
+
+    def killed_on_the_third_frame(obj_ids, logits):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return label(obj_ids, logits)
+
+    monkeypatch.setattr(segment_module, "label_tensor", killed_on_the_third_frame)
+    before = signal.getsignal(signal.SIGTERM)
+    out = tmp_path / "out"
+    assert main(["segment", str(CHAIR_FRAMES), "--point", "300,250", "--out", str(out), *RANDOM]) == 143
+    assert "sam2prune: terminated" in capsys.readouterr().err
+    assert len(calls) < 6 and not out.exists() and not list(tmp_path.iterdir())
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 def test_outputs_respect_the_umask(tmp_path):
     previous = os.umask(0o022)
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -347,10 +348,18 @@ def test_bad_frames_are_named(tmp_path, chair_copy, capsys, make_bad, expected):
             "--static-step: static_step='graphs' captures CUDA graphs: the predictor runs on cpu",
         ),
         (["{chair}", "--point", "10,10", "--method", "sam2", "--static-step", "buffers"], "with --method sam2"),
+        (["{chair}", "--point", "10,10", "--device", "tpu"], "--device 'tpu' is not a device name"),
+        (["{chair}", "--point", "10,10", "--overlay", "{chair}/o.mp4"], "lies inside the input VIDEO"),
+        (["{chair}", "--point", "10,10", "--overlay", "{tmp}/taken.mp4"], "taken.mp4 exists; pass --overwrite"),
+        (["{chair}", "--point", "10,10", "--overlay", "{tmp}/out"], "is --out"),
+        (["{chair}", "--box", "1,1,20,20", "--box", "2,2,30,30"], "--box was given 2 times"),
+        (["{chair}", "--prompts", "{bad_json}", "--frame", "3"], "cannot be combined with --frame"),
+        (["{chair}", "--prompts", "{bad_json}", "--obj-id", "2"], "cannot be combined with --obj-id"),
     ],
 )
 def test_bad_inputs_fail_with_one_clear_line_and_no_output(tmp_path, capsys, arguments, expected):
     (tmp_path / "empty").mkdir()
+    (tmp_path / "taken.mp4").write_bytes(b"the user's video")
     Image.fromarray(np.ones((240, 360), dtype=np.uint8)).save(tmp_path / "small.png")
     (tmp_path / "bad.json").write_text("{not json")
     places = {
@@ -372,8 +381,20 @@ def test_bad_inputs_fail_with_one_clear_line_and_no_output(tmp_path, capsys, arg
     err = capsys.readouterr().err.strip().splitlines()
     assert err and expected in err[-1], err
     assert err[-1].startswith("sam2prune: error:")
-    assert not out.exists()
+    assert not out.exists() and (tmp_path / "taken.mp4").read_bytes() == b"the user's video"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_out_is_refused_where_it_holds_a_mask_the_prompts_file_names(tmp_path, capsys):
+    """Replacing --out would delete a mask that the --prompts file reads, --overwrite or not."""
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    shutil.copy(CHAIR_MASKS / "00000.png", masks / "m.png")
+    prompts = tmp_path / "p.json"
+    prompts.write_text(json.dumps({"objects": [{"obj_id": 1, "frame": 0, "mask": "masks/m.png"}]}))
+    assert run_cli(CHAIR_FRAMES, "--prompts", prompts, "--out", masks, "--overwrite", *TINY) == 2
+    assert "contains the input mask of --prompts" in capsys.readouterr().err
+    assert (masks / "m.png").read_bytes() == (CHAIR_MASKS / "00000.png").read_bytes()
 
 
 def test_console_script_help_explains_the_options():

@@ -136,12 +136,23 @@ def check_writable_folder(folder: Path, *, option: str) -> None:
         raise InputError(f"{option}: cannot write into {folder}: {error.strerror or error}") from error
 
 
-def check_output_file(path: Path, *, option: str) -> None:
-    """Raises InputError unless ``path`` can be written as a file (its folder exists and is
-    writable, and it is not a folder)."""
+def check_output_file(
+    path: Path, *, option: str, inputs: Iterable[tuple[str, Path]] = (), overwrite: bool | None = None
+) -> None:
+    """Raises InputError unless ``path`` can be written as a file: its folder exists and is
+    writable, it is not a folder, it is not one of ``inputs`` (``(option, path)`` of what the run
+    reads) nor inside one of them, and (``overwrite`` False) it does not exist yet."""
     path = Path(path)
     if path.is_dir():
         raise InputError(f"{option} {path} is a folder; expected a file name")
+    resolved = path.resolve()
+    for name, other in inputs:
+        other = Path(other).resolve()
+        if _is_relative_to(resolved, other):
+            relation = "is" if resolved == other else "lies inside"
+            raise InputError(f"{option} {path} {relation} the input {name} {other}: write it elsewhere")
+    if overwrite is False and path.exists():
+        raise InputError(f"{option} {path} exists; pass --overwrite to replace it")
     check_writable_folder(path.parent, option=f"{option} {path}")
 
 

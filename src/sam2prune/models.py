@@ -311,14 +311,25 @@ def load_state_dict_strictly(
 
 
 def resolve_device(device: str) -> torch.device:
+    """``device`` as a torch device this machine has.
+
+    Raises:
+        InputError: not a CPU or CUDA device name, or a CUDA device this machine does not have.
+    """
     import torch
 
+    expected = "expected cpu, cuda or cuda:N"
     try:
         resolved = torch.device(device)
-    except RuntimeError as error:
-        raise InputError(f"invalid device {device!r}: {error}") from error
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {device!r} requested but CUDA is not available on this machine")
+    except (RuntimeError, TypeError):
+        raise InputError(f"device {device!r} is not a device name: {expected}") from None
+    if resolved.type not in ("cpu", "cuda"):
+        raise InputError(f"device {device!r}: sam2prune runs on the CPU or on CUDA GPUs; {expected}")
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"device {device!r} requested but CUDA is not available on this machine")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise InputError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return resolved
 
 

@@ -29,6 +29,7 @@ class ObjectPrompt:
         box: ``(x0, y0, x1, y1)`` or None.
         mask: ``[H, W]`` bool or None (then points and box are empty).
         source: where the prompt came from, for error messages (an argument or file).
+        mask_file: the PNG ``mask`` was read from, or None.
     """
 
     obj_id: int
@@ -38,6 +39,7 @@ class ObjectPrompt:
     box: tuple[float, float, float, float] | None = None
     mask: np.ndarray | None = None
     source: str = "prompt"
+    mask_file: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.points and self.box is None and self.mask is None:
@@ -85,12 +87,12 @@ def masks_from_png(path: Path, *, obj_id: int | None, frame: int, source: str) -
     if not values:
         raise InputError(f"{source}: mask {path} is empty (no non-zero pixel)")
     if len(values) == 1:
-        return [ObjectPrompt(obj_id=obj_id or 1, frame=frame, mask=labels == values[0], source=source)]
+        return [ObjectPrompt(obj_id=obj_id or 1, frame=frame, mask=labels == values[0], source=source, mask_file=path)]
     if obj_id is not None:
         if obj_id not in values:
             raise InputError(f"{source}: mask {path} has no pixel of object {obj_id} (ids: {values})")
         values = [obj_id]
-    return [ObjectPrompt(obj_id=v, frame=frame, mask=labels == v, source=source) for v in values]
+    return [ObjectPrompt(obj_id=v, frame=frame, mask=labels == v, source=source, mask_file=path) for v in values]
 
 
 def prompts_from_arguments(

@@ -15,11 +15,13 @@ from sam2prune.fsutil import atomic_write, check_output_file
 OVERLAY_SUFFIXES = (".mp4", ".gif")
 
 
-def check_overlay_path(path: Path) -> None:
-    """Raises InputError unless ``path`` ends in .mp4 or .gif and can be written."""
+def check_overlay_path(path: Path, *, inputs: Iterable[tuple[str, Path]] = (), overwrite: bool | None = None) -> None:
+    """Raises InputError unless ``path`` ends in .mp4 or .gif and can be written (as
+    ``fsutil.check_output_file``: not one of ``inputs``, nor inside one; existing only with
+    ``overwrite``)."""
     if path.suffix.lower() not in OVERLAY_SUFFIXES:
         raise InputError(f"--overlay {path}: expected a .mp4 or .gif file name")
-    check_output_file(path, option="--overlay")
+    check_output_file(path, option="--overlay", inputs=inputs, overwrite=overwrite)
 
 
 def overlay_labels(frame: np.ndarray, labels: np.ndarray, *, alpha: float = 0.5) -> np.ndarray:

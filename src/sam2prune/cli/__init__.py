@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 from typing import Any, NoReturn
 
 from sam2prune.cli import bench, fit_aligner, models, prompt, report, score, segment, sweep, train_router
@@ -99,8 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     log.propagate = False
     log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     log.debug("%s", " ".join(["sam2prune", *argv]))
+    previous = _stop_on_sigterm()
     try:
         return args.handler(args)
+    except Terminated:
+        print("sam2prune: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except UserError as error:
         print(f"sam2prune: error: {error}", file=sys.stderr)
         return 2
@@ -110,3 +116,23 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sam2prune: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (``kill``, a job scheduler's time limit): raised where the run is, so
+    that what it was writing is removed, as on Ctrl-C."""
+
+
+def _stop_on_sigterm() -> signal.Handlers | Any:
+    """Raise ``Terminated`` on SIGTERM while a command runs; returns the handler it replaced
+    (None off the main thread, where no handler can be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def terminate(signum: int, frame: object) -> None:
+        raise Terminated
+
+    return signal.signal(signal.SIGTERM, terminate)

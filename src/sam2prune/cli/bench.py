@@ -44,6 +44,23 @@ if TYPE_CHECKING:
     from sam2prune.prompts import ObjectPrompt
 
 
+def check_result_files(
+    json_path: Path | None, plot_path: Path | None, *, video: Path | None, prompts: Path | None = None
+) -> None:
+    """Raises InputError unless ``--json`` and ``--plot`` can be written without harm: two
+    different files, neither an input (the video, inside a folder of frames, the prompts)."""
+    from sam2prune.fsutil import check_output_file
+
+    inputs = [("VIDEO", video if video is not None else embedded_clip())]
+    if prompts is not None:
+        inputs.append(("--prompts", prompts))
+    if json_path is not None and plot_path is not None and json_path.resolve() == plot_path.resolve():
+        raise InputError(f"--json and --plot are the same file {json_path}; name two files")
+    for option, path in (("--json", json_path), ("--plot", plot_path)):
+        if path is not None:
+            check_output_file(path, option=option, inputs=inputs)
+
+
 def bench(
     *,
     pruning: Sequence[PruningConfig],
@@ -117,7 +134,7 @@ def bench(
 
     from sam2prune.bench import STEADY_FROM_FRAME, BenchSettings, markdown_table, plot, run_benchmark
     from sam2prune.data.video import VideoSource
-    from sam2prune.fsutil import atomic_write_json, check_output_file
+    from sam2prune.fsutil import atomic_write_json
     from sam2prune.prompts import check_prompts, load_prompts_file
 
     if threads is not None and threads < 1:
@@ -140,9 +157,7 @@ def bench(
         raise InputError("--prompts gives every object's prompts: it cannot be combined with --point or --objects")
     if point is not None and objects != 1:
         raise InputError("--point is the click of one object: with --objects N the clicks are spread over frame 0")
-    for option, path in (("--json", json_path), ("--plot", plot_path)):
-        if path is not None:
-            check_output_file(path, option=option)
+    check_result_files(json_path, plot_path, video=video, prompts=prompts)
     weights = resolve_weights(model, required=False)
     source = VideoSource.open(video if video is not None else embedded_clip())
     clip_frames = len(source)
@@ -246,15 +261,13 @@ def bench_lengths(
     import torch
 
     from sam2prune.bench import _device_name, _versions
-    from sam2prune.fsutil import atomic_write_json, check_output_file
+    from sam2prune.fsutil import atomic_write_json
     from sam2prune.memory_bench import METHOD_HELP, METHODS, LengthResult, markdown_table, plot, run_lengths
     from sam2prune.prompts import load_prompts_file
 
     if threads is not None and threads < 1:
         raise InputError(f"--threads must be >= 1, got {threads}")
-    for option, path in (("--json", json_path), ("--plot", plot_path)):
-        if path is not None:
-            check_output_file(path, option=option)
+    check_result_files(json_path, plot_path, video=video)
     device = resolve_device(model.device)
     check_gpu_options(GpuOptions(bf16=bf16), device)
     weights = resolve_weights(model, required=False)

@@ -255,11 +255,22 @@ def resolve_weights(model: ModelOptions, *, required: bool) -> Weights:
 
 
 def resolve_device(name: str) -> str:
-    if name != "auto":
-        return name
+    """``--device``: auto (cuda if available, else cpu) or a device this machine has.
+
+    Raises:
+        InputError: naming the option and what was expected.
+    """
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    from sam2prune.models import resolve_device as checked_device
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        checked_device(name)
+    except InputError as error:
+        raise InputError(f"--{error}") from None
+    return name
 
 
 def say_weights(model: ModelOptions, weights: Weights) -> None:

@@ -66,7 +66,8 @@ def segment(
         video: a folder of frames or a video file; None: the embedded clip.
         prompts: the objects' prompts, or a prompts JSON file; None: the embedded clip's
             default clicks (only without ``video``).
-        overlay: also write the masks over the frames there (.mp4 or .gif), at ``fps``.
+        overlay: also write the masks over the frames there (.mp4 or .gif), at ``fps`` (an
+            existing file only with ``overwrite``).
         pruning: None: the unpruned official predictor.
         auto_text: how objects are described when ``pruning.auto_text`` is on.
         prompt_files: ``(option, path)`` of files the ``prompts`` were read from, which
@@ -81,14 +82,21 @@ def segment(
     from sam2prune.viz import check_overlay_path
 
     clip = video if video is not None else embedded_clip()
-    inputs = [("VIDEO", clip)] + ([("--prompts", prompts)] if isinstance(prompts, Path) else []) + list(prompt_files)
+    inputs = [("VIDEO", clip), *prompt_files]
+    if isinstance(prompts, Path):
+        prompts_file = prompts
+        prompts = load_prompts_file(prompts_file)
+        masks = dict.fromkeys(prompt.mask_file for prompt in prompts if prompt.mask_file is not None)
+        inputs += [("--prompts", prompts_file), *((f"mask of --prompts {prompts_file}", mask) for mask in masks)]
     check_output_dir(out, overwrite=overwrite, inputs=inputs)
     if overlay is not None:
-        check_overlay_path(overlay)
-        if overlay.resolve().parent == out.resolve() or out.resolve() in overlay.resolve().parents:
+        if overlay.resolve() == out.resolve() or out.resolve() in overlay.resolve().parents:
+            relation = "is" if overlay.resolve() == out.resolve() else "lies inside"
             raise InputError(
-                f"--overlay {overlay} lies inside --out {out}, which is replaced as a whole; write it elsewhere"
+                f"--overlay {overlay} {relation} --out {out}, the folder of the masks (replaced as a whole); "
+                "write the overlay elsewhere"
             )
+        check_overlay_path(overlay, inputs=inputs, overwrite=overwrite)
     elif fps is not None:
         raise InputError("--fps is the frame rate of the --overlay video; it has no effect without --overlay")
     if fps is not None and not fps > 0:
@@ -97,9 +105,7 @@ def segment(
     weights = resolve_weights(model, required=True)
     source = VideoSource.open(clip)
 
-    if isinstance(prompts, Path):
-        prompts = load_prompts_file(prompts)
-    elif prompts:
+    if prompts:
         prompts = list(prompts)
     elif video is None:
         prompts = load_prompts_file(embedded_clip() / "prompts.json")
@@ -150,21 +156,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         required=True,
         metavar="DIR",
-        help="output folder for the PNGs (created; replaced as a whole)",
+        help="output folder for the PNGs (created in an existing folder; replaced as a whole)",
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace a non-empty output folder and an existing --overlay file"
+    )
     prompts = parser.add_argument_group("prompts (pixel coordinates of the original frames)")
     prompts.add_argument("--point", action="append", default=[], metavar="X,Y", help="positive click (repeatable)")
     prompts.add_argument("--neg", action="append", default=[], metavar="X,Y", help="negative click (repeatable)")
-    prompts.add_argument("--box", metavar="X0,Y0,X1,Y1", help="box around the object")
+    prompts.add_argument(
+        "--box", action="append", default=[], metavar="X0,Y0,X1,Y1", help="box around the object (one)"
+    )
     prompts.add_argument(
         "--mask",
+        action="append",
+        default=[],
         type=Path,
         metavar="PNG",
-        help="object mask (non-zero pixels); a label PNG with several ids adds one object per id",
+        help="object mask (non-zero pixels; one file); a label PNG with several ids adds one object per id, "
+        "and --obj-id then picks one of them",
     )
-    prompts.add_argument("--frame", type=frame_index, default=0, metavar="N", help="frame of the prompts (default: 0)")
-    prompts.add_argument("--obj-id", type=object_id, metavar="K", help="object id of the prompts (default: 1)")
+    prompts.add_argument("--frame", type=frame_index, metavar="N", help="frame of the prompts (default: 0)")
+    prompts.add_argument(
+        "--obj-id",
+        type=object_id,
+        metavar="K",
+        help="object id of the prompts (default: 1; for a label PNG with several ids, the id to keep)",
+    )
     prompts.add_argument(
         "--prompts", type=Path, metavar="FILE.json", help="several objects on several frames (see below)"
     )
@@ -197,11 +215,29 @@ def handle(args: argparse.Namespace) -> int:
         refuse_pruning_options_for_sam2(args)
     refuse_auto_text_options_without_switch(args)
     pruning = pruning_configs(args)[0] if args.method == "pruned" else None
+    for option, given in (("--box", args.box), ("--mask", args.mask)):
+        if len(given) > 1:
+            raise InputError(
+                f"{option} was given {len(given)} times: one per run (for several objects or frames, use --prompts)"
+            )
+    box = args.box[0] if args.box else None
+    mask = args.mask[0] if args.mask else None
+    if args.prompts is not None:
+        options = {"--point": args.point, "--neg": args.neg, "--box": box, "--mask": mask}
+        options.update({"--frame": args.frame, "--obj-id": args.obj_id})
+        mixed = [name for name, value in options.items() if value is not None and value != []]
+        if mixed:
+            raise InputError(
+                f"--prompts gives every object's frame, id and prompts: it cannot be combined with {', '.join(mixed)}"
+            )
     from_arguments = prompts_from_arguments(
-        points=args.point, negatives=args.neg, box=args.box, mask=args.mask, frame=args.frame, obj_id=args.obj_id
+        points=args.point,
+        negatives=args.neg,
+        box=box,
+        mask=mask,
+        frame=args.frame if args.frame is not None else 0,
+        obj_id=args.obj_id,
     )
-    if args.prompts is not None and from_arguments:
-        raise InputError("--prompts cannot be combined with --point, --neg, --box or --mask")
     segment(
         out=args.out,
         video=args.video,
@@ -212,7 +248,7 @@ def handle(args: argparse.Namespace) -> int:
         model=model_options(args),
         pruning=pruning,
         auto_text=auto_text_options(args),
-        prompt_files=[("--mask", args.mask)] if args.mask is not None else [],
+        prompt_files=[("--mask", mask)] if mask is not None else [],
         memory=memory_options(args),
         gpu=gpu_options(args),
     )
