@@ -265,7 +265,7 @@ def test_captioner_pipeline_end_to_end_and_cache(tiny_captioner, tmp_path):
 
 
 def test_missing_captioner_weights_are_a_clear_error(tmp_path, capsys):
-    with pytest.raises(InputError, match=r"could not load the captioner .*nowhere.*--captioner"):
+    with pytest.raises(InputError, match=r"captioner .*nowhere: folder does not exist; pass --captioner"):
         AutoTextPipeline(str(tmp_path / "nowhere"), cache_dir=tmp_path).describe(
             _frame(), (0, 0, 50, 50), "box", video_key="x"
         )
@@ -284,7 +284,11 @@ def test_missing_captioner_weights_are_a_clear_error(tmp_path, capsys):
         )
         == 2
     )
-    assert "could not load the captioner" in capsys.readouterr().err
+    assert "nowhere: folder does not exist" in capsys.readouterr().err
+    not_a_model = tmp_path / "empty"
+    not_a_model.mkdir()
+    with pytest.raises(InputError, match=r"could not load the captioner .*empty.* as a folder.*--captioner"):
+        AutoTextPipeline(str(not_a_model), cache_dir=tmp_path).describe(_frame(), (0, 0, 50, 50), "box", video_key="x")
     assert main(["prompt", str(CHAIR_FRAMES), "--box", "10,10,200,200"]) == 2
     assert "needs --captioner" in capsys.readouterr().err
 

@@ -570,6 +570,9 @@ def test_verbose_logs_the_resolved_settings(tmp_path, capsys):
     )
     assert main(["segment", str(CHAIR_FRAMES), "--point", "300,250", "--out", str(tmp_path / "o2"), *RANDOM]) == 0
     assert "pruning PruningConfig" not in capsys.readouterr().err
+    # -v after the command's name too
+    assert main(["segment", "-v", str(CHAIR_FRAMES), "--point", "300,250", "--out", str(tmp_path / "o3"), *RANDOM]) == 0
+    assert "sam2prune: model sam2.1_hiera_t, image size 128" in capsys.readouterr().err
 
 
 def test_progress_off_a_terminal_is_plain_lines(capsys):

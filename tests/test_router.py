@@ -98,8 +98,10 @@ def _minilm_dir() -> str:
 def test_missing_text_encoders_are_clear_errors(tmp_path):
     from sam2prune.text.encoders import load_text_encoder
 
-    with pytest.raises(InputError, match=r"could not load the CLIP text encoder .*nowhere"):
+    with pytest.raises(InputError, match=r"CLIP text encoder .*nowhere: folder does not exist"):
         load_text_encoder(f"clip:{tmp_path / 'nowhere'}")
+    with pytest.raises(InputError, match=r"could not load the CLIP text encoder .* as a folder"):
+        load_text_encoder(f"clip:{tmp_path}")
     with pytest.raises(InputError, match="unknown text encoder 'bert'"):
         load_text_encoder("bert")
     with pytest.raises(InputError, match=r"open_clip checkpoint .* does not exist|need open-clip-torch"):

@@ -72,9 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--version", action=_VersionAction, help="print the versions of sam2prune and sam2, and exit")
-    parser.add_argument(
-        "-v", "--verbose", action="store_true", help="also log the resolved settings of the run (debug messages)"
-    )
+    verbose = "also log the resolved settings of the run (debug messages)"
+    parser.add_argument("-v", "--verbose", action="store_true", help=verbose)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, command in COMMANDS.items():
         # each --help keeps the description's and epilog's line breaks and ends with an example
@@ -86,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
             epilog=(command.epilog + "\n\n" if command.epilog else "") + examples(*command.examples),
         )
         command.add_arguments(subparser)
+        # also after the command's name (not given there: the value before it stands)
+        subparser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=verbose)
         subparser.set_defaults(handler=command.handle)
     return parser
 

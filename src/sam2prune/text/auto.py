@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from sam2prune.errors import InputError
-from sam2prune.fsutil import atomic_write_json
+from sam2prune.fsutil import atomic_write_json, check_model_folder
 
 if TYPE_CHECKING:
     from spacy.language import Language
@@ -209,6 +209,11 @@ class Captioner:
         except ImportError as error:
             raise InputError("captioners need transformers: pip install 'sam2prune[text]'") from error
         self.source, self.prompt, self.max_new_tokens, self.device = source, prompt, max_new_tokens, device
+        check_model_folder(
+            source,
+            what="captioner",
+            hint="pass --captioner with a folder holding an image-to-text model saved with transformers",
+        )
         try:
             self.processor = AutoProcessor.from_pretrained(source)
             # transformers' stubs type Module.to() by its own signature wrapper; a device string is valid

@@ -16,6 +16,7 @@ from typing import Protocol
 import torch
 
 from sam2prune.errors import InputError
+from sam2prune.fsutil import check_model_folder
 
 DEFAULT_TEXT_ENCODER = "minilm"
 TEXT_EXTRA = "pip install 'sam2prune[text]'"
@@ -62,6 +63,9 @@ class CLIPTextEncoder:
         except ImportError as error:
             raise InputError("CLIP text encoders need transformers: pip install 'sam2prune[text]'") from error
         self.name = f"clip:{source}"
+        check_model_folder(
+            source, what="CLIP text encoder", hint="pass a folder holding a CLIP model saved with transformers"
+        )
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source)
             # transformers' stubs type Module.to() by its own signature wrapper; a device string is valid
