@@ -327,6 +327,8 @@ def test_bad_frames_are_named(tmp_path, chair_copy, capsys, make_bad, expected):
     [
         (["{missing}", "--point", "1,1"], "does not exist"),
         (["{empty}", "--point", "1,1"], "holds no JPEG or PNG frames"),
+        (["{tmp}/taken.mp4", "--point", "1,1"], "taken.mp4 cannot be decoded (after 0 frames)"),
+        (["{tmp}/empty.mp4", "--point", "1,1"], "empty.mp4 is an empty file (0 bytes)"),
         (["{chair}", "--point", "720,10"], "point (720, 10) is outside the 720x480 image"),
         (["{chair}", "--point=-1,10"], "point (-1, 10) is outside the 720x480 image"),
         (["{chair}", "--box", "10,10,800,100"], "box (10, 10, 800, 100) must satisfy"),
@@ -360,6 +362,7 @@ def test_bad_frames_are_named(tmp_path, chair_copy, capsys, make_bad, expected):
 def test_bad_inputs_fail_with_one_clear_line_and_no_output(tmp_path, capsys, arguments, expected):
     (tmp_path / "empty").mkdir()
     (tmp_path / "taken.mp4").write_bytes(b"the user's video")
+    (tmp_path / "empty.mp4").write_bytes(b"")
     Image.fromarray(np.ones((240, 360), dtype=np.uint8)).save(tmp_path / "small.png")
     (tmp_path / "bad.json").write_text("{not json")
     places = {

@@ -280,7 +280,10 @@ def test_score_command_writes_the_official_csvs(tmp_path, capsys):
 def test_score_command_names_missing_results(tmp_path, capsys):
     gt_root, results = tmp_path / "gt", tmp_path / "results"
     _write_dataset(gt_root, {"alpha": _sequence()})
-    (results / "alpha").mkdir(parents=True)
+    results.mkdir()
+    assert main(["score", "--gt-root", str(gt_root), "--results", str(results)]) == 2
+    assert "sequence alpha: no results folder" in capsys.readouterr().err
+    (results / "alpha").mkdir()
     assert main(["score", "--gt-root", str(gt_root), "--results", str(results)]) == 2
     assert "alpha/00001.png is missing" in capsys.readouterr().err
     write_label_png(results / "alpha" / "00001.png", np.zeros((10, 10), np.uint8))

@@ -347,4 +347,6 @@ def _decode_video(path: Path, *, convert: bool = True) -> Iterator:
                 yield frame.to_ndarray(format="rgb24") if convert else frame
                 decoded += 1
     except av.FFmpegError as error:
+        if decoded == 0 and path.is_file() and path.stat().st_size == 0:
+            raise InputError(f"video {path} is an empty file (0 bytes)") from error
         raise InputError(f"video {path} cannot be decoded (after {decoded} frames): {error}") from error

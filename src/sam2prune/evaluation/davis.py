@@ -136,6 +136,11 @@ def score_results(
         if not gt_files:
             raise InputError(f"sequence {name}: no ground-truth PNGs in {gt_dir}")
         gt_frames = [read_label_png(path) for path in gt_files]
+        if not (results_dir / name).is_dir():
+            raise InputError(
+                f"sequence {name}: no results folder {results_dir / name} (score the sequences that have results "
+                "with --sequences)"
+            )
         result_frames = []
         for path in gt_files[1:-1]:
             result_path = results_dir / name / path.name
