@@ -264,7 +264,7 @@ def test_captioner_pipeline_end_to_end_and_cache(tiny_captioner, tmp_path):
     assert not other.cached
 
 
-def test_missing_captioner_weights_are_a_clear_error(tmp_path, capsys):
+def test_missing_captioner_weights_are_a_clear_error(tmp_path, capsys, monkeypatch):
     with pytest.raises(InputError, match=r"captioner .*nowhere: folder does not exist; pass --captioner"):
         AutoTextPipeline(str(tmp_path / "nowhere"), cache_dir=tmp_path).describe(
             _frame(), (0, 0, 50, 50), "box", video_key="x"
@@ -289,6 +289,9 @@ def test_missing_captioner_weights_are_a_clear_error(tmp_path, capsys):
     not_a_model.mkdir()
     with pytest.raises(InputError, match=r"could not load the captioner .*empty.* as a folder.*--captioner"):
         AutoTextPipeline(str(not_a_model), cache_dir=tmp_path).describe(_frame(), (0, 0, 50, 50), "box", video_key="x")
+    monkeypatch.setenv("HOME", str(tmp_path))  # ~ is expanded (transformers would take it for a hub id)
+    with pytest.raises(InputError, match=r"could not load the captioner '\S*/empty' as a folder"):
+        AutoTextPipeline("~/empty", cache_dir=tmp_path).describe(_frame(), (0, 0, 50, 50), "box", video_key="x")
     assert main(["prompt", str(CHAIR_FRAMES), "--box", "10,10,200,200"]) == 2
     assert "needs --captioner" in capsys.readouterr().err
 

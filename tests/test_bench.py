@@ -23,7 +23,7 @@ from sam2prune.errors import InputError
 from sam2prune.models import official_predictor, torch_compile_mode
 from sam2prune.predictor.baseline import init_state_from
 
-from conftest import CHAIR_FRAMES, TINY_SIZE, build_random
+from conftest import CHAIR_FRAMES, CHAIR_MASKS, TINY_SIZE, build_random
 
 RUN_KEYS = {
     "ms_per_frame",
@@ -402,6 +402,13 @@ def test_bad_bench_options_are_refused(capsys, tmp_path):
         extra = ["--prompts", str(prompts)] if target == prompts else []
         assert main(["bench", str(frames), "--frames", "10", *extra, option, str(target)]) == 2
         assert message in capsys.readouterr().err
+    shutil.copy(CHAIR_MASKS / "00000.png", tmp_path / "m.png")
+    with_mask = tmp_path / "q.json"
+    with_mask.write_text(json.dumps({"objects": [{"obj_id": 1, "frame": 0, "mask": "m.png"}]}))
+    plot_over_mask = ["--prompts", str(with_mask), "--plot", str(tmp_path / "m.png")]
+    assert main(["bench", str(frames), "--frames", "10", *plot_over_mask]) == 2
+    assert "is the input mask of --prompts" in capsys.readouterr().err
+    assert (tmp_path / "m.png").read_bytes() == (CHAIR_MASKS / "00000.png").read_bytes()
     both = str(tmp_path / "r.json")
     assert main(["bench", "--frames", "10", "--json", both, "--plot", both]) == 2
     assert "--json and --plot are the same file" in capsys.readouterr().err

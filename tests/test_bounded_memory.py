@@ -161,15 +161,24 @@ def interact(
 
 
 def tracked_stretches(monkeypatch, predictor: SAM2Predictor) -> list:
-    """Records every run of frames tracked again to recompute what bounded memory dropped."""
+    """Records every run of frames tracked again to recompute what bounded memory dropped, and
+    checks that each recomputed output holds only its own memory and pointer (not the rows of
+    the batched step it was recomputed in)."""
     replays = []
     original = predictor._recompute
+    install = bank.SparseMemoryBank.install
 
     def recording(inference_state, obj_id, memory_bank, needed, frame_idx):
         replays.extend((obj_id, run.start, frames) for run, frames in memory_bank.missing(needed).items())
         return original(inference_state, obj_id, memory_bank, needed, frame_idx)
 
+    def own_storage(self, frame_idx, out, keep_idx, run):
+        for key in ("maskmem_features", "obj_ptr"):
+            assert out[key].untyped_storage().nbytes() == out[key].nbytes, (frame_idx, key)
+        return install(self, frame_idx, out, keep_idx, run)
+
     monkeypatch.setattr(predictor, "_recompute", recording)
+    monkeypatch.setattr(bank.SparseMemoryBank, "install", own_storage)
     return replays
 
 
@@ -214,12 +223,13 @@ def test_a_removed_object_holds_nothing(predictors, source):
     state = predictor.init_state(source.head(8))
     predictor.add_new_points_or_box(state, 0, 1, points=[[200, 112]], labels=[1])
     predictor.add_new_points_or_box(state, 0, 2, points=[[112, 128]], labels=[1])
+    predictor.set_object_text(state, 1, "a child")
     for _ in predictor.propagate_in_video(state):
         pass
     two = predictor.pruning_stats(state)["totals"]["held_bytes"]
     predictor.remove_object(state, 1)
     session = predictor.session(state)
-    assert sorted(session.banks) == [2]
+    assert sorted(session.banks) == [2] and not session.object_texts  # an object added as 1 again starts afresh
     assert 0 < predictor.pruning_stats(state)["totals"]["held_bytes"] < two
 
 

@@ -191,6 +191,18 @@ def test_sigterm_stops_a_run_and_leaves_nothing_half_written(tmp_path, monkeypat
     assert len(calls) < 6 and not out.exists() and not list(tmp_path.iterdir())
     assert signal.getsignal(signal.SIGTERM) is before
 
+    def ray_handler_on_the_third_frame(obj_ids, logits):  # Ray's driver exits with the signal's number
+        calls.append(1)
+        if len(calls) == 3:
+            raise SystemExit(signal.SIGTERM)
+        return label(obj_ids, logits)
+
+    calls.clear()
+    monkeypatch.setattr(segment_module, "label_tensor", ray_handler_on_the_third_frame)
+    assert main(["segment", str(CHAIR_FRAMES), "--point", "300,250", "--out", str(out), *RANDOM]) == 143
+    assert "sam2prune: terminated" in capsys.readouterr().err
+    assert not out.exists() and not list(tmp_path.iterdir())
+
 
 def test_outputs_respect_the_umask(tmp_path):
     previous = os.umask(0o022)

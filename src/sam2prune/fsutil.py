@@ -124,11 +124,19 @@ def _is_relative_to(path: Path, other: Path) -> bool:
     return path == other or other in path.parents
 
 
-def check_model_folder(source: str, *, what: str, hint: str) -> None:
-    """Raises InputError when ``source`` (a model folder or hub id) is written as a path (absolute,
-    or starting with ``.`` or ``~``) that does not exist: no hub lookup for it."""
-    if source.startswith(("/", ".", "~")) and not Path(source).expanduser().exists():
-        raise InputError(f"{what} {source}: folder does not exist; {hint}")
+def check_model_folder(source: str, *, what: str, hint: str) -> str:
+    """``source`` (a model folder or hub id) with ``~`` expanded.
+
+    Raises:
+        InputError: it is written as a path (absolute, or starting with ``.`` or ``~``) that does
+            not exist (no hub lookup for it).
+    """
+    if source.startswith(("/", ".", "~")):
+        folder = Path(source).expanduser()
+        if not folder.exists():
+            raise InputError(f"{what} {source}: folder does not exist; {hint}")
+        return str(folder)
+    return source
 
 
 def check_writable_folder(folder: Path, *, option: str) -> None:

@@ -242,7 +242,7 @@ def segment_video(
     """
     check_output_dir(out_dir, overwrite=overwrite, inputs=[("video", source.path)])
     if overlay is not None:
-        check_overlay_path(overlay, inputs=[("video", source.path), ("out_dir", out_dir)], overwrite=overwrite)
+        check_overlay_path(overlay, out_dir=out_dir, inputs=[("video", source.path)], overwrite=overwrite)
     if not prompts:
         raise ValueError("at least one prompt is needed")
     check_prompts(prompts, num_frames=len(source), width=source.width, height=source.height)

@@ -15,10 +15,25 @@ from sam2prune.fsutil import atomic_write, check_output_file
 OVERLAY_SUFFIXES = (".mp4", ".gif")
 
 
-def check_overlay_path(path: Path, *, inputs: Iterable[tuple[str, Path]] = (), overwrite: bool | None = None) -> None:
-    """Raises InputError unless ``path`` ends in .mp4 or .gif and can be written (as
-    ``fsutil.check_output_file``: not one of ``inputs``, nor inside one; existing only with
+def check_overlay_path(
+    path: Path,
+    *,
+    out_dir: Path | None = None,
+    inputs: Iterable[tuple[str, Path]] = (),
+    overwrite: bool | None = None,
+) -> None:
+    """Raises InputError unless ``path`` ends in .mp4 or .gif and can be written: not
+    ``out_dir`` (the masks' folder, replaced as a whole) nor inside it, and as
+    ``fsutil.check_output_file`` (not one of ``inputs`` nor inside one; existing only with
     ``overwrite``)."""
+    if out_dir is not None:
+        overlay, masks = path.resolve(), Path(out_dir).resolve()
+        if overlay == masks or masks in overlay.parents:
+            relation = "is" if overlay == masks else "lies inside"
+            raise InputError(
+                f"--overlay {path} {relation} --out {out_dir}, the folder of the masks (replaced as a whole); "
+                "write the overlay elsewhere"
+            )
     if path.suffix.lower() not in OVERLAY_SUFFIXES:
         raise InputError(f"--overlay {path}: expected a .mp4 or .gif file name")
     check_output_file(path, option="--overlay", inputs=inputs, overwrite=overwrite)

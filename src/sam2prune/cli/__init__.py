@@ -102,10 +102,17 @@ def main(argv: list[str] | None = None) -> int:
     log.propagate = False
     log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     log.debug("%s", " ".join(["sam2prune", *argv]))
-    previous = _stop_on_sigterm()
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if on_main_thread else None
     try:
         return args.handler(args)
     except Terminated:
+        print("sam2prune: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    except SystemExit as error:
+        if error.code != signal.SIGTERM:
+            raise
+        # Ray's driver replaces the SIGTERM handler with one that exits with the signal's number
         print("sam2prune: terminated", file=sys.stderr)
         return 128 + signal.SIGTERM
     except UserError as error:
@@ -118,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         print("sam2prune: interrupted", file=sys.stderr)
         return 130
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        if on_main_thread:  # None: the handler was not set from Python; the default is the closest
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 class Terminated(BaseException):
@@ -127,13 +134,8 @@ class Terminated(BaseException):
     that what it was writing is removed, as on Ctrl-C."""
 
 
-def _stop_on_sigterm() -> signal.Handlers | Any:
-    """Raise ``Terminated`` on SIGTERM while a command runs; returns the handler it replaced
-    (None off the main thread, where no handler can be set)."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def terminate(signum: int, frame: object) -> None:
-        raise Terminated
-
-    return signal.signal(signal.SIGTERM, terminate)
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM while a command runs (set on the main thread only, where handlers run): stop the
+    run where it is; a second SIGTERM is ignored while what was being written is removed."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated

@@ -48,12 +48,15 @@ def check_result_files(
     json_path: Path | None, plot_path: Path | None, *, video: Path | None, prompts: Path | None = None
 ) -> None:
     """Raises InputError unless ``--json`` and ``--plot`` can be written without harm: two
-    different files, neither an input (the video, inside a folder of frames, the prompts)."""
+    different files, neither an input (the video, inside a folder of frames, the prompts file
+    and the masks it names)."""
     from sam2prune.fsutil import check_output_file
+    from sam2prune.prompts import load_prompts_file
 
     inputs = [("VIDEO", video if video is not None else embedded_clip())]
     if prompts is not None:
-        inputs.append(("--prompts", prompts))
+        masks = dict.fromkeys(prompt.mask_file for prompt in load_prompts_file(prompts) if prompt.mask_file)
+        inputs += [("--prompts", prompts), *((f"mask of --prompts {prompts}", mask) for mask in masks)]
     if json_path is not None and plot_path is not None and json_path.resolve() == plot_path.resolve():
         raise InputError(f"--json and --plot are the same file {json_path}; name two files")
     for option, path in (("--json", json_path), ("--plot", plot_path)):

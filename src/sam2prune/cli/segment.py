@@ -90,13 +90,7 @@ def segment(
         inputs += [("--prompts", prompts_file), *((f"mask of --prompts {prompts_file}", mask) for mask in masks)]
     check_output_dir(out, overwrite=overwrite, inputs=inputs)
     if overlay is not None:
-        if overlay.resolve() == out.resolve() or out.resolve() in overlay.resolve().parents:
-            relation = "is" if overlay.resolve() == out.resolve() else "lies inside"
-            raise InputError(
-                f"--overlay {overlay} {relation} --out {out}, the folder of the masks (replaced as a whole); "
-                "write the overlay elsewhere"
-            )
-        check_overlay_path(overlay, inputs=inputs, overwrite=overwrite)
+        check_overlay_path(overlay, out_dir=out, inputs=inputs, overwrite=overwrite)
     elif fps is not None:
         raise InputError("--fps is the frame rate of the --overlay video; it has no effect without --overlay")
     if fps is not None and not fps > 0:

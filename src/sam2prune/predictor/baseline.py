@@ -131,16 +131,16 @@ def _merge_outputs(outs: list[dict]) -> dict:
     }
 
 
-def _split_output(out: dict, row: int) -> dict:
-    """Row ``row`` of a batched step's output, as the per-object step stores it."""
+def _split_output(out: dict, row: int, *, copy: bool = False) -> dict:
+    """Row ``row`` of a batched step's output, as the per-object step stores it (views of the
+    batch, or with ``copy`` tensors of their own; the memory's position encoding stays a view
+    of sam2's one shared constant)."""
+
+    def part(key: str, x: torch.Tensor) -> torch.Tensor:
+        return x[row : row + 1].clone() if copy and key != "maskmem_pos_enc" else x[row : row + 1]
+
     return {
-        key: (
-            None
-            if value is None
-            else [x[row : row + 1] for x in value]
-            if isinstance(value, list)
-            else value[row : row + 1]
-        )
+        key: (None if value is None else [part(key, x) for x in value] if isinstance(value, list) else part(key, value))
         for key, value in out.items()
     }
 
@@ -634,7 +634,8 @@ class SAM2Predictor(SAM2VideoPredictor):
             return out
         view = self._batched_view(inference_state, [scratch] * size, [obj_id] * size, frame_idx, run.reverse)
         out, _ = self._infer_frame(inference_state, view, frame_idx, size, False, None, None, run.reverse, True)
-        row_out = _split_output(out, row)
+        # a copy: the row alone is kept (the other rows of the step are copies of it)
+        row_out = _split_output(out, row, copy=True)
         self._store_batched_row(inference_state, view, row, frame_idx, row_out)
         return row_out
 

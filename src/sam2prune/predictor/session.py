@@ -114,9 +114,12 @@ class TrackingSession:
             del self._replays[id(output_dict)]
 
     def forget_removed(self, obj_ids: list[int]) -> None:
-        """Drop the banks of objects no longer in the session (``obj_ids``: those that are)."""
+        """Drop the banks and texts of objects no longer in the session (``obj_ids``: those that
+        are), as sam2 drops everything else of them."""
         for obj_id in [obj_id for obj_id in self.banks if obj_id not in obj_ids]:
             del self.banks[obj_id]
+        for obj_id in [obj_id for obj_id in self.object_texts if obj_id not in obj_ids]:
+            del self.object_texts[obj_id]
 
     def note_peak(self) -> None:
         """Take the current totals of every bank into the peaks."""

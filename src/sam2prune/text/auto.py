@@ -209,7 +209,7 @@ class Captioner:
         except ImportError as error:
             raise InputError("captioners need transformers: pip install 'sam2prune[text]'") from error
         self.source, self.prompt, self.max_new_tokens, self.device = source, prompt, max_new_tokens, device
-        check_model_folder(
+        source = check_model_folder(
             source,
             what="captioner",
             hint="pass --captioner with a folder holding an image-to-text model saved with transformers",

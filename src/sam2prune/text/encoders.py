@@ -63,7 +63,7 @@ class CLIPTextEncoder:
         except ImportError as error:
             raise InputError("CLIP text encoders need transformers: pip install 'sam2prune[text]'") from error
         self.name = f"clip:{source}"
-        check_model_folder(
+        source = check_model_folder(
             source, what="CLIP text encoder", hint="pass a folder holding a CLIP model saved with transformers"
         )
         try:
