@@ -292,6 +292,8 @@ def test_missing_captioner_weights_are_a_clear_error(tmp_path, capsys, monkeypat
     monkeypatch.setenv("HOME", str(tmp_path))  # ~ is expanded (transformers would take it for a hub id)
     with pytest.raises(InputError, match=r"could not load the captioner '\S*/empty' as a folder"):
         AutoTextPipeline("~/empty", cache_dir=tmp_path).describe(_frame(), (0, 0, 50, 50), "box", video_key="x")
+    assert main(["prompt", str(CHAIR_FRAMES), "--box", "10,10,200,200", "--box", "1,1,5,5"]) == 2
+    assert "--box was given 2 times" in capsys.readouterr().err
     assert main(["prompt", str(CHAIR_FRAMES), "--box", "10,10,200,200"]) == 2
     assert "needs --captioner" in capsys.readouterr().err
 

@@ -107,6 +107,20 @@ def given_fields(args: argparse.Namespace, names: Sequence[str]) -> dict[str, An
 # --- argument types ----------------------------------------------------------------------------
 
 
+def at_most_one(values: list[Any], option: str) -> Any:
+    """The value of an option given at most once (argparse ``append``, so that a repeat is an
+    error rather than silently the last one); None when not given.
+
+    Raises:
+        InputError: the option was repeated.
+    """
+    if len(values) > 1:
+        raise InputError(
+            f"{option} was given {len(values)} times: one per run (for several objects or frames, use segment --prompts)"
+        )
+    return values[0] if values else None
+
+
 def signal_list(text: str) -> tuple[str, ...]:
     names = tuple(part.strip() for part in text.split(",") if part.strip())
     unknown = [name for name in names if name not in SIGNALS]

@@ -15,6 +15,7 @@ from sam2prune.cli.common import (
     ModelOptions,
     add_auto_text_options,
     add_model_options,
+    at_most_one,
     auto_text_options,
     auto_text_pipeline,
     build,
@@ -131,8 +132,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--neg", action="append", default=[], metavar="X,Y", help="negative click, with --point (repeatable)"
     )
-    parser.add_argument("--box", metavar="X0,Y0,X1,Y1", help="the region itself, in pixels")
-    parser.add_argument("--mask", type=Path, metavar="PNG", help="object mask; the region is its box")
+    parser.add_argument(
+        "--box", action="append", default=[], metavar="X0,Y0,X1,Y1", help="the region itself, in pixels (one)"
+    )
+    parser.add_argument(
+        "--mask", action="append", default=[], type=Path, metavar="PNG", help="object mask; the region is its box"
+    )
     parser.add_argument("--frame", type=frame_index, metavar="N", help="frame of the prompt (default: 0)")
     parser.add_argument(
         "--detector-weights",
@@ -148,6 +153,7 @@ def handle(args: argparse.Namespace) -> int:
     from sam2prune.prompts import prompts_from_arguments
 
     model = model_options(args)
+    box, mask = at_most_one(args.box, "--box"), at_most_one(args.mask, "--mask")
     if args.caption is not None:
         unused = [
             name
@@ -155,8 +161,8 @@ def handle(args: argparse.Namespace) -> int:
                 ("VIDEO", args.video is not None),
                 ("--point", args.point),
                 ("--neg", args.neg),
-                ("--box", args.box is not None),
-                ("--mask", args.mask is not None),
+                ("--box", box is not None),
+                ("--mask", mask is not None),
                 ("--frame", args.frame is not None),
                 ("--captioner", args.captioner is not None),
                 ("--detector-weights", args.detector_weights is not None),
@@ -176,7 +182,7 @@ def handle(args: argparse.Namespace) -> int:
     prompt(
         video=args.video,
         prompts=prompts_from_arguments(
-            points=args.point, negatives=args.neg, box=args.box, mask=args.mask, frame=frame, obj_id=1
+            points=args.point, negatives=args.neg, box=box, mask=mask, frame=frame, obj_id=1
         ),
         frame=frame,
         detector_weights=args.detector_weights,

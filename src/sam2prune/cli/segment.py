@@ -18,6 +18,7 @@ from sam2prune.cli.common import (
     add_memory_options,
     add_model_options,
     add_pruning_options,
+    at_most_one,
     auto_text_hook,
     auto_text_options,
     auto_text_pipeline,
@@ -209,13 +210,7 @@ def handle(args: argparse.Namespace) -> int:
         refuse_pruning_options_for_sam2(args)
     refuse_auto_text_options_without_switch(args)
     pruning = pruning_configs(args)[0] if args.method == "pruned" else None
-    for option, given in (("--box", args.box), ("--mask", args.mask)):
-        if len(given) > 1:
-            raise InputError(
-                f"{option} was given {len(given)} times: one per run (for several objects or frames, use --prompts)"
-            )
-    box = args.box[0] if args.box else None
-    mask = args.mask[0] if args.mask else None
+    box, mask = at_most_one(args.box, "--box"), at_most_one(args.mask, "--mask")
     if args.prompts is not None:
         options = {"--point": args.point, "--neg": args.neg, "--box": box, "--mask": mask}
         options.update({"--frame": args.frame, "--obj-id": args.obj_id})
