@@ -458,9 +458,9 @@ class SAM2Predictor(SAM2VideoPredictor):
     def remove_object(
         self, inference_state: dict, obj_id: int, strict: bool = False, need_output: bool = True
     ) -> tuple[list[int], list]:
-        """sam2's, and the object's memory bank goes with it (what it held is freed)."""
+        """sam2's, and the object's memory bank and text go with it (what it held is freed)."""
         result = super().remove_object(inference_state, obj_id, strict=strict, need_output=need_output)
-        self.session(inference_state).forget_removed(inference_state["obj_ids"])
+        self.session(inference_state).forget_object(obj_id)
         return result
 
     @torch.inference_mode()

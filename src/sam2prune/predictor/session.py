@@ -113,13 +113,11 @@ class TrackingSession:
         finally:
             del self._replays[id(output_dict)]
 
-    def forget_removed(self, obj_ids: list[int]) -> None:
-        """Drop the banks and texts of objects no longer in the session (``obj_ids``: those that
-        are), as sam2 drops everything else of them."""
-        for obj_id in [obj_id for obj_id in self.banks if obj_id not in obj_ids]:
-            del self.banks[obj_id]
-        for obj_id in [obj_id for obj_id in self.object_texts if obj_id not in obj_ids]:
-            del self.object_texts[obj_id]
+    def forget_object(self, obj_id: int) -> None:
+        """Drop the bank and the text of a removed object, as sam2 drops everything else of it
+        (a text set for an object not added yet stays)."""
+        self.banks.pop(obj_id, None)
+        self.object_texts.pop(obj_id, None)
 
     def note_peak(self) -> None:
         """Take the current totals of every bank into the peaks."""
