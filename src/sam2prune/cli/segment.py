@@ -212,9 +212,8 @@ def handle(args: argparse.Namespace) -> int:
     pruning = pruning_configs(args)[0] if args.method == "pruned" else None
     box, mask = at_most_one(args.box, "--box"), at_most_one(args.mask, "--mask")
     if args.prompts is not None:
-        options = {"--point": args.point, "--neg": args.neg, "--box": box, "--mask": mask}
-        options.update({"--frame": args.frame, "--obj-id": args.obj_id})
-        mixed = [name for name, value in options.items() if value is not None and value != []]
+        options = {"--point": args.point, "--neg": args.neg, "--box": box, "--mask": mask, "--frame": args.frame}
+        mixed = [name for name, value in {**options, "--obj-id": args.obj_id}.items() if value not in (None, [])]
         if mixed:
             raise InputError(
                 f"--prompts gives every object's frame, id and prompts: it cannot be combined with {', '.join(mixed)}"
