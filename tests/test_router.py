@@ -136,6 +136,11 @@ def test_aligner_relevance_and_strict_files(tmp_path):
     aligner.save(path)
     loaded = Aligner.load(path)
     assert torch.equal(loaded.weight, weight) and loaded.text_encoder == "minilm" and loaded.image_size == 256
+    assert not loaded.random_weights
+    payload = torch.load(path, weights_only=True)
+    del payload["random_weights"]  # a file written before the field: fit on real weights, as it was assumed
+    torch.save(payload, tmp_path / "earlier.pt")
+    assert not Aligner.load(tmp_path / "earlier.pt").random_weights
     torch.save({"format": "sam2prune-aligner", "version": 99, "weight": weight}, tmp_path / "old.pt")
     with pytest.raises(InputError, match="version 99"):
         Aligner.load(tmp_path / "old.pt")
@@ -371,7 +376,18 @@ def test_fit_aligner_train_router_and_segment_with_text(tmp_path, davis_root, ca
         == 0
     )
     aligner = Aligner.load(tmp_path / "aligner.pt")
-    assert aligner.weight.shape == (257, 384) and aligner.model == "sam2.1_hiera_t"
+    assert aligner.weight.shape == (257, 384) and aligner.model == "sam2.1_hiera_t" and aligner.random_weights
+    # fit on random weights: refused for a model with real ones (random_router=False: a checkpoint)
+    from sam2prune.scorers.router.fusion import build_router_scorer
+
+    with pytest.raises(InputError, match="with random weights, which say nothing of this model's real ones"):
+        build_router_scorer(
+            PruningConfig(text="a wooden chair", aligner=str(tmp_path / "aligner.pt")),
+            channels=256,
+            model_name="sam2.1_hiera_t",
+            image_size=TINY_SIZE,
+            random_router=False,
+        )
     router_path = tmp_path / "router.pt"
     assert (
         main(

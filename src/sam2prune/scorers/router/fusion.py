@@ -343,11 +343,13 @@ def build_router_scorer(
     signal, and the MLP weights for the paper/learned routers.
 
     Args:
-        random_router: without ``router_weights``, initialise the paper/learned MLP randomly
-            (seeded; for timing with random SAM 2 weights) instead of failing.
+        random_router: SAM 2 has random weights (for timing): without ``router_weights``,
+            initialise the paper/learned MLP randomly (seeded) instead of failing; and accept an
+            aligner fit on random weights (refused for real ones).
 
     Raises:
-        InputError: text without an aligner, a mismatched aligner, missing router weights.
+        InputError: text without an aligner, a mismatched aligner (model, channels, or fit on
+            random weights for a model with real ones), missing router weights.
     """
     from sam2prune.scorers.router.semantic import Aligner
     from sam2prune.text.encoders import load_text_encoder
@@ -367,6 +369,11 @@ def build_router_scorer(
             )
         if aligner.model != model_name:
             raise InputError(f"aligner {config.aligner} was fit on {aligner.model} tokens; this model is {model_name}")
+        if aligner.random_weights and not random_router:
+            raise InputError(
+                f"aligner {config.aligner} was fit on the tokens of {aligner.model} with random weights, which "
+                "say nothing of this model's real ones: fit one with `sam2prune fit-aligner --checkpoint ...`"
+            )
         if aligner.image_size != image_size:
             log(f"aligner {config.aligner} was fit at {aligner.image_size} px; the model runs at {image_size} px")
         text_relevance = AlignedTextRelevance(aligner, load_text_encoder(aligner.text_encoder))

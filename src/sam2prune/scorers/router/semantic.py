@@ -69,6 +69,7 @@ class Aligner:
     text_encoder: str
     model: str
     image_size: int
+    random_weights: bool = False  # fit on the tokens of a model with random weights (files before: False)
 
     def project(self, tokens: torch.Tensor) -> torch.Tensor:
         """``[..., C]`` tokens -> ``[..., D]`` in text space."""
@@ -91,6 +92,7 @@ class Aligner:
             "text_encoder": self.text_encoder,
             "model": self.model,
             "image_size": self.image_size,
+            "random_weights": self.random_weights,
         }
         atomic_write(path, lambda temp: torch.save(payload, temp))
 
@@ -110,12 +112,18 @@ class Aligner:
             hint="fit one with `sam2prune fit-aligner`",
         )
         expected = {"format", "version", "weight", "text_encoder", "model", "image_size"}
-        if set(payload) != expected:
+        if set(payload) - {"random_weights"} != expected:  # random_weights: absent from earlier files
             raise InputError(f"aligner {path}: expected the fields {sorted(expected)}, found {sorted(payload)}")
         weight = payload["weight"]
         if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
             raise InputError(f"aligner {path}: weight must be a [C + 1, D] tensor")
-        return cls(weight.float(), str(payload["text_encoder"]), str(payload["model"]), int(payload["image_size"]))
+        return cls(
+            weight.float(),
+            str(payload["text_encoder"]),
+            str(payload["model"]),
+            int(payload["image_size"]),
+            bool(payload.get("random_weights", False)),
+        )
 
 
 def read_labels(path: Path) -> dict[str, str]:
@@ -229,7 +237,13 @@ def fit_aligner(
     side = predictor.image_size // 16
     features, targets = collect_aligner_data(frames, background, grid=(side, side))
     weight = fit_ridge(features, targets, ridge)
-    aligner = Aligner(weight, text_encoder.name, getattr(predictor, "model_name", "sam2"), predictor.image_size)
+    aligner = Aligner(
+        weight,
+        text_encoder.name,
+        getattr(predictor, "model_name", "sam2"),
+        predictor.image_size,
+        bool(getattr(predictor, "random_weights", False)),
+    )
     fitted = F.cosine_similarity(aligner.project(features), targets, dim=-1).mean().item()
     return aligner, {
         "tokens": len(features),
