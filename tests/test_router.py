@@ -445,6 +445,10 @@ def test_fit_aligner_train_router_and_segment_with_text(tmp_path, davis_root, ca
         == 2
     )
     assert "needs --labels" in capsys.readouterr().err
+    Aligner(torch.zeros(10, 384), "minilm", "sam2.1_hiera_t", TINY_SIZE).save(tmp_path / "other.pt")
+    other = ["--labels", str(labels), "--aligner", str(tmp_path / "other.pt"), "--out", str(tmp_path / "r3.pt")]
+    assert main(["train-router", "--root", str(davis_root), *other, *tiny]) == 2
+    assert "maps 9-channel tokens; this model has 256" in capsys.readouterr().err
 
 
 def test_a_failed_set_pruning_keeps_the_previous_config(tmp_path):

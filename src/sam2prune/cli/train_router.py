@@ -20,6 +20,7 @@ from sam2prune.cli.common import (
     default_text,
     given_fields,
     int_list,
+    log,
     model_options,
     resolve_weights,
     select_sequences,
@@ -71,7 +72,7 @@ def train_router(
     """
     from sam2prune.fsutil import check_output_file
     from sam2prune.scorers.router.fusion import LearnedRouter, PaperRouter, save_router
-    from sam2prune.scorers.router.semantic import Aligner, read_labels
+    from sam2prune.scorers.router.semantic import read_labels
     from sam2prune.scorers.router.train import collect_examples, training_scorer
     from sam2prune.scorers.router.train import train_router as train
     from sam2prune.text.encoders import load_text_encoder
@@ -93,10 +94,17 @@ def train_router(
     predictor = build(model, weights, pruning)
     text_relevance = phrase_of = None
     if "text" in chosen:
-        from sam2prune.scorers.router.fusion import AlignedTextRelevance
+        from sam2prune.scorers.router.fusion import AlignedTextRelevance, load_aligner_for
 
         assert phrases is not None and aligner is not None  # checked above
-        projection = Aligner.load(aligner)
+        projection = load_aligner_for(
+            aligner,
+            channels=predictor.hidden_dim,
+            model_name=predictor.model_name,
+            image_size=predictor.image_size,
+            random_weights=predictor.random_weights,
+            log=log.warning,
+        )
         text_relevance = AlignedTextRelevance(projection, load_text_encoder(projection.text_encoder))
 
         def phrase_of(sequence: str, obj_id: int) -> str:

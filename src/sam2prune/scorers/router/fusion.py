@@ -330,6 +330,43 @@ class AlignedTextRelevance:
         return self.relevance(self.project(tokens), text)
 
 
+def load_aligner_for(
+    path: str | Path,
+    *,
+    channels: int,
+    model_name: str,
+    image_size: int,
+    random_weights: bool,
+    log: Callable[[str], None] = print,
+) -> Aligner:
+    """An aligner file, checked against the model whose tokens it will project.
+
+    Args:
+        random_weights: the model has random weights (an aligner fit on random weights fits
+            only such a model).
+
+    Raises:
+        InputError: the file is not an aligner, or was fit on another model's tokens (channels,
+            model name), or on random weights for a model with real ones. Another image size is
+            only logged.
+    """
+    from sam2prune.scorers.router.semantic import Aligner
+
+    aligner = Aligner.load(path)
+    if aligner.weight.shape[0] != channels + 1:
+        raise InputError(f"aligner {path} maps {aligner.weight.shape[0] - 1}-channel tokens; this model has {channels}")
+    if aligner.model != model_name:
+        raise InputError(f"aligner {path} was fit on {aligner.model} tokens; this model is {model_name}")
+    if aligner.random_weights and not random_weights:
+        raise InputError(
+            f"aligner {path} was fit on the tokens of {aligner.model} with random weights, which say nothing of "
+            "this model's real ones: fit one with `sam2prune fit-aligner --checkpoint ...`"
+        )
+    if aligner.image_size != image_size:
+        log(f"aligner {path} was fit at {aligner.image_size} px; the model runs at {image_size} px")
+    return aligner
+
+
 def build_router_scorer(
     config: PruningConfig,
     *,
@@ -351,7 +388,6 @@ def build_router_scorer(
         InputError: text without an aligner, a mismatched aligner (model, channels, or fit on
             random weights for a model with real ones), missing router weights.
     """
-    from sam2prune.scorers.router.semantic import Aligner
     from sam2prune.text.encoders import load_text_encoder
 
     signals = config.active_signals()
@@ -362,20 +398,14 @@ def build_router_scorer(
                 "the text signal needs an aligner: pass --aligner ALIGNER.pt (fit one with `sam2prune fit-aligner` "
                 "on a dataset with object phrases); a text alone cannot be compared with SAM 2's tokens"
             )
-        aligner = Aligner.load(config.aligner)
-        if aligner.weight.shape[0] != channels + 1:
-            raise InputError(
-                f"aligner {config.aligner} maps {aligner.weight.shape[0] - 1}-channel tokens; this model has {channels}"
-            )
-        if aligner.model != model_name:
-            raise InputError(f"aligner {config.aligner} was fit on {aligner.model} tokens; this model is {model_name}")
-        if aligner.random_weights and not random_router:
-            raise InputError(
-                f"aligner {config.aligner} was fit on the tokens of {aligner.model} with random weights, which "
-                "say nothing of this model's real ones: fit one with `sam2prune fit-aligner --checkpoint ...`"
-            )
-        if aligner.image_size != image_size:
-            log(f"aligner {config.aligner} was fit at {aligner.image_size} px; the model runs at {image_size} px")
+        aligner = load_aligner_for(
+            config.aligner,
+            channels=channels,
+            model_name=model_name,
+            image_size=image_size,
+            random_weights=random_router,
+            log=log,
+        )
         text_relevance = AlignedTextRelevance(aligner, load_text_encoder(aligner.text_encoder))
         if config.text:
             text_relevance.embedding(config.text)  # fail now, not on the first frame
