@@ -343,6 +343,7 @@ def test_bad_frames_are_named(tmp_path, chair_copy, capsys, make_bad, expected):
         (["{chair}", "--point", "10,10", "--checkpoint", "{wrong_ckpt}"], "does not fit model sam2.1_hiera_t"),
         (["{chair}", "--point", "10,10", "--overlay", "{tmp}/o.avi"], "expected a .mp4 or .gif"),
         (["{chair}", "--prompts", "{bad_json}"], "is not valid JSON"),
+        (["{chair}", "--prompts", "{absent_mask_json}"], "object entry 0: mask"),
         (["{chair}", "--point", "10,10", "--image-size", "100"], "multiple of 32"),
         (["{chair}", "--point", "10,10", "--device", "cpu", "--bf16"], "--bf16 (bfloat16 autocast) is for CUDA"),
         (
@@ -365,6 +366,7 @@ def test_bad_inputs_fail_with_one_clear_line_and_no_output(tmp_path, capsys, arg
     (tmp_path / "empty.mp4").write_bytes(b"")
     Image.fromarray(np.ones((240, 360), dtype=np.uint8)).save(tmp_path / "small.png")
     (tmp_path / "bad.json").write_text("{not json")
+    (tmp_path / "absent.json").write_text(json.dumps({"objects": [{"obj_id": 1, "frame": 0, "mask": "absent.png"}]}))
     places = {
         "missing": tmp_path / "nowhere",
         "empty": tmp_path / "empty",
@@ -372,6 +374,7 @@ def test_bad_inputs_fail_with_one_clear_line_and_no_output(tmp_path, capsys, arg
         "small_mask": tmp_path / "small.png",
         "absent_mask": tmp_path / "absent.png",
         "bad_json": tmp_path / "bad.json",
+        "absent_mask_json": tmp_path / "absent.json",
         "tmp": tmp_path,
     }
     if "{wrong_ckpt}" in arguments:

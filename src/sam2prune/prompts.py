@@ -80,7 +80,10 @@ def masks_from_png(path: Path, *, obj_id: int | None, frame: int, source: str) -
     """Object masks of a PNG: a binary mask is object ``obj_id`` (default 1); a label map with
     several ids (e.g. a DAVIS annotation) gives one object per id, or only ``obj_id`` if given.
     Pixels of value 255 are void when other ids are present."""
-    labels = read_label_png(path)
+    try:
+        labels = read_label_png(path)
+    except InputError as error:
+        raise InputError(f"{source}: {error}") from None
     values = [int(v) for v in np.unique(labels) if v != 0]
     if len(values) > 1:
         values = [v for v in values if v != VOID_LABEL]
