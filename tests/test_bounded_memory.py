@@ -199,6 +199,19 @@ def test_bounded_memory_gives_the_unbounded_logits_bit_for_bit(kind, predictors,
     assert {obj_id for obj_id, _, _ in replays} == {1, 2} and all(frames for _, _, frames in replays)
 
 
+def test_checkpoints_bound_the_frames_a_click_tracks_again(predictors, source, monkeypatch):
+    """With a run cut every 8 frames, what a click or a reverse pass recomputes is tracked again
+    from at most 8 frames back (without: from the start of the pass, e.g. 29 frames for the
+    click on frame 30), to the same bits."""
+    predictor = predictors["baseline"]
+    unbounded, _ = interact(predictor, source, bounded=False)
+    monkeypatch.setattr(predictor, "replay_checkpoint_every", 8)
+    replays = tracked_stretches(monkeypatch, predictor)
+    bounded, _ = interact(predictor, source, bounded=True, replays=replays)
+    assert all(torch.equal(a, b) for a, b in zip(unbounded, bounded, strict=True))
+    assert replays and max(abs(t - start) for _, start, frames in replays for t in frames) < 8
+
+
 def test_which_objects_are_batched_does_not_depend_on_frames_no_step_reads(predictors, source):
     """Object 2 is added after object 1 was tracked through the video; tracking again from frame
     20, object 1 still holds (unbounded) frames no step reads, which bounded memory dropped. The

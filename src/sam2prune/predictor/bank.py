@@ -454,10 +454,11 @@ class SparseMemoryBank:
         memories cleared); the next tracked frame starts a new one."""
         self.active_run = None
 
-    def begin_frame(self, frame_idx: int, *, reverse: bool, inputs: FrameReads) -> None:
-        """Before tracking ``frame_idx``: continue the current run, or start a new one that keeps
-        what the frames from here on read of the frames before (``inputs``, all present)."""
-        if self.active_run is not None and self.active_run.follows(frame_idx, reverse):
+    def begin_frame(self, frame_idx: int, *, reverse: bool, inputs: FrameReads, new_run: bool = False) -> None:
+        """Before tracking ``frame_idx``: continue the current run (unless ``new_run``), or start
+        a new one that keeps what the frames from here on read of the frames before (``inputs``,
+        all present)."""
+        if not new_run and self.active_run is not None and self.active_run.follows(frame_idx, reverse):
             return
         non_cond = self.output_dict["non_cond_frame_outputs"]
         kept = {}

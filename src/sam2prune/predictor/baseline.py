@@ -201,6 +201,11 @@ class SAM2Predictor(SAM2VideoPredictor):
     # objects whose memories have the same layout are tracked in one batched step (False: one
     # step per object, as sam2 1.1.0; the results agree to float rounding)
     batch_objects: bool = True
+    # bounded memory: an object's tracking run is cut every this many frames, so that recomputing
+    # a dropped frame (a click, a reverse pass) re-tracks at most that many; each run keeps what
+    # its first frame reads (a few frames' memories), so the state grows by that every so many
+    # frames. None: a run lasts as long as tracking goes on (recomputation re-tracks from its start)
+    replay_checkpoint_every: int | None = None
     fill_hole_area: int  # set by sam2's SAM2Base.__init__
 
     def __init__(self, **kwargs: Any) -> None:
@@ -549,7 +554,10 @@ class SAM2Predictor(SAM2VideoPredictor):
         bank = session.bank(inference_state, obj_id)
         num_frames = inference_state["num_frames"]
         neighbour_mask = tracking and self.reads_neighbour_mask
-        continues = bank.active_run is not None and bank.active_run.follows(frame_idx, reverse)
+        run, every = bank.active_run, self.replay_checkpoint_every
+        continues = run is not None and run.follows(frame_idx, reverse)
+        if continues and run is not None and every is not None and abs(frame_idx - run.start) >= every:
+            continues = False  # a checkpoint: a new run from here
         if tracking and not continues:
             before = frame_idx + 1 if reverse else frame_idx - 1
             needed = reads_after(self, before, reverse=reverse, num_frames=num_frames, neighbour_mask=neighbour_mask)
@@ -557,7 +565,7 @@ class SAM2Predictor(SAM2VideoPredictor):
             needed = frame_reads(self, frame_idx, reverse=reverse, num_frames=num_frames, neighbour_mask=neighbour_mask)
         self._recompute(inference_state, obj_id, bank, needed, frame_idx)
         if tracking:
-            bank.begin_frame(frame_idx, reverse=reverse, inputs=needed)
+            bank.begin_frame(frame_idx, reverse=reverse, inputs=needed, new_run=not continues)
 
     def _after_tracked_frame(
         self, inference_state: dict, frame_idx: int, outputs: dict[int, dict | None], *, reverse: bool
