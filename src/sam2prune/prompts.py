@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, overload
@@ -96,6 +97,14 @@ def masks_from_png(path: Path, *, obj_id: int | None, frame: int, source: str) -
             raise InputError(f"{source}: mask {path} has no pixel of object {obj_id} (ids: {values})")
         values = [obj_id]
     return [ObjectPrompt(obj_id=v, frame=frame, mask=labels == v, source=source, mask_file=path) for v in values]
+
+
+def prompts_file_inputs(path: Path, prompts: Sequence[ObjectPrompt]) -> list[tuple[str, Path]]:
+    """What a run reads because of a prompts file (its ``prompts``), as ``(name, path)`` for the
+    output checks (``fsutil.check_output_dir``/``check_output_file``): the file and each mask PNG
+    it names."""
+    masks = dict.fromkeys(prompt.mask_file for prompt in prompts if prompt.mask_file is not None)
+    return [("--prompts", path), *((f"mask of --prompts {path}", mask) for mask in masks)]
 
 
 def prompts_from_arguments(

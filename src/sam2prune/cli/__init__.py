@@ -106,13 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _terminate) if on_main_thread else None
     try:
         return args.handler(args)
-    except Terminated:
-        print("sam2prune: terminated", file=sys.stderr)
-        return 128 + signal.SIGTERM
-    except SystemExit as error:
-        if error.code != signal.SIGTERM:
-            raise
+    except (Terminated, SystemExit) as error:
         # Ray's driver replaces the SIGTERM handler with one that exits with the signal's number
+        if isinstance(error, SystemExit) and error.code != signal.SIGTERM:
+            raise
         print("sam2prune: terminated", file=sys.stderr)
         return 128 + signal.SIGTERM
     except UserError as error:

@@ -45,23 +45,19 @@ if TYPE_CHECKING:
 
 
 def check_result_files(
-    json_path: Path | None, plot_path: Path | None, *, video: Path | None, prompts: Path | None = None
+    json_path: Path | None, plot_path: Path | None, *, video: Path | None, inputs: Sequence[tuple[str, Path]] = ()
 ) -> None:
     """Raises InputError unless ``--json`` and ``--plot`` can be written without harm: two
-    different files, neither an input (the video, inside a folder of frames, the prompts file
-    and the masks it names)."""
+    different files, neither an input (the video, inside a folder of frames, ``inputs``: e.g. a
+    prompts file and the masks it names)."""
     from sam2prune.fsutil import check_output_file
-    from sam2prune.prompts import load_prompts_file
 
-    inputs = [("VIDEO", video if video is not None else embedded_clip())]
-    if prompts is not None:
-        masks = dict.fromkeys(prompt.mask_file for prompt in load_prompts_file(prompts) if prompt.mask_file)
-        inputs += [("--prompts", prompts), *((f"mask of --prompts {prompts}", mask) for mask in masks)]
+    read = [("VIDEO", video if video is not None else embedded_clip()), *inputs]
     if json_path is not None and plot_path is not None and json_path.resolve() == plot_path.resolve():
         raise InputError(f"--json and --plot are the same file {json_path}; name two files")
     for option, path in (("--json", json_path), ("--plot", plot_path)):
         if path is not None:
-            check_output_file(path, option=option, inputs=inputs)
+            check_output_file(path, option=option, inputs=read)
 
 
 def bench(
@@ -138,7 +134,7 @@ def bench(
     from sam2prune.bench import STEADY_FROM_FRAME, BenchSettings, markdown_table, plot, run_benchmark
     from sam2prune.data.video import VideoSource
     from sam2prune.fsutil import atomic_write_json
-    from sam2prune.prompts import check_prompts, load_prompts_file
+    from sam2prune.prompts import check_prompts, load_prompts_file, prompts_file_inputs
 
     if threads is not None and threads < 1:
         raise InputError(f"--threads must be >= 1, got {threads}")
@@ -160,13 +156,17 @@ def bench(
         raise InputError("--prompts gives every object's prompts: it cannot be combined with --point or --objects")
     if point is not None and objects != 1:
         raise InputError("--point is the click of one object: with --objects N the clicks are spread over frame 0")
-    check_result_files(json_path, plot_path, video=video, prompts=prompts)
+    file_prompts, prompt_inputs = None, []
+    if prompts is not None:  # read once: checked against the outputs, then tracked
+        file_prompts = load_prompts_file(prompts)
+        prompt_inputs = prompts_file_inputs(prompts, file_prompts)
+    check_result_files(json_path, plot_path, video=video, inputs=prompt_inputs)
     weights = resolve_weights(model, required=False)
     source = VideoSource.open(video if video is not None else embedded_clip())
     clip_frames = len(source)
     source = source.looped(frames)
-    if prompts is not None:
-        object_prompts = load_prompts_file(prompts)
+    if file_prompts is not None:
+        object_prompts = file_prompts
     else:
         object_prompts = spread_clicks(source, objects, point=point, default_click=video is None)
     check_prompts(object_prompts, num_frames=len(source), width=source.width, height=source.height)

@@ -78,7 +78,7 @@ def segment(
     """
     from sam2prune.data.video import VideoSource
     from sam2prune.fsutil import check_output_dir
-    from sam2prune.prompts import check_prompts, load_prompts_file
+    from sam2prune.prompts import check_prompts, load_prompts_file, prompts_file_inputs
     from sam2prune.segment import segment_video
     from sam2prune.viz import check_overlay_path
 
@@ -87,8 +87,7 @@ def segment(
     if isinstance(prompts, Path):
         prompts_file = prompts
         prompts = load_prompts_file(prompts_file)
-        masks = dict.fromkeys(prompt.mask_file for prompt in prompts if prompt.mask_file is not None)
-        inputs += [("--prompts", prompts_file), *((f"mask of --prompts {prompts_file}", mask) for mask in masks)]
+        inputs += prompts_file_inputs(prompts_file, prompts)
     check_output_dir(out, overwrite=overwrite, inputs=inputs)
     if overlay is not None:
         check_overlay_path(overlay, out_dir=out, inputs=inputs, overwrite=overwrite)
