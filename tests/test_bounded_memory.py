@@ -458,6 +458,31 @@ def test_frames_asked_for_from_several_threads_all_come(monkeypatch):
     frames.close()
 
 
+def test_a_thread_waiting_while_the_source_is_closed_still_gets_its_frame(monkeypatch):
+    """``close`` used to drop what was still to be read (and the frames read, before their
+    waiters took them): a thread waiting for one waited forever."""
+    release = _held_reader(monkeypatch)
+    frames = FrameSource(VideoSource.open(embedded_clip()).looped(40), TINY_SIZE, read_ahead=4, cache_frames=6)
+    got: dict[int, torch.Tensor] = {}
+    waiters = {
+        index: threading.Thread(target=lambda i=index: got.update({i: frames[i]}), daemon=True) for index in (0, 20)
+    }
+    waiters[0].start()
+    _until(lambda: 0 in frames._reading)  # frames 0-4 are being read; 20 will wait its turn
+    waiters[20].start()
+    _until(lambda: frames._waiting[20] == 1 and 20 in frames._wanted)
+    closing = threading.Thread(target=frames.close, daemon=True)
+    closing.start()
+    _until(lambda: not frames._wanted)  # close dropped frame 20 from what is to be read
+    release.set()
+    for thread in (*waiters.values(), closing):
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+    every = load_frames_tensor(VideoSource.open(embedded_clip()).looped(40), TINY_SIZE, progress=False)
+    assert sorted(got) == [0, 20] and all(torch.equal(frame, every[i]) for i, frame in got.items())
+    frames.close()
+
+
 def test_every_thread_waiting_for_a_corrupt_frame_gets_its_error_and_a_new_request_reads_it_again(
     tmp_path, monkeypatch
 ):

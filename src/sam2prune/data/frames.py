@@ -189,6 +189,10 @@ class FrameSource:
             self._waiting[index] += 1
             try:
                 while index not in self._cache and index not in self._errors:
+                    if index not in self._reading and index not in self._wanted:
+                        # no longer to be read (``close`` dropped it, or the frame it had read)
+                        self._wanted.insert(0, index)
+                        self._start_worker()
                     self._state.wait()
             finally:
                 self._waiting[index] -= 1
@@ -290,7 +294,8 @@ class FrameSource:
         return resized.pin_memory() if self.device.type == "cuda" else resized
 
     def close(self) -> None:
-        """Drop the cached frames and close the video file (reading again reopens it)."""
+        """Drop the cached frames and close the video file (reading again reopens it). A thread
+        waiting for a frame meanwhile still gets it: read again, by a reader opened anew."""
         with self._state:
             # the frames being read or resized are finished first
             while True:
@@ -306,6 +311,7 @@ class FrameSource:
             if self._pool is not None:
                 self._pool.shutdown()
                 self._pool = None
+            self._state.notify_all()  # whoever waits asks again for what was dropped
 
     def _trim_cache(self) -> None:
         """Drop the least recently used frames beyond ``cache_frames``, never the one asked for
