@@ -429,6 +429,7 @@ def test_ray_options_without_ray_name_the_extra_to_install(tmp_path, capsys, mon
         (["--workers", "0"], "workers must be an integer >= 1, got 0"),
         (["--workers", "2", "--gpus-per-worker", "1.5"], "gpus_per_worker above 1 must be a whole number"),
         (["--workers", "2", "--max-retries", "-1"], "max_retries must be an integer >= 0"),
+        (["--workers", "2", "--threads", "2"], "give Ray workers theirs with --threads-per-worker"),
     ],
 )
 def test_ray_worker_options_are_checked_before_any_work(tmp_path, capsys, no_model, extra, expected):
@@ -437,6 +438,25 @@ def test_ray_worker_options_are_checked_before_any_work(tmp_path, capsys, no_mod
     assert main([*arguments, *extra]) == 2
     assert expected in last_error(capsys)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command", ["segment", "eval", "sweep"])
+def test_threads_set_torchs_cpu_threads_for_the_run_only(tmp_path, capsys, monkeypatch, command):
+    seen = []
+    run = {"segment": "sam2prune.cli.segment.segment", "eval": "sam2prune.cli.eval.evaluate"}
+    monkeypatch.setattr(
+        run.get(command, "sam2prune.cli.sweep.sweep"), lambda **kwargs: seen.append(torch.get_num_threads())
+    )
+    before = torch.get_num_threads()
+    arguments = {
+        "segment": ["segment", "--out", str(tmp_path / "out")],
+        "eval": ["eval", "--dataset", "davis", "--root", str(tmp_path), "--out", str(tmp_path / "run")],
+        "sweep": ["sweep", "--dataset", "davis", "--root", str(tmp_path), "--out", str(tmp_path / "run")],
+    }[command]
+    assert main([*arguments, *RANDOM, "--threads", str(before + 1)]) == 0
+    assert seen == [before + 1] and torch.get_num_threads() == before
+    assert main([*arguments, *RANDOM, "--threads", "0"]) == 2
+    assert "--threads must be >= 1, got 0" in last_error(capsys)
 
 
 def test_sweep_refuses_a_single_and_a_plural_option_together(tmp_path, capsys, no_model):

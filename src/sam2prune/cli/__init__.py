@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 
 from sam2prune.cli import bench, fit_aligner, models, prompt, report, score, segment, sweep, train_router
 from sam2prune.cli import eval as evaluate
-from sam2prune.cli.common import Command, embedded_clip, examples, log
+from sam2prune.cli.common import Command, cpu_threads, embedded_clip, examples, log
 from sam2prune.errors import SequencesFailed, UserError
 
 __all__ = ["COMMANDS", "Command", "build_parser", "embedded_clip", "main"]
@@ -105,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     on_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if on_main_thread else None
     try:
-        return args.handler(args)
+        with cpu_threads(getattr(args, "threads", None)):
+            return args.handler(args)
     except (Terminated, SystemExit) as error:
         # Ray's driver replaces the SIGTERM handler with one that exits with the signal's number
         if isinstance(error, SystemExit) and error.code != signal.SIGTERM:

@@ -19,6 +19,7 @@ from sam2prune.cli.common import (
     add_auto_text_options,
     add_gpu_options,
     add_model_options,
+    add_threads_option,
     add_pruning_options,
     auto_text_hook,
     auto_text_options,
@@ -395,7 +396,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE.json",
         help="the objects' prompts as `segment --prompts` takes them (instead of --point/--objects)",
     )
-    parser.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's, i.e. the cores)")
+    add_threads_option(parser)
     parser.add_argument(
         "--warmup",
         type=int,
@@ -445,7 +446,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="M",
         help="with --lengths: some of sam2, sam2-offload, pruned-unbounded, pruned-bounded (default: all)",
     )
-    add_model_options(parser, results=False)
+    add_model_options(parser, results=False, threads=False)
     add_gpu_options(parser, subject="every predictor")
     add_pruning_options(parser, retention_list=True, multi_mc=True)
     add_auto_text_options(parser)

@@ -10,9 +10,10 @@ has no effect can be refused."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
@@ -191,7 +192,40 @@ MODEL_FIELDS = tuple(f.name for f in fields(ModelOptions))
 _MODEL_DEFAULTS = ModelOptions()
 
 
-def add_model_options(parser: argparse.ArgumentParser, *, results: bool = True) -> None:
+def add_threads_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="torch CPU threads (default: torch's, i.e. the cores; on a machine busy with other work, the free ones)",
+    )
+
+
+@contextlib.contextmanager
+def cpu_threads(threads: int | None) -> Iterator[None]:
+    """torch's CPU threads set to ``threads`` while the block runs (None: left as they are).
+
+    Raises:
+        InputError: ``threads`` < 1.
+    """
+    if threads is None:
+        yield
+        return
+    if threads < 1:
+        raise InputError(f"--threads must be >= 1, got {threads}")
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def add_model_options(parser: argparse.ArgumentParser, *, results: bool = True, threads: bool = True) -> None:
+    """Args:
+    threads: also ``--threads`` (``main`` applies it; bench records it, and adds it itself)."""
     group = parser.add_argument_group("model")
     group.add_argument(
         "--model",
@@ -224,6 +258,8 @@ def add_model_options(parser: argparse.ArgumentParser, *, results: bool = True) 
         help="torch device: auto (cuda if available, else cpu), cpu, cuda, cuda:N "
         f"(default: {default_text(_MODEL_DEFAULTS, 'device')})",
     )
+    if threads:
+        add_threads_option(group)
 
 
 def model_options(args: argparse.Namespace) -> ModelOptions:
@@ -912,6 +948,8 @@ def ray_config(args: argparse.Namespace) -> RayConfig:
         config = RayConfig(**given_fields(args, RAY_FIELDS))
     except ValueError as error:
         raise InputError(f"Ray options: {error}") from error
+    if config.enabled and getattr(args, "threads", None) is not None:
+        raise InputError("--threads sets this process's CPU threads; give Ray workers theirs with --threads-per-worker")
     given = [option(name) for name in _RAY_SHAPE_FIELDS if getattr(args, name, None) is not None]
     if given and not config.enabled:
         raise InputError(
