@@ -212,6 +212,34 @@ def test_checkpoints_bound_the_frames_a_click_tracks_again(predictors, source, m
     assert replays and max(abs(t - start) for _, start, frames in replays for t in frames) < 8
 
 
+def test_what_checkpoints_keep_is_counted_in_the_stats(predictors, source, monkeypatch):
+    """A forward pass cut every 8 frames: runs start at frames 1, 9, ..., 41, each keeping what its
+    frames read of the frames before it (6 spatial memories, 15 pointers, the previous mask for
+    the prior), all dropped from the bank by the end. ``replay_bytes`` counts each once."""
+    predictor = predictors["pruned"]
+    every = predictor.init_state(source, bounded_memory=False)
+    predictor.add_new_points_or_box(every, 0, 1, points=[[200, 112]], labels=[1])
+    for _ in predictor.propagate_in_video(every):
+        pass
+    held = {t: frame[1]["bytes"] for t, frame in predictor.pruning_stats(every)["frames"].items()}
+    spatial, pointers = predictor.num_maskmem - 1, predictor.max_obj_ptrs_in_encoder - 1
+    starts = range(9, NUM_FRAMES, 8)
+    kept = {(t, part) for s in starts for t in range(s - spatial, s) for part in ("features", "indices")}
+    kept |= {(t, "pointers") for s in starts for t in range(max(1, s - pointers), s)}
+    kept |= {(s - 1, "masks") for s in starts}
+    expected = sum(held[t][part] for t, part in kept)
+    for checkpoints, replay_bytes in ((None, 0), (8, expected)):
+        monkeypatch.setattr(predictor, "replay_checkpoint_every", checkpoints)
+        state = predictor.init_state(source)
+        predictor.add_new_points_or_box(state, 0, 1, points=[[200, 112]], labels=[1])
+        for _ in predictor.propagate_in_video(state):
+            pass
+        totals = predictor.pruning_stats(state)["totals"]
+        assert totals["frames"] == 1  # the prompted frame: every tracked frame was dropped
+        assert totals["replay_bytes"] == replay_bytes
+    assert expected > 0
+
+
 def test_which_objects_are_batched_does_not_depend_on_frames_no_step_reads(predictors, source):
     """Object 2 is added after object 1 was tracked through the video; tracking again from frame
     20, object 1 still holds (unbounded) frames no step reads, which bounded memory dropped. The

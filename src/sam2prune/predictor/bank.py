@@ -438,6 +438,28 @@ class SparseMemoryBank:
         changed the outputs itself)."""
         return self._held.total
 
+    def replay_bytes(self) -> int:
+        """Bytes its tracking runs keep to track frames again (what their first frames read:
+        features, indices, pointers, masks; and the prompted frames' outputs they attended to)
+        that the frames it holds do not (with bounded memory, once those frames are dropped)."""
+        held = {
+            id(tensor)
+            for _, _, out, keep_idx in self.held_frames()
+            for tensor in (*(out.get(part) for part in OUTPUT_PARTS), keep_idx)
+            if tensor is not None
+        }
+        kept: dict[int, int] = {}
+        for run in self.history:
+            if not isinstance(run, TrackingRun):
+                continue
+            read = [(out, keep_idx) for out, keep_idx in run.inputs.values()]
+            read += [(out, None) for out in run.conditioning.values()]
+            for out, keep_idx in read:
+                for tensor in (*(out.get(part) for part in OUTPUT_PARTS), keep_idx):
+                    if tensor is not None and id(tensor) not in held:
+                        kept[id(tensor)] = _nbytes(tensor)
+        return sum(kept.values())
+
     def recount(self) -> None:
         self._held = _HeldBytes()
         for frame_idx, conditioning, out, keep_idx in self.held_frames():

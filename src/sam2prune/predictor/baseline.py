@@ -780,13 +780,16 @@ class SAM2Predictor(SAM2VideoPredictor):
             {"kept_tokens", "memory_bank_bytes", "held_bytes", "bytes": {"features", "indices",
             "pointers", "masks"}, "conditioning", "memory"}}}, "totals": {"frames",
             "kept_tokens", "tokens", "kept_fraction", "memory_bank_bytes", "held_bytes",
-            "peak_memory_bank_bytes", "peak_held_bytes"}}``. ``memory_bank_bytes`` is what memory
+            "peak_memory_bank_bytes", "peak_held_bytes", "replay_bytes"}}``. ``memory_bank_bytes`` is what memory
             attention reads back (features, indices, pointer); ``held_bytes`` adds the frame's
             mask logits, which sam2 keeps for every frame. ``memory``: the frame's spatial
             memory is held (with bounded memory a frame may hold only its pointer or its mask;
             its ``kept_tokens`` is then 0). Token counts are over frames holding a memory.
             Frames holding nothing (not tracked, or dropped) are absent. The peaks are the
-            largest totals after any tracked frame, or now.
+            largest totals after any tracked frame, or now. ``replay_bytes`` (now, not in the
+            held totals nor the peaks): what bounded memory keeps besides, to track dropped
+            frames again exactly (``SparseMemoryBank.replay_bytes``; it grows with
+            ``replay_checkpoint_every``).
         """
         num_tokens = self.num_tokens
         session = self.session(inference_state)
@@ -813,5 +816,8 @@ class SAM2Predictor(SAM2VideoPredictor):
                 "held_bytes": held_bytes,
                 "peak_memory_bank_bytes": max(session.peak_memory_bank_bytes, bank_bytes),
                 "peak_held_bytes": max(session.peak_held_bytes, held_bytes),
+                "replay_bytes": sum(
+                    session.bank(inference_state, obj_id).replay_bytes() for obj_id in inference_state["obj_ids"]
+                ),
             },
         }
