@@ -190,7 +190,7 @@ def test_eval_gpu_options_reach_the_predictor_and_the_run_settings(tmp_path, cap
 
 
 def test_a_sequences_results_do_not_depend_on_the_sequences_run_before_it(tmp_path):
-    # Monte-Carlo dropout draws random masks; the stream restarts for every video, so the same
+    # Monte-Carlo dropout draws random masks, from a stream seeded per frame, so the same
     # video gives the same kept tokens whether it runs first or after another (in a resumed run,
     # on another Ray worker)
     root = _davis_root(tmp_path, names=("chair", "chair_again"))

@@ -170,6 +170,12 @@ class TrackingRun:
         inputs: what the frames from ``start`` on read of the frames before it, as it was:
             ``{frame: (output holding only the parts read, keep_idx or None)}``.
         conditioning: the object's conditioning outputs it attended to, by frame.
+        text: the object's text its frames were tracked with, where tracking reads one (the
+            pruned router's text signal); None: none is read.
+
+    Prompts and texts changed since do not stop it from being tracked again to the same bits:
+    it keeps the prompted frames' outputs and the text it attended to, and attends to them again
+    (as sam2, which keeps every output made with them, reads those).
         batches: how its frames were tracked, from each frame where that changed on, in tracking
             order: ``(frame, B, row)``, the object was row ``row`` of a batched step of ``B``
             objects (B = 1: alone). Tracking it again takes the same batch size and row, since a
@@ -182,6 +188,7 @@ class TrackingRun:
     inputs: dict[int, tuple[dict, torch.Tensor | None]]
     conditioning: dict[int, dict]
     batches: list[tuple[int, int, int]] = field(default_factory=list)
+    text: str | None = None
 
     def note_batch(self, frame_idx: int, size: int, row: int) -> None:
         """Frame ``frame_idx`` (the next one it tracks) is tracked as row ``row`` of a step of
@@ -234,10 +241,6 @@ class ClearedFrames:
     @property
     def span(self) -> tuple[int, int]:
         return self.first, self.last
-
-
-class ReplayRefused(RuntimeError):
-    """A dropped output cannot be recomputed exactly (the object's prompts changed since)."""
 
 
 OUTPUT_PARTS = ("maskmem_features", "obj_ptr", "pred_masks")
@@ -476,10 +479,12 @@ class SparseMemoryBank:
         memories cleared); the next tracked frame starts a new one."""
         self.active_run = None
 
-    def begin_frame(self, frame_idx: int, *, reverse: bool, inputs: FrameReads, new_run: bool = False) -> None:
+    def begin_frame(
+        self, frame_idx: int, *, reverse: bool, inputs: FrameReads, new_run: bool = False, text: str | None = None
+    ) -> None:
         """Before tracking ``frame_idx``: continue the current run (unless ``new_run``), or start
         a new one that keeps what the frames from here on read of the frames before (``inputs``,
-        all present)."""
+        all present), tracked with the object's ``text`` (``TrackingRun.text``)."""
         if not new_run and self.active_run is not None and self.active_run.follows(frame_idx, reverse):
             return
         non_cond = self.output_dict["non_cond_frame_outputs"]
@@ -495,6 +500,7 @@ class SparseMemoryBank:
             last=frame_idx - (-1 if reverse else 1),
             inputs=kept,
             conditioning=dict(self.output_dict["cond_frame_outputs"]),
+            text=text,
         )
         self.history.append(run)
         self.active_run = run
@@ -570,15 +576,6 @@ class SparseMemoryBank:
             if isinstance(latest, TrackingRun):
                 missing.setdefault(latest, set()).add(frame_idx)
         return missing
-
-    def check_replayable(self, run: TrackingRun) -> None:
-        """Raises ReplayRefused when the object's conditioning outputs are no longer those the
-        run attended to (tracking its frames again would not give what it gave)."""
-        current = self.output_dict["cond_frame_outputs"]
-        if current.keys() != run.conditioning.keys() or any(
-            current[t] is not out for t, out in run.conditioning.items()
-        ):
-            raise ReplayRefused(f"prompted frames {sorted(run.conditioning)} then, {sorted(current)} now")
 
     def replay_scratch(self, run: TrackingRun) -> tuple[dict, SparseMemoryBank]:
         """An output dict and its bank holding what the run's first frame read, to track the run

@@ -18,7 +18,6 @@ from sam2prune.data.frames import FrameSource, load_frames_tensor
 from sam2prune.data.video import VideoSource
 from sam2prune.predictor.bank import (
     FrameReads,
-    ReplayRefused,
     SparseMemoryBank,
     TrackingRun,
     frame_reads,
@@ -541,6 +540,10 @@ class SAM2Predictor(SAM2VideoPredictor):
             prev_sam_mask_logits,
         )
 
+    def tracking_text(self, session: TrackingSession, obj_id: int) -> str | None:
+        """The object's text as tracking reads it (None: tracking reads no text; sam2 reads none)."""
+        return None
+
     def _prepare_frame(
         self, inference_state: dict, output_dict: dict, frame_idx: int, *, reverse: bool, tracking: bool, reads: bool
     ) -> None:
@@ -565,7 +568,13 @@ class SAM2Predictor(SAM2VideoPredictor):
             needed = frame_reads(self, frame_idx, reverse=reverse, num_frames=num_frames, neighbour_mask=neighbour_mask)
         self._recompute(inference_state, obj_id, bank, needed, frame_idx)
         if tracking:
-            bank.begin_frame(frame_idx, reverse=reverse, inputs=needed, new_run=not continues)
+            bank.begin_frame(
+                frame_idx,
+                reverse=reverse,
+                inputs=needed,
+                new_run=not continues,
+                text=self.tracking_text(session, obj_id),
+            )
 
     def _after_tracked_frame(
         self, inference_state: dict, frame_idx: int, outputs: dict[int, dict | None], *, reverse: bool
@@ -592,27 +601,23 @@ class SAM2Predictor(SAM2VideoPredictor):
     def _recompute(
         self, inference_state: dict, obj_id: int, bank: SparseMemoryBank, needed: FrameReads, frame_idx: int
     ) -> None:
-        """Put back the outputs among ``needed`` that bounded memory dropped, by tracking the
-        runs that produced them again from their start (in a scratch copy of the memories).
-
-        Raises:
-            RuntimeError: they cannot be recomputed exactly (the object's prompts changed since).
-        """
+        """Put back the outputs among ``needed`` (what ``frame_idx`` reads) that bounded memory
+        dropped, by tracking the runs that produced them again from their start, in a scratch
+        copy of the memories, with what they attended to then (the prompted frames' outputs and the object's text, though
+        either may have changed since: sam2 keeps the outputs made with them, and reads them)."""
         session = self.session(inference_state)
         num_frames = inference_state["num_frames"]
         for run, frames in bank.missing(needed).items():
-            try:
-                bank.check_replayable(run)
-            except ReplayRefused as why:
-                raise RuntimeError(
-                    f"frame {frame_idx} of object {obj_id} reads the memories of frames {min(frames)}-{max(frames)}, "
-                    f"which bounded memory dropped, and they cannot be recomputed as they were tracked ({why}): "
-                    "propagate again over them from a prompted frame first, or start the session with "
-                    "init_state(..., bounded_memory=False)"
-                ) from None
+            log.debug(
+                "frame %d of object %d reads frames %d-%d, which bounded memory dropped: tracking them again",
+                frame_idx,
+                obj_id,
+                min(frames),
+                max(frames),
+            )
             scratch, scratch_bank = bank.replay_scratch(run)
             restored = {}
-            with session.replay(scratch, scratch_bank, obj_id):
+            with session.replay(scratch, scratch_bank, obj_id, text=run.text):
                 for t in run.frames_to(min(frames) if run.reverse else max(frames)):
                     if t in scratch["cond_frame_outputs"]:
                         continue
@@ -715,12 +720,12 @@ class SAM2Predictor(SAM2VideoPredictor):
         """
         images = FrameSource(source, self.image_size)
         for frame_idx in frame_indices:
-            backbone_out, uncertainty = self._encode(images[frame_idx][None].to(self.device))
+            backbone_out, uncertainty = self._encode(images[frame_idx][None].to(self.device), frame_idx)
             _, vision_feats, _, _ = self._prepare_backbone_features(backbone_out)
             yield frame_idx, vision_feats[-1].transpose(0, 1).float(), uncertainty
 
-    def _encode(self, image: torch.Tensor) -> tuple[dict, torch.Tensor | None]:
-        """(sam2's backbone output, token uncertainty or None) of ``[1, 3, S, S]``."""
+    def _encode(self, image: torch.Tensor, frame_idx: int) -> tuple[dict, torch.Tensor | None]:
+        """(sam2's backbone output, token uncertainty or None) of frame ``frame_idx``, ``[1, 3, S, S]``."""
         return self.forward_image(image), None
 
     def object_texts(self, inference_state: dict) -> dict[int, str]:

@@ -32,6 +32,7 @@ from sam2prune.scorers.prior import prompt_mask
 from sam2prune.scorers.router.uncertainty import UncertaintyProbe
 
 if TYPE_CHECKING:
+    from sam2prune.predictor.session import TrackingSession
     from sam2prune.scorers.router.fusion import RouterScorer
 
 
@@ -243,13 +244,23 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
         """Describe one object of a session for the text signal (overrides ``pruning.text``)."""
         if not text or not text.strip():
             raise ValueError(f"the text of object {obj_id} must not be empty")
-        self.session(inference_state).object_texts[obj_id] = text
+        session = self.session(inference_state)
+        session.object_texts[obj_id] = text
+        if obj_id in session.banks:  # frames tracked from here on read the new text: a run of their own
+            session.banks[obj_id].end_run()
+
+    def tracking_text(self, session: TrackingSession, obj_id: int) -> str | None:
+        """The object's text, where the router's text signal reads it."""
+        if self.pruning.scorer != "router" or "text" not in self.pruning.active_signals():
+            return None
+        return session.object_text(obj_id, self.pruning.text)
 
     # --- choosing the tokens ------------------------------------------------------------------
 
-    def _encode(self, image: torch.Tensor) -> tuple[dict, torch.Tensor | None]:
+    def _encode(self, image: torch.Tensor, frame_idx: int) -> tuple[dict, torch.Tensor | None]:
         if self.uncertainty_probe is None:
-            return super()._encode(image)
+            return super()._encode(image, frame_idx)
+        self.uncertainty_probe.seed_for(frame_idx)
         with self.uncertainty_probe.collect() as collected:
             backbone_out = self.forward_image(image)
         side = self.sam_image_embedding_size
@@ -260,6 +271,7 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
         long as sam2 caches the frame's features)."""
         if self.uncertainty_probe is None or frame_idx in inference_state["cached_features"]:
             return super()._get_image_feature(inference_state, frame_idx, batch_size)
+        self.uncertainty_probe.seed_for(frame_idx)
         with self.uncertainty_probe.collect() as collected:
             features = super()._get_image_feature(inference_state, frame_idx, batch_size)
         side = self.sam_image_embedding_size
@@ -292,7 +304,7 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
             grid=grid,
             prior_mask=prior,
             uncertainty=uncertainty,
-            text=session.object_texts.get(obj_id, self.pruning.text),
+            text=session.object_text(obj_id, self.pruning.text),
             memo=partial(session.frame_cache.get, frame_idx),
         )
         return self.score_tokens(tokens, context)

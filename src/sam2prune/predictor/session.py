@@ -69,6 +69,8 @@ class TrackingSession:
     peak_held_bytes: int = 0
     # output dicts being tracked again (bounded memory), by id: (the dict, its bank, object id)
     _replays: dict[int, tuple[dict, SparseMemoryBank, int]] = field(default_factory=dict)
+    # the texts objects being tracked again were tracked with, by object id
+    _replay_texts: dict[int, str] = field(default_factory=dict)
     frame_cache: FrameCache = field(default_factory=FrameCache)
     static_steps: StaticSteps = field(default_factory=StaticSteps)
 
@@ -104,14 +106,26 @@ class TrackingSession:
         return self.bank(inference_state, self.object_id(inference_state, output_dict))
 
     @contextmanager
-    def replay(self, output_dict: dict, bank: SparseMemoryBank, obj_id: int) -> Iterator[None]:
+    def replay(
+        self, output_dict: dict, bank: SparseMemoryBank, obj_id: int, *, text: str | None = None
+    ) -> Iterator[None]:
         """While inside, ``output_dict`` (a scratch copy of an object's memories) is tracked with
-        ``bank`` as the object ``obj_id``."""
+        ``bank`` as the object ``obj_id``, described by ``text`` where one was read (the text
+        its frames were first tracked with, which may have changed since)."""
         self._replays[id(output_dict)] = (output_dict, bank, obj_id)
+        if text is not None:
+            self._replay_texts[obj_id] = text
         try:
             yield
         finally:
             del self._replays[id(output_dict)]
+            self._replay_texts.pop(obj_id, None)
+
+    def object_text(self, obj_id: int, default: str | None) -> str | None:
+        """The object's text for the text signal: while it is tracked again, the one its frames
+        were tracked with; otherwise the one set for it, or ``default``."""
+        replayed = self._replay_texts.get(obj_id)
+        return replayed if replayed is not None else self.object_texts.get(obj_id, default)
 
     def forget_object(self, obj_id: int) -> None:
         """Drop the bank and the text of a removed object, as sam2 drops everything else of it

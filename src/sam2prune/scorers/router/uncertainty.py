@@ -179,9 +179,10 @@ class UncertaintyProbe:
             )
         self.mode, self.p, self.passes, self.seed = mode, p, passes, seed
         self.blocks = tuple(blocks)
-        # dropout masks of the ``mc`` mode: one private stream per probe and device, seeded with
-        # ``seed`` when first used and restarted for every video (``restart``)
+        # dropout masks of the ``mc`` mode: one private stream per probe and device, seeded for
+        # each frame encoded (``seed_for``; otherwise with ``seed``, restarted for every video)
         self._generators: dict[torch.device, torch.Generator] = {}
+        self._stream_seed = seed
         self._input_hw: dict[int, tuple[int, int]] = {}  # block input grid, written by its own pre-hook
         self._handles: list[RemovableHandle] = []
         for index in blocks:
@@ -192,14 +193,25 @@ class UncertaintyProbe:
     def restart(self) -> None:
         """Restart the dropout streams from the seed: a video's masks then do not depend on the
         videos run before it (in one process, in another order, or on another worker)."""
+        self._reseed(self.seed)
+
+    def seed_for(self, frame_idx: int) -> None:
+        """Draw the masks of the next encoder passes from streams seeded for ``frame_idx``
+        (from ``seed``): a frame's uncertainty is then the same whenever it is encoded, first or
+        again (a click on it, a frame bounded memory tracks again), in any order of frames.
+        Seeding is host-side state only."""
+        self._reseed(self.seed * 1_000_003 + frame_idx)
+
+    def _reseed(self, seed: int) -> None:
+        self._stream_seed = seed
         for generator in self._generators.values():
-            generator.manual_seed(self.seed)
+            generator.manual_seed(seed)
 
     def generator(self, device: torch.device) -> torch.Generator:
         """The probe's dropout-mask generator on ``device``."""
         generator = self._generators.get(device)
         if generator is None:
-            generator = self._generators[device] = torch.Generator(device=device).manual_seed(self.seed)
+            generator = self._generators[device] = torch.Generator(device=device).manual_seed(self._stream_seed)
         return generator
 
     @property
