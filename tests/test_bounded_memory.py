@@ -8,6 +8,7 @@ masks either way."""
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import threading
 import time
@@ -397,6 +398,127 @@ def test_the_state_holds_a_window_of_frames_derived_from_the_config(predictors, 
         assert stats["totals"]["frames"] == len(outputs) + 1  # and the prompted frame 0
         assert stats["totals"]["peak_held_bytes"] > stats["totals"]["held_bytes"]
         monkeypatch.undo()
+
+
+# --- random sequences of sam2's calls -----------------------------------------------------------
+
+
+def random_calls(rng: random.Random, width: int, height: int) -> list[tuple]:
+    """A user's session: clicks, boxes and masks on any frame and object, passes forward and in
+    reverse from anywhere for any length, prompts cleared, objects removed, texts changed; after
+    an object prompted and tracked to the end (so that later calls read frames it dropped)."""
+    point = [rng.uniform(0, width), rng.uniform(0, height)]
+    calls: list[tuple] = [
+        ("click", rng.randrange(NUM_FRAMES // 2), 1, point, 1, True),
+        ("propagate", None, None, False),
+    ]
+    for _ in range(rng.randint(5, 9)):
+        frame, obj_id, kind = rng.randrange(NUM_FRAMES), rng.choice([1, 2, 3]), rng.random()
+        if kind < 0.35:
+            point = [rng.uniform(0, width), rng.uniform(0, height)]
+            calls.append(("click", frame, obj_id, point, rng.choice([0, 1, 1]), rng.random() < 0.7))
+        elif kind < 0.42:
+            calls.append(("mask", frame, obj_id, rng.randrange(height - 40), rng.randrange(width - 40)))
+        elif kind < 0.47:
+            x0, x1 = sorted(rng.uniform(0, width) for _ in range(2))
+            y0, y1 = sorted(rng.uniform(0, height) for _ in range(2))
+            calls.append(("box", frame, obj_id, [x0, y0, x1, y1]))
+        elif kind < 0.8:
+            start = None if rng.random() < 0.4 else rng.randrange(NUM_FRAMES)
+            length = None if rng.random() < 0.5 else rng.randint(0, NUM_FRAMES)
+            calls.append(("propagate", start, length, rng.random() < 0.35))
+        elif kind < 0.87:
+            calls.append(("clear", frame, obj_id))
+        elif kind < 0.92:
+            calls.append(("remove", obj_id))
+        else:
+            calls.append(("text", obj_id, rng.choice(["a child", "a lamp", "a bed"])))
+    return calls
+
+
+def make_calls(predictor: SAM2Predictor, state: dict, calls: list[tuple], width: int, height: int) -> list:
+    """Every mask logits tensor and object id list the calls return, or the error a call raised."""
+    results: list = []
+    for call in calls:
+        name, *args = call
+        try:
+            if name == "click":
+                frame, obj_id, point, label, clear = args
+                out = predictor.add_new_points_or_box(
+                    state, frame, obj_id, points=[point], labels=[label], clear_old_points=clear
+                )
+            elif name == "box":
+                out = predictor.add_new_points_or_box(state, args[0], args[1], box=args[2])
+            elif name == "mask":
+                frame, obj_id, top, left = args
+                mask = np.zeros((height, width), bool)
+                mask[top : top + 40, left : left + 40] = True
+                out = predictor.add_new_mask(state, frame, obj_id, mask)
+            elif name == "propagate":
+                start, length, reverse = args
+                passed = predictor.propagate_in_video(
+                    state, start_frame_idx=start, max_frame_num_to_track=length, reverse=reverse
+                )
+                out = [(frame, list(ids), masks.clone()) for frame, ids, masks in passed]
+            elif name == "clear":
+                out = predictor.clear_all_prompts_in_frame(state, *args)
+            elif name == "remove":
+                out = predictor.remove_object(state, *args)
+            else:
+                out = predictor.set_object_text(state, *args) if hasattr(predictor, "set_object_text") else None
+        except Exception as error:  # sam2's own refusals (a pass with no prompts): the same either way
+            out = f"{type(error).__name__}: {error}"
+        results.append((call, _copied(out)))
+    return results
+
+
+def _copied(out):
+    """A call's result, copied (sam2 returns its live object id list)."""
+    if isinstance(out, torch.Tensor):
+        return out.clone()
+    if isinstance(out, list | tuple):
+        return [_copied(item) for item in out]
+    return out
+
+
+def _equal(a, b) -> bool:
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return a.shape == b.shape and torch.equal(a, b)
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+@pytest.mark.parametrize(
+    "kind, seed, checkpoints",
+    [("baseline", 11, None), ("pruned", 12, 5), ("router-mc", 13, None), ("router-text", 14, 8)],
+)
+def test_random_sessions_give_the_unbounded_bits(kind, seed, checkpoints, predictors, source, tmp_path, monkeypatch):
+    """Seeded random sequences of sam2's calls (how a randomised search found the two bugs it
+    fixed: prompts changed since a stretch was tracked, dropout masks drawn on): bounded and
+    unbounded memory return the same bits from every call, and frames were tracked again."""
+    from sam2prune.scorers.router.semantic import Aligner
+
+    if kind in predictors:
+        predictor = predictors[kind]
+    elif kind == "router-mc":
+        predictor = build_random(TINY_SIZE, seed=3, pruning=PruningConfig(retention=0.3, uncertainty="mc", mc_passes=2))
+    else:
+        aligner = tmp_path / "aligner.pt"
+        weight = torch.randn(257, 384, generator=torch.Generator().manual_seed(0)) * 0.1
+        Aligner(weight, "minilm", "sam2.1_hiera_t", TINY_SIZE).save(aligner)
+        text = PruningConfig(retention=0.3, signals=("visual", "text", "prior"), text="a bed", aligner=aligner)
+        predictor = build_random(TINY_SIZE, seed=3, pruning=text)
+    monkeypatch.setattr(predictor, "replay_checkpoint_every", checkpoints)
+    calls = random_calls(random.Random(seed), source.width, source.height)
+    unbounded = make_calls(
+        predictor, predictor.init_state(source, bounded_memory=False), calls, source.width, source.height
+    )
+    replays = tracked_stretches(monkeypatch, predictor)
+    bounded = make_calls(predictor, predictor.init_state(source), calls, source.width, source.height)
+    for (call, expected), (_, got) in zip(unbounded, bounded, strict=True):
+        assert _equal(expected, got), call
+    assert replays, calls
 
 
 # --- frames on demand --------------------------------------------------------------------------
