@@ -170,16 +170,16 @@ class TrackingRun:
         inputs: what the frames from ``start`` on read of the frames before it, as it was:
             ``{frame: (output holding only the parts read, keep_idx or None)}``.
         conditioning: the object's conditioning outputs it attended to, by frame.
+        batches: how its frames were tracked, from each frame where that changed on, in tracking
+            order: ``(frame, B, row)``, the object was row ``row`` of a batched step of ``B``
+            objects (B = 1: alone). Tracking it again takes the same batch size and row, since a
+            step's rounding depends on its batch size.
         text: the object's text its frames were tracked with, where tracking reads one (the
             pruned router's text signal); None: none is read.
 
     Prompts and texts changed since do not stop it from being tracked again to the same bits:
     it keeps the prompted frames' outputs and the text it attended to, and attends to them again
     (as sam2, which keeps every output made with them, reads those).
-        batches: how its frames were tracked, from each frame where that changed on, in tracking
-            order: ``(frame, B, row)``, the object was row ``row`` of a batched step of ``B``
-            objects (B = 1: alone). Tracking it again takes the same batch size and row, since a
-            step's rounding depends on its batch size.
     """
 
     reverse: bool

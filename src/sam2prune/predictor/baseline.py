@@ -603,8 +603,9 @@ class SAM2Predictor(SAM2VideoPredictor):
     ) -> None:
         """Put back the outputs among ``needed`` (what ``frame_idx`` reads) that bounded memory
         dropped, by tracking the runs that produced them again from their start, in a scratch
-        copy of the memories, with what they attended to then (the prompted frames' outputs and the object's text, though
-        either may have changed since: sam2 keeps the outputs made with them, and reads them)."""
+        copy of the memories, with what they attended to then: the prompted frames' outputs and
+        the object's text, though either may have changed since (sam2 keeps the outputs made
+        with them, and reads them)."""
         session = self.session(inference_state)
         num_frames = inference_state["num_frames"]
         for run, frames in bank.missing(needed).items():
@@ -785,8 +786,8 @@ class SAM2Predictor(SAM2VideoPredictor):
             {"kept_tokens", "memory_bank_bytes", "held_bytes", "bytes": {"features", "indices",
             "pointers", "masks"}, "conditioning", "memory"}}}, "totals": {"frames",
             "kept_tokens", "tokens", "kept_fraction", "memory_bank_bytes", "held_bytes",
-            "peak_memory_bank_bytes", "peak_held_bytes", "replay_bytes"}}``. ``memory_bank_bytes`` is what memory
-            attention reads back (features, indices, pointer); ``held_bytes`` adds the frame's
+            "peak_memory_bank_bytes", "peak_held_bytes", "replay_bytes"}}``.
+            ``memory_bank_bytes`` is what memory attention reads back (features, indices, pointer); ``held_bytes`` adds the frame's
             mask logits, which sam2 keeps for every frame. ``memory``: the frame's spatial
             memory is held (with bounded memory a frame may hold only its pointer or its mask;
             its ``kept_tokens`` is then 0). Token counts are over frames holding a memory.
