@@ -305,26 +305,28 @@ def test_eviction_one_frame_too_aggressive_changes_the_logits(kind, part, predic
 
 
 @pytest.mark.parametrize("kind", ["baseline", "pruned"])
-def test_frames_tracked_under_prompts_since_changed_are_recomputed_as_they_were(kind, predictors, source):
-    """Object 1's prompt on frame 20 is removed after tracking, and a prompt is added on frame 5:
+def test_frames_tracked_under_prompts_since_changed_are_recomputed_as_they_were(kind, predictors, source, monkeypatch):
+    """Object 1's prompt on frame 15 is removed after tracking, and a prompt is added on frame 5:
     the frames tracked with the old prompts are still read as they were (sam2 keeps them), so a
-    click on frame 30 and a reverse pass from frame 12 that read them get them recomputed with
+    click on frame 25 and a reverse pass from frame 12 that read them get them recomputed with
     the prompts they were tracked with, to the same bits (this used to be refused)."""
     predictor = predictors[kind]
     results = []
     for bounded in (False, True):
-        state = predictor.init_state(source, bounded_memory=bounded)
+        replays = tracked_stretches(monkeypatch, predictor) if bounded else []
+        state = predictor.init_state(source.head(30), bounded_memory=bounded)
         logits = [predictor.add_new_points_or_box(state, 0, 1, points=[[200, 112]], labels=[1])[2]]
-        logits.append(predictor.add_new_points_or_box(state, 20, 1, points=[[210, 120]], labels=[1])[2])
+        logits.append(predictor.add_new_points_or_box(state, 15, 1, points=[[210, 120]], labels=[1])[2])
         logits += [m.clone() for _, _, m in predictor.propagate_in_video(state)]
-        logits.append(predictor.clear_all_prompts_in_frame(state, 20, 1)[2])
-        logits.append(predictor.add_new_points_or_box(state, 30, 1, points=[[100, 100]], labels=[0])[2])
+        logits.append(predictor.clear_all_prompts_in_frame(state, 15, 1)[2])
+        logits.append(predictor.add_new_points_or_box(state, 25, 1, points=[[100, 100]], labels=[0])[2])
         logits.append(predictor.add_new_points_or_box(state, 5, 1, points=[[150, 150]], labels=[1])[2])
         logits += [m.clone() for _, _, m in predictor.propagate_in_video(state, start_frame_idx=12, reverse=True)]
         results.append(logits)
     unbounded, bounded = results
-    assert len(unbounded) == len(bounded) == 5 + NUM_FRAMES + 13
+    assert len(unbounded) == len(bounded) == 5 + 30 + 13
     assert all(torch.equal(a, b) for a, b in zip(unbounded, bounded, strict=True))
+    assert {start for _, start, _ in replays} == {1}  # the forward pass's stretch (through prompted frame 15)
 
 
 def test_frames_tracked_again_draw_the_same_dropout_masks(source):
