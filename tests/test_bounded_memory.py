@@ -48,6 +48,23 @@ def predictors() -> dict[str, SAM2Predictor]:
     }
 
 
+@pytest.fixture(scope="module")
+def routers(tmp_path_factory) -> dict[str, SAM2Predictor]:
+    """The router with Monte-Carlo dropout uncertainty, and with a text (an aligner of random
+    weights, the real MiniLM text encoder)."""
+    from sam2prune.scorers.router.semantic import Aligner
+
+    aligner = tmp_path_factory.mktemp("aligner") / "aligner.pt"
+    weight = torch.randn(257, 384, generator=torch.Generator().manual_seed(0)) * 0.1
+    Aligner(weight, "minilm", "sam2.1_hiera_t", TINY_SIZE).save(aligner)
+    text = PruningConfig(retention=0.3, signals=("visual", "text", "prior"), text="a bed", aligner=aligner)
+    mc = PruningConfig(retention=0.3, uncertainty="mc", mc_passes=2)
+    return {
+        "router-mc": build_random(TINY_SIZE, seed=3, pruning=mc, device=TEST_DEVICE),
+        "router-text": build_random(TINY_SIZE, seed=3, pruning=text, device=TEST_DEVICE),
+    }
+
+
 # --- what a frame reads: sam2's own memory attention, logged ------------------------------------
 
 
@@ -329,12 +346,11 @@ def test_frames_tracked_under_prompts_since_changed_are_recomputed_as_they_were(
     assert {start for _, start, _ in replays} == {1}  # the forward pass's stretch (through prompted frame 15)
 
 
-def test_frames_tracked_again_draw_the_same_dropout_masks(source):
+def test_frames_tracked_again_draw_the_same_dropout_masks(source, routers):
     """The router's Monte-Carlo dropout uncertainty: the frames a click tracks again are encoded
     again, and draw the masks they drew the first time (a stream seeded per frame; a stream
     drawn on changed the kept tokens, and the logits)."""
-    config = PruningConfig(retention=0.3, uncertainty="mc", mc_passes=2)
-    predictor = build_random(TINY_SIZE, seed=3, pruning=config, device=TEST_DEVICE)
+    predictor = routers["router-mc"]
     results = []
     for bounded in (False, True):
         state = predictor.init_state(source.head(30), bounded_memory=bounded)
@@ -346,18 +362,12 @@ def test_frames_tracked_again_draw_the_same_dropout_masks(source):
     assert all(torch.equal(a, b) for a, b in zip(*results, strict=True))
 
 
-def test_frames_tracked_with_another_text_are_recomputed_with_the_text_they_were_tracked_with(source, tmp_path):
+def test_frames_tracked_with_another_text_are_recomputed_with_the_text_they_were_tracked_with(source, routers):
     """The router's text signal reads the object's text. It is changed twice: after a whole
     pass (a click then reads frames tracked with the old text) and between two stretches of a
     pass (frames after the change read the new one). What the clicks recompute is tracked with
     the text each frame was tracked with, to the unbounded bits (with the new text it differed)."""
-    from sam2prune.scorers.router.semantic import Aligner
-
-    aligner = tmp_path / "aligner.pt"
-    weight = torch.randn(257, 384, generator=torch.Generator().manual_seed(0)) * 0.1
-    Aligner(weight, "minilm", "sam2.1_hiera_t", TINY_SIZE).save(aligner)
-    config = PruningConfig(retention=0.3, signals=("visual", "text", "prior"), text="a bed", aligner=aligner)
-    predictor = build_random(TINY_SIZE, seed=3, pruning=config, device=TEST_DEVICE)
+    predictor = routers["router-text"]
     results = []
     for bounded in (False, True):
         state = predictor.init_state(source.head(30), bounded_memory=bounded)
@@ -495,22 +505,11 @@ def _equal(a, b) -> bool:
     "kind, seed, checkpoints",
     [("baseline", 11, None), ("pruned", 12, 5), ("router-mc", 13, None), ("router-text", 14, 8)],
 )
-def test_random_sessions_give_the_unbounded_bits(kind, seed, checkpoints, predictors, source, tmp_path, monkeypatch):
+def test_random_sessions_give_the_unbounded_bits(kind, seed, checkpoints, predictors, routers, source, monkeypatch):
     """Seeded random sequences of sam2's calls (how a randomised search found the two bugs it
     fixed: prompts changed since a stretch was tracked, dropout masks drawn on): bounded and
     unbounded memory return the same bits from every call, and frames were tracked again."""
-    from sam2prune.scorers.router.semantic import Aligner
-
-    if kind in predictors:
-        predictor = predictors[kind]
-    elif kind == "router-mc":
-        predictor = build_random(TINY_SIZE, seed=3, pruning=PruningConfig(retention=0.3, uncertainty="mc", mc_passes=2))
-    else:
-        aligner = tmp_path / "aligner.pt"
-        weight = torch.randn(257, 384, generator=torch.Generator().manual_seed(0)) * 0.1
-        Aligner(weight, "minilm", "sam2.1_hiera_t", TINY_SIZE).save(aligner)
-        text = PruningConfig(retention=0.3, signals=("visual", "text", "prior"), text="a bed", aligner=aligner)
-        predictor = build_random(TINY_SIZE, seed=3, pruning=text)
+    predictor = {**predictors, **routers}[kind]
     monkeypatch.setattr(predictor, "replay_checkpoint_every", checkpoints)
     calls = random_calls(random.Random(seed), source.width, source.height)
     unbounded = make_calls(

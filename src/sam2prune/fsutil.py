@@ -120,7 +120,8 @@ def read_json(path: Path, *, what: str) -> Any:
         raise InputError(f"{what} {path} is not valid JSON: {error}") from error
 
 
-def _is_relative_to(path: Path, other: Path) -> bool:
+def is_within(path: Path, other: Path) -> bool:
+    """``path`` is ``other`` or lies inside it (both resolved)."""
     return path == other or other in path.parents
 
 
@@ -163,7 +164,7 @@ def check_output_file(
     resolved = path.resolve()
     for name, other in inputs:
         other = Path(other).resolve()
-        if _is_relative_to(resolved, other):
+        if is_within(resolved, other):
             relation = "is" if resolved == other else "lies inside"
             raise InputError(f"{option} {path} {relation} the input {name} {other}: write it elsewhere")
     if overwrite is False and path.exists():
@@ -188,13 +189,13 @@ def check_output_location(out_dir: Path, *, option: str = "--out", inputs: Itera
     resolved = out_dir.resolve()
     for name, path in inputs:
         path = Path(path).resolve()
-        if _is_relative_to(resolved, path) or _is_relative_to(path, resolved):
-            relation = "is" if resolved == path else ("contains" if _is_relative_to(path, resolved) else "lies inside")
+        if is_within(resolved, path) or is_within(path, resolved):
+            relation = "is" if resolved == path else ("contains" if is_within(path, resolved) else "lies inside")
             raise InputError(
                 f"{option} {out_dir} {relation} the input {name} {path}: the output folder is created or replaced "
                 "as a whole, so it must be a separate folder"
             )
-    if _is_relative_to(Path.cwd().resolve(), resolved):
+    if is_within(Path.cwd().resolve(), resolved):
         raise InputError(
             f"{option} {out_dir} is the current folder or contains it; name a folder to create or replace, "
             f"e.g. {option} {out_dir / 'results'}"

@@ -10,7 +10,7 @@ from PIL import Image
 
 from sam2prune.data.palette import davis_palette
 from sam2prune.errors import InputError
-from sam2prune.fsutil import atomic_write, check_output_file
+from sam2prune.fsutil import atomic_write, check_output_file, is_within
 
 OVERLAY_SUFFIXES = (".mp4", ".gif")
 
@@ -28,7 +28,7 @@ def check_overlay_path(
     ``overwrite``)."""
     if out_dir is not None:
         overlay, masks = path.resolve(), Path(out_dir).resolve()
-        if overlay == masks or masks in overlay.parents:
+        if is_within(overlay, masks):
             relation = "is" if overlay == masks else "lies inside"
             raise InputError(
                 f"--overlay {path} {relation} --out {out_dir}, the folder of the masks (replaced as a whole); "

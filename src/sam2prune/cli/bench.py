@@ -26,6 +26,7 @@ from sam2prune.cli.common import (
     auto_text_pipeline,
     build,
     check_gpu_options,
+    check_threads,
     default_of,
     embedded_clip,
     gpu_options,
@@ -137,8 +138,7 @@ def bench(
     from sam2prune.fsutil import atomic_write_json
     from sam2prune.prompts import check_prompts, load_prompts_file, prompts_file_inputs
 
-    if threads is not None and threads < 1:
-        raise InputError(f"--threads must be >= 1, got {threads}")
+    check_threads(threads)
     check_gpu_options(GpuOptions(bf16=bf16, static_step=static_step), resolve_device(model.device))
     if frames <= STEADY_FROM_FRAME:
         raise InputError(
@@ -269,8 +269,7 @@ def bench_lengths(
     from sam2prune.memory_bench import METHOD_HELP, METHODS, LengthResult, markdown_table, plot, run_lengths
     from sam2prune.prompts import load_prompts_file
 
-    if threads is not None and threads < 1:
-        raise InputError(f"--threads must be >= 1, got {threads}")
+    check_threads(threads)
     check_result_files(json_path, plot_path, video=video)
     device = resolve_device(model.device)
     check_gpu_options(GpuOptions(bf16=bf16), device)

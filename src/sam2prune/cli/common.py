@@ -201,6 +201,12 @@ def add_threads_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup
     )
 
 
+def check_threads(threads: int | None) -> None:
+    """Raises InputError unless ``threads`` (``--threads``) is None (not given) or >= 1."""
+    if threads is not None and threads < 1:
+        raise InputError(f"--threads must be >= 1, got {threads}")
+
+
 @contextlib.contextmanager
 def cpu_threads(threads: int | None) -> Iterator[None]:
     """torch's CPU threads set to ``threads`` while the block runs (None: left as they are).
@@ -208,11 +214,10 @@ def cpu_threads(threads: int | None) -> Iterator[None]:
     Raises:
         InputError: ``threads`` < 1.
     """
+    check_threads(threads)
     if threads is None:
         yield
         return
-    if threads < 1:
-        raise InputError(f"--threads must be >= 1, got {threads}")
     import torch
 
     previous = torch.get_num_threads()

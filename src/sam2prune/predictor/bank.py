@@ -479,14 +479,10 @@ class SparseMemoryBank:
         memories cleared); the next tracked frame starts a new one."""
         self.active_run = None
 
-    def begin_frame(
-        self, frame_idx: int, *, reverse: bool, inputs: FrameReads, new_run: bool = False, text: str | None = None
-    ) -> None:
-        """Before tracking ``frame_idx``: continue the current run (unless ``new_run``), or start
-        a new one that keeps what the frames from here on read of the frames before (``inputs``,
-        all present), tracked with the object's ``text`` (``TrackingRun.text``)."""
-        if not new_run and self.active_run is not None and self.active_run.follows(frame_idx, reverse):
-            return
+    def begin_run(self, frame_idx: int, *, reverse: bool, inputs: FrameReads, text: str | None) -> None:
+        """Before tracking ``frame_idx``, where the current run does not go on: start a new one
+        that keeps what the frames from here on read of the frames before (``inputs``, all
+        present), tracked with the object's ``text`` (``TrackingRun.text``)."""
         non_cond = self.output_dict["non_cond_frame_outputs"]
         kept = {}
         for t in inputs.frames:

@@ -567,14 +567,8 @@ class SAM2Predictor(SAM2VideoPredictor):
         else:
             needed = frame_reads(self, frame_idx, reverse=reverse, num_frames=num_frames, neighbour_mask=neighbour_mask)
         self._recompute(inference_state, obj_id, bank, needed, frame_idx)
-        if tracking:
-            bank.begin_frame(
-                frame_idx,
-                reverse=reverse,
-                inputs=needed,
-                new_run=not continues,
-                text=self.tracking_text(session, obj_id),
-            )
+        if tracking and not continues:
+            bank.begin_run(frame_idx, reverse=reverse, inputs=needed, text=self.tracking_text(session, obj_id))
 
     def _after_tracked_frame(
         self, inference_state: dict, frame_idx: int, outputs: dict[int, dict | None], *, reverse: bool
@@ -787,8 +781,9 @@ class SAM2Predictor(SAM2VideoPredictor):
             "pointers", "masks"}, "conditioning", "memory"}}}, "totals": {"frames",
             "kept_tokens", "tokens", "kept_fraction", "memory_bank_bytes", "held_bytes",
             "peak_memory_bank_bytes", "peak_held_bytes", "replay_bytes"}}``.
-            ``memory_bank_bytes`` is what memory attention reads back (features, indices, pointer); ``held_bytes`` adds the frame's
-            mask logits, which sam2 keeps for every frame. ``memory``: the frame's spatial
+            ``memory_bank_bytes`` is what memory attention reads back (features, indices,
+            pointer); ``held_bytes`` adds the frame's mask logits, which sam2 keeps for every
+            frame. ``memory``: the frame's spatial
             memory is held (with bounded memory a frame may hold only its pointer or its mask;
             its ``kept_tokens`` is then 0). Token counts are over frames holding a memory.
             Frames holding nothing (not tracked, or dropped) are absent. The peaks are the

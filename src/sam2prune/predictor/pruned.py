@@ -233,13 +233,6 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
 
     # --- per-session state -------------------------------------------------------------------
 
-    def init_state(self, *args: Any, **kwargs: Any) -> dict:
-        """sam2's ``init_state`` (see ``SAM2Predictor.init_state``); the Monte-Carlo dropout
-        stream restarts from its seed, so a video's results do not depend on what ran before."""
-        if self.uncertainty_probe is not None:
-            self.uncertainty_probe.restart()
-        return super().init_state(*args, **kwargs)
-
     def set_object_text(self, inference_state: dict, obj_id: int, text: str) -> None:
         """Describe one object of a session for the text signal (overrides ``pruning.text``)."""
         if not text or not text.strip():

@@ -67,10 +67,9 @@ class TrackingSession:
     masks_kept_below: int = 0
     peak_memory_bank_bytes: int = 0
     peak_held_bytes: int = 0
-    # output dicts being tracked again (bounded memory), by id: (the dict, its bank, object id)
-    _replays: dict[int, tuple[dict, SparseMemoryBank, int]] = field(default_factory=dict)
-    # the texts objects being tracked again were tracked with, by object id
-    _replay_texts: dict[int, str] = field(default_factory=dict)
+    # output dicts being tracked again (bounded memory), by id: (the dict, its bank, object id,
+    # the text it was tracked with or None)
+    _replays: dict[int, tuple[dict, SparseMemoryBank, int, str | None]] = field(default_factory=dict)
     frame_cache: FrameCache = field(default_factory=FrameCache)
     static_steps: StaticSteps = field(default_factory=StaticSteps)
 
@@ -112,19 +111,16 @@ class TrackingSession:
         """While inside, ``output_dict`` (a scratch copy of an object's memories) is tracked with
         ``bank`` as the object ``obj_id``, described by ``text`` where one was read (the text
         its frames were first tracked with, which may have changed since)."""
-        self._replays[id(output_dict)] = (output_dict, bank, obj_id)
-        if text is not None:
-            self._replay_texts[obj_id] = text
+        self._replays[id(output_dict)] = (output_dict, bank, obj_id, text)
         try:
             yield
         finally:
             del self._replays[id(output_dict)]
-            self._replay_texts.pop(obj_id, None)
 
     def object_text(self, obj_id: int, default: str | None) -> str | None:
         """The object's text for the text signal: while it is tracked again, the one its frames
         were tracked with; otherwise the one set for it, or ``default``."""
-        replayed = self._replay_texts.get(obj_id)
+        replayed = next((text for _, _, replayed_id, text in self._replays.values() if replayed_id == obj_id), None)
         return replayed if replayed is not None else self.object_texts.get(obj_id, default)
 
     def forget_object(self, obj_id: int) -> None:

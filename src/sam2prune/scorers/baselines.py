@@ -136,11 +136,17 @@ class UniformScorer:
         return self.pattern(context.grid, tokens.device).expand(tokens.shape[0], -1)
 
 
+def frame_seed(seed: int, frame_idx: int) -> int:
+    """The seed of what is drawn at random for frame ``frame_idx`` (random scores, dropout
+    masks): reproducible from ``seed`` and the frame alone, in any order of frames."""
+    return seed * 1_000_003 + frame_idx
+
+
 class RandomScorer:
     """Uniformly random tokens, reproducible from the seed and the frame index.
 
     The scores are drawn on the tokens' device by a generator of that device, seeded per frame
-    (``seed * 1_000_003 + frame_idx``): nothing is drawn on the host and copied per frame. A
+    (``frame_seed``): nothing is drawn on the host and copied per frame. A
     device's generator has its own stream (CUDA's Philox differs from the CPU's Mersenne
     twister), so the kept cells depend on the device, reproducibly; on the CPU they are those
     of sam2prune 0.1.0.
@@ -157,7 +163,7 @@ class RandomScorer:
         generator = self._generators.get(device)
         if generator is None:
             generator = self._generators[device] = torch.Generator(device=device)
-        return generator.manual_seed(self.seed * 1_000_003 + frame_idx)
+        return generator.manual_seed(frame_seed(self.seed, frame_idx))
 
     def __call__(self, tokens: torch.Tensor, context: ScoringContext) -> torch.Tensor:
         generator = self.generator(context.frame_idx, tokens.device)

@@ -37,6 +37,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from sam2prune.scoped import scoped
+from sam2prune.scorers.baselines import frame_seed
 
 
 def analytic_logit_variance(
@@ -180,7 +181,7 @@ class UncertaintyProbe:
         self.mode, self.p, self.passes, self.seed = mode, p, passes, seed
         self.blocks = tuple(blocks)
         # dropout masks of the ``mc`` mode: one private stream per probe and device, seeded for
-        # each frame encoded (``seed_for``; otherwise with ``seed``, restarted for every video)
+        # each frame encoded (``seed_for``; before any, with ``seed``)
         self._generators: dict[torch.device, torch.Generator] = {}
         self._stream_seed = seed
         self._input_hw: dict[int, tuple[int, int]] = {}  # block input grid, written by its own pre-hook
@@ -190,22 +191,14 @@ class UncertaintyProbe:
             self._handles.append(block.register_forward_pre_hook(self._remember_input(index)))
             self._handles.append(block.attn.qkv.register_forward_hook(self._measure(index, block)))
 
-    def restart(self) -> None:
-        """Restart the dropout streams from the seed: a video's masks then do not depend on the
-        videos run before it (in one process, in another order, or on another worker)."""
-        self._reseed(self.seed)
-
     def seed_for(self, frame_idx: int) -> None:
         """Draw the masks of the next encoder passes from streams seeded for ``frame_idx``
-        (from ``seed``): a frame's uncertainty is then the same whenever it is encoded, first or
-        again (a click on it, a frame bounded memory tracks again), in any order of frames.
-        Seeding is host-side state only."""
-        self._reseed(self.seed * 1_000_003 + frame_idx)
-
-    def _reseed(self, seed: int) -> None:
-        self._stream_seed = seed
+        (``frame_seed``): a frame's uncertainty is then the same whenever it is encoded, first or
+        again (a click on it, a frame bounded memory tracks again), in any order of frames and
+        videos (in one process, or on another worker). Seeding is host-side state only."""
+        self._stream_seed = frame_seed(self.seed, frame_idx)
         for generator in self._generators.values():
-            generator.manual_seed(seed)
+            generator.manual_seed(self._stream_seed)
 
     def generator(self, device: torch.device) -> torch.Generator:
         """The probe's dropout-mask generator on ``device``."""
