@@ -358,9 +358,37 @@ def test_bench_counts_the_frames_run_as_the_static_step(tmp_path):
 def test_bench_with_the_static_step_needs_frames_past_its_first_replay(capsys):
     arguments = ["bench", *TINY, "--frames", "17", "--retention", "0.3", "--static-step", "buffers"]
     assert main(arguments) == 2
-    assert "replays the step (frame 17, once every memory window is full): track 18 frames or more" in (
-        capsys.readouterr().err
+    assert (
+        "starts at frame 17 (with --static-step, the first frame that replays the step once every memory window is full): track 18 frames or more"
+        in (capsys.readouterr().err)
     )
+
+
+def test_bench_tracks_from_the_first_prompted_frame(tmp_path, capsys):
+    """Prompts on a later frame: every method tracks from there (sam2's own predictor could not
+    track frames before them), the steady state counts from there; objects prompted on a later
+    frame than that are refused outside bf16 autocast, where sam2's own predictor fails on them."""
+    prompts = tmp_path / "p.json"
+    prompts.write_text(json.dumps({"objects": [{"obj_id": 1, "frame": 2, "points": [[300, 200]]}]}))
+    json_path = tmp_path / "b.json"
+    arguments = ["bench", str(CHAIR_FRAMES), *TINY, "--frames", "11", "--retention", "0.3", "--warmup", "1"]
+    assert main([*arguments, "--prompts", str(prompts), "--json", str(json_path)]) == 0
+    result = json.loads(json_path.read_text())
+    assert result["first_tracked_frame"] == 2 and result["steady_from_frame"] == 10
+    runs = [run for run in result["references"] + result["pruned"] if "ms_per_frame" in run]
+    assert len(runs) == 3
+    for run in runs:
+        assert len(run["frame_ms"]) == 9  # frames 2-10
+        assert run["ms_per_frame"] == pytest.approx(statistics.median(run["frame_ms"][8:]), abs=0.01)
+    assert result["pruned"][0]["kept_fraction"] < 1
+    late = {"obj_id": 2, "frame": 3, "points": [[100, 100]]}
+    prompts.write_text(json.dumps({"objects": [*json.loads(prompts.read_text())["objects"], late]}))
+    assert main([*arguments, "--prompts", str(prompts)]) == 2
+    assert "object 2 is first prompted after frame 2, where tracking starts" in capsys.readouterr().err
+    prompts.write_text(json.dumps({"objects": [{**late, "obj_id": 1}]}))
+    assert main([*arguments, "--prompts", str(prompts)]) == 2
+    message = "--frames 11: the steady state starts at frame 11 (once every memory window is full after the last prompt, on frame 3)"
+    assert message in capsys.readouterr().err
 
 
 def test_bench_needs_frames_past_the_memory_bank(capsys):
@@ -463,7 +491,7 @@ def test_gpu_tables_give_peak_memory_allocated_and_reserved():
 
 def test_the_static_steps_steady_state_waits_for_the_last_prompted_object():
     model = SimpleNamespace(num_maskmem=7, max_obj_ptrs_in_encoder=16)  # SAM 2.1's windows
-    assert bench_module.steady_from_frame(model, "off", 48, last_prompt=5) == 8
+    assert bench_module.steady_from_frame(model, "off", 48, last_prompt=5) == 13  # its bank full too
     assert bench_module.steady_from_frame(model, "graphs", 48) == 17  # 15 pointer frames, then a capture
     assert bench_module.steady_from_frame(model, "graphs", 48, last_prompt=5) == 22
     assert bench_module.steady_from_frame(model, "buffers", 10) == 11  # fewer frames than pointers: never

@@ -268,6 +268,12 @@ class Method:
     notes: dict[str, Any] = field(default_factory=dict)
 
 
+def first_tracked_frame(prompts: list[ObjectPrompt]) -> int:
+    """The frame tracking starts from: the first prompted one, as sam2 does by default (no object
+    is tracked before it). The runs' lists of frames count from it."""
+    return min(prompt.frame for prompt in prompts)
+
+
 @contextmanager
 def _session(method: Method, source: VideoSource, prompts: list[ObjectPrompt]) -> Iterator[tuple[dict, Iterator]]:
     """A fresh inference session with the prompts applied, and its frames to track."""
@@ -276,7 +282,8 @@ def _session(method: Method, source: VideoSource, prompts: list[ObjectPrompt]) -
     masks = apply_prompts(predictor, state, prompts)
     if method.hook_for is not None:
         method.hook_for(source)(predictor, state, masks)
-    frames = predictor.propagate_in_video(state, start_frame_idx=0)
+    # from the first prompted frame, as sam2 does by default (no object is tracked before it)
+    frames = predictor.propagate_in_video(state, start_frame_idx=first_tracked_frame(prompts))
     try:
         yield state, frames
     finally:
@@ -306,11 +313,11 @@ def _steady(count: int, first: int) -> list[int]:
 
 def steady_from_frame(model: Any, static_step: str, frames: int, *, last_prompt: int = 0) -> int:
     """The first steady-state frame of a clip tracked forward from prompts on frames up to
-    ``last_prompt``: ``STEADY_FROM_FRAME``, or with the static step the first frame that replays
-    it once the last prompted object is in its steady state (the frame after the step's first,
-    which builds its buffers and captures its graph), for every method of the run."""
+    ``last_prompt``: ``STEADY_FROM_FRAME`` frames after it, or with the static step the first frame
+    that replays it once the last prompted object is in its steady state (the frame after the
+    step's first, which builds its buffers and captures its graph), for every method of the run."""
     if static_step == "off":
-        return STEADY_FROM_FRAME
+        return last_prompt + STEADY_FROM_FRAME
     from sam2prune.predictor.static_step import first_steady_frame
 
     return max(STEADY_FROM_FRAME, last_prompt + first_steady_frame(model, num_frames=frames) + 1)
@@ -352,8 +359,9 @@ def headline_run(method: Method, source: VideoSource, prompts: list[ObjectPrompt
         entries: list[dict] = []  # what sam2prune's predictors stored per frame, read as it is yielded
         while (ms := _next_frame(frames, device)) is not None:
             frame_ms.append(ms)
-            if hasattr(method.predictor, "frame_memory"):  # not timed; frames are yielded in order from 0
-                entries += method.predictor.frame_memory(state, len(frame_ms) - 1).values()
+            if hasattr(method.predictor, "frame_memory"):  # not timed; frames are yielded in order
+                frame_idx = first_tracked_frame(prompts) + len(frame_ms) - 1
+                entries += method.predictor.frame_memory(state, frame_idx).values()
         bank, kept = _tracked_stats(method.predictor, state, entries)
         objects = len(state["obj_ids"])
         steps = list(method.predictor.session(state).static_steps.steps.values()) if method.key == "pruned" else []
@@ -403,11 +411,12 @@ def profile_run(
     steady_from: int,
 ) -> ProfileResult:
     """torch.profiler over ``frames`` steady-state frames (from ``steady_from``, or the second
-    frame of a short clip), components marked as ranges; one sync per frame."""
+    tracked frame of a short clip), components marked as ranges; one sync per frame."""
     from torch.profiler import ProfilerActivity, profile
 
-    first = steady_from if len(source) > steady_from else 1
-    profiled = list(range(first, min(first + frames, len(source))))
+    tracked = len(source) - first_tracked_frame(prompts)
+    first = steady_from if tracked > steady_from else 1
+    profiled = list(range(first, min(first + frames, tracked)))
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with _session(method, source, prompts) as (_, tracked), instrument(method.predictor, ProfilerRanges()):
         for _ in range(first):
@@ -690,16 +699,37 @@ def run_benchmark(
     compile_mode = settings.compile_mode
     if compile_mode is None:
         compile_mode = "reduce-overhead" if device.type == "cuda" else "none"
-    warmup = source.head(min(warmup_frames, len(source)))
+    first_prompt = first_tracked_frame(prompts)
+    late = sorted({p.obj_id for p in prompts} - {p.obj_id for p in prompts if p.frame == first_prompt})
+    if late and not settings.bf16_autocast:
+        which = f"objects {', '.join(map(str, late))} are" if len(late) > 1 else f"object {late[0]} is"
+        raise InputError(
+            f"{which} first prompted after frame {first_prompt}, where tracking "
+            "starts: sam2's own SAM2VideoPredictor (the reference) tracks every object from there, and outside "
+            "bfloat16 autocast it fails on an object's first frame before its prompt (its memory is stored in "
+            "bfloat16, with no object pointer from the past to promote it); prompt every object on one frame, or "
+            "run on CUDA with --bf16"
+        )
+    # the warm-up tracks its frames from the first prompted one
+    warmup = source.head(min(first_prompt + warmup_frames, len(source)))
 
     baseline = build(None)
-    last_prompt = max((prompt.frame for prompt in prompts), default=0)
-    steady_from = steady_from_frame(baseline, settings.static_step, len(source), last_prompt=last_prompt)
-    if len(source) <= steady_from:
-        first = steady_from_frame(baseline, settings.static_step, 10**6, last_prompt=last_prompt)
+    last_prompt = max(prompt.frame for prompt in prompts)
+    # frame numbers of the runs count from the first tracked frame
+    tracked = len(source) - first_prompt
+    steady_from = steady_from_frame(baseline, settings.static_step, tracked, last_prompt=last_prompt - first_prompt)
+    if tracked <= steady_from:
+        first = first_prompt + steady_from_frame(
+            baseline, settings.static_step, 10**6, last_prompt=last_prompt - first_prompt
+        )
+        why = "once every memory window is full" + (
+            f" after the last prompt, on frame {last_prompt}" if last_prompt else ""
+        )
+        if settings.static_step != "off":
+            why = f"with --static-step, the first frame that replays the step {why}"
         raise InputError(
-            f"--frames {len(source)}: with --static-step the steady state starts at the first frame that replays "
-            f"the step (frame {first}, once every memory window is full): track {first + 1} frames or more"
+            f"--frames {len(source)}: the steady state starts at frame {first} ({why}): track {first + 1} frames "
+            "or more"
         )
     compile_calls: list[dict] = []
     methods = [
@@ -746,7 +776,8 @@ def run_benchmark(
         "image_size": settings.image_size,
         "frames": len(source),
         "clip_frames": clip_frames or len(source),
-        "steady_from_frame": steady_from,
+        "first_tracked_frame": first_prompt,
+        "steady_from_frame": first_prompt + steady_from,
         "threads": settings.threads,
         "warmup_frames": len(warmup),
         "profile_frames": profile_frames,

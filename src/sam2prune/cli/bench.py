@@ -497,7 +497,7 @@ COMMAND = Command(
         "In one process, on the same frames, with the same weights and prompts: track with sam2's own "
         "SAM2VideoPredictor (the reference of every speedup), sam2's vos_optimized (torch.compile) predictor "
         "(CUDA), sam2prune's unpruned predictor and the pruned predictor at each --retention. ms/frame is the "
-        "median over steady-state frames (frames >= 8, once the memory bank is full) of a run with nothing "
+        "median over steady-state frames (8 frames or more after the last prompted one, once the memory bank is full; tracking starts at the first prompted frame) of a run with nothing "
         "installed (one CUDA sync per frame); per-component times come from a separate run (wall clock on the "
         "CPU, GPU kernel time from torch.profiler on CUDA), kernels per frame from a profiled run. Also: "
         "memory-bank bytes per tracked frame, peak RSS (peak CUDA memory on a GPU). Without VIDEO it uses the "
