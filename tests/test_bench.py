@@ -372,7 +372,7 @@ def test_bench_tracks_from_the_first_prompted_frame(tmp_path, capsys):
     prompts.write_text(json.dumps({"objects": [{"obj_id": 1, "frame": 2, "points": [[300, 200]]}]}))
     json_path = tmp_path / "b.json"
     arguments = ["bench", str(CHAIR_FRAMES), *TINY, "--frames", "11", "--retention", "0.3", "--warmup", "1"]
-    assert main([*arguments, "--prompts", str(prompts), "--json", str(json_path)]) == 0
+    assert main([*arguments, "--profile-frames", "1", "--prompts", str(prompts), "--json", str(json_path)]) == 0
     result = json.loads(json_path.read_text())
     assert result["first_tracked_frame"] == 2 and result["steady_from_frame"] == 10
     runs = [run for run in result["references"] + result["pruned"] if "ms_per_frame" in run]
@@ -380,6 +380,7 @@ def test_bench_tracks_from_the_first_prompted_frame(tmp_path, capsys):
     for run in runs:
         assert len(run["frame_ms"]) == 9  # frames 2-10
         assert run["ms_per_frame"] == pytest.approx(statistics.median(run["frame_ms"][8:]), abs=0.01)
+        assert run["profile"]["frames"] == [10]  # the steady frame
     assert result["pruned"][0]["kept_fraction"] < 1
     late = {"obj_id": 2, "frame": 3, "points": [[100, 100]]}
     prompts.write_text(json.dumps({"objects": [*json.loads(prompts.read_text())["objects"], late]}))

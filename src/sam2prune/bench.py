@@ -414,9 +414,9 @@ def profile_run(
     tracked frame of a short clip), components marked as ranges; one sync per frame."""
     from torch.profiler import ProfilerActivity, profile
 
-    tracked = len(source) - first_tracked_frame(prompts)
-    first = steady_from if tracked > steady_from else 1
-    profiled = list(range(first, min(first + frames, tracked)))
+    count = len(source) - first_tracked_frame(prompts)  # frames tracked
+    first = steady_from if count > steady_from else 1
+    profiled = list(range(first, min(first + frames, count)))
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with _session(method, source, prompts) as (_, tracked), instrument(method.predictor, ProfilerRanges()):
         for _ in range(first):
@@ -424,7 +424,8 @@ def profile_run(
         with profile(activities=activities, record_shapes=False, with_stack=False) as profiler:
             for _ in profiled:
                 _next_frame(tracked, device)
-    return summarize_profile(profiler.events(), profiled, on_gpu=device.type == "cuda")
+    start = first_tracked_frame(prompts)
+    return summarize_profile(profiler.events(), [start + i for i in profiled], on_gpu=device.type == "cuda")
 
 
 def summarize_profile(events: Iterable[FunctionEvent], frames: list[int], *, on_gpu: bool) -> ProfileResult:
