@@ -113,13 +113,76 @@ def test_unwritable_out_is_one_line_before_any_model(tmp_path, capsys, no_model,
 
 
 def test_report_and_bench_outputs_into_missing_folders_are_refused(tmp_path, capsys, no_model):
-    assert main(["report", str(tmp_path), "--out", str(tmp_path / "no" / "t.md")]) == 2
+    run = str(tmp_path / "run")
+    assert main(["report", run, "--out", str(tmp_path / "no" / "t.md")]) == 2
     assert f"--out {tmp_path / 'no' / 't.md'}: folder {tmp_path / 'no'} does not exist" in last_error(capsys)
-    assert main(["report", str(tmp_path), "--plot", str(tmp_path / "no" / "t.png")]) == 2
+    assert main(["report", run, "--plot", str(tmp_path / "no" / "t.png")]) == 2
     assert "--plot" in last_error(capsys)
     assert main(["bench", "--json", str(tmp_path / "no" / "b.json"), *TINY]) == 2
     assert "--json" in last_error(capsys)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_output_folder_in_a_missing_folder_says_how_to_make_it(tmp_path, capsys, no_model, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "DAVIS").mkdir()
+    for command in (["segment", "--point", "1,1"], ["eval", "--dataset", "davis", "--root", "DAVIS"]):
+        assert main([*command, "--out", "runs/a b/r", *RANDOM]) == 2
+        assert "--out runs/a b/r: parent folder runs/a b does not exist (create it first: mkdir -p 'runs/a b')" in (
+            last_error(capsys)
+        )
+    assert [p.name for p in tmp_path.iterdir()] == ["DAVIS"]
+
+
+def _run_report(folder: Path, *, retention: float, jf: float) -> Path:
+    """A run folder as `eval` leaves it, as far as `report` reads it."""
+    folder.mkdir(parents=True)
+    settings = {"dataset": "davis", "method": "pruned", "model": "sam2.1_hiera_t", "checkpoint": None}
+    settings["pruning"] = {"retention": retention, "scorer": "prior"}
+    overall = {"J-Mean": jf, "F-Mean": jf, "J&F-Mean": jf, "fps": 2.0, "peak_memory_mib": 900.0}
+    overall |= {"memory_kind": "rss", "memory_bank_bytes_per_frame": 4096, "kept_fraction": retention}
+    overall |= {"refinement_rounds": 0, "clicks": 1}
+    (folder / "report.json").write_text(json.dumps({"settings": settings, "overall": overall}))
+    return folder
+
+
+def test_report_never_overwrites_a_run_or_an_existing_file(tmp_path, capsys):
+    run = _run_report(tmp_path / "run", retention=0.3, jf=0.5)
+    before = snapshot(run)
+    for option, target in (("--out", run / "report.json"), ("--plot", run / "t.png"), ("--out", run / "t.md")):
+        assert main(["report", str(run), option, str(target)]) == 2
+        assert f"{option} {target} " in (error := last_error(capsys)) and "the input RUN_DIR" in error
+    existing = tmp_path / "frame.png"
+    existing.write_bytes(b"the user's")
+    assert main(["report", str(run), "--plot", str(existing)]) == 2
+    assert f"--plot {existing} exists; pass --overwrite to replace it" in last_error(capsys)
+    assert existing.read_bytes() == b"the user's"
+    assert main(["report", str(run), "--plot", str(tmp_path / "t.jpg")]) == 2
+    assert "the plot is a PNG image; name it FILE.png" in last_error(capsys)
+    assert main(["report", str(run), "--out", str(tmp_path / "a.png"), "--plot", str(tmp_path / "a.png")]) == 2
+    assert "--out and --plot are the same file" in last_error(capsys)
+    table = tmp_path / "t.md"
+    table.write_text("old")
+    assert main(["report", str(run), "--out", str(table), "--overwrite"]) == 0
+    assert "| davis | pruned r=0.3 prior (sam2.1_hiera_t) |" in table.read_text()
+    assert snapshot(run) == before
+
+
+def test_report_tells_apart_runs_that_share_a_label(tmp_path, capsys):
+    """Two runs of one setting (e.g. on other sequences) get their folders in the label, in both
+    tables, instead of one hiding the other."""
+    first = _run_report(tmp_path / "a", retention=0.3, jf=0.5)
+    second = _run_report(tmp_path / "b", retention=0.3, jf=0.25)
+    other = _run_report(tmp_path / "c", retention=0.5, jf=0.75)
+    plot = tmp_path / "t.png"
+    assert main(["report", str(first), str(second), str(other), "--plot", str(plot)]) == 0
+    table = capsys.readouterr().out
+    assert f"| davis | pruned r=0.3 prior (sam2.1_hiera_t) [{first}] | 0.500 |" in table
+    assert f"| davis | pruned r=0.3 prior (sam2.1_hiera_t) [{second}] | 0.250 |" in table
+    assert "| davis | pruned r=0.5 prior (sam2.1_hiera_t) | 0.750 |" in table
+    by_dataset = table.split("J&F by method and dataset:")[1]
+    assert f"[{first}] | 0.500 |" in by_dataset and f"[{second}] | 0.250 |" in by_dataset
+    assert plot.read_bytes().startswith(b"\x89PNG")
 
 
 def test_score_creates_its_out_folder_and_names_a_missing_results_folder(tmp_path, capsys):
@@ -258,6 +321,31 @@ def test_results_without_a_checkpoint_are_refused(tmp_path, monkeypatch, capsys,
     assert "sam2.1_hiera_tiny.pt" in error and "https://dl.fbaipublicfiles.com/segment_anything_2/092824/" in error
     assert "--random-weights" in error and "./checkpoints/" in error
     assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("command", ["fit-aligner", "train-router"])
+def test_a_fit_never_writes_over_its_inputs_or_an_existing_file(tmp_path, capsys, no_model, command):
+    root = tmp_path / "DAVIS"
+    shutil.copytree(CHAIR_FRAMES, root / "JPEGImages" / "480p" / "chair")
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps({"chair/1": "a chair"}))
+    checkpoint = tmp_path / "sam2.1_hiera_tiny.pt"
+    checkpoint.write_bytes(b"weights")
+    aligner = tmp_path / "aligner.pt"
+    aligner.write_bytes(b"an aligner")
+    read = ["--root", str(root), "--labels", str(labels), "--checkpoint", str(checkpoint)]
+    read += ["--aligner", str(aligner)] if command == "train-router" else []
+    before = snapshot(tmp_path)
+    targets = [labels, root / "JPEGImages" / "480p" / "chair" / "00000.jpg", checkpoint]
+    targets += [aligner] if command == "train-router" else []
+    for target in targets:
+        assert main([command, *read, "--out", str(target), *TINY]) == 2
+        assert f"--out {target} " in (error := last_error(capsys)) and "the input --" in error
+    existing = tmp_path / "earlier.pt"
+    existing.write_bytes(b"a fit of hours")
+    assert main([command, *read, "--out", str(existing), *TINY]) == 2
+    assert f"--out {existing} exists; pass --overwrite to replace it" in last_error(capsys)
+    assert snapshot(tmp_path) == {**before, "earlier.pt": b"a fit of hours"}
 
 
 def test_a_checkpoint_in_checkpoints_is_found_and_named(tmp_path, monkeypatch, capsys):

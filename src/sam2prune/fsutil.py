@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -172,6 +173,15 @@ def check_output_file(
     check_writable_folder(path.parent, option=f"{option} {path}")
 
 
+def missing_parent(out_dir: Path, *, option: str) -> InputError:
+    """The error for an output folder whose parent folder does not exist (not created: a typo
+    in a path must not make folders)."""
+    parent = shlex.quote(str(out_dir.parent))
+    return InputError(
+        f"{option} {out_dir}: parent folder {out_dir.parent} does not exist (create it first: mkdir -p {parent})"
+    )
+
+
 def check_output_location(out_dir: Path, *, option: str = "--out", inputs: Iterable[tuple[str, Path]] = ()) -> None:
     """Check that ``out_dir`` may be created, or replaced as a whole, without harm.
 
@@ -205,7 +215,7 @@ def check_output_location(out_dir: Path, *, option: str = "--out", inputs: Itera
     if out_dir.is_dir() and os.path.ismount(resolved):
         raise InputError(f"{option} {out_dir} is a mount point, which cannot be replaced; name a folder inside it")
     if not out_dir.parent.is_dir():
-        raise InputError(f"{option} {out_dir}: parent folder {out_dir.parent} does not exist")
+        raise missing_parent(out_dir, option=option)
     check_writable_folder(out_dir.parent, option=f"{option} {out_dir}")
 
 
@@ -261,7 +271,7 @@ def make_output_dir(out_dir: Path, *, option: str = "--out") -> None:
         raise InputError(f"{option} {out_dir} exists and is not a folder")
     if not out_dir.exists():
         if not out_dir.parent.is_dir():
-            raise InputError(f"{option} {out_dir}: parent folder {out_dir.parent} does not exist")
+            raise missing_parent(out_dir, option=option)
         check_writable_folder(out_dir.parent, option=f"{option} {out_dir}")
         out_dir.mkdir()
     check_writable_folder(out_dir, option=f"{option} {out_dir}")

@@ -189,6 +189,18 @@ class ModelOptions:
 
 
 MODEL_FIELDS = tuple(f.name for f in fields(ModelOptions))
+
+
+def model_inputs(model: ModelOptions) -> list[tuple[str, Path]]:
+    """``(option, path)`` of the files a model's options name (for output checks)."""
+    inputs = [("--checkpoint", model.checkpoint)] if model.checkpoint is not None else []
+    return inputs + ([("--model", Path(model.model))] if Path(model.model).suffix in (".yaml", ".yml") else [])
+
+
+def add_overwrite_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--overwrite", action="store_true", help=f"replace an existing {what}")
+
+
 _MODEL_DEFAULTS = ModelOptions()
 
 

@@ -12,10 +12,12 @@ from sam2prune.cli.common import (
     ModelOptions,
     add_data_options,
     add_model_options,
+    add_overwrite_option,
     build,
     data_selection,
     default_of,
     log,
+    model_inputs,
     model_options,
     resolve_weights,
     select_sequences,
@@ -32,6 +34,7 @@ def fit_aligner(
     ridge: float = 1.0,
     frame_step: int = 1,
     model: ModelOptions = ModelOptions(),
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Fit the aligner by ridge least squares from SAM 2 token features to the text space on
     the objects ``labels`` names, write it to ``out`` and return the fit's statistics.
@@ -41,13 +44,15 @@ def fit_aligner(
         text_encoder: ``minilm``, ``clip:<folder or hub id>`` or ``open_clip:<arch>:<file>``.
         ridge: the L2 penalty.
         frame_step: use every Nth annotated frame.
+        overwrite: replace an existing ``out``.
     """
     from sam2prune.fsutil import check_output_file
     from sam2prune.scorers.router.semantic import fit_aligner as fit
     from sam2prune.scorers.router.semantic import read_labels
     from sam2prune.text.encoders import load_text_encoder
 
-    check_output_file(out, option="--out")
+    inputs = [("--root", data.root), ("--labels", labels), *model_inputs(model)]
+    check_output_file(out, option="--out", inputs=inputs, overwrite=overwrite)
     phrases = read_labels(labels)
     if ridge < 0 or frame_step < 1:
         raise InputError("--ridge must be >= 0 and --frame-step >= 1")
@@ -82,6 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="ALIGNER.pt",
         help="where the aligner is written (pass it to --aligner)",
     )
+    add_overwrite_option(parser, "--out file")
     parser.add_argument(
         "--text-encoder",
         default=default_of(fit_aligner, "text_encoder"),
@@ -109,6 +115,7 @@ def handle(args: argparse.Namespace) -> int:
         ridge=args.ridge,
         frame_step=args.frame_step,
         model=model_options(args),
+        overwrite=args.overwrite,
     )
     return 0
 

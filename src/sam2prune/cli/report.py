@@ -6,18 +6,25 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from sam2prune.cli.common import Command
+from sam2prune.cli.common import Command, add_overwrite_option
+from sam2prune.errors import InputError
 
 
-def report(*, runs: Sequence[Path], out: Path | None = None, plot: Path | None = None) -> str:
+def report(*, runs: Sequence[Path], out: Path | None = None, plot: Path | None = None, overwrite: bool = False) -> str:
     """Tabulate the report.json of each run folder (``eval`` or ``sweep``); print the table and
-    return it, also writing it to ``out`` and J&F and FPS against retention to ``plot``."""
+    return it, also writing it to ``out`` and J&F and FPS against retention to ``plot`` (neither
+    inside a run folder; existing files replaced only with ``overwrite``)."""
     from sam2prune.evaluation.report import load_reports, markdown_report, plot_tradeoff
     from sam2prune.fsutil import atomic_write_text, check_output_file
 
+    if plot is not None and plot.suffix.lower() != ".png":
+        raise InputError(f"--plot {plot}: the plot is a PNG image; name it FILE.png")
+    if out is not None and plot is not None and out.resolve() == plot.resolve():
+        raise InputError("--out and --plot are the same file")
+    inputs = [("RUN_DIR", run) for run in runs]
     for option, path in (("--out", out), ("--plot", plot)):
         if path is not None:
-            check_output_file(path, option=option)
+            check_output_file(path, option=option, inputs=inputs, overwrite=overwrite)
     reports = load_reports(list(runs))
     text = markdown_report(reports)
     if out is not None:
@@ -33,10 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="folders written by `sam2prune eval`")
     parser.add_argument("--out", type=Path, metavar="FILE.md", help="also write the table here")
     parser.add_argument("--plot", type=Path, metavar="FILE.png", help="J&F and FPS against retention")
+    add_overwrite_option(parser, "--out or --plot file")
 
 
 def handle(args: argparse.Namespace) -> int:
-    report(runs=args.runs, out=args.out, plot=args.plot)
+    report(runs=args.runs, out=args.out, plot=args.plot, overwrite=args.overwrite)
     return 0
 
 

@@ -262,7 +262,7 @@ COMMAND = Command(
     ),
     examples=(
         "sam2prune segment path/to/frames --point 320,240 --out masks/ --checkpoint sam2.1_hiera_tiny.pt --overlay masks.mp4",
-        "sam2prune segment --out out/bedroom --random-weights    # the embedded clip, random weights",
+        "sam2prune segment --out bedroom_masks --random-weights    # the embedded clip, random weights",
         "sam2prune segment video.mp4 --point 320,240 --out masks/ --device cuda --bf16 --static-step graphs",
     ),
 )

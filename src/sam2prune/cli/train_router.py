@@ -14,6 +14,7 @@ from sam2prune.cli.common import (
     ModelOptions,
     add_data_options,
     add_model_options,
+    add_overwrite_option,
     build,
     data_selection,
     default_of,
@@ -21,6 +22,7 @@ from sam2prune.cli.common import (
     given_fields,
     int_list,
     log,
+    model_inputs,
     model_options,
     resolve_weights,
     select_sequences,
@@ -55,6 +57,7 @@ def train_router(
     holdout_every: int = 5,
     pruning: PruningConfig = PruningConfig(scorer="prior"),
     model: ModelOptions = ModelOptions(),
+    overwrite: bool = False,
 ) -> list[dict[str, float]]:
     """Train the router MLP: per token, the target is the fraction of its patch inside the
     dilated ground-truth mask; frames whose index is divisible by ``holdout_every`` are held
@@ -69,6 +72,7 @@ def train_router(
         pruning: how the signals are computed (uncertainty mode, passes, dropout and blocks,
             prior dilation), the retention of the held-out recall, and the seed of
             initialisation, shuffling and dropout; the tracker runs with it.
+        overwrite: replace an existing ``out``.
     """
     from sam2prune.fsutil import check_output_file
     from sam2prune.scorers.router.fusion import LearnedRouter, PaperRouter, save_router
@@ -81,7 +85,9 @@ def train_router(
         raise InputError("--epochs must be >= 1 and --learning-rate > 0")
     if holdout_every < 2:
         raise InputError(f"--holdout-every must be >= 2 (every frame would be held out), got {holdout_every}")
-    check_output_file(out, option="--out")
+    inputs = [("--root", data.root), *model_inputs(model)]
+    inputs += [(option, Path(path)) for option, path in (("--labels", labels), ("--aligner", aligner)) if path]
+    check_output_file(out, option="--out", inputs=inputs, overwrite=overwrite)
     phrases = read_labels(labels) if labels else None
     chosen = signals or (("visual", "text", "uncertainty") if router == "paper" else ("visual", "uncertainty", "prior"))
     if phrases and signals is None:
@@ -154,6 +160,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="ROUTER.pt",
         help="where the router weights are written (pass them to --router-weights)",
     )
+    add_overwrite_option(parser, "--out file")
     parser.add_argument(
         "--router",
         choices=("learned", "paper"),
@@ -255,6 +262,7 @@ def handle(args: argparse.Namespace) -> int:
         holdout_every=args.holdout_every,
         pruning=pruning,
         model=model_options(args),
+        overwrite=args.overwrite,
     )
     return 0
 

@@ -24,7 +24,14 @@ from sam2prune.data.palette import read_label_png, write_label_png
 from sam2prune.errors import InputError
 from sam2prune.evaluation.davis import ObjectScores, global_measures, score_sequence, write_official_csvs
 from sam2prune.evaluation.metrics import boundary_f, jaccard
-from sam2prune.fsutil import atomic_write, atomic_write_json, check_output_location, read_json, staged_directory
+from sam2prune.fsutil import (
+    atomic_write,
+    atomic_write_json,
+    check_output_location,
+    missing_parent,
+    read_json,
+    staged_directory,
+)
 from sam2prune.precision import bf16_autocast
 from sam2prune.process_memory import peak_rss_mib, reset_peak_rss
 from sam2prune.progress import progress as progress_bar
@@ -385,7 +392,7 @@ def prepare_run_dir(out_dir: Path, settings: EvalSettings, *, overwrite: bool) -
                 )
             return
     if not out_dir.parent.is_dir():
-        raise InputError(f"--out {out_dir}: parent folder {out_dir.parent} does not exist")
+        raise missing_parent(out_dir, option="--out")
     (out_dir / "sequences").mkdir(parents=True, exist_ok=True)
     (out_dir / "masks").mkdir(exist_ok=True)
     atomic_write_json(run_file, asdict(settings))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from sam2prune.errors import InputError
@@ -44,6 +45,18 @@ def _retention(settings: dict) -> float:
     return 1.0 if settings.get("pruning") is None else float(settings["pruning"]["retention"])
 
 
+def run_labels(reports: list[dict]) -> list[str]:
+    """Each run's method label, followed by its folder where two runs on one dataset would
+    otherwise share a label (runs that differ in what the label does not say: image size,
+    sequences, ...)."""
+    labels = [method_label(r["settings"]) for r in reports]
+    keys = [(r["settings"]["dataset"], label) for r, label in zip(reports, labels, strict=True)]
+    return [
+        f"{label} [{r['run_dir']}]" if keys.count(key) > 1 else label
+        for r, label, key in zip(reports, labels, keys, strict=True)
+    ]
+
+
 def markdown_report(reports: list[dict]) -> str:
     """Table 1 of the source paper, per dataset and method: J, F, J&F, FPS, peak memory,
     refinements; then the memory bank and kept tokens; then J&F per method and dataset."""
@@ -54,17 +67,18 @@ def markdown_report(reports: list[dict]) -> str:
     ordered = sorted(
         reports, key=lambda r: (r["settings"]["dataset"], r["settings"]["method"] != "sam2", -_retention(r["settings"]))
     )
+    label_of = dict(zip(map(id, ordered), run_labels(ordered), strict=True))
     for report in ordered:
         settings, overall = report["settings"], report["overall"]
         memory_kind = "GPU" if overall["memory_kind"] == "cuda_max_allocated" else "RSS"
         lines.append(
-            f"| {settings['dataset']} | {method_label(settings)} | {overall['J-Mean']:.3f} | {overall['F-Mean']:.3f} "
+            f"| {settings['dataset']} | {label_of[id(report)]} | {overall['J-Mean']:.3f} | {overall['F-Mean']:.3f} "
             f"| {overall['J&F-Mean']:.3f} | {overall['fps']:.2f} | {overall['peak_memory_mib']:.0f} ({memory_kind}) "
             f"| {overall['memory_bank_bytes_per_frame'] / 1024:.0f} | {overall['kept_fraction']:.2f} "
             f"| {overall['refinement_rounds']} | {overall['clicks']} |"
         )
     datasets = sorted({r["settings"]["dataset"] for r in reports})
-    methods = list(dict.fromkeys(method_label(r["settings"]) for r in ordered))
+    methods = list(dict.fromkeys(label_of[id(r)] for r in ordered))
     lines += [
         "",
         "J&F by method and dataset:",
@@ -75,9 +89,7 @@ def markdown_report(reports: list[dict]) -> str:
     for method in methods:
         cells = []
         for dataset in datasets:
-            match = [
-                r for r in reports if r["settings"]["dataset"] == dataset and method_label(r["settings"]) == method
-            ]
+            match = [r for r in ordered if r["settings"]["dataset"] == dataset and label_of[id(r)] == method]
             cells.append(f"{match[0]['overall']['J&F-Mean']:.3f}" if match else "-")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     settings = {
@@ -101,20 +113,29 @@ def plot_tradeoff(path: Path, reports: list[dict]) -> None:
     except ImportError as error:
         raise InputError("--plot needs matplotlib: pip install matplotlib") from error
     figure, (quality, speed) = plt.subplots(1, 2, figsize=(10, 4))
+    labels = dict(zip(map(id, reports), run_labels(reports), strict=True))
     for dataset in sorted({r["settings"]["dataset"] for r in reports}):
-        pruned = sorted(
-            (r for r in reports if r["settings"]["dataset"] == dataset and r["settings"]["method"] == "pruned"),
-            key=lambda r: _retention(r["settings"]),
-        )
+        # one line per pruning setting but the retention (runs that share a label: one each)
+        lines: dict[str, list[dict]] = {}
+        for report in sorted(reports, key=lambda r: _retention(r["settings"])):
+            if report["settings"]["dataset"] == dataset and report["settings"]["method"] == "pruned":
+                lines.setdefault(re.sub(r"^pruned r=\S+ ", "pruned ", labels[id(report)]), []).append(report)
         baseline = [r for r in reports if r["settings"]["dataset"] == dataset and r["settings"]["method"] == "sam2"]
-        retentions = [_retention(r["settings"]) for r in pruned]
-        line = quality.plot(retentions, [r["overall"]["J&F-Mean"] for r in pruned], "o-", label=dataset)[0]
-        speed.plot(retentions, [r["overall"]["fps"] for r in pruned], "o-", color=line.get_color(), label=dataset)
+        color = None
+        for name, pruned in lines.items():
+            label = dataset if len(lines) == 1 else f"{dataset}: {name}"
+            retentions = [_retention(r["settings"]) for r in pruned]
+            line = quality.plot(retentions, [r["overall"]["J&F-Mean"] for r in pruned], "o-", label=label)[0]
+            speed.plot(retentions, [r["overall"]["fps"] for r in pruned], "o-", color=line.get_color(), label=label)
+            color = color or line.get_color()
         for report in baseline:
-            quality.plot([1.0], [report["overall"]["J&F-Mean"]], "x", color=line.get_color(), markersize=10)
-            speed.plot([1.0], [report["overall"]["fps"]], "x", color=line.get_color(), markersize=10)
-    quality.set(xlabel="retention", ylabel="J&F (fraction, as the official CSVs)", title="accuracy (x: unpruned SAM 2)")
-    speed.set(xlabel="retention", ylabel="frames per second", title="speed (x: unpruned SAM 2)")
+            label = None if lines else f"{dataset}: SAM 2"
+            mark = quality.plot([1.0], [report["overall"]["J&F-Mean"]], "x", color=color, markersize=10, label=label)
+            color = color or mark[0].get_color()
+            speed.plot([1.0], [report["overall"]["fps"]], "x", color=color, markersize=10, label=label)
+    crosses = " (x: unpruned SAM 2)" if any(r["settings"]["method"] == "sam2" for r in reports) else ""
+    quality.set(xlabel="retention", ylabel="J&F (fraction, as the official CSVs)", title=f"accuracy{crosses}")
+    speed.set(xlabel="retention", ylabel="frames per second", title=f"speed{crosses}")
     for axes in (quality, speed):
         axes.grid(alpha=0.3)
         axes.legend()
