@@ -49,6 +49,11 @@ def test_davis_reader_on_the_real_chair_clip(tmp_path):
     (root / "ImageSets" / "2017" / "val.txt").write_text("chair\nmissing\n")
     with pytest.raises(InputError, match="missing"):
         list(read_dataset("davis", root))
+    # DAVIS scores every frame: a frame without annotation is named before any tracking
+    (root / "ImageSets" / "2017" / "val.txt").write_text("chair\n")
+    (root / "Annotations" / "480p" / "chair" / "00003.png").unlink()
+    with pytest.raises(InputError, match=r"sequence chair: 1 of its 6 frames have no annotation in .* \(00003\)"):
+        list(read_dataset("davis", root))
 
 
 def test_vost_sparse_annotations_and_late_objects(tmp_path):

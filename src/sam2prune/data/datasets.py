@@ -109,6 +109,13 @@ def _png_sequence(name: str, frames_dir: Path, masks_dir: Path, *, objects: str)
         raise InputError(f"sequence {name}: no annotation PNG in {masks_dir}")
     sequence = Sequence(name, source, annotated, [], {}, official_davis=objects == "davis")
     if objects == "davis":
+        missing = [source.frame_names[i] for i in range(len(source)) if i not in annotated]
+        if missing:
+            shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+            raise InputError(
+                f"sequence {name}: {len(missing)} of its {len(source)} frames have no annotation in {masks_dir} "
+                f"({shown}); the DAVIS evaluation scores every frame against its annotation, as the official tool"
+            )
         first_idx = min(annotated)
         first = sequence.ground_truth(first_idx)
         count = int(np.where(first == VOID_LABEL, 0, first).max())
