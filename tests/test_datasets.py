@@ -56,6 +56,25 @@ def test_davis_reader_on_the_real_chair_clip(tmp_path):
         list(read_dataset("davis", root))
 
 
+def test_named_sequences_need_no_list_and_only_they_are_read(tmp_path):
+    root = tmp_path / "DAVIS"
+    shutil.copytree(CHAIR_FRAMES, root / "JPEGImages" / "480p" / "chair")
+    shutil.copytree(CHAIR_MASKS, root / "Annotations" / "480p" / "chair")
+    with pytest.raises(InputError, match=r"val\.txt does not exist \(or name the sequences: --sequences NAME"):
+        list(read_dataset("davis", root))
+    (sequence,) = read_dataset("davis", root, only=["chair"])
+    assert sequence.name == "chair" and sequence.obj_ids == [1]
+    with pytest.raises(InputError, match="sequence swan: frames folder .* does not exist"):
+        list(read_dataset("davis", root, only=["swan"]))
+    # with a list: the named ones among it; another sequence, broken, is not read
+    (root / "ImageSets" / "2017").mkdir(parents=True)
+    (root / "ImageSets" / "2017" / "val.txt").write_text("broken\nchair\n")
+    (root / "JPEGImages" / "480p" / "broken").mkdir()
+    assert [s.name for s in read_dataset("davis", root, only=["chair"])] == ["chair"]
+    with pytest.raises(InputError, match=r"--sequences: swan not in .*val\.txt \(2 sequences\)"):
+        list(read_dataset("davis", root, only=["chair", "swan"]))
+
+
 def test_vost_sparse_annotations_and_late_objects(tmp_path):
     root = tmp_path / "VOST"
     _frames(root / "JPEGImages" / "cut_onion", 6)

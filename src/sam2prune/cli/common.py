@@ -858,7 +858,7 @@ def data_selection(args: argparse.Namespace) -> DataSelection:
 def select_sequences(data: DataSelection) -> list[DatasetSequence]:
     from sam2prune.data.datasets import read_dataset
 
-    sequences = list(read_dataset(data.dataset, data.root, data.split))
+    sequences = list(read_dataset(data.dataset, data.root, data.split, only=data.sequences))
     if data.sequences:
         known = {s.name for s in sequences}
         unknown = [name for name in data.sequences if name not in known]

@@ -23,7 +23,7 @@ Expected layouts (ROOT is what ``--root`` points to):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -128,10 +128,20 @@ def _png_sequence(name: str, frames_dir: Path, masks_dir: Path, *, objects: str)
     return sequence
 
 
-def _read_list(path: Path) -> list[str]:
+def _read_list(path: Path, only: Collection[str] | None = None) -> list[str]:
+    """The names a sequence list holds; with ``only``, those of them (all of ``only`` where
+    there is no list: named sequences need none)."""
     if not path.is_file():
-        raise InputError(f"sequence list {path} does not exist")
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        if only:
+            return list(only)
+        raise InputError(f"sequence list {path} does not exist (or name the sequences: --sequences NAME ...)")
+    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if only:
+        unknown = [name for name in only if name not in names]
+        if unknown:
+            raise InputError(f"--sequences: {', '.join(unknown)} not in {path} ({len(names)} sequences)")
+        names = [name for name in names if name in only]
+    return names
 
 
 def _subfolders(path: Path) -> list[str]:
@@ -140,8 +150,10 @@ def _subfolders(path: Path) -> list[str]:
     return sorted((p.name for p in path.iterdir() if p.is_dir()), key=natural_key)
 
 
-def read_davis(root: Path, split: str = "val", resolution: str = "480p") -> Iterator[Sequence]:
-    names = _read_list(root / "ImageSets" / "2017" / f"{split}.txt")
+def read_davis(
+    root: Path, split: str = "val", resolution: str = "480p", *, only: Collection[str] | None = None
+) -> Iterator[Sequence]:
+    names = _read_list(root / "ImageSets" / "2017" / f"{split}.txt", only)
     for name in names:
         yield _png_sequence(
             name,
@@ -151,8 +163,8 @@ def read_davis(root: Path, split: str = "val", resolution: str = "480p") -> Iter
         )
 
 
-def read_vost(root: Path, split: str = "val") -> Iterator[Sequence]:
-    for name in _read_list(root / "ImageSets" / f"{split}.txt"):
+def read_vost(root: Path, split: str = "val", *, only: Collection[str] | None = None) -> Iterator[Sequence]:
+    for name in _read_list(root / "ImageSets" / f"{split}.txt", only):
         yield _png_sequence(name, root / "JPEGImages" / name, root / "Annotations" / name, objects="all")
 
 
@@ -352,8 +364,11 @@ READERS: dict[str, Callable[..., Iterator[Sequence]]] = {
 DEFAULT_SPLITS = {"davis": "val", "vost": "val", "pumavos": None, "lvos": "valid", "uvo": "val", "endovis18": None}
 
 
-def read_dataset(name: str, root: Path, split: str | None = None) -> Iterator[Sequence]:
-    """Sequences of a dataset (see the module docstring for the layouts).
+def read_dataset(
+    name: str, root: Path, split: str | None = None, *, only: Collection[str] | None = None
+) -> Iterator[Sequence]:
+    """Sequences of a dataset (see the module docstring for the layouts); with ``only``, those
+    sequences (DAVIS and VOST read only them, and need no sequence list then).
 
     Raises:
         InputError: unknown dataset name, or missing/malformed files (named).
@@ -362,4 +377,6 @@ def read_dataset(name: str, root: Path, split: str | None = None) -> Iterator[Se
         raise InputError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
     if not root.is_dir():
         raise InputError(f"--root {root}: folder does not exist")
+    if only and name in ("davis", "vost"):
+        return READERS[name](root, split or DEFAULT_SPLITS[name], only=only)
     return READERS[name](root, split or DEFAULT_SPLITS[name])
