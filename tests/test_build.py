@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -12,6 +13,7 @@ import torch
 from sam2.sam2_video_predictor import SAM2VideoPredictor
 
 from sam2prune import build_predictor
+from sam2prune.cli import main
 from sam2prune.errors import CheckpointError, InputError
 from sam2prune.models import MODELS, guess_model
 from sam2prune.predictor import baseline as predictor_module
@@ -67,6 +69,34 @@ def test_unknown_model_is_a_clear_error():
         build_predictor("sam3_hiera_t", random_weights=True)
     with pytest.raises(InputError, match="does not exist"):
         build_predictor("/nowhere/config.yaml", random_weights=True)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (b"foo: [\n", r"cannot be read as YAML: while parsing a flow node .* line 2"),
+        (b"\xff\xfe\x00model", "cannot be read as YAML: 'utf-8' codec can't decode"),
+        (b"model: 5\n", "is not a SAM 2 model config \\(it has no 'model' section\\)"),
+        (b"model:\n  _target_: sam2.modeling.sam2_base.SAM2Base\n", "sam2 cannot build a model from it: .*missing"),
+    ],
+)
+def test_a_bad_model_config_is_a_clear_error(tmp_path, capsys, text, message):
+    config = tmp_path / "my.yaml"
+    config.write_bytes(text)
+    with pytest.raises(InputError, match=message):
+        build_predictor(str(config), random_weights=True, image_size=TINY_SIZE)
+    frames = ["segment", str(CHAIR_FRAMES), "--point", "5,5", "--out", str(tmp_path / "o"), "--random-weights"]
+    assert main([*frames, "--model", str(config)]) == 2
+    error = capsys.readouterr().err
+    assert re.search(f"sam2prune: error: .*{message}", error) and "Traceback" not in error
+
+
+def test_an_uncertainty_block_the_model_lacks_is_a_clear_error(tmp_path, capsys):
+    frames = ["segment", str(CHAIR_FRAMES), "--point", "5,5", "--out", str(tmp_path / "o"), "--random-weights"]
+    assert main([*frames, "--image-size", str(TINY_SIZE), "--uncertainty-blocks", "3,99"]) == 2
+    assert "error: --uncertainty-blocks: block 99 does not exist: this Hiera has 12 blocks (0..11)" in (
+        capsys.readouterr().err
+    )
 
 
 def test_missing_checkpoint_names_the_official_file_and_where_to_get_it():

@@ -64,7 +64,7 @@ def test_named_sequences_need_no_list_and_only_they_are_read(tmp_path):
         list(read_dataset("davis", root))
     (sequence,) = read_dataset("davis", root, only=["chair"])
     assert sequence.name == "chair" and sequence.obj_ids == [1]
-    with pytest.raises(InputError, match="sequence swan: frames folder .* does not exist"):
+    with pytest.raises(InputError, match=r"sequence swan: frames folder .* does not exist"):
         list(read_dataset("davis", root, only=["swan"]))
     # with a list: the named ones among it; another sequence, broken, is not read
     (root / "ImageSets" / "2017").mkdir(parents=True)

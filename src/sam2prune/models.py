@@ -101,11 +101,15 @@ def model_input_size(model: str, image_size: int | None = None) -> int:
     Raises:
         InputError: unknown model, or a bad image size.
     """
-    from omegaconf import OmegaConf
 
     _, yaml_path = resolve_config(model)
     _check_image_size(image_size)
-    return image_size if image_size is not None else int(OmegaConf.load(yaml_path).model.image_size)
+    if image_size is not None:
+        return image_size
+    config = load_model_config(yaml_path).model
+    if "image_size" not in config:
+        raise InputError(f"model config {yaml_path} gives no model.image_size: pass --image-size")
+    return int(config.image_size)
 
 
 def official_input_size(spec: ModelSpec) -> int:
@@ -164,16 +168,33 @@ _CLASS_OVERRIDES = {
 }
 
 
+def load_model_config(yaml_path: Path) -> DictConfig:
+    """A SAM 2 model config (YAML with a ``model`` section).
+
+    Raises:
+        InputError: it is not YAML, not UTF-8 text, or has no ``model`` section.
+    """
+    import yaml
+    from omegaconf import DictConfig, OmegaConf
+
+    try:
+        cfg = OmegaConf.load(yaml_path)
+    except (yaml.YAMLError, UnicodeDecodeError, ValueError) as error:
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise InputError(f"model config {yaml_path} cannot be read as YAML: {reason}") from error
+    if not isinstance(cfg, DictConfig) or not isinstance(cfg.get("model"), DictConfig):
+        raise InputError(f"{yaml_path} is not a SAM 2 model config (it has no 'model' section)")
+    return cfg
+
+
 def _compose_file(yaml_path: Path, overrides: list[str]) -> DictConfig:
     """What hydra's ``compose`` gives for a config file anywhere on disk (sam2's own
     ``compose`` only finds configs inside the sam2 package): the YAML with ``++key=value``
     overrides applied in order."""
     import yaml
-    from omegaconf import DictConfig, OmegaConf
+    from omegaconf import OmegaConf
 
-    cfg = OmegaConf.load(yaml_path)
-    if not isinstance(cfg, DictConfig) or "model" not in cfg:
-        raise InputError(f"{yaml_path} is not a SAM 2 model config (it has no 'model' section)")
+    cfg = load_model_config(yaml_path)
     for override in overrides:
         key, separator, value = override.partition("=")
         if not key.startswith("++") or not separator:
@@ -207,10 +228,16 @@ def _instantiate(
     overrides += [f"++{key}={value}" for key, value in _CLASS_OVERRIDES.items()]
     if image_size is not None:
         overrides.append(f"++model.image_size={image_size}")
+    from hydra.errors import InstantiationException
+
     with seeded(seed), _sam2_compose_from(yaml_path):
-        return build_sam2_video_predictor(
-            str(yaml_path), ckpt_path=None, device=str(device), mode="eval", hydra_overrides_extra=overrides
-        )
+        try:
+            return build_sam2_video_predictor(
+                str(yaml_path), ckpt_path=None, device=str(device), mode="eval", hydra_overrides_extra=overrides
+            )
+        except InstantiationException as error:
+            reason = " ".join(str(error).split())
+            raise InputError(f"model config {yaml_path}: sam2 cannot build a model from it: {reason}") from error
 
 
 def _fingerprint_of_config(yaml_path: Path) -> tuple[int, int, bool]:
@@ -218,11 +245,12 @@ def _fingerprint_of_config(yaml_path: Path) -> tuple[int, int, bool]:
     from omegaconf import OmegaConf
     from sam2.modeling.backbones.hieradet import Hiera
 
-    trunk = OmegaConf.load(yaml_path).model.image_encoder.trunk
+    model = load_model_config(yaml_path).model
+    trunk = OmegaConf.select(model, "image_encoder.trunk", default=None) or OmegaConf.create({})
     defaults = inspect.signature(Hiera).parameters
     embed_dim = trunk.get("embed_dim", defaults["embed_dim"].default)
     stages = trunk.get("stages", defaults["stages"].default)
-    is_21 = bool(OmegaConf.load(yaml_path).model.get("no_obj_embed_spatial", False))
+    is_21 = bool(model.get("no_obj_embed_spatial", False))
     return int(embed_dim), int(sum(stages)), is_21
 
 

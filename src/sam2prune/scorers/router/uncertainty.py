@@ -36,6 +36,7 @@ from sam2.modeling.backbones.utils import window_unpartition
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from sam2prune.errors import InputError
 from sam2prune.scoped import scoped
 from sam2prune.scorers.baselines import frame_seed
 
@@ -175,8 +176,8 @@ class UncertaintyProbe:
         seed: int,
     ) -> None:
         if max(blocks) >= len(trunk.blocks):
-            raise ValueError(
-                f"uncertainty block {max(blocks)} does not exist: this Hiera has {len(trunk.blocks)} blocks (0..{len(trunk.blocks) - 1})"
+            raise InputError(
+                f"--uncertainty-blocks: block {max(blocks)} does not exist: this Hiera has {len(trunk.blocks)} blocks (0..{len(trunk.blocks) - 1})"
             )
         self.mode, self.p, self.passes, self.seed = mode, p, passes, seed
         self.blocks = tuple(blocks)
