@@ -339,6 +339,8 @@ def test_bad_frames_are_named(tmp_path, chair_copy, capsys, make_bad, expected):
         (["{chair}", "--point", "10"], "--point '10': expected X,Y"),
         (["{chair}", "--neg", "10,10"], "--neg needs at least one --point"),
         (["{chair}"], "no prompt given"),
+        (["--frame", "3"], "--frame says which frame and object --point, --box or --mask belong to"),
+        (["--obj-id", "5", "--frame", "1"], "--frame and --obj-id say which frame and object"),
         (["{chair}", "--point", "10,10", "--model", "sam9_huge"], "unknown model 'sam9_huge'"),
         (["{chair}", "--point", "10,10", "--checkpoint", "{wrong_ckpt}"], "does not fit model sam2.1_hiera_t"),
         (["{chair}", "--point", "10,10", "--overlay", "{tmp}/o.avi"], "expected a .mp4 or .gif"),

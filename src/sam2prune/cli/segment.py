@@ -225,6 +225,12 @@ def handle(args: argparse.Namespace) -> int:
         frame=args.frame if args.frame is not None else 0,
         obj_id=args.obj_id,
     )
+    given = [name for name, value in (("--frame", args.frame), ("--obj-id", args.obj_id)) if value is not None]
+    if given and not from_arguments and args.prompts is None:
+        raise InputError(
+            f"{' and '.join(given)} {'say' if len(given) > 1 else 'says'} which frame and object --point, --box or "
+            "--mask belong to: give one of those too (without any prompt, the embedded clip's default clicks are used)"
+        )
     segment(
         out=args.out,
         video=args.video,
