@@ -49,7 +49,7 @@ def test_click_on_chair_writes_one_palette_png_per_frame(tmp_path, capsys):
     assert run_cli(CHAIR_FRAMES, "--point", "300,250", "--out", out, *TINY) == 0
     assert_palette_pngs(out, [f"{i:05d}" for i in range(6)], (720, 480))
     summary = capsys.readouterr().out.strip().splitlines()[-1]
-    assert summary.startswith("segmented 6 frames, 1 object (ids 1)") and "frames/s" in summary
+    assert summary.startswith("segmented 6 frames, 1 object (id 1)") and "frames/s" in summary
     assert no_leftovers(tmp_path)
 
 

@@ -46,6 +46,7 @@ from sam2prune.predictor.bank import SparseMemoryBank
 from sam2prune.predictor.baseline import cuda_extension_available, init_state_from
 from sam2prune.process_memory import peak_rss_mib, reset_peak_rss
 from sam2prune.prompts import ObjectPrompt, apply_prompts
+from sam2prune.wording import counted
 
 if TYPE_CHECKING:
     from sam2.sam2_video_predictor import SAM2VideoPredictor
@@ -595,7 +596,7 @@ def _device_name(device: torch.device) -> str:
                 break
     except OSError:
         pass
-    return f"CPU {processor} ({torch.get_num_threads()} threads)"
+    return f"CPU {processor} ({counted(torch.get_num_threads(), 'thread')})"
 
 
 @contextmanager
@@ -1001,7 +1002,7 @@ def plot(path: Path, result: dict) -> None:
         axes.legend(fontsize=7)
         axes.grid(alpha=0.3)
     figure.suptitle(
-        f"{result['model']} at {result['image_size']} px, {result['objects']} object(s), {result['precision']}, "
+        f"{result['model']} at {result['image_size']} px, {counted(result['objects'], 'object')}, {result['precision']}, "
         f"{result['device']}",
         fontsize=9,
     )

@@ -40,6 +40,7 @@ from sam2prune.cli.common import (
 from sam2prune.config import PruningConfig
 from sam2prune.errors import InputError
 from sam2prune.models import COMPILE_MODES
+from sam2prune.wording import counted
 
 if TYPE_CHECKING:
     from sam2prune.data.video import VideoSource
@@ -223,8 +224,8 @@ def bench(
     looped = f", the {clip_frames}-frame clip played back and forth" if clip_frames < result["frames"] else ""
     print(
         f"\n{result['model']} at {result['image_size']} px, {result['frames']} frames{looped} (steady state: frames >= "
-        f"{result['steady_from_frame']}), {result['objects']} object(s), {result['device']}, {result['precision']}, "
-        f"{result['threads']} threads, scorer {pruning[0].scorer}, conditioning frames "
+        f"{result['steady_from_frame']}), {counted(result['objects'], 'object')}, {result['device']}, "
+        f"{result['precision']}, {counted(result['threads'], 'thread')}, scorer {pruning[0].scorer}, conditioning frames "
         f"{'pruned' if pruning[0].prune_conditioning_frames else 'dense'}"
         + (", RANDOM weights" if result["random_weights"] else "")
     )

@@ -49,6 +49,7 @@ from sam2prune.cli.common import (
 )
 from sam2prune.config import ProtocolConfig, PruningConfig, RayConfig
 from sam2prune.errors import InputError, SequencesFailed
+from sam2prune.wording import counted
 
 if TYPE_CHECKING:
     from sam2prune.data.datasets import Sequence as DatasetSequence
@@ -338,7 +339,7 @@ def evaluate(
         f"J&F {overall['J&F-Mean']:.3f}  J {overall['J-Mean']:.3f}  F {overall['F-Mean']:.3f}  "
         f"{overall['fps']:.2f} frames/s  peak memory {overall['peak_memory_mib']:.0f} MiB  "
         f"kept {overall['kept_fraction']:.2f}  refinement rounds {overall['refinement_rounds']}, clicks {overall['clicks']}  "
-        f"({overall['sequences']} sequences, {overall['objects']} objects) -> {out}"
+        f"({counted(overall['sequences'], 'sequence')}, {counted(overall['objects'], 'object')}) -> {out}"
     )
     return report
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from sam2prune.cli.common import Command, default_of
 from sam2prune.errors import InputError
+from sam2prune.wording import counted
 
 
 def score(
@@ -51,7 +52,7 @@ def score(
     print("| " + " | ".join(GLOBAL_COLUMNS) + " |")
     print("|" + "---|" * len(GLOBAL_COLUMNS))
     print("| " + " | ".join(f"{measures[k]:.3f}" for k in GLOBAL_COLUMNS) + " |")
-    print(f"{len(scores)} objects; CSV files and summary.json in {out_dir}")
+    print(f"{counted(len(scores), 'object')}; CSV files and summary.json in {out_dir}")
     return measures
 
 

@@ -39,6 +39,7 @@ from sam2prune.cli.common import (
 )
 from sam2prune.config import PruningConfig
 from sam2prune.errors import InputError
+from sam2prune.wording import counted
 
 if TYPE_CHECKING:
     from sam2prune.prompts import ObjectPrompt
@@ -128,9 +129,9 @@ def segment(
         bounded_memory=not memory.unbounded_memory,
         bf16=gpu.bf16,
     )
-    objects = f"{len(result.obj_ids)} object{'s' if len(result.obj_ids) != 1 else ''}"
+    ids = f"{'id' if len(result.obj_ids) == 1 else 'ids'} {', '.join(map(str, result.obj_ids))}"
     print(
-        f"segmented {result.num_frames} frames, {objects} (ids {', '.join(map(str, result.obj_ids))}) "
+        f"segmented {counted(result.num_frames, 'frame')}, {counted(len(result.obj_ids), 'object')} ({ids}) "
         f"in {result.seconds:.1f} s ({result.frames_per_second:.2f} frames/s) -> {result.out_dir}"
         + (f", overlay {overlay}" if overlay else "")
     )

@@ -49,7 +49,9 @@ def read_label_png(path: str | Path) -> np.ndarray:
     try:
         with Image.open(path) as image:
             if image.mode not in ("P", "L", "1"):
-                raise InputError(f"mask {path} is a {image.mode} image; expected an indexed-palette or greyscale PNG")
+                raise InputError(
+                    f"mask {path} is an image of mode {image.mode}; expected an indexed-palette or greyscale PNG"
+                )
             return np.array(image.convert("L") if image.mode == "1" else image, dtype=np.uint8)
     except FileNotFoundError as error:
         raise InputError(f"mask {path} does not exist") from error

@@ -15,6 +15,7 @@ from sam2prune.errors import InputError
 from sam2prune.evaluation.metrics import boundary_f, jaccard, statistics
 from sam2prune.fsutil import atomic_write_text
 from sam2prune.progress import progress as progress_bar
+from sam2prune.wording import counted
 
 VOID_LABEL = 255
 GLOBAL_COLUMNS = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
@@ -82,7 +83,7 @@ def score_sequence(
     if num_predicted > num_objects:
         raise InputError(
             f"sequence {name}: the results hold object id {num_predicted} but the ground truth has "
-            f"{num_objects} object(s) in its first frame"
+            f"{counted(num_objects, 'object')} in its first frame"
         )
     return [
         ObjectScores(name=f"{name}_{obj_id}", j=j[obj_id - 1], f=f[obj_id - 1]) for obj_id in range(1, num_objects + 1)

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from sam2prune.config import ProtocolConfig, PruningConfig, RayConfig
 from sam2prune.errors import InputError, UserError
 from sam2prune.progress import progress as progress_bar
+from sam2prune.wording import counted
 
 if TYPE_CHECKING:
     from sam2prune.data.datasets import Sequence
@@ -452,7 +453,7 @@ class _Batch:
         scores = [score for r in self.done[run_index].values() for score in r.object_scores()]
         label = f"{self.runs[run_index].label}: " if self.runs[run_index].label else ""
         running = global_measures(scores)["J&F-Mean"]
-        bar.set_postfix_str(f"{label}J&F {running:.3f} over {len(self.done[run_index])} sequences")
+        bar.set_postfix_str(f"{label}J&F {running:.3f} over {counted(len(self.done[run_index]), 'sequence')}")
         bar.update(1)
 
     def failed(self, task: Task, reason: str, bar: Any) -> None:
