@@ -345,7 +345,7 @@ def test_bad_frames_are_named(tmp_path, chair_copy, capsys, make_bad, expected):
         (["{chair}", "--point", "10,10", "--checkpoint", "{wrong_ckpt}"], "does not fit model sam2.1_hiera_t"),
         (["{chair}", "--point", "10,10", "--overlay", "{tmp}/o.avi"], "expected a .mp4 or .gif"),
         (["{chair}", "--prompts", "{bad_json}"], "is not valid JSON"),
-        (["{chair}", "--prompts", "{absent_mask_json}"], "object entry 0: mask"),
+        (["{chair}", "--prompts", "{absent_mask_json}"], "objects[0]: mask"),
         (["{chair}", "--point", "10,10", "--image-size", "100"], "multiple of 32"),
         (["{chair}", "--point", "10,10", "--device", "cpu", "--bf16"], "--bf16 (bfloat16 autocast) is for CUDA"),
         (

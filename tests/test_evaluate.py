@@ -180,7 +180,7 @@ def test_eval_gpu_options_reach_the_predictor_and_the_run_settings(tmp_path, cap
     (out / "run.json").write_text(json.dumps(saved))
     assert _eval(root, out, "--max-rounds", "0") == 0
     for extra, expected in (
-        (["--device", "cpu", "--bf16"], "--bf16 (bfloat16 autocast) is for CUDA devices; got --device cpu"),
+        (["--device", "cpu", "--bf16"], "--bf16 (bfloat16 autocast) is for CUDA devices; this run is on cpu"),
         (["--device", "cpu", "--static-step", "graphs"], "captures CUDA graphs: the predictor runs on cpu"),
         (["--method", "sam2", "--static-step", "buffers"], "it has no effect with --method sam2"),
     ):
@@ -212,7 +212,7 @@ def test_eval_limit_and_bad_arguments(tmp_path, capsys):
     assert _eval(root, tmp_path / "one", "--max-rounds", "0", "--limit", "1") == 0
     assert json.loads((tmp_path / "one" / "report.json").read_text())["overall"]["sequences"] == 1
     assert _eval(root, tmp_path / "x", "--sequences", "nope") == 2
-    assert "nope not in the davis set" in capsys.readouterr().err
+    assert "--sequences: nope not in " in (error := capsys.readouterr().err) and "val.txt (2 sequences)" in error
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "file.txt").write_text("x")
     assert _eval(root, tmp_path / "busy") == 2

@@ -282,6 +282,8 @@ def test_other_config_errors():
         PruningConfig(scorer="text")
     with pytest.raises(ValueError, match="unknown fill"):
         PruningConfig(fill="zeros")
+    with pytest.raises(ValueError, match="not all 0"):  # every token would score 0: an arbitrary choice
+        PruningConfig(signal_weights=(0.0, 0.0, 0.0, 0.0))
     with pytest.raises(TypeError, match="PruningConfig"):
         build_random(pruning=PruningConfig()).set_pruning({"retention": 0.3})
 

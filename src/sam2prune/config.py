@@ -110,9 +110,10 @@ class PruningConfig:
             raise ValueError(f"mc_dropout_p must be in [0, 1), got {self.mc_dropout_p!r}")
         if not self.uncertainty_blocks or any(not isinstance(b, int) or b < 0 for b in self.uncertainty_blocks):
             raise ValueError(f"uncertainty_blocks must be block indices >= 0, got {self.uncertainty_blocks!r}")
-        if len(self.signal_weights) != 4 or any(w < 0 for w in self.signal_weights):
+        if len(self.signal_weights) != 4 or any(w < 0 for w in self.signal_weights) or not any(self.signal_weights):
             raise ValueError(
-                f"signal_weights must be 4 weights >= 0 (prior, text, uncertainty, visual), got {self.signal_weights!r}"
+                "signal_weights must be 4 weights >= 0, not all 0 (prior, text, uncertainty, visual), "
+                f"got {self.signal_weights!r}"
             )
 
     def active_signals(self) -> tuple[str, ...]:

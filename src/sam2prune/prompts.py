@@ -162,7 +162,7 @@ def load_prompts_file(path: Path) -> list[ObjectPrompt]:
         raise InputError(f'prompts file {path}: expected {{"objects": [...]}} with at least one object')
     prompts: list[ObjectPrompt] = []
     for number, entry in enumerate(entries):
-        where = f"prompts file {path}, object entry {number}"
+        where = f"prompts file {path}, objects[{number}]"
         if not isinstance(entry, dict):
             raise InputError(f"{where}: expected an object with obj_id, frame and points/box/mask")
         unknown = set(entry) - {"obj_id", "frame", "points", "labels", "box", "mask"}

@@ -463,7 +463,7 @@ def check_gpu_options(gpu: GpuOptions, device: str, *, pruned: bool = True) -> N
             "--static-step runs the pruned predictor's steady-state frames: it has no effect with --method sam2"
         )
     if gpu.bf16 and not device.startswith("cuda"):
-        raise InputError(f"--bf16 (bfloat16 autocast) is for CUDA devices; got --device {device}")
+        raise InputError(f"--bf16 (bfloat16 autocast) is for CUDA devices; this run is on {device}")
     try:
         check_mode(gpu.static_step, torch.device(device))
     except ValueError as error:
