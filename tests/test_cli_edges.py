@@ -168,6 +168,19 @@ def test_report_never_overwrites_a_run_or_an_existing_file(tmp_path, capsys):
     assert snapshot(run) == before
 
 
+def test_report_of_a_sweep_folder_or_a_file_says_what_to_pass(tmp_path, capsys):
+    _run_report(tmp_path / "sweep" / "sam2", retention=1.0, jf=0.5)
+    _run_report(tmp_path / "sweep" / "pruned_r0.3", retention=0.3, jf=0.5)
+    (tmp_path / "sweep" / "report.md").write_text("table")
+    assert main(["report", str(tmp_path / "sweep")]) == 2
+    assert f"holds runs (pruned_r0.3, sam2): pass them, e.g. {tmp_path / 'sweep'}/*/" in last_error(capsys)
+    assert main(["report", str(tmp_path / "sweep" / "report.md")]) == 2
+    assert "report.md is a file; expected a run folder" in last_error(capsys)
+    with pytest.raises(SystemExit, match="2"):
+        main(["report", str(tmp_path / "sweep" / "sam2"), "--out", ""])
+    assert "argument --out: expected a path, got an empty string" in capsys.readouterr().err
+
+
 def test_report_tells_apart_runs_that_share_a_label(tmp_path, capsys):
     """Two runs of one setting (e.g. on other sequences) get their folders in the label, in both
     tables, instead of one hiding the other."""

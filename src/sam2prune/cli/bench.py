@@ -32,6 +32,7 @@ from sam2prune.cli.common import (
     gpu_options,
     log,
     model_options,
+    path_argument,
     pruning_configs,
     refuse_auto_text_options_without_switch,
     resolve_device,
@@ -371,7 +372,9 @@ def spread_clicks(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("video", nargs="?", type=Path, metavar="VIDEO", help="folder of frames or a video file")
+    parser.add_argument(
+        "video", nargs="?", type=path_argument, metavar="VIDEO", help="folder of frames or a video file"
+    )
     parser.add_argument(
         "--frames",
         type=int,
@@ -392,7 +395,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--prompts",
-        type=Path,
+        type=path_argument,
         metavar="FILE.json",
         help="the objects' prompts as `segment --prompts` takes them (instead of --point/--objects)",
     )
@@ -425,10 +428,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "compiling, warming it up and timing it take longer (default: no limit)",
     )
     parser.add_argument(
-        "--json", type=Path, metavar="FILE", help="write the results as JSON (also after each predictor)"
+        "--json", type=path_argument, metavar="FILE", help="write the results as JSON (also after each predictor)"
     )
     parser.add_argument(
-        "--plot", type=Path, metavar="FILE.png", help="plot ms/frame and bank size vs retention (memory vs frames)"
+        "--plot",
+        type=path_argument,
+        metavar="FILE.png",
+        help="plot ms/frame and bank size vs retention (memory vs frames)",
     )
     lengths = parser.add_argument_group("memory against video length")
     lengths.add_argument(

@@ -122,6 +122,14 @@ def at_most_one(values: list[Any], option: str) -> Any:
     return values[0] if values else None
 
 
+def path_argument(text: str) -> Path:
+    """A path option's value; an empty one (an unset shell variable, say) is refused, not read as
+    the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    return Path(text)
+
+
 def signal_list(text: str) -> tuple[str, ...]:
     names = tuple(part.strip() for part in text.split(",") if part.strip())
     unknown = [name for name in names if name not in SIGNALS]
@@ -257,7 +265,7 @@ def add_model_options(parser: argparse.ArgumentParser, *, results: bool = True, 
         )
     else:
         where = "official SAM 2 checkpoint (.pt) for --model (default: random weights, which time the same)"
-    group.add_argument("--checkpoint", type=Path, metavar="FILE.pt", help=where)
+    group.add_argument("--checkpoint", type=path_argument, metavar="FILE.pt", help=where)
     group.add_argument(
         "--random-weights",
         action="store_true",
@@ -749,7 +757,7 @@ def add_auto_text_options(parser: argparse.ArgumentParser, *, switch: bool = Tru
     )
     group.add_argument(
         "--cache-dir",
-        type=Path,
+        type=path_argument,
         metavar="DIR",
         help="cache of generated phrases (default: ~/.cache/sam2prune/auto_text)",
     )
@@ -839,7 +847,7 @@ def add_data_options(parser: argparse.ArgumentParser, *, default_dataset: str | 
         default=default_dataset,
         help="dataset layout (see `sam2prune eval --help`)" + (" (default: %(default)s)" if default_dataset else ""),
     )
-    data.add_argument("--root", type=Path, required=True, metavar="ROOT", help="the dataset's root folder")
+    data.add_argument("--root", type=path_argument, required=True, metavar="ROOT", help="the dataset's root folder")
     data.add_argument("--split", help="set/split (default: the dataset's validation set: val, or valid for LVOS)")
     data.add_argument("--sequences", nargs="+", metavar="NAME", help="only these sequences")
     data.add_argument("--limit", type=int, metavar="N", help="only the first N sequences")

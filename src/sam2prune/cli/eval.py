@@ -37,6 +37,7 @@ from sam2prune.cli.common import (
     log,
     memory_options,
     model_options,
+    path_argument,
     protocol_config,
     pruning_configs,
     ray_config,
@@ -355,7 +356,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_options(parser)
     add_protocol_options(parser)
     parser.add_argument(
-        "--out", type=Path, required=True, metavar="DIR", help="run folder (resumed if it holds this run)"
+        "--out", type=path_argument, required=True, metavar="DIR", help="run folder (resumed if it holds this run)"
     )
     parser.add_argument("--overwrite", action="store_true", help="start over in --out (deletes the run there)")
     parser.add_argument(

@@ -19,6 +19,7 @@ from sam2prune.cli.common import (
     log,
     model_inputs,
     model_options,
+    path_argument,
     resolve_weights,
     select_sequences,
 )
@@ -75,14 +76,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_options(parser, default_dataset="davis")
     parser.add_argument(
         "--labels",
-        type=Path,
+        type=path_argument,
         required=True,
         metavar="LABELS.json",
         help='phrase of each object: {"<sequence>/<object id>": "a black swan", ...}',
     )
     parser.add_argument(
         "--out",
-        type=Path,
+        type=path_argument,
         required=True,
         metavar="ALIGNER.pt",
         help="where the aligner is written (pass it to --aligner)",

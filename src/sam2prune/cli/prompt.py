@@ -22,6 +22,7 @@ from sam2prune.cli.common import (
     embedded_clip,
     frame_index,
     model_options,
+    path_argument,
     resolve_device,
     resolve_weights,
 )
@@ -117,7 +118,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "video",
         nargs="?",
-        type=Path,
+        type=path_argument,
         metavar="VIDEO",
         help="folder of frames or a video file (default: the embedded clip)",
     )
@@ -136,12 +137,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--box", action="append", default=[], metavar="X0,Y0,X1,Y1", help="the region itself, in pixels (one)"
     )
     parser.add_argument(
-        "--mask", action="append", default=[], type=Path, metavar="PNG", help="object mask; the region is its box"
+        "--mask",
+        action="append",
+        default=[],
+        type=path_argument,
+        metavar="PNG",
+        help="object mask; the region is its box",
     )
     parser.add_argument("--frame", type=frame_index, metavar="N", help="frame of the prompt (default: 0)")
     parser.add_argument(
         "--detector-weights",
-        type=Path,
+        type=path_argument,
         metavar="FILE",
         help="torchvision fasterrcnn_resnet50_fpn weights, for the no-prompt case",
     )

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from sam2prune.cli.common import Command, add_overwrite_option
+from sam2prune.cli.common import Command, add_overwrite_option, path_argument
 from sam2prune.errors import InputError
 
 
@@ -37,9 +37,11 @@ def report(*, runs: Sequence[Path], out: Path | None = None, plot: Path | None =
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="folders written by `sam2prune eval`")
-    parser.add_argument("--out", type=Path, metavar="FILE.md", help="also write the table here")
-    parser.add_argument("--plot", type=Path, metavar="FILE.png", help="J&F and FPS against retention")
+    parser.add_argument(
+        "runs", nargs="+", type=path_argument, metavar="RUN_DIR", help="folders written by `sam2prune eval`"
+    )
+    parser.add_argument("--out", type=path_argument, metavar="FILE.md", help="also write the table here")
+    parser.add_argument("--plot", type=path_argument, metavar="FILE.png", help="J&F and FPS against retention")
     add_overwrite_option(parser, "--out or --plot file")
 
 

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from sam2prune.cli.common import Command, default_of
+from sam2prune.cli.common import Command, default_of, path_argument
 from sam2prune.errors import InputError
 from sam2prune.wording import counted
 
@@ -58,9 +58,15 @@ def score(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--gt-root", type=Path, required=True, metavar="ROOT", help="DAVIS layout: ROOT/Annotations/480p/<seq>/*.png"
+        "--gt-root",
+        type=path_argument,
+        required=True,
+        metavar="ROOT",
+        help="DAVIS layout: ROOT/Annotations/480p/<seq>/*.png",
     )
-    parser.add_argument("--results", type=Path, required=True, metavar="DIR", help="results: DIR/<seq>/<frame>.png")
+    parser.add_argument(
+        "--results", type=path_argument, required=True, metavar="DIR", help="results: DIR/<seq>/<frame>.png"
+    )
     parser.add_argument(
         "--set",
         default=default_of(score, "set_name"),
@@ -74,7 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--out",
-        type=Path,
+        type=path_argument,
         metavar="DIR",
         help="where the CSV files go, created if needed (default: the results folder)",
     )

@@ -31,6 +31,7 @@ from sam2prune.cli.common import (
     memory_options,
     model_options,
     object_id,
+    path_argument,
     pruning_configs,
     refuse_auto_text_options_without_switch,
     refuse_pruning_options_for_sam2,
@@ -142,13 +143,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "video",
         nargs="?",
-        type=Path,
+        type=path_argument,
         metavar="VIDEO",
         help="folder of JPEG/PNG frames (natural sort of names) or a video file (mp4, mov, avi, mkv, webm)",
     )
     parser.add_argument(
         "--out",
-        type=Path,
+        type=path_argument,
         required=True,
         metavar="DIR",
         help="output folder for the PNGs (created in an existing folder; replaced as a whole)",
@@ -166,7 +167,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--mask",
         action="append",
         default=[],
-        type=Path,
+        type=path_argument,
         metavar="PNG",
         help="object mask (non-zero pixels; one file); a label PNG with several ids adds one object per id, "
         "and --obj-id then picks one of them",
@@ -179,10 +180,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="object id of the prompts (default: 1; for a label PNG with several ids, the id to keep)",
     )
     prompts.add_argument(
-        "--prompts", type=Path, metavar="FILE.json", help="several objects on several frames (see below)"
+        "--prompts", type=path_argument, metavar="FILE.json", help="several objects on several frames (see below)"
     )
     parser.add_argument(
-        "--overlay", type=Path, metavar="FILE", help="also write the masks over the frames as .mp4 or .gif"
+        "--overlay", type=path_argument, metavar="FILE", help="also write the masks over the frames as .mp4 or .gif"
     )
     parser.add_argument(
         "--fps",

@@ -32,6 +32,7 @@ from sam2prune.cli.common import (
     log,
     memory_options,
     model_options,
+    path_argument,
     protocol_config,
     ray_config,
     refuse_ineffective_options,
@@ -189,7 +190,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_options(parser)
     add_protocol_options(parser)
     parser.add_argument(
-        "--out", type=Path, required=True, metavar="DIR", help="folder of the runs, one subfolder each, and report.md"
+        "--out",
+        type=path_argument,
+        required=True,
+        metavar="DIR",
+        help="folder of the runs, one subfolder each, and report.md",
     )
     parser.add_argument("--overwrite", action="store_true", help="start every run over")
     parser.add_argument(

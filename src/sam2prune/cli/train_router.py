@@ -24,6 +24,7 @@ from sam2prune.cli.common import (
     log,
     model_inputs,
     model_options,
+    path_argument,
     resolve_weights,
     select_sequences,
     signal_list,
@@ -155,7 +156,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_options(parser, default_dataset="davis")
     parser.add_argument(
         "--out",
-        type=Path,
+        type=path_argument,
         required=True,
         metavar="ROUTER.pt",
         help="where the router weights are written (pass them to --router-weights)",
@@ -167,7 +168,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=default_of(train_router, "router"),
         help="which MLP: paper = the source paper's inputs; learned = all signals (default: %(default)s)",
     )
-    parser.add_argument("--labels", type=Path, metavar="LABELS.json", help="object phrases, for the text signal")
+    parser.add_argument(
+        "--labels", type=path_argument, metavar="LABELS.json", help="object phrases, for the text signal"
+    )
     parser.add_argument("--aligner", metavar="ALIGNER.pt", help="token-to-text projection, for the text signal")
     parser.add_argument(
         "--signals",

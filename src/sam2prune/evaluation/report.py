@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from pathlib import Path
 
 from sam2prune.errors import InputError
@@ -19,8 +20,16 @@ def load_reports(run_dirs: list[Path]) -> list[dict]:
     reports = []
     for run_dir in run_dirs:
         path = run_dir / "report.json"
+        if run_dir.is_file():
+            raise InputError(f"{run_dir} is a file; expected a run folder written by `sam2prune eval` or `sweep`")
         if not path.is_file():
-            raise InputError(f"{run_dir} holds no finished evaluation run (no report.json); run `sam2prune eval` first")
+            inner = sorted(p.parent for p in run_dir.glob("*/report.json")) if run_dir.is_dir() else []
+            hint = (
+                f"; it holds runs ({', '.join(p.name for p in inner)}): pass them, e.g. {shlex.quote(str(run_dir))}/*/"
+                if inner
+                else "; run `sam2prune eval` first"
+            )
+            raise InputError(f"{run_dir} holds no finished evaluation run (no report.json){hint}")
         report = read_json(path, what="run report")
         report["run_dir"] = str(run_dir)
         reports.append(report)
