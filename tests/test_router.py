@@ -53,6 +53,20 @@ def davis_root(tmp_path) -> Path:
 # --- text ----------------------------------------------------------------------------------
 
 
+def test_loading_the_text_encoder_draws_no_progress_bar_into_a_log(capfd):
+    """stderr is not a terminal here: transformers' "Loading weights" bar stays off while the
+    encoder loads, and is on again after."""
+    from transformers.utils import logging as transformers_logging
+
+    from sam2prune.text.encoders import MiniLMTextEncoder
+
+    assert transformers_logging.is_progress_bar_enabled()
+    capfd.readouterr()
+    MiniLMTextEncoder()
+    assert "Loading weights" not in capfd.readouterr().err
+    assert transformers_logging.is_progress_bar_enabled()
+
+
 def test_minilm_loads_offline_and_ranks_related_phrases_closer(minilm):
     embeddings = minilm.encode(["a black swan on a lake", "swan", "car"])
     assert embeddings.shape == (3, 384) and minilm.dim == 384

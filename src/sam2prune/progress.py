@@ -7,6 +7,7 @@ printed as whole lines instead, at most every ``interval`` seconds and once at t
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -92,3 +93,24 @@ def progress(
     if sys.stderr.isatty():
         return tqdm(iterable, desc=desc, total=total, unit=unit)
     return LineProgress(iterable, desc=desc, total=total, unit=unit)
+
+
+@contextlib.contextmanager
+def quiet_model_loading() -> Iterator[None]:
+    """transformers' own progress bars (e.g. "Loading weights") off while the block loads a
+    model, unless stderr is a terminal: redrawn with carriage returns, they garble a log."""
+    try:
+        from transformers.utils import logging as transformers_logging
+    except ImportError:  # nothing of transformers' to quieten
+        yield
+        return
+    if sys.stderr is not None and sys.stderr.isatty():
+        yield
+        return
+    was_enabled = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            transformers_logging.enable_progress_bar()

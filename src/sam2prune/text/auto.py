@@ -31,6 +31,7 @@ import torch
 
 from sam2prune.errors import InputError
 from sam2prune.fsutil import atomic_write_json, check_model_folder
+from sam2prune.progress import quiet_model_loading
 
 if TYPE_CHECKING:
     from spacy.language import Language
@@ -214,17 +215,20 @@ class Captioner:
             what="captioner",
             hint="pass --captioner with a folder holding an image-to-text model saved with transformers",
         )
-        try:
-            self.processor = AutoProcessor.from_pretrained(source)
-            # transformers' stubs type Module.to() by its own signature wrapper; a device string is valid
-            self.model = AutoModelForImageTextToText.from_pretrained(source).to(device).eval()  # type: ignore[arg-type]
-        except (OSError, ValueError, KeyError) as error:
-            where = "folder" if Path(source).exists() else "hub id (not a local folder, and the hub did not provide it)"
-            raise InputError(
-                f"could not load the captioner {source!r} as a {where}: {error}. Pass --captioner with a folder "
-                "holding an image-to-text model saved with transformers (e.g. Salesforce/blip-image-captioning-base "
-                "downloaded with save_pretrained), or its hub id on a machine with network access"
-            ) from error
+        with quiet_model_loading():
+            try:
+                self.processor = AutoProcessor.from_pretrained(source)
+                # transformers' stubs type Module.to() by its own signature wrapper; a device string is valid
+                self.model = AutoModelForImageTextToText.from_pretrained(source).to(device).eval()  # type: ignore[arg-type]
+            except (OSError, ValueError, KeyError) as error:
+                where = (
+                    "folder" if Path(source).exists() else "hub id (not a local folder, and the hub did not provide it)"
+                )
+                raise InputError(
+                    f"could not load the captioner {source!r} as a {where}: {error}. Pass --captioner with a folder "
+                    "holding an image-to-text model saved with transformers (e.g. Salesforce/blip-image-captioning-base "
+                    "downloaded with save_pretrained), or its hub id on a machine with network access"
+                ) from error
 
     @torch.inference_mode()
     def caption(self, image: np.ndarray) -> str:
@@ -509,13 +513,14 @@ class ModelRefiner:
         except ImportError as error:
             raise InputError("model refiners need transformers: pip install 'sam2prune[text]'") from error
         self.name, self.max_words, self.device = f"model:{source}", max_words, device
-        try:
-            config = AutoConfig.from_pretrained(source)
-            model_class = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
-            self.tokenizer = AutoTokenizer.from_pretrained(source)
-            self.model = model_class.from_pretrained(source).to(device).eval()  # type: ignore[arg-type]  # as above
-        except (OSError, ValueError, KeyError) as error:
-            raise InputError(f"could not load the refiner model {source!r}: {error}") from error
+        with quiet_model_loading():
+            try:
+                config = AutoConfig.from_pretrained(source)
+                model_class = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+                self.tokenizer = AutoTokenizer.from_pretrained(source)
+                self.model = model_class.from_pretrained(source).to(device).eval()  # type: ignore[arg-type]  # as above
+            except (OSError, ValueError, KeyError) as error:
+                raise InputError(f"could not load the refiner model {source!r}: {error}") from error
         self.causal = not config.is_encoder_decoder
 
     @torch.inference_mode()

