@@ -222,6 +222,9 @@ def test_score_refuses_a_missing_sequence_list_instead_of_scoring_every_folder(t
     assert main(["score", "--gt-root", str(gt_root), "--results", results, "--set", "test-dev", "--out", str(out)]) == 2
     error = last_error(capsys)
     assert "--set test-dev: sequence list" in error and "lists there: val" in error
+    # --split, as eval names it, is the same option
+    assert main(["score", "--gt-root", str(gt_root), "--results", results, "--split", "test", "--out", str(out)]) == 2
+    assert "--set test: sequence list" in last_error(capsys)
     assert (
         main(["score", "--gt-root", str(gt_root), "--results", results, "--sequences", "nope", "--out", str(out)]) == 2
     )

@@ -69,8 +69,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--set",
+        "--split",
+        dest="set",
         default=default_of(score, "set_name"),
-        help="ROOT/ImageSets/2017/<set>.txt lists the sequences; also names the CSV files (default: %(default)s)",
+        help="ROOT/ImageSets/2017/<set>.txt lists the sequences; also names the CSV files (--split, as `eval` "
+        "calls it, is the same) (default: %(default)s)",
     )
     parser.add_argument(
         "--sequences",

@@ -134,7 +134,12 @@ def _read_list(path: Path, only: Collection[str] | None = None) -> list[str]:
     if not path.is_file():
         if only:
             return list(only)
-        raise InputError(f"sequence list {path} does not exist (or name the sequences: --sequences NAME ...)")
+        available = sorted(p.stem for p in path.parent.glob("*.txt")) if path.parent.is_dir() else []
+        there = f"lists there: {', '.join(available)}" if available else f"{path.parent} holds no list"
+        raise InputError(
+            f"sequence list {path} does not exist ({there}); pass --split NAME of a list there, or name the "
+            "sequences: --sequences NAME ..."
+        )
     names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     if only:
         unknown = [name for name in only if name not in names]
