@@ -128,16 +128,20 @@ def _png_sequence(name: str, frames_dir: Path, masks_dir: Path, *, objects: str)
     return sequence
 
 
+def lists_beside(path: Path) -> str:
+    """For a message about a missing sequence list: the lists in its folder, or that there are none."""
+    available = sorted(p.stem for p in path.parent.glob("*.txt")) if path.parent.is_dir() else []
+    return f"lists there: {', '.join(available)}" if available else f"{path.parent} holds no list"
+
+
 def _read_list(path: Path, only: Collection[str] | None = None) -> list[str]:
     """The names a sequence list holds; with ``only``, those of them (all of ``only`` where
     there is no list: named sequences need none)."""
     if not path.is_file():
         if only:
             return list(only)
-        available = sorted(p.stem for p in path.parent.glob("*.txt")) if path.parent.is_dir() else []
-        there = f"lists there: {', '.join(available)}" if available else f"{path.parent} holds no list"
         raise InputError(
-            f"sequence list {path} does not exist ({there}); pass --split NAME of a list there, or name the "
+            f"sequence list {path} does not exist ({lists_beside(path)}); pass --split NAME of a list there, or name the "
             "sequences: --sequences NAME ..."
         )
     names = [line.strip() for line in path.read_text().splitlines() if line.strip()]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sam2prune.data.datasets import lists_beside
 from sam2prune.data.palette import read_label_png
 from sam2prune.errors import InputError
 from sam2prune.evaluation.metrics import boundary_f, jaccard, statistics
@@ -98,10 +99,8 @@ def read_sequence_list(gt_root: Path, set_name: str) -> list[str]:
     """
     image_set = gt_root / "ImageSets" / "2017" / f"{set_name}.txt"
     if not image_set.is_file():
-        available = sorted(p.stem for p in image_set.parent.glob("*.txt")) if image_set.parent.is_dir() else []
-        hint = f"lists there: {', '.join(available)}" if available else f"{image_set.parent} holds no list"
         raise InputError(
-            f"--set {set_name}: sequence list {image_set} does not exist ({hint}); pass --set NAME of a list there, "
+            f"--set {set_name}: sequence list {image_set} does not exist ({lists_beside(image_set)}); pass --set NAME of a list there, "
             "or --sequences NAME [NAME ...]"
         )
     names = [line.strip() for line in image_set.read_text().splitlines() if line.strip()]
