@@ -358,11 +358,11 @@ def headline_run(method: Method, source: VideoSource, prompts: list[ObjectPrompt
     with _session(method, source, prompts) as (state, frames):
         frame_ms: list[float] = []
         entries: list[dict] = []  # what sam2prune's predictors stored per frame, read as it is yielded
+        start = first_tracked_frame(prompts)
         while (ms := _next_frame(frames, device)) is not None:
             frame_ms.append(ms)
             if hasattr(method.predictor, "frame_memory"):  # not timed; frames are yielded in order
-                frame_idx = first_tracked_frame(prompts) + len(frame_ms) - 1
-                entries += method.predictor.frame_memory(state, frame_idx).values()
+                entries += method.predictor.frame_memory(state, start + len(frame_ms) - 1).values()
         bank, kept = _tracked_stats(method.predictor, state, entries)
         objects = len(state["obj_ids"])
         steps = list(method.predictor.session(state).static_steps.steps.values()) if method.key == "pruned" else []
@@ -415,7 +415,8 @@ def profile_run(
     tracked frame of a short clip), components marked as ranges; one sync per frame."""
     from torch.profiler import ProfilerActivity, profile
 
-    count = len(source) - first_tracked_frame(prompts)  # frames tracked
+    start = first_tracked_frame(prompts)
+    count = len(source) - start  # frames tracked
     first = steady_from if count > steady_from else 1
     profiled = list(range(first, min(first + frames, count)))
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
@@ -425,7 +426,6 @@ def profile_run(
         with profile(activities=activities, record_shapes=False, with_stack=False) as profiler:
             for _ in profiled:
                 _next_frame(tracked, device)
-    start = first_tracked_frame(prompts)
     return summarize_profile(profiler.events(), [start + i for i in profiled], on_gpu=device.type == "cuda")
 
 

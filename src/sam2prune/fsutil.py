@@ -13,7 +13,7 @@ import os
 import shlex
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -171,6 +171,24 @@ def check_output_file(
     if overwrite is False and path.exists():
         raise InputError(f"{option} {path} exists; pass --overwrite to replace it")
     check_writable_folder(path.parent, option=f"{option} {path}")
+
+
+def check_output_files(
+    outputs: Sequence[tuple[str, Path | None]],
+    *,
+    inputs: Iterable[tuple[str, Path]] = (),
+    overwrite: bool | None = None,
+) -> None:
+    """``check_output_file`` for each ``(option, path)`` given (None: not asked for), and no two
+    of them the same file."""
+    given = [(option, Path(path)) for option, path in outputs if path is not None]
+    inputs = list(inputs)
+    for index, (option, path) in enumerate(given):
+        for other_option, other in given[:index]:
+            if path.resolve() == other.resolve():
+                raise InputError(f"{other_option} and {option} are the same file {path}; name two files")
+    for option, path in given:
+        check_output_file(path, option=option, inputs=inputs, overwrite=overwrite)
 
 
 def missing_parent(out_dir: Path, *, option: str) -> InputError:

@@ -54,14 +54,10 @@ def check_result_files(
     """Raises InputError unless ``--json`` and ``--plot`` can be written without harm: two
     different files, neither an input (the video, inside a folder of frames, ``inputs``: e.g. a
     prompts file and the masks it names)."""
-    from sam2prune.fsutil import check_output_file
+    from sam2prune.fsutil import check_output_files
 
     read = [("VIDEO", video if video is not None else embedded_clip()), *inputs]
-    if json_path is not None and plot_path is not None and json_path.resolve() == plot_path.resolve():
-        raise InputError(f"--json and --plot are the same file {json_path}; name two files")
-    for option, path in (("--json", json_path), ("--plot", plot_path)):
-        if path is not None:
-            check_output_file(path, option=option, inputs=read)
+    check_output_files([("--json", json_path), ("--plot", plot_path)], inputs=read)
 
 
 def bench(

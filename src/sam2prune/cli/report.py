@@ -15,16 +15,12 @@ def report(*, runs: Sequence[Path], out: Path | None = None, plot: Path | None =
     return it, also writing it to ``out`` and J&F and FPS against retention to ``plot`` (neither
     inside a run folder; existing files replaced only with ``overwrite``)."""
     from sam2prune.evaluation.report import load_reports, markdown_report, plot_tradeoff
-    from sam2prune.fsutil import atomic_write_text, check_output_file
+    from sam2prune.fsutil import atomic_write_text, check_output_files
 
     if plot is not None and plot.suffix.lower() != ".png":
         raise InputError(f"--plot {plot}: the plot is a PNG image; name it FILE.png")
-    if out is not None and plot is not None and out.resolve() == plot.resolve():
-        raise InputError("--out and --plot are the same file")
     inputs = [("RUN_DIR", run) for run in runs]
-    for option, path in (("--out", out), ("--plot", plot)):
-        if path is not None:
-            check_output_file(path, option=option, inputs=inputs, overwrite=overwrite)
+    check_output_files([("--out", out), ("--plot", plot)], inputs=inputs, overwrite=overwrite)
     reports = load_reports(list(runs))
     text = markdown_report(reports)
     if out is not None:
