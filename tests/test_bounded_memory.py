@@ -294,6 +294,36 @@ def test_a_removed_object_holds_nothing(predictors, source):
     assert 0 < predictor.pruning_stats(state)["totals"]["held_bytes"] < two
 
 
+def test_a_pass_stopped_by_its_caller_still_forgets_the_last_frame_it_yielded(predictors, source):
+    """A caller that breaks out of a pass: the frame it stopped at was tracked and stored, so
+    bounded memory treats it as any other (a later pass goes on from it and drops it), instead of
+    holding it for ever."""
+    predictor = predictors["baseline"]
+    state = predictor.init_state(source.head(32))
+    predictor.add_new_points_or_box(state, 0, 1, points=[[200, 112]], labels=[1])
+    for frame_idx, _, _ in predictor.propagate_in_video(state):
+        if frame_idx == 20:
+            break
+    for _ in predictor.propagate_in_video(state, start_frame_idx=21):
+        pass
+    held = [frame for frame, *_ in predictor.session(state).bank(state, 1).held_frames()]
+    assert held == [0]  # the prompted frame alone, at the end of the video
+
+
+def test_passes_in_chunks_from_the_last_frame_tracked_track_nothing_again(predictors, source, monkeypatch):
+    """Passes of 10 frames, each starting on the frame the one before ended with (sam2 tracks its
+    start frame again): the bits of unbounded memory, and nothing dropped had to be recomputed
+    (the frames the start frame read stay once a pass ends)."""
+    predictor = predictors["pruned"]
+    calls = [("click", 0, 1, [200, 112], 1, True), *(("propagate", start, 10, False) for start in (0, 10, 20))]
+    clip = source.head(32)
+    unbounded = make_calls(predictor, predictor.init_state(clip, bounded_memory=False), calls, clip.width, clip.height)
+    replays = tracked_stretches(monkeypatch, predictor)
+    bounded = make_calls(predictor, predictor.init_state(clip), calls, clip.width, clip.height)
+    assert _equal(unbounded, bounded)
+    assert replays == []
+
+
 @pytest.mark.parametrize("kind, part", [("baseline", "pointers"), ("baseline", "spatial"), ("pruned", "masks")])
 def test_eviction_one_frame_too_aggressive_changes_the_logits(kind, part, predictors, source, monkeypatch):
     """The comparison above is sharp, and the eviction alone is exact: with recomputation switched
@@ -384,9 +414,10 @@ def test_frames_tracked_with_another_text_are_recomputed_with_the_text_they_were
 
 
 def test_the_state_holds_a_window_of_frames_derived_from_the_config(predictors, source, monkeypatch):
-    """Stopped mid-video, each object holds the spatial memories of the num_maskmem - 1 frames
-    before the next one and the pointers of max_obj_ptrs_in_encoder - 1 frames; the pruned
-    predictor also the last frame's mask (its prior). With stride 2 and 8 pointers, fewer."""
+    """A pass stopped mid-video (on frame 30): each object holds what frames 30 and 31 read, the
+    spatial memories of the num_maskmem - 1 frames before each and the pointers of
+    max_obj_ptrs_in_encoder - 1 frames; the pruned predictor also their previous frames' masks
+    (its prior). With stride 2 and 8 pointers, fewer."""
     for kind, stride, max_pointers in (("baseline", 1, 16), ("pruned", 1, 16), ("baseline", 2, 8)):
         predictor = predictors[kind]
         monkeypatch.setattr(predictor, "memory_temporal_stride_for_eval", stride)
@@ -400,15 +431,18 @@ def test_the_state_holds_a_window_of_frames_derived_from_the_config(predictors, 
         pointers = sorted(t for t, out in outputs.items() if out["obj_ptr"] is not None)
         masks = sorted(t for t, out in outputs.items() if out["pred_masks"] is not None)
         if stride == 1:
-            assert features == list(range(30 - (predictor.num_maskmem - 2), 31))  # 25..30: frame 31 reads them
-            assert pointers == list(range(30 - (max_pointers - 2), 31))  # 16..30
-        else:  # 30 (the previous frame of 31), then 5 strided memories: 28 - 2k for 31, k = 0..4
-            assert features == [20, 22, 24, 26, 28, 30] and pointers == list(range(30 - (max_pointers - 2), 31))
-        assert masks == ([30] if kind == "pruned" else [])
+            assert features == list(range(30 - (predictor.num_maskmem - 1), 31))  # 24..30: frame 30 reads 24..29
+            assert pointers == list(range(30 - (max_pointers - 1), 31))  # 15..30
+        else:  # the previous frame (29 for 30, 30 for 31), then 5 strided memories: 28 - 2k, k = 0..4
+            assert features == [20, 22, 24, 26, 28, 29, 30] and pointers == list(range(30 - (max_pointers - 1), 31))
+        assert masks == ([29, 30] if kind == "pruned" else [])
         assert sorted(outputs) == sorted(set(features) | set(pointers) | set(masks))
         stats = predictor.pruning_stats(state)
         assert stats["totals"]["frames"] == len(outputs) + 1  # and the prompted frame 0
-        assert stats["totals"]["peak_held_bytes"] > stats["totals"]["held_bytes"]
+        # the peak: while frame 30 was handed out, with its mask, which only the pruned predictor's
+        # next frame reads
+        peak, held = stats["totals"]["peak_held_bytes"], stats["totals"]["held_bytes"]
+        assert peak == held if kind == "pruned" else peak > held
         monkeypatch.undo()
 
 
@@ -520,6 +554,94 @@ def test_random_sessions_give_the_unbounded_bits(kind, seed, checkpoints, predic
     for (call, expected), (_, got) in zip(unbounded, bounded, strict=True):
         assert _equal(expected, got), call
     assert replays, calls
+
+
+# --- sequences found in review: each diverged or crashed before its fix ------------------------
+
+A, B, C = [200, 112], [112, 128], [150, 150]
+REVIEWED = {
+    # clearing the prompts of a conditioning frame ends the run that passed it: a later pass must
+    # not continue that run, nor a replay treat the cleared frame as prompted
+    "cleared-conditioning-frame": [
+        ("click", 0, 1, A, 1, True),
+        ("click", 10, 1, C, 1, True),
+        ("propagate", None, 19, False),
+        ("clear", 10, 1),
+        ("propagate", 20, None, False),
+        ("click", 30, 1, C, 1, True),
+    ],
+    # sam2's preflight refuses a pass (object 2 has no prompt left) after merging object 1's
+    # correction: object 1's run ends even so
+    "pass-refused-after-merging": [
+        ("click", 0, 1, A, 1, True),
+        ("click", 0, 2, B, 1, True),
+        ("propagate", None, 19, False),
+        ("click", 10, 1, C, 0, False),
+        ("clear", 0, 2),
+        ("propagate", 20, None, False),
+        ("click", 0, 2, B, 1, True),
+        ("propagate", 20, None, False),
+        ("click", 30, 1, C, 1, True),
+    ],
+    # a run that attended to a conditioning frame pruned since replays with that frame's tokens
+    "replay-reads-a-pruned-conditioning-frame-cleared-since": [
+        ("click", 0, 1, A, 1, True),
+        ("click", 10, 1, C, 1, True),
+        ("propagate", None, None, False),
+        ("clear", 10, 1),
+        ("propagate", 0, 15, False),
+        ("click", 30, 1, C, 1, True),
+    ],
+    # memories cleared around a prompted frame keep the other prompted frames' tokens
+    "memory-cleared-around-pruned-conditioning-frames": [
+        ("click", 0, 1, A, 1, True),
+        ("click", 4, 1, C, 1, True),
+        ("propagate", None, None, False),
+        ("click", 30, 1, C, 1, True),
+    ],
+}
+REFUSED = {"pass-refused-after-merging": {5}}  # sam2's preflight: object 2 has no prompts
+
+
+@pytest.fixture(scope="module")
+def short_source() -> VideoSource:
+    """The embedded clip looped to 32 frames: a frame 30 whose neighbours bounded memory dropped."""
+    return VideoSource.open(embedded_clip()).looped(32)
+
+
+@pytest.fixture(scope="module")
+def pruned_conditioning() -> SAM2Predictor:
+    pruning = PruningConfig(retention=0.3, scorer="prior", prune_conditioning_frames=True)
+    return build_random(TINY_SIZE, seed=3, pruning=pruning, device=TEST_DEVICE)
+
+
+@pytest.mark.parametrize(
+    "kind, sequence, clear_around_input",
+    [
+        ("pruned", "cleared-conditioning-frame", False),
+        ("pruned", "pass-refused-after-merging", False),
+        ("pruned-conditioning", "replay-reads-a-pruned-conditioning-frame-cleared-since", False),
+        ("pruned-conditioning", "memory-cleared-around-pruned-conditioning-frames", True),
+    ],
+)
+def test_reviewed_sessions_give_the_unbounded_bits(
+    kind, sequence, clear_around_input, predictors, pruned_conditioning, short_source, monkeypatch
+):
+    """(The pruned predictor runs the baseline's bookkeeping too.)"""
+    source = short_source
+    predictor = {**predictors, "pruned-conditioning": pruned_conditioning}[kind]
+    monkeypatch.setattr(predictor, "clear_non_cond_mem_around_input", clear_around_input)
+    calls = REVIEWED[sequence]
+    unbounded = make_calls(
+        predictor, predictor.init_state(source, bounded_memory=False), calls, source.width, source.height
+    )
+    replays = tracked_stretches(monkeypatch, predictor)
+    bounded = make_calls(predictor, predictor.init_state(source), calls, source.width, source.height)
+    refused = {i for i, (_, got) in enumerate(bounded) if isinstance(got, str)}
+    assert refused == REFUSED.get(sequence, set()), [bounded[i] for i in refused]
+    for (call, expected), (_, got) in zip(unbounded, bounded, strict=True):
+        assert _equal(expected, got), call
+    assert replays
 
 
 # --- frames on demand --------------------------------------------------------------------------

@@ -394,7 +394,7 @@ def encode_pointer_tokens(
 # takes part in a frame only where ``takes_part(obj_idx, frame_idx)`` says so; elsewhere nothing
 # is run or stored for it and its mask logits are empty (NO_OBJ_SCORE). sam2 runs every object on
 # every frame from the start frame, e.g. a late object before its first prompt. And once a frame
-# is yielded and the caller asks for the next, ``after_frame`` sees every object's output on it
+# is yielded and the caller asks for the next or stops, ``after_frame`` sees every object's output on it
 # (where bounded memory forgets what no later frame reads). And the objects to track on a frame go
 # to ``predictor._track_objects`` together, which batches them.
 
@@ -407,11 +407,12 @@ def propagate_objects(
     reverse: bool,
     *,
     takes_part: Callable[[int, int], bool],
-    after_frame: Callable[[int, dict[int, dict | None]], None] | None = None,
+    after_frame: Callable[[int, dict[int, dict | None], bool], None] | None = None,
 ) -> Iterator[tuple[int, list[int], torch.Tensor]]:
     """sam2 1.1.0's propagation loop with per-object participation (see above).
 
-    ``after_frame(frame_idx, outputs)``, once the caller is done with a yielded frame: ``outputs``
+    ``after_frame(frame_idx, outputs, last)``, once the caller is done with a yielded frame (asks
+    for the next, or stops there; ``last``: the pass ends with it): ``outputs``
     maps each object index that took part in the frame to the output it was tracked to there,
     or None on its conditioning frames.
 
@@ -480,6 +481,10 @@ def propagate_objects(
             else pred_masks_per_obj[0]
         )
         _, video_res_masks = predictor._get_orig_video_res_output(inference_state, all_pred_masks)
-        yield frame_idx, obj_ids, video_res_masks
-        if after_frame is not None:  # change 3
-            after_frame(frame_idx, outputs)
+        stopped = True
+        try:
+            yield frame_idx, obj_ids, video_res_masks
+            stopped = False
+        finally:  # change 3; also when the caller stops here (a break closes the generator)
+            if after_frame is not None:
+                after_frame(frame_idx, outputs, stopped or frame_idx == processing_order[-1])

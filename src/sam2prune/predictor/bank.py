@@ -104,6 +104,9 @@ class FrameReads:
     def frames(self) -> frozenset[int]:
         return self.spatial | self.pointers | self.masks
 
+    def __or__(self, other: FrameReads) -> FrameReads:
+        return FrameReads(self.spatial | other.spatial, self.pointers | other.pointers, self.masks | other.masks)
+
     def parts(self, frame_idx: int) -> tuple[str, ...]:
         """The keys of a frame's output that are read."""
         return tuple(
@@ -169,7 +172,9 @@ class TrackingRun:
             way count as passed, not tracked).
         inputs: what the frames from ``start`` on read of the frames before it, as it was:
             ``{frame: (output holding only the parts read, keep_idx or None)}``.
-        conditioning: the object's conditioning outputs it attended to, by frame.
+        conditioning: the object's conditioning outputs it attended to, by frame, with the cells
+            of their stored tokens (``keep_idx`` or None: dense); the indices are kept here, since
+            the bank forgets them once the output is no longer its conditioning one.
         batches: how its frames were tracked, from each frame where that changed on, in tracking
             order: ``(frame, B, row)``, the object was row ``row`` of a batched step of ``B``
             objects (B = 1: alone). Tracking it again takes the same batch size and row, since a
@@ -186,7 +191,7 @@ class TrackingRun:
     start: int
     last: int
     inputs: dict[int, tuple[dict, torch.Tensor | None]]
-    conditioning: dict[int, dict]
+    conditioning: dict[int, tuple[dict, torch.Tensor | None]]
     batches: list[tuple[int, int, int]] = field(default_factory=list)
     text: str | None = None
 
@@ -456,7 +461,7 @@ class SparseMemoryBank:
             if not isinstance(run, TrackingRun):
                 continue
             read = [(out, keep_idx) for out, keep_idx in run.inputs.values()]
-            read += [(out, None) for out in run.conditioning.values()]
+            read += list(run.conditioning.values())
             for out, keep_idx in read:
                 for tensor in (*(out.get(part) for part in OUTPUT_PARTS), keep_idx):
                     if tensor is not None and id(tensor) not in held:
@@ -495,7 +500,9 @@ class SparseMemoryBank:
             start=frame_idx,
             last=frame_idx - (-1 if reverse else 1),
             inputs=kept,
-            conditioning=dict(self.output_dict["cond_frame_outputs"]),
+            conditioning={
+                t: (out, self.keep_idx_for(out)) for t, out in self.output_dict["cond_frame_outputs"].items()
+            },
             text=text,
         )
         self.history.append(run)
@@ -517,13 +524,16 @@ class SparseMemoryBank:
             self._account(frame_idx, out)
 
     def cleared(self, first: int, last: int) -> None:
-        """sam2 removed the non-conditioning outputs of frames ``first..last``."""
+        """sam2 removed the non-conditioning outputs of frames ``first..last`` (the conditioning
+        ones among them stay, and so do their indices)."""
         self.history.append(ClearedFrames(first, last))
         self.end_run()
+        conditioning = self.output_dict["cond_frame_outputs"]
         for frame_idx in range(first, last + 1):
             self._produced.pop(frame_idx, None)
             self._held_masks.pop(frame_idx, None)
-            self.forget(frame_idx)
+            if frame_idx not in conditioning:
+                self.forget(frame_idx)
             self._account(frame_idx, None)
 
     def evict(self, keep: FrameReads, *, masks_below: int = 0) -> None:
@@ -577,14 +587,14 @@ class SparseMemoryBank:
         """An output dict and its bank holding what the run's first frame read, to track the run
         again in (the object's own dict is left alone)."""
         scratch = {
-            "cond_frame_outputs": dict(run.conditioning),
+            "cond_frame_outputs": {t: out for t, (out, _) in run.conditioning.items()},
             "non_cond_frame_outputs": {t: out for t, (out, _) in run.inputs.items()},
         }
         bank = SparseMemoryBank(scratch, self.num_tokens)
         for t, (out, keep_idx) in run.inputs.items():
             bank.record(t, out, keep_idx)
-        for t, out in run.conditioning.items():
-            bank.record(t, out, self.keep_idx_for(out))
+        for t, (out, keep_idx) in run.conditioning.items():
+            bank.record(t, out, keep_idx)
         return scratch, bank
 
     def install(self, frame_idx: int, out: dict, keep_idx: torch.Tensor | None, run: TrackingRun) -> None:

@@ -309,8 +309,8 @@ class SAM2Predictor(SAM2VideoPredictor):
                 return True
             return not only_from_prompts and frame_idx in inference_state["frames_tracked_per_obj"][obj_idx]
 
-        def after_frame(frame_idx: int, outputs: dict[int, dict | None]) -> None:
-            self._after_tracked_frame(inference_state, frame_idx, outputs, reverse=reverse)
+        def after_frame(frame_idx: int, outputs: dict[int, dict | None], last: bool) -> None:
+            self._after_tracked_frame(inference_state, frame_idx, outputs, reverse=reverse, pass_ends=last)
 
         yield from propagate_objects(
             self,
@@ -444,19 +444,29 @@ class SAM2Predictor(SAM2VideoPredictor):
     def propagate_in_video_preflight(self, inference_state: dict) -> None:
         """sam2's, which merges the outputs of new prompts into the objects' memories: an object
         that got one starts a new tracking run (bounded memory) and the bytes held are counted."""
-        prompted = [
-            obj_idx
-            for obj_idx, temp in inference_state["temp_output_dict_per_obj"].items()
-            if temp["cond_frame_outputs"] or temp["non_cond_frame_outputs"]
-        ]
-        super().propagate_in_video_preflight(inference_state)
         session = self.session(inference_state)
-        for obj_idx, obj_id in inference_state["obj_idx_to_id"].items():
-            bank = session.bank(inference_state, obj_id)
-            if obj_idx in prompted:
-                bank.end_run()
-            bank.recount()
-        session.note_peak()
+        for obj_idx, temp in inference_state["temp_output_dict_per_obj"].items():
+            if temp["cond_frame_outputs"] or temp["non_cond_frame_outputs"]:
+                # before sam2 merges: it may merge some objects' prompts and then refuse the pass
+                session.bank(inference_state, inference_state["obj_idx_to_id"][obj_idx]).end_run()
+        try:
+            super().propagate_in_video_preflight(inference_state)
+        finally:
+            for obj_id in inference_state["obj_idx_to_id"].values():
+                session.bank(inference_state, obj_id).recount()
+            session.note_peak()
+
+    @torch.inference_mode()
+    def clear_all_prompts_in_frame(
+        self, inference_state: dict, frame_idx: int, obj_id: int, need_output: bool = True
+    ) -> tuple[int, list, torch.Tensor] | None:
+        """sam2's; where the frame was the object's conditioning frame (sam2 keeps its output as a
+        tracked one), the object's tracking run ends: the frames tracked after attend to it as a
+        tracked frame, those before as a prompted one, so no replay covers both."""
+        obj_idx = inference_state["obj_id_to_idx"].get(obj_id)
+        if obj_idx is not None and frame_idx in inference_state["output_dict_per_obj"][obj_idx]["cond_frame_outputs"]:
+            self.session(inference_state).bank(inference_state, obj_id).end_run()
+        return super().clear_all_prompts_in_frame(inference_state, frame_idx, obj_id, need_output=need_output)
 
     @torch.inference_mode()
     def remove_object(
@@ -571,24 +581,32 @@ class SAM2Predictor(SAM2VideoPredictor):
             bank.begin_run(frame_idx, reverse=reverse, inputs=needed, text=self.tracking_text(session, obj_id))
 
     def _after_tracked_frame(
-        self, inference_state: dict, frame_idx: int, outputs: dict[int, dict | None], *, reverse: bool
+        self,
+        inference_state: dict,
+        frame_idx: int,
+        outputs: dict[int, dict | None],
+        *,
+        reverse: bool,
+        pass_ends: bool = False,
     ) -> None:
         """Once every object has its output on a tracked frame: the peak bytes are noted (the
         frame's outputs held with everything before), then with bounded memory each bank drops
-        what no later frame in this direction reads."""
+        what no later frame in this direction reads. Where the pass ends with this frame (before
+        the end of the video), what the frame itself read stays too, so that a next pass that
+        starts on it (passes in chunks, each from the last frame of the one before, as sam2
+        re-tracks its start frame) does not track the whole pass again to get it back."""
         session = self.session(inference_state)
         banks = [session.bank(inference_state, inference_state["obj_idx_to_id"][obj_idx]) for obj_idx in outputs]
         for bank, out in zip(banks, outputs.values(), strict=True):
             bank.end_frame(frame_idx, out, reverse=reverse)
         session.note_peak()
         if session.bounded_memory:
-            keep = reads_after(
-                self,
-                frame_idx,
-                reverse=reverse,
-                num_frames=inference_state["num_frames"],
-                neighbour_mask=self.reads_neighbour_mask,
-            )
+            num_frames, step = inference_state["num_frames"], -1 if reverse else 1
+            neighbour_mask = self.reads_neighbour_mask
+            keep = reads_after(self, frame_idx, reverse=reverse, num_frames=num_frames, neighbour_mask=neighbour_mask)
+            if pass_ends and 0 <= frame_idx + step < num_frames:
+                before = frame_idx - step
+                keep |= reads_after(self, before, reverse=reverse, num_frames=num_frames, neighbour_mask=neighbour_mask)
             for bank in banks:
                 bank.evict(keep, masks_below=session.masks_kept_below)
 
