@@ -599,6 +599,32 @@ REVIEWED = {
         ("propagate", None, None, False),
         ("click", 30, 1, C, 1, True),
     ],
+    # a correction click on a tracked frame (not a conditioning one) that a reverse pass then
+    # tracked again dense (no prior after the last frame): the next pass's preflight prunes only
+    # the prompts' outputs it merges, not that tracked output (bounded memory had dropped it, or
+    # its mask)
+    "tracked-output-on-a-clicked-frame": [
+        ("click", 0, 1, A, 1, True),
+        ("propagate", None, None, False),
+        ("click", 31, 1, C, 1, False),
+        ("propagate", 31, None, True),
+        ("propagate", 30, 3, True),
+    ],
+    "tracked-output-on-a-clicked-frame-replayed": [
+        ("click", 0, 1, A, 1, True),
+        ("propagate", None, None, False),
+        ("click", 31, 1, C, 1, False),
+        ("propagate", 31, 1, True),
+        ("propagate", 29, None, True),
+        ("click", 29, 1, B, 0, False),
+    ],
+    "tracked-output-on-a-clicked-frame-mask-dropped": [
+        ("click", 0, 1, A, 1, True),
+        ("propagate", None, None, False),
+        ("click", 31, 1, C, 1, False),
+        ("propagate", 31, 3, True),
+        ("propagate", 27, 3, True),
+    ],
 }
 REFUSED = {"pass-refused-after-merging": {5}}  # sam2's preflight: object 2 has no prompts
 
@@ -622,6 +648,9 @@ def pruned_conditioning() -> SAM2Predictor:
         ("pruned", "pass-refused-after-merging", False),
         ("pruned-conditioning", "replay-reads-a-pruned-conditioning-frame-cleared-since", False),
         ("pruned-conditioning", "memory-cleared-around-pruned-conditioning-frames", True),
+        ("pruned-conditioning", "tracked-output-on-a-clicked-frame", False),
+        ("pruned-conditioning", "tracked-output-on-a-clicked-frame-replayed", False),
+        ("pruned-conditioning", "tracked-output-on-a-clicked-frame-mask-dropped", False),
     ],
 )
 def test_reviewed_sessions_give_the_unbounded_bits(

@@ -572,9 +572,17 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
 
     @torch.inference_mode()
     def propagate_in_video_preflight(self, inference_state: dict) -> None:
-        """sam2 encodes the memory of prompted frames here, dense. With
-        ``prune_conditioning_frames`` their tokens are chosen now (every object's text is known
-        by now, and the prior is the frame's own mask) and only those are kept."""
+        """sam2 encodes the memory of prompted frames here, dense, as it merges the outputs of the
+        prompts given since the last pass. With ``prune_conditioning_frames`` the tokens of those
+        outputs are chosen now (every object's text is known by now, and the prior is the frame's
+        own mask) and only those are kept. Outputs tracked before (also on a frame with clicks
+        that is not a conditioning frame) stay as they were tracked."""
+        merged = {
+            id(out)
+            for temp in inference_state["temp_output_dict_per_obj"].values()
+            for outputs in temp.values()
+            for out in outputs.values()
+        }
         super().propagate_in_video_preflight(inference_state)
         session = self.session(inference_state)
         session.static_steps.invalidate()  # prompts may have changed the outputs the buffers copy
@@ -583,9 +591,8 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
         for obj_idx, obj_id in inference_state["obj_idx_to_id"].items():
             bank = session.bank(inference_state, obj_id)
             points = inference_state["point_inputs_per_obj"][obj_idx]
-            prompted = set(points) | set(inference_state["mask_inputs_per_obj"][obj_idx])
             for frame_idx, _, out, keep_idx in list(bank.stored_frames()):
-                if frame_idx in prompted and keep_idx is None and out["maskmem_features"].dim() == 4:
+                if id(out) in merged and keep_idx is None and out["maskmem_features"].dim() == 4:
                     keep_idx = self._select_prompted_frame(
                         inference_state, obj_id, frame_idx, out, points.get(frame_idx)
                     )
