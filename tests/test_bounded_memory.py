@@ -312,16 +312,43 @@ def test_a_pass_stopped_by_its_caller_still_forgets_the_last_frame_it_yielded(pr
 
 def test_passes_in_chunks_from_the_last_frame_tracked_track_nothing_again(predictors, source, monkeypatch):
     """Passes of 10 frames, each starting on the frame the one before ended with (sam2 tracks its
-    start frame again): the bits of unbounded memory, and nothing dropped had to be recomputed
-    (the frames the start frame read stay once a pass ends)."""
+    start frame again), then of 1 frame: the bits of unbounded memory, nothing dropped had to be
+    recomputed (the frames the start frame read stay once a pass ends), and the passes make one
+    run that keeps nothing to be tracked again (a run each would keep what its first frame read)."""
     predictor = predictors["pruned"]
-    calls = [("click", 0, 1, [200, 112], 1, True), *(("propagate", start, 10, False) for start in (0, 10, 20))]
+    calls = [
+        ("click", 0, 1, [200, 112], 1, True),
+        *(("propagate", start, 10, False) for start in (0, 10)),
+        *(("propagate", start, 1, False) for start in range(20, 31)),
+    ]
     clip = source.head(32)
     unbounded = make_calls(predictor, predictor.init_state(clip, bounded_memory=False), calls, clip.width, clip.height)
     replays = tracked_stretches(monkeypatch, predictor)
-    bounded = make_calls(predictor, predictor.init_state(clip), calls, clip.width, clip.height)
+    state = predictor.init_state(clip)
+    bounded = make_calls(predictor, state, calls, clip.width, clip.height)
     assert _equal(unbounded, bounded)
     assert replays == []
+    assert len(predictor.session(state).bank(state, 1).history) == 1
+    assert predictor.pruning_stats(state)["totals"]["replay_bytes"] == 0
+
+
+def test_two_passes_advanced_in_turn_drop_what_they_tracked(predictors, source):
+    """A forward and a reverse pass, generators advanced in turn: the bits of unbounded memory,
+    and at their ends only the prompted frames are held (each frame is dropped by the run that
+    tracked it, though the other pass began a run in between)."""
+    predictor = predictors["baseline"]
+    clip = source.head(24)
+    results = []
+    for bounded in (False, True):
+        state = predictor.init_state(clip, bounded_memory=bounded)
+        predictor.add_new_points_or_box(state, 0, 1, points=[[200, 112]], labels=[1])
+        predictor.add_new_points_or_box(state, 23, 1, points=[[112, 128]], labels=[1])
+        passes = [predictor.propagate_in_video(state), predictor.propagate_in_video(state, 23, reverse=True)]
+        results.append([next(gen)[2].clone() for _ in range(24) for gen in passes])
+        for gen in passes:
+            assert next(gen, None) is None
+    assert all(torch.equal(a, b) for a, b in zip(*results, strict=True))
+    assert sorted(frame for frame, *_ in predictor.session(state).bank(state, 1).held_frames()) == [0, 23]
 
 
 @pytest.mark.parametrize("kind, part", [("baseline", "pointers"), ("baseline", "spatial"), ("pruned", "masks")])

@@ -229,8 +229,11 @@ class TrackingRun:
         return range(self.start, frame_idx + step, step)
 
     def follows(self, frame_idx: int, reverse: bool) -> bool:
-        """Whether tracking ``frame_idx`` in direction ``reverse`` continues this run."""
-        return reverse == self.reverse and frame_idx == self.last + (-1 if reverse else 1)
+        """Whether tracking ``frame_idx`` in direction ``reverse`` continues this run: the next
+        frame, or its last one again (a pass that starts where the one before ended: with
+        nothing changed since, which would have ended the run, it is tracked to the same bits,
+        but for the batch it is tracked in, which is noted)."""
+        return reverse == self.reverse and frame_idx in (self.last, self.last + (-1 if reverse else 1))
 
 
 @dataclass(frozen=True)
@@ -359,6 +362,8 @@ class SparseMemoryBank:
         # frame, with the run that produced them; those held only for their masks apart
         self._produced: dict[int, tuple[dict, TrackingRun]] = {}
         self._held_masks: dict[int, tuple[dict, TrackingRun]] = {}
+        # outputs tracked and not yet ended (``end_frame``), with the run that tracked them, by id
+        self._tracked_by: dict[int, tuple[dict, TrackingRun]] = {}
         self._held = _HeldBytes()
 
     # --- storing ------------------------------------------------------------------------------
@@ -509,19 +514,28 @@ class SparseMemoryBank:
         self.active_run = run
         self._forget_shadowed_runs()
 
+    def note_tracked(self, out: dict, run: TrackingRun) -> None:
+        """``run`` tracked the output ``out`` (its frame is handed out before ``end_frame``, and
+        meanwhile another pass may track this object elsewhere: two generators interleaved)."""
+        self._tracked_by[id(out)] = (out, run)
+
     def end_frame(self, frame_idx: int, out: dict | None, *, reverse: bool) -> None:
         """After the object's output on ``frame_idx`` is stored (``out``; None on its
-        conditioning frames): the run goes on through it."""
-        run = self.active_run
-        if run is not None and not run.follows(frame_idx, reverse):
-            run = self.active_run = None
-        if run is not None:
-            run.last = frame_idx
-            if out is not None:
-                self._produced[frame_idx] = (out, run)
-                self._held_masks.pop(frame_idx, None)
-        if out is not None:
-            self._account(frame_idx, out)
+        conditioning frames): the run that tracked it (on a conditioning frame: the current
+        one) goes on through it."""
+        if out is None:
+            run = self.active_run
+            if run is not None and not run.follows(frame_idx, reverse):
+                run = self.active_run = None
+            if run is not None:
+                run.last = frame_idx
+            return
+        entry = self._tracked_by.pop(id(out), None)
+        if entry is not None and entry[0] is out and entry[1].follows(frame_idx, reverse):
+            entry[1].last = frame_idx
+            self._produced[frame_idx] = (out, entry[1])
+            self._held_masks.pop(frame_idx, None)
+        self._account(frame_idx, out)
 
     def cleared(self, first: int, last: int) -> None:
         """sam2 removed the non-conditioning outputs of frames ``first..last`` (the conditioning
