@@ -332,6 +332,33 @@ def test_passes_in_chunks_from_the_last_frame_tracked_track_nothing_again(predic
     assert predictor.pruning_stats(state)["totals"]["replay_bytes"] == 0
 
 
+def test_a_run_whose_first_step_failed_is_forgotten(predictors, source, monkeypatch):
+    """A step that raises on the first frame of a run (a reverse pass from frame 8) leaves a run
+    that tracked nothing; when the next pass does not continue it (a reverse pass from frame 6),
+    the run it begins forgets that one (it would keep what its first frame read, for nothing)."""
+    predictor = predictors["baseline"]
+    state = predictor.init_state(source.head(12))
+    predictor.add_new_points_or_box(state, 0, 1, points=[[200, 112]], labels=[1])
+    for _ in predictor.propagate_in_video(state):
+        pass
+    original, failures = predictor._infer_frame, []
+
+    def failing(*args, **kwargs):
+        if kwargs.get("reverse") and not failures:
+            failures.append(kwargs["frame_idx"])
+            raise RuntimeError("out of memory, say")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(predictor, "_infer_frame", failing)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        for _ in predictor.propagate_in_video(state, start_frame_idx=8, reverse=True):
+            pass
+    for _ in predictor.propagate_in_video(state, start_frame_idx=6, reverse=True):
+        pass
+    history = predictor.session(state).bank(state, 1).history
+    assert failures == [8] and [(run.start, run.last) for run in history] == [(1, 11), (6, 0)]
+
+
 def test_two_passes_advanced_in_turn_drop_what_they_tracked(predictors, source):
     """A forward and a reverse pass, generators advanced in turn: the bits of unbounded memory,
     and at their ends only the prompted frames are held (each frame is dropped by the run that

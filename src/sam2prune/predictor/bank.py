@@ -620,11 +620,15 @@ class SparseMemoryBank:
         self._account(frame_idx, out)
 
     def _forget_shadowed_runs(self) -> None:
-        """Drop history entries whose every frame a later entry covers."""
+        """Drop history entries whose every frame a later entry covers, and runs that ended
+        before tracking a frame (a step that failed)."""
         kept: list[TrackingRun | ClearedFrames] = []
         later: list[tuple[int, int]] = []  # the spans of the entries after, merged
+        pending = {id(run) for _, run in self._tracked_by.values()}  # frames tracked, not yet ended
         for entry in reversed(self.history):
             span = entry.span
+            if span is None and entry is not self.active_run and id(entry) not in pending:
+                continue
             if span is not None:
                 if entry is not self.active_run and any(a <= span[0] and span[1] <= b for a, b in later):
                     continue
