@@ -684,12 +684,6 @@ REFUSED = {"pass-refused-after-merging": {5}}  # sam2's preflight: object 2 has 
 
 
 @pytest.fixture(scope="module")
-def short_source() -> VideoSource:
-    """The embedded clip looped to 32 frames: a frame 30 whose neighbours bounded memory dropped."""
-    return VideoSource.open(embedded_clip()).looped(32)
-
-
-@pytest.fixture(scope="module")
 def pruned_conditioning() -> SAM2Predictor:
     pruning = PruningConfig(retention=0.3, scorer="prior", prune_conditioning_frames=True)
     return build_random(TINY_SIZE, seed=3, pruning=pruning, device=TEST_DEVICE)
@@ -708,10 +702,11 @@ def pruned_conditioning() -> SAM2Predictor:
     ],
 )
 def test_reviewed_sessions_give_the_unbounded_bits(
-    kind, sequence, clear_around_input, predictors, pruned_conditioning, short_source, monkeypatch
+    kind, sequence, clear_around_input, predictors, pruned_conditioning, source, monkeypatch
 ):
-    """(The pruned predictor runs the baseline's bookkeeping too.)"""
-    source = short_source
+    """On 32 frames (frame 30's neighbours are dropped by then). The pruned predictor runs the
+    baseline's bookkeeping too."""
+    source = source.head(32)
     predictor = {**predictors, "pruned-conditioning": pruned_conditioning}[kind]
     monkeypatch.setattr(predictor, "clear_non_cond_mem_around_input", clear_around_input)
     calls = REVIEWED[sequence]

@@ -376,13 +376,14 @@ class SAM2Predictor(SAM2VideoPredictor):
             key = self._batch_key(inference_state, obj_idx, frame_idx, reverse) if self.batch_objects else (obj_idx,)
             groups.setdefault(key, []).append(obj_idx)
         session = self.session(inference_state)
-        runs = {}  # bounded memory: the run each object is tracked in, and its batch, to track it again as it was
+        # bounded memory: the run each object is tracked in (its bank's), and its batch, to track it again as it was
+        runs: dict[int, tuple[SparseMemoryBank, TrackingRun]] = {}
         for members in groups.values():
             for row, obj_idx in enumerate(members):
-                run = session.bank(inference_state, inference_state["obj_idx_to_id"][obj_idx]).active_run
-                if run is not None:
-                    run.note_batch(frame_idx, len(members), row)
-                    runs[obj_idx] = run
+                bank = session.bank(inference_state, inference_state["obj_idx_to_id"][obj_idx])
+                if bank.active_run is not None:
+                    bank.active_run.note_batch(frame_idx, len(members), row)
+                    runs[obj_idx] = (bank, bank.active_run)
         results = {}
         for members in groups.values():
             if len(members) == 1:
@@ -421,10 +422,8 @@ class SAM2Predictor(SAM2VideoPredictor):
                 row_out = _split_output(out, row)
                 self._store_batched_row(inference_state, view, row, frame_idx, row_out)
                 results[obj_idx] = (row_out, pred_masks[row : row + 1])
-        for obj_idx, run in runs.items():
-            session.bank(inference_state, inference_state["obj_idx_to_id"][obj_idx]).note_tracked(
-                results[obj_idx][0], run
-            )
+        for obj_idx, (bank, run) in runs.items():
+            bank.note_tracked(results[obj_idx][0], run)
         return results
 
     def _batched_view(
