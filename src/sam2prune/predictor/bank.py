@@ -514,6 +514,20 @@ class SparseMemoryBank:
         self.active_run = run
         self._forget_shadowed_runs()
 
+    def continues(self, run: TrackingRun, frame_idx: int, *, reverse: bool, text: str | None) -> bool:
+        """Whether tracking ``frame_idx`` in direction ``reverse`` with the object's ``text`` goes
+        on with ``run``: it follows the run (``TrackingRun.follows``) and the object still attends
+        to what the run did, the same conditioning outputs (with the same stored tokens) and text. The hooks where sam2 changes
+        them end the run already; this catches any path that changes them without one, since a
+        run tracked again from what it recorded must give the bits it gave."""
+        if not run.follows(frame_idx, reverse) or run.text != text:
+            return False
+        conditioning = self.output_dict["cond_frame_outputs"]
+        return conditioning.keys() == run.conditioning.keys() and all(
+            conditioning[t] is out and self.keep_idx_for(out) is keep_idx
+            for t, (out, keep_idx) in run.conditioning.items()
+        )
+
     def note_tracked(self, out: dict, run: TrackingRun) -> None:
         """``run`` tracked the output ``out`` (its frame is handed out before ``end_frame``, and
         meanwhile another pass may track this object elsewhere: two generators interleaved)."""

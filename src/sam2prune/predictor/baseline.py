@@ -572,8 +572,8 @@ class SAM2Predictor(SAM2VideoPredictor):
         bank = session.bank(inference_state, obj_id)
         num_frames = inference_state["num_frames"]
         neighbour_mask = tracking and self.reads_neighbour_mask
-        run, every = bank.active_run, self.replay_checkpoint_every
-        continues = run is not None and run.follows(frame_idx, reverse)
+        run, every, text = bank.active_run, self.replay_checkpoint_every, self.tracking_text(session, obj_id)
+        continues = run is not None and bank.continues(run, frame_idx, reverse=reverse, text=text)
         if continues and run is not None and every is not None and abs(frame_idx - run.start) >= every:
             continues = False  # a checkpoint: a new run from here
         if tracking and not continues:
@@ -583,7 +583,7 @@ class SAM2Predictor(SAM2VideoPredictor):
             needed = frame_reads(self, frame_idx, reverse=reverse, num_frames=num_frames, neighbour_mask=neighbour_mask)
         self._recompute(inference_state, obj_id, bank, needed, frame_idx)
         if tracking and not continues:
-            bank.begin_run(frame_idx, reverse=reverse, inputs=needed, text=self.tracking_text(session, obj_id))
+            bank.begin_run(frame_idx, reverse=reverse, inputs=needed, text=text)
 
     def _after_tracked_frame(
         self,
