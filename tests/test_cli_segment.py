@@ -360,6 +360,8 @@ def test_bad_frames_are_named(tmp_path, chair_copy, capsys, make_bad, expected):
         (["{chair}", "--box", "1,1,20,20", "--box", "2,2,30,30"], "--box was given 2 times"),
         (["{chair}", "--prompts", "{bad_json}", "--frame", "3"], "cannot be combined with --frame"),
         (["{chair}", "--prompts", "{bad_json}", "--obj-id", "2"], "cannot be combined with --obj-id"),
+        (["{chair}", "--mask", "{label_3}", "--obj-id", "5"], "label map with no pixel of object 5 (its ids: [3])"),
+        (["{chair}", "--prompts", "{negative_json}"], "object 2 starts on frame 1 with negative clicks alone"),
     ],
 )
 def test_bad_inputs_fail_with_one_clear_line_and_no_output(tmp_path, capsys, arguments, expected):
@@ -369,6 +371,9 @@ def test_bad_inputs_fail_with_one_clear_line_and_no_output(tmp_path, capsys, arg
     Image.fromarray(np.ones((240, 360), dtype=np.uint8)).save(tmp_path / "small.png")
     (tmp_path / "bad.json").write_text("{not json")
     (tmp_path / "absent.json").write_text(json.dumps({"objects": [{"obj_id": 1, "frame": 0, "mask": "absent.png"}]}))
+    _label_map({3: (slice(100, 200), slice(100, 300))}).save(tmp_path / "label_3.png")
+    negative = [{"obj_id": 1, "points": [[10, 10]]}, {"obj_id": 2, "frame": 1, "points": [[10, 10]], "labels": [0]}]
+    (tmp_path / "negative.json").write_text(json.dumps({"objects": negative}))
     places = {
         "missing": tmp_path / "nowhere",
         "empty": tmp_path / "empty",
@@ -377,6 +382,8 @@ def test_bad_inputs_fail_with_one_clear_line_and_no_output(tmp_path, capsys, arg
         "absent_mask": tmp_path / "absent.png",
         "bad_json": tmp_path / "bad.json",
         "absent_mask_json": tmp_path / "absent.json",
+        "label_3": tmp_path / "label_3.png",
+        "negative_json": tmp_path / "negative.json",
         "tmp": tmp_path,
     }
     if "{wrong_ckpt}" in arguments:
@@ -391,6 +398,50 @@ def test_bad_inputs_fail_with_one_clear_line_and_no_output(tmp_path, capsys, arg
     assert err[-1].startswith("sam2prune: error:")
     assert not out.exists() and (tmp_path / "taken.mp4").read_bytes() == b"the user's video"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def _label_map(regions: dict[int, tuple[slice, slice]], size: tuple[int, int] = (480, 720)) -> Image.Image:
+    """A DAVIS-style palette PNG of the chair clip's size, object ``k`` on ``regions[k]``."""
+    labels = np.zeros(size, np.uint8)
+    for value, region in regions.items():
+        labels[region] = value
+    image = Image.fromarray(labels, mode="P")
+    image.putpalette(davis_palette().ravel().tolist())
+    return image
+
+
+def test_a_label_png_gives_its_own_ids_and_a_plain_mask_takes_the_object_id(tmp_path):
+    """A DAVIS annotation holding object 3 alone is object 3 (it was object 1, or whatever
+    --obj-id said), as each id of one holding several is; a plain mask (0/255 or 0/1) names no
+    object, so it is --obj-id's (default 1); in a prompts file as on the command line. Negative
+    clicks alone may correct an object on a later frame, not start it."""
+    from sam2prune.prompts import check_prompts, load_prompts_file, masks_from_png
+
+    _label_map({3: (slice(100, 200), slice(100, 300))}).save(tmp_path / "three.png")
+    _label_map({2: (slice(0, 50), slice(0, 50)), 4: (slice(100, 200), slice(100, 300))}).save(tmp_path / "two.png")
+    plain = np.zeros((480, 720), np.uint8)
+    plain[10:20, 10:20] = 255
+    Image.fromarray(plain).save(tmp_path / "plain.png")
+    Image.fromarray(plain // 255).save(tmp_path / "plain01.png")
+
+    def ids(name: str, obj_id: int | None) -> list[int]:
+        return [p.obj_id for p in masks_from_png(tmp_path / name, obj_id=obj_id, frame=0, source="--mask")]
+
+    assert ids("three.png", None) == [3] and ids("three.png", 3) == [3]
+    assert ids("two.png", None) == [2, 4] and ids("two.png", 4) == [4]
+    assert ids("plain.png", None) == [1] and ids("plain.png", 5) == [5] and ids("plain01.png", 7) == [7]
+    (tmp_path / "p.json").write_text(
+        json.dumps(
+            [
+                {"frame": 2, "mask": "three.png"},
+                {"obj_id": 6, "frame": 2, "mask": "plain.png"},
+                {"obj_id": 3, "frame": 4, "points": [[5, 5]], "labels": [0]},
+            ]
+        )
+    )
+    prompts = load_prompts_file(tmp_path / "p.json")
+    assert [(p.obj_id, p.frame) for p in prompts] == [(3, 2), (6, 2), (3, 4)]
+    check_prompts(prompts, num_frames=6, width=720, height=480)
 
 
 def test_out_is_refused_where_it_holds_a_mask_the_prompts_file_names(tmp_path, capsys):

@@ -78,9 +78,14 @@ def parse_numbers(text: str, count: int, *, argument: str) -> tuple[float, ...]:
 
 
 def masks_from_png(path: Path, *, obj_id: int | None, frame: int, source: str) -> list[ObjectPrompt]:
-    """Object masks of a PNG: a binary mask is object ``obj_id`` (default 1); a label map with
-    several ids (e.g. a DAVIS annotation) gives one object per id, or only ``obj_id`` if given.
-    Pixels of value 255 are void when other ids are present."""
+    """Object masks of a PNG. A plain mask (its pixels 0 and 1, or 0 and 255) is object
+    ``obj_id`` (default 1). Otherwise it is a label map (e.g. a DAVIS annotation), whose values
+    are object ids: one object per id, or only ``obj_id`` if given. Pixels of value 255 are void
+    when other ids are present.
+
+    Raises:
+        InputError: the PNG cannot be read, is empty, or has no pixel of ``obj_id``.
+    """
     try:
         labels = read_label_png(path)
     except InputError as error:
@@ -90,11 +95,14 @@ def masks_from_png(path: Path, *, obj_id: int | None, frame: int, source: str) -
         values = [v for v in values if v != VOID_LABEL]
     if not values:
         raise InputError(f"{source}: mask {path} is empty (no non-zero pixel)")
-    if len(values) == 1:
+    if values in ([1], [VOID_LABEL]):  # a plain mask: it names no object
         return [ObjectPrompt(obj_id=obj_id or 1, frame=frame, mask=labels == values[0], source=source, mask_file=path)]
     if obj_id is not None:
         if obj_id not in values:
-            raise InputError(f"{source}: mask {path} has no pixel of object {obj_id} (ids: {values})")
+            raise InputError(
+                f"{source}: mask {path} is a label map with no pixel of object {obj_id} (its ids: {values}); "
+                "leave the object id out to take its ids, or give a plain mask (0 and 255) to name its object"
+            )
         values = [obj_id]
     return [ObjectPrompt(obj_id=v, frame=frame, mask=labels == v, source=source, mask_file=path) for v in values]
 
@@ -150,8 +158,9 @@ def load_prompts_file(path: Path) -> list[ObjectPrompt]:
             {"obj_id": 3, "frame": 8, "mask": "masks/00008.png"}
         ]}
 
-    ``labels`` defaults to all positive; mask paths are relative to the JSON file. A bare list
-    of objects is accepted too.
+    ``labels`` defaults to all positive; ``obj_id`` to 1 (for a mask: to the ids of a label
+    map, see ``masks_from_png``); mask paths are relative to the JSON file. A bare list of
+    objects is accepted too.
 
     Raises:
         InputError: naming the file and the entry that is malformed.
@@ -168,14 +177,15 @@ def load_prompts_file(path: Path) -> list[ObjectPrompt]:
         unknown = set(entry) - {"obj_id", "frame", "points", "labels", "box", "mask"}
         if unknown:
             raise InputError(f"{where}: unknown keys {sorted(unknown)}")
-        obj_id = _integer(entry.get("obj_id", 1), f"{where}: obj_id")
         frame = _integer(entry.get("frame", 0), f"{where}: frame")
         if "mask" in entry:
             if "points" in entry or "box" in entry:
                 raise InputError(f"{where}: give either mask or points/box, not both")
             mask_path = Path(path).parent / str(entry["mask"])
-            prompts += masks_from_png(mask_path, obj_id=obj_id, frame=frame, source=where)
+            mask_id = _integer(entry["obj_id"], f"{where}: obj_id") if "obj_id" in entry else None
+            prompts += masks_from_png(mask_path, obj_id=mask_id, frame=frame, source=where)
             continue
+        obj_id = _integer(entry.get("obj_id", 1), f"{where}: obj_id")
         points = entry.get("points", [])
         if not isinstance(points, list) or not all(_is_pair(p) for p in points):
             raise InputError(f"{where}: points must be a list of [x, y] pairs")
@@ -246,6 +256,15 @@ def check_prompts(prompts: list[ObjectPrompt], *, num_frames: int, width: int, h
         if prompt.mask is not None and prompt.mask.shape != (height, width):
             raise InputError(
                 f"{where}: mask is {prompt.mask.shape[1]}x{prompt.mask.shape[0]} but the frames are {width}x{height}"
+            )
+    first: dict[int, ObjectPrompt] = {}
+    for prompt in sorted(prompts, key=lambda p: p.frame):
+        first.setdefault(prompt.obj_id, prompt)
+    for prompt in first.values():  # corrections on later frames may be negative clicks alone
+        if prompt.mask is None and prompt.box is None and 1 not in prompt.labels:
+            raise InputError(
+                f"{prompt.source}: object {prompt.obj_id} starts on frame {prompt.frame} with negative clicks "
+                "alone, which select nothing to track; add a positive click, a box or a mask there"
             )
 
 

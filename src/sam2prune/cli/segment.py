@@ -169,15 +169,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         type=path_argument,
         metavar="PNG",
-        help="object mask (non-zero pixels; one file); a label PNG with several ids adds one object per id, "
-        "and --obj-id then picks one of them",
+        help="object mask (one file): a plain mask (0 and 255, or 0 and 1) is one object; a label PNG "
+        "(e.g. a DAVIS annotation) adds one object per id, with its ids, and --obj-id then picks one of them",
     )
     prompts.add_argument("--frame", type=frame_index, metavar="N", help="frame of the prompts (default: 0)")
     prompts.add_argument(
         "--obj-id",
         type=object_id,
         metavar="K",
-        help="object id of the prompts (default: 1; for a label PNG with several ids, the id to keep)",
+        help="object id of the points, box or plain mask (default: 1; for a label PNG, the id to keep)",
     )
     prompts.add_argument(
         "--prompts", type=path_argument, metavar="FILE.json", help="several objects on several frames (see below)"
@@ -266,7 +266,8 @@ COMMAND = Command(
         '  {"objects": [{"obj_id": 1, "frame": 0, "points": [[x, y]], "labels": [1]},\n'
         '               {"obj_id": 2, "frame": 5, "box": [x0, y0, x1, y1]},\n'
         '               {"obj_id": 3, "frame": 8, "mask": "mask.png"}]}\n'
-        "coordinates are pixels of the original frames; mask paths are relative to the JSON file."
+        "coordinates are pixels of the original frames; mask paths are relative to the JSON file; obj_id\n"
+        "defaults to 1 (for a label-PNG mask: the PNG's ids, or the one to keep); labels to all positive."
     ),
     examples=(
         "sam2prune segment path/to/frames --point 320,240 --out masks/ --checkpoint sam2.1_hiera_tiny.pt --overlay masks.mp4",
