@@ -212,6 +212,43 @@ def test_score_creates_its_out_folder_and_names_a_missing_results_folder(tmp_pat
     assert (out / "global_results-val.csv").is_file()
 
 
+def test_score_replaces_no_file_without_overwrite_and_writes_nothing_among_the_ground_truth(tmp_path, capsys):
+    """The CSVs and summary.json where --out (or the results folder, the default) holds them
+    already (an eval run folder, a user's own summary.json) need --overwrite; --out inside
+    --gt-root (also by default, results there) is refused: nothing is written."""
+    gt_root = tmp_path / "gt"
+    shutil.copytree(CHAIR_MASKS, gt_root / "Annotations" / "480p" / "chair")
+    (gt_root / "ImageSets" / "2017").mkdir(parents=True)
+    (gt_root / "ImageSets" / "2017" / "val.txt").write_text("chair\n")
+    results = tmp_path / "results"
+    shutil.copytree(CHAIR_MASKS, results / "chair")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "summary.json").write_text('{"important": true}')
+    command = ["score", "--gt-root", str(gt_root), "--results", str(results)]
+    assert main([*command, "--out", str(mine)]) == 2
+    assert f"--out {mine} holds summary.json already; pass --overwrite" in last_error(capsys)
+    assert sorted(p.name for p in mine.iterdir()) == ["summary.json"]
+    assert (mine / "summary.json").read_text() == '{"important": true}'
+    assert main(command) == 0
+    (results / "global_results-val.csv").write_text("a run's own scores")
+    assert main(command) == 2
+    assert "the default --out) holds global_results-val.csv, per-sequence_results-val.csv, summary.json" in (
+        last_error(capsys)
+    )
+    assert (results / "global_results-val.csv").read_text() == "a run's own scores"
+    assert main([*command, "--overwrite"]) == 0
+    assert (results / "global_results-val.csv").read_text().startswith("J&F-Mean")
+    inside = gt_root / "Annotations" / "480p" / "chair"
+    before = sorted(p.name for p in inside.iterdir())
+    assert main([*command, "--out", str(inside), "--overwrite"]) == 2
+    assert "lies inside --gt-root" in last_error(capsys)
+    assert main(["score", "--gt-root", str(gt_root), "--results", str(gt_root / "Annotations" / "480p")]) == 2
+    assert "the default --out) lies inside --gt-root" in last_error(capsys)
+    assert sorted(p.name for p in inside.iterdir()) == before
+    assert not list((gt_root / "Annotations" / "480p").glob("*.csv"))
+
+
 def test_score_refuses_a_missing_sequence_list_instead_of_scoring_every_folder(tmp_path, capsys):
     gt_root = tmp_path / "gt"
     shutil.copytree(CHAIR_MASKS, gt_root / "Annotations" / "480p" / "chair")

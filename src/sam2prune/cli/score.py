@@ -18,6 +18,7 @@ def score(
     set_name: str = "val",
     sequences: Sequence[str] | None = None,
     out: Path | None = None,
+    overwrite: bool = False,
 ) -> dict[str, float]:
     """Score ``results/<seq>/<frame>.png`` as the official semi-supervised DAVIS evaluation does;
     write the official CSVs and summary.json into ``out`` (default: ``results``), print the
@@ -27,9 +28,20 @@ def score(
         set_name: ``gt_root/ImageSets/2017/<set_name>.txt`` lists the sequences; it also names
             the CSV files.
         sequences: score only these sequences instead.
+        overwrite: replace those files where they exist (an eval run folder holds them too).
+
+    Raises:
+        InputError: a folder is missing, ``out`` lies inside ``gt_root``, or (without
+            ``overwrite``) it holds the files already.
     """
-    from sam2prune.evaluation.davis import GLOBAL_COLUMNS, read_sequence_list, score_results, write_official_csvs
-    from sam2prune.fsutil import check_output_location, check_writable_folder, make_output_dir
+    from sam2prune.evaluation.davis import (
+        GLOBAL_COLUMNS,
+        official_csv_names,
+        read_sequence_list,
+        score_results,
+        write_official_csvs,
+    )
+    from sam2prune.fsutil import check_output_location, check_writable_folder, is_within, make_output_dir
 
     if not results.is_dir():
         raise InputError(f"--results {results}: folder does not exist")
@@ -42,6 +54,12 @@ def score(
             raise InputError(f"--sequences: {', '.join(missing)} not in {annotations}")
     names = list(sequences) if sequences else read_sequence_list(gt_root, set_name)
     out_dir = out if out is not None else results
+    option = f"--out {out_dir}" if out is not None else f"the results folder {results} (the default --out)"
+    if is_within(out_dir.resolve(), gt_root.resolve()):
+        raise InputError(f"{option} lies inside --gt-root {gt_root}: name an --out folder outside the ground truth")
+    taken = [name for name in official_csv_names(set_name) if (out_dir / name).exists()]
+    if taken and not overwrite:
+        raise InputError(f"{option} holds {', '.join(taken)} already; pass --overwrite to replace them")
     if out_dir.is_dir():
         check_writable_folder(out_dir, option=f"--out {out_dir}")
     else:
@@ -87,10 +105,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="where the CSV files go, created if needed (default: the results folder)",
     )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the CSV files and summary.json where --out holds them"
+    )
 
 
 def handle(args: argparse.Namespace) -> int:
-    score(gt_root=args.gt_root, results=args.results, set_name=args.set, sequences=args.sequences, out=args.out)
+    score(
+        gt_root=args.gt_root,
+        results=args.results,
+        set_name=args.set,
+        sequences=args.sequences,
+        out=args.out,
+        overwrite=args.overwrite,
+    )
     return 0
 
 

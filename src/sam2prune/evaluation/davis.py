@@ -166,6 +166,11 @@ def global_measures(scores: list[ObjectScores]) -> dict[str, float]:
     return {"J&F-Mean": (measures["J-Mean"] + measures["F-Mean"]) / 2, **measures}
 
 
+def official_csv_names(set_name: str) -> tuple[str, str, str]:
+    """The files ``write_official_csvs`` writes."""
+    return f"global_results-{set_name}.csv", f"per-sequence_results-{set_name}.csv", "summary.json"
+
+
 def write_official_csvs(out_dir: Path, set_name: str, measures: dict[str, float], scores: list[ObjectScores]) -> None:
     """``global_results-<set>.csv``, ``per-sequence_results-<set>.csv`` (3 decimals, as the
     official tool writes them) and ``summary.json`` (full precision)."""
@@ -176,6 +181,7 @@ def write_official_csvs(out_dir: Path, set_name: str, measures: dict[str, float]
         summary = score.summary()
         per_object.append(f"{score.name},{summary['J-Mean']:.3f},{summary['F-Mean']:.3f}")
         summary_objects[score.name] = {"J-Mean": summary["J-Mean"], "F-Mean": summary["F-Mean"]}
-    atomic_write_text(out_dir / f"global_results-{set_name}.csv", global_csv)
-    atomic_write_text(out_dir / f"per-sequence_results-{set_name}.csv", "\n".join(per_object) + "\n")
-    atomic_write_text(out_dir / "summary.json", json.dumps({**measures, "per_object": summary_objects}, indent=2))
+    global_name, per_sequence_name, summary_name = official_csv_names(set_name)
+    atomic_write_text(out_dir / global_name, global_csv)
+    atomic_write_text(out_dir / per_sequence_name, "\n".join(per_object) + "\n")
+    atomic_write_text(out_dir / summary_name, json.dumps({**measures, "per_object": summary_objects}, indent=2))
