@@ -278,14 +278,24 @@ def test_label_writer_writes_labels_from_the_test_device(tmp_path):
         assert np.array_equal(read_label_png(tmp_path / f"{index}.png"), frame.numpy()), index
 
 
-def test_overwrite_replaces_a_non_empty_folder(tmp_path, capsys):
+def test_overwrite_replaces_a_folder_of_masks_and_never_one_holding_other_files(tmp_path, capsys):
+    """An earlier output (PNGs) is replaced as a whole with --overwrite (a mask of a frame that
+    is gone goes too); a folder holding anything else (the user's notes, a subfolder) is refused,
+    --overwrite or not, and left as it was."""
     out = tmp_path / "out"
     out.mkdir()
-    (out / "old.txt").write_text("old")
+    (out / "99999.png").write_bytes(b"an earlier run's mask")
     assert run_cli(CHAIR_FRAMES, "--point", "300,250", "--out", out, *TINY) == 2
-    assert "not empty" in capsys.readouterr().err and (out / "old.txt").exists()
+    assert f"--out {out} is not empty; pass --overwrite" in capsys.readouterr().err
     assert run_cli(CHAIR_FRAMES, "--point", "300,250", "--out", out, "--overwrite", *TINY) == 0
-    assert not (out / "old.txt").exists() and len(list(out.glob("*.png"))) == 6
+    assert sorted(p.name for p in out.iterdir()) == [f"{i:05d}.png" for i in range(6)]
+    (out / "notes.txt").write_text("mine")
+    (out / "sub").mkdir()
+    for overwrite in ((), ("--overwrite",)):
+        assert run_cli(CHAIR_FRAMES, "--point", "300,250", "--out", out, *overwrite, *TINY) == 2
+        error = capsys.readouterr().err
+        assert f"--out {out} holds notes.txt, sub/, which this command did not write" in error, error
+        assert (out / "notes.txt").read_text() == "mine" and (out / "sub").is_dir()
     assert no_leftovers(tmp_path)
 
 

@@ -174,7 +174,7 @@ def test_eval_gpu_options_reach_the_predictor_and_the_run_settings(tmp_path, cap
     assert settings["static_step"] == "buffers" and settings["bf16"] is False
     capsys.readouterr()
     assert _eval(root, out, "--max-rounds", "0") == 2  # another static step is another run
-    assert "holds a run with other settings (static_step)" in capsys.readouterr().err
+    assert 'holds a run with other settings (static_step "buffers" there, "off" now)' in capsys.readouterr().err
     # a run made before these settings existed resumes with their defaults
     saved = {key: value for key, value in settings.items() if key not in ("bf16", "static_step")}
     (out / "run.json").write_text(json.dumps(saved))
@@ -215,8 +215,15 @@ def test_eval_limit_and_bad_arguments(tmp_path, capsys):
     assert "--sequences: nope not in " in (error := capsys.readouterr().err) and "val.txt (2 sequences)" in error
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "file.txt").write_text("x")
-    assert _eval(root, tmp_path / "busy") == 2
-    assert "holds no sam2prune run" in capsys.readouterr().err
+    (tmp_path / "busy" / "sub").mkdir()
+    for overwrite in ((), ("--overwrite",)):  # a folder that holds no run is not deleted, --overwrite or not
+        assert _eval(root, tmp_path / "busy", *overwrite) == 2
+        assert "holds no sam2prune run (no run.json), so neither resuming nor --overwrite" in capsys.readouterr().err
+        assert sorted(p.name for p in (tmp_path / "busy").iterdir()) == ["file.txt", "sub"]
+    assert _eval(root, tmp_path / "one", "--max-rounds", "0", "--limit", "1", "--retention", "0.5") == 2
+    assert "other settings (pruning.retention 0.3 there, 0.5 now); use another folder or --overwrite" in (
+        capsys.readouterr().err
+    )
 
 
 def test_report_and_sweep(tmp_path, capsys):

@@ -243,24 +243,47 @@ def check_output_dir(
     overwrite: bool,
     option: str = "--out",
     inputs: Iterable[tuple[str, Path]] = (),
+    holds_only: tuple[str, str] | None = None,
 ) -> None:
     """``check_output_location``, and a non-empty ``out_dir`` needs ``overwrite``.
 
+    Args:
+        holds_only: ``(suffix, what)``: ``overwrite`` replaces a folder that holds only files
+            named ``*<suffix>`` (``what``: an earlier output, e.g. mask PNGs), not one holding
+            anything else (the user's files); None: any folder.
+
     Raises:
-        InputError: as ``check_output_location``, or a non-empty folder without ``overwrite``.
+        InputError: as ``check_output_location``, or a non-empty folder without ``overwrite``,
+            or one holding other things than ``holds_only`` names.
     """
     check_output_location(out_dir, option=option, inputs=inputs)
     out_dir = Path(out_dir)
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+    if not out_dir.is_dir() or not any(out_dir.iterdir()):
+        return
+    if holds_only is not None:
+        suffix, what = holds_only
+        others = sorted(
+            f"{entry.name}/" if entry.is_dir() else entry.name
+            for entry in out_dir.iterdir()
+            if entry.is_dir() or entry.is_symlink() or not entry.name.lower().endswith(suffix)
+        )
+        if others:
+            shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+            raise InputError(
+                f"{option} {out_dir} holds {shown}, which this command did not write: it replaces only a folder "
+                f"of {what} (an earlier output); name another folder, or move those out"
+            )
+    if not overwrite:
         raise InputError(f"{option} {out_dir} is not empty; pass --overwrite to replace it")
 
 
 @contextmanager
-def staged_directory(out_dir: Path, *, overwrite: bool) -> Iterator[Path]:
+def staged_directory(out_dir: Path, *, overwrite: bool, holds_only: tuple[str, str] | None = None) -> Iterator[Path]:
     """Yield a temporary folder next to ``out_dir``; on success it replaces ``out_dir``,
-    on any error it is removed and ``out_dir`` is left as it was."""
+    on any error it is removed and ``out_dir`` is left as it was (``check_output_dir`` first,
+    with ``overwrite`` and ``holds_only``)."""
     out_dir = Path(out_dir)
-    check_output_dir(out_dir, overwrite=overwrite)
+    check_output_dir(out_dir, overwrite=overwrite, holds_only=holds_only)
     remove_stale_temporaries(out_dir)
     staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=_temp_prefix(out_dir)))
     os.chmod(staging, 0o777 & ~_umask())

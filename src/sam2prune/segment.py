@@ -212,6 +212,10 @@ def stored_frame_logits(predictor: SAM2Predictor, inference_state: dict, frame_i
     return video_res_masks
 
 
+# what segment writes into its output folder, and so the only folder --overwrite replaces
+MASK_FOLDER = (".png", "mask PNGs")
+
+
 def segment_video(
     predictor: SAM2Predictor,
     source: VideoSource,
@@ -240,7 +244,7 @@ def segment_video(
     Raises:
         InputError: bad prompts, output folder, overlay path or frames (each named).
     """
-    check_output_dir(out_dir, overwrite=overwrite, inputs=[("video", source.path)])
+    check_output_dir(out_dir, overwrite=overwrite, inputs=[("video", source.path)], holds_only=MASK_FOLDER)
     if overlay is not None:
         check_overlay_path(overlay, out_dir=out_dir, inputs=[("video", source.path)], overwrite=overwrite)
     if not prompts:
@@ -254,7 +258,7 @@ def segment_video(
         if on_prompted is not None:
             on_prompted(predictor, inference_state, first_masks)
     obj_ids = list(inference_state["obj_ids"])
-    with staged_directory(out_dir, overwrite=overwrite) as staging:
+    with staged_directory(out_dir, overwrite=overwrite, holds_only=MASK_FOLDER) as staging:
         written: set[int] = set()
         with bf16_autocast(bf16), LabelWriter() as writer:  # tracking goes on while frames are written
             for frame_idx, frame_obj_ids, logits in propagate_from_prompts(predictor, inference_state):

@@ -358,7 +358,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", type=path_argument, required=True, metavar="DIR", help="run folder (resumed if it holds this run)"
     )
-    parser.add_argument("--overwrite", action="store_true", help="start over in --out (deletes the run there)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start over in --out (deletes the run there; a folder holding no run is never deleted)",
+    )
     parser.add_argument(
         "--method",
         choices=("pruned", "sam2"),

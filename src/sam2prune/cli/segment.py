@@ -65,7 +65,8 @@ def segment(
     """Segment objects through a video into DAVIS palette PNGs in ``out``.
 
     Args:
-        out: output folder, created, or replaced as a whole with ``overwrite``.
+        out: output folder, created, or replaced as a whole with ``overwrite`` (one holding only
+            PNG files: an earlier output).
         video: a folder of frames or a video file; None: the embedded clip.
         prompts: the objects' prompts, or a prompts JSON file; None: the embedded clip's
             default clicks (only without ``video``).
@@ -81,7 +82,7 @@ def segment(
     from sam2prune.data.video import VideoSource
     from sam2prune.fsutil import check_output_dir
     from sam2prune.prompts import check_prompts, load_prompts_file, prompts_file_inputs
-    from sam2prune.segment import segment_video
+    from sam2prune.segment import MASK_FOLDER, segment_video
     from sam2prune.viz import check_overlay_path
 
     clip = video if video is not None else embedded_clip()
@@ -90,7 +91,7 @@ def segment(
         prompts_file = prompts
         prompts = load_prompts_file(prompts_file)
         inputs += prompts_file_inputs(prompts_file, prompts)
-    check_output_dir(out, overwrite=overwrite, inputs=inputs)
+    check_output_dir(out, overwrite=overwrite, inputs=inputs, holds_only=MASK_FOLDER)
     if overlay is not None:
         check_overlay_path(overlay, out_dir=out, inputs=inputs, overwrite=overwrite)
     elif fps is not None:
@@ -155,7 +156,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="output folder for the PNGs (created in an existing folder; replaced as a whole)",
     )
     parser.add_argument(
-        "--overwrite", action="store_true", help="replace a non-empty output folder and an existing --overlay file"
+        "--overwrite",
+        action="store_true",
+        help="replace an output folder of mask PNGs (an earlier output; one holding other files is refused) "
+        "and an existing --overlay file",
     )
     prompts = parser.add_argument_group("prompts (pixel coordinates of the original frames)")
     prompts.add_argument("--point", action="append", default=[], metavar="X,Y", help="positive click (repeatable)")

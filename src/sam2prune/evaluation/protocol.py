@@ -361,8 +361,25 @@ class EvalSettings:
 RESUMES_ACROSS = ("bounded_memory",)
 
 
+def _differences(previous: dict, current: dict, prefix: str = "") -> list[str]:
+    """``"key <old> there, <new> now"`` for each setting that differs (nested ones by their
+    dotted name: ``pruning.retention``)."""
+    found = []
+    for key in sorted(previous.keys() | current.keys()):
+        old, new = previous.get(key), current.get(key)
+        if old == new:
+            continue
+        if isinstance(old, dict) and isinstance(new, dict):
+            found += _differences(old, new, f"{prefix}{key}.")
+        else:
+            found.append(f"{prefix}{key} {json.dumps(old)} there, {json.dumps(new)} now")
+    return found
+
+
 def prepare_run_dir(out_dir: Path, settings: EvalSettings, *, overwrite: bool) -> None:
-    """Create the run folder, or check that an existing one holds a run with the same settings.
+    """Create the run folder, or check that an existing one holds a run with the same settings
+    (``overwrite``: delete the run there and start over; a folder holding something else than a
+    run is never deleted).
 
     Raises:
         InputError: the folder holds something else, or a run with other settings.
@@ -370,15 +387,15 @@ def prepare_run_dir(out_dir: Path, settings: EvalSettings, *, overwrite: bool) -
     check_output_location(out_dir, inputs=[("--root", Path(settings.root))])
     run_file = out_dir / "run.json"
     current = json.loads(json.dumps(asdict(settings)))  # as it reads back (tuples become lists)
+    if out_dir.exists() and not run_file.is_file() and any(out_dir.iterdir()):
+        raise InputError(
+            f"--out {out_dir} is a non-empty folder that holds no sam2prune run (no run.json), so neither resuming "
+            "nor --overwrite (which deletes a run) applies: name a new or empty folder"
+        )
     if out_dir.exists() and overwrite:
         shutil.rmtree(out_dir)
     if out_dir.exists():
-        if not run_file.is_file():
-            if any(out_dir.iterdir()):
-                raise InputError(
-                    f"--out {out_dir} is a non-empty folder that holds no sam2prune run; pass --overwrite to replace it"
-                )
-        else:
+        if run_file.is_file():
             # a run made before a setting existed made it with the setting's default
             defaults = {f.name: f.default for f in fields(EvalSettings) if f.default is not MISSING}
             previous = {**json.loads(json.dumps(defaults)), **json.loads(run_file.read_text())}
@@ -386,8 +403,9 @@ def prepare_run_dir(out_dir: Path, settings: EvalSettings, *, overwrite: bool) -
             # bounded memory gives the same masks (tested): either resumes the other
             changed = [k for k in changed if k not in RESUMES_ACROSS]
             if changed:
+                differences = [d for k in changed for d in _differences({k: previous.get(k)}, {k: current.get(k)})]
                 raise InputError(
-                    f"--out {out_dir} holds a run with other settings ({', '.join(changed)}); "
+                    f"--out {out_dir} holds a run with other settings ({'; '.join(differences)}); "
                     "use another folder or --overwrite"
                 )
             return
