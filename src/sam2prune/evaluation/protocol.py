@@ -394,21 +394,20 @@ def prepare_run_dir(out_dir: Path, settings: EvalSettings, *, overwrite: bool) -
         )
     if out_dir.exists() and overwrite:
         shutil.rmtree(out_dir)
-    if out_dir.exists():
-        if run_file.is_file():
-            # a run made before a setting existed made it with the setting's default
-            defaults = {f.name: f.default for f in fields(EvalSettings) if f.default is not MISSING}
-            previous = {**json.loads(json.dumps(defaults)), **json.loads(run_file.read_text())}
-            changed = sorted(k for k in current.keys() | previous.keys() if previous.get(k) != current.get(k))
-            # bounded memory gives the same masks (tested): either resumes the other
-            changed = [k for k in changed if k not in RESUMES_ACROSS]
-            if changed:
-                differences = [d for k in changed for d in _differences({k: previous.get(k)}, {k: current.get(k)})]
-                raise InputError(
-                    f"--out {out_dir} holds a run with other settings ({'; '.join(differences)}); "
-                    "use another folder or --overwrite"
-                )
-            return
+    if run_file.is_file():
+        # a run made before a setting existed made it with the setting's default
+        defaults = {f.name: f.default for f in fields(EvalSettings) if f.default is not MISSING}
+        previous = {**json.loads(json.dumps(defaults)), **json.loads(run_file.read_text())}
+        changed = sorted(k for k in current.keys() | previous.keys() if previous.get(k) != current.get(k))
+        # bounded memory gives the same masks (tested): either resumes the other
+        changed = [k for k in changed if k not in RESUMES_ACROSS]
+        if changed:
+            differences = [d for k in changed for d in _differences({k: previous.get(k)}, {k: current.get(k)})]
+            raise InputError(
+                f"--out {out_dir} holds a run with other settings ({'; '.join(differences)}); "
+                "use another folder or --overwrite"
+            )
+        return
     if not out_dir.parent.is_dir():
         raise missing_parent(out_dir, option="--out")
     (out_dir / "sequences").mkdir(parents=True, exist_ok=True)
