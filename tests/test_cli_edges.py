@@ -86,6 +86,23 @@ def test_eval_out_overlapping_the_dataset_root_is_refused(tmp_path, capsys, no_m
     assert snapshot(tmp_path) == before
 
 
+@pytest.mark.parametrize("command", ["segment", "eval", "bench", "fit-aligner"])
+def test_a_bad_image_size_is_refused_before_the_model_is_built(tmp_path, capsys, no_model, command):
+    arguments = {
+        "segment": ["--out", str(tmp_path / "out")],
+        "eval": ["--dataset", "davis", "--root", str(tmp_path), "--out", str(tmp_path / "run")],
+        "bench": [],
+        "fit-aligner": [
+            *("--dataset", "davis", "--root", str(tmp_path), "--labels", str(tmp_path / "l.json")),
+            *("--out", str(tmp_path / "a.pt")),
+        ],
+    }[command]
+    for size in ("100", "0", "-64"):
+        assert main([command, *arguments, "--image-size", size, "--random-weights"]) == 2
+        assert f"--image-size must be a multiple of 32 and >= 64, got {size}" in last_error(capsys)
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("out", [".", "..", "{cwd}"])
 def test_segment_out_that_is_the_current_folder_is_refused_before_any_work(
     tmp_path, monkeypatch, capsys, no_model, out
@@ -374,6 +391,27 @@ def test_results_without_a_checkpoint_are_refused(tmp_path, monkeypatch, capsys,
     assert "sam2.1_hiera_tiny.pt" in error and "https://dl.fbaipublicfiles.com/segment_anything_2/092824/" in error
     assert "--random-weights" in error and "./checkpoints/" in error
     assert snapshot(tmp_path) == before
+
+
+def test_fit_aligner_names_labels_that_match_no_object_before_building_the_model(tmp_path, capsys, no_model):
+    from sam2prune.data.datasets import read_dataset
+    from sam2prune.scorers.router.semantic import unmatched_labels
+
+    root = tmp_path / "DAVIS"
+    shutil.copytree(CHAIR_FRAMES, root / "JPEGImages" / "480p" / "chair")
+    shutil.copytree(CHAIR_MASKS, root / "Annotations" / "480p" / "chair")
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps({"chair/2": "a chair", "bear/1": "a bear"}))
+    command = ["fit-aligner", "--root", str(root), "--sequences", "chair", "--labels", str(labels)]
+    assert main([*command, "--out", str(tmp_path / "a.pt"), "--random-weights", *TINY]) == 2
+    assert (
+        f"--labels {labels}: no label names an object of the dataset: chair/2 (chair's objects: 1); "
+        in (error := last_error(capsys))
+        and "bear/1 (no sequence bear)" in error
+    )
+    assert not (tmp_path / "a.pt").exists()
+    sequences = list(read_dataset("davis", root, None, only=["chair"]))
+    assert unmatched_labels(sequences, {"chair/1": "a chair", "chair/x": "a chair"}) == ["chair/x (chair's objects: 1)"]
 
 
 @pytest.mark.parametrize("command", ["fit-aligner", "train-router"])

@@ -110,12 +110,16 @@ def _write_mp4(path: Path, frames: list[np.ndarray]) -> None:
     write_overlay(path, frames, fps=5)
 
 
-def test_video_file_input_and_overlays(tmp_path):
+def test_video_file_input_and_overlays(tmp_path, capsys):
     frames = [np.asarray(Image.open(CHAIR_FRAMES / f"{i:05d}.jpg").convert("RGB")) for i in range(4)]
     video = tmp_path / "clip.mp4"
     _write_mp4(video, frames)
     out = tmp_path / "out"
     assert run_cli(video, "--point", "300,250", "--out", out, "--overlay", tmp_path / "o.mp4", *TINY) == 0
+    # the overlay shows its progress, and the summary says how long it took apart from tracking
+    captured = capsys.readouterr()
+    assert "overlay o.mp4: 4/4 frames" in captured.err
+    assert "; overlay written in " in captured.out and f" s -> {tmp_path / 'o.mp4'}" in captured.out
     assert_palette_pngs(out, [f"{i:05d}" for i in range(4)], (720, 480))
     import av
 

@@ -103,7 +103,7 @@ def test_eval_on_ray_writes_what_the_serial_run_writes(tmp_path, one_thread, mon
     report = json.loads((tmp_path / "ray" / "report.json").read_text())
     assert report["overall"]["sequences"] == 3
     err = capsys.readouterr().err
-    assert "Ray: 2 workers of 1 CPU threads" in err and "evaluating: 3/3 sequences" in err and "J&F" in err
+    assert "Ray: 2 workers of 1 CPU thread on" in err and "evaluating: 3/3 sequences" in err and "J&F" in err
     assert "Traceback" not in err
 
     # a serial run resumes the Ray run's folder: the same settings, nothing left to track

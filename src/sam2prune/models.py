@@ -87,11 +87,12 @@ def find_local_checkpoint(model: str) -> Path | None:
     return path if path.is_file() else None
 
 
-def _check_image_size(image_size: int | None) -> None:
+def check_image_size(image_size: int | None, *, name: str = "image_size") -> None:
+    """Raises InputError (naming ``name``) unless ``image_size`` is None or a multiple of 32, >= 64."""
     if image_size is not None and (
         isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 64 or image_size % 32
     ):
-        raise InputError(f"image_size must be a multiple of 32 and >= 64, got {image_size!r}")
+        raise InputError(f"{name} must be a multiple of 32 and >= 64, got {image_size!r}")
 
 
 def model_input_size(model: str, image_size: int | None = None) -> int:
@@ -103,7 +104,7 @@ def model_input_size(model: str, image_size: int | None = None) -> int:
     """
 
     _, yaml_path = resolve_config(model)
-    _check_image_size(image_size)
+    check_image_size(image_size)
     if image_size is not None:
         return image_size
     config = load_model_config(yaml_path).model
@@ -404,7 +405,7 @@ def build_predictor(
         raise CheckpointError(missing_checkpoint_message(model_name))
     if checkpoint is not None and random_weights:
         raise InputError("pass either checkpoint or random_weights=True, not both")
-    _check_image_size(image_size)
+    check_image_size(image_size)
     torch_device = resolve_device(device)
     state_dict: dict[str, torch.Tensor] | None
     if isinstance(checkpoint, Mapping):

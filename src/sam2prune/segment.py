@@ -19,6 +19,7 @@ from sam2prune.data.video import VideoSource
 from sam2prune.errors import OutputError
 from sam2prune.fsutil import check_output_dir, staged_directory
 from sam2prune.precision import bf16_autocast
+from sam2prune.progress import progress
 from sam2prune.prompts import ObjectPrompt, apply_prompts, check_prompts
 from sam2prune.viz import check_overlay_path, overlay_labels, write_overlay
 
@@ -35,6 +36,7 @@ class SegmentResult:
     num_frames: int
     obj_ids: list[int]
     seconds: float  # reading frames + tracking, without building the model
+    overlay_seconds: float | None = None  # writing the overlay video (None: none asked for)
 
     @property
     def frames_per_second(self) -> float:
@@ -270,10 +272,16 @@ def segment_video(
         missing = sorted(set(range(len(source))) - written)
         if missing:  # cannot happen when tracking both ways; a guard against silent gaps
             raise RuntimeError(f"no mask was produced for frames {missing[:5]}")
+        overlay_seconds = None
         if overlay is not None:
+            overlay_start = time.perf_counter()
             frames = (
                 overlay_labels(frame, read_label_png(staging / f"{name}.png"))
                 for frame, name in zip(source.iter_frames(), source.frame_names, strict=False)
             )
-            write_overlay(overlay, frames, fps=overlay_fps or source.fps or 10.0)
-    return SegmentResult(out_dir=out_dir, num_frames=len(source), obj_ids=obj_ids, seconds=seconds)
+            shown = progress(frames, desc=f"overlay {overlay.name}", total=len(source), unit="frame")
+            write_overlay(overlay, shown, fps=overlay_fps or source.fps or 10.0)
+            overlay_seconds = time.perf_counter() - overlay_start
+    return SegmentResult(
+        out_dir=out_dir, num_frames=len(source), obj_ids=obj_ids, seconds=seconds, overlay_seconds=overlay_seconds
+    )

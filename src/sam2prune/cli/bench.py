@@ -323,7 +323,7 @@ def bench_lengths(
     result = report(results)
     print(markdown_table(results))
     print(
-        f"\n{result['model']} at {image_size} px, {result['device']}, {result['precision']}, {threads} threads, one "
+        f"\n{result['model']} at {image_size} px, {result['device']}, {result['precision']}, {counted(threads, 'thread')}, one "
         f"object; pruned: retention {pruning.retention:g}, scorer {pruning.scorer}; each run in a fresh process"
         + (", RANDOM weights" if result["random_weights"] else "")
     )

@@ -32,6 +32,7 @@ from sam2prune.config import (
     ineffective_fields,
 )
 from sam2prune.errors import InputError
+from sam2prune.wording import counted
 
 if TYPE_CHECKING:
     from sam2prune.data.datasets import Sequence as DatasetSequence
@@ -288,6 +289,10 @@ def add_model_options(parser: argparse.ArgumentParser, *, results: bool = True, 
 
 
 def model_options(args: argparse.Namespace) -> ModelOptions:
+    """The model options given, checked before anything is built or read."""
+    from sam2prune.models import check_image_size
+
+    check_image_size(getattr(args, "image_size", None), name="--image-size")
     return ModelOptions(**given_fields(args, MODEL_FIELDS))
 
 
@@ -872,7 +877,7 @@ def select_sequences(data: DataSelection) -> list[DatasetSequence]:
         unknown = [name for name in data.sequences if name not in known]
         if unknown:
             raise InputError(
-                f"--sequences: {', '.join(unknown)} not in the {data.dataset} set ({len(known)} sequences)"
+                f"--sequences: {', '.join(unknown)} not in the {data.dataset} set ({counted(len(known), 'sequence')})"
             )
         sequences = [s for s in sequences if s.name in data.sequences]
     if data.limit is not None:

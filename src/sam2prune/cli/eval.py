@@ -259,7 +259,7 @@ def run_evals_on_ray(
     if result.failures:
         total = len(runs) * len(sequences)
         raise SequencesFailed(
-            f"{len(result.failures)} of {total} sequences failed ({cluster.max_retries + 1} attempts each); the "
+            f"{len(result.failures)} of {counted(total, 'sequence')} failed ({cluster.max_retries + 1} attempts each); the "
             "others are saved, and the same command again runs only what is missing:\n"
             + "\n".join(f"  {failure}" for failure in result.failures)
         )

@@ -49,7 +49,7 @@ def fit_aligner(
     """
     from sam2prune.fsutil import check_output_file
     from sam2prune.scorers.router.semantic import fit_aligner as fit
-    from sam2prune.scorers.router.semantic import read_labels
+    from sam2prune.scorers.router.semantic import read_labels, unmatched_labels
     from sam2prune.text.encoders import load_text_encoder
 
     inputs = [("--root", data.root), ("--labels", labels), *model_inputs(model)]
@@ -59,12 +59,15 @@ def fit_aligner(
         raise InputError("--ridge must be >= 0 and --frame-step >= 1")
     weights = resolve_weights(model, required=True)
     sequences = select_sequences(data)
+    unmatched = unmatched_labels(sequences, phrases)
+    if len(unmatched) == len(phrases):
+        raise InputError(f"--labels {labels}: no label names an object of the dataset: {'; '.join(unmatched[:5])}")
+    if unmatched:
+        log.warning("--labels %s: labels without an object in the dataset: %s", labels, "; ".join(unmatched))
     encoder = load_text_encoder(text_encoder)
     predictor = build(model, weights)
     aligner, stats = fit(predictor, sequences, phrases, text_encoder=encoder, ridge=ridge, frame_step=frame_step)
     aligner.save(out)
-    if stats["labels_not_found"]:
-        log.warning("labels without a matching object in the dataset: %s", ", ".join(stats["labels_not_found"]))
     print(
         f"aligner fit on {stats['tokens']} tokens of {stats['objects']} objects over {stats['frames']} frames "
         f"(train mean cosine {stats['train_mean_cosine']:.3f}), text encoder {encoder.name}, -> {out}"

@@ -135,7 +135,7 @@ def segment(
     print(
         f"segmented {counted(result.num_frames, 'frame')}, {counted(len(result.obj_ids), 'object')} ({ids}) "
         f"in {result.seconds:.1f} s ({result.frames_per_second:.2f} frames/s) -> {result.out_dir}"
-        + (f", overlay {overlay}" if overlay else "")
+        + (f"; overlay written in {result.overlay_seconds:.1f} s -> {overlay}" if overlay else "")
     )
     return result
 

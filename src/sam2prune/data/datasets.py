@@ -34,6 +34,7 @@ from sam2prune.data.palette import read_label_png
 from sam2prune.data.video import VideoSource, list_frame_files, natural_key
 from sam2prune.errors import InputError
 from sam2prune.fsutil import read_json
+from sam2prune.wording import counted
 
 VOID_LABEL = 255
 DATASETS = ("davis", "vost", "pumavos", "lvos", "uvo", "endovis18")
@@ -148,7 +149,7 @@ def _read_list(path: Path, only: Collection[str] | None = None) -> list[str]:
     if only:
         unknown = [name for name in only if name not in names]
         if unknown:
-            raise InputError(f"--sequences: {', '.join(unknown)} not in {path} ({len(names)} sequences)")
+            raise InputError(f"--sequences: {', '.join(unknown)} not in {path} ({counted(len(names), 'sequence')})")
         names = [name for name in names if name in only]
     return names
 

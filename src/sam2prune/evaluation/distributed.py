@@ -289,7 +289,7 @@ class RayCluster:
                 else ""
             )
             raise InputError(
-                f"{where} fits {fits} workers of {self.threads} CPUs and {self.gpus_per_worker:g} GPUs "
+                f"{where} fits {counted(fits, 'worker')} of {counted(self.threads, 'CPU')} and {self.gpus_per_worker:g} GPUs "
                 f"({cpus:g} CPUs, {gpus:g} GPUs); --workers {config.workers} is too many{share}"
             )
         self.workers = config.workers if config.workers is not None else fits
@@ -352,12 +352,12 @@ class RayCluster:
         )
         workers = min(self.workers, len(batch.todo))
         log.info(
-            "Ray: %d workers of %d CPU threads%s on %s, %d sequences to run",
-            workers,
-            self.threads,
+            "Ray: %s of %s%s on %s, %s to run",
+            counted(workers, "worker"),
+            counted(self.threads, "CPU thread"),
             f" and {self.gpus_per_worker:g} GPUs" if self.gpus_per_worker else "",
             self.address or "a local cluster",
-            len(batch.todo),
+            counted(len(batch.todo), "sequence"),
         )
         # object ref -> (its worker, its task; None for the worker's ready() call)
         in_flight: dict[Any, tuple[Any, Task | None]] = {}

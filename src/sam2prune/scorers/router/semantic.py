@@ -126,6 +126,20 @@ class Aligner:
         )
 
 
+def unmatched_labels(sequences: Iterable, labels: dict[str, str]) -> list[str]:
+    """The keys of ``labels`` that name no object of ``sequences`` (``Sequence``), each with
+    why: ``"blackswan/2 (blackswan's objects: 1)"``, ``"bear/1 (no sequence bear)"``."""
+    objects = {sequence.name: sequence.obj_ids for sequence in sequences}
+    unmatched = []
+    for key in labels:
+        name, _, obj_id = key.rpartition("/")
+        if name not in objects:
+            unmatched.append(f"{key} (no sequence {name or key})")
+        elif not obj_id.isdigit() or int(obj_id) not in objects[name]:
+            unmatched.append(f"{key} ({name}'s objects: {', '.join(map(str, objects[name])) or 'none'})")
+    return unmatched
+
+
 def read_labels(path: Path) -> dict[str, str]:
     """LABELS.json: ``{"<sequence>/<object id>": "phrase", ...}``.
 
