@@ -250,3 +250,17 @@ def test_protocol_prompts_are_the_clicks_the_tracker_makes(tiny_predictor, monke
     assert [(p.frame, p.obj_id) for p in prompts] == [(0, 1), (2, 2)]
     x, y = prompts[1].points[0]
     assert labels[2][y, x] == 2
+
+
+def test_no_command_shows_the_commands_and_an_unknown_option_the_commands_usage(capsys):
+    """``sam2prune`` alone prints what it does and its commands (not only "COMMAND is
+    required"); an option a command does not know is named with that command's usage."""
+    assert main([]) == 2
+    shown = capsys.readouterr().err
+    assert "Token-pruned SAM 2 video object segmentation." in shown
+    assert all(name in shown for name in COMMANDS)
+    with pytest.raises(SystemExit) as stopped:
+        main(["segment", "--out", "somewhere", "--size", "256"])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith("usage: sam2prune segment ") and "unrecognized arguments: --size" in error

@@ -87,14 +87,20 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_arguments(subparser)
         # also after the command's name (not given there: the value before it stands)
         subparser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=verbose)
-        subparser.set_defaults(handler=command.handle)
+        # the command's own parser names what it does not know, with its usage
+        subparser.set_defaults(handler=command.handle, command_parser=subparser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    if not argv:  # what the tool does and its commands, rather than "COMMAND is required"
+        parser.print_help(sys.stderr)
+        return 2
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     # our messages only: third-party libraries keep their own (quiet) logging defaults
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("sam2prune: %(message)s"))
