@@ -332,12 +332,14 @@ def test_passes_in_chunks_from_the_last_frame_tracked_track_nothing_again(predic
     assert predictor.pruning_stats(state)["totals"]["replay_bytes"] == 0
 
 
-def test_a_run_goes_on_only_while_the_object_attends_to_what_it_recorded(predictors, source, monkeypatch):
-    """The prompted frame's output replaced between two chunks of a pass by a path with no hook
-    that ends the run (a stand-in for one a future sam2 may add: its memory scaled): the second
-    chunk starts a run of its own, so a click on frame 30, whose neighbours were dropped, tracks
-    them again reading the new output, as unbounded memory did (continuing the run, it tracked
-    them again reading the output the run recorded)."""
+@pytest.mark.parametrize("change", ["replaced", "written-into"])
+def test_a_run_goes_on_only_while_the_object_attends_to_what_it_recorded(change, predictors, source, monkeypatch):
+    """The prompted frame's output replaced, or its memory written into it, between two chunks
+    of a pass by a path with no hook that ends the run (a stand-in for one a future sam2 may
+    add: the memory scaled): the second chunk starts a run of its own, so a click on frame 30,
+    whose neighbours were dropped, tracks them again reading the new memory, and the frames
+    before reading the old one, as unbounded memory did (continuing the run, it tracked them
+    all again reading one of them)."""
     predictor = predictors["baseline"]
     clip = source.head(32)
     results = []
@@ -347,7 +349,10 @@ def test_a_run_goes_on_only_while_the_object_attends_to_what_it_recorded(predict
         logits = [predictor.add_new_points_or_box(state, 0, 1, points=[[200, 112]], labels=[1])[2]]
         logits += [m.clone() for _, _, m in predictor.propagate_in_video(state, max_frame_num_to_track=20)]
         conditioning = state["output_dict_per_obj"][0]["cond_frame_outputs"]
-        conditioning[0] = {**conditioning[0], "maskmem_features": conditioning[0]["maskmem_features"] * 1.5}
+        if change == "replaced":
+            conditioning[0] = {**conditioning[0], "maskmem_features": conditioning[0]["maskmem_features"] * 1.5}
+        else:
+            conditioning[0]["maskmem_features"] = conditioning[0]["maskmem_features"] * 1.5
         logits += [m.clone() for _, _, m in predictor.propagate_in_video(state, start_frame_idx=20)]
         logits.append(predictor.add_new_points_or_box(state, 30, 1, points=[[100, 100]], labels=[0])[2])
         results.append(logits)

@@ -15,6 +15,7 @@ from PIL import Image
 
 from sam2prune.cli import embedded_clip, main
 from sam2prune.data.palette import davis_palette, read_label_png
+from sam2prune.errors import InputError
 
 from conftest import CHAIR_FRAMES, CHAIR_MASKS, TEST_DEVICE, TINY_SIZE, build_random
 
@@ -283,22 +284,27 @@ def test_label_writer_writes_labels_from_the_test_device(tmp_path):
 
 
 def test_overwrite_replaces_a_folder_of_masks_and_never_one_holding_other_files(tmp_path, capsys):
-    """An earlier output (PNGs) is replaced as a whole with --overwrite (a mask of a frame that
-    is gone goes too); a folder holding anything else (the user's notes, a subfolder) is refused,
-    --overwrite or not, and left as it was."""
+    """An earlier output (label PNGs; a file manager's .DS_Store) is replaced as a whole with
+    --overwrite (a mask of a frame that is gone goes too); a folder holding anything else (the
+    user's notes, a subfolder, a screenshot: an RGB PNG) is refused, --overwrite or not, and
+    left as it was."""
+    from sam2prune.data.palette import write_label_png
+
     out = tmp_path / "out"
     out.mkdir()
-    (out / "99999.png").write_bytes(b"an earlier run's mask")
+    write_label_png(out / "99999.PNG", np.ones((4, 4), np.uint8))
+    (out / ".DS_Store").write_bytes(b"\x00")
     assert run_cli(CHAIR_FRAMES, "--point", "300,250", "--out", out, *TINY) == 2
     assert f"--out {out} is not empty; pass --overwrite" in capsys.readouterr().err
     assert run_cli(CHAIR_FRAMES, "--point", "300,250", "--out", out, "--overwrite", *TINY) == 0
     assert sorted(p.name for p in out.iterdir()) == [f"{i:05d}.png" for i in range(6)]
     (out / "notes.txt").write_text("mine")
     (out / "sub").mkdir()
+    Image.new("RGB", (4, 4)).save(out / "screenshot.png")
     for overwrite in ((), ("--overwrite",)):
         assert run_cli(CHAIR_FRAMES, "--point", "300,250", "--out", out, *overwrite, *TINY) == 2
         error = capsys.readouterr().err
-        assert f"--out {out} holds notes.txt, sub/, which this command did not write" in error, error
+        assert f"--out {out} holds notes.txt, screenshot.png, sub/, which this command did not write" in error, error
         assert (out / "notes.txt").read_text() == "mine" and (out / "sub").is_dir()
     assert no_leftovers(tmp_path)
 
@@ -341,6 +347,7 @@ def test_bad_frames_are_named(tmp_path, chair_copy, capsys, make_bad, expected):
     [
         (["{missing}", "--point", "1,1"], "does not exist"),
         (["{empty}", "--point", "1,1"], "holds no JPEG or PNG frames"),
+        (["{nested}", "--point", "1,1"], "holds no JPEG or PNG frames; it holds folders (a, b): a video is one folder"),
         (["{tmp}/taken.mp4", "--point", "1,1"], "taken.mp4 cannot be decoded (after 0 frames)"),
         (["{tmp}/empty.mp4", "--point", "1,1"], "empty.mp4 is an empty file (0 bytes)"),
         (["{chair}", "--point", "720,10"], "point (720, 10) is outside the 720x480 image"),
@@ -380,6 +387,8 @@ def test_bad_frames_are_named(tmp_path, chair_copy, capsys, make_bad, expected):
 )
 def test_bad_inputs_fail_with_one_clear_line_and_no_output(tmp_path, capsys, arguments, expected):
     (tmp_path / "empty").mkdir()
+    for name in ("b", "a"):
+        (tmp_path / "nested" / name).mkdir(parents=True)
     (tmp_path / "taken.mp4").write_bytes(b"the user's video")
     (tmp_path / "empty.mp4").write_bytes(b"")
     Image.fromarray(np.ones((240, 360), dtype=np.uint8)).save(tmp_path / "small.png")
@@ -391,6 +400,7 @@ def test_bad_inputs_fail_with_one_clear_line_and_no_output(tmp_path, capsys, arg
     places = {
         "missing": tmp_path / "nowhere",
         "empty": tmp_path / "empty",
+        "nested": tmp_path / "nested",
         "chair": CHAIR_FRAMES,
         "small_mask": tmp_path / "small.png",
         "absent_mask": tmp_path / "absent.png",
@@ -456,6 +466,9 @@ def test_a_label_png_gives_its_own_ids_and_a_plain_mask_takes_the_object_id(tmp_
     prompts = load_prompts_file(tmp_path / "p.json")
     assert [(p.obj_id, p.frame) for p in prompts] == [(3, 2), (6, 2), (3, 4)]
     check_prompts(prompts, num_frames=6, width=720, height=480)
+    zero = masks_from_png(tmp_path / "plain.png", obj_id=0, frame=0, source="objects[0]")  # not taken for "none"
+    with pytest.raises(InputError, match=r"objects\[0\]: object id 0 must be in 1..254"):
+        check_prompts(zero, num_frames=6, width=720, height=480)
 
 
 def test_out_is_refused_where_it_holds_a_mask_the_prompts_file_names(tmp_path, capsys):

@@ -175,10 +175,14 @@ def test_eval_gpu_options_reach_the_predictor_and_the_run_settings(tmp_path, cap
     capsys.readouterr()
     assert _eval(root, out, "--max-rounds", "0") == 2  # another static step is another run
     assert 'holds a run with other settings (static_step "buffers" there, "off" now)' in capsys.readouterr().err
-    # a run made before these settings existed resumes with their defaults
+    # a run made before these settings existed (the configs' own too) resumes with their defaults
     saved = {key: value for key, value in settings.items() if key not in ("bf16", "static_step")}
+    saved["pruning"] = {key: value for key, value in saved["pruning"].items() if key != "mc_passes"}
+    saved["protocol"] = {key: value for key, value in saved["protocol"].items() if key != "max_rounds"}
     (out / "run.json").write_text(json.dumps(saved))
-    assert _eval(root, out, "--max-rounds", "0") == 0
+    assert _eval(root, out, "--max-rounds", "0") == 2  # the default of max_rounds is not 0
+    assert "(protocol.max_rounds 10 there, 0 now)" in capsys.readouterr().err
+    assert _eval(root, out) == 0
     for extra, expected in (
         (["--device", "cpu", "--bf16"], "--bf16 (bfloat16 autocast) is for CUDA devices; this run is on cpu"),
         (["--device", "cpu", "--static-step", "graphs"], "captures CUDA graphs: the predictor runs on cpu"),

@@ -243,14 +243,15 @@ def check_output_dir(
     overwrite: bool,
     option: str = "--out",
     inputs: Iterable[tuple[str, Path]] = (),
-    holds_only: tuple[str, str] | None = None,
+    holds_only: tuple[Callable[[Path], bool], str] | None = None,
 ) -> None:
     """``check_output_location``, and a non-empty ``out_dir`` needs ``overwrite``.
 
     Args:
-        holds_only: ``(suffix, what)``: ``overwrite`` replaces a folder that holds only files
-            named ``*<suffix>`` (``what``: an earlier output, e.g. mask PNGs), not one holding
-            anything else (the user's files); None: any folder.
+        holds_only: ``(is_output, what)``: ``overwrite`` replaces a folder only when
+            ``is_output(file)`` holds for each file in it (``what``: an earlier output, e.g.
+            label PNGs), not one holding anything else (the user's files: other files,
+            subfolders, links); None: any folder.
 
     Raises:
         InputError: as ``check_output_location``, or a non-empty folder without ``overwrite``,
@@ -261,11 +262,11 @@ def check_output_dir(
     if not out_dir.is_dir() or not any(out_dir.iterdir()):
         return
     if holds_only is not None:
-        suffix, what = holds_only
+        is_output, what = holds_only
         others = sorted(
             f"{entry.name}/" if entry.is_dir() else entry.name
             for entry in out_dir.iterdir()
-            if entry.is_dir() or entry.is_symlink() or not entry.name.lower().endswith(suffix)
+            if entry.is_dir() or entry.is_symlink() or not is_output(entry)
         )
         if others:
             shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
@@ -278,7 +279,9 @@ def check_output_dir(
 
 
 @contextmanager
-def staged_directory(out_dir: Path, *, overwrite: bool, holds_only: tuple[str, str] | None = None) -> Iterator[Path]:
+def staged_directory(
+    out_dir: Path, *, overwrite: bool, holds_only: tuple[Callable[[Path], bool], str] | None = None
+) -> Iterator[Path]:
     """Yield a temporary folder next to ``out_dir``; on success it replaces ``out_dir``,
     on any error it is removed and ``out_dir`` is left as it was (``check_output_dir`` first,
     with ``overwrite`` and ``holds_only``)."""

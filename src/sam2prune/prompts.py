@@ -96,7 +96,15 @@ def masks_from_png(path: Path, *, obj_id: int | None, frame: int, source: str) -
     if not values:
         raise InputError(f"{source}: mask {path} is empty (no non-zero pixel)")
     if values in ([1], [VOID_LABEL]):  # a plain mask: it names no object
-        return [ObjectPrompt(obj_id=obj_id or 1, frame=frame, mask=labels == values[0], source=source, mask_file=path)]
+        return [
+            ObjectPrompt(
+                obj_id=1 if obj_id is None else obj_id,
+                frame=frame,
+                mask=labels == values[0],
+                source=source,
+                mask_file=path,
+            )
+        ]
     if obj_id is not None:
         if obj_id not in values:
             raise InputError(
@@ -139,7 +147,7 @@ def prompts_from_arguments(
         raise InputError("--neg needs at least one --point or a --box: negative clicks alone select nothing")
     return [
         ObjectPrompt(
-            obj_id=obj_id or 1,
+            obj_id=1 if obj_id is None else obj_id,
             frame=frame,
             points=tuple(clicks),
             labels=tuple(labels),

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from PIL import Image
 
 from sam2prune.data.palette import read_label_png, write_label_png
 from sam2prune.data.video import VideoSource
@@ -214,8 +215,25 @@ def stored_frame_logits(predictor: SAM2Predictor, inference_state: dict, frame_i
     return video_res_masks
 
 
+# files a file manager leaves in any folder it shows: no reason to keep an earlier output
+_FOLDER_JUNK = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
+
+
+def _is_label_png(path: Path) -> bool:
+    """A single-channel (palette or grey) PNG, as segment writes: not a photo or a screenshot."""
+    if path.name in _FOLDER_JUNK:
+        return True
+    if path.suffix.lower() != ".png":
+        return False
+    try:
+        with Image.open(path) as image:
+            return image.format == "PNG" and image.mode in ("P", "L", "1")
+    except OSError:
+        return False
+
+
 # what segment writes into its output folder, and so the only folder --overwrite replaces
-MASK_FOLDER = (".png", "mask PNGs")
+MASK_FOLDER = (_is_label_png, "label PNGs")
 
 
 def segment_video(

@@ -7,3 +7,8 @@ from __future__ import annotations
 def counted(count: int, noun: str, plural: str | None = None) -> str:
     """``count`` and ``noun``, in the plural (``plural``, else ``noun`` + "s") unless it is 1."""
     return f"{count} {noun if count == 1 else plural or noun + 's'}"
+
+
+def amount(value: float, noun: str) -> str:
+    """A possibly fractional ``value`` of ``noun``: "1 GPU", "0.5 GPUs", "2 GPUs"."""
+    return f"{value:g} {noun if value == 1 else noun + 's'}"

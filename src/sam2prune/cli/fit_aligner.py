@@ -61,7 +61,10 @@ def fit_aligner(
     sequences = select_sequences(data)
     unmatched = unmatched_labels(sequences, phrases)
     if len(unmatched) == len(phrases):
-        raise InputError(f"--labels {labels}: no label names an object of the dataset: {'; '.join(unmatched[:5])}")
+        more = f"; and {len(unmatched) - 5} more" if len(unmatched) > 5 else ""
+        raise InputError(
+            f"--labels {labels}: no label names an object of the dataset: {'; '.join(unmatched[:5])}{more}"
+        )
     if unmatched:
         log.warning("--labels %s: labels without an object in the dataset: %s", labels, "; ".join(unmatched))
     encoder = load_text_encoder(text_encoder)

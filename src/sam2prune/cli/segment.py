@@ -66,7 +66,7 @@ def segment(
 
     Args:
         out: output folder, created, or replaced as a whole with ``overwrite`` (one holding only
-            PNG files: an earlier output).
+            label PNGs: an earlier output).
         video: a folder of frames or a video file; None: the embedded clip.
         prompts: the objects' prompts, or a prompts JSON file; None: the embedded clip's
             default clicks (only without ``video``).
@@ -158,7 +158,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace an output folder of mask PNGs (an earlier output; one holding other files is refused) "
+        help="replace an output folder of label PNGs (an earlier output; one holding other files is refused) "
         "and an existing --overlay file",
     )
     prompts = parser.add_argument_group("prompts (pixel coordinates of the original frames)")
@@ -181,7 +181,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--obj-id",
         type=object_id,
         metavar="K",
-        help="object id of the points, box or plain mask (default: 1; for a label PNG, the id to keep)",
+        help="object id of the points, box or plain mask (default: 1); for a label PNG holding other ids than 1, "
+        "the one id to keep",
     )
     prompts.add_argument(
         "--prompts", type=path_argument, metavar="FILE.json", help="several objects on several frames (see below)"

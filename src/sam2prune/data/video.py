@@ -88,7 +88,16 @@ class VideoSource:
     def _open_folder(cls, folder: Path) -> VideoSource:
         files = list_frame_files(folder)
         if not files:
-            raise InputError(f"video folder {folder} holds no JPEG or PNG frames")
+            folders = sorted(
+                entry.name for entry in folder.iterdir() if entry.is_dir() and not entry.name.startswith(".")
+            )
+            hint = (
+                f"; it holds folders ({', '.join(folders[:3])}{', ...' if len(folders) > 3 else ''}): a video is one "
+                "folder of frames (for a dataset, check that --dataset names its layout)"
+                if folders
+                else ""
+            )
+            raise InputError(f"video folder {folder} holds no JPEG or PNG frames{hint}")
         stems = [path.stem for path in files]
         if len(set(stems)) != len(stems):
             duplicate = next(stem for stem in stems if stems.count(stem) > 1)

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from sam2prune.config import ProtocolConfig, PruningConfig, RayConfig
 from sam2prune.errors import InputError, UserError
 from sam2prune.progress import progress as progress_bar
-from sam2prune.wording import counted
+from sam2prune.wording import amount, counted
 
 if TYPE_CHECKING:
     from sam2prune.data.datasets import Sequence
@@ -276,7 +276,7 @@ class RayCluster:
         if self.gpus_per_worker > 0:
             if gpus < self.gpus_per_worker:
                 raise InputError(
-                    f"{where} has {gpus:g} GPUs, and each worker needs {self.gpus_per_worker:g} (--gpus-per-worker)"
+                    f"{where} has {amount(gpus, 'GPU')}, and each worker needs {self.gpus_per_worker:g} (--gpus-per-worker)"
                 )
             fits = min(fits, int(gpus / self.gpus_per_worker + 1e-9))
         if fits < 1:
@@ -289,8 +289,8 @@ class RayCluster:
                 else ""
             )
             raise InputError(
-                f"{where} fits {counted(fits, 'worker')} of {counted(self.threads, 'CPU')} and {self.gpus_per_worker:g} GPUs "
-                f"({cpus:g} CPUs, {gpus:g} GPUs); --workers {config.workers} is too many{share}"
+                f"{where} fits {counted(fits, 'worker')} of {counted(self.threads, 'CPU')} and "
+                f"{amount(self.gpus_per_worker, 'GPU')} ({amount(cpus, 'CPU')}, {amount(gpus, 'GPU')}); --workers {config.workers} is too many{share}"
             )
         self.workers = config.workers if config.workers is not None else fits
 
@@ -355,7 +355,7 @@ class RayCluster:
             "Ray: %s of %s%s on %s, %s to run",
             counted(workers, "worker"),
             counted(self.threads, "CPU thread"),
-            f" and {self.gpus_per_worker:g} GPUs" if self.gpus_per_worker else "",
+            f" and {amount(self.gpus_per_worker, 'GPU')}" if self.gpus_per_worker else "",
             self.address or "a local cluster",
             counted(len(batch.todo), "sequence"),
         )

@@ -361,18 +361,36 @@ class EvalSettings:
 RESUMES_ACROSS = ("bounded_memory",)
 
 
+def _with_defaults(saved: dict) -> dict:
+    """A run's saved settings with the default of each setting added since the run was made
+    (it was made with the default), the configs' own too; as JSON reads back."""
+    defaults = {f.name: f.default for f in fields(EvalSettings) if f.default is not MISSING}
+    merged = {**json.loads(json.dumps(defaults)), "protocol": {}, **saved}
+    for key, config in (("pruning", PruningConfig), ("protocol", ProtocolConfig)):
+        if isinstance(merged.get(key), dict):
+            merged[key] = {**json.loads(json.dumps(asdict(config()))), **merged[key]}
+    return merged
+
+
+def _setting_text(value: object) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _differences(previous: dict, current: dict, prefix: str = "") -> list[str]:
     """``"key <old> there, <new> now"`` for each setting that differs (nested ones by their
-    dotted name: ``pruning.retention``)."""
+    dotted name: ``pruning.retention``; one missing on a side: ``unset``)."""
     found = []
     for key in sorted(previous.keys() | current.keys()):
         old, new = previous.get(key), current.get(key)
-        if old == new:
+        if old == new and (key in previous) == (key in current):
             continue
         if isinstance(old, dict) and isinstance(new, dict):
             found += _differences(old, new, f"{prefix}{key}.")
         else:
-            found.append(f"{prefix}{key} {json.dumps(old)} there, {json.dumps(new)} now")
+            there = _setting_text(old) if key in previous else "unset"
+            now = _setting_text(new) if key in current else "unset"
+            found.append(f"{prefix}{key} {there} there, {now} now")
     return found
 
 
@@ -395,24 +413,25 @@ def prepare_run_dir(out_dir: Path, settings: EvalSettings, *, overwrite: bool) -
     if out_dir.exists() and overwrite:
         shutil.rmtree(out_dir)
     if run_file.is_file():
-        # a run made before a setting existed made it with the setting's default
-        defaults = {f.name: f.default for f in fields(EvalSettings) if f.default is not MISSING}
-        previous = {**json.loads(json.dumps(defaults)), **json.loads(run_file.read_text())}
+        previous = _with_defaults(json.loads(run_file.read_text()))
         changed = sorted(k for k in current.keys() | previous.keys() if previous.get(k) != current.get(k))
         # bounded memory gives the same masks (tested): either resumes the other
         changed = [k for k in changed if k not in RESUMES_ACROSS]
         if changed:
-            differences = [d for k in changed for d in _differences({k: previous.get(k)}, {k: current.get(k)})]
+            differences = _differences(
+                {k: previous[k] for k in changed if k in previous}, {k: current[k] for k in changed if k in current}
+            )
             raise InputError(
                 f"--out {out_dir} holds a run with other settings ({'; '.join(differences)}); "
                 "use another folder or --overwrite"
             )
-        return
-    if not out_dir.parent.is_dir():
-        raise missing_parent(out_dir, option="--out")
-    (out_dir / "sequences").mkdir(parents=True, exist_ok=True)
+    else:
+        if not out_dir.parent.is_dir():
+            raise missing_parent(out_dir, option="--out")
+        out_dir.mkdir(exist_ok=True)
+        atomic_write_json(run_file, asdict(settings))  # first: a folder holding a part of a run is one
+    (out_dir / "sequences").mkdir(exist_ok=True)
     (out_dir / "masks").mkdir(exist_ok=True)
-    atomic_write_json(run_file, asdict(settings))
 
 
 def evaluate_sequence(

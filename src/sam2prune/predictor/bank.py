@@ -172,9 +172,10 @@ class TrackingRun:
             way count as passed, not tracked).
         inputs: what the frames from ``start`` on read of the frames before it, as it was:
             ``{frame: (output holding only the parts read, keep_idx or None)}``.
-        conditioning: the object's conditioning outputs it attended to, by frame, with the cells
-            of their stored tokens (``keep_idx`` or None: dense); the indices are kept here, since
-            the bank forgets them once the output is no longer its conditioning one.
+        conditioning: the object's conditioning outputs it attended to, by frame (shallow copies:
+            the tensors as they were), with the cells of their stored tokens (``keep_idx`` or
+            None: dense); the indices are kept here, since the bank forgets them once the output
+            is no longer its conditioning one.
         batches: how its frames were tracked, from each frame where that changed on, in tracking
             order: ``(frame, B, row)``, the object was row ``row`` of a batched step of ``B``
             objects (B = 1: alone). Tracking it again takes the same batch size and row, since a
@@ -505,8 +506,10 @@ class SparseMemoryBank:
             start=frame_idx,
             last=frame_idx - (-1 if reverse else 1),
             inputs=kept,
+            # a shallow copy: the parts attended to as they are now, whatever is written into the
+            # output later (replayed frames must read what they read)
             conditioning={
-                t: (out, self.keep_idx_for(out)) for t, out in self.output_dict["cond_frame_outputs"].items()
+                t: (dict(out), self.keep_idx_for(out)) for t, out in self.output_dict["cond_frame_outputs"].items()
             },
             text=text,
         )
@@ -517,15 +520,19 @@ class SparseMemoryBank:
     def continues(self, run: TrackingRun, frame_idx: int, *, reverse: bool, text: str | None) -> bool:
         """Whether tracking ``frame_idx`` in direction ``reverse`` with the object's ``text`` goes
         on with ``run``: it follows the run (``TrackingRun.follows``) and the object still attends
-        to what the run did, the same conditioning outputs (with the same stored tokens) and text. The hooks where sam2 changes
-        them end the run already; this catches any path that changes them without one, since a
-        run tracked again from what it recorded must give the bits it gave."""
+        to what the run did: the same conditioning frames, each output holding the same tensors
+        (a dict replaced, or a part written into it, is a change) with the same stored tokens,
+        and the same text. The hooks where sam2 changes them end the run already; this catches a
+        path that changes them without one, since a run tracked again from what it recorded must
+        give the bits it gave."""
         if not run.follows(frame_idx, reverse) or run.text != text:
             return False
         conditioning = self.output_dict["cond_frame_outputs"]
         return conditioning.keys() == run.conditioning.keys() and all(
-            conditioning[t] is out and self.keep_idx_for(out) is keep_idx
-            for t, (out, keep_idx) in run.conditioning.items()
+            conditioning[t].keys() == recorded.keys()
+            and all(conditioning[t][part] is value for part, value in recorded.items())
+            and self.keep_idx_for(conditioning[t]) is keep_idx
+            for t, (recorded, keep_idx) in run.conditioning.items()
         )
 
     def note_tracked(self, out: dict, run: TrackingRun) -> None:

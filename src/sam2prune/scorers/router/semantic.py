@@ -127,15 +127,16 @@ class Aligner:
 
 
 def unmatched_labels(sequences: Iterable, labels: dict[str, str]) -> list[str]:
-    """The keys of ``labels`` that name no object of ``sequences`` (``Sequence``), each with
-    why: ``"blackswan/2 (blackswan's objects: 1)"``, ``"bear/1 (no sequence bear)"``."""
+    """The keys of ``labels`` that name no object of ``sequences`` (``Sequence``), as
+    ``fit_aligner`` matches them (``"<sequence>/<object id>"`` exactly), each with why:
+    ``"blackswan/2 (blackswan's objects: 1)"``, ``"bear/1 (no sequence bear)"``."""
     objects = {sequence.name: sequence.obj_ids for sequence in sequences}
     unmatched = []
     for key in labels:
-        name, _, obj_id = key.rpartition("/")
+        name = key.rpartition("/")[0]
         if name not in objects:
-            unmatched.append(f"{key} (no sequence {name or key})")
-        elif not obj_id.isdigit() or int(obj_id) not in objects[name]:
+            unmatched.append(f"{key} (no sequence {name})")
+        elif key not in {f"{name}/{obj_id}" for obj_id in objects[name]}:
             unmatched.append(f"{key} ({name}'s objects: {', '.join(map(str, objects[name])) or 'none'})")
     return unmatched
 
@@ -151,7 +152,12 @@ def read_labels(path: Path) -> dict[str, str]:
         raise InputError(f'labels file {path}: expected {{"<sequence>/<object id>": "phrase", ...}}')
     for key, phrase in labels.items():
         sequence, _, obj_id = key.rpartition("/")
-        if not sequence or not obj_id.isdigit() or not isinstance(phrase, str) or not phrase.strip():
+        if (
+            not sequence
+            or not (obj_id.isascii() and obj_id.isdigit())
+            or not isinstance(phrase, str)
+            or not phrase.strip()
+        ):
             raise InputError(f'labels file {path}: entry {key!r}: expected "<sequence>/<object id>": "phrase"')
     return labels
 
