@@ -103,6 +103,19 @@ def test_a_bad_image_size_is_refused_before_the_model_is_built(tmp_path, capsys,
     assert not list(tmp_path.iterdir())
 
 
+def test_eval_refuses_a_folder_holding_no_run_before_the_model_is_built(tmp_path, capsys, no_model):
+    root = tmp_path / "DAVIS"
+    shutil.copytree(CHAIR_FRAMES, root / "JPEGImages" / "480p" / "chair")
+    shutil.copytree(CHAIR_MASKS, root / "Annotations" / "480p" / "chair")
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "run.json").write_text('{"experiment": "mine"}')
+    command = ["eval", "--dataset", "davis", "--root", str(root), "--sequences", "chair", "--out", str(busy)]
+    assert main([*command, "--overwrite", *RANDOM]) == 2
+    assert f"--out {busy} is a non-empty folder that holds no sam2prune run" in last_error(capsys)
+    assert (busy / "run.json").read_text() == '{"experiment": "mine"}'
+
+
 @pytest.mark.parametrize("out", [".", "..", "{cwd}"])
 def test_segment_out_that_is_the_current_folder_is_refused_before_any_work(
     tmp_path, monkeypatch, capsys, no_model, out

@@ -224,6 +224,13 @@ def test_eval_limit_and_bad_arguments(tmp_path, capsys):
         assert _eval(root, tmp_path / "busy", *overwrite) == 2
         assert "holds no sam2prune run (no run.json), so neither resuming nor --overwrite" in capsys.readouterr().err
         assert sorted(p.name for p in (tmp_path / "busy").iterdir()) == ["file.txt", "sub"]
+    # nor one whose run.json is another tool's, or not JSON
+    for text in ('{"experiment": "mine"}', "not json"):
+        (tmp_path / "busy" / "run.json").write_text(text)
+        assert _eval(root, tmp_path / "busy", "--overwrite") == 2
+        error = capsys.readouterr().err
+        assert "holds no sam2prune run (run settings" in error and "so neither resuming nor --overwrite" in error
+        assert sorted(p.name for p in (tmp_path / "busy").iterdir()) == ["file.txt", "run.json", "sub"]
     assert _eval(root, tmp_path / "one", "--max-rounds", "0", "--limit", "1", "--retention", "0.5") == 2
     assert "other settings (pruning.retention 0.3 there, 0.5 now); use another folder or --overwrite" in (
         capsys.readouterr().err

@@ -296,7 +296,10 @@ def evaluate(
     Raises:
         SequencesFailed: on Ray, some sequences failed on every attempt (the others are saved).
     """
+    from sam2prune.evaluation.protocol import check_run_dir
+
     check_run_folder(out, root=data.root)
+    check_run_dir(out)  # before the model is built (its settings are compared once it is)
     if cluster.enabled:  # the GPU options are checked once the cluster says which device its workers have
         check_ray_runs(prunings=[pruning])
     else:

@@ -24,6 +24,7 @@ from sam2prune.cli.common import (
     select_sequences,
 )
 from sam2prune.errors import InputError
+from sam2prune.wording import counted
 
 
 def fit_aligner(
@@ -72,7 +73,8 @@ def fit_aligner(
     aligner, stats = fit(predictor, sequences, phrases, text_encoder=encoder, ridge=ridge, frame_step=frame_step)
     aligner.save(out)
     print(
-        f"aligner fit on {stats['tokens']} tokens of {stats['objects']} objects over {stats['frames']} frames "
+        f"aligner fit on {counted(stats['tokens'], 'token')} of {counted(stats['objects'], 'object')} over "
+        f"{counted(stats['frames'], 'frame')} "
         f"(train mean cosine {stats['train_mean_cosine']:.3f}), text encoder {encoder.name}, -> {out}"
     )
     return stats

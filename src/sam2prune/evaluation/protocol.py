@@ -394,6 +394,21 @@ def _differences(previous: dict, current: dict, prefix: str = "") -> list[str]:
     return found
 
 
+def check_run_dir(out_dir: Path) -> None:
+    """Raises InputError unless ``out_dir`` is missing, empty, or holds a sam2prune run (a
+    ``run.json`` that reads back as a run's settings): nothing else is resumed into or deleted."""
+    if not out_dir.is_dir() or not any(out_dir.iterdir()):
+        return
+    try:
+        EvalSettings.load(out_dir / "run.json")
+    except InputError as error:
+        why = "no run.json" if not (out_dir / "run.json").exists() else str(error)
+        raise InputError(
+            f"--out {out_dir} is a non-empty folder that holds no sam2prune run ({why}), so neither resuming "
+            "nor --overwrite (which deletes a run) applies: name a new or empty folder"
+        ) from None
+
+
 def prepare_run_dir(out_dir: Path, settings: EvalSettings, *, overwrite: bool) -> None:
     """Create the run folder, or check that an existing one holds a run with the same settings
     (``overwrite``: delete the run there and start over; a folder holding something else than a
@@ -403,13 +418,9 @@ def prepare_run_dir(out_dir: Path, settings: EvalSettings, *, overwrite: bool) -
         InputError: the folder holds something else, or a run with other settings.
     """
     check_output_location(out_dir, inputs=[("--root", Path(settings.root))])
+    check_run_dir(out_dir)
     run_file = out_dir / "run.json"
     current = json.loads(json.dumps(asdict(settings)))  # as it reads back (tuples become lists)
-    if out_dir.exists() and not run_file.is_file() and any(out_dir.iterdir()):
-        raise InputError(
-            f"--out {out_dir} is a non-empty folder that holds no sam2prune run (no run.json), so neither resuming "
-            "nor --overwrite (which deletes a run) applies: name a new or empty folder"
-        )
     if out_dir.exists() and overwrite:
         shutil.rmtree(out_dir)
     if run_file.is_file():
