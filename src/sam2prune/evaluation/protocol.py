@@ -10,7 +10,7 @@ import statistics as stats
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -361,17 +361,6 @@ class EvalSettings:
 RESUMES_ACROSS = ("bounded_memory",)
 
 
-def _with_defaults(saved: dict) -> dict:
-    """A run's saved settings with the default of each setting added since the run was made
-    (it was made with the default), the configs' own too; as JSON reads back."""
-    defaults = {f.name: f.default for f in fields(EvalSettings) if f.default is not MISSING}
-    merged = {**json.loads(json.dumps(defaults)), "protocol": {}, **saved}
-    for key, config in (("pruning", PruningConfig), ("protocol", ProtocolConfig)):
-        if isinstance(merged.get(key), dict):
-            merged[key] = {**json.loads(json.dumps(asdict(config()))), **merged[key]}
-    return merged
-
-
 def _setting_text(value: object) -> str:
     text = json.dumps(value)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -379,18 +368,16 @@ def _setting_text(value: object) -> str:
 
 def _differences(previous: dict, current: dict, prefix: str = "") -> list[str]:
     """``"key <old> there, <new> now"`` for each setting that differs (nested ones by their
-    dotted name: ``pruning.retention``; one missing on a side: ``unset``)."""
+    dotted name: ``pruning.retention``)."""
     found = []
     for key in sorted(previous.keys() | current.keys()):
         old, new = previous.get(key), current.get(key)
-        if old == new and (key in previous) == (key in current):
+        if old == new:
             continue
         if isinstance(old, dict) and isinstance(new, dict):
             found += _differences(old, new, f"{prefix}{key}.")
         else:
-            there = _setting_text(old) if key in previous else "unset"
-            now = _setting_text(new) if key in current else "unset"
-            found.append(f"{prefix}{key} {there} there, {now} now")
+            found.append(f"{prefix}{key} {_setting_text(old)} there, {_setting_text(new)} now")
     return found
 
 
@@ -424,14 +411,13 @@ def prepare_run_dir(out_dir: Path, settings: EvalSettings, *, overwrite: bool) -
     if out_dir.exists() and overwrite:
         shutil.rmtree(out_dir)
     if run_file.is_file():
-        previous = _with_defaults(json.loads(run_file.read_text()))
-        changed = sorted(k for k in current.keys() | previous.keys() if previous.get(k) != current.get(k))
+        # as read back: a setting added since the run was made has its default (the run was
+        # made with it), in the configs too
+        previous = json.loads(json.dumps(asdict(EvalSettings.load(run_file))))
         # bounded memory gives the same masks (tested): either resumes the other
-        changed = [k for k in changed if k not in RESUMES_ACROSS]
+        changed = [k for k in current if previous[k] != current[k] and k not in RESUMES_ACROSS]
         if changed:
-            differences = _differences(
-                {k: previous[k] for k in changed if k in previous}, {k: current[k] for k in changed if k in current}
-            )
+            differences = _differences({k: previous[k] for k in changed}, {k: current[k] for k in changed})
             raise InputError(
                 f"--out {out_dir} holds a run with other settings ({'; '.join(differences)}); "
                 "use another folder or --overwrite"
