@@ -77,7 +77,7 @@ def train_router(
     """
     from sam2prune.fsutil import check_output_file
     from sam2prune.scorers.router.fusion import LearnedRouter, PaperRouter, save_router
-    from sam2prune.scorers.router.semantic import read_labels
+    from sam2prune.scorers.router.semantic import label_key, read_labels
     from sam2prune.scorers.router.train import collect_examples, training_scorer
     from sam2prune.scorers.router.train import train_router as train
     from sam2prune.text.encoders import load_text_encoder
@@ -115,9 +115,11 @@ def train_router(
         text_relevance = AlignedTextRelevance(projection, load_text_encoder(projection.text_encoder))
 
         def phrase_of(sequence: str, obj_id: int) -> str:
-            phrase = phrases.get(f"{sequence}/{obj_id}")
+            phrase = phrases.get(label_key(sequence, obj_id))
             if phrase is None:
-                raise InputError(f"--labels has no phrase for {sequence}/{obj_id}; every trained object needs one")
+                raise InputError(
+                    f"--labels has no phrase for {label_key(sequence, obj_id)}; every trained object needs one"
+                )
             return phrase
 
     scorer = training_scorer(predictor, pruning, chosen, text_relevance)

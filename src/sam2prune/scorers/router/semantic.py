@@ -126,9 +126,14 @@ class Aligner:
         )
 
 
+def label_key(sequence_name: str, obj_id: int) -> str:
+    """The key of an object in LABELS.json: ``"<sequence>/<object id>"``."""
+    return f"{sequence_name}/{obj_id}"
+
+
 def unmatched_labels(sequences: Iterable, labels: dict[str, str]) -> list[str]:
     """The keys of ``labels`` that name no object of ``sequences`` (``Sequence``), as
-    ``fit_aligner`` matches them (``"<sequence>/<object id>"`` exactly), each with why:
+    ``fit_aligner`` matches them (``label_key`` exactly), each with why:
     ``"blackswan/2 (blackswan's objects: 1)"``, ``"bear/1 (no sequence bear)"``."""
     objects = {sequence.name: sequence.obj_ids for sequence in sequences}
     unmatched = []
@@ -136,7 +141,7 @@ def unmatched_labels(sequences: Iterable, labels: dict[str, str]) -> list[str]:
         name = key.rpartition("/")[0]
         if name not in objects:
             unmatched.append(f"{key} (no sequence {name})")
-        elif key not in {f"{name}/{obj_id}" for obj_id in objects[name]}:
+        elif key not in {label_key(name, obj_id) for obj_id in objects[name]}:
             unmatched.append(f"{key} ({name}'s objects: {', '.join(map(str, objects[name])) or 'none'})")
     return unmatched
 
@@ -239,7 +244,7 @@ def fit_aligner(
     frames: list[tuple[torch.Tensor, np.ndarray, dict[int, torch.Tensor]]] = []
     used: set[str] = set()
     for sequence in progress_bar(list(sequences), desc="aligner features", unit="sequence", disable=not progress):
-        objects = {obj_id: f"{sequence.name}/{obj_id}" for obj_id in sequence.obj_ids}
+        objects = {obj_id: label_key(sequence.name, obj_id) for obj_id in sequence.obj_ids}
         objects = {obj_id: key for obj_id, key in objects.items() if key in wanted}
         if not objects:
             continue
@@ -251,7 +256,6 @@ def fit_aligner(
                 frames.append(
                     (tokens[0].cpu(), gt, {obj_id: embeddings[labels[key]] for obj_id, key in objects.items()})
                 )
-    missing = sorted(wanted - used)
     if not frames:
         raise InputError(f"no labelled object found in the dataset (labels name e.g. {next(iter(wanted))})")
     side = predictor.image_size // 16
@@ -269,6 +273,5 @@ def fit_aligner(
         "tokens": len(features),
         "frames": len(frames),
         "objects": len(used),
-        "labels_not_found": missing,
         "train_mean_cosine": fitted,
     }
