@@ -160,7 +160,7 @@ TEST_FILES=(tests/test_pruning.py tests/test_per_frame_costs.py tests/test_stati
 step tests 120 60 env SAM2PRUNE_TEST_DEVICE=$TEST_DEVICE "$PY" -m pytest -p no:cacheprovider "${TESTS[@]}" "${TEST_FILES[@]}" \
     -k "autocast or bank_holds or steady_frame or random_scores or mc_dropout or uniform_pattern or text_relevance or recorder or (once_per_frame and prior) or graph_replay or (bit_for_bit and not bounded) or graph_captures or uint8 or label_writer"
 
-SAM=("$PY" -m sam2prune bench "${DEVICE[@]}" "${SIZE[@]}" "${FRAMES[@]}")
+SAM=("$PY" -m sam2prune bench --overwrite "${DEVICE[@]}" "${SIZE[@]}" "${FRAMES[@]}")
 step hiera-t-1-object 210 150 "${SAM[@]}" --scorer prior --retention 1.0 0.3 "${STATIC[@]}" "${COMPILE[@]}" \
     --json "$out/hiera-t_1obj_prior_bf16.json"
 step hiera-t-$MANY-objects 180 100 "${SAM[@]}" --objects $MANY --scorer prior --retention 1.0 0.3 "${STATIC[@]}" "${COMPILE_MANY[@]}" \
@@ -173,7 +173,7 @@ step hiera-l-1-object 90 60 "${SAM[@]}" --model sam2.1_hiera_l --scorer prior --
 # the two longest tests (~1 min on the CPU): retention 1.0 gives sam2's logits, reverse propagation
 step tests-exactness 90 50 env SAM2PRUNE_TEST_DEVICE=$TEST_DEVICE "$PY" -m pytest -p no:cacheprovider "${TESTS[@]}" "${TEST_FILES[@]}" \
     -k "official_logits or reverse"
-FP32=("$PY" -m sam2prune bench "${DEVICE_FP32[@]}" "${SIZE[@]}" "${FRAMES[@]}")
+FP32=("$PY" -m sam2prune bench --overwrite "${DEVICE_FP32[@]}" "${SIZE[@]}" "${FRAMES[@]}")
 step hiera-t-1-object-fp32 50 45 "${FP32[@]}" --scorer prior --retention 1.0 0.3 --compile-mode none \
     --json "$out/hiera-t_1obj_prior_fp32.json"
 step hiera-t-1-object-eager-step 45 40 "${SAM[@]}" --scorer prior --retention 0.3 --compile-mode none --profile-frames 2 \

@@ -39,11 +39,11 @@ limit() {  # limit SECONDS COMMAND...
 #    they grow with the video, and take as long per frame); sam2-offload with EXTRA=sam2-offload
 # shellcheck disable=SC2068,SC2086
 limit "${BOUNDED_LIMIT:-300}" "$PY" -m sam2prune bench --lengths ${lengths[@]} --methods pruned-bounded \
-    --image-size "$SIZE" --device "$DEVICE" --threads 1 $BF16 \
+    --image-size "$SIZE" --device "$DEVICE" --threads 1 $BF16 --overwrite \
     --json "$out/lengths_${SIZE}_bounded.json" 2>&1 | tee "$out/lengths_${SIZE}_bounded.log" || failed+=(bounded)
 # shellcheck disable=SC2086
 limit "${OTHERS_LIMIT:-200}" "$PY" -m sam2prune bench --lengths ${SHORT_LENGTHS:-500 2000} --methods sam2 pruned-unbounded ${EXTRA:-} \
-    --image-size "$SIZE" --device "$DEVICE" --threads 1 $BF16 \
+    --image-size "$SIZE" --device "$DEVICE" --threads 1 $BF16 --overwrite \
     --json "$out/lengths_${SIZE}_others.json" 2>&1 | tee "$out/lengths_${SIZE}_others.log" || failed+=(others)
 if "$PY" -c "import matplotlib" 2>/dev/null; then
     "$PY" benchmarks/plot_lengths.py "$out/lengths_$SIZE.png" "$out/lengths_${SIZE}_bounded.json" "$out/lengths_${SIZE}_others.json" || failed+=(plot)

@@ -16,10 +16,10 @@ chair_davis "$work"
 .venv/bin/sam2prune fit-aligner --root "$work/DAVIS" --labels "$work/labels.json" --out "$work/aligner.pt"
 TEXT="a child jumping on a bed"
 if [ "$part" = all ] || [ "$part" = default ]; then
-    .venv/bin/sam2prune bench --text "$TEXT" --aligner "$work/aligner.pt" --retention 1.0 0.5 0.3 0.1 \
+    .venv/bin/sam2prune bench --text "$TEXT" --aligner "$work/aligner.pt" --retention 1.0 0.5 0.3 0.1 --overwrite \
         --json benchmarks/cpu-2threads_hiera-t_1024_router-default.json
 fi
 if [ "$part" = all ] || [ "$part" = paper ]; then
     .venv/bin/sam2prune bench --text "$TEXT" --aligner "$work/aligner.pt" --router paper --uncertainty mc \
-        --mc-passes 4 5 6 --retention 0.3 --json benchmarks/cpu-2threads_hiera-t_1024_router-paper-mc.json
+        --mc-passes 4 5 6 --retention 0.3 --overwrite --json benchmarks/cpu-2threads_hiera-t_1024_router-paper-mc.json
 fi

@@ -441,6 +441,14 @@ def test_bad_bench_options_are_refused(capsys, tmp_path):
     both = str(tmp_path / "r.json")
     assert main(["bench", "--frames", "10", "--json", both, "--plot", both]) == 2
     assert "--json and --plot are the same file" in capsys.readouterr().err
+    # an earlier result is replaced only with --overwrite (speed and --lengths alike)
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text("{}")
+    for mode in (["--frames", "10"], ["--lengths", "20"]):
+        for option in ("--json", "--plot"):
+            assert main(["bench", *mode, option, str(earlier)]) == 2
+            assert f"{option} {earlier} exists; pass --overwrite to replace it" in capsys.readouterr().err
+    assert earlier.read_text() == "{}"
     assert {path.name: path.read_bytes() for path in frames.iterdir()} == before
     assert json.loads(prompts.read_text())["objects"][0]["obj_id"] == 1
 

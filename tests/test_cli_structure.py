@@ -264,3 +264,8 @@ def test_no_command_shows_the_commands_and_an_unknown_option_the_commands_usage(
     assert stopped.value.code == 2
     error = capsys.readouterr().err
     assert error.startswith("usage: sam2prune segment ") and "unrecognized arguments: --size" in error
+    with pytest.raises(SystemExit) as stopped:
+        main(["--bogus"])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert "unrecognized arguments: --bogus; a COMMAND is required (one of segment, " in error

@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action=_VersionAction, help="print the versions of sam2prune and sam2, and exit")
     verbose = "also log the resolved settings of the run (debug messages)"
     parser.add_argument("-v", "--verbose", action="store_true", help=verbose)
-    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # required, but checked in main: an unknown option before the command is named there
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, command in COMMANDS.items():
         # each --help keeps the description's and epilog's line breaks and ends with an example
         subparser = subparsers.add_parser(
@@ -99,6 +100,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     args, unknown = parser.parse_known_args(argv)
+    if args.command is None:
+        commands = ", ".join(COMMANDS)
+        parser.error(
+            (f"unrecognized arguments: {' '.join(unknown)}; " if unknown else "")
+            + f"a COMMAND is required (one of {commands})"
+        )
     if unknown:
         args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     # our messages only: third-party libraries keep their own (quiet) logging defaults

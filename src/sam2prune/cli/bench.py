@@ -19,6 +19,7 @@ from sam2prune.cli.common import (
     add_auto_text_options,
     add_gpu_options,
     add_model_options,
+    add_overwrite_option,
     add_pruning_options,
     add_threads_option,
     auto_text_hook,
@@ -49,15 +50,20 @@ if TYPE_CHECKING:
 
 
 def check_result_files(
-    json_path: Path | None, plot_path: Path | None, *, video: Path | None, inputs: Sequence[tuple[str, Path]] = ()
+    json_path: Path | None,
+    plot_path: Path | None,
+    *,
+    video: Path | None,
+    inputs: Sequence[tuple[str, Path]] = (),
+    overwrite: bool = False,
 ) -> None:
     """Raises InputError unless ``--json`` and ``--plot`` can be written without harm: two
     different files, neither an input (the video, inside a folder of frames, ``inputs``: e.g. a
-    prompts file and the masks it names)."""
+    prompts file and the masks it names), and not existing yet unless ``overwrite``."""
     from sam2prune.fsutil import check_output_files
 
     read = [("VIDEO", video if video is not None else embedded_clip()), *inputs]
-    check_output_files([("--json", json_path), ("--plot", plot_path)], inputs=read)
+    check_output_files([("--json", json_path), ("--plot", plot_path)], inputs=read, overwrite=overwrite)
 
 
 def bench(
@@ -76,6 +82,7 @@ def bench(
     compile_timeout: float | None = None,
     json_path: Path | None = None,
     plot_path: Path | None = None,
+    overwrite: bool = False,
     model: ModelOptions = ModelOptions(),
     auto_text: AutoTextOptions = AutoTextOptions(),
     lengths: Sequence[int] | None = None,
@@ -109,6 +116,7 @@ def bench(
         compile_timeout: seconds after which measuring that predictor is given up; None: none.
         json_path, plot_path: also write the results as JSON (after each predictor, too), and
             plot them.
+        overwrite: replace ``json_path`` and ``plot_path`` when they exist (else refused).
         static_step: how the pruned predictors run steady-state frames
             (``PrunedSAM2VideoPredictor.set_static_step``: off, buffers or graphs).
     """
@@ -125,6 +133,7 @@ def bench(
             bf16=bf16,
             json_path=json_path,
             plot_path=plot_path,
+            overwrite=overwrite,
             model=model,
         )
     if methods is not None:
@@ -159,7 +168,7 @@ def bench(
     if prompts is not None:  # read once: checked against the outputs, then tracked
         file_prompts = load_prompts_file(prompts)
         prompt_inputs = prompts_file_inputs(prompts, file_prompts)
-    check_result_files(json_path, plot_path, video=video, inputs=prompt_inputs)
+    check_result_files(json_path, plot_path, video=video, inputs=prompt_inputs, overwrite=overwrite)
     weights = resolve_weights(model, required=False)
     source = VideoSource.open(video if video is not None else embedded_clip())
     clip_frames = len(source)
@@ -246,6 +255,7 @@ def bench_lengths(
     bf16: bool = False,
     json_path: Path | None = None,
     plot_path: Path | None = None,
+    overwrite: bool = False,
     model: ModelOptions = ModelOptions(),
 ) -> dict[str, Any]:
     """Peak memory and steady ms/frame against video length: official SAM 2 (``sam2``, and
@@ -268,7 +278,7 @@ def bench_lengths(
     from sam2prune.prompts import load_prompts_file
 
     check_threads(threads)
-    check_result_files(json_path, plot_path, video=video)
+    check_result_files(json_path, plot_path, video=video, overwrite=overwrite)
     device = resolve_device(model.device)
     check_gpu_options(GpuOptions(bf16=bf16), device)
     weights = resolve_weights(model, required=False)
@@ -432,6 +442,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE.png",
         help="plot ms/frame and bank size vs retention (memory vs frames)",
     )
+    add_overwrite_option(parser, "--json or --plot file")
     lengths = parser.add_argument_group("memory against video length")
     lengths.add_argument(
         "--lengths",
@@ -482,6 +493,7 @@ def handle(args: argparse.Namespace) -> int:
         compile_timeout=args.compile_timeout,
         json_path=args.json,
         plot_path=args.plot,
+        overwrite=args.overwrite,
         model=model_options(args),
         auto_text=auto_text_options(args),
         lengths=args.lengths,
