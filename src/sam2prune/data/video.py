@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -56,6 +57,9 @@ class VideoSource:
     # presentation timestamp of each frame of a video file, in its stream's time base (random
     # access seeks to them); None for a folder, or a file whose frames lack timestamps
     frame_pts: list[int] | None = None
+    # ``frame_checksum`` of each frame of a video file as it decodes from the start: a frame
+    # reached by seeking is handed out only when it is the same (None for a folder)
+    frame_checksums: list[int] | None = None
 
     @property
     def is_video_file(self) -> bool:
@@ -122,6 +126,7 @@ class VideoSource:
         # decode every frame once (not converting it): the count, the size and each frame's
         # timestamp, so that frames can later be read in any order
         pts: list[int | None] = []
+        checksums: list[int] = []
         size = None
         for frame in _decode_video(path, convert=False):
             if size is None:
@@ -132,6 +137,7 @@ class VideoSource:
                     "like the first frame"
                 )
             pts.append(frame.pts)
+            checksums.append(frame_checksum(frame))
         if not pts or size is None:
             raise InputError(f"video {path} holds no frames")
         with av.open(str(path)) as container:
@@ -145,6 +151,7 @@ class VideoSource:
             height=size[1],
             fps=float(rate) if rate else None,
             frame_pts=[int(t) for t in timestamps] if seekable else None,
+            frame_checksums=checksums,
         )
 
     def head(self, count: int) -> VideoSource:
@@ -156,6 +163,7 @@ class VideoSource:
             frame_names=self.frame_names[:count],
             frame_files=self.frame_files[:count],
             frame_pts=self.frame_pts[:count] if self.frame_pts is not None else None,
+            frame_checksums=self.frame_checksums[:count] if self.frame_checksums is not None else None,
         )
 
     def looped(self, count: int) -> VideoSource:
@@ -221,7 +229,11 @@ class FrameReader:
     """Reads frames of a ``VideoSource`` in any order, one or several at a time. For a video
     file it keeps the file open between reads: frames that follow the last one read are
     decoded on, others are sought to (the nearest keyframe before, then decoded up to the frame;
-    or, without timestamps, decoded from the start). Not thread-safe: one reader per thread.
+    or, without timestamps, decoded from the start). A frame reached by seeking is handed out
+    only when its checksum is the one it has decoded from the start: some containers (MPEG
+    program streams with B-frames) label the frames after a seek with other frames' timestamps;
+    there the reader decodes from the start, and seeks no more. Not thread-safe: one reader per
+    thread.
 
     Attributes:
         decoded: frames decoded so far (including those decoded only to reach another).
@@ -234,6 +246,9 @@ class FrameReader:
         self._frames: Iterator[VideoFrame] | None = None  # the open decoder
         self._next_index = 0  # index of the frame the open decoder yields next
         self._index_of_pts = {pts: index for index, pts in enumerate(source.frame_pts or ())}
+        # False once a seek landed elsewhere than the timestamps said
+        self.seeks = source.frame_pts is not None
+        self._sought = False  # the open decoder was positioned by a seek, not started at frame 0
 
     def __enter__(self) -> FrameReader:
         return self
@@ -274,21 +289,29 @@ class FrameReader:
         import av
 
         try:
-            if self._frames is None or not self._next_index <= index <= self._next_index + self._DECODE_ON:
+            # without seeking, any frame ahead is decoded on
+            ahead = self._next_index + (self._DECODE_ON if self.seeks else len(self.source))
+            if self._frames is None or not self._next_index <= index <= ahead:
                 self._seek(index)
             assert self._frames is not None  # _seek opens the decoder
             restarted = False
             while True:
                 frame = next(self._frames, None)
-                if frame is None:
+                if frame is not None:
+                    self.decoded += 1
+                elif restarted or not self._sought:  # a seek may have miscounted: from the start
                     raise InputError(f"video {self.source.path} ended before frame {index}")
-                self.decoded += 1
                 current = self._next_index
-                pts = self.source.frame_pts
-                if pts is not None and frame.pts != pts[current]:
+                pts, checksums = self.source.frame_pts, self.source.frame_checksums
+                if (
+                    frame is None
+                    or (pts is not None and frame.pts != pts[current])
+                    or (current == index and checksums is not None and frame_checksum(frame) != checksums[index])
+                ):
                     if restarted:
                         raise InputError(f"video {self.source.path} decodes differently from when it was opened")
-                    # the decoder did not resume where it was sought to: decode from the start
+                    # the decoder is not where the timestamps said: from the start, seeking no more
+                    self.seeks = False
                     self._seek(0)
                     restarted = True
                     continue
@@ -306,8 +329,8 @@ class FrameReader:
         self.close()
         container = self._container = av.open(str(self.source.path))
         stream = container.streams.video[0]
-        self._frames, self._next_index = container.decode(stream), 0
-        if self.source.frame_pts is None or index == 0:
+        self._frames, self._next_index, self._sought = container.decode(stream), 0, False
+        if not self.seeks or self.source.frame_pts is None or index == 0:
             return
         container.seek(self.source.frame_pts[index], backward=True, any_frame=False, stream=stream)
         frames = container.decode(stream)
@@ -318,7 +341,13 @@ class FrameReader:
             container = self._container = av.open(str(self.source.path))
             self._frames = container.decode(container.streams.video[0])
             return
-        self._frames, self._next_index = itertools.chain([first], frames), start
+        self._frames, self._next_index, self._sought = itertools.chain([first], frames), start, True
+
+
+def frame_checksum(frame: VideoFrame) -> int:
+    """CRC-32 of a decoded frame's 8-bit luma (about 1 ms at 1080p): the same for the same
+    decoded frame, whatever its pixel format and row padding."""
+    return zlib.crc32(frame.to_ndarray(format="gray").tobytes())
 
 
 def _image_size(path: Path) -> tuple[int, int]:
