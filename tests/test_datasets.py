@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -225,3 +226,209 @@ def test_unknown_dataset_and_missing_root(tmp_path):
         read_dataset("kitti", tmp_path)
     with pytest.raises(InputError, match="does not exist"):
         read_dataset("davis", tmp_path / "nowhere")
+
+
+def _davis(root: Path, frame_labels: list[np.ndarray], name: str = "late") -> None:
+    _frames(root / "JPEGImages" / "480p" / name, len(frame_labels))
+    masks = root / "Annotations" / "480p" / name
+    masks.mkdir(parents=True)
+    for i, labels in enumerate(frame_labels):
+        write_label_png(masks / f"{i:05d}.png", labels)
+    (root / "ImageSets" / "2017").mkdir(parents=True, exist_ok=True)
+    (root / "ImageSets" / "2017" / "val.txt").write_text(f"{name}\n")
+
+
+def test_davis_objects_of_the_count_absent_from_the_first_frame(tmp_path):
+    """DAVIS counts objects as the highest id of the first frame: an object of the count that
+    enters later is prompted on the frame it enters (it was clicked into an empty mask: a
+    ValueError), one that no frame shows is not tracked, and both are scored as the official
+    tool scores them."""
+    from sam2prune.evaluation.protocol import protocol_prompts, score_tracked_sequence
+
+    frame_labels = [
+        _labels({3: (2, 2)}),
+        _labels({3: (2, 3)}),
+        _labels({1: (12, 12), 3: (2, 4)}),
+        _labels({1: (12, 14)}),
+    ]
+    _davis(tmp_path / "DAVIS", frame_labels)
+    (sequence,) = read_dataset("davis", tmp_path / "DAVIS")
+    assert sequence.obj_ids == [1, 3] and sequence.first_frames == {1: 2, 3: 0}
+    assert [(p.obj_id, p.frame) for p in protocol_prompts(sequence)] == [(1, 2), (3, 0)]
+    scores = score_tracked_sequence(sequence, dict(enumerate(frame_labels)))  # perfect labels
+    assert [s.name for s in scores] == ["late_1", "late_2", "late_3"]
+    assert all(s.j.tolist() == [1.0, 1.0] for s in scores)
+
+
+def test_annotations_are_listed_as_frames_are(tmp_path):
+    """Annotation PNGs: any case of .png, natural order, hidden files (macOS ._ files) skipped,
+    in the readers and in ``score``; 1-bit PNGs hold ids 0 and 1 (they were read as void)."""
+    from sam2prune.evaluation.davis import score_results
+
+    root = tmp_path / "DAVIS"
+    names = [str(i) for i in range(11)]  # unpadded: 10 sorts before 2 as strings
+    _frames(root / "JPEGImages" / "480p" / "s", 11, names)
+    masks = root / "Annotations" / "480p" / "s"
+    masks.mkdir(parents=True)
+    results = tmp_path / "results" / "s"
+    results.mkdir(parents=True)
+    for i, name in enumerate(names):
+        labels = _labels({1: (2, 2 + i)})
+        Image.fromarray(labels.astype(bool)).save(masks / f"{name}.PNG")  # 1-bit
+        write_label_png(results / f"{name}.png", labels if i != 10 else np.zeros_like(labels))
+    (masks / "._0.PNG").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (root / "ImageSets" / "2017").mkdir(parents=True)
+    (root / "ImageSets" / "2017" / "val.txt").write_text("\ufeffs\ns\n")  # a BOM, a name twice
+    assert np.array_equal(read_label_png(masks / "3.PNG"), _labels({1: (2, 5)}))
+    (sequence,) = read_dataset("davis", root)
+    assert sequence.obj_ids == [1] and sorted(sequence.annotated) == list(range(11))
+    # frames 1..9 are scored (10 is the last): all perfect; as strings, 10 was scored and 9 not
+    measures, scores = score_results(root, tmp_path / "results", progress=False)
+    assert [s.name for s in scores] == ["s_1"] and measures["J-Mean"] == 1.0
+
+
+def test_a_ground_truth_frame_of_another_size_is_named_by_score(tmp_path):
+    from sam2prune.evaluation.davis import score_results
+
+    frame_labels = [_labels({1: (2, 2)})] * 4
+    _davis(tmp_path / "DAVIS", frame_labels, name="s")
+    results = tmp_path / "results" / "s"
+    results.mkdir(parents=True)
+    for i, labels in enumerate(frame_labels):
+        write_label_png(results / f"{i:05d}.png", labels)
+    write_label_png(tmp_path / "DAVIS" / "Annotations" / "480p" / "s" / "00002.png", np.zeros((H, W - 1), np.uint8))
+    with pytest.raises(InputError, match=rf"ground truth .*00002\.png is {W - 1}x{H} but 00000\.png is {W}x{H}"):
+        score_results(tmp_path / "DAVIS", tmp_path / "results", progress=False)
+
+
+def test_lvos_start_is_the_first_annotation_from_it_that_shows_the_object(tmp_path):
+    root = tmp_path / "LVOS"
+    names = [f"{i:08d}" for i in range(6)]
+    _frames(root / "valid" / "JPEGImages" / "v", 6, names)
+    masks = root / "valid" / "Annotations" / "v"
+    masks.mkdir(parents=True)
+    for i in (0, 2, 4):  # sparse annotations; object 2 is visible from frame 4
+        write_label_png(masks / f"{names[i]}.png", _labels({1: (2, 2)} | ({2: (12, 12)} if i == 4 else {})))
+    meta = {
+        "videos": {
+            "v": {"objects": {"1": {"frame_range": {"start": "00000000.jpg"}}, "2": {"frame_range": {"start": 1}}}}
+        }
+    }
+    (root / "valid" / "valid_meta.json").write_text(json.dumps(meta))
+    (sequence,) = read_dataset("lvos", root)
+    assert sequence.first_frames == {1: 0, 2: 4}
+    meta["videos"]["v"]["objects"]["3"] = {"frame_range": {"start": 2}}
+    (root / "valid" / "valid_meta.json").write_text(json.dumps(meta))
+    with pytest.raises(
+        InputError, match=r"video v, object 3 starts at frame 2 \(meta\), but no annotation from there on shows it"
+    ):
+        list(read_dataset("lvos", root))
+
+
+def test_uvo_objects_and_errors_name_the_video_object_and_frame(tmp_path):
+    from pycocotools import mask as coco_mask
+
+    root = tmp_path / "UVO"
+    _frames(root / "JPEGImages" / "vidA", 3)
+
+    def rle(mask):
+        encoded = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
+        return {"size": encoded["size"], "counts": encoded["counts"].decode()}
+
+    empty, square = np.zeros((H, W), bool), _labels({1: (2, 2)}) == 1
+    video = {"id": 7, "file_names": [f"vidA/{i:05d}.jpg" for i in range(3)], "height": H, "width": W}
+    annotations = [{"id": 1, "video_id": 7, "segmentations": [rle(empty), rle(square), None]}]
+
+    def read(videos=(video,), annotations=annotations):
+        (root / "val.json").write_text(json.dumps({"videos": list(videos), "annotations": annotations}))
+        return list(read_dataset("uvo", root))
+
+    (sequence,) = read()  # an empty RLE on its first segmentation: visible from frame 1
+    assert sequence.first_frames == {1: 1}
+    for segmentations, message in (
+        (
+            [rle(square[:-1]), None, None],
+            rf"UVO video 7, object 1, frame 0 \(00000\.jpg\): the RLE is of size \[{H - 1}, {W}\]",
+        ),
+        ([[[1, 2, 3, 4, 5, 6]], None, None], r"object 1, frame 0 \(00000\.jpg\): expected a COCO RLE"),
+        (
+            [{"size": [H, W], "counts": [1, 2]}, None, None],
+            r"frame 0 \(00000\.jpg\): the RLE cannot be decoded: RLE counts sum to 3",
+        ),
+        ([None, None], r"UVO video 7, object 1: 2 segmentations for 3 frames"),
+    ):
+        with pytest.raises(InputError, match=message):
+            read(annotations=[{"id": 1, "video_id": 7, "segmentations": segmentations}])
+    with pytest.raises(
+        InputError, match=rf"UVO video 7: frame .*00000\.jpg is {W}x{H} but .*val\.json gives {W}x{H + 1}"
+    ):
+        read(videos=[video | {"height": H + 1}])
+    with pytest.raises(InputError, match="UVO video 7: file_names is empty"):
+        read(videos=[video | {"file_names": []}])
+    with pytest.raises(InputError, match=r'expected each video as \{"id", "file_names", "width", "height"\}'):
+        read(videos=[{"id": 7}])
+
+
+def test_endovis18_labels_that_match_no_frame_or_cannot_be_read_are_named(tmp_path):
+    root = tmp_path / "EndoVis"
+    _frames(root / "seq_1" / "left_frames", 2, ["frame000", "frame001"], suffix=".png")
+    (root / "labels.json").write_text(json.dumps([{"name": "bg", "color": [0, 0, 0], "classid": 0}]))
+    with pytest.raises(InputError, match=r"sequence seq_1: labels folder .*labels does not exist"):
+        list(read_dataset("endovis18", root))
+    (root / "seq_1" / "labels").mkdir()
+    (root / "seq_1" / "labels" / "frame007.png").write_bytes(b"not a PNG")
+    with pytest.raises(InputError, match=r"label .*frame007\.png has no frame named frame007"):
+        list(read_dataset("endovis18", root))
+    (root / "seq_1" / "labels" / "frame007.png").rename(root / "seq_1" / "labels" / "frame001.png")
+    with pytest.raises(InputError, match=r"label .*frame001\.png is corrupt or unreadable"):
+        list(read_dataset("endovis18", root))
+
+
+def test_hidden_folders_are_no_sequences_and_named_ones_are_the_only_ones_opened(tmp_path):
+    root = tmp_path / "PUMaVOS"
+    for name in ("a", "b"):
+        _frames(root / "JPEGImages" / name, 2)
+        (root / "Annotations" / name).mkdir(parents=True)
+        write_label_png(root / "Annotations" / name / "00000.png", _labels({1: (2, 2)}))
+    (root / "Annotations" / ".ipynb_checkpoints").mkdir()
+    assert [s.name for s in read_dataset("pumavos", root)] == ["a", "b"]
+    shutil.rmtree(root / "JPEGImages" / "b")  # b cannot be opened: only a is asked for
+    assert [s.name for s in read_dataset("pumavos", root, only=["a"])] == ["a"]
+
+
+_READS: list[int] = []
+
+
+def _square_at(column: int) -> np.ndarray:
+    _READS.append(column)
+    return _labels({1: (2, column)})
+
+
+def test_a_sequence_keeps_few_label_maps_and_pickles_none():
+    import pickle
+
+    from sam2prune.data.datasets import GROUND_TRUTH_CACHE, Sequence
+    from sam2prune.data.video import VideoSource
+
+    source = VideoSource(Path("nowhere"), [f"{i}" for i in range(10)], W, H)
+    annotated = {i: functools.partial(_square_at, i) for i in range(10)}
+    sequence = Sequence("s", source, annotated, [1], {1: 0})
+    _READS.clear()
+    for i in range(10):
+        sequence.ground_truth(i)
+    sequence.ground_truth(9)
+    assert len(sequence._cache) == GROUND_TRUTH_CACHE and list(range(10)) == _READS
+    copy = pickle.loads(pickle.dumps(sequence))
+    assert not copy._cache and np.array_equal(copy.ground_truth(3), _labels({1: (2, 3)}))
+
+
+def test_limit_opens_only_the_first_sequences(tmp_path):
+    """--limit N opens the first N sequences only: a later one not downloaded stops nothing."""
+    from sam2prune.cli.common import DataSelection, select_sequences
+
+    _davis(tmp_path / "DAVIS", [_labels({1: (2, 2)})] * 3, name="first")
+    (tmp_path / "DAVIS" / "ImageSets" / "2017" / "val.txt").write_text("first\nnot-downloaded\n")
+    selection = DataSelection(dataset="davis", root=tmp_path / "DAVIS", split=None, sequences=None, limit=1)
+    assert [s.name for s in select_sequences(selection)] == ["first"]
+    with pytest.raises(InputError, match="sequence not-downloaded: frames folder"):
+        select_sequences(DataSelection(dataset="davis", root=tmp_path / "DAVIS", split=None, sequences=None, limit=2))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import inspect
+import itertools
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
@@ -32,7 +33,6 @@ from sam2prune.config import (
     ineffective_fields,
 )
 from sam2prune.errors import InputError
-from sam2prune.wording import counted
 
 if TYPE_CHECKING:
     from sam2prune.data.datasets import Sequence as DatasetSequence
@@ -871,19 +871,17 @@ def data_selection(args: argparse.Namespace) -> DataSelection:
 def select_sequences(data: DataSelection) -> list[DatasetSequence]:
     from sam2prune.data.datasets import read_dataset
 
-    sequences = list(read_dataset(data.dataset, data.root, data.split, only=data.sequences))
+    if data.limit is not None and data.limit < 1:
+        raise InputError(f"--limit must be >= 1, got {data.limit}")
+    # the sequences are opened as they are read: --limit opens only the first N
+    sequences = list(
+        itertools.islice(read_dataset(data.dataset, data.root, data.split, only=data.sequences), data.limit)
+    )
     if data.sequences:
         known = {s.name for s in sequences}
         unknown = [name for name in data.sequences if name not in known]
-        if unknown:
-            raise InputError(
-                f"--sequences: {', '.join(unknown)} not in the {data.dataset} set ({counted(len(known), 'sequence')})"
-            )
-        sequences = [s for s in sequences if s.name in data.sequences]
-    if data.limit is not None:
-        if data.limit < 1:
-            raise InputError(f"--limit must be >= 1, got {data.limit}")
-        sequences = sequences[: data.limit]
+        if unknown and (data.limit is None or len(sequences) < data.limit):
+            raise InputError(f"--sequences: {', '.join(unknown)} not in the {data.dataset} set")
     if not sequences:
         raise InputError(f"no sequence to evaluate in {data.root}")
     return sequences

@@ -23,21 +23,22 @@ Expected layouts (ROOT is what ``--root`` points to):
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from sam2prune.data.palette import read_label_png
-from sam2prune.data.video import VideoSource, list_frame_files, natural_key
+from sam2prune.data.video import VideoSource, image_size, list_frame_files, natural_key, read_rgb
 from sam2prune.errors import InputError
 from sam2prune.fsutil import read_json
 from sam2prune.wording import counted
 
 VOID_LABEL = 255
 DATASETS = ("davis", "vost", "pumavos", "lvos", "uvo", "endovis18")
+GROUND_TRUTH_CACHE = 4  # label maps a sequence keeps decoded (the frame being tracked and scored, a few before)
 
 
 @dataclass
@@ -53,6 +54,9 @@ class Sequence:
         first_frames: object id -> index of the first annotated frame it is visible on.
         official_davis: scored exactly as the official DAVIS 2017 tool (object count from the
             first frame, first and last frames excluded).
+
+    The last ``GROUND_TRUTH_CACHE`` label maps read are kept (not pickled): a dataset's label
+    maps are never all held.
     """
 
     name: str
@@ -61,19 +65,33 @@ class Sequence:
     obj_ids: list[int]
     first_frames: dict[int, int]
     official_davis: bool = False
-    _cache: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+    _cache: OrderedDict[int, np.ndarray] = field(default_factory=OrderedDict, repr=False)
 
     def ground_truth(self, frame_idx: int) -> np.ndarray:
         """Label map of an annotated frame (void = 255 kept)."""
-        if frame_idx not in self._cache:
-            labels = self.annotated[frame_idx]()
-            if labels.shape != (self.source.height, self.source.width):
-                raise InputError(
-                    f"sequence {self.name}: annotation of frame {self.source.frame_names[frame_idx]} is "
-                    f"{labels.shape[1]}x{labels.shape[0]} but the frames are {self.source.width}x{self.source.height}"
-                )
-            self._cache[frame_idx] = labels
-        return self._cache[frame_idx]
+        if frame_idx in self._cache:
+            self._cache.move_to_end(frame_idx)
+            return self._cache[frame_idx]
+        labels = self.annotated[frame_idx]()
+        if labels.shape != (self.source.height, self.source.width):
+            raise InputError(
+                f"sequence {self.name}: annotation of frame {self.source.frame_names[frame_idx]} is "
+                f"{labels.shape[1]}x{labels.shape[0]} but the frames are {self.source.width}x{self.source.height}"
+            )
+        self._cache[frame_idx] = labels
+        while len(self._cache) > GROUND_TRUTH_CACHE:
+            self._cache.popitem(last=False)
+        return labels
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_cache": OrderedDict()}
+
+    def first_visible(self, obj_id: int, from_frame: int = 0) -> int | None:
+        """The first annotated frame at or after ``from_frame`` on which ``obj_id`` is visible;
+        None if there is none."""
+        return next(
+            (i for i in sorted(self.annotated) if i >= from_frame and (self.ground_truth(i) == obj_id).any()), None
+        )
 
 
 def _objects_from_annotations(name: str, sequence: Sequence) -> tuple[list[int], dict[int, int]]:
@@ -86,6 +104,12 @@ def _objects_from_annotations(name: str, sequence: Sequence) -> tuple[list[int],
     if not first_frames:
         raise InputError(f"sequence {name}: its annotations hold no object")
     return sorted(first_frames), first_frames
+
+
+def annotation_files(folder: Path) -> list[Path]:
+    """The PNG files of an annotations folder in natural order, as frames are listed: any case
+    of ``.png``, hidden files (``._00000.png`` of macOS) ignored."""
+    return [path for path in list_frame_files(folder) if path.suffix.lower() == ".png"]
 
 
 def _png_sequence(name: str, frames_dir: Path, masks_dir: Path, *, objects: str) -> Sequence:
@@ -102,7 +126,7 @@ def _png_sequence(name: str, frames_dir: Path, masks_dir: Path, *, objects: str)
     source = VideoSource.open(frames_dir)
     index_of = {stem: i for i, stem in enumerate(source.frame_names)}
     annotated = {}
-    for path in sorted(masks_dir.glob("*.png"), key=lambda p: natural_key(p.name)):
+    for path in annotation_files(masks_dir):
         if path.stem not in index_of:
             raise InputError(f"sequence {name}: annotation {path} has no frame named {path.stem} in {frames_dir}")
         annotated[index_of[path.stem]] = lambda p=path: read_label_png(p)
@@ -122,8 +146,13 @@ def _png_sequence(name: str, frames_dir: Path, masks_dir: Path, *, objects: str)
         count = int(np.where(first == VOID_LABEL, 0, first).max())
         if count == 0:
             raise InputError(f"sequence {name}: the first annotation in {masks_dir} holds no object")
-        sequence.obj_ids = list(range(1, count + 1))
-        sequence.first_frames = dict.fromkeys(sequence.obj_ids, first_idx)
+        # each object is prompted on the first frame it is visible on (an object of the count
+        # that no frame shows is scored as the official tool does, and not tracked)
+        for obj_id in range(1, count + 1):
+            frame_idx = first_idx if (first == obj_id).any() else sequence.first_visible(obj_id, first_idx)
+            if frame_idx is not None:
+                sequence.first_frames[obj_id] = frame_idx
+        sequence.obj_ids = sorted(sequence.first_frames)
     elif objects == "all":
         sequence.obj_ids, sequence.first_frames = _objects_from_annotations(name, sequence)
     return sequence
@@ -145,7 +174,7 @@ def _read_list(path: Path, only: Collection[str] | None = None) -> list[str]:
             f"sequence list {path} does not exist ({lists_beside(path)}); pass --split NAME of a list there, or name the "
             "sequences: --sequences NAME ..."
         )
-    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    names = read_names(path)
     if only:
         unknown = [name for name in only if name not in names]
         if unknown:
@@ -154,10 +183,19 @@ def _read_list(path: Path, only: Collection[str] | None = None) -> list[str]:
     return names
 
 
-def _subfolders(path: Path) -> list[str]:
+def read_names(path: Path) -> list[str]:
+    """The names of a sequence list, one per line, each once (a UTF-8 byte-order mark ignored)."""
+    lines = (line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines())
+    return list(dict.fromkeys(line for line in lines if line))
+
+
+def _subfolders(path: Path, only: Collection[str] | None = None) -> list[str]:
+    """The folders in ``path`` (hidden ones, such as ``.ipynb_checkpoints``, ignored), in natural
+    order; with ``only``, those named there."""
     if not path.is_dir():
         raise InputError(f"folder {path} does not exist")
-    return sorted((p.name for p in path.iterdir() if p.is_dir()), key=natural_key)
+    names = (p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return sorted((name for name in names if not only or name in only), key=natural_key)
 
 
 def read_davis(
@@ -178,8 +216,8 @@ def read_vost(root: Path, split: str = "val", *, only: Collection[str] | None = 
         yield _png_sequence(name, root / "JPEGImages" / name, root / "Annotations" / name, objects="all")
 
 
-def read_pumavos(root: Path, split: str | None = None) -> Iterator[Sequence]:
-    for name in _subfolders(root / "Annotations"):
+def read_pumavos(root: Path, split: str | None = None, *, only: Collection[str] | None = None) -> Iterator[Sequence]:
+    for name in _subfolders(root / "Annotations", only):
         yield _png_sequence(name, root / "JPEGImages" / name, root / "Annotations" / name, objects="all")
 
 
@@ -190,13 +228,13 @@ def _lvos_meta(folder: Path, split: str) -> dict:
     raise InputError(f"LVOS: neither {folder / f'{split}_meta.json'} nor {folder / 'meta.json'} exists")
 
 
-def read_lvos(root: Path, split: str = "valid") -> Iterator[Sequence]:
+def read_lvos(root: Path, split: str = "valid", *, only: Collection[str] | None = None) -> Iterator[Sequence]:
     folder = root / split
     meta = _lvos_meta(folder, split)
     videos = meta.get("videos") if isinstance(meta, dict) else None
     if not isinstance(videos, dict):
         raise InputError(f'LVOS meta file in {folder}: expected {{"videos": {{<sequence>: ...}}}}')
-    for name in sorted(videos, key=natural_key):
+    for name in sorted((name for name in videos if not only or name in only), key=natural_key):
         sequence = _png_sequence(name, folder / "JPEGImages" / name, folder / "Annotations" / name, objects="none")
         objects = videos[name].get("objects") if isinstance(videos[name], dict) else None
         if not isinstance(objects, dict) or not objects:
@@ -209,14 +247,21 @@ def read_lvos(root: Path, split: str = "valid") -> Iterator[Sequence]:
                 obj_id = int(obj_key)
             except (KeyError, TypeError, ValueError) as error:
                 raise InputError(f"LVOS meta: video {name}, object {obj_key!r} has no frame_range.start") from error
-            frame_idx = index_of.get(str(start))
-            if frame_idx is None:  # the meta may give the frame number without the zero padding
-                frame_idx = next((i for s, i in index_of.items() if s.isdigit() and int(s) == int(start)), None)
+            stem = Path(str(start)).stem  # a frame name, a file name or a number
+            frame_idx = index_of.get(stem)
+            if frame_idx is None and stem.isdigit():  # the number without the zero padding
+                frame_idx = next((i for s, i in index_of.items() if s.isdigit() and int(s) == int(stem)), None)
             if frame_idx is None:
                 raise InputError(
                     f"LVOS meta: video {name}, object {obj_id} starts at frame {start}, which is not in the frames"
                 )
-            first_frames[obj_id] = frame_idx
+            visible = sequence.first_visible(obj_id, frame_idx)
+            if visible is None:
+                raise InputError(
+                    f"LVOS: video {name}, object {obj_id} starts at frame {start} (meta), but no annotation from "
+                    "there on shows it"
+                )
+            first_frames[obj_id] = visible
         sequence.obj_ids = sorted(first_frames)
         sequence.first_frames = first_frames
         yield sequence
@@ -263,53 +308,98 @@ def _rle_counts_from_string(text: str) -> list[int]:
     return counts
 
 
-def read_uvo(root: Path, split: str = "val") -> Iterator[Sequence]:
+def read_uvo(root: Path, split: str = "val", *, only: Collection[str] | None = None) -> Iterator[Sequence]:
     path = root / split if split.endswith(".json") else root / f"{split}.json"
     payload = read_json(path, what="UVO annotations")
     if not isinstance(payload, dict) or "videos" not in payload or "annotations" not in payload:
         raise InputError(
             f'UVO annotations {path}: expected YouTube-VIS style {{"videos": [...], "annotations": [...]}}'
         )
-    by_video: dict[int, list[dict]] = {}
+    by_video: dict[object, list[dict]] = {}
     for annotation in payload["annotations"]:
+        if not isinstance(annotation, dict) or "video_id" not in annotation:
+            raise InputError(f'UVO annotations {path}: an annotation without "video_id": {str(annotation)[:80]}')
         by_video.setdefault(annotation["video_id"], []).append(annotation)
     for video in payload["videos"]:
-        files = [root / f for f in video["file_names"]]
-        if files and not files[0].is_file() and (root / "JPEGImages" / video["file_names"][0]).is_file():
-            files = [root / "JPEGImages" / f for f in video["file_names"]]
+        try:
+            video_id, file_names = video["id"], list(video["file_names"])
+            width, height = int(video["width"]), int(video["height"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise InputError(
+                f'UVO annotations {path}: expected each video as {{"id", "file_names", "width", "height"}}; got '
+                f"{str(video)[:80]} ({type(error).__name__}: {error})"
+            ) from error
+        if not file_names:
+            raise InputError(f"UVO video {video_id}: file_names is empty")
+        name = Path(file_names[0]).parent.name or str(video_id)
+        if only and name not in only:
+            continue
+        files = [root / f for f in file_names]
+        if not files[0].is_file() and (root / "JPEGImages" / file_names[0]).is_file():
+            files = [root / "JPEGImages" / f for f in file_names]
         for file in files:
             if not file.is_file():
-                raise InputError(f"UVO video {video['id']}: frame {file} does not exist")
-        name = Path(video["file_names"][0]).parent.name or str(video["id"])
-        source = VideoSource(
-            path=files[0].parent,
-            frame_names=[f.stem for f in files],
-            width=int(video["width"]),
-            height=int(video["height"]),
-            frame_files=files,
-        )
-        objects = sorted(by_video.get(video["id"], []), key=lambda a: a.get("id", 0))
+                raise InputError(f"UVO video {video_id}: frame {file} does not exist")
+        if (size := image_size(files[0])) != (width, height):
+            raise InputError(
+                f"UVO video {video_id}: frame {files[0]} is {size[0]}x{size[1]} but {path} gives {width}x{height}"
+            )
+        source = VideoSource(files[0].parent, [f.stem for f in files], width, height, frame_files=files)
+        objects = sorted(by_video.get(video_id, []), key=lambda a: a.get("id", 0))
         if not objects:
             continue
+        for obj_id, annotation in enumerate(objects, start=1):
+            segmentations = annotation.get("segmentations")
+            if not isinstance(segmentations, list) or len(segmentations) != len(files):
+                given = len(segmentations) if isinstance(segmentations, list) else "no list of"
+                raise InputError(
+                    f"UVO video {video_id}, object {obj_id}: {given} segmentations for {counted(len(files), 'frame')}"
+                )
         annotated_frames = sorted({t for a in objects for t, s in enumerate(a["segmentations"]) if s is not None})
 
         def loader(
-            t: int, objects: list[dict] = objects, height: int = source.height, width: int = source.width
+            t: int, video_id: object = video_id, objects: list[dict] = objects, source: VideoSource = source
         ) -> np.ndarray:
-            labels = np.zeros((height, width), np.uint8)
+            labels = np.zeros((source.height, source.width), np.uint8)
             for obj_id, annotation in enumerate(objects, start=1):
                 segmentation = annotation["segmentations"][t]
                 if segmentation is not None:
-                    labels[decode_coco_rle(segmentation)] = obj_id
+                    labels[_uvo_mask(segmentation, source, t, where=f"UVO video {video_id}, object {obj_id}")] = obj_id
             return labels
 
         annotated = {t: (lambda t=t: loader(t)) for t in annotated_frames}
-        first_frames = {
-            obj_id: next(t for t, s in enumerate(a["segmentations"]) if s is not None)
-            for obj_id, a in enumerate(objects, start=1)
-            if any(s is not None for s in a["segmentations"])
-        }
-        yield Sequence(name, source, annotated, sorted(first_frames), first_frames)
+        sequence = Sequence(name, source, annotated, [], {})
+        for obj_id, annotation in enumerate(objects, start=1):
+            first = next((t for t, s in enumerate(annotation["segmentations"]) if s is not None), None)
+            # an object no segmentation shows (all null or empty) is not tracked
+            visible = sequence.first_visible(obj_id, first) if first is not None else None
+            if visible is not None:
+                sequence.first_frames[obj_id] = visible
+        sequence.obj_ids = sorted(sequence.first_frames)
+        if sequence.obj_ids:
+            yield sequence
+
+
+def _uvo_mask(segmentation: object, source: VideoSource, t: int, *, where: str) -> np.ndarray:
+    """The ``[H, W]`` bool mask of a COCO RLE segmentation of frame ``t``.
+
+    Raises:
+        InputError: not an RLE, another size than the frames, or counts that do not add up.
+    """
+    where = f"{where}, frame {t} ({source.frame_files[t].name})"
+    if not isinstance(segmentation, dict) or "size" not in segmentation or "counts" not in segmentation:
+        raise InputError(
+            f'{where}: expected a COCO RLE {{"size", "counts"}} (polygons are not read); got {str(segmentation)[:60]}'
+        )
+    if list(segmentation["size"]) != [source.height, source.width]:
+        raise InputError(
+            f"{where}: the RLE is of size {segmentation['size']} (height, width); the video is "
+            f"[{source.height}, {source.width}]"
+        )
+    try:
+        return decode_coco_rle(segmentation)
+    except (ValueError, TypeError, IndexError) as error:
+        raise InputError(f"{where}: the RLE cannot be decoded: {error}") from error
 
 
 def _endovis_classes(root: Path, sequence_dir: Path) -> dict[tuple[int, int, int], int]:
@@ -344,20 +434,26 @@ def colour_labels_to_ids(rgb: np.ndarray, classes: dict[tuple[int, int, int], in
     return labels
 
 
-def read_endovis18(root: Path, split: str | None = None) -> Iterator[Sequence]:
-    for name in _subfolders(root):
+def read_endovis18(root: Path, split: str | None = None, *, only: Collection[str] | None = None) -> Iterator[Sequence]:
+    for name in _subfolders(root, only):
         sequence_dir = root / name
         if not (sequence_dir / "left_frames").is_dir():
             continue
+        labels_dir = sequence_dir / "labels"
+        if not labels_dir.is_dir():
+            raise InputError(f"sequence {name}: labels folder {labels_dir} does not exist")
         classes = _endovis_classes(root, sequence_dir)
         source = VideoSource.open(sequence_dir / "left_frames")
         index_of = {stem: i for i, stem in enumerate(source.frame_names)}
         annotated = {}
-        for path in list_frame_files(sequence_dir / "labels"):
-            if path.stem in index_of:
-                annotated[index_of[path.stem]] = lambda p=path, classes=classes: colour_labels_to_ids(
-                    np.asarray(Image.open(p).convert("RGB")), classes, where=str(p)
-                )
+        for path in annotation_files(labels_dir):
+            if path.stem not in index_of:
+                raise InputError(f"sequence {name}: label {path} has no frame named {path.stem} in {source.path}")
+            annotated[index_of[path.stem]] = lambda p=path, classes=classes: colour_labels_to_ids(
+                read_rgb(p, what="label"), classes, where=str(p)
+            )
+        if not annotated:
+            raise InputError(f"sequence {name}: no label PNG in {labels_dir}")
         sequence = Sequence(name, source, annotated, [], {})
         sequence.obj_ids, sequence.first_frames = _objects_from_annotations(name, sequence)
         yield sequence
@@ -377,8 +473,9 @@ DEFAULT_SPLITS = {"davis": "val", "vost": "val", "pumavos": None, "lvos": "valid
 def read_dataset(
     name: str, root: Path, split: str | None = None, *, only: Collection[str] | None = None
 ) -> Iterator[Sequence]:
-    """Sequences of a dataset (see the module docstring for the layouts); with ``only``, those
-    sequences (DAVIS and VOST read only them, and need no sequence list then).
+    """Sequences of a dataset (see the module docstring for the layouts), each opened when it is
+    reached; with ``only``, those sequences, and no other is opened (DAVIS and VOST need no
+    sequence list then).
 
     Raises:
         InputError: unknown dataset name, or missing/malformed files (named).
@@ -387,6 +484,4 @@ def read_dataset(
         raise InputError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
     if not root.is_dir():
         raise InputError(f"--root {root}: folder does not exist")
-    if only and name in ("davis", "vost"):
-        return READERS[name](root, split or DEFAULT_SPLITS[name], only=only)
-    return READERS[name](root, split or DEFAULT_SPLITS[name])
+    return READERS[name](root, split or DEFAULT_SPLITS[name], only=only)

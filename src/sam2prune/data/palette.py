@@ -52,7 +52,7 @@ def read_label_png(path: str | Path) -> np.ndarray:
                 raise InputError(
                     f"mask {path} is an image of mode {image.mode}; expected an indexed-palette or greyscale PNG"
                 )
-            return np.array(image.convert("L") if image.mode == "1" else image, dtype=np.uint8)
+            return np.array(image, dtype=np.uint8)  # a 1-bit image: 0 and 1
     except FileNotFoundError as error:
         raise InputError(f"mask {path} does not exist") from error
     except OSError as error:

@@ -109,7 +109,7 @@ class VideoSource:
                 f"video folder {folder} has several frames named {duplicate} (e.g. .jpg and .png); "
                 "frame names must be unique"
             )
-        sizes = [_image_size(path) for path in files]
+        sizes = [image_size(path) for path in files]
         first = sizes[0]
         for path, size in zip(files, sizes, strict=False):
             if size != first:
@@ -350,7 +350,12 @@ def frame_checksum(frame: VideoFrame) -> int:
     return zlib.crc32(frame.to_ndarray(format="gray").tobytes())
 
 
-def _image_size(path: Path) -> tuple[int, int]:
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) of an image file, from its header.
+
+    Raises:
+        InputError: naming the file when it is not a readable image.
+    """
     try:
         with Image.open(path) as image:
             return image.size
@@ -358,17 +363,17 @@ def _image_size(path: Path) -> tuple[int, int]:
         raise InputError(f"frame {path} cannot be read as an image: {error}") from error
 
 
-def read_rgb(path: Path) -> np.ndarray:
+def read_rgb(path: Path, *, what: str = "frame") -> np.ndarray:
     """Decode one image file fully as RGB ``[H, W, 3]`` uint8.
 
     Raises:
-        InputError: naming the file when it is corrupt or truncated.
+        InputError: naming the file (as ``what``) when it is corrupt or truncated.
     """
     try:
         with Image.open(path) as image:
             return np.asarray(image.convert("RGB"))
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise InputError(f"frame {path} is corrupt or unreadable: {error}") from error
+        raise InputError(f"{what} {path} is corrupt or unreadable: {error}") from error
 
 
 def _decode_video(path: Path, *, convert: bool = True) -> Iterator:

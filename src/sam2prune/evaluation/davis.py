@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sam2prune.data.datasets import lists_beside
+from sam2prune.data.datasets import annotation_files, lists_beside, read_names
 from sam2prune.data.palette import read_label_png
 from sam2prune.errors import InputError
 from sam2prune.evaluation.metrics import boundary_f, jaccard, statistics
@@ -103,7 +103,7 @@ def read_sequence_list(gt_root: Path, set_name: str) -> list[str]:
             f"--set {set_name}: sequence list {image_set} does not exist ({lists_beside(image_set)}); pass --set NAME of a list there, "
             "or --sequences NAME [NAME ...]"
         )
-    names = [line.strip() for line in image_set.read_text().splitlines() if line.strip()]
+    names = read_names(image_set)
     if not names:
         raise InputError(f"--set {set_name}: sequence list {image_set} is empty")
     return names
@@ -132,10 +132,16 @@ def score_results(
     all_scores: list[ObjectScores] = []
     for name in progress_bar(names, desc="scoring", unit="sequence", disable=not progress):
         gt_dir = gt_root / "Annotations" / "480p" / name
-        gt_files = sorted(gt_dir.glob("*.png")) if gt_dir.is_dir() else []
+        gt_files = annotation_files(gt_dir) if gt_dir.is_dir() else []
         if not gt_files:
             raise InputError(f"sequence {name}: no ground-truth PNGs in {gt_dir}")
         gt_frames = [read_label_png(path) for path in gt_files]
+        for path, frame in zip(gt_files, gt_frames, strict=True):
+            if frame.shape != gt_frames[0].shape:
+                raise InputError(
+                    f"ground truth {path} is {frame.shape[1]}x{frame.shape[0]} but {gt_files[0].name} is "
+                    f"{gt_frames[0].shape[1]}x{gt_frames[0].shape[0]}"
+                )
         if not (results_dir / name).is_dir():
             raise InputError(
                 f"sequence {name}: no results folder {results_dir / name} (score the sequences that have results "
@@ -143,7 +149,11 @@ def score_results(
             )
         result_frames = []
         for path in gt_files[1:-1]:
-            result_path = results_dir / name / path.name
+            # named like the ground truth; .png where the ground truth has .PNG
+            result_path = next(
+                (p for p in (results_dir / name / f"{path.stem}.png", results_dir / name / path.name) if p.is_file()),
+                results_dir / name / path.name,
+            )
             if not result_path.is_file():
                 raise InputError(f"sequence {name}: result {result_path} is missing")
             frame = read_label_png(result_path)

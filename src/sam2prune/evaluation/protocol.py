@@ -474,7 +474,7 @@ def evaluate_sequence(
     record = SequenceRecord(
         name=sequence.name,
         frames=len(sequence.source),
-        obj_ids=sequence.obj_ids,
+        obj_ids=[int(s.name.rsplit("_", 1)[1]) for s in scores],  # DAVIS: also objects no frame shows
         j={str(s.name.rsplit("_", 1)[1]): s.j.tolist() for s in scores},
         f={str(s.name.rsplit("_", 1)[1]): s.f.tolist() for s in scores},
         peak_memory_mib=peak,
