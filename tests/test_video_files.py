@@ -3,6 +3,7 @@ container says about its timestamps."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import av
@@ -77,3 +78,21 @@ def test_a_video_without_usable_timestamps_decodes_on_to_frames_ahead(tmp_path):
         assert reader.decoded == FRAMES
         assert np.array_equal(next(reader.read([10]))[1], in_order[10])
         assert reader.decoded == FRAMES + 11
+
+
+def test_images_of_other_kinds_in_a_folder_of_frames_are_named(tmp_path, caplog, monkeypatch):
+    """A folder of JPEG frames with a WebP and a BMP among them: they are not frames, and the
+    user is told which files were left out (they were dropped silently)."""
+    import shutil
+
+    from conftest import CHAIR_FRAMES
+
+    frames = tmp_path / "frames"
+    shutil.copytree(CHAIR_FRAMES, frames)
+    (frames / "00006.webp").write_bytes(b"RIFF")
+    (frames / "00007.bmp").write_bytes(b"BM")
+    monkeypatch.setattr(logging.getLogger("sam2prune"), "propagate", True)  # `main` sets it False
+    with caplog.at_level("WARNING", logger="sam2prune"):
+        source = VideoSource.open(frames)
+    assert len(source) == 6
+    assert "2 images not read as frames (frames are JPEG or PNG files): 00006.webp, 00007.bmp" in caplog.text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import re
 import zlib
 from collections.abc import Iterable, Iterator
@@ -20,6 +21,9 @@ if TYPE_CHECKING:
     from av.video.frame import VideoFrame
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
+# images of other kinds in a folder of frames are named (not read as frames)
+OTHER_IMAGE_SUFFIXES = frozenset({".bmp", ".webp", ".tif", ".tiff", ".gif", ".jp2", ".ppm", ".heic"})
+log = logging.getLogger("sam2prune")
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg"})
 
 
@@ -102,6 +106,21 @@ class VideoSource:
                 else ""
             )
             raise InputError(f"video folder {folder} holds no JPEG or PNG frames{hint}")
+        others = sorted(
+            (
+                p.name
+                for p in folder.iterdir()
+                if p.suffix.lower() in OTHER_IMAGE_SUFFIXES and not p.name.startswith(".")
+            ),
+            key=natural_key,
+        )
+        if others:
+            log.warning(
+                "video folder %s: %s not read as frames (frames are JPEG or PNG files): %s",
+                folder,
+                "an image" if len(others) == 1 else f"{len(others)} images",
+                ", ".join(others[:3]) + (", ..." if len(others) > 3 else ""),
+            )
         stems = [path.stem for path in files]
         if len(set(stems)) != len(stems):
             duplicate = next(stem for stem in stems if stems.count(stem) > 1)

@@ -696,15 +696,6 @@ def region_of_interest(
     return box_around_point(x, y, width, height), "click (square around it: SAM 2's mask was empty)"
 
 
-def read_frame(source: VideoSource, index: int) -> np.ndarray:
-    """One RGB frame of a ``VideoSource``."""
-    from sam2prune.data.video import read_rgb
-
-    if source.frame_files:
-        return read_rgb(source.frame_files[index])
-    return next(frame for i, frame in enumerate(source.iter_frames()) if i == index)
-
-
 def describe_objects(
     pipeline: AutoTextPipeline, source: VideoSource, prompts: list[ObjectPrompt], sam_masks: dict[int, np.ndarray]
 ) -> dict[int, AutoText]:
@@ -716,7 +707,7 @@ def describe_objects(
             continue
         start = time.perf_counter()
         box, how = region_of_interest(prompt, sam_masks.get(prompt.obj_id), width=source.width, height=source.height)
-        frame = read_frame(source, prompt.frame)
+        frame = source.read_frame(prompt.frame)
         roi_seconds = time.perf_counter() - start
         results[prompt.obj_id] = pipeline.describe(
             frame, box, how, video_key=f"{key}:{prompt.frame}", roi_seconds=roi_seconds
