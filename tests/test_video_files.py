@@ -4,6 +4,7 @@ container says about its timestamps."""
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -15,7 +16,7 @@ from sam2prune.cli import embedded_clip
 from sam2prune.data.frames import FrameSource, preprocess_frame
 from sam2prune.data.video import FrameReader, VideoSource
 
-FRAMES = 60
+FRAMES = 120
 
 
 def _encode(path: Path, codec: str, *, container: str | None = None, gop: int = 12, options: dict | None = None):
@@ -37,45 +38,69 @@ def _encode(path: Path, codec: str, *, container: str | None = None, gop: int = 
     return VideoSource.open(path)
 
 
-def test_frames_of_an_mpeg_program_stream_read_alone_are_the_frames_decoded_in_order(tmp_path):
-    """An MPEG-1 program stream with B-frames labels the frames after a seek with other frames'
-    timestamps (frame 12 came back as frame 10's image; the last two frames 'ended'): a frame
-    reached by seeking is checked against its checksum, and the reader decodes from the start
-    instead."""
-    source = _encode(tmp_path / "clip.mpg", "mpeg1video", container="mpeg")
-    assert source.frame_pts is not None and len(source) == FRAMES  # its timestamps look usable
+def _reverse_pass(source: VideoSource, in_order: list[np.ndarray]) -> int:
+    """Read every frame backwards through a ``FrameSource``, checking each; the frames decoded."""
+    frames = FrameSource(source, 32, read_ahead=3, cache_frames=5)
+    for index in range(len(source) - 1, -1, -1):
+        assert torch.equal(frames[index], preprocess_frame(in_order[index], 32)), index
+    assert frames._reader is not None and frames._reader.seeks
+    decoded = frames._reader.decoded
+    frames.close()
+    return decoded
+
+
+@pytest.mark.parametrize(
+    ("name", "codec", "container", "options"),
+    [
+        # labels the frames after a seek with other frames' timestamps (frame 12 came back as
+        # frame 10's image; the last two frames 'ended')
+        ("clip.mpg", "mpeg1video", "mpeg", {}),
+        # timestamps out of order (frames 1, 3, 2, 4, ...)
+        ("clip.avi", "libx264", None, {"bf": "2"}),
+        ("clip.mp4", "libx264", None, {"bf": "2"}),
+        ("clip.mkv", "libx264", None, {"bf": "2"}),
+    ],
+)
+def test_frames_read_alone_or_backwards_are_the_frames_decoded_in_order(tmp_path, name, codec, container, options):
+    """Each frame read alone, and every frame backwards, is the frame decoded from the start;
+    seeks land where their checksum says (a reverse pass decodes each frame a few times, not
+    every frame before it)."""
+    source = _encode(tmp_path / name, codec, container=container, options=options)
+    assert len(source) == FRAMES and source.seek_points
     in_order = list(source.iter_frames())
-    for index in [12, 30, 59, 58, 1, 0]:
+    for index in [12, 30, FRAMES - 1, FRAMES - 2, 1, 0]:
         with FrameReader(source) as reader:
             assert np.array_equal(next(reader.read([index]))[1], in_order[index]), index
-    frames = FrameSource(source, 32, read_ahead=3, cache_frames=5)
-    for index in [*range(FRAMES - 1, -1, -1), 40, 20]:
-        assert torch.equal(frames[index], preprocess_frame(in_order[index], 32)), index
-    frames.close()
+    # MPEG's seeks land a keyframe early: 6.3 decodes a frame; from the start each time, 15
+    assert _reverse_pass(source, in_order) <= 8 * FRAMES
 
 
-@pytest.mark.parametrize("suffix", ["mp4", "mkv"])
-def test_frames_of_common_containers_are_sought_to(tmp_path, suffix):
-    """Where timestamps are right, frames are sought to (a frame far ahead or behind is not
-    decoded from the start) and are the frames decoded in order."""
-    source = _encode(tmp_path / f"clip.{suffix}", "libx264", gop=10, options={"bf": "2"})
+def test_a_seek_that_lands_on_another_frame_than_its_checksum_says_decodes_from_the_start(tmp_path, monkeypatch):
+    """A frame reached by seeking that is not the frame decoded in order (here: the checksums
+    recorded at opening shifted by one, as if the seek miscounted) is never handed out: the
+    reader decodes from the start and seeks no more."""
+    source = _encode(tmp_path / "clip.mp4", "libx264", options={"bf": "2"})
     in_order = list(source.iter_frames())
     with FrameReader(source) as reader:
-        for index in [55, 5, 45, 20]:
-            assert np.array_equal(next(reader.read([index]))[1], in_order[index]), index
-        assert reader.seeks and reader.decoded < 55 + 4 * 10
+        # frame 40's checksum is recorded as frame 41's: a seek landing before 40 reads 41 as 40
+        checksums = list(source.frame_checksums)
+        reader.source = replace(source, frame_checksums=[*checksums[:41], checksums[40], *checksums[42:]])
+        assert np.array_equal(next(reader.read([50]))[1], in_order[50])
+        assert reader.seeks
+        with pytest.raises(Exception, match="decodes differently from when it was opened"):
+            next(reader.read([41]))
+        assert not reader.seeks
 
 
-def test_a_video_without_usable_timestamps_decodes_on_to_frames_ahead(tmp_path):
-    """H.264 with B-frames in AVI has timestamps out of order: the reader cannot seek, so frames
-    ahead, however far, are decoded on from where it is (not from the start again)."""
-    source = _encode(tmp_path / "clip.avi", "libx264", options={"bf": "2"})
-    assert source.frame_pts is None
+def test_a_video_that_cannot_be_sought_decodes_on_to_frames_ahead(tmp_path):
+    """Without seek points (no keyframe has a timestamp), frames ahead, however far, are decoded
+    on from where the reader is (not from the start again)."""
+    source = replace(_encode(tmp_path / "clip.mp4", "libx264", options={"bf": "2"}), seek_points=[])
     in_order = list(source.iter_frames())
     with FrameReader(source) as reader:
-        for index in [2, 50, 59]:
+        for index in [2, 50, FRAMES - 1]:
             assert np.array_equal(next(reader.read([index]))[1], in_order[index]), index
-        assert reader.decoded == FRAMES
+        assert reader.decoded == FRAMES and not reader.seeks
         assert np.array_equal(next(reader.read([10]))[1], in_order[10])
         assert reader.decoded == FRAMES + 11
 

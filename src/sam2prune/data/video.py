@@ -58,12 +58,13 @@ class VideoSource:
     height: int
     frame_files: list[Path] = field(default_factory=list)  # empty for a video file
     fps: float | None = None  # frame rate of a video file; None for a folder
-    # presentation timestamp of each frame of a video file, in its stream's time base (random
-    # access seeks to them); None for a folder, or a file whose frames lack timestamps
-    frame_pts: list[int] | None = None
-    # ``frame_checksum`` of each frame of a video file as it decodes from the start: a frame
-    # reached by seeking is handed out only when it is the same (None for a folder)
+    # ``frame_checksum`` of each frame of a video file as it decodes from the start: what
+    # identifies a frame reached by seeking, and a frame is handed out only when it is the same
+    # (None for a folder)
     frame_checksums: list[int] | None = None
+    # (index, presentation timestamp in its stream's time base) of each keyframe of a video
+    # file that has one, in order: where random access seeks to (empty: none)
+    seek_points: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def is_video_file(self) -> bool:
@@ -142,35 +143,34 @@ class VideoSource:
     def _open_video_file(cls, path: Path) -> VideoSource:
         import av
 
-        # decode every frame once (not converting it): the count, the size and each frame's
-        # timestamp, so that frames can later be read in any order
-        pts: list[int | None] = []
+        # decode every frame once (not converting it): the count, the size, each frame's
+        # checksum and the keyframes' timestamps, so that frames can later be read in any order
         checksums: list[int] = []
+        seek_points: list[tuple[int, int]] = []
         size = None
         for frame in _decode_video(path, convert=False):
             if size is None:
                 size = (frame.width, frame.height)
             elif (frame.width, frame.height) != size:
                 raise InputError(
-                    f"frame {len(pts)} of {path} is {frame.width}x{frame.height}, expected {size[0]}x{size[1]} "
-                    "like the first frame"
+                    f"frame {len(checksums)} of {path} is {frame.width}x{frame.height}, expected "
+                    f"{size[0]}x{size[1]} like the first frame"
                 )
-            pts.append(frame.pts)
+            if frame.key_frame and frame.pts is not None and len(checksums):
+                seek_points.append((len(checksums), int(frame.pts)))
             checksums.append(frame_checksum(frame))
-        if not pts or size is None:
+        if not checksums or size is None:
             raise InputError(f"video {path} holds no frames")
         with av.open(str(path)) as container:
             rate = container.streams.video[0].average_rate
-        timestamps = [t for t in pts if t is not None]
-        seekable = len(timestamps) == len(pts) and all(a < b for a, b in itertools.pairwise(timestamps))
         return cls(
             path=path,
-            frame_names=[f"{i:05d}" for i in range(len(pts))],
+            frame_names=[f"{i:05d}" for i in range(len(checksums))],
             width=size[0],
             height=size[1],
             fps=float(rate) if rate else None,
-            frame_pts=[int(t) for t in timestamps] if seekable else None,
             frame_checksums=checksums,
+            seek_points=seek_points,
         )
 
     def head(self, count: int) -> VideoSource:
@@ -181,8 +181,8 @@ class VideoSource:
             self,
             frame_names=self.frame_names[:count],
             frame_files=self.frame_files[:count],
-            frame_pts=self.frame_pts[:count] if self.frame_pts is not None else None,
             frame_checksums=self.frame_checksums[:count] if self.frame_checksums is not None else None,
+            seek_points=[(index, pts) for index, pts in self.seek_points if index < count],
         )
 
     def looped(self, count: int) -> VideoSource:
@@ -248,11 +248,13 @@ class FrameReader:
     """Reads frames of a ``VideoSource`` in any order, one or several at a time. For a video
     file it keeps the file open between reads: frames that follow the last one read are
     decoded on, others are sought to (the nearest keyframe before, then decoded up to the frame;
-    or, without timestamps, decoded from the start). A frame reached by seeking is handed out
-    only when its checksum is the one it has decoded from the start: some containers (MPEG
-    program streams with B-frames) label the frames after a seek with other frames' timestamps;
-    there the reader decodes from the start, and seeks no more. Not thread-safe: one reader per
-    thread.
+    without keyframe timestamps, decoded from the start).
+
+    Where a seek lands is told by the checksum of the frame found there, not by its timestamp
+    (MPEG program streams with B-frames label the frames after a seek with other frames'
+    timestamps), and a frame is handed out only when its checksum is the one it has decoded from
+    the start; otherwise the reader decodes from the start, and seeks no more. Not thread-safe:
+    one reader per thread.
 
     Attributes:
         decoded: frames decoded so far (including those decoded only to reach another).
@@ -264,9 +266,11 @@ class FrameReader:
         self._container: InputContainer | None = None
         self._frames: Iterator[VideoFrame] | None = None  # the open decoder
         self._next_index = 0  # index of the frame the open decoder yields next
-        self._index_of_pts = {pts: index for index, pts in enumerate(source.frame_pts or ())}
-        # False once a seek landed elsewhere than the timestamps said
-        self.seeks = source.frame_pts is not None
+        self._indices_of: dict[int, list[int]] = {}  # frame indices by checksum
+        for index, checksum in enumerate(source.frame_checksums or ()):
+            self._indices_of.setdefault(checksum, []).append(index)
+        # False once a frame reached by seeking was not the frame it was taken for
+        self.seeks = bool(source.seek_points) and source.frame_checksums is not None
         self._sought = False  # the open decoder was positioned by a seek, not started at frame 0
 
     def __enter__(self) -> FrameReader:
@@ -321,15 +325,13 @@ class FrameReader:
                 elif restarted or not self._sought:  # a seek may have miscounted: from the start
                     raise InputError(f"video {self.source.path} ended before frame {index}")
                 current = self._next_index
-                pts, checksums = self.source.frame_pts, self.source.frame_checksums
-                if (
-                    frame is None
-                    or (pts is not None and frame.pts != pts[current])
-                    or (current == index and checksums is not None and frame_checksum(frame) != checksums[index])
+                checksums = self.source.frame_checksums
+                if frame is None or (
+                    current == index and checksums is not None and frame_checksum(frame) != checksums[index]
                 ):
                     if restarted:
                         raise InputError(f"video {self.source.path} decodes differently from when it was opened")
-                    # the decoder is not where the timestamps said: from the start, seeking no more
+                    # the decoder is not where the seek was taken to land: from the start, seeking no more
                     self.seeks = False
                     self._seek(0)
                     restarted = True
@@ -342,25 +344,37 @@ class FrameReader:
             raise InputError(f"frame {self.source.frame_label(index)} cannot be decoded: {error}") from error
 
     def _seek(self, index: int) -> None:
-        """Position the decoder at or before frame ``index``."""
+        """Position the decoder at or before frame ``index``: from the start, or at the last
+        keyframe before it whose seek lands on a frame known by its checksum, at or before it
+        (a seek may land on an earlier keyframe, or a later one: then the one before is tried)."""
         import av
 
         self.close()
         container = self._container = av.open(str(self.source.path))
         stream = container.streams.video[0]
         self._frames, self._next_index, self._sought = container.decode(stream), 0, False
-        if not self.seeks or self.source.frame_pts is None or index == 0:
+        if not self.seeks:
             return
-        container.seek(self.source.frame_pts[index], backward=True, any_frame=False, stream=stream)
-        frames = container.decode(stream)
-        first = next(frames, None)
-        start = self._index_of_pts.get(first.pts) if first is not None and first.pts is not None else None
-        if first is None or start is None or start > index:  # sought past it, or somewhere unknown: from the start
-            self.close()
-            container = self._container = av.open(str(self.source.path))
-            self._frames = container.decode(container.streams.video[0])
-            return
-        self._frames, self._next_index, self._sought = itertools.chain([first], frames), start, True
+        targets = [point for point in self.source.seek_points if point[0] <= index][-self._SEEK_TRIES :]
+        for keyframe, pts in reversed(targets):
+            container.seek(pts, backward=True, any_frame=False, stream=stream)
+            frames = container.decode(stream)
+            first = next(frames, None)
+            if first is None:
+                continue
+            candidates = self._indices_of.get(frame_checksum(first), [])
+            landed = min((i for i in candidates if i <= index), key=lambda i: abs(i - keyframe), default=None)
+            if landed is not None:  # the first frame is counted as decoded when it is yielded
+                self._frames, self._next_index, self._sought = itertools.chain([first], frames), landed, True
+                return
+            self.decoded += 1
+        # nowhere known at or before it: from the start
+        self.close()
+        container = self._container = av.open(str(self.source.path))
+        self._frames = container.decode(container.streams.video[0])
+
+    # keyframes tried, from the last before the frame backwards, before decoding from the start
+    _SEEK_TRIES = 2
 
 
 def frame_checksum(frame: VideoFrame) -> int:
