@@ -292,6 +292,33 @@ def test_report_and_sweep(tmp_path, capsys):
     assert "no finished evaluation run" in capsys.readouterr().err
 
 
+def test_sweep_checks_every_setting_before_the_first_run(tmp_path, capsys):
+    """A mistake in a later setting of a sweep (a router file that does not exist, a run folder
+    holding other settings) is found before any setting runs, not after the ones before it
+    have run; files a sweep writes are not replaced in a folder holding no sweep."""
+    root = _davis_root(tmp_path)
+    out = tmp_path / "sweep"
+    tiny = ["--image-size", str(TINY_SIZE), "--random-weights", "--max-rounds", "0"]
+    sweep = ["sweep", "--dataset", "davis", "--root", str(root), "--out", str(out), *tiny, "--retention", "0.5"]
+    missing = tmp_path / "nowhere.pt"
+    assert main([*sweep, "--router", "learned", "--router-weights", str(missing)]) == 2
+    assert f"{missing}" in capsys.readouterr().err
+    assert not (out / "sam2" / "sequences" / "chair.json").exists()
+    # a run folder of the last setting that holds other settings
+    assert main([*sweep, "--no-baseline", "--scorer", "prior", "--prior-dilation", "1"]) == 0
+    capsys.readouterr()
+    assert main([*sweep, "--scorer", "prior", "--prior-dilation", "2"]) == 2
+    assert "holds a run with other settings (pruning.prior_dilation 1 there, 2 now)" in capsys.readouterr().err
+    assert not (out / "sam2" / "sequences" / "chair.json").exists()
+    # a user's report.md in a folder that holds no sweep
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "report.md").write_text("my notes")
+    assert main([*sweep[:6], str(mine), *sweep[7:]]) == 2
+    assert "holds report.md but no run of a sweep" in capsys.readouterr().err
+    assert (mine / "report.md").read_text() == "my notes"
+
+
 def test_sweep_over_signal_sets_and_mc_passes(tmp_path):
     root = _davis_root(tmp_path)
     out = tmp_path / "ablation"

@@ -79,10 +79,41 @@ def prepare_run(
     Raises:
         InputError: ``out`` holds something else, or a run with other settings.
     """
-    from sam2prune.data.datasets import DEFAULT_SPLITS
-    from sam2prune.evaluation.protocol import EvalSettings, prepare_run_dir
+    from sam2prune.evaluation.protocol import prepare_run_dir
 
-    settings = EvalSettings(
+    settings = run_settings(
+        pruning=pruning,
+        protocol=protocol,
+        data=data,
+        model=model,
+        weights=weights,
+        image_size=image_size,
+        device=device,
+        memory=memory,
+        gpu=gpu,
+    )
+    prepare_run_dir(out, settings, overwrite=overwrite)
+    _say_resuming(out, sequences)
+    return settings
+
+
+def run_settings(
+    *,
+    pruning: PruningConfig | None,
+    protocol: ProtocolConfig,
+    data: DataSelection,
+    model: ModelOptions,
+    weights: Weights,
+    image_size: int,
+    device: str,
+    memory: MemoryOptions,
+    gpu: GpuOptions = GpuOptions(),
+) -> EvalSettings:
+    """What a run's ``run.json`` holds (and a run resumed in its folder must have)."""
+    from sam2prune.data.datasets import DEFAULT_SPLITS
+    from sam2prune.evaluation.protocol import EvalSettings
+
+    return EvalSettings(
         dataset=data.dataset,
         root=str(data.root.resolve()),
         split=data.split or DEFAULT_SPLITS[data.dataset],
@@ -97,9 +128,6 @@ def prepare_run(
         bf16=gpu.bf16,
         static_step=gpu.static_step if pruning is not None else "off",
     )
-    prepare_run_dir(out, settings, overwrite=overwrite)
-    _say_resuming(out, sequences)
-    return settings
 
 
 def _say_resuming(out: Path, sequences: Sequence[DatasetSequence]) -> None:

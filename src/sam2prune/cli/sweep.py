@@ -41,7 +41,7 @@ from sam2prune.cli.common import (
     select_sequences,
     signal_list,
 )
-from sam2prune.cli.eval import check_ray_runs, run_eval, run_evals_on_ray
+from sam2prune.cli.eval import check_ray_runs, run_eval, run_evals_on_ray, run_settings
 from sam2prune.config import SCORERS, ProtocolConfig, PruningConfig, RayConfig
 from sam2prune.errors import InputError
 
@@ -112,6 +112,7 @@ def sweep(
         SequencesFailed: on Ray, some sequences failed on every attempt (the others are saved,
             the complete runs reported; no report.md).
     """
+    from sam2prune.evaluation.protocol import check_run_dir, check_run_settings
     from sam2prune.evaluation.report import load_reports, markdown_report, plot_tradeoff
     from sam2prune.fsutil import atomic_write_text, make_output_dir, read_json
     from sam2prune.models import with_pruning
@@ -119,6 +120,7 @@ def sweep(
     check_run_folder(out, root=data.root)
     if not grid:
         raise InputError("nothing to sweep: --no-baseline and no pruned setting")
+    check_sweep_files(out)
     if cluster.enabled:  # the GPU options are checked once the cluster says which device its workers have
         check_ray_runs(prunings=[pruning for pruning, _, _ in grid])
         # workers may run elsewhere: absolute paths (the same on every node of a shared filesystem)
@@ -143,9 +145,35 @@ def sweep(
         )
     else:
         baseline = build(model, weights)
+        # one pruned model, switched to each setting (as Ray workers do); every setting's files
+        # and run folder checked before the first run (a mistake in the last one would only be
+        # found after the others had run, for hours)
+        pruned = None
+        for pruning, label, _ in grid:
+            if pruning is not None:
+                pruned = pruned if pruned is not None else with_pruning(baseline, pruning)
+                pruned.set_pruning(pruning)
+            if not overwrite:
+                settings = run_settings(
+                    pruning=pruning,
+                    protocol=protocol,
+                    data=data,
+                    model=model,
+                    weights=weights,
+                    image_size=baseline.image_size,
+                    device=str(baseline.device),
+                    memory=memory,
+                    gpu=gpu,
+                )
+                check_run_dir(out / label)
+                check_run_settings(out / label, settings)
         for pruning, label, _ in grid:
             log.info("sweep: %s", label)
-            predictor = baseline if pruning is None else with_pruning(baseline, pruning)
+            predictor = baseline
+            if pruning is not None:
+                assert pruned is not None  # made above for every pruned setting
+                pruned.set_pruning(pruning)
+                predictor = pruned
             run_eval(
                 predictor=predictor,
                 pruning=pruning,
@@ -178,12 +206,30 @@ def sweep(
                 overlap = kept_token_overlap(first_dir, out / label)
                 cell = "-" if overlap is None else f"{overlap:.3f}"
                 table += f"| {base_label} | {text} | {overall['J&F-Mean']:.3f} | {cell} |\n"
+    table += (
+        "\nPeak memory here is that of the process that ran every setting (the unpruned and the pruned model "
+        "both loaded, and what earlier runs left allocated): compare memory with separate `sam2prune eval` runs.\n"
+    )
     atomic_write_text(out / "report.md", table)
     print(table, end="")
     if plot:
         plot_tradeoff(out / "tradeoff.png", reports)
     print(f"report: {out / 'report.md'}")
     return table
+
+
+SWEEP_FILES = ("report.md", "tradeoff.png")
+
+
+def check_sweep_files(out: Path) -> None:
+    """Raises InputError when ``out`` holds a file a sweep writes (``SWEEP_FILES``) but no run
+    folder: it is not an earlier sweep's, and is not replaced."""
+    present = [name for name in SWEEP_FILES if (out / name).exists()]
+    if present and not any((folder / "run.json").is_file() for folder in out.iterdir() if folder.is_dir()):
+        raise InputError(
+            f"--out {out} holds {' and '.join(present)} but no run of a sweep: a sweep writes its own there; "
+            "name another folder"
+        )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -396,6 +396,26 @@ def check_run_dir(out_dir: Path) -> None:
         ) from None
 
 
+def check_run_settings(out_dir: Path, settings: EvalSettings) -> None:
+    """Raises InputError when ``out_dir`` holds a run (``check_run_dir``) with other settings
+    than ``settings``, naming what differs; nothing when it holds no run.json."""
+    run_file = out_dir / "run.json"
+    if not run_file.is_file():
+        return
+    current = json.loads(json.dumps(asdict(settings)))  # as it reads back (tuples become lists)
+    # as read back: a setting added since the run was made has its default (the run was made
+    # with it), in the configs too
+    previous = json.loads(json.dumps(asdict(EvalSettings.load(run_file))))
+    # bounded memory gives the same masks (tested): either resumes the other
+    changed = [k for k in current if previous[k] != current[k] and k not in RESUMES_ACROSS]
+    if changed:
+        differences = _differences({k: previous[k] for k in changed}, {k: current[k] for k in changed})
+        raise InputError(
+            f"--out {out_dir} holds a run with other settings ({'; '.join(differences)}); "
+            "use another folder or --overwrite"
+        )
+
+
 def prepare_run_dir(out_dir: Path, settings: EvalSettings, *, overwrite: bool) -> None:
     """Create the run folder, or check that an existing one holds a run with the same settings
     (``overwrite``: delete the run there and start over; a folder holding something else than a
@@ -407,21 +427,10 @@ def prepare_run_dir(out_dir: Path, settings: EvalSettings, *, overwrite: bool) -
     check_output_location(out_dir, inputs=[("--root", Path(settings.root))])
     check_run_dir(out_dir)
     run_file = out_dir / "run.json"
-    current = json.loads(json.dumps(asdict(settings)))  # as it reads back (tuples become lists)
     if out_dir.exists() and overwrite:
         shutil.rmtree(out_dir)
     if run_file.is_file():
-        # as read back: a setting added since the run was made has its default (the run was
-        # made with it), in the configs too
-        previous = json.loads(json.dumps(asdict(EvalSettings.load(run_file))))
-        # bounded memory gives the same masks (tested): either resumes the other
-        changed = [k for k in current if previous[k] != current[k] and k not in RESUMES_ACROSS]
-        if changed:
-            differences = _differences({k: previous[k] for k in changed}, {k: current[k] for k in changed})
-            raise InputError(
-                f"--out {out_dir} holds a run with other settings ({'; '.join(differences)}); "
-                "use another folder or --overwrite"
-            )
+        check_run_settings(out_dir, settings)
     else:
         if not out_dir.parent.is_dir():
             raise missing_parent(out_dir, option="--out")
