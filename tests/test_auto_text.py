@@ -264,6 +264,21 @@ def test_captioner_pipeline_end_to_end_and_cache(tiny_captioner, tmp_path):
     assert not other.cached
 
 
+def test_a_file_given_for_a_model_folder_is_refused_without_a_hub_lookup(tmp_path, monkeypatch):
+    """``--captioner notes.txt`` (a file, named without ./) was taken for a hub id: minutes of
+    network retries before an error; ``--refiner /nowhere`` got the hub's repo-id message."""
+    from sam2prune.text.auto import load_refiner
+
+    monkeypatch.chdir(tmp_path)
+    Path("notes.txt").write_text("not a model")
+    with pytest.raises(InputError, match=r"captioner notes\.txt is a file; pass --captioner with a folder"):
+        AutoTextPipeline("notes.txt", cache_dir=tmp_path).describe(_frame(), (0, 0, 50, 50), "box", video_key="x")
+    with pytest.raises(InputError, match=r"refiner notes\.txt is a file; pass --refiner parse, span"):
+        load_refiner("notes.txt")
+    with pytest.raises(InputError, match=r"refiner /nowhere/lm: folder does not exist"):
+        load_refiner("/nowhere/lm")
+
+
 def test_missing_captioner_weights_are_a_clear_error(tmp_path, capsys, monkeypatch):
     with pytest.raises(InputError, match=r"captioner .*nowhere: folder does not exist; pass --captioner"):
         AutoTextPipeline(str(tmp_path / "nowhere"), cache_dir=tmp_path).describe(
@@ -312,6 +327,15 @@ def test_no_prompt_needs_detector_weights_and_uses_the_rpn(tmp_path, tiny_captio
     torch.save({"backbone.body.conv1.weight": torch.zeros(1)}, tmp_path / "wrong.pth")
     with pytest.raises(InputError, match="do not fit"):
         top_objectness_box(small, tmp_path / "wrong.pth")
+    torch.save({"not.a.weight": torch.zeros(1)}, tmp_path / "partial.pth")
+    with pytest.raises(InputError, match=r"do not fit .*: \d+ of its weights missing .*, 1 unexpected") as refused:
+        top_objectness_box(small, tmp_path / "partial.pth")
+    assert len(str(refused.value)) < 400  # not every missing key
+    (tmp_path / "notes.txt").write_text("not weights")
+    with pytest.raises(InputError, match=r"notes\.txt is not a file of tensors written by torch\.save"):
+        top_objectness_box(small, tmp_path / "notes.txt")
+    with pytest.raises(InputError, match=r"detector weights .*: is a folder"):
+        top_objectness_box(small, tmp_path)
 
 
 def test_prompt_command_with_a_click(tmp_path, tiny_captioner, capsys):

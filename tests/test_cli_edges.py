@@ -211,6 +211,26 @@ def test_report_of_a_sweep_folder_or_a_file_says_what_to_pass(tmp_path, capsys):
     assert "argument --out: expected a path, got an empty string" in capsys.readouterr().err
 
 
+def test_report_names_a_broken_or_missing_report_and_lists_a_run_named_twice_once(tmp_path, capsys):
+    run = _run_report(tmp_path / "run", retention=0.3, jf=0.5)
+    assert main(["report", str(run), str(tmp_path / "run" / ".")]) == 0
+    assert sum(line.startswith("| davis |") for line in capsys.readouterr().out.splitlines()) == 1
+    report = json.loads((run / "report.json").read_text())
+    for broken, message in (
+        ({}, "is not a report of `sam2prune eval` (no settings)"),
+        ([], "is not a report of `sam2prune eval` (no settings)"),
+        (
+            {**report, "overall": {k: v for k, v in report["overall"].items() if k != "fps"}},
+            "lacks overall.fps: not a report",
+        ),
+    ):
+        (run / "report.json").write_text(json.dumps(broken))
+        assert main(["report", str(run)]) == 2
+        assert message in last_error(capsys)
+    assert main(["report", str(tmp_path / "nowhere")]) == 2
+    assert f"{tmp_path / 'nowhere'}: folder does not exist" in last_error(capsys)
+
+
 def test_report_tells_apart_runs_that_share_a_label(tmp_path, capsys):
     """Two runs of one setting (e.g. on other sequences) get their folders in the label, in both
     tables, instead of one hiding the other."""

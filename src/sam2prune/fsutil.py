@@ -130,14 +130,16 @@ def check_model_folder(source: str, *, what: str, hint: str) -> str:
     """``source`` (a model folder or hub id) with ``~`` expanded.
 
     Raises:
-        InputError: it is written as a path (absolute, or starting with ``.`` or ``~``) that does
-            not exist (no hub lookup for it).
+        InputError: it is a file, or it is written as a path (absolute, or starting with ``.``
+            or ``~``) that does not exist (no hub lookup for either).
     """
+    path = Path(source).expanduser()
+    if path.is_file():
+        raise InputError(f"{what} {source} is a file; {hint}")
     if source.startswith(("/", ".", "~")):
-        folder = Path(source).expanduser()
-        if not folder.exists():
+        if not path.exists():
             raise InputError(f"{what} {source}: folder does not exist; {hint}")
-        return str(folder)
+        return str(path)
     return source
 
 

@@ -17,9 +17,17 @@ def load_reports(run_dirs: list[Path]) -> list[dict]:
     Raises:
         InputError: naming a folder without a finished run.
     """
-    reports = []
+    reports: list[dict] = []
+    named: set[Path] = set()
     for run_dir in run_dirs:
+        if run_dir.resolve() in named:  # a folder named twice is one run
+            continue
+        named.add(run_dir.resolve())
         path = run_dir / "report.json"
+        if not run_dir.exists():
+            raise InputError(
+                f"{run_dir}: folder does not exist; expected a run folder written by `sam2prune eval` or `sweep`"
+            )
         if run_dir.is_file():
             raise InputError(f"{run_dir} is a file; expected a run folder written by `sam2prune eval` or `sweep`")
         if not path.is_file():
@@ -31,9 +39,43 @@ def load_reports(run_dirs: list[Path]) -> list[dict]:
             )
             raise InputError(f"{run_dir} holds no finished evaluation run (no report.json){hint}")
         report = read_json(path, what="run report")
+        _check_report(report, path)
         report["run_dir"] = str(run_dir)
         reports.append(report)
     return reports
+
+
+# what a report.json must hold for the tables and the plot
+REPORT_SETTINGS = ("dataset", "method", "model", "checkpoint")
+REPORT_OVERALL = (
+    "J&F-Mean",
+    "J-Mean",
+    "F-Mean",
+    "fps",
+    "peak_memory_mib",
+    "memory_kind",
+    "memory_bank_bytes_per_frame",
+    "kept_fraction",
+    "refinement_rounds",
+    "clicks",
+)
+
+
+def _check_report(report: object, path: Path) -> None:
+    """Raises InputError unless ``report`` (read from ``path``) holds what a run's report holds."""
+    if not isinstance(report, dict) or not isinstance(report.get("settings"), dict):
+        raise InputError(f"{path} is not a report of `sam2prune eval` (no settings)")
+    overall = report.get("overall")
+    missing = [f"settings.{key}" for key in REPORT_SETTINGS if key not in report["settings"]]
+    missing += [f"overall.{key}" for key in REPORT_OVERALL if not isinstance(overall, dict) or key not in overall]
+    pruning = report["settings"].get("pruning")
+    if report["settings"].get("method") == "pruned" and not (isinstance(pruning, dict) and "retention" in pruning):
+        missing.append("settings.pruning.retention")
+    if missing:
+        raise InputError(
+            f"{path} lacks {', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''}: not a report of this "
+            "version of `sam2prune eval`, or edited"
+        )
 
 
 def method_label(settings: dict) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -173,15 +174,31 @@ def top_objectness_box(image: np.ndarray, weights: str | Path | None, device: st
 
     path = Path(weights)
     if not path.is_file():
-        raise InputError(f"detector weights {path} do not exist")
+        raise InputError(f"detector weights {path}: {'is a folder' if path.is_dir() else 'file does not exist'}")
     model = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None)
     try:
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state_dict.get("model", state_dict), strict=True)
-    except (RuntimeError, AttributeError) as error:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
+        # torch's message advises weights_only=False: never for a file we cannot vouch for
         raise InputError(
-            f"detector weights {path} do not fit torchvision's fasterrcnn_resnet50_fpn: {error}"
+            f"detector weights {path} is not a file of tensors written by torch.save (a state dict of torchvision's "
+            "fasterrcnn_resnet50_fpn); files holding other Python objects are not loaded, for safety"
         ) from error
+    if not isinstance(state_dict, dict):
+        raise InputError(f"detector weights {path} holds a {type(state_dict).__name__}, not a state dict")
+    try:
+        missing, unexpected = model.load_state_dict(state_dict.get("model", state_dict), strict=False)
+    except RuntimeError as error:  # shapes that differ: torch lists each one
+        first = str(error).strip().splitlines()
+        raise InputError(
+            f"detector weights {path} do not fit torchvision's fasterrcnn_resnet50_fpn: {first[-1].strip()[:200]}"
+        ) from error
+    if missing or unexpected:
+        raise InputError(
+            f"detector weights {path} do not fit torchvision's fasterrcnn_resnet50_fpn: {len(missing)} of its "
+            f"weights missing (e.g. {', '.join(missing[:2]) or '-'}), {len(unexpected)} unexpected (e.g. "
+            f"{', '.join(unexpected[:2]) or '-'})"
+        )
     model = model.to(device).eval()
     tensor = torch.from_numpy(image).permute(2, 0, 1).float().div(255).to(device)
     with torch.inference_mode():
@@ -513,6 +530,11 @@ class ModelRefiner:
         except ImportError as error:
             raise InputError("model refiners need transformers: pip install 'sam2prune[text]'") from error
         self.name, self.max_words, self.device = f"model:{source}", max_words, device
+        source = check_model_folder(
+            source,
+            what="refiner",
+            hint="pass --refiner parse, span, or a folder holding a language model saved with transformers",
+        )
         with quiet_model_loading():
             try:
                 config = AutoConfig.from_pretrained(source)
