@@ -338,6 +338,23 @@ def test_no_prompt_needs_detector_weights_and_uses_the_rpn(tmp_path, tiny_captio
         top_objectness_box(small, tmp_path)
 
 
+def test_prompt_takes_the_object_of_a_label_png_and_refuses_clicks_with_a_box(tmp_path, tiny_captioner, capsys):
+    """A DAVIS label PNG holding object 3 describes object 3 (it asked for object 1, with advice
+    to leave out an --obj-id prompt does not have); a --point beside a --box was dropped."""
+    from sam2prune.data.palette import read_label_png, write_label_png
+
+    labels = read_label_png(CHAIR_MASKS / "00000.png")
+    write_label_png(tmp_path / "three.png", np.where(labels == 1, 3, 0).astype(np.uint8))
+    common = ["prompt", str(CHAIR_FRAMES), "--captioner", str(tiny_captioner), "--cache-dir", str(tmp_path)]
+    assert main([*common, "--mask", str(tmp_path / "three.png")]) == 0
+    assert capsys.readouterr().out.startswith("region: (")
+    write_label_png(tmp_path / "two.png", np.where(labels == 1, 3, 0).astype(np.uint8) + (labels == 0))
+    assert main([*common, "--mask", str(tmp_path / "two.png")]) == 2
+    assert "holds objects 1, 3: prompt describes one object" in capsys.readouterr().err
+    assert main([*common, "--box", "10,10,200,200", "--point", "50,50"]) == 2
+    assert "--point/--neg would have no effect" in capsys.readouterr().err
+
+
 def test_prompt_command_with_a_click(tmp_path, tiny_captioner, capsys):
     assert (
         main(

@@ -184,12 +184,19 @@ def handle(args: argparse.Namespace) -> int:
             )
         refine_caption(caption=args.caption, auto_text=auto_text_options(args), device=model.device)
         return 0
+    if box is not None and (args.point or args.neg):
+        raise InputError("--box is the region itself: --point/--neg would have no effect with it")
     frame = args.frame if args.frame is not None else 0
+    # a label PNG's object keeps its id
+    prompts = prompts_from_arguments(
+        points=args.point, negatives=args.neg, box=box, mask=mask, frame=frame, obj_id=None
+    )
+    if len(prompts) > 1:
+        ids = ", ".join(str(p.obj_id) for p in prompts)
+        raise InputError(f"--mask {mask} holds objects {ids}: prompt describes one object; give a mask of one")
     prompt(
         video=args.video,
-        prompts=prompts_from_arguments(
-            points=args.point, negatives=args.neg, box=box, mask=mask, frame=frame, obj_id=1
-        ),
+        prompts=prompts,
         frame=frame,
         detector_weights=args.detector_weights,
         auto_text=auto_text_options(args),
