@@ -485,6 +485,14 @@ def test_bench_lengths_measures_each_method_and_length_in_its_own_process(tmp_pa
         (["--methods", "sam2"], "--methods chooses what --lengths measures"),
         (["--lengths", "20", "--retention", "0.3", "0.5"], "give one --retention"),
         (["--lengths", "20", "--static-step", "buffers"], "--static-step is measured by the speed benchmark"),
+        # options of the speed benchmark that --lengths would ignore
+        (["--lengths", "20", "--objects", "2", "--profile-frames", "3"], "--objects, --profile-frames have no effect"),
+        (["--lengths", "20", "--compile-mode", "default"], "--compile-mode has no effect with --lengths"),
+        # a value given twice would be measured twice
+        (["--lengths", "20", "30", "20"], "--lengths: 20 given more than once"),
+        (["--lengths", "20", "--methods", "sam2", "sam2"], "--methods: sam2 given more than once"),
+        (["--retention", "0.3", "0.3"], "--retention: 0.3 given more than once"),
+        (["--plot", "bench.jpg"], "--plot bench.jpg: the plot is a PNG image; name it FILE.png"),
     ],
 )
 def test_bad_lengths_options_are_refused(capsys, extra, message):

@@ -59,8 +59,12 @@ def check_result_files(
 ) -> None:
     """Raises InputError unless ``--json`` and ``--plot`` can be written without harm: two
     different files, neither an input (the video, inside a folder of frames, ``inputs``: e.g. a
-    prompts file and the masks it names), and not existing yet unless ``overwrite``."""
+    prompts file and the masks it names), and not existing yet unless ``overwrite``; the plot
+    named .png."""
     from sam2prune.fsutil import check_output_files
+
+    if plot_path is not None and plot_path.suffix.lower() != ".png":
+        raise InputError(f"--plot {plot_path}: the plot is a PNG image; name it FILE.png")
 
     read = [("VIDEO", video if video is not None else embedded_clip()), *inputs]
     check_output_files([("--json", json_path), ("--plot", plot_path)], inputs=read, overwrite=overwrite)
@@ -474,8 +478,28 @@ def handle(args: argparse.Namespace) -> int:
         given += ["--auto-text"] if args.auto_text else []
         if given:
             raise InputError(f"{', '.join(given)} has no effect with --lengths (each run tracks the whole looped clip)")
+        unused = [
+            flag
+            for flag, given_here in (
+                ("--objects", args.objects != default_of(bench, "objects")),
+                ("--prompts", args.prompts is not None),
+                ("--profile-frames", args.profile_frames is not None),
+                ("--compile-mode", args.compile_mode is not None),
+                ("--compile-timeout", args.compile_timeout is not None),
+            )
+            if given_here
+        ]
+        if unused:
+            raise InputError(
+                f"{', '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect with --lengths (each run "
+                "tracks one object, clicked on frame 0 with --point, unprofiled, without sam2's compiled predictor)"
+            )
         if args.retention is not None and len(args.retention) > 1:
             raise InputError("--lengths measures one pruned predictor: give one --retention")
+    for option, values in (("--retention", args.retention), ("--lengths", args.lengths), ("--methods", args.methods)):
+        repeated = sorted({str(v) for v in values or () if list(values).count(v) > 1})
+        if repeated:
+            raise InputError(f"{option}: {', '.join(repeated)} given more than once (each would be measured again)")
     default_retentions = [PRUNING_DEFAULTS.retention] if args.lengths is not None else list(RETENTION_GRID)
     configs = pruning_configs(args, retentions=args.retention or default_retentions)
     bench(

@@ -265,7 +265,10 @@ def add_model_options(parser: argparse.ArgumentParser, *, results: bool = True, 
             "--random-weights is given"
         )
     else:
-        where = "official SAM 2 checkpoint (.pt) for --model (default: random weights, which time the same)"
+        where = (
+            "official SAM 2 checkpoint (.pt) for --model (default: ./checkpoints/<official file name> if it is there, "
+            "else random weights, which time the same)"
+        )
     group.add_argument("--checkpoint", type=path_argument, metavar="FILE.pt", help=where)
     group.add_argument(
         "--random-weights",
