@@ -727,6 +727,25 @@ def test_prompt_errors_name_the_prompt_command_options(tmp_path, capsys, no_mode
     assert "with --caption only the refiner runs: VIDEO has no effect" in last_error(capsys)
 
 
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--mc-passes", "3"], "--mc-passes has no effect on a learned router of visual,uncertainty,prior"),
+        (["--signals", "visual,prior", "--mc-dropout-p", "0.2"], "--mc-dropout-p has no effect on a learned router"),
+        (["--aligner", "{tmp}/a.pt"], "--aligner has no effect on a learned router of visual,uncertainty,prior"),
+        (["--router", "paper"], "the text signal (the paper router reads it unless --signals leaves it out) needs"),
+        (["--epochs", "0"], "--epochs must be >= 1, got 0"),
+        (["--learning-rate", "-1"], "--learning-rate must be > 0, got -1.0"),
+    ],
+)
+def test_train_router_refuses_options_that_change_nothing(tmp_path, capsys, no_model, extra, message):
+    root = tmp_path / "DAVIS"
+    shutil.copytree(CHAIR_FRAMES, root / "JPEGImages" / "480p" / "chair")
+    extra = [part.replace("{tmp}", str(tmp_path)) for part in extra]
+    assert main(["train-router", "--root", str(root), "--out", str(tmp_path / "r.pt"), *extra, *TINY]) == 2
+    assert message in last_error(capsys)
+
+
 def test_train_router_without_held_out_examples_is_refused(tmp_path, capsys):
     root = tmp_path / "DAVIS"
     shutil.copytree(CHAIR_FRAMES, root / "JPEGImages" / "480p" / "chair")

@@ -44,6 +44,40 @@ SIGNAL_FIELDS = (
 )
 
 
+def _refuse_ineffective(
+    pruning: PruningConfig,
+    router: Literal["learned", "paper"],
+    signals: tuple[str, ...],
+    *,
+    labels: Path | None,
+    aligner: str | None,
+) -> None:
+    """Raises InputError naming options that change nothing for a router of ``signals``
+    (``--mc-passes`` with analytic uncertainty, ``--aligner`` without the text signal, ...)."""
+    from dataclasses import replace
+
+    from sam2prune.config import ineffective_fields
+
+    defaults = PruningConfig()
+    # the retention (held-out recall) and the seed (initialisation, shuffling) always count
+    given = [f for f in SIGNAL_FIELDS if f not in ("retention", "seed") and getattr(pruning, f) != getattr(defaults, f)]
+    unused = [
+        "--" + name.replace("_", "-")
+        # (the phrases come from --labels: a stand-in text makes the config valid)
+        for name in ineffective_fields(
+            replace(pruning, scorer="router", router=router, signals=signals, text="-" if "text" in signals else None),
+            given,
+        )
+    ]
+    if "text" not in signals:
+        unused += [option for option, value in (("--labels", labels), ("--aligner", aligner)) if value is not None]
+    if unused:
+        raise InputError(
+            f"{', '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect on a {router} router of "
+            f"{','.join(signals)}"
+        )
+
+
 def train_router(
     *,
     data: DataSelection,
@@ -82,8 +116,10 @@ def train_router(
     from sam2prune.scorers.router.train import train_router as train
     from sam2prune.text.encoders import load_text_encoder
 
-    if epochs < 1 or learning_rate <= 0:
-        raise InputError("--epochs must be >= 1 and --learning-rate > 0")
+    if epochs < 1:
+        raise InputError(f"--epochs must be >= 1, got {epochs}")
+    if not learning_rate > 0:
+        raise InputError(f"--learning-rate must be > 0, got {learning_rate}")
     if holdout_every < 2:
         raise InputError(f"--holdout-every must be >= 2 (every frame would be held out), got {holdout_every}")
     inputs = [("--root", data.root), *model_inputs(model)]
@@ -95,7 +131,9 @@ def train_router(
         chosen = (*chosen, "text")
     chosen = tuple(name for name in SIGNALS if name in chosen)
     if "text" in chosen and (phrases is None or aligner is None):
-        raise InputError("the text signal needs --labels LABELS.json (object phrases) and --aligner ALIGNER.pt")
+        why = " (the paper router reads it unless --signals leaves it out)" if router == "paper" and not signals else ""
+        raise InputError(f"the text signal{why} needs --labels LABELS.json (object phrases) and --aligner ALIGNER.pt")
+    _refuse_ineffective(pruning, router, chosen, labels=labels, aligner=aligner)
     weights = resolve_weights(model, required=True)
     sequences = select_sequences(data)
     predictor = build(model, weights, pruning)
@@ -178,7 +216,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--signals",
         type=signal_list,
         metavar="LIST",
-        help="default: paper visual,uncertainty(,text); learned visual,uncertainty,prior(,text)",
+        help="default: paper visual,text,uncertainty (the text needs --labels and --aligner); learned "
+        "visual,uncertainty,prior, and text with --labels",
     )
     parser.add_argument(
         "--epochs",
