@@ -641,9 +641,9 @@ def test_ray_options_without_ray_name_the_extra_to_install(tmp_path, capsys, mon
             ["--gpus-per-worker", "0.5", "--max-retries", "2"],
             "--gpus-per-worker, --max-retries are for a run on Ray workers",
         ),
-        (["--workers", "0"], "workers must be an integer >= 1, got 0"),
-        (["--workers", "2", "--gpus-per-worker", "1.5"], "gpus_per_worker above 1 must be a whole number"),
-        (["--workers", "2", "--max-retries", "-1"], "max_retries must be an integer >= 0"),
+        (["--workers", "0"], "--workers must be an integer >= 1, got 0"),
+        (["--workers", "2", "--gpus-per-worker", "1.5"], "--gpus-per-worker above 1 must be a whole number"),
+        (["--workers", "2", "--max-retries", "-1"], "--max-retries must be an integer >= 0"),
         (["--workers", "2", "--threads", "2"], "give Ray workers theirs with --threads-per-worker"),
     ],
 )
@@ -717,6 +717,11 @@ def test_sweep_refuses_a_single_and_a_plural_option_together(tmp_path, capsys, n
         == 2
     )
     assert "--router has no effect here" in last_error(capsys)
+    sweep = ["sweep", "--dataset", "davis", "--root", str(root), "--out", str(tmp_path / "s"), *RANDOM]
+    assert main([*sweep, "--scorers", "prior", "--signal-sets", "visual", "--no-baseline"]) == 2
+    assert "--signal-sets varies the router's inputs: no effect without router among the scorers (prior)" in last_error(
+        capsys
+    )
 
 
 def test_prompt_errors_name_the_prompt_command_options(tmp_path, capsys, no_model):

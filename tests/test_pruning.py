@@ -272,9 +272,18 @@ def test_bad_retention_values_are_rejected(retention):
 
 def test_bad_pruning_options_on_the_cli(tmp_path, capsys):
     assert main(["segment", "--out", str(tmp_path / "o"), "--retention", "0"]) == 2
-    assert "retention must be in (0, 1]" in capsys.readouterr().err
+    assert "error: --retention must be in (0, 1]" in capsys.readouterr().err  # the option, not the field
     assert main(["bench", "--retention", "0.3", "1.7"]) == 2
     assert "got 1.7" in capsys.readouterr().err
+    assert main(["segment", "--out", str(tmp_path / "o"), "--uncertainty-blocks=-1"]) == 2
+    assert "error: --uncertainty-blocks must be block indices >= 0" in capsys.readouterr().err
+    assert (
+        main(
+            ["eval", "--dataset", "davis", "--root", str(tmp_path), "--out", str(tmp_path / "o"), "--refine-below", "2"]
+        )
+        == 2
+    )
+    assert "error: --refine-below must be a J&F in [0, 1], got 2.0" in capsys.readouterr().err
 
 
 def test_other_config_errors():

@@ -206,6 +206,16 @@ def model_inputs(model: ModelOptions) -> list[tuple[str, Path]]:
     return inputs + ([("--model", Path(model.model))] if Path(model.model).suffix in (".yaml", ".yml") else [])
 
 
+def option_error(what: str, error: Exception) -> InputError:
+    """A config's error about a field (``"refine_below must be ..."``) as the user gave it: the
+    option's name (``--refine-below must be ...``); other errors prefixed with ``what``."""
+    message = str(error)
+    field_name = message.split(" ", 1)[0]
+    if " must " in message and field_name.isidentifier() and field_name.islower():
+        return InputError("--" + field_name.replace("_", "-") + message[len(field_name) :])
+    return InputError(f"{what}: {message}")
+
+
 def add_overwrite_option(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--overwrite", action="store_true", help=f"replace an existing {what}")
 
@@ -655,7 +665,7 @@ def build_pruning_configs(
                 extra = {"mc_passes": passes} if passes is not None else {}
                 configs.append(PruningConfig(retention=retention, **{**given, **extra}))
     except (TypeError, ValueError) as error:
-        raise InputError(f"pruning options: {error}") from error
+        raise option_error("pruning options", error) from error
     return configs
 
 
@@ -920,7 +930,7 @@ def protocol_config(args: argparse.Namespace) -> ProtocolConfig:
     try:
         return ProtocolConfig(**given_fields(args, PROTOCOL_FIELDS))
     except ValueError as error:
-        raise InputError(f"protocol options: {error}") from error
+        raise option_error("protocol options", error) from error
 
 
 # --- Ray -------------------------------------------------------------------------------------------
@@ -978,7 +988,7 @@ def ray_config(args: argparse.Namespace) -> RayConfig:
     try:
         config = RayConfig(**given_fields(args, RAY_FIELDS))
     except ValueError as error:
-        raise InputError(f"Ray options: {error}") from error
+        raise option_error("Ray options", error) from error
     if config.enabled and getattr(args, "threads", None) is not None:
         raise InputError("--threads sets this process's CPU threads; give Ray workers theirs with --threads-per-worker")
     given = [option(name) for name in _RAY_SHAPE_FIELDS if getattr(args, name, None) is not None]

@@ -56,6 +56,13 @@ def _sweep_grid(args: argparse.Namespace) -> list[GridEntry]:
         if getattr(args, single) is not None and getattr(args, plural.replace("-", "_")) is not None:
             raise InputError(f"--{single} and --{plural} exclude each other: a sweep varies --{plural}")
     scorers = args.scorers or [args.scorer or PRUNING_DEFAULTS.scorer]
+    if "router" not in scorers:
+        unused = [flag for flag, value in (("--signal-sets", args.signal_sets), ("--texts", args.texts)) if value]
+        if unused:
+            raise InputError(
+                f"{', '.join(unused)} {'varies' if len(unused) == 1 else 'vary'} the router's inputs: no effect "
+                f"without router among the scorers ({', '.join(scorers)})"
+            )
     signal_sets = args.signal_sets or [None]
     texts = args.texts or [None]
     retentions = args.retention or list(RETENTION_GRID)

@@ -24,6 +24,7 @@ from sam2prune.cli.common import (
     log,
     model_inputs,
     model_options,
+    option_error,
     path_argument,
     resolve_weights,
     select_sequences,
@@ -292,7 +293,7 @@ def handle(args: argparse.Namespace) -> int:
     try:
         pruning = PruningConfig(scorer="prior", **given_fields(args, SIGNAL_FIELDS))
     except ValueError as error:
-        raise InputError(f"router options: {error}") from error
+        raise option_error("router options", error) from error
     train_router(
         data=data_selection(args),
         out=args.out,
