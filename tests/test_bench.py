@@ -410,6 +410,12 @@ def test_bad_bench_options_are_refused(capsys, tmp_path):
     prompts.write_text(json.dumps({"objects": [{"obj_id": 1, "points": [[10, 10]]}]}))
     assert main(["bench", "--frames", "10", "--objects", "2", "--prompts", str(prompts)]) == 2
     assert "--prompts gives every object's prompts" in capsys.readouterr().err
+    late = tmp_path / "late.json"
+    late.write_text(json.dumps({"objects": [{"obj_id": 1, "frame": 12, "points": [[10, 10]]}]}))
+    assert main(["bench", "--frames", "10", "--prompts", str(late)]) == 2
+    assert (
+        "prompted on frame 12, but --frames 10 tracks frames 0..9: pass --frames 21 or more" in capsys.readouterr().err
+    )
     assert main(["bench", "--frames", "10", "--objects", "2", "--point", "5,5"]) == 2
     assert "--point is the click of one object" in capsys.readouterr().err
     assert main(["bench", "--frames", "10", "--device", "cpu", "--static-step", "graphs"]) == 2

@@ -566,11 +566,13 @@ def test_unusable_checkpoints_are_explained_without_torch_advice(tmp_path, capsy
 # --- no tracebacks, options that change nothing refused ---------------------------------------
 
 
-def test_bench_with_a_one_frame_warmup_runs(tmp_path):
+def test_bench_with_a_one_frame_warmup_runs(tmp_path, capsys):
     out = tmp_path / "b.json"
     assert main(["bench", "--frames", "9", "--warmup", "1", "--retention", "0.5", "--json", str(out), *TINY]) == 0
     result = json.loads(out.read_text())
     assert result["warmup_frames"] == 1 and result["frames"] == 9
+    # the median of one steady frame is said to be one
+    assert "ms/frame is the median of 1 steady-state frame only; pass --frames 13 or more" in capsys.readouterr().err
 
 
 def test_bench_frames_too_few_is_refused_before_any_model(capsys, no_model):

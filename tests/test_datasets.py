@@ -226,6 +226,9 @@ def test_unknown_dataset_and_missing_root(tmp_path):
         read_dataset("kitti", tmp_path)
     with pytest.raises(InputError, match="does not exist"):
         read_dataset("davis", tmp_path / "nowhere")
+    (tmp_path / "notes.txt").write_text("")
+    with pytest.raises(InputError, match=r"--root .*notes\.txt: is a file; expected the dataset folder"):
+        read_dataset("davis", tmp_path / "notes.txt")
 
 
 def _davis(root: Path, frame_labels: list[np.ndarray], name: str = "late") -> None:

@@ -63,11 +63,10 @@ def check_result_files(
     named .png."""
     from sam2prune.fsutil import check_output_files
 
-    if plot_path is not None and plot_path.suffix.lower() != ".png":
-        raise InputError(f"--plot {plot_path}: the plot is a PNG image; name it FILE.png")
-
     read = [("VIDEO", video if video is not None else embedded_clip()), *inputs]
     check_output_files([("--json", json_path), ("--plot", plot_path)], inputs=read, overwrite=overwrite)
+    if plot_path is not None and plot_path.suffix.lower() != ".png":
+        raise InputError(f"--plot {plot_path}: the plot is a PNG image; name it FILE.png")
 
 
 def bench(
@@ -181,6 +180,12 @@ def bench(
         object_prompts = file_prompts
     else:
         object_prompts = spread_clicks(source, objects, point=point, default_click=video is None)
+    beyond = [p for p in object_prompts if p.frame >= frames]
+    if beyond:
+        raise InputError(
+            f"{beyond[0].source}: object {beyond[0].obj_id} is prompted on frame {beyond[0].frame}, but --frames "
+            f"{frames} tracks frames 0..{frames - 1}: pass --frames {beyond[0].frame + 9} or more"
+        )
     check_prompts(object_prompts, num_frames=len(source), width=source.width, height=source.height)
     on_prompted_for = None
     if pruning[0].auto_text:
@@ -239,6 +244,13 @@ def bench(
         f"{'pruned' if pruning[0].prune_conditioning_frames else 'dense'}"
         + (", RANDOM weights" if result["random_weights"] else "")
     )
+    steady = result["frames"] - result["steady_from_frame"]
+    if steady < 5:  # a median of one or two frames is noise on a busy machine
+        log.warning(
+            "ms/frame is the median of %s only; pass --frames %d or more for a steadier figure",
+            counted(steady, "steady-state frame"),
+            result["steady_from_frame"] + 5,
+        )
     if json_path is not None:
         atomic_write_json(json_path, result)
         print(f"results: {json_path}")

@@ -483,5 +483,7 @@ def read_dataset(
     if name not in READERS:
         raise InputError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
     if not root.is_dir():
-        raise InputError(f"--root {root}: folder does not exist")
+        raise InputError(
+            f"--root {root}: {'is a file; expected the dataset folder' if root.is_file() else 'folder does not exist'}"
+        )
     return READERS[name](root, split or DEFAULT_SPLITS[name], only=only)
