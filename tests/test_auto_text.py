@@ -517,5 +517,8 @@ def test_model_refiner_plumbing_with_a_tiny_seq2seq_model(tmp_path, capsys):
         == 0
     )
     assert 1 <= len(capsys.readouterr().out.strip().splitlines()[-1].split()) <= 2
-    with pytest.raises(InputError, match="could not load the refiner model"):
+    with pytest.raises(InputError, match=r"refiner .*nothing: folder does not exist"):
         ModelRefiner(str(tmp_path / "nothing"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="could not load the refiner model"):
+        ModelRefiner(str(tmp_path / "empty"))

@@ -288,6 +288,7 @@ def test_report_and_sweep(tmp_path, capsys):
         == 0
     )
     assert sum(line.startswith("| davis |") for line in (tmp_path / "t.md").read_text().splitlines()) == 2
+    (tmp_path / "nothing").mkdir()
     assert main(["report", str(tmp_path / "nothing")]) == 2
     assert "no finished evaluation run" in capsys.readouterr().err
 
