@@ -465,8 +465,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         nargs="+",
         metavar="N",
-        help="instead: peak RSS (and peak CUDA memory) and steady ms/frame at each video length, the clip looped "
-        "to N frames, each method in a fresh process (one --retention); method by method, in the --methods "
+        help="instead: peak RSS (and peak CUDA memory) and steady ms/frame at each video length, the clip (a folder "
+        "of JPEG frames, as official SAM 2 reads them) looped to N frames, each method in a fresh process (one "
+        "--retention); method by method, in the --methods "
         "order, each at the lengths in this order; --json is rewritten after every run",
     )
     lengths.add_argument(
