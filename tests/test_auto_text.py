@@ -336,6 +336,9 @@ def test_no_prompt_needs_detector_weights_and_uses_the_rpn(tmp_path, tiny_captio
         top_objectness_box(small, tmp_path / "notes.txt")
     with pytest.raises(InputError, match=r"detector weights .*: is a folder"):
         top_objectness_box(small, tmp_path)
+    torch.save({"model": [1, 2]}, tmp_path / "listed.pth")
+    with pytest.raises(InputError, match=r"listed\.pth holds a list, not a state dict"):
+        top_objectness_box(small, tmp_path / "listed.pth")
 
 
 def test_prompt_takes_the_object_of_a_label_png_and_refuses_clicks_with_a_box(tmp_path, tiny_captioner, capsys):

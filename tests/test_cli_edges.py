@@ -227,6 +227,10 @@ def test_report_names_a_broken_or_missing_report_and_lists_a_run_named_twice_onc
         (run / "report.json").write_text(json.dumps(broken))
         assert main(["report", str(run)]) == 2
         assert message in last_error(capsys)
+    pruned = {**report, "settings": {**report["settings"], "pruning": {"retention": 0.3}}}
+    (run / "report.json").write_text(json.dumps(pruned))
+    assert main(["report", str(run)]) == 2
+    assert "lacks settings.pruning.scorer" in last_error(capsys)
     assert main(["report", str(tmp_path / "nowhere")]) == 2
     assert f"{tmp_path / 'nowhere'}: folder does not exist" in last_error(capsys)
 
@@ -724,6 +728,8 @@ def test_sweep_refuses_a_single_and_a_plural_option_together(tmp_path, capsys, n
     assert "--signal-sets varies the router's inputs: no effect without router among the scorers (prior)" in last_error(
         capsys
     )
+    assert main([*sweep, "--scorers", "router", "--texts", "a chair", " ", "--no-baseline"]) == 2
+    assert "error: --texts must not be empty" in last_error(capsys)  # the option given, not --text
 
 
 def test_prompt_errors_name_the_prompt_command_options(tmp_path, capsys, no_model):
@@ -742,6 +748,7 @@ def test_prompt_errors_name_the_prompt_command_options(tmp_path, capsys, no_mode
         (["--aligner", "{tmp}/a.pt"], "--aligner has no effect on a learned router of visual,uncertainty,prior"),
         (["--router", "paper"], "the text signal (the paper router reads it unless --signals leaves it out) needs"),
         (["--epochs", "0"], "--epochs must be >= 1, got 0"),
+        (["--router", "paper", "--signals", "visual,prior"], "router options: the paper router has no prior input"),
         (["--learning-rate", "-1"], "--learning-rate must be > 0, got -1.0"),
     ],
 )

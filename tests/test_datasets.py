@@ -370,6 +370,10 @@ def test_uvo_objects_and_errors_name_the_video_object_and_frame(tmp_path):
         read(videos=[video | {"file_names": []}])
     with pytest.raises(InputError, match=r'expected each video as \{"id", "file_names", "width", "height"\}'):
         read(videos=[{"id": 7}])
+    # a broken video that is not asked for is not checked
+    broken = {"id": 8, "file_names": ["vidB/00000.jpg"]}
+    (root / "val.json").write_text(json.dumps({"videos": [video, broken], "annotations": annotations}))
+    assert [s.name for s in read_dataset("uvo", root, only=["vidA"])] == ["vidA"]
 
 
 def test_endovis18_labels_that_match_no_frame_or_cannot_be_read_are_named(tmp_path):
@@ -423,6 +427,22 @@ def test_a_sequence_keeps_few_label_maps_and_pickles_none():
     assert len(sequence._cache) == GROUND_TRUTH_CACHE and list(range(10)) == _READS
     copy = pickle.loads(pickle.dumps(sequence))
     assert not copy._cache and np.array_equal(copy.ground_truth(3), _labels({1: (2, 3)}))
+
+
+def test_scoring_reads_each_label_map_once_for_every_object():
+    """With a few label maps kept, scoring object by object read every annotation again for
+    each object (UVO decodes every object's RLE for each): now each is read once."""
+    from sam2prune.data.datasets import Sequence
+    from sam2prune.data.video import VideoSource
+    from sam2prune.evaluation.protocol import score_tracked_sequence
+
+    source = VideoSource(Path("nowhere"), [f"{i}" for i in range(10)], W, H)
+    annotated = {i: functools.partial(_square_at, i) for i in range(10)}
+    sequence = Sequence("s", source, annotated, [1, 2, 3], {1: 0, 2: 1, 3: 4})
+    _READS.clear()
+    scores = score_tracked_sequence(sequence, {i: _labels({1: (2, i)}) for i in range(10)})
+    assert sorted(_READS) == list(range(1, 10))  # frame 0 scores no object (prompted there)
+    assert [len(s.j) for s in scores] == [9, 8, 5] and scores[0].j.tolist() == [1.0] * 9
 
 
 def test_limit_opens_only_the_first_sequences(tmp_path):

@@ -311,6 +311,13 @@ def test_sweep_checks_every_setting_before_the_first_run(tmp_path, capsys):
     assert main([*sweep, "--scorer", "prior", "--prior-dilation", "2"]) == 2
     assert "holds a run with other settings (pruning.prior_dilation 1 there, 2 now)" in capsys.readouterr().err
     assert not (out / "sam2" / "sequences" / "chair.json").exists()
+    # with --overwrite, a folder of the last setting that holds no run is refused before any run
+    notes = out / "pruned_r0.5_uniform"
+    notes.mkdir()
+    (notes / "notes.txt").write_text("mine")
+    assert main([*sweep, "--scorer", "uniform", "--overwrite"]) == 2
+    assert "holds no sam2prune run" in capsys.readouterr().err
+    assert not (out / "sam2" / "sequences" / "chair.json").exists() and (notes / "notes.txt").exists()
     # a user's report.md in a folder that holds no sweep
     mine = tmp_path / "mine"
     mine.mkdir()

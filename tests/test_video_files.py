@@ -15,6 +15,7 @@ import torch
 from sam2prune.cli import embedded_clip
 from sam2prune.data.frames import FrameSource, preprocess_frame
 from sam2prune.data.video import FrameReader, VideoSource
+from sam2prune.errors import InputError
 
 FRAMES = 120
 
@@ -75,21 +76,24 @@ def test_frames_read_alone_or_backwards_are_the_frames_decoded_in_order(tmp_path
     assert _reverse_pass(source, in_order) <= 8 * FRAMES
 
 
-def test_a_seek_that_lands_on_another_frame_than_its_checksum_says_decodes_from_the_start(tmp_path, monkeypatch):
-    """A frame reached by seeking that is not the frame decoded in order (here: the checksums
-    recorded at opening shifted by one, as if the seek miscounted) is never handed out: the
-    reader decodes from the start and seeks no more."""
-    source = _encode(tmp_path / "clip.mp4", "libx264", options={"bf": "2"})
+def test_a_seek_that_miscounts_is_caught_and_the_frame_decoded_from_the_start(tmp_path):
+    """A seek taken to land on another frame than it did (here: the keyframe it lands on is
+    taken for the frame before it, as a container's timestamps can mislead) hands out the
+    right frame all the same, decoded from the start, and the reader seeks no more; a video
+    that decodes otherwise than when it was opened is an error, never another frame."""
+    source = _encode(tmp_path / "clip.mp4", "libx264", gop=12, options={"bf": "2"})
     in_order = list(source.iter_frames())
+    keyframe = next(index for index, _ in source.seek_points if index >= 36)
     with FrameReader(source) as reader:
-        # frame 40's checksum is recorded as frame 41's: a seek landing before 40 reads 41 as 40
-        checksums = list(source.frame_checksums)
-        reader.source = replace(source, frame_checksums=[*checksums[:41], checksums[40], *checksums[42:]])
-        assert np.array_equal(next(reader.read([50]))[1], in_order[50])
-        assert reader.seeks
-        with pytest.raises(Exception, match="decodes differently from when it was opened"):
-            next(reader.read([41]))
+        reader._indices_of[source.frame_checksums[keyframe]] = [keyframe - 1]
+        assert np.array_equal(next(reader.read([keyframe + 5]))[1], in_order[keyframe + 5])
         assert not reader.seeks
+    with FrameReader(source) as reader:
+        checksums = list(source.frame_checksums)
+        checksums[50] ^= 1  # as if frame 50 decoded otherwise now
+        reader.source = replace(source, frame_checksums=checksums)
+        with pytest.raises(InputError, match="decodes differently from when it was opened"):
+            next(reader.read([50]))
 
 
 def test_a_video_that_cannot_be_sought_decodes_on_to_frames_ahead(tmp_path):

@@ -182,9 +182,15 @@ def bench(
         object_prompts = spread_clicks(source, objects, point=point, default_click=video is None)
     beyond = [p for p in object_prompts if p.frame >= frames]
     if beyond:
+        needed = beyond[0].frame + 9  # and a steady state after it
+        advice = (
+            f"pass --frames {needed} or more"
+            if needed <= clip_frames or not source.is_video_file
+            else f"the video has {clip_frames} frames: prompt an earlier frame"
+        )
         raise InputError(
             f"{beyond[0].source}: object {beyond[0].obj_id} is prompted on frame {beyond[0].frame}, but --frames "
-            f"{frames} tracks frames 0..{frames - 1}: pass --frames {beyond[0].frame + 9} or more"
+            f"{frames} tracks frames 0..{frames - 1}: {advice}"
         )
     check_prompts(object_prompts, num_frames=len(source), width=source.width, height=source.height)
     on_prompted_for = None

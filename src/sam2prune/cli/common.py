@@ -206,13 +206,15 @@ def model_inputs(model: ModelOptions) -> list[tuple[str, Path]]:
     return inputs + ([("--model", Path(model.model))] if Path(model.model).suffix in (".yaml", ".yml") else [])
 
 
-def option_error(what: str, error: Exception) -> InputError:
+def option_error(what: str, error: Exception, *, flags: dict[str, str] | None = None) -> InputError:
     """A config's error about a field (``"refine_below must be ..."``) as the user gave it: the
-    option's name (``--refine-below must be ...``); other errors prefixed with ``what``."""
+    option's name (``--refine-below must be ...``; ``flags`` names the options of fields that
+    have another name); other errors prefixed with ``what``."""
     message = str(error)
     field_name = message.split(" ", 1)[0]
     if " must " in message and field_name.isidentifier() and field_name.islower():
-        return InputError("--" + field_name.replace("_", "-") + message[len(field_name) :])
+        flag = (flags or {}).get(field_name, "--" + field_name.replace("_", "-"))
+        return InputError(flag + message[len(field_name) :])
     return InputError(f"{what}: {message}")
 
 
@@ -665,7 +667,11 @@ def build_pruning_configs(
                 extra = {"mc_passes": passes} if passes is not None else {}
                 configs.append(PruningConfig(retention=retention, **{**given, **extra}))
     except (TypeError, ValueError) as error:
-        raise option_error("pruning options", error) from error
+        # a sweep's varied fields come from its plural options
+        plural = {"text": "--texts", "signals": "--signal-sets", "scorer": "--scorers"}
+        raise option_error(
+            "pruning options", error, flags={k: plural[k] for k in variant or {} if k in plural}
+        ) from error
     return configs
 
 
@@ -895,6 +901,8 @@ def select_sequences(data: DataSelection) -> list[DatasetSequence]:
         unknown = [name for name in data.sequences if name not in known]
         if unknown and (data.limit is None or len(sequences) < data.limit):
             raise InputError(f"--sequences: {', '.join(unknown)} not in the {data.dataset} set")
+        if unknown:
+            log.warning("--limit %d reached first: %s not looked for", data.limit, ", ".join(unknown))
     if not sequences:
         raise InputError(f"no sequence to evaluate in {data.root}")
     return sequences

@@ -160,6 +160,7 @@ def sweep(
             if pruning is not None:
                 pruned = pruned if pruned is not None else with_pruning(baseline, pruning)
                 pruned.set_pruning(pruning)
+            check_run_dir(out / label)  # a folder holding no run is refused with --overwrite too
             if not overwrite:
                 settings = run_settings(
                     pruning=pruning,
@@ -172,7 +173,6 @@ def sweep(
                     memory=memory,
                     gpu=gpu,
                 )
-                check_run_dir(out / label)
                 check_run_settings(out / label, settings)
         for pruning, label, _ in grid:
             log.info("sweep: %s", label)
@@ -213,10 +213,13 @@ def sweep(
                 overlap = kept_token_overlap(first_dir, out / label)
                 cell = "-" if overlap is None else f"{overlap:.3f}"
                 table += f"| {base_label} | {text} | {overall['J&F-Mean']:.3f} | {cell} |\n"
-    table += (
-        "\nPeak memory here is that of the process that ran every setting (the unpruned and the pruned model "
-        "both loaded, and what earlier runs left allocated): compare memory with separate `sam2prune eval` runs.\n"
+    where = (
+        "each Ray worker process, which holds the unpruned and the pruned model"
+        if cluster.enabled
+        else "the one process that ran every setting (the unpruned and the pruned model both loaded, and what "
+        "earlier runs left allocated)"
     )
+    table += f"\nPeak memory here is that of {where}: compare memory with separate `sam2prune eval` runs.\n"
     atomic_write_text(out / "report.md", table)
     print(table, end="")
     if plot:

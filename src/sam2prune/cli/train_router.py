@@ -62,14 +62,13 @@ def _refuse_ineffective(
     defaults = PruningConfig()
     # the retention (held-out recall) and the seed (initialisation, shuffling) always count
     given = [f for f in SIGNAL_FIELDS if f not in ("retention", "seed") and getattr(pruning, f) != getattr(defaults, f)]
-    unused = [
-        "--" + name.replace("_", "-")
-        # (the phrases come from --labels: a stand-in text makes the config valid)
-        for name in ineffective_fields(
-            replace(pruning, scorer="router", router=router, signals=signals, text="-" if "text" in signals else None),
-            given,
+    try:  # (the phrases come from --labels: a stand-in text makes the config valid)
+        trained = replace(
+            pruning, scorer="router", router=router, signals=signals, text="-" if "text" in signals else None
         )
-    ]
+    except ValueError as error:  # e.g. the paper router has no prior input
+        raise option_error("router options", error) from error
+    unused = ["--" + name.replace("_", "-") for name in ineffective_fields(trained, given)]
     if "text" not in signals:
         unused += [option for option, value in (("--labels", labels), ("--aligner", aligner)) if value is not None]
     if unused:

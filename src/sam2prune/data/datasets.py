@@ -321,6 +321,12 @@ def read_uvo(root: Path, split: str = "val", *, only: Collection[str] | None = N
             raise InputError(f'UVO annotations {path}: an annotation without "video_id": {str(annotation)[:80]}')
         by_video.setdefault(annotation["video_id"], []).append(annotation)
     for video in payload["videos"]:
+        listed = video.get("file_names") if isinstance(video, dict) else None
+        named = (
+            Path(str(listed[0])).parent.name or str(video.get("id")) if isinstance(listed, list) and listed else None
+        )
+        if only and named is not None and named not in only:  # a video not asked for is not checked
+            continue
         try:
             video_id, file_names = video["id"], list(video["file_names"])
             width, height = int(video["width"]), int(video["height"])

@@ -59,8 +59,8 @@ class VideoSource:
     frame_files: list[Path] = field(default_factory=list)  # empty for a video file
     fps: float | None = None  # frame rate of a video file; None for a folder
     # ``frame_checksum`` of each frame of a video file as it decodes from the start: what
-    # identifies a frame reached by seeking, and a frame is handed out only when it is the same
-    # (None for a folder)
+    # identifies a frame reached by seeking, and a frame is handed out only when its checksum is
+    # the same (None for a folder)
     frame_checksums: list[int] | None = None
     # (index, presentation timestamp in its stream's time base) of each keyframe of a video
     # file that has one, in order: where random access seeks to (empty: none)
@@ -253,8 +253,9 @@ class FrameReader:
     Where a seek lands is told by the checksum of the frame found there, not by its timestamp
     (MPEG program streams with B-frames label the frames after a seek with other frames'
     timestamps), and a frame is handed out only when its checksum is the one it has decoded from
-    the start; otherwise the reader decodes from the start, and seeks no more. Not thread-safe:
-    one reader per thread.
+    the start; otherwise the reader decodes from the start, and seeks no more. The checksum is of
+    the luma: frames that differ only in colour pass for each other (harmless where a seek lands
+    among identical frames, such as a black lead-in). Not thread-safe: one reader per thread.
 
     Attributes:
         decoded: frames decoded so far (including those decoded only to reach another).

@@ -299,23 +299,22 @@ def score_tracked_sequence(sequence: Sequence, labels: Mapping[int, np.ndarray])
         count = len(sequence.source)
         gt_frames = _Frames(sequence.ground_truth, range(count))
         return score_sequence(sequence.name, gt_frames, _Frames(labels.__getitem__, range(1, count - 1)))
-    scores = []
-    for obj_id in sequence.obj_ids:
-        frames = [i for i in sorted(sequence.annotated) if i > sequence.first_frames[obj_id]]
-        values = [
-            frame_scores(
-                np.where(sequence.ground_truth(i) == VOID_LABEL, 0, sequence.ground_truth(i)), labels[i], obj_id
-            )
-            for i in frames
-        ]
-        scores.append(
-            ObjectScores(
-                name=f"{sequence.name}_{obj_id}",
-                j=np.array([v[0] for v in values]),
-                f=np.array([v[1] for v in values]),
-            )
+    values: dict[int, list[tuple[float, float]]] = {obj_id: [] for obj_id in sequence.obj_ids}
+    for i in sorted(sequence.annotated):  # each label map read once, for every object it scores
+        scored = [obj_id for obj_id in sequence.obj_ids if i > sequence.first_frames[obj_id]]
+        if scored:
+            gt = sequence.ground_truth(i)
+            gt = np.where(gt == VOID_LABEL, 0, gt)
+            for obj_id in scored:
+                values[obj_id].append(frame_scores(gt, labels[i], obj_id))
+    return [
+        ObjectScores(
+            name=f"{sequence.name}_{obj_id}",
+            j=np.array([v[0] for v in values[obj_id]]),
+            f=np.array([v[1] for v in values[obj_id]]),
         )
-    return scores
+        for obj_id in sequence.obj_ids
+    ]
 
 
 @dataclass

@@ -69,8 +69,11 @@ def _check_report(report: object, path: Path) -> None:
     missing = [f"settings.{key}" for key in REPORT_SETTINGS if key not in report["settings"]]
     missing += [f"overall.{key}" for key in REPORT_OVERALL if not isinstance(overall, dict) or key not in overall]
     pruning = report["settings"].get("pruning")
-    if report["settings"].get("method") == "pruned" and not (isinstance(pruning, dict) and "retention" in pruning):
-        missing.append("settings.pruning.retention")
+    if report["settings"].get("method") == "pruned":
+        pruning = pruning if isinstance(pruning, dict) else {}
+        needed = ["retention", "scorer"] + (["router"] if pruning.get("scorer") == "router" else [])
+        needed += ["mc_passes"] if pruning.get("scorer") == "router" and pruning.get("uncertainty") == "mc" else []
+        missing += [f"settings.pruning.{key}" for key in needed if key not in pruning]
     if missing:
         raise InputError(
             f"{path} lacks {', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''}: not a report of this "

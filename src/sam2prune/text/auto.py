@@ -184,14 +184,15 @@ def top_objectness_box(image: np.ndarray, weights: str | Path | None, device: st
             f"detector weights {path} is not a file of tensors written by torch.save (a state dict of torchvision's "
             "fasterrcnn_resnet50_fpn); files holding other Python objects are not loaded, for safety"
         ) from error
-    if not isinstance(state_dict, dict):
-        raise InputError(f"detector weights {path} holds a {type(state_dict).__name__}, not a state dict")
+    weights = state_dict.get("model", state_dict) if isinstance(state_dict, dict) else state_dict
+    if not isinstance(weights, dict):
+        raise InputError(f"detector weights {path} holds a {type(weights).__name__}, not a state dict")
     try:
-        missing, unexpected = model.load_state_dict(state_dict.get("model", state_dict), strict=False)
+        missing, unexpected = model.load_state_dict(weights, strict=False)
     except RuntimeError as error:  # shapes that differ: torch lists each one
-        first = str(error).strip().splitlines()
+        last = str(error).strip().splitlines()[-1].strip()
         raise InputError(
-            f"detector weights {path} do not fit torchvision's fasterrcnn_resnet50_fpn: {first[-1].strip()[:200]}"
+            f"detector weights {path} do not fit torchvision's fasterrcnn_resnet50_fpn: {last[:200]}"
         ) from error
     if missing or unexpected:
         raise InputError(
