@@ -490,7 +490,8 @@ def test_a_checkpoint_in_checkpoints_is_found_and_named(tmp_path, monkeypatch, c
     assert main(["models"]) == 0
     listing = capsys.readouterr().out
     row = next(line for line in listing.splitlines() if line.startswith("sam2.1_hiera_t "))
-    assert row.split() == ["sam2.1_hiera_t", "sam2.1_hiera_tiny.pt", "1024", "px", "found"]
+    size = (tmp_path / "checkpoints" / "sam2.1_hiera_tiny.pt").stat().st_size / 2**20
+    assert row.split() == ["sam2.1_hiera_t", "sam2.1_hiera_tiny.pt", "1024", "px", "found", f"({size:.0f}", "MiB)"]
     other = next(line for line in listing.splitlines() if line.startswith("sam2.1_hiera_l "))
     assert other.split()[-1] == "-"
 

@@ -14,8 +14,10 @@ def models() -> None:
 
     rows = [("model", "checkpoint file", "input size", f"in ./{CHECKPOINT_DIR}/")]
     for name, spec in MODELS.items():
-        found = (CHECKPOINT_DIR / spec.checkpoint_file).is_file()
-        rows.append((name, spec.checkpoint_file, f"{official_input_size(spec)} px", "found" if found else "-"))
+        path = CHECKPOINT_DIR / spec.checkpoint_file
+        # its size: a download that stopped short shows
+        here = f"found ({path.stat().st_size / 2**20:.0f} MiB)" if path.is_file() else "-"
+        rows.append((name, spec.checkpoint_file, f"{official_input_size(spec)} px", here))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip())
