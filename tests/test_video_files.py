@@ -125,3 +125,20 @@ def test_images_of_other_kinds_in_a_folder_of_frames_are_named(tmp_path, caplog,
         source = VideoSource.open(frames)
     assert len(source) == 6
     assert "2 images not read as frames (frames are JPEG or PNG files): 00006.webp, 00007.bmp" in caplog.text
+
+
+def test_a_frame_source_dropped_closes_its_video_file(tmp_path):
+    """sam2's state is dropped, never closed: the FrameSource in it closes its video file then
+    (PyAV's decoder sits in a reference cycle that held the file until a garbage collection)."""
+    import threading
+
+    source = _encode(tmp_path / "clip.mp4", "libx264", options={"bf": "2"})
+    frames = FrameSource(source, 32, read_ahead=0, cache_frames=2)
+    frames[3]
+    for thread in threading.enumerate():  # the reading thread holds the source until it ends
+        if thread.name == "sam2prune-frames":
+            thread.join()
+    reader = frames._reader
+    assert reader is not None and reader._container is not None
+    del frames
+    assert reader._container is None

@@ -313,6 +313,14 @@ class FrameSource:
                 self._pool = None
             self._state.notify_all()  # whoever waits asks again for what was dropped
 
+    def __del__(self) -> None:
+        """A video file's decoder is closed with its source (sam2's state has no close: it is
+        dropped), not when the garbage collector finds PyAV's reference cycle."""
+        reader = getattr(self, "_reader", None)
+        if reader is not None:
+            with contextlib.suppress(Exception):
+                reader.close()
+
     def _trim_cache(self) -> None:
         """Drop the least recently used frames beyond ``cache_frames``, never the one asked for
         last nor one a thread waits for."""
