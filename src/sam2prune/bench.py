@@ -908,7 +908,7 @@ def markdown_table(result: dict) -> str:
     header = (
         "| method | retention | ms/frame | vs sam2 | vs r=1 | image enc | scoring | mem attn | mem enc | mask dec "
         "| static step "
-        "| kernels/frame | kernel ms/frame | host ops/frame | bank KiB/frame | bank ratio | "
+        "| kernels/frame | kernel ms/frame | host ops/frame | bank KiB/frame/object | bank ratio | "
         + ("peak CUDA MiB (reserved) |" if on_gpu else "peak RSS MiB |")
     )
     lines = [header, "|" + "---|" * (header.count("|") - 1)]

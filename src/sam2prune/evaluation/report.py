@@ -115,7 +115,7 @@ def markdown_report(reports: list[dict]) -> str:
     """Table 1 of the source paper, per dataset and method: J, F, J&F, FPS, peak memory,
     refinements; then the memory bank and kept tokens; then J&F per method and dataset."""
     lines = [
-        "| dataset | method | J | F | J&F | FPS | peak memory (MiB) | bank KiB/frame | kept | refinement rounds | clicks |",
+        "| dataset | method | J | F | J&F | FPS | peak memory (MiB) | bank KiB/frame/object | kept | refinement rounds (all sequences) | clicks |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     ordered = sorted(
