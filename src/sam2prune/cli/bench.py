@@ -42,7 +42,7 @@ from sam2prune.cli.common import (
 from sam2prune.config import PruningConfig
 from sam2prune.errors import InputError
 from sam2prune.models import COMPILE_MODES
-from sam2prune.wording import counted
+from sam2prune.wording import counted, no_effect
 
 if TYPE_CHECKING:
     from sam2prune.data.video import VideoSource
@@ -510,7 +510,7 @@ def handle(args: argparse.Namespace) -> int:
         ]
         if unused:
             raise InputError(
-                f"{', '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect with --lengths (each run "
+                f"{no_effect(unused)} with --lengths (each run "
                 "tracks one object, clicked on frame 0 with --point, unprofiled, without sam2's compiled predictor)"
             )
         if args.retention is not None and len(args.retention) > 1:

@@ -33,6 +33,7 @@ from sam2prune.config import (
     ineffective_fields,
 )
 from sam2prune.errors import InputError
+from sam2prune.wording import no_effect
 
 if TYPE_CHECKING:
     from sam2prune.data.datasets import Sequence as DatasetSequence
@@ -628,9 +629,7 @@ def refuse_pruning_options_for_sam2(args: argparse.Namespace) -> None:
     given = [option(name) for name in _given_pruning_options(args)]
     given += [option(name) for name in AUTO_TEXT_FIELDS if getattr(args, name, None) is not None]
     if given:
-        raise InputError(
-            f"{', '.join(given)} {'has' if len(given) == 1 else 'have'} no effect with --method sam2 (unpruned)"
-        )
+        raise InputError(f"{no_effect(given)} with --method sam2 (unpruned)")
 
 
 def build_pruning_configs(
@@ -688,8 +687,7 @@ def refuse_ineffective_options(
         names = [name for name in explicit if name in unused]
         reason = _why_ineffective(configs[0], names[0])
         raise InputError(
-            f"{', '.join(option(n) for n in names)} {'has' if len(names) == 1 else 'have'} no effect here ({reason}); "
-            f"remove {'it' if len(names) == 1 else 'them'}"
+            f"{no_effect([option(n) for n in names])} here ({reason}); remove {'it' if len(names) == 1 else 'them'}"
         )
 
 

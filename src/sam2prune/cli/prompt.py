@@ -27,6 +27,7 @@ from sam2prune.cli.common import (
     resolve_weights,
 )
 from sam2prune.errors import InputError
+from sam2prune.wording import no_effect
 
 if TYPE_CHECKING:
     from sam2prune.prompts import ObjectPrompt
@@ -179,9 +180,7 @@ def handle(args: argparse.Namespace) -> int:
             if given
         ]
         if unused:
-            raise InputError(
-                f"with --caption only the refiner runs: {', '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect"
-            )
+            raise InputError(f"with --caption only the refiner runs: {no_effect(unused)}")
         refine_caption(caption=args.caption, auto_text=auto_text_options(args), device=model.device)
         return 0
     if box is not None and (args.point or args.neg):

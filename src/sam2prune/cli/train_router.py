@@ -32,6 +32,7 @@ from sam2prune.cli.common import (
 )
 from sam2prune.config import SIGNALS, UNCERTAINTY_MODES, PruningConfig
 from sam2prune.errors import InputError
+from sam2prune.wording import no_effect
 
 # the PruningConfig fields that decide how the training signals are computed, with their flags
 SIGNAL_FIELDS = (
@@ -72,10 +73,7 @@ def _refuse_ineffective(
     if "text" not in signals:
         unused += [option for option, value in (("--labels", labels), ("--aligner", aligner)) if value is not None]
     if unused:
-        raise InputError(
-            f"{', '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect on a {router} router of "
-            f"{','.join(signals)}"
-        )
+        raise InputError(f"{no_effect(unused)} on a {router} router of {','.join(signals)}")
 
 
 def train_router(
