@@ -6,16 +6,25 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+from sam2prune import PruningConfig
 from sam2prune.cli import main
+from sam2prune.config import ProtocolConfig
+from sam2prune.data.datasets import Sequence
+from sam2prune.data.palette import read_label_png
+from sam2prune.data.video import VideoSource
+from sam2prune.errors import InputError
 from sam2prune.evaluation import protocol as evaluate
 from sam2prune.evaluation.protocol import corrective_clicks, interior_point
+from sam2prune.segment import labels_from_logits
 
-from conftest import CHAIR_FRAMES, CHAIR_MASKS, TINY_SIZE
+from conftest import CHAIR_FRAMES, CHAIR_MASKS, TINY_SIZE, build_random
 
 
 def test_interior_point_is_inside_rings_and_c_shapes_where_the_centroid_is_not():
@@ -50,6 +59,111 @@ def test_corrective_clicks_fix_the_largest_errors_first():
     assert y2 < 2 and 30 <= x2 < 32
     assert len(corrective_clicks(gt, pred, max_clicks=1)) == 1
     assert corrective_clicks(gt, gt) == []
+    # regions of one size: the first in raster order first
+    pred[0:2, 30:32] = False
+    pred[38:40, 0:2] = pred[20:22, 36:38] = True
+    assert [(x, y) for x, y, _ in corrective_clicks(gt, pred, max_clicks=4)][2:] == [(36, 20), (0, 38)]
+
+
+def _chair_sequence() -> Sequence:
+    source = VideoSource.open(CHAIR_FRAMES)
+    truth = {i: (lambda i=i: read_label_png(CHAIR_MASKS / f"{i:05d}.png")) for i in range(len(source))}
+    return Sequence(name="chair", source=source, annotated=truth, obj_ids=[1], first_frames={1: 0})
+
+
+def test_the_fps_is_the_predictors_not_the_scorings(monkeypatch):
+    """Scoring a 480p frame takes about as long as a tracking step on a GPU: it is not timed."""
+    scored = []
+
+    def slow_scores(*args):
+        time.sleep(0.4)
+        scored.append(args)
+        return evaluate_frame_scores(*args)
+
+    evaluate_frame_scores = evaluate.frame_scores
+    monkeypatch.setattr(evaluate, "frame_scores", slow_scores)
+    tracker = evaluate.SequenceTracker(build_random(), _chair_sequence(), ProtocolConfig(max_rounds=0))
+    _, stats = tracker.run()
+    assert len(scored) == 5  # frames 1..5
+    assert stats["seconds_tracking"] < stats["seconds_total"] - 5 * 0.4
+    assert stats["fps"] == 6 / stats["seconds_tracking"]
+
+
+def test_an_object_first_seen_on_the_last_annotated_frame_is_left_out_of_the_means(tmp_path, caplog):
+    """It has no later annotated frame to score: its mean would be NaN, and so every mean."""
+    chair = _chair_sequence()
+    late = read_label_png(CHAIR_MASKS / "00005.png")
+    late[300:400, 450:600] = 2
+    annotated = {0: chair.annotated[0], 5: lambda: late}
+    sequence = Sequence(
+        name="late", source=chair.source, annotated=annotated, obj_ids=[1, 2], first_frames={1: 0, 2: 5}
+    )
+    settings = evaluate.EvalSettings(
+        dataset="pumavos",
+        root=str(CHAIR_FRAMES.parent),
+        split=None,
+        method="sam2",
+        model="sam2.1_hiera_t",
+        checkpoint=None,
+        image_size=TINY_SIZE,
+        device="cpu",
+        pruning=None,
+    )
+    out = tmp_path / "run"
+    evaluate.prepare_run_dir(out, settings, overwrite=False)
+    protocol = ProtocolConfig(max_rounds=0)
+    record = evaluate.evaluate_sequence(build_random(), sequence, out, protocol=protocol, device=torch.device("cpu"))
+    assert record.obj_ids == [1] and record.unscored_obj_ids == [2] and len(record.j["1"]) == 1
+    assert "late: object 2 first seen on its last annotated frame (5)" in caplog.text
+    report = evaluate.summarize([record], settings, out)
+    assert np.isfinite(report["overall"]["J&F-Mean"]) and report["overall"]["unscored_objects"] == 1
+    # a sequence with nothing to score: no J, F in its row, and none at all is refused
+    alone = Sequence(name="alone", source=chair.source, annotated=annotated, obj_ids=[2], first_frames={2: 5})
+    empty = evaluate.evaluate_sequence(build_random(), alone, out, protocol=protocol, device=torch.device("cpu"))
+    report = evaluate.summarize([record, empty], settings, out)
+    assert (
+        report["per_sequence"][1]["J&F"] is None and report["overall"]["J&F-Mean"] == report["per_sequence"][0]["J&F"]
+    )
+    with pytest.raises(InputError, match="no object of the 1 sequence has an annotated frame after"):
+        evaluate.summarize([empty], settings, out)
+
+
+@pytest.mark.parametrize("pruning", [None, PruningConfig()], ids=["sam2", "pruned"])
+def test_a_correction_is_what_tracking_goes_on_from(pruning):
+    """The corrected frame keeps the clicks' output, and the frames after it are tracked from
+    it. (sam2 1.1.0's inference default keeps a correction as an ordinary memory, and the pass
+    from the corrected frame tracks it again without the clicks: nothing changed.)"""
+    predictor = build_random(pruning=pruning)
+    sequence = _chair_sequence()
+    passes, corrections = [], []
+    propagate, click = predictor.propagate_in_video, predictor.add_new_points_or_box
+
+    def recorded_pass(state, **kwargs):
+        passes.append({})
+        for frame, obj_ids, logits in propagate(state, **kwargs):
+            passes[-1][frame] = logits.clone()
+            yield frame, obj_ids, logits
+
+    def recorded_click(state, frame, *args, **kwargs):
+        out = click(state, frame, *args, **kwargs)
+        if passes:  # after the first pass: a correction
+            corrections.append((frame, out[2].clone()))
+        return out
+
+    tracker = evaluate.SequenceTracker(predictor, sequence, ProtocolConfig(refine_below=1.0, max_rounds=1))
+    tracker._refinement_candidates = lambda: [(0.0, 2, 1)]  # frame 2 is the worst
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(predictor, "propagate_in_video", recorded_pass)
+        patch.setattr(predictor, "add_new_points_or_box", recorded_click)
+        labels, stats = tracker.run()
+    assert stats["refinement_rounds"] == 1 and len(passes) == 2
+    ((frame, corrected),) = corrections
+    assert frame == 2 and sorted(passes[1]) == [2, 3, 4, 5]
+    assert torch.equal(passes[1][2], corrected) and not torch.equal(corrected, passes[0][2])
+    assert np.array_equal(labels[2], labels_from_logits([1], corrected))
+    for later in (3, 4, 5):
+        assert (passes[1][later] - passes[0][later]).abs().max() > 1e-3, later
+    assert not predictor.add_all_frames_to_correct_as_cond  # sam2's default again
 
 
 def _davis_root(tmp_path: Path, names=("chair",)) -> Path:
@@ -183,6 +297,10 @@ def test_eval_gpu_options_reach_the_predictor_and_the_run_settings(tmp_path, cap
     assert _eval(root, out, "--max-rounds", "0") == 2  # the default of max_rounds is not 0
     assert "(protocol.max_rounds 10 there, 0 now)" in capsys.readouterr().err
     assert _eval(root, out) == 0
+    # but not one made when corrections were lost (tracking on from a corrected frame wrote over it)
+    (out / "run.json").write_text(json.dumps({k: v for k, v in saved.items() if k != "protocol_revision"}))
+    assert _eval(root, out) == 2
+    assert "(protocol_revision 1 there, 2 now)" in capsys.readouterr().err
     for extra, expected in (
         (["--device", "cpu", "--bf16"], "--bf16 (bfloat16 autocast) is for CUDA devices; this run is on cpu"),
         (["--device", "cpu", "--static-step", "graphs"], "captures CUDA graphs: the predictor runs on cpu"),

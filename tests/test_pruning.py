@@ -370,7 +370,7 @@ def test_pruned_tracking_under_bf16_autocast_on_cuda(weights, clip, scorer, rout
     predictor.load_state_dict(weights)
     kept = math.ceil(0.3 * (SMALL_SIZE // 16) ** 2)
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        state = predictor.init_state(str(clip))
+        state = predictor.init_state(str(clip), bounded_memory=False)  # every frame's output inspected
         predictor.add_new_points_or_box(state, 0, 1, points=[[200, 112]], labels=[1])
         logits = [m.float() for _, _, m in predictor.propagate_in_video(state)]
         outputs = state["output_dict_per_obj"][0]["non_cond_frame_outputs"]

@@ -767,7 +767,6 @@ def run_benchmark(
                 "compile_calls": compile_calls,
             },
         )
-    methods.append(vos)  # last: a compilation that fails or stalls costs no other figure
 
     result: dict[str, Any] = {
         "references": [],
@@ -832,59 +831,65 @@ def run_benchmark(
         if reference is not None:
             result["baseline"] = reference
 
-    # one autocast context around every run: every method runs in the same precision
-    measured: list[tuple[Method, dict[str, Any]]] = []
-    with bf16_autocast(settings.bf16_autocast, device.type):
-        for method in methods:
-            target = result["pruned"] if method.key == "pruned" else result["references"]
-            if "skipped" in method.notes:
-                target.append(entry(method, None))
-                continue
-            limit = settings.compile_timeout_s if method.key == "sam2-vos" else None
-            try:
-                with time_limit(limit, f"{method.label}: building, compiling, warming up and timing"):
-                    if method.predictor is None:  # sam2's vos_optimized predictor: built (and compiled) now
-                        progress(f"building {method.label}")
-                        method.predictor = official_predictor(
-                            baseline, vos_optimized=True, compile_mode=compile_mode, compile_calls=compile_calls
-                        )
-                    run = measure_method(
-                        method,
-                        source,
-                        prompts,
-                        device=device,
-                        warmup=warmup,
-                        steady_from=steady_from,
-                        progress=progress,
+    def measure(method: Method) -> dict[str, Any] | None:
+        """Time one method (uninstrumented); its entry, or None when it was skipped or failed."""
+        target = result["pruned"] if method.key == "pruned" else result["references"]
+        if "skipped" in method.notes:
+            target.append(entry(method, None))
+            return None
+        limit = settings.compile_timeout_s if method.key == "sam2-vos" else None
+        try:
+            with time_limit(limit, f"{method.label}: building, compiling, warming up and timing"):
+                if method.predictor is None:  # sam2's vos_optimized predictor: built (and compiled) now
+                    progress(f"building {method.label}")
+                    method.predictor = official_predictor(
+                        baseline, vos_optimized=True, compile_mode=compile_mode, compile_calls=compile_calls
                     )
-            except Exception as error:
-                if not _may_fail(method, settings):
-                    raise
-                _record_failure(method, error, progress)
-                target.append(entry(method, None))
-                continue
-            finally:  # its graphs' memory is not carried into the next method's figures
-                if hasattr(method.predictor, "release_graphs"):
-                    method.predictor.release_graphs()
-            target.append(entry(method, run))
-            measured.append((method, target[-1]))
-            speedups()
-            if checkpoint is not None:
-                checkpoint(result)
-        for method, data in measured if profile_frames > 0 else ():
-            progress(f"{method.label}: profiling {profile_frames} steady-state frames")
-            try:
-                profile = profile_run(
-                    method, source, prompts, device=device, frames=profile_frames, steady_from=steady_from
+                run = measure_method(
+                    method, source, prompts, device=device, warmup=warmup, steady_from=steady_from, progress=progress
                 )
-                add_profile(data, profile, device=device)
-            except Exception as error:
-                if not _may_fail(method, settings):
-                    raise
-                _record_failure(method, error, progress)
-                data.update(error=method.notes["error"], traceback=method.notes["traceback"])
-            if checkpoint is not None:
-                checkpoint(result)
+        except Exception as error:
+            if not _may_fail(method, settings):
+                raise
+            _record_failure(method, error, progress)
+            target.append(entry(method, None))
+            return None
+        finally:  # its graphs' memory is not carried into the next method's figures
+            if hasattr(method.predictor, "release_graphs"):
+                method.predictor.release_graphs()
+        target.append(entry(method, run))
+        speedups()
+        if checkpoint is not None:
+            checkpoint(result)
+        return target[-1]
+
+    def profile(method: Method, data: dict[str, Any]) -> None:
+        """Profile one measured method in a separate run; its figures join its entry."""
+        progress(f"{method.label}: profiling {profile_frames} steady-state frames")
+        try:
+            add_profile(
+                data,
+                profile_run(method, source, prompts, device=device, frames=profile_frames, steady_from=steady_from),
+                device=device,
+            )
+        except Exception as error:
+            if not _may_fail(method, settings):
+                raise
+            _record_failure(method, error, progress)
+            data.update(error=method.notes["error"], traceback=method.notes["traceback"])
+        if checkpoint is not None:
+            checkpoint(result)
+
+    # one autocast context around every run: every method runs in the same precision. sam2's
+    # compiled predictor comes last, after the others' profiles: its compilation may take
+    # minutes or stall, and a time limit on the whole bench then costs no other figure
+    with bf16_autocast(settings.bf16_autocast, device.type):
+        measured = [(method, data) for method in methods if (data := measure(method)) is not None]
+        for method, data in measured if profile_frames > 0 else ():
+            profile(method, data)
+        compiled = measure(vos)
+        if compiled is not None and profile_frames > 0:
+            profile(vos, compiled)
     speedups()
     return result
 

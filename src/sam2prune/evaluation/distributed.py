@@ -452,8 +452,9 @@ class _Batch:
         self.done[run_index][record.name] = record
         scores = [score for r in self.done[run_index].values() for score in r.object_scores()]
         label = f"{self.runs[run_index].label}: " if self.runs[run_index].label else ""
-        running = global_measures(scores)["J&F-Mean"]
-        bar.set_postfix_str(f"{label}J&F {running:.3f} over {counted(len(self.done[run_index]), 'sequence')}")
+        if scores:  # none while every object so far had no frame to score
+            running = global_measures(scores)["J&F-Mean"]
+            bar.set_postfix_str(f"{label}J&F {running:.3f} over {counted(len(self.done[run_index]), 'sequence')}")
         bar.update(1)
 
     def failed(self, task: Task, reason: str, bar: Any) -> None:

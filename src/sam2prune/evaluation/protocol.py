@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import collections.abc
 import json
+import logging
 import shutil
 import statistics as stats
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,9 +39,12 @@ from sam2prune.process_memory import peak_rss_mib, reset_peak_rss
 from sam2prune.progress import progress as progress_bar
 from sam2prune.prompts import ObjectPrompt
 from sam2prune.segment import OnPrompted, labels_from_logits
+from sam2prune.wording import counted
 
 if TYPE_CHECKING:
     from sam2prune.predictor import SAM2Predictor
+
+log = logging.getLogger("sam2prune")
 
 
 def interior_point(mask: np.ndarray) -> tuple[int, int]:
@@ -67,21 +72,35 @@ def corrective_clicks(gt: np.ndarray, pred: np.ndarray, max_clicks: int = 3) -> 
     Returns:
         ``[(x, y, label), ...]`` with label 1 (positive) or 0 (negative).
     """
-    regions: dict[int, list[tuple[int, np.ndarray]]] = {}
+    components: dict[int, np.ndarray] = {}
+    regions: dict[int, list[tuple[int, int]]] = {}  # label -> [(size, component index)], largest first
     for label, error in ((1, gt & ~pred), (0, pred & ~gt)):
-        components, count = ndimage.label(error)
-        sizes = ndimage.sum_labels(error, components, index=range(1, count + 1)) if count else []
-        regions[label] = sorted(
-            ((int(size), components == index) for index, size in zip(range(1, count + 1), sizes, strict=False)),
-            key=lambda item: -item[0],
-        )
+        components[label], count = ndimage.label(error)
+        sizes = np.bincount(components[label].ravel(), minlength=count + 1)[1:]
+        # by size, then (as a stable sort of the components in label order) by index
+        regions[label] = [(int(sizes[i]), i + 1) for i in np.argsort(-sizes, kind="stable")]
     chosen = [(*regions[label].pop(0), label) for label in (1, 0) if regions[label]]
-    rest = sorted(((size, region, label) for label in (1, 0) for size, region in regions[label]), key=lambda r: -r[0])
+    rest = sorted(((size, index, label) for label in (1, 0) for size, index in regions[label]), key=lambda r: -r[0])
     clicks = []
-    for _, region, label in (chosen + rest)[:max_clicks]:
-        x, y = interior_point(region)
+    for _, index, label in (chosen + rest)[:max_clicks]:
+        x, y = interior_point(components[label] == index)  # a mask for the few regions clicked only
         clicks.append((x, y, label))
     return clicks
+
+
+@contextmanager
+def corrections_as_conditioning(predictor: SAM2Predictor) -> Iterator[None]:
+    """Inside the block, clicks on a frame already tracked make it a conditioning frame, as SAM 2's
+    authors evaluate it (``add_all_frames_to_correct_as_cond``, false in sam2's inference
+    configs). Otherwise sam2 1.1.0 keeps the corrected output as an ordinary memory, and
+    propagation from that frame tracks it again without the clicks, writing over the correction:
+    refinement would change no mask (sam2 issues 719 and 731)."""
+    previous = predictor.add_all_frames_to_correct_as_cond
+    predictor.add_all_frames_to_correct_as_cond = True
+    try:
+        yield
+    finally:
+        predictor.add_all_frames_to_correct_as_cond = previous
 
 
 def frame_scores(gt: np.ndarray, labels: np.ndarray, obj_id: int) -> tuple[float, float]:
@@ -100,8 +119,8 @@ class SequenceRecord:
     obj_ids: list[int]
     j: dict[str, list[float]]  # per object id: J of each evaluated frame
     f: dict[str, list[float]]
-    seconds_tracking: float  # the first pass over the video
-    seconds_total: float  # including refinement rounds
+    seconds_tracking: float  # the predictor's time in the first pass over the video (SequenceTracker._track)
+    seconds_total: float  # wall clock of every pass, refinement rounds, scoring and writing included
     fps: float
     peak_memory_mib: float
     memory_kind: str  # "cuda_max_allocated" or "peak_rss"
@@ -110,6 +129,8 @@ class SequenceRecord:
     refinement_rounds: int
     clicks: int  # initial + corrective
     texts: dict[str, str] = field(default_factory=dict)  # per object id, the automatic phrase
+    # tracked, but with no annotated frame to score after the one each was prompted on
+    unscored_obj_ids: list[int] = field(default_factory=list)
 
     def object_scores(self) -> list[ObjectScores]:
         return [
@@ -180,14 +201,32 @@ class SequenceTracker:
         write_label_png(self.masks_dir / f"{self.sequence.source.frame_names[frame_idx]}.png", labels)
         self._written.add(frame_idx)
 
-    def _track(self, state: dict, start: int) -> None:
+    def _track(self, state: dict, start: int) -> float:
         """Track forward from ``start`` (the first prompted frame, or a corrected frame): write
         each frame's labels, score it if annotated, and note what tracking stored for it. Each
         object is clicked on the frame it first appears on, and the predictor tracks an object
         only from its first prompt on (empty logits before it), so the labels need no masking by
-        first appearance."""
+        first appearance.
+
+        Returns:
+            the seconds the predictor took: each frame's step up to its logits (on CUDA, up to
+            one synchronisation per frame), not what is done with them here (labels, the mask
+            written, scoring: the official J and F of one object on one 480p frame take about as
+            long as a tracking step on a GPU).
+        """
         sequence = self.sequence
-        for frame_idx, obj_ids, logits in self.predictor.propagate_in_video(state, start_frame_idx=start):
+        cuda = self.predictor.device.type == "cuda"
+        passed = iter(self.predictor.propagate_in_video(state, start_frame_idx=start))
+        seconds = 0.0
+        while True:
+            begin = time.perf_counter()
+            try:
+                frame_idx, obj_ids, logits = next(passed)
+            except StopIteration:
+                break
+            if cuda:
+                torch.cuda.synchronize(self.predictor.device)
+            seconds += time.perf_counter() - begin
             labels = labels_from_logits(list(obj_ids), logits)
             self._write(frame_idx, labels)
             if frame_idx in sequence.annotated:
@@ -207,6 +246,7 @@ class SequenceTracker:
                     self.kept.pop(f"{frame_idx}_{obj_id}", None)
                 else:
                     self.kept[f"{frame_idx}_{obj_id}"] = keep_idx.cpu().numpy()
+        return seconds
 
     def _refinement_candidates(self) -> list[tuple[float, int, int]]:
         """(J&F, frame, object) of every annotated frame after each object's prompt frame."""
@@ -231,8 +271,7 @@ class SequenceTracker:
             self.on_prompted(predictor, state, masks)
         start = time.perf_counter()
         first_frame = min(sequence.first_frames.values())
-        self._track(state, first_frame)
-        seconds_tracking = time.perf_counter() - start
+        seconds_tracking = self._track(state, first_frame)
         tracked_frames = len(sequence.source) - first_frame
         rounds = 0
         while rounds < self.protocol.max_rounds:
@@ -246,17 +285,18 @@ class SequenceTracker:
             clicks = corrective_clicks(gt == obj_id, self.labels(frame_idx) == obj_id, self.protocol.clicks_per_round)
             if not clicks:
                 break
-            predictor.add_new_points_or_box(
-                state,
-                frame_idx,
-                obj_id,
-                points=[[x, y] for x, y, _ in clicks],
-                labels=[label for _, _, label in clicks],
-                clear_old_points=False,
-            )
+            with corrections_as_conditioning(predictor):
+                predictor.add_new_points_or_box(
+                    state,
+                    frame_idx,
+                    obj_id,
+                    points=[[x, y] for x, y, _ in clicks],
+                    labels=[label for _, _, label in clicks],
+                    clear_old_points=False,
+                )
             self.clicks += len(clicks)
             rounds += 1
-            self._track(state, frame_idx)
+            self._track(state, frame_idx)  # the corrected frame as the clicks made it, then on from it
         empty = np.zeros((sequence.source.height, sequence.source.width), np.uint8)
         for frame_idx in range(len(sequence.source)):
             if frame_idx not in self._written:
@@ -294,7 +334,9 @@ class _Frames(collections.abc.Sequence):
 def score_tracked_sequence(sequence: Sequence, labels: Mapping[int, np.ndarray]) -> list[ObjectScores]:
     """J and F per object. DAVIS: exactly the official semi-supervised evaluation (object count
     from the first annotation, first and last frames excluded). Other datasets: each object over
-    the annotated frames after the one it was prompted on. Frames are read one at a time."""
+    the annotated frames after the one it was prompted on; an object first seen on the last
+    annotated frame has none, and is left out (its mean would be NaN, and so every mean over
+    objects). Frames are read one at a time."""
     if sequence.official_davis:
         count = len(sequence.source)
         gt_frames = _Frames(sequence.ground_truth, range(count))
@@ -314,6 +356,7 @@ def score_tracked_sequence(sequence: Sequence, labels: Mapping[int, np.ndarray])
             f=np.array([v[1] for v in values[obj_id]]),
         )
         for obj_id in sequence.obj_ids
+        if values[obj_id]
     ]
 
 
@@ -336,6 +379,9 @@ class EvalSettings:
     bounded_memory: bool = True
     bf16: bool = False  # tracking under bfloat16 autocast (CUDA)
     static_step: str = "off"  # how the pruned predictor runs steady frames (set_static_step)
+    # 2: corrected frames are conditioning frames (``corrections_as_conditioning``); runs made
+    # before (1) lost every correction, so they do not resume
+    protocol_revision: int = 2
 
     @classmethod
     def load(cls, path: Path) -> EvalSettings:
@@ -351,7 +397,8 @@ class EvalSettings:
             if pruning is not None:
                 values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in pruning.items()}
                 pruning = PruningConfig(**values)
-            return cls(**{**saved, "pruning": pruning, "protocol": ProtocolConfig(**saved["protocol"])})
+            protocol = ProtocolConfig(**saved["protocol"])
+            return cls(**{"protocol_revision": 1, **saved, "pruning": pruning, "protocol": protocol})
         except (KeyError, TypeError, ValueError) as error:
             raise InputError(f"run settings {path} are not those of a sam2prune run: {error}") from error
 
@@ -479,10 +526,22 @@ def evaluate_sequence(
     # values typed Any: numpy's stub checks the ** arrays against savez_compressed's allow_pickle too
     kept: dict[str, Any] = tracker.kept
     atomic_write(out_dir / "sequences" / f"{sequence.name}.kept.npz", lambda temp: np.savez_compressed(temp, **kept))
+    scored = [int(s.name.rsplit("_", 1)[1]) for s in scores]  # DAVIS: also objects no frame shows
+    unscored = [obj_id for obj_id in sequence.obj_ids if obj_id not in scored]
+    if unscored:
+        last = max(sequence.annotated)
+        log.warning(
+            "%s: %s first seen on its last annotated frame (%d), with no later annotated frame to score: "
+            "left out of J and F",
+            sequence.name,
+            ("object " if len(unscored) == 1 else "objects ") + ", ".join(map(str, unscored)),
+            last,
+        )
     record = SequenceRecord(
         name=sequence.name,
         frames=len(sequence.source),
-        obj_ids=[int(s.name.rsplit("_", 1)[1]) for s in scores],  # DAVIS: also objects no frame shows
+        obj_ids=scored,
+        unscored_obj_ids=unscored,
         j={str(s.name.rsplit("_", 1)[1]): s.j.tolist() for s in scores},
         f={str(s.name.rsplit("_", 1)[1]): s.f.tolist() for s in scores},
         peak_memory_mib=peak,
@@ -560,18 +619,24 @@ def summarize(records: list[SequenceRecord], settings: EvalSettings, out_dir: Pa
     """Overall and per-sequence results; writes the official CSVs (set name = split) and
     ``report.json``."""
     scores = [score for record in records for score in record.object_scores()]
+    if not scores:
+        raise InputError(
+            f"nothing to score: no object of the {counted(len(records), 'sequence')} has an annotated frame after the "
+            "one it was prompted on"
+        )
     measures = global_measures(scores)
     write_official_csvs(out_dir, settings.split or "all", measures, scores)
     total_frames = sum(r.frames for r in records)
     per_sequence = []
     for record in records:
-        sequence_measures = global_measures(record.object_scores())
+        # None: no object of the sequence had a frame to score
+        sequence_measures = global_measures(record.object_scores()) if record.obj_ids else {}
         per_sequence.append(
             {
                 "sequence": record.name,
-                "J": sequence_measures["J-Mean"],
-                "F": sequence_measures["F-Mean"],
-                "J&F": sequence_measures["J&F-Mean"],
+                "J": sequence_measures.get("J-Mean"),
+                "F": sequence_measures.get("F-Mean"),
+                "J&F": sequence_measures.get("J&F-Mean"),
                 "fps": record.fps,
                 "peak_memory_mib": record.peak_memory_mib,
                 "memory_bank_bytes_per_frame": record.memory_bank_bytes_per_frame,
@@ -586,6 +651,7 @@ def summarize(records: list[SequenceRecord], settings: EvalSettings, out_dir: Pa
             **measures,
             "sequences": len(records),
             "objects": len(scores),
+            "unscored_objects": sum(len(r.unscored_obj_ids) for r in records),
             "frames": total_frames,
             # frames tracked in the first passes over their total time
             "fps": sum(r.fps * r.seconds_tracking for r in records) / sum(r.seconds_tracking for r in records),
