@@ -28,8 +28,12 @@ def run_cli(*args: str | Path) -> int:
     return main(["segment", *map(str, args), *weights])
 
 
+MARKER = ".sam2prune-segment"  # left in each output folder: --overwrite replaces only such a folder
+
+
 def assert_palette_pngs(out: Path, names: list[str], size: tuple[int, int]) -> list[np.ndarray]:
-    files = sorted(out.iterdir())
+    assert (out / MARKER).is_file()
+    files = sorted(f for f in out.iterdir() if f.name != MARKER)
     assert [f.name for f in files] == [f"{name}.png" for name in names]
     labels = []
     for file in files:
@@ -99,7 +103,7 @@ def test_natural_sort_png_frames_and_names(tmp_path):
         Image.open(CHAIR_FRAMES / f"{i:05d}.jpg").save(frames / f"img{[2, 10, 1][i]}.png")
     out = tmp_path / "out"
     assert run_cli(frames, "--box", "200,100,500,450", "--out", out, *TINY) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["img1.png", "img10.png", "img2.png"]
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "img1.png", "img10.png", "img2.png"]
     from sam2prune.data.video import VideoSource
 
     assert VideoSource.open(frames).frame_names == ["img1", "img2", "img10"]
@@ -294,10 +298,17 @@ def test_overwrite_replaces_a_folder_of_masks_and_never_one_holding_other_files(
     out.mkdir()
     write_label_png(out / "99999.PNG", np.ones((4, 4), np.uint8))
     (out / ".DS_Store").write_bytes(b"\x00")
+    # label PNGs segment did not write (ground truth, another tool's masks): refused, --overwrite or not
+    for overwrite in ((), ("--overwrite",)):
+        assert run_cli(CHAIR_FRAMES, "--point", "300,250", "--out", out, *overwrite, *TINY) == 2
+        assert f"--out {out} holds label PNGs that sam2prune segment did not write" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == [".DS_Store", "99999.PNG"]
+    # an earlier output (it holds the marker)
+    (out / MARKER).write_text("")
     assert run_cli(CHAIR_FRAMES, "--point", "300,250", "--out", out, *TINY) == 2
     assert f"--out {out} is not empty; pass --overwrite" in capsys.readouterr().err
     assert run_cli(CHAIR_FRAMES, "--point", "300,250", "--out", out, "--overwrite", *TINY) == 0
-    assert sorted(p.name for p in out.iterdir()) == [f"{i:05d}.png" for i in range(6)]
+    assert sorted(p.name for p in out.iterdir()) == [MARKER] + [f"{i:05d}.png" for i in range(6)]
     (out / "notes.txt").write_text("mine")
     (out / "sub").mkdir()
     Image.new("RGB", (4, 4)).save(out / "screenshot.png")
@@ -307,6 +318,29 @@ def test_overwrite_replaces_a_folder_of_masks_and_never_one_holding_other_files(
         assert f"--out {out} holds notes.txt, screenshot.png, sub/, which this command did not write" in error, error
         assert (out / "notes.txt").read_text() == "mine" and (out / "sub").is_dir()
     assert no_leftovers(tmp_path)
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    """An earlier output made read-only (or immutable) cannot be moved aside: said at once, not
+    as a traceback after tracking the whole video. (Root passes permission checks, so the
+    folder's refusal is simulated where the check tries it.)"""
+    import tempfile
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / MARKER).write_text("")
+    make_temporary = tempfile.mkdtemp
+
+    def read_only(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir) == out:
+            raise PermissionError(13, "Permission denied", str(dir))
+        return make_temporary(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkdtemp", read_only)
+    monkeypatch.setattr("sam2prune.models.build_predictor", lambda *a, **k: pytest.fail("a model was built"))
+    assert run_cli(CHAIR_FRAMES, "--point", "300,250", "--out", out, "--overwrite", *TINY) == 2
+    assert f"--out {out}: cannot write into {out}: Permission denied" in capsys.readouterr().err
+    assert no_leftovers(tmp_path) and sorted(p.name for p in out.iterdir()) == [MARKER]
 
 
 def _corrupt(folder: Path) -> Path:

@@ -272,6 +272,60 @@ def test_interrupted_eval_resumes_without_redoing_finished_sequences(tmp_path, m
     assert started == ["chair_again"]
 
 
+def test_overwrite_deletes_only_what_the_run_wrote_and_a_resumed_run_no_older_results(tmp_path, monkeypatch):
+    root = _davis_root(tmp_path, names=("chair", "chair_again"))
+    out = tmp_path / "run"
+    assert _eval(root, out, "--max-rounds", "0", "--limit", "1") == 0
+    assert (out / "report.json").is_file() and (out / "global_results-val.csv").is_file()
+    (out / "notes.txt").write_text("mine")
+    (out / "plots").mkdir()
+    (out / "plots" / "p.png").write_bytes(b"png")
+    # resumed over both sequences and interrupted: the results of the first sequence alone are gone
+    original_run = evaluate.SequenceTracker.run
+
+    def interrupted(self):
+        if self.sequence.name == "chair_again":
+            raise KeyboardInterrupt
+        return original_run(self)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(evaluate.SequenceTracker, "run", interrupted)
+        assert _eval(root, out, "--max-rounds", "0") == 130
+    assert not (out / "report.json").exists() and not list(out.glob("*.csv")) and not (out / "summary.json").exists()
+    assert (out / "sequences" / "chair.json").is_file()  # what was done is kept
+    assert _eval(root, out, "--max-rounds", "0", "--overwrite") == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "global_results-val.csv",
+        "masks",
+        "notes.txt",
+        "per-sequence_results-val.csv",
+        "plots",
+        "report.json",
+        "run.json",
+        "sequences",
+        "summary.json",
+    ]
+    assert (out / "notes.txt").read_text() == "mine" and (out / "plots" / "p.png").read_bytes() == b"png"
+    assert json.loads((out / "report.json").read_text())["overall"]["sequences"] == 2
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_leaves_nothing_half_written(tmp_path, capsys, monkeypatch):
+    import errno
+
+    root = _davis_root(tmp_path)
+    out = tmp_path / "run"
+
+    def full_disk(path, labels):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(evaluate, "write_label_png", full_disk)
+    assert _eval(root, out, "--max-rounds", "0") == 1
+    error = capsys.readouterr().err
+    (line,) = [line for line in error.splitlines() if line.startswith("sam2prune: error: ")]
+    assert line.endswith("00000.png: No space left on device") and "Traceback" not in error
+    assert sorted(p.name for p in (out / "masks").iterdir()) == [] and not list((out / "sequences").iterdir())
+
+
 def test_eval_gpu_options_reach_the_predictor_and_the_run_settings(tmp_path, capsys, monkeypatch):
     from sam2prune.predictor import PrunedSAM2VideoPredictor
 
@@ -333,6 +387,10 @@ def test_eval_limit_and_bad_arguments(tmp_path, capsys):
     root = _davis_root(tmp_path, names=("chair", "chair_again"))
     assert _eval(root, tmp_path / "one", "--max-rounds", "0", "--limit", "1") == 0
     assert json.loads((tmp_path / "one" / "report.json").read_text())["overall"]["sequences"] == 1
+    (root / "ImageSets" / "2017" / "val.txt").unlink()  # named sequences need no list; one named twice runs once
+    assert _eval(root, tmp_path / "twice", "--max-rounds", "0", "--sequences", "chair", "chair") == 0
+    assert json.loads((tmp_path / "twice" / "report.json").read_text())["overall"]["sequences"] == 1
+    (root / "ImageSets" / "2017" / "val.txt").write_text("chair\nchair_again\n")
     assert _eval(root, tmp_path / "x", "--sequences", "nope") == 2
     assert "--sequences: nope not in " in (error := capsys.readouterr().err) and "val.txt (2 sequences)" in error
     (tmp_path / "busy").mkdir()

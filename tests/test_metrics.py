@@ -306,13 +306,12 @@ def test_score_on_the_real_chair_masks_against_themselves(tmp_path):
     # without ImageSets/2017/val.txt the sequences must be named: no silent "every folder"
     assert main(["score", "--gt-root", str(gt_root), "--results", results, "--out", str(tmp_path)]) == 2
     assert not (tmp_path / "global_results-val.csv").exists()
-    assert (
-        main(["score", "--gt-root", str(gt_root), "--results", results, "--out", str(tmp_path), "--sequences", "chair"])
-        == 0
-    )
+    command = ["score", "--gt-root", str(gt_root), "--results", results, "--out", str(tmp_path)]
+    assert main([*command, "--sequences", "chair", "chair"]) == 0  # a name given twice is scored once
     assert (tmp_path / "global_results-val.csv").read_text().splitlines()[
         1
     ] == "1.000,1.000,1.000,0.000,1.000,1.000,0.000"
+    assert len((tmp_path / "per-sequence_results-val.csv").read_text().splitlines()) == 2
     assert math.isclose(
         float((tmp_path / "per-sequence_results-val.csv").read_text().splitlines()[1].split(",")[1]), 1.0
     )

@@ -15,6 +15,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -239,51 +240,87 @@ def check_output_location(out_dir: Path, *, option: str = "--out", inputs: Itera
     check_writable_folder(out_dir.parent, option=f"{option} {out_dir}")
 
 
+@dataclass(frozen=True)
+class OutputFolder:
+    """What a command writes into a folder of its own, so the only folder it replaces.
+
+    Attributes:
+        is_output: holds for each file it writes there (the marker aside).
+        what: those files, in words ("label PNGs").
+        marker: the file it leaves in each such folder: a folder of the same files without it
+            (ground truth, another tool's masks) is not its output.
+        command: the command, in words ("sam2prune segment").
+    """
+
+    is_output: Callable[[Path], bool]
+    what: str
+    marker: str
+    command: str
+
+
 def check_output_dir(
     out_dir: Path,
     *,
     overwrite: bool,
     option: str = "--out",
     inputs: Iterable[tuple[str, Path]] = (),
-    holds_only: tuple[Callable[[Path], bool], str] | None = None,
+    holds_only: OutputFolder | None = None,
 ) -> None:
-    """``check_output_location``, and a non-empty ``out_dir`` needs ``overwrite``.
+    """``check_output_location``, and a non-empty ``out_dir`` needs ``overwrite``; an existing
+    one must be writable (it is moved aside when replaced).
 
     Args:
-        holds_only: ``(is_output, what)``: ``overwrite`` replaces a folder only when
-            ``is_output(file)`` holds for each file in it (``what``: an earlier output, e.g.
-            label PNGs), not one holding anything else (the user's files: other files,
-            subfolders, links); None: any folder.
+        holds_only: ``overwrite`` replaces a folder only when it is an earlier output of the
+            command: its marker is there and every other file is one it writes, nothing else
+            (the user's files: other files, subfolders, links); None: any folder.
 
     Raises:
         InputError: as ``check_output_location``, or a non-empty folder without ``overwrite``,
-            or one holding other things than ``holds_only`` names.
+            or one holding other things than ``holds_only`` names, or one without its marker.
     """
     check_output_location(out_dir, option=option, inputs=inputs)
     out_dir = Path(out_dir)
-    if not out_dir.is_dir() or not any(out_dir.iterdir()):
+    if not out_dir.is_dir():
+        return
+    check_writable_folder(out_dir, option=f"{option} {out_dir}")
+    if not any(out_dir.iterdir()):
         return
     if holds_only is not None:
-        is_output, what = holds_only
         others = sorted(
             f"{entry.name}/" if entry.is_dir() else entry.name
             for entry in out_dir.iterdir()
-            if entry.is_dir() or entry.is_symlink() or not is_output(entry)
+            if entry.is_dir()
+            or entry.is_symlink()
+            or (entry.name != holds_only.marker and not holds_only.is_output(entry))
         )
         if others:
             shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
             raise InputError(
                 f"{option} {out_dir} holds {shown}, which this command did not write: it replaces only a folder "
-                f"of {what} (an earlier output); name another folder, or move those out"
+                f"of {holds_only.what} (an earlier output); name another folder, or move those out"
+            )
+        if not (out_dir / holds_only.marker).is_file() and not all(map(is_folder_junk, out_dir.iterdir())):
+            raise InputError(
+                f"{option} {out_dir} holds {holds_only.what} that {holds_only.command} did not write (it leaves "
+                f"{holds_only.marker} in each folder it writes; ground truth or another tool's masks have none): "
+                "name another folder (an output of a sam2prune from before 2026-11-29 has none either: delete it "
+                "yourself)"
             )
     if not overwrite:
         raise InputError(f"{option} {out_dir} is not empty; pass --overwrite to replace it")
 
 
+# files a file manager leaves in any folder it shows: no reason to keep an earlier output
+_FOLDER_JUNK = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
+
+
+def is_folder_junk(path: Path) -> bool:
+    """A file a file manager leaves in any folder it shows (``.DS_Store``...)."""
+    return path.name in _FOLDER_JUNK
+
+
 @contextmanager
-def staged_directory(
-    out_dir: Path, *, overwrite: bool, holds_only: tuple[Callable[[Path], bool], str] | None = None
-) -> Iterator[Path]:
+def staged_directory(out_dir: Path, *, overwrite: bool, holds_only: OutputFolder | None = None) -> Iterator[Path]:
     """Yield a temporary folder next to ``out_dir``; on success it replaces ``out_dir``,
     on any error it is removed and ``out_dir`` is left as it was (``check_output_dir`` first,
     with ``overwrite`` and ``holds_only``)."""

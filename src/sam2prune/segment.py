@@ -18,7 +18,7 @@ from PIL import Image
 from sam2prune.data.palette import read_label_png, write_label_png
 from sam2prune.data.video import VideoSource
 from sam2prune.errors import OutputError
-from sam2prune.fsutil import check_output_dir, staged_directory
+from sam2prune.fsutil import OutputFolder, check_output_dir, is_folder_junk, staged_directory
 from sam2prune.precision import bf16_autocast
 from sam2prune.progress import progress
 from sam2prune.prompts import ObjectPrompt, apply_prompts, check_prompts
@@ -215,13 +215,9 @@ def stored_frame_logits(predictor: SAM2Predictor, inference_state: dict, frame_i
     return video_res_masks
 
 
-# files a file manager leaves in any folder it shows: no reason to keep an earlier output
-_FOLDER_JUNK = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
-
-
 def _is_label_png(path: Path) -> bool:
     """A single-channel (palette or grey) PNG, as segment writes: not a photo or a screenshot."""
-    if path.name in _FOLDER_JUNK:
+    if is_folder_junk(path):
         return True
     if path.suffix.lower() != ".png":
         return False
@@ -233,7 +229,7 @@ def _is_label_png(path: Path) -> bool:
 
 
 # what segment writes into its output folder, and so the only folder --overwrite replaces
-MASK_FOLDER = (_is_label_png, "label PNGs")
+MASK_FOLDER = OutputFolder(_is_label_png, "label PNGs", marker=".sam2prune-segment", command="sam2prune segment")
 
 
 def segment_video(
@@ -290,6 +286,10 @@ def segment_video(
         missing = sorted(set(range(len(source))) - written)
         if missing:  # cannot happen when tracking both ways; a guard against silent gaps
             raise RuntimeError(f"no mask was produced for frames {missing[:5]}")
+        (staging / MASK_FOLDER.marker).write_text(
+            f"masks of {source.path} written by sam2prune segment: `--overwrite` replaces only a folder holding "
+            "this file\n"
+        )
         overlay_seconds = None
         if overlay is not None:
             overlay_start = time.perf_counter()

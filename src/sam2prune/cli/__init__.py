@@ -5,6 +5,7 @@ the parsed options into the function's arguments."""
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import signal
 import sys
@@ -132,12 +133,23 @@ def main(argv: list[str] | None = None) -> int:
     except SequencesFailed as error:
         print(f"sam2prune: error: {error}", file=sys.stderr)
         return 1
+    except OSError as error:
+        # the file system refused (a full disk, no permission, a read-only mount): said in one
+        # line, naming the file; what was being written is removed where it was refused
+        if error.errno not in _FILE_SYSTEM_REFUSALS or error.filename is None:
+            raise
+        target = f"{error.filename} -> {error.filename2}" if error.filename2 else str(error.filename)
+        print(f"sam2prune: error: {target}: {error.strerror}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("sam2prune: interrupted", file=sys.stderr)
         return 130
     finally:
         if on_main_thread:  # None: the handler was not set from Python; the default is the closest
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+_FILE_SYSTEM_REFUSALS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS})
 
 
 class Terminated(BaseException):

@@ -880,7 +880,7 @@ def data_selection(args: argparse.Namespace) -> DataSelection:
         dataset=args.dataset,
         root=args.root,
         split=args.split,
-        sequences=tuple(args.sequences) if args.sequences else None,
+        sequences=tuple(dict.fromkeys(args.sequences)) if args.sequences else None,  # a name given twice runs once
         limit=args.limit,
     )
 

@@ -317,7 +317,7 @@ def evaluate(
         pruning: None: the unpruned official predictor.
         auto_text: how objects are described when ``pruning.auto_text`` is on.
         cluster: the Ray workers (``RayConfig.enabled``); else one process.
-        overwrite: start over in ``out`` (deletes the run there).
+        overwrite: start over in ``out`` (deletes what the run wrote there).
         memory: bounded tracking state (the default) or everything kept.
         gpu: bf16 autocast, and how the pruned predictor runs steady-state frames.
 
@@ -392,7 +392,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--overwrite",
         action="store_true",
-        help="start over in --out (deletes the run there; a folder holding no run is never deleted)",
+        help="start over in --out (deletes what the run wrote there, not other files; a folder holding no run "
+        "is never deleted)",
     )
     parser.add_argument(
         "--method",

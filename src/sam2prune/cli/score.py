@@ -52,7 +52,7 @@ def score(
         missing = [name for name in sequences if not (annotations / name).is_dir()]
         if missing:
             raise InputError(f"--sequences: {', '.join(missing)} not in {annotations}")
-    names = list(sequences) if sequences else read_sequence_list(gt_root, set_name)
+    names = list(dict.fromkeys(sequences)) if sequences else read_sequence_list(gt_root, set_name)  # each once
     out_dir = out if out is not None else results
     option = f"--out {out_dir}" if out is not None else f"the results folder {results} (the default --out)"
     if is_within(out_dir.resolve(), gt_root.resolve()):

@@ -65,8 +65,8 @@ def segment(
     """Segment objects through a video into DAVIS palette PNGs in ``out``.
 
     Args:
-        out: output folder, created, or replaced as a whole with ``overwrite`` (one holding only
-            label PNGs: an earlier output).
+        out: output folder, created, or replaced as a whole with ``overwrite`` (an earlier
+            output only: label PNGs and the marker segment leaves, ``MASK_FOLDER``).
         video: a folder of frames or a video file; None: the embedded clip.
         prompts: the objects' prompts, or a prompts JSON file; None: the embedded clip's
             default clicks (only without ``video``).
@@ -158,8 +158,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace an output folder of label PNGs (an earlier output; one holding other files is refused) "
-        "and an existing --overlay file",
+        help="replace an earlier output of segment (label PNGs and the .sam2prune-segment file it leaves; a "
+        "folder holding other files, or label PNGs without that file, is refused) and an existing --overlay file",
     )
     prompts = parser.add_argument_group("prompts (pixel coordinates of the original frames)")
     prompts.add_argument("--point", action="append", default=[], metavar="X,Y", help="positive click (repeatable)")

@@ -4,6 +4,7 @@ runs over a dataset."""
 from __future__ import annotations
 
 import collections.abc
+import fnmatch
 import json
 import logging
 import shutil
@@ -30,6 +31,7 @@ from sam2prune.fsutil import (
     atomic_write,
     atomic_write_json,
     check_output_location,
+    check_writable_folder,
     missing_parent,
     read_json,
     staged_directory,
@@ -462,21 +464,41 @@ def check_run_settings(out_dir: Path, settings: EvalSettings) -> None:
         )
 
 
+# what a run writes into its folder (and all that --overwrite deletes there): its records and
+# masks, and the results of its last completion
+RUN_ENTRIES = ("run.json", "sequences", "masks")
+RUN_RESULTS = ("report.json", "summary.json", "global_results-*.csv", "per-sequence_results-*.csv")
+
+
+def _run_entries(out_dir: Path, names: tuple[str, ...]) -> list[Path]:
+    return [entry for entry in out_dir.iterdir() if any(fnmatch.fnmatchcase(entry.name, name) for name in names)]
+
+
 def prepare_run_dir(out_dir: Path, settings: EvalSettings, *, overwrite: bool) -> None:
     """Create the run folder, or check that an existing one holds a run with the same settings
-    (``overwrite``: delete the run there and start over; a folder holding something else than a
-    run is never deleted).
+    (``overwrite``: delete the run there, what it wrote only, and start over; a folder holding
+    something else than a run is never deleted). The results of the run's last completion
+    (``report.json``, the CSVs) are removed: they are written again when it completes.
 
     Raises:
-        InputError: the folder holds something else, or a run with other settings.
+        InputError: the folder holds something else, or a run with other settings, or cannot
+            be written.
     """
     check_output_location(out_dir, inputs=[("--root", Path(settings.root))])
     check_run_dir(out_dir)
+    if out_dir.is_dir():
+        check_writable_folder(out_dir, option=f"--out {out_dir}")
     run_file = out_dir / "run.json"
     if out_dir.exists() and overwrite:
-        shutil.rmtree(out_dir)
+        for entry in _run_entries(out_dir, RUN_ENTRIES + RUN_RESULTS):  # the user's own files stay
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
     if run_file.is_file():
         check_run_settings(out_dir, settings)
+        for entry in _run_entries(out_dir, RUN_RESULTS):  # of sequences that may not be those run now
+            entry.unlink()
     else:
         if not out_dir.parent.is_dir():
             raise missing_parent(out_dir, option="--out")
