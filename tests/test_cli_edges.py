@@ -444,14 +444,18 @@ def test_fit_aligner_names_labels_that_match_no_object_before_building_the_model
     assert (
         f"--labels {labels}: no label names an object of the dataset: chair/2 (chair's objects: 1); "
         in (error := last_error(capsys))
-        and "bear/1 (no sequence bear)" in error
+        and "bear/1 (bear is not among the sequences --sequences chose)" in error
     )
     assert not (tmp_path / "a.pt").exists()
     sequences = list(read_dataset("davis", root, None, only=["chair"]))
     # as the fit matches them: the id as written ("01" is no object's)
-    assert unmatched_labels(sequences, {"chair/1": "a chair", "chair/01": "a chair"}) == [
-        "chair/01 (chair's objects: 1)"
+    assert unmatched_labels(sequences, {"chair/1": "a chair", "chair/01": "a chair", "bear/1": "a bear"}) == [
+        "chair/01 (chair's objects: 1)",
+        "bear/1 (no sequence bear)",
     ]
+    for option, value, expected in (("--ridge", "-1", "--ridge must be >= 0, got -1"), ("--frame-step", "0", "got 0")):
+        assert main([*command, "--out", str(tmp_path / "a.pt"), option, value, "--random-weights", *TINY]) == 2
+        assert expected in last_error(capsys)
 
 
 @pytest.mark.parametrize("command", ["fit-aligner", "train-router"])
@@ -494,6 +498,10 @@ def test_a_checkpoint_in_checkpoints_is_found_and_named(tmp_path, monkeypatch, c
     assert row.split() == ["sam2.1_hiera_t", "sam2.1_hiera_tiny.pt", "1024", "px", "found", f"({size:.0f}", "MiB)"]
     other = next(line for line in listing.splitlines() if line.startswith("sam2.1_hiera_l "))
     assert other.split()[-1] == "-"
+    (tmp_path / "checkpoints" / "sam2.1_hiera_large.pt").write_bytes(b"")  # a download that stopped at once
+    assert main(["models"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("sam2.1_hiera_l "))
+    assert row.endswith("found, but 0 bytes: an incomplete download?")
 
 
 def test_random_weights_are_said_and_exclusive(tmp_path, capsys, no_model):
@@ -609,6 +617,8 @@ def test_bench_frames_too_few_is_refused_before_any_model(capsys, no_model):
         ),
         (["--fps", "5"], "--fps is the frame rate of the --overlay video"),
         (["--captioner", "blip"], "--captioner is used by --auto-text only"),
+        (["--aligner", "a.pt"], "--aligner has no effect here (the router has a text signal only with --text or"),
+        (["--signals", "visual,prior", "--text", "a chair"], "the text signal is not among the router's --signals"),
     ],
 )
 def test_options_without_effect_are_refused(tmp_path, capsys, no_model, extra, expected):

@@ -309,6 +309,11 @@ def test_overwrite_replaces_a_folder_of_masks_and_never_one_holding_other_files(
     assert f"--out {out} is not empty; pass --overwrite" in capsys.readouterr().err
     assert run_cli(CHAIR_FRAMES, "--point", "300,250", "--out", out, "--overwrite", *TINY) == 0
     assert sorted(p.name for p in out.iterdir()) == [MARKER] + [f"{i:05d}.png" for i in range(6)]
+    # a link to it: replacing it would replace the link, not the masks it points to
+    (tmp_path / "link").symlink_to(out)
+    assert run_cli(CHAIR_FRAMES, "--point", "300,250", "--out", tmp_path / "link", "--overwrite", *TINY) == 2
+    assert f"--out {tmp_path / 'link'} is a link to {out}: name the folder itself" in capsys.readouterr().err
+    (tmp_path / "link").unlink()
     (out / "notes.txt").write_text("mine")
     (out / "sub").mkdir()
     Image.new("RGB", (4, 4)).save(out / "screenshot.png")
@@ -386,6 +391,8 @@ def test_bad_frames_are_named(tmp_path, chair_copy, capsys, make_bad, expected):
         (["{tmp}/empty.mp4", "--point", "1,1"], "empty.mp4 is an empty file (0 bytes)"),
         (["{chair}", "--point", "720,10"], "point (720, 10) is outside the 720x480 image"),
         (["{chair}", "--point=-1,10"], "point (-1, 10) is outside the 720x480 image"),
+        (["{chair}", "--point", "-1,10"], "point (-1, 10) is outside the 720x480 image"),  # not an option
+        (["{chair}", "--point", "1,1", "--neg", "-.5,3"], "point (-0.5, 3) is outside the 720x480 image"),
         (["{chair}", "--box", "10,10,800,100"], "box (10, 10, 800, 100) must satisfy"),
         (["{chair}", "--box", "100,10,50,100"], "must satisfy 0 <= x0 < x1"),
         (["{chair}", "--point", "10,10", "--frame", "6"], "frame 6 is out of range; the video has 6 frames"),

@@ -238,21 +238,29 @@ def test_refinement_stops_when_frames_are_good(tmp_path):
     assert record["refinement_rounds"] == 0 and record["clicks"] == 1 and record["kept_fraction"] == 1.0
 
 
-def test_interrupted_eval_resumes_without_redoing_finished_sequences(tmp_path, monkeypatch):
-    root = _davis_root(tmp_path, names=("chair", "chair_again"))
-    out = tmp_path / "run"
+def _eval_interrupted_on(name: str, root: Path, out: Path, monkeypatch, *, started: list | None = None) -> int:
+    """``eval`` (no refinement) with Ctrl-C pressed when the sequence ``name`` starts; the
+    sequences started are appended to ``started``."""
     original_run = evaluate.SequenceTracker.run
-    started = []
 
     def interrupted(self):
-        started.append(self.sequence.name)
-        if self.sequence.name == "chair_again":
+        if started is not None:
+            started.append(self.sequence.name)
+        if self.sequence.name == name:
             raise KeyboardInterrupt
         return original_run(self)
 
     with monkeypatch.context() as patch:
         patch.setattr(evaluate.SequenceTracker, "run", interrupted)
-        assert _eval(root, out, "--max-rounds", "0") == 130
+        return _eval(root, out, "--max-rounds", "0")
+
+
+def test_interrupted_eval_resumes_without_redoing_finished_sequences(tmp_path, monkeypatch):
+    root = _davis_root(tmp_path, names=("chair", "chair_again"))
+    out = tmp_path / "run"
+    original_run = evaluate.SequenceTracker.run
+    started: list[str] = []
+    assert _eval_interrupted_on("chair_again", root, out, monkeypatch, started=started) == 130
     assert (out / "sequences" / "chair.json").is_file() and not (out / "sequences" / "chair_again.json").exists()
     assert sorted(p.name for p in (out / "masks").iterdir()) == ["chair"]  # nothing half-written
 
@@ -281,16 +289,7 @@ def test_overwrite_deletes_only_what_the_run_wrote_and_a_resumed_run_no_older_re
     (out / "plots").mkdir()
     (out / "plots" / "p.png").write_bytes(b"png")
     # resumed over both sequences and interrupted: the results of the first sequence alone are gone
-    original_run = evaluate.SequenceTracker.run
-
-    def interrupted(self):
-        if self.sequence.name == "chair_again":
-            raise KeyboardInterrupt
-        return original_run(self)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(evaluate.SequenceTracker, "run", interrupted)
-        assert _eval(root, out, "--max-rounds", "0") == 130
+    assert _eval_interrupted_on("chair_again", root, out, monkeypatch) == 130
     assert not (out / "report.json").exists() and not list(out.glob("*.csv")) and not (out / "summary.json").exists()
     assert (out / "sequences" / "chair.json").is_file()  # what was done is kept
     assert _eval(root, out, "--max-rounds", "0", "--overwrite") == 0
@@ -324,6 +323,20 @@ def test_a_full_disk_is_one_line_naming_the_file_and_leaves_nothing_half_written
     (line,) = [line for line in error.splitlines() if line.startswith("sam2prune: error: ")]
     assert line.endswith("00000.png: No space left on device") and "Traceback" not in error
     assert sorted(p.name for p in (out / "masks").iterdir()) == [] and not list((out / "sequences").iterdir())
+
+
+def test_a_run_resumes_with_its_checkpoint_named_another_way(tmp_path, monkeypatch, capsys):
+    import torch
+
+    root = _davis_root(tmp_path)
+    torch.save({"model": build_random().state_dict()}, tmp_path / "ck.pt")
+    monkeypatch.chdir(tmp_path)
+    command = ["eval", "--dataset", "davis", "--root", str(root), "--out", "run", "--image-size", str(TINY_SIZE)]
+    assert main([*command, "--max-rounds", "0", "--checkpoint", "ck.pt"]) == 0
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["checkpoint"] == str(tmp_path / "ck.pt")
+    capsys.readouterr()
+    assert main([*command, "--max-rounds", "0", "--checkpoint", str(tmp_path / "ck.pt")]) == 0
+    assert "resuming" in capsys.readouterr().err
 
 
 def test_eval_gpu_options_reach_the_predictor_and_the_run_settings(tmp_path, capsys, monkeypatch):

@@ -23,6 +23,7 @@ from PIL import Image
 from sam2prune.cli import main
 from sam2prune.config import ProtocolConfig, RayConfig
 from sam2prune.data.datasets import read_davis
+from sam2prune.errors import InputError
 from sam2prune.evaluation import distributed
 from sam2prune.evaluation import protocol as evaluate
 from sam2prune.evaluation.protocol import EvalSettings, prepare_run_dir
@@ -202,6 +203,13 @@ def test_a_sequence_that_fails_once_succeeds_on_its_retry_also_when_its_worker_d
             protocol=ProtocolConfig(max_rounds=0),
             progress=False,
         )
+        # GPUs per worker, the device left to the cluster, which has none: said so
+        no_gpu = "--gpus-per-worker has no effect: the local Ray cluster has no GPU"
+        with (
+            pytest.raises(InputError, match=no_gpu),
+            distributed.connect(RayConfig(workers=1, gpus_per_worker=0.5), device="auto"),
+        ):
+            pass
     assert [r.name for r in result.records[0]] == ["chair", "chair_b", "chair_d"]
     assert [(f.sequence, f.error, f.attempts) for f in result.failures] == [
         ("chair_c", "OSError: unreadable annotation", 3)

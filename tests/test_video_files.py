@@ -127,6 +127,26 @@ def test_images_of_other_kinds_in_a_folder_of_frames_are_named(tmp_path, caplog,
     assert "2 images not read as frames (frames are JPEG or PNG files): 00006.webp, 00007.bmp" in caplog.text
 
 
+def test_a_link_to_nothing_among_frames_is_named_and_16_bit_frames_keep_their_picture(tmp_path):
+    """A frame left out would shift every later frame's number; PIL's RGB conversion turns a
+    16-bit greyscale frame white (every value above 255 clipped)."""
+    from PIL import Image
+
+    from sam2prune.data.video import read_rgb
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    grey = np.arange(48 * 64, dtype=np.uint16).reshape(48, 64) * 21
+    Image.fromarray(grey).save(frames / "00000.png")
+    assert Image.open(frames / "00000.png").mode == "I;16"
+    frame = VideoSource.open(frames).read_frame(0)
+    assert frame.shape == (48, 64, 3) and np.array_equal(frame[..., 1], (grey >> 8).astype(np.uint8))
+    assert np.array_equal(read_rgb(frames / "00000.png", what="label")[..., 0], np.minimum(grey, 255))
+    (frames / "00001.png").symlink_to(tmp_path / "gone.png")
+    with pytest.raises(InputError, match=r"frame .*00001.png is a link to .*gone.png, which does not exist"):
+        VideoSource.open(frames)
+
+
 def test_a_frame_source_dropped_closes_its_video_file(tmp_path):
     """sam2's state is dropped, never closed: the FrameSource in it closes its video file then
     (PyAV's decoder sits in a reference cycle that held the file until a garbage collection)."""
@@ -142,3 +162,18 @@ def test_a_frame_source_dropped_closes_its_video_file(tmp_path):
     assert reader is not None and reader._container is not None
     del frames
     assert reader._container is None
+
+
+def test_an_overlay_of_odd_sized_frames_says_it_is_written_a_pixel_larger(tmp_path, caplog, monkeypatch):
+    from sam2prune.viz import write_overlay
+
+    frames = [np.full((33, 48, 3), 40 * i, np.uint8) for i in range(3)]
+    monkeypatch.setattr(logging.getLogger("sam2prune"), "propagate", True)
+    with caplog.at_level("INFO", logger="sam2prune"):
+        write_overlay(tmp_path / "o.mp4", iter(frames), fps=5)
+    assert "overlay o.mp4: frames of 48x33 written as 48x34 (H.264 needs even sizes: the last row repeated)" in (
+        caplog.text
+    )
+    with av.open(str(tmp_path / "o.mp4")) as container:
+        decoded = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    assert len(decoded) == 3 and decoded[0].shape == (34, 48, 3)

@@ -280,6 +280,8 @@ def check_output_dir(
     """
     check_output_location(out_dir, option=option, inputs=inputs)
     out_dir = Path(out_dir)
+    if out_dir.is_symlink():  # replacing it would replace the link, and leave what it points to as it was
+        raise InputError(f"{option} {out_dir} is a link to {os.readlink(out_dir)}: name the folder itself")
     if not out_dir.is_dir():
         return
     check_writable_folder(out_dir, option=f"{option} {out_dir}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -11,6 +12,8 @@ from PIL import Image
 from sam2prune.data.palette import davis_palette
 from sam2prune.errors import InputError
 from sam2prune.fsutil import atomic_write, check_output_file, is_within
+
+log = logging.getLogger("sam2prune")
 
 OVERLAY_SUFFIXES = (".mp4", ".gif")
 
@@ -61,7 +64,7 @@ def write_overlay(path: Path, frames: Iterable[np.ndarray], *, fps: float = 10.0
     if path.suffix.lower() == ".gif":
         atomic_write(path, lambda temp: _write_gif(temp, frames, fps))
     else:
-        atomic_write(path, lambda temp: _write_mp4(temp, frames, fps))
+        atomic_write(path, lambda temp: _write_mp4(temp, frames, fps, name=path.name))
 
 
 def _write_gif(path: Path, frames: Iterable[np.ndarray], fps: float) -> None:
@@ -69,7 +72,7 @@ def _write_gif(path: Path, frames: Iterable[np.ndarray], fps: float) -> None:
     images[0].save(path, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
 
 
-def _write_mp4(path: Path, frames: Iterable[np.ndarray], fps: float) -> None:
+def _write_mp4(path: Path, frames: Iterable[np.ndarray], fps: float, *, name: str) -> None:
     from fractions import Fraction
 
     import av
@@ -80,6 +83,16 @@ def _write_mp4(path: Path, frames: Iterable[np.ndarray], fps: float) -> None:
             # yuv420p needs even sizes: repeat the last row/column where needed
             height, width = frame.shape[:2]
             frame = np.pad(frame, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
+            if stream is None and (height % 2 or width % 2):
+                log.info(
+                    "overlay %s: frames of %dx%d written as %dx%d (H.264 needs even sizes: the last %s repeated)",
+                    name,
+                    width,
+                    height,
+                    frame.shape[1],
+                    frame.shape[0],
+                    " and ".join(part for part, odd in (("column", width % 2), ("row", height % 2)) if odd),
+                )
             if stream is None:
                 stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
                 stream.width, stream.height = frame.shape[1], frame.shape[0]

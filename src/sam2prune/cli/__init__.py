@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv:  # what the tool does and its commands, rather than "COMMAND is required"
         parser.print_help(sys.stderr)
         return 2
-    args, unknown = parser.parse_known_args(argv)
+    args, unknown = parser.parse_known_args(_joined_coordinates(argv))
     if args.command is None:
         commands = ", ".join(COMMANDS)
         parser.error(
@@ -147,6 +147,28 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if on_main_thread:  # None: the handler was not set from Python; the default is the closest
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+# options whose value is pixel coordinates, which may be negative ("-5,1": refused as outside the
+# image, with the image's size)
+_COORDINATE_OPTIONS = frozenset({"--point", "--neg", "--box"})
+
+
+def _joined_coordinates(argv: list[str]) -> list[str]:
+    """``--point -5,1`` as ``--point=-5,1``: argparse takes a value that starts with "-" and is
+    no plain number for an option, and says the option expected an argument."""
+    joined: list[str] = []
+    values = iter(argv)
+    for arg in values:
+        if arg in _COORDINATE_OPTIONS:
+            value = next(values, None)
+            if value is not None and value[:2] in {f"-{d}" for d in "0123456789."}:
+                joined.append(f"{arg}={value}")
+                continue
+            joined += [arg] if value is None else [arg, value]
+            continue
+        joined.append(arg)
+    return joined
 
 
 _FILE_SYSTEM_REFUSALS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS})

@@ -702,6 +702,8 @@ def _why_ineffective(config: PruningConfig, name: str) -> str:
     if config.scorer != "router" and name in ROUTER_ONLY_FIELDS:
         return f"{option(name)} is for --scorer router, and the scorer is {config.scorer}"
     if name in ("text", "aligner", "auto_text"):
+        if config.signals is None:  # the default signals: text only with a text
+            return "the router has a text signal only with --text or --auto-text"
         return "the text signal is not among the router's --signals"
     if name in ("uncertainty", "mc_dropout_p", "uncertainty_blocks"):
         return "the uncertainty signal is not among the router's --signals"
@@ -857,6 +859,18 @@ class DataSelection:
     limit: int | None = None
 
 
+def layouts_text() -> str:
+    """The dataset layouts --dataset names, for a command's help."""
+    import textwrap
+
+    from sam2prune.data.datasets import LAYOUTS
+
+    lines = ["dataset layouts (ROOT is --root):"]
+    for name, layout in LAYOUTS.items():
+        lines += textwrap.wrap(f"{name}: {layout}", width=100, initial_indent="  ", subsequent_indent="      ")
+    return "\n".join(lines)
+
+
 def add_data_options(parser: argparse.ArgumentParser, *, default_dataset: str | None = None) -> None:
     """--dataset (required unless it has a default), --root, --split, --sequences, --limit."""
     from sam2prune.data.datasets import DATASETS
@@ -867,7 +881,8 @@ def add_data_options(parser: argparse.ArgumentParser, *, default_dataset: str | 
         choices=DATASETS,
         required=default_dataset is None,
         default=default_dataset,
-        help="dataset layout (see `sam2prune eval --help`)" + (" (default: %(default)s)" if default_dataset else ""),
+        help="dataset layout (each is described at the end of `sam2prune eval --help`, above its examples)"
+        + (" (default: %(default)s)" if default_dataset else ""),
     )
     data.add_argument("--root", type=path_argument, required=True, metavar="ROOT", help="the dataset's root folder")
     data.add_argument("--split", help="set/split (default: the dataset's validation set: val, or valid for LVOS)")

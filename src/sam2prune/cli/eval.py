@@ -34,6 +34,7 @@ from sam2prune.cli.common import (
     check_run_folder,
     data_selection,
     gpu_options,
+    layouts_text,
     log,
     memory_options,
     model_options,
@@ -119,7 +120,8 @@ def run_settings(
         split=data.split or DEFAULT_SPLITS[data.dataset],
         method="sam2" if pruning is None else "pruned",
         model=model.model,
-        checkpoint=str(weights.checkpoint) if weights.checkpoint is not None else None,
+        # resolved: the same file named another way is the same run
+        checkpoint=str(Path(weights.checkpoint).resolve()) if weights.checkpoint is not None else None,
         image_size=image_size,
         device=device,
         pruning=pruning,
@@ -287,7 +289,8 @@ def run_evals_on_ray(
     if result.failures:
         total = len(runs) * len(sequences)
         raise SequencesFailed(
-            f"{len(result.failures)} of {counted(total, 'sequence')} failed ({cluster.max_retries + 1} attempts each); the "
+            f"{len(result.failures)} of {counted(total, 'sequence')} failed ({counted(cluster.max_retries + 1, 'attempt')} "
+            "each); the "
             "others are saved, and the same command again runs only what is missing:\n"
             + "\n".join(f"  {failure}" for failure in result.failures)
         )
@@ -377,13 +380,6 @@ def evaluate(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from sam2prune.data import datasets
-
-    # every subcommand's parser has its Command's description; the datasets module documents the layouts
-    assert parser.description is not None and datasets.__doc__ is not None
-    parser.description += "\n\nDataset layouts:\n" + datasets.__doc__.split("ROOT is what ``--root`` points to):", 1)[
-        1
-    ].replace("``", "")
     add_data_options(parser)
     add_protocol_options(parser)
     parser.add_argument(
@@ -446,6 +442,7 @@ COMMAND = Command(
         "same run folder: the same masks and scores as one process; a sequence that fails is tried again "
         "(--max-retries), then reported by name while the others finish, and the exit status is 1."
     ),
+    epilog=layouts_text(),
     examples=(
         "sam2prune eval --dataset davis --root DAVIS --retention 0.3 --checkpoint sam2.1_hiera_tiny.pt --out runs/davis_r0.3",
         "sam2prune eval --dataset lvos --root LVOS --checkpoint sam2.1_hiera_tiny.pt --out runs/lvos --workers 4",

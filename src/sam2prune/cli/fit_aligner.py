@@ -56,11 +56,14 @@ def fit_aligner(
     inputs = [("--root", data.root), ("--labels", labels), *model_inputs(model)]
     check_output_file(out, option="--out", inputs=inputs, overwrite=overwrite)
     phrases = read_labels(labels)
-    if ridge < 0 or frame_step < 1:
-        raise InputError("--ridge must be >= 0 and --frame-step >= 1")
+    if not ridge >= 0:
+        raise InputError(f"--ridge must be >= 0, got {ridge:g}")
+    if frame_step < 1:
+        raise InputError(f"--frame-step must be >= 1, got {frame_step}")
     weights = resolve_weights(model, required=True)
     sequences = select_sequences(data)
-    unmatched = unmatched_labels(sequences, phrases)
+    selection = "--sequences" if data.sequences else "--limit" if data.limit is not None else None
+    unmatched = unmatched_labels(sequences, phrases, selection=selection)
     if len(unmatched) == len(phrases):
         more = f"; and {len(unmatched) - 5} more" if len(unmatched) > 5 else ""
         raise InputError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from sam2prune.cli.common import Command
 
@@ -15,8 +16,7 @@ def models() -> None:
     rows = [("model", "checkpoint file", "input size", f"in ./{CHECKPOINT_DIR}/")]
     for name, spec in MODELS.items():
         path = CHECKPOINT_DIR / spec.checkpoint_file
-        # its size: a download that stopped short shows
-        here = f"found ({path.stat().st_size / 2**20:.0f} MiB)" if path.is_file() else "-"
+        here = _found(path) if path.is_file() else "-"
         rows.append((name, spec.checkpoint_file, f"{official_input_size(spec)} px", here))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
@@ -49,3 +49,12 @@ COMMAND = Command(
     ),
     examples=("sam2prune models",),
 )
+
+
+def _found(path: Path) -> str:
+    """A checkpoint file found, with its size: a download that stopped short shows (the
+    smallest official checkpoint is about 150 MiB)."""
+    size = path.stat().st_size
+    if size < 2**20:
+        return f"found, but {size} bytes: an incomplete download?"
+    return f"found ({size / 2**20:.0f} MiB)"

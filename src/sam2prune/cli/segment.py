@@ -141,12 +141,15 @@ def segment(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from sam2prune.data.video import VIDEO_SUFFIXES
+
     parser.add_argument(
         "video",
         nargs="?",
         type=path_argument,
         metavar="VIDEO",
-        help="folder of JPEG/PNG frames (natural sort of names) or a video file (mp4, mov, avi, mkv, webm)",
+        help="folder of JPEG/PNG frames (natural sort of names) or a video file "
+        f"({', '.join(sorted(suffix[1:] for suffix in VIDEO_SUFFIXES))})",
     )
     parser.add_argument(
         "--out",

@@ -1,24 +1,7 @@
 """Dataset readers: each yields ``Sequence`` objects (frames, ground-truth object masks on the
 annotated frames, object ids and the frame each object first appears on).
 
-Expected layouts (ROOT is what ``--root`` points to):
-
-- ``davis`` (DAVIS 2017): ``ROOT/JPEGImages/480p/<seq>/*.jpg``, ``ROOT/Annotations/480p/<seq>/*.png``
-  (palette PNGs, every frame), ``ROOT/ImageSets/2017/<set>.txt``.
-- ``vost``: ``ROOT/JPEGImages/<seq>/*.jpg``, ``ROOT/Annotations/<seq>/*.png`` (the annotated
-  frames), ``ROOT/ImageSets/<set>.txt``.
-- ``pumavos``: ``ROOT/JPEGImages/<seq>/*.jpg``, ``ROOT/Annotations/<seq>/*.png``; all sequences.
-- ``lvos`` (LVOS v2): ``ROOT/<set>/JPEGImages/<seq>/*.jpg``, ``ROOT/<set>/Annotations/<seq>/*.png``
-  and ``ROOT/<set>/<set>_meta.json`` (or ``meta.json``): ``{"videos": {<seq>: {"objects":
-  {<id>: {"frame_range": {"start": <frame>, "end": <frame>, ...}}}}}}``; objects may appear late.
-- ``uvo``: YouTube-VIS style JSON ``ROOT/<set>.json`` (or ``--split`` names the JSON file):
-  ``{"videos": [{"id", "file_names": [...], "height", "width"}], "annotations": [{"video_id",
-  "segmentations": [COCO RLE or null per frame], ...}]}``; frames at ``ROOT/<file_name>``
-  (or ``ROOT/JPEGImages/<file_name>``). Object ids are 1.. in annotation order.
-- ``endovis18`` (EndoVis 2018 scene segmentation): ``ROOT/<seq>/left_frames/*.png``,
-  ``ROOT/<seq>/labels/*.png`` (RGB colour-coded classes) and ``ROOT/labels.json``
-  (``[{"name", "color": [r, g, b], "classid"}]``, or per sequence ``ROOT/<seq>/labels.json``):
-  each class present becomes object id = classid; classid 0 is background.
+Expected layouts: ``LAYOUTS`` (shown by ``sam2prune eval --help``).
 """
 
 from __future__ import annotations
@@ -38,6 +21,24 @@ from sam2prune.wording import counted
 
 VOID_LABEL = 255
 DATASETS = ("davis", "vost", "pumavos", "lvos", "uvo", "endovis18")
+# what each reader expects (ROOT is what --root points to)
+LAYOUTS = {
+    "davis": "DAVIS 2017: ROOT/JPEGImages/480p/<seq>/*.jpg, ROOT/Annotations/480p/<seq>/*.png (palette PNGs, "
+    "every frame), ROOT/ImageSets/2017/<set>.txt",
+    "vost": "ROOT/JPEGImages/<seq>/*.jpg, ROOT/Annotations/<seq>/*.png (the annotated frames), "
+    "ROOT/ImageSets/<set>.txt",
+    "pumavos": "ROOT/JPEGImages/<seq>/*.jpg, ROOT/Annotations/<seq>/*.png; all sequences",
+    "lvos": "LVOS v2: ROOT/<set>/JPEGImages/<seq>/*.jpg, ROOT/<set>/Annotations/<seq>/*.png and "
+    'ROOT/<set>/<set>_meta.json (or meta.json): {"videos": {<seq>: {"objects": {<id>: {"frame_range": '
+    '{"start": <frame>, "end": <frame>, ...}}}}}}; objects may appear late',
+    "uvo": 'YouTube-VIS style JSON ROOT/<set>.json (or --split names the JSON file): {"videos": [{"id", '
+    '"file_names": [...], "height", "width"}], "annotations": [{"video_id", "segmentations": [COCO RLE or null '
+    "per frame], ...}]}; frames at ROOT/<file_name> (or ROOT/JPEGImages/<file_name>); object ids are 1.. in "
+    "annotation order",
+    "endovis18": "EndoVis 2018 scene segmentation: ROOT/<seq>/left_frames/*.png, ROOT/<seq>/labels/*.png (RGB "
+    'colour-coded classes) and ROOT/labels.json ([{"name", "color": [r, g, b], "classid"}], or per sequence '
+    "ROOT/<seq>/labels.json): each class present becomes object id = classid; classid 0 is background",
+}
 GROUND_TRUTH_CACHE = 4  # label maps a sequence keeps decoded (the frame being tracked and scored, a few before)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import re
 import zlib
 from collections.abc import Iterable, Iterator
@@ -33,12 +34,20 @@ def natural_key(name: str) -> list[int | str]:
 
 
 def list_frame_files(folder: Path) -> list[Path]:
-    """JPEG/PNG files of a folder in natural order (hidden files ignored)."""
-    files = [
-        path
-        for path in folder.iterdir()
-        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
-    ]
+    """JPEG/PNG files of a folder in natural order (hidden files ignored).
+
+    Raises:
+        InputError: a frame's name is a link to nothing (a frame left out would shift the
+            numbers of every later frame).
+    """
+    files = []
+    for path in folder.iterdir():
+        if path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith("."):
+            continue
+        if path.is_symlink() and not path.exists():
+            raise InputError(f"frame {path} is a link to {os.readlink(path)}, which does not exist")
+        if path.is_file():
+            files.append(path)
     return sorted(files, key=lambda path: natural_key(path.name))
 
 
@@ -398,16 +407,26 @@ def image_size(path: Path) -> tuple[int, int]:
 
 
 def read_rgb(path: Path, *, what: str = "frame") -> np.ndarray:
-    """Decode one image file fully as RGB ``[H, W, 3]`` uint8.
+    """Decode one image file fully as RGB ``[H, W, 3]`` uint8; a 16-bit greyscale frame by its
+    top 8 bits (a label map, ``what`` not "frame", keeps its small values).
 
     Raises:
         InputError: naming the file (as ``what``) when it is corrupt or truncated.
     """
     try:
         with Image.open(path) as image:
+            if image.mode in WIDE_GREY_MODES and what == "frame":
+                # PIL's RGB conversion clips every value above 255: a 16-bit frame would be
+                # nearly all white (as sam2's own loader reads it); its top 8 bits instead
+                grey = (np.asarray(image).astype(np.int64) >> 8).clip(0, 255).astype(np.uint8)
+                return np.repeat(grey[..., None], 3, axis=2)
             return np.asarray(image.convert("RGB"))
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise InputError(f"{what} {path} is corrupt or unreadable: {error}") from error
+
+
+# greyscale of 16 bits (PNG; "I" where PIL widens them to 32)
+WIDE_GREY_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 
 
 def _decode_video(path: Path, *, convert: bool = True) -> Iterator:

@@ -250,7 +250,8 @@ class RayCluster:
         resources = ray.cluster_resources()
         cpus, gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
         where = f"the Ray cluster at {address}" if address else "the local Ray cluster"
-        if device == "auto":
+        chosen = device == "auto"
+        if chosen:
             device = "cuda" if gpus > 0 else "cpu"
         if device.startswith("cuda:"):
             raise InputError(
@@ -259,6 +260,8 @@ class RayCluster:
         if device not in ("cpu", "cuda"):
             raise InputError(f"--device {device} on Ray: expected cpu, cuda or auto")
         if device == "cpu" and config.gpus_per_worker:
+            if chosen:
+                raise InputError(f"--gpus-per-worker has no effect: {where} has no GPU, so its workers run on the CPU")
             raise InputError("--gpus-per-worker has no effect with --device cpu; remove it or pass --device cuda")
         self.device = device
         self.gpus_per_worker = float(

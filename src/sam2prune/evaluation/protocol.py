@@ -454,6 +454,8 @@ def check_run_settings(out_dir: Path, settings: EvalSettings) -> None:
     # as read back: a setting added since the run was made has its default (the run was made
     # with it), in the configs too
     previous = json.loads(json.dumps(asdict(EvalSettings.load(run_file))))
+    if previous["checkpoint"] is not None:  # runs made before it was resolved: from here, as then
+        previous["checkpoint"] = str(Path(previous["checkpoint"]).resolve())
     # bounded memory gives the same masks (tested): either resumes the other
     changed = [k for k in current if previous[k] != current[k] and k not in RESUMES_ACROSS]
     if changed:

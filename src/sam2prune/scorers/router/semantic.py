@@ -131,16 +131,19 @@ def label_key(sequence_name: str, obj_id: int) -> str:
     return f"{sequence_name}/{obj_id}"
 
 
-def unmatched_labels(sequences: Iterable, labels: dict[str, str]) -> list[str]:
+def unmatched_labels(sequences: Iterable, labels: dict[str, str], *, selection: str | None = None) -> list[str]:
     """The keys of ``labels`` that name no object of ``sequences`` (``Sequence``), as
     ``fit_aligner`` matches them (``label_key`` exactly), each with why:
-    ``"blackswan/2 (blackswan's objects: 1)"``, ``"bear/1 (no sequence bear)"``."""
+    ``"blackswan/2 (blackswan's objects: 1)"``, ``"bear/1 (no sequence bear)"``; with
+    ``selection`` (the option that chose the sequences, e.g. ``--sequences``): ``"bear/1 (bear is
+    not among the sequences --sequences chose)"``."""
     objects = {sequence.name: sequence.obj_ids for sequence in sequences}
     unmatched = []
     for key in labels:
         name = key.rpartition("/")[0]
         if name not in objects:
-            unmatched.append(f"{key} (no sequence {name})")
+            why = f"{name} is not among the sequences {selection} chose" if selection else f"no sequence {name}"
+            unmatched.append(f"{key} ({why})")
         elif key not in {label_key(name, obj_id) for obj_id in objects[name]}:
             unmatched.append(f"{key} ({name}'s objects: {', '.join(map(str, objects[name])) or 'none'})")
     return unmatched
