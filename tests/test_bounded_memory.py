@@ -619,15 +619,24 @@ def _equal(a, b) -> bool:
 
 
 @pytest.mark.parametrize(
-    "kind, seed, checkpoints",
-    [("baseline", 11, None), ("pruned", 12, 5), ("router-mc", 13, None), ("router-text", 14, 8)],
+    "kind, seed, checkpoints, corrections_as_conditioning",
+    [
+        ("baseline", 11, None, False),
+        ("pruned", 12, 5, False),
+        ("router-mc", 13, None, False),
+        ("router-text", 14, 8, False),
+        ("pruned", 15, None, True),  # as eval's protocol corrects (clicks on tracked frames condition)
+    ],
 )
-def test_random_sessions_give_the_unbounded_bits(kind, seed, checkpoints, predictors, routers, source, monkeypatch):
+def test_random_sessions_give_the_unbounded_bits(
+    kind, seed, checkpoints, corrections_as_conditioning, predictors, routers, source, monkeypatch
+):
     """Seeded random sequences of sam2's calls (how a randomised search found the two bugs it
     fixed: prompts changed since a stretch was tracked, dropout masks drawn on): bounded and
     unbounded memory return the same bits from every call, and frames were tracked again."""
     predictor = {**predictors, **routers}[kind]
     monkeypatch.setattr(predictor, "replay_checkpoint_every", checkpoints)
+    monkeypatch.setattr(predictor, "add_all_frames_to_correct_as_cond", corrections_as_conditioning)
     calls = random_calls(random.Random(seed), source.width, source.height)
     unbounded = make_calls(
         predictor, predictor.init_state(source, bounded_memory=False), calls, source.width, source.height

@@ -444,7 +444,7 @@ def test_fit_aligner_names_labels_that_match_no_object_before_building_the_model
     assert (
         f"--labels {labels}: no label names an object of the dataset: chair/2 (chair's objects: 1); "
         in (error := last_error(capsys))
-        and "bear/1 (bear is not among the sequences --sequences chose)" in error
+        and "bear/1 (no sequence bear among those --sequences selected)" in error
     )
     assert not (tmp_path / "a.pt").exists()
     sequences = list(read_dataset("davis", root, None, only=["chair"]))

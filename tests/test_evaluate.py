@@ -306,22 +306,34 @@ def test_overwrite_deletes_only_what_the_run_wrote_and_a_resumed_run_no_older_re
     ]
     assert (out / "notes.txt").read_text() == "mine" and (out / "plots" / "p.png").read_bytes() == b"png"
     assert json.loads((out / "report.json").read_text())["overall"]["sequences"] == 2
+    # the finished run again, stopped before its results are written anew: they stay (nothing was pending)
+    with monkeypatch.context() as patch:
+        patch.setattr(evaluate, "summarize", lambda *args: (_ for _ in ()).throw(KeyboardInterrupt))
+        assert _eval(root, out, "--max-rounds", "0") == 130
+    assert json.loads((out / "report.json").read_text())["overall"]["sequences"] == 2
 
 
 def test_a_full_disk_is_one_line_naming_the_file_and_leaves_nothing_half_written(tmp_path, capsys, monkeypatch):
+    """As writers say it: PIL's save, like a write or a close, names no file."""
     import errno
+
+    from PIL import Image
 
     root = _davis_root(tmp_path)
     out = tmp_path / "run"
+    save = Image.Image.save
 
-    def full_disk(path, labels):
-        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+    def full_disk(image, target, *args, **kwargs):
+        if str(target).endswith(".png"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return save(image, target, *args, **kwargs)
 
-    monkeypatch.setattr(evaluate, "write_label_png", full_disk)
-    assert _eval(root, out, "--max-rounds", "0") == 1
+    monkeypatch.setattr(Image.Image, "save", full_disk)
+    assert _eval(root, out, "--max-rounds", "0") == 2
     error = capsys.readouterr().err
     (line,) = [line for line in error.splitlines() if line.startswith("sam2prune: error: ")]
-    assert line.endswith("00000.png: No space left on device") and "Traceback" not in error
+    assert line.startswith("sam2prune: error: cannot write ") and line.endswith("00000.png: No space left on device")
+    assert "Traceback" not in error
     assert sorted(p.name for p in (out / "masks").iterdir()) == [] and not list((out / "sequences").iterdir())
 
 
@@ -477,6 +489,16 @@ def test_report_and_sweep(tmp_path, capsys):
         == 0
     )
     assert sum(line.startswith("| davis |") for line in (tmp_path / "t.md").read_text().splitlines()) == 2
+    assert "conditioning frames" not in (tmp_path / "t.md").read_text()
+    # a run made when corrections were lost, beside one made since: said
+    report_file = sweep_dir / "sam2" / "report.json"
+    old = json.loads(report_file.read_text())
+    del old["settings"]["protocol_revision"]
+    report_file.write_text(json.dumps(old))
+    assert main(["report", str(sweep_dir / "sam2"), str(sweep_dir / "pruned_r0.5_router")]) == 0
+    assert "Note: SAM 2 (sam2.1_hiera_t) ran before sam2prune made corrected frames conditioning frames" in (
+        capsys.readouterr().out
+    )
     (tmp_path / "nothing").mkdir()
     assert main(["report", str(tmp_path / "nothing")]) == 2
     assert "no finished evaluation run" in capsys.readouterr().err

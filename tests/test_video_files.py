@@ -141,7 +141,7 @@ def test_a_link_to_nothing_among_frames_is_named_and_16_bit_frames_keep_their_pi
     assert Image.open(frames / "00000.png").mode == "I;16"
     frame = VideoSource.open(frames).read_frame(0)
     assert frame.shape == (48, 64, 3) and np.array_equal(frame[..., 1], (grey >> 8).astype(np.uint8))
-    assert np.array_equal(read_rgb(frames / "00000.png", what="label")[..., 0], np.minimum(grey, 255))
+    assert np.array_equal(read_rgb(frames / "00000.png", label=True)[..., 0], np.minimum(grey, 255))
     (frames / "00001.png").symlink_to(tmp_path / "gone.png")
     with pytest.raises(InputError, match=r"frame .*00001.png is a link to .*gone.png, which does not exist"):
         VideoSource.open(frames)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sam2prune.errors import InputError
+from sam2prune.errors import InputError, OutputError
 
 _TEMP_MARKERS = (".tmp-", ".old-")
 
@@ -78,19 +78,29 @@ def atomic_write(path: Path, write: Callable[[Path], None], *, clean_stale: bool
     """Create or replace the file ``path`` through ``write(temporary_path)``: readers see the
     old file or the whole new one, never a part. The temporary keeps ``path``'s suffix (some
     writers choose the format by it). ``clean_stale=False`` skips looking for temporaries of
-    killed runs (for many files written into a fresh staging folder)."""
+    killed runs (for many files written into a fresh staging folder).
+
+    Raises:
+        OutputError: the file system refused (naming ``path``).
+    """
     path = Path(path)
     if clean_stale:
         remove_stale_temporaries(path)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=path.suffix)
+    try:
+        handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=path.suffix)
+    except OSError as error:
+        raise OutputError(f"cannot write {path}: {error.strerror or error}") from error
     os.close(handle)
     temp = Path(temp_name)
     try:
         write(temp)
         os.chmod(temp, 0o666 & ~_umask())
         os.replace(temp, path)
-    except BaseException:
+    except BaseException as error:
         temp.unlink(missing_ok=True)
+        if isinstance(error, OSError) and not isinstance(error, OutputError):
+            # a full disk, a quota, a read-only mount: most writers say so without the file's name
+            raise OutputError(f"cannot write {path}: {error.strerror or error}") from error
         raise
 
 

@@ -112,6 +112,8 @@ class LabelWriter:
                 if event is not None:
                     event.synchronize()
                 write_label_png(path, labels.numpy())
+            except OutputError as error:  # the write named the file
+                self._error = error
             except OSError as error:
                 self._error = OutputError(f"cannot write the mask {path}: {error.strerror or error}")
                 self._error.__cause__ = error

@@ -134,13 +134,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sam2prune: error: {error}", file=sys.stderr)
         return 1
     except OSError as error:
-        # the file system refused (a full disk, no permission, a read-only mount): said in one
-        # line, naming the file; what was being written is removed where it was refused
-        if error.errno not in _FILE_SYSTEM_REFUSALS or error.filename is None:
+        # the file system refused (a full disk, no permission, a read-only mount) outside the
+        # writes that say so (OutputError): one line, naming the file where the error does; what
+        # was being written is removed where it was refused
+        if error.errno not in _FILE_SYSTEM_REFUSALS:
             raise
-        target = f"{error.filename} -> {error.filename2}" if error.filename2 else str(error.filename)
-        print(f"sam2prune: error: {target}: {error.strerror}", file=sys.stderr)
-        return 1
+        target = f"{error.filename} -> {error.filename2}" if error.filename2 else error.filename
+        print(f"sam2prune: error: {f'{target}: ' if target else ''}{error.strerror}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("sam2prune: interrupted", file=sys.stderr)
         return 130

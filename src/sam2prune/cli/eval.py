@@ -80,7 +80,7 @@ def prepare_run(
     Raises:
         InputError: ``out`` holds something else, or a run with other settings.
     """
-    from sam2prune.evaluation.protocol import prepare_run_dir
+    from sam2prune.evaluation.protocol import prepare_run_dir, record_path
 
     settings = run_settings(
         pruning=pruning,
@@ -93,7 +93,8 @@ def prepare_run(
         memory=memory,
         gpu=gpu,
     )
-    prepare_run_dir(out, settings, overwrite=overwrite)
+    pending = overwrite or any(not record_path(out, sequence.name).is_file() for sequence in sequences)
+    prepare_run_dir(out, settings, overwrite=overwrite, pending=pending)
     _say_resuming(out, sequences)
     return settings
 

@@ -457,7 +457,7 @@ def read_endovis18(root: Path, split: str | None = None, *, only: Collection[str
             if path.stem not in index_of:
                 raise InputError(f"sequence {name}: label {path} has no frame named {path.stem} in {source.path}")
             annotated[index_of[path.stem]] = lambda p=path, classes=classes: colour_labels_to_ids(
-                read_rgb(p, what="label"), classes, where=str(p)
+                read_rgb(p, what="label", label=True), classes, where=str(p)
             )
         if not annotated:
             raise InputError(f"sequence {name}: no label PNG in {labels_dir}")

@@ -406,16 +406,16 @@ def image_size(path: Path) -> tuple[int, int]:
         raise InputError(f"frame {path} cannot be read as an image: {error}") from error
 
 
-def read_rgb(path: Path, *, what: str = "frame") -> np.ndarray:
-    """Decode one image file fully as RGB ``[H, W, 3]`` uint8; a 16-bit greyscale frame by its
-    top 8 bits (a label map, ``what`` not "frame", keeps its small values).
+def read_rgb(path: Path, *, what: str = "frame", label: bool = False) -> np.ndarray:
+    """Decode one image file fully as RGB ``[H, W, 3]`` uint8; a 16-bit greyscale image by its
+    top 8 bits (a ``label`` map keeps its small values instead).
 
     Raises:
         InputError: naming the file (as ``what``) when it is corrupt or truncated.
     """
     try:
         with Image.open(path) as image:
-            if image.mode in WIDE_GREY_MODES and what == "frame":
+            if image.mode in WIDE_GREY_MODES and not label:
                 # PIL's RGB conversion clips every value above 255: a 16-bit frame would be
                 # nearly all white (as sam2's own loader reads it); its top 8 bits instead
                 grey = (np.asarray(image).astype(np.int64) >> 8).clip(0, 255).astype(np.uint8)

@@ -476,11 +476,12 @@ def _run_entries(out_dir: Path, names: tuple[str, ...]) -> list[Path]:
     return [entry for entry in out_dir.iterdir() if any(fnmatch.fnmatchcase(entry.name, name) for name in names)]
 
 
-def prepare_run_dir(out_dir: Path, settings: EvalSettings, *, overwrite: bool) -> None:
+def prepare_run_dir(out_dir: Path, settings: EvalSettings, *, overwrite: bool, pending: bool = True) -> None:
     """Create the run folder, or check that an existing one holds a run with the same settings
     (``overwrite``: delete the run there, what it wrote only, and start over; a folder holding
-    something else than a run is never deleted). The results of the run's last completion
-    (``report.json``, the CSVs) are removed: they are written again when it completes.
+    something else than a run is never deleted). With ``pending`` (a sequence of this run has no
+    record yet), the results of the run's last completion (``report.json``, the CSVs) are
+    removed: they are written again when it completes, and until then describe other sequences.
 
     Raises:
         InputError: the folder holds something else, or a run with other settings, or cannot
@@ -499,7 +500,7 @@ def prepare_run_dir(out_dir: Path, settings: EvalSettings, *, overwrite: bool) -
                 entry.unlink()
     if run_file.is_file():
         check_run_settings(out_dir, settings)
-        for entry in _run_entries(out_dir, RUN_RESULTS):  # of sequences that may not be those run now
+        for entry in _run_entries(out_dir, RUN_RESULTS) if pending else ():
             entry.unlink()
     else:
         if not out_dir.parent.is_dir():

@@ -152,6 +152,13 @@ def markdown_report(reports: list[dict]) -> str:
     }
     if len(settings) > 1:
         lines += ["", "Note: the runs differ in more than method and pruning (model, image size, device or data)."]
+    before = [label_of[id(r)] for r in ordered if r["settings"].get("protocol_revision", 1) < 2]
+    if before:
+        lines += [
+            "",
+            f"Note: {', '.join(before)} ran before sam2prune made corrected frames conditioning frames: every "
+            "correction was lost (refinement changed no mask), and the FPS included scoring; run again to compare.",
+        ]
     if any(r["settings"]["checkpoint"] is None for r in reports):
         lines += ["", "Note: runs without a checkpoint used RANDOM weights: their J and F are not meaningful."]
     return "\n".join(lines) + "\n"

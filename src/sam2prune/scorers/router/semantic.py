@@ -135,14 +135,14 @@ def unmatched_labels(sequences: Iterable, labels: dict[str, str], *, selection: 
     """The keys of ``labels`` that name no object of ``sequences`` (``Sequence``), as
     ``fit_aligner`` matches them (``label_key`` exactly), each with why:
     ``"blackswan/2 (blackswan's objects: 1)"``, ``"bear/1 (no sequence bear)"``; with
-    ``selection`` (the option that chose the sequences, e.g. ``--sequences``): ``"bear/1 (bear is
-    not among the sequences --sequences chose)"``."""
+    ``selection`` (the option that chose the sequences, e.g. ``--sequences``): ``"bear/1 (no
+    sequence bear among those --sequences selected)"``."""
     objects = {sequence.name: sequence.obj_ids for sequence in sequences}
     unmatched = []
     for key in labels:
         name = key.rpartition("/")[0]
         if name not in objects:
-            why = f"{name} is not among the sequences {selection} chose" if selection else f"no sequence {name}"
+            why = f"no sequence {name} among those {selection} selected" if selection else f"no sequence {name}"
             unmatched.append(f"{key} ({why})")
         elif key not in {label_key(name, obj_id) for obj_id in objects[name]}:
             unmatched.append(f"{key} ({name}'s objects: {', '.join(map(str, objects[name])) or 'none'})")
