@@ -545,8 +545,8 @@ def test_random_weights_are_said_and_exclusive(tmp_path, capsys, no_model):
 @pytest.mark.parametrize(
     "content, expected",
     [
-        (b"this is not a checkpoint" * 20, "is not a PyTorch checkpoint file"),
-        (b"", "is not a PyTorch checkpoint file"),
+        (b"this is not a checkpoint" * 20, "(0.0 MiB) is not a PyTorch checkpoint file"),
+        (b"", "bad.pt is empty (0 bytes) (expected an official SAM 2 checkpoint"),
         ("objects", "holds Python objects besides tensors"),
     ],
 )

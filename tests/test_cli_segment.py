@@ -303,12 +303,18 @@ def test_overwrite_replaces_a_folder_of_masks_and_never_one_holding_other_files(
         assert run_cli(CHAIR_FRAMES, "--point", "300,250", "--out", out, *overwrite, *TINY) == 2
         assert f"--out {out} holds label PNGs that sam2prune segment did not write" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == [".DS_Store", "99999.PNG"]
-    # an earlier output (it holds the marker)
-    (out / MARKER).write_text("")
+    # an earlier output (it holds the marker, which lists the files segment wrote)
+    (out / MARKER).write_text(json.dumps({"files": ["99999.PNG"]}))
     assert run_cli(CHAIR_FRAMES, "--point", "300,250", "--out", out, *TINY) == 2
     assert f"--out {out} is not empty; pass --overwrite" in capsys.readouterr().err
     assert run_cli(CHAIR_FRAMES, "--point", "300,250", "--out", out, "--overwrite", *TINY) == 0
     assert sorted(p.name for p in out.iterdir()) == [MARKER] + [f"{i:05d}.png" for i in range(6)]
+    assert json.loads((out / MARKER).read_text())["files"] == [f"{i:05d}.png" for i in range(6)]
+    # a label PNG of the user's put among them is not replaced with them
+    write_label_png(out / "gt_00059.png", np.ones((4, 4), np.uint8))
+    assert run_cli(CHAIR_FRAMES, "--point", "300,250", "--out", out, "--overwrite", *TINY) == 2
+    assert f"--out {out} holds gt_00059.png, which sam2prune segment did not write there" in capsys.readouterr().err
+    (out / "gt_00059.png").unlink()
     # a link to it: replacing it would replace the link, not the masks it points to
     (tmp_path / "link").symlink_to(out)
     assert run_cli(CHAIR_FRAMES, "--point", "300,250", "--out", tmp_path / "link", "--overwrite", *TINY) == 2
@@ -392,7 +398,7 @@ def test_bad_frames_are_named(tmp_path, chair_copy, capsys, make_bad, expected):
         (["{chair}", "--point", "720,10"], "point (720, 10) is outside the 720x480 image"),
         (["{chair}", "--point=-1,10"], "point (-1, 10) is outside the 720x480 image"),
         (["{chair}", "--point", "-1,10"], "point (-1, 10) is outside the 720x480 image"),  # not an option
-        (["{chair}", "--point", "1,1", "--neg", "-.5,3"], "point (-0.5, 3) is outside the 720x480 image"),
+        (["{chair}", "--point", "1,1", "--neg", "-.5,3"], "--neg: object 1: negative click (-0.5, 3) is outside"),
         (["{chair}", "--box", "10,10,800,100"], "box (10, 10, 800, 100) must satisfy"),
         (["{chair}", "--box", "100,10,50,100"], "must satisfy 0 <= x0 < x1"),
         (["{chair}", "--point", "10,10", "--frame", "6"], "frame 6 is out of range; the video has 6 frames"),

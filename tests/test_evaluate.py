@@ -280,7 +280,7 @@ def test_interrupted_eval_resumes_without_redoing_finished_sequences(tmp_path, m
     assert started == ["chair_again"]
 
 
-def test_overwrite_deletes_only_what_the_run_wrote_and_a_resumed_run_no_older_results(tmp_path, monkeypatch):
+def test_overwrite_deletes_only_what_the_run_wrote_and_a_resumed_run_no_older_results(tmp_path, monkeypatch, capsys):
     root = _davis_root(tmp_path, names=("chair", "chair_again"))
     out = tmp_path / "run"
     assert _eval(root, out, "--max-rounds", "0", "--limit", "1") == 0
@@ -292,6 +292,14 @@ def test_overwrite_deletes_only_what_the_run_wrote_and_a_resumed_run_no_older_re
     assert _eval_interrupted_on("chair_again", root, out, monkeypatch) == 130
     assert not (out / "report.json").exists() and not list(out.glob("*.csv")) and not (out / "summary.json").exists()
     assert (out / "sequences" / "chair.json").is_file()  # what was done is kept
+    # a file of the user's among the masks: named, nothing deleted (the run writes there again)
+    (out / "masks" / "mine.txt").write_text("mine")
+    (out / "masks" / "chair" / "note.txt").write_text("mine")
+    assert _eval(root, out, "--max-rounds", "0", "--overwrite") == 2
+    assert f"--out {out} holds masks/chair/, masks/mine.txt, which the run did not write" in capsys.readouterr().err
+    assert (out / "sequences" / "chair.json").is_file() and (out / "run.json").is_file()
+    (out / "masks" / "mine.txt").unlink()
+    (out / "masks" / "chair" / "note.txt").unlink()
     assert _eval(root, out, "--max-rounds", "0", "--overwrite") == 0
     assert sorted(p.name for p in out.iterdir()) == [
         "global_results-val.csv",
@@ -332,7 +340,7 @@ def test_a_full_disk_is_one_line_naming_the_file_and_leaves_nothing_half_written
     assert _eval(root, out, "--max-rounds", "0") == 2
     error = capsys.readouterr().err
     (line,) = [line for line in error.splitlines() if line.startswith("sam2prune: error: ")]
-    assert line.startswith("sam2prune: error: cannot write ") and line.endswith("00000.png: No space left on device")
+    assert line == f"sam2prune: error: cannot write {out / 'masks' / 'chair' / '00000.png'}: No space left on device"
     assert "Traceback" not in error
     assert sorted(p.name for p in (out / "masks").iterdir()) == [] and not list((out / "sequences").iterdir())
 
@@ -415,6 +423,10 @@ def test_eval_limit_and_bad_arguments(tmp_path, capsys):
     (root / "ImageSets" / "2017" / "val.txt").unlink()  # named sequences need no list; one named twice runs once
     assert _eval(root, tmp_path / "twice", "--max-rounds", "0", "--sequences", "chair", "chair") == 0
     assert json.loads((tmp_path / "twice" / "report.json").read_text())["overall"]["sequences"] == 1
+    assert "--sequences: chair named more than once (each runs once)" in capsys.readouterr().err
+    # repeated, the option adds up (the last one alone ran)
+    assert _eval(root, tmp_path / "both", "--max-rounds", "0", "--sequences", "nope", "--sequences", "chair") == 2
+    assert "sequence nope: frames folder " in capsys.readouterr().err
     (root / "ImageSets" / "2017" / "val.txt").write_text("chair\nchair_again\n")
     assert _eval(root, tmp_path / "x", "--sequences", "nope") == 2
     assert "--sequences: nope not in " in (error := capsys.readouterr().err) and "val.txt (2 sequences)" in error
@@ -489,19 +501,27 @@ def test_report_and_sweep(tmp_path, capsys):
         == 0
     )
     assert sum(line.startswith("| davis |") for line in (tmp_path / "t.md").read_text().splitlines()) == 2
-    assert "conditioning frames" not in (tmp_path / "t.md").read_text()
+    assert "conditioning frames" not in (table := (tmp_path / "t.md").read_text()) and "differ in more" not in table
     # a run made when corrections were lost, beside one made since: said
     report_file = sweep_dir / "sam2" / "report.json"
     old = json.loads(report_file.read_text())
     del old["settings"]["protocol_revision"]
     report_file.write_text(json.dumps(old))
     assert main(["report", str(sweep_dir / "sam2"), str(sweep_dir / "pruned_r0.5_router")]) == 0
-    assert "Note: SAM 2 (sam2.1_hiera_t) ran before sam2prune made corrected frames conditioning frames" in (
-        capsys.readouterr().out
-    )
+    table = capsys.readouterr().out
+    assert "Note: SAM 2 (sam2.1_hiera_t) ran before sam2prune made corrected frames conditioning frames" in table
+    assert "Note: the runs differ in more than method and pruning: protocol_revision." in table
     (tmp_path / "nothing").mkdir()
     assert main(["report", str(tmp_path / "nothing")]) == 2
     assert "no finished evaluation run" in capsys.readouterr().err
+    half = tmp_path / "half"  # an interrupted run: finishing it is what to do
+    (half / "sequences").mkdir(parents=True)
+    (half / "run.json").write_text("{}")
+    (half / "sequences" / "chair.json").write_text("{}")
+    assert main(["report", str(half)]) == 2
+    assert f"{half} holds an unfinished run (1 sequence done, no report.json yet): run the same" in (
+        capsys.readouterr().err
+    )
 
 
 def test_sweep_checks_every_setting_before_the_first_run(tmp_path, capsys):

@@ -127,7 +127,7 @@ def test_images_of_other_kinds_in_a_folder_of_frames_are_named(tmp_path, caplog,
     assert "2 images not read as frames (frames are JPEG or PNG files): 00006.webp, 00007.bmp" in caplog.text
 
 
-def test_a_link_to_nothing_among_frames_is_named_and_16_bit_frames_keep_their_picture(tmp_path):
+def test_a_link_to_nothing_among_frames_is_named_and_16_bit_frames_keep_their_picture(tmp_path, caplog, monkeypatch):
     """A frame left out would shift every later frame's number; PIL's RGB conversion turns a
     16-bit greyscale frame white (every value above 255 clipped)."""
     from PIL import Image
@@ -142,6 +142,12 @@ def test_a_link_to_nothing_among_frames_is_named_and_16_bit_frames_keep_their_pi
     frame = VideoSource.open(frames).read_frame(0)
     assert frame.shape == (48, 64, 3) and np.array_equal(frame[..., 1], (grey >> 8).astype(np.uint8))
     assert np.array_equal(read_rgb(frames / "00000.png", label=True)[..., 0], np.minimum(grey, 255))
+    Image.fromarray(np.full((48, 64), 200, np.uint16)).save(frames / "00001.png")  # 8-bit values in 16 bits
+    monkeypatch.setattr(logging.getLogger("sam2prune"), "propagate", True)
+    with caplog.at_level("WARNING", logger="sam2prune"):
+        assert VideoSource.open(frames).read_frame(1).max() == 0
+    assert "00001.png: a 16-bit greyscale image whose values are all below 256 reads black" in caplog.text
+    (frames / "00001.png").unlink()
     (frames / "00001.png").symlink_to(tmp_path / "gone.png")
     with pytest.raises(InputError, match=r"frame .*00001.png is a link to .*gone.png, which does not exist"):
         VideoSource.open(frames)

@@ -311,15 +311,42 @@ def check_output_dir(
                 f"{option} {out_dir} holds {shown}, which this command did not write: it replaces only a folder "
                 f"of {holds_only.what} (an earlier output); name another folder, or move those out"
             )
-        if not (out_dir / holds_only.marker).is_file() and not all(map(is_folder_junk, out_dir.iterdir())):
+        listed = read_output_marker(out_dir / holds_only.marker)
+        if listed is None and not all(map(is_folder_junk, out_dir.iterdir())):
             raise InputError(
                 f"{option} {out_dir} holds {holds_only.what} that {holds_only.command} did not write (it leaves "
                 f"{holds_only.marker} in each folder it writes; ground truth or another tool's masks have none): "
                 "name another folder (an output of a sam2prune from before 2026-11-29 has none either: delete it "
                 "yourself)"
             )
+        added = sorted(
+            e.name
+            for e in out_dir.iterdir()
+            if e.name != holds_only.marker and not is_folder_junk(e) and e.name not in (listed or ())
+        )
+        if added:
+            shown = ", ".join(added[:5]) + (f" and {len(added) - 5} more" if len(added) > 5 else "")
+            raise InputError(
+                f"{option} {out_dir} holds {shown}, which {holds_only.command} did not write there (its "
+                f"{holds_only.marker} lists what it wrote): name another folder, or move those out"
+            )
     if not overwrite:
         raise InputError(f"{option} {out_dir} is not empty; pass --overwrite to replace it")
+
+
+def write_output_marker(folder: Path, marker: str, *, note: str, files: Iterable[str]) -> None:
+    """The marker a command leaves in a folder it wrote (``OutputFolder``): what it is, and the
+    files it wrote there (only those are replaced with the folder)."""
+    atomic_write_text(folder / marker, json.dumps({"note": note, "files": sorted(files)}, indent=1) + "\n")
+
+
+def read_output_marker(path: Path) -> set[str] | None:
+    """The files a marker lists, or None where there is no readable marker."""
+    try:
+        listed = json.loads(path.read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return {name for name in listed if isinstance(name, str)} if isinstance(listed, list) else None
 
 
 # files a file manager leaves in any folder it shows: no reason to keep an earlier output
@@ -343,8 +370,11 @@ def staged_directory(out_dir: Path, *, overwrite: bool, holds_only: OutputFolder
     os.chmod(staging, 0o777 & ~_umask())
     try:
         yield staging
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(error, OutputError) and str(staging) in str(error):
+            # named as the user named the folder: the staging folder is gone
+            raise OutputError(str(error).replace(str(staging), str(out_dir))) from error
         raise
     old = None
     if out_dir.exists():

@@ -296,7 +296,12 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"checkpoint {path} does not exist")
     expected = 'expected an official SAM 2 checkpoint, a file written by torch.save holding {"model": state_dict}'
     if not zipfile.is_zipfile(path) and not _is_legacy_torch_file(path):
-        raise CheckpointError(f"checkpoint {path} is not a PyTorch checkpoint file ({expected})")
+        # a download cut short has no zip directory at its end either
+        size = path.stat().st_size
+        held = "is empty (0 bytes)" if size == 0 else f"({size / 2**20:.1f} MiB) is not a PyTorch checkpoint file"
+        raise CheckpointError(
+            f"checkpoint {path} {held} ({expected}); a download that stopped short looks like this: download it again"
+        )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:

@@ -152,9 +152,12 @@ def prompts_from_arguments(
             points=tuple(clicks),
             labels=tuple(labels),
             box=parsed_box,
-            source="--point/--neg/--box",
+            source=CLICK_OPTIONS,
         )
     ]
+
+
+CLICK_OPTIONS = "--point/--neg/--box"  # the source of the command line's clicks and box
 
 
 def load_prompts_file(path: Path) -> list[ObjectPrompt]:
@@ -248,11 +251,13 @@ def check_prompts(prompts: list[ObjectPrompt], *, num_frames: int, width: int, h
         if (prompt.obj_id, prompt.frame) in seen:
             raise InputError(f"{where} has two prompts on frame {prompt.frame}; merge them into one entry")
         seen.add((prompt.obj_id, prompt.frame))
-        for x, y in prompt.points:
+        for (x, y), label in zip(prompt.points, prompt.labels, strict=True):
             if not (0 <= x < width and 0 <= y < height):
+                # the command line's options: the one the point came from
+                option = ("--point" if label else "--neg") if prompt.source == CLICK_OPTIONS else prompt.source
                 raise InputError(
-                    f"{where}: point ({x:g}, {y:g}) is outside the {width}x{height} image "
-                    f"(x in 0..{width - 1}, y in 0..{height - 1})"
+                    f"{option}: object {prompt.obj_id}: {'point' if label else 'negative click'} ({x:g}, {y:g}) is "
+                    f"outside the {width}x{height} image (x in 0..{width - 1}, y in 0..{height - 1})"
                 )
         if prompt.box is not None:
             x0, y0, x1, y1 = prompt.box

@@ -18,7 +18,13 @@ from PIL import Image
 from sam2prune.data.palette import read_label_png, write_label_png
 from sam2prune.data.video import VideoSource
 from sam2prune.errors import OutputError
-from sam2prune.fsutil import OutputFolder, check_output_dir, is_folder_junk, staged_directory
+from sam2prune.fsutil import (
+    OutputFolder,
+    check_output_dir,
+    is_folder_junk,
+    staged_directory,
+    write_output_marker,
+)
 from sam2prune.precision import bf16_autocast
 from sam2prune.progress import progress
 from sam2prune.prompts import ObjectPrompt, apply_prompts, check_prompts
@@ -288,9 +294,12 @@ def segment_video(
         missing = sorted(set(range(len(source))) - written)
         if missing:  # cannot happen when tracking both ways; a guard against silent gaps
             raise RuntimeError(f"no mask was produced for frames {missing[:5]}")
-        (staging / MASK_FOLDER.marker).write_text(
-            f"masks of {source.path} written by sam2prune segment: `--overwrite` replaces only a folder holding "
-            "this file\n"
+        write_output_marker(
+            staging,
+            MASK_FOLDER.marker,
+            note=f"masks of {source.path} written by sam2prune segment: --overwrite replaces this folder only while "
+            "it holds no other files than these",
+            files=[f"{name}.png" for name in source.frame_names],
         )
         overlay_seconds = None
         if overlay is not None:

@@ -865,7 +865,7 @@ def layouts_text() -> str:
 
     from sam2prune.data.datasets import LAYOUTS
 
-    lines = ["dataset layouts (ROOT is --root):"]
+    lines = ["dataset layouts (ROOT is --root, <set> is --split):"]
     for name, layout in LAYOUTS.items():
         lines += textwrap.wrap(f"{name}: {layout}", width=100, initial_indent="  ", subsequent_indent="      ")
     return "\n".join(lines)
@@ -886,8 +886,20 @@ def add_data_options(parser: argparse.ArgumentParser, *, default_dataset: str | 
     )
     data.add_argument("--root", type=path_argument, required=True, metavar="ROOT", help="the dataset's root folder")
     data.add_argument("--split", help="set/split (default: the dataset's validation set: val, or valid for LVOS)")
-    data.add_argument("--sequences", nargs="+", metavar="NAME", help="only these sequences")
+    data.add_argument(
+        "--sequences", nargs="+", action="extend", metavar="NAME", help="only these sequences (repeatable)"
+    )
     data.add_argument("--limit", type=int, metavar="N", help="only the first N sequences")
+
+
+def unique_names(names: Sequence[str] | None, *, option: str = "--sequences") -> tuple[str, ...] | None:
+    """``names`` each once, in order (a name given twice, often a typo for another, is said)."""
+    if not names:
+        return None
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        log.warning("%s: %s named more than once (each runs once)", option, ", ".join(repeated))
+    return tuple(dict.fromkeys(names))
 
 
 def data_selection(args: argparse.Namespace) -> DataSelection:
@@ -895,7 +907,7 @@ def data_selection(args: argparse.Namespace) -> DataSelection:
         dataset=args.dataset,
         root=args.root,
         split=args.split,
-        sequences=tuple(dict.fromkeys(args.sequences)) if args.sequences else None,  # a name given twice runs once
+        sequences=unique_names(args.sequences),
         limit=args.limit,
     )
 

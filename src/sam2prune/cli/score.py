@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from sam2prune.cli.common import Command, default_of, path_argument
+from sam2prune.cli.common import Command, default_of, path_argument, unique_names
 from sam2prune.errors import InputError
 from sam2prune.wording import counted
 
@@ -52,7 +52,7 @@ def score(
         missing = [name for name in sequences if not (annotations / name).is_dir()]
         if missing:
             raise InputError(f"--sequences: {', '.join(missing)} not in {annotations}")
-    names = list(dict.fromkeys(sequences)) if sequences else read_sequence_list(gt_root, set_name)  # each once
+    names = list(unique_names(sequences) or ()) or read_sequence_list(gt_root, set_name)
     out_dir = out if out is not None else results
     option = f"--out {out_dir}" if out is not None else f"the results folder {results} (the default --out)"
     if is_within(out_dir.resolve(), gt_root.resolve()):
@@ -96,8 +96,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sequences",
         nargs="+",
+        action="extend",
         metavar="NAME",
-        help="score only these sequences (e.g. those of an `eval --limit` run)",
+        help="score only these sequences (e.g. those of an `eval --limit` run; repeatable)",
     )
     parser.add_argument(
         "--out",

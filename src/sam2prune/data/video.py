@@ -418,7 +418,16 @@ def read_rgb(path: Path, *, what: str = "frame", label: bool = False) -> np.ndar
             if image.mode in WIDE_GREY_MODES and not label:
                 # PIL's RGB conversion clips every value above 255: a 16-bit frame would be
                 # nearly all white (as sam2's own loader reads it); its top 8 bits instead
-                grey = (np.asarray(image).astype(np.int64) >> 8).clip(0, 255).astype(np.uint8)
+                values = np.asarray(image).astype(np.int64)
+                if values.max(initial=0) < 256 and path.parent not in _DARK_FOLDERS_SAID:
+                    _DARK_FOLDERS_SAID.add(path.parent)
+                    log.warning(
+                        "%s %s: a 16-bit greyscale image whose values are all below 256 reads black (16-bit frames "
+                        "are read by their top 8 bits): 8-bit pictures saved as 16 bits? save them as 8-bit PNGs",
+                        what,
+                        path,
+                    )
+                grey = (values >> 8).clip(0, 255).astype(np.uint8)
                 return np.repeat(grey[..., None], 3, axis=2)
             return np.asarray(image.convert("RGB"))
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
@@ -427,6 +436,7 @@ def read_rgb(path: Path, *, what: str = "frame", label: bool = False) -> np.ndar
 
 # greyscale of 16 bits (PNG; "I" where PIL widens them to 32)
 WIDE_GREY_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+_DARK_FOLDERS_SAID: set[Path] = set()  # folders of 16-bit images that read black, said once each
 
 
 def _decode_video(path: Path, *, convert: bool = True) -> Iterator:

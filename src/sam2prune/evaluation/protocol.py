@@ -468,12 +468,67 @@ def check_run_settings(out_dir: Path, settings: EvalSettings) -> None:
 
 # what a run writes into its folder (and all that --overwrite deletes there): its records and
 # masks, and the results of its last completion
-RUN_ENTRIES = ("run.json", "sequences", "masks")
 RUN_RESULTS = ("report.json", "summary.json", "global_results-*.csv", "per-sequence_results-*.csv")
 
 
 def _run_entries(out_dir: Path, names: tuple[str, ...]) -> list[Path]:
     return [entry for entry in out_dir.iterdir() if any(fnmatch.fnmatchcase(entry.name, name) for name in names)]
+
+
+def _written_by_the_run(out_dir: Path) -> list[Path]:
+    """What a run wrote into its folder, deepest first: its results, run.json, each sequence's
+    record and kept tokens, each sequence's folder of masks (PNGs only: a folder holding anything
+    else is the user's), and ``sequences/`` and ``masks/`` once empty; temporaries of killed runs
+    in them too. Nothing else (the user's notes, plots, files put among the masks)."""
+    ours: list[Path] = _run_entries(out_dir, RUN_RESULTS)
+    sequences, masks = out_dir / "sequences", out_dir / "masks"
+    if sequences.is_dir() and not sequences.is_symlink():
+        ours += [e for e in sequences.iterdir() if e.is_file() and e.name.endswith((".json", ".kept.npz"))]
+    if masks.is_dir() and not masks.is_symlink():
+        ours += [
+            folder
+            for folder in masks.iterdir()
+            if folder.is_dir()
+            and not folder.is_symlink()
+            and all(f.is_file() and not f.is_symlink() and f.suffix == ".png" for f in folder.iterdir())
+        ]
+    for folder in (sequences, masks):  # temporaries: ".<name>.tmp-<pid>-*", ".<name>.old-<pid>-*"
+        if folder.is_dir() and not folder.is_symlink():
+            ours += [e for e in folder.iterdir() if e.name.startswith(".") and (".tmp-" in e.name or ".old-" in e.name)]
+    return ours
+
+
+def _delete_run(out_dir: Path) -> None:
+    """Delete what the run wrote (``_written_by_the_run``), run.json last; the rest stays.
+
+    Raises:
+        InputError: ``sequences/`` or ``masks/`` hold something the run did not write (a run
+            writes there again, so those are not kept: they are named, nothing is deleted).
+    """
+    ours = set(_written_by_the_run(out_dir))
+    foreign = sorted(
+        f"{folder.name}/{entry.name}" + ("/" if entry.is_dir() else "")
+        for folder in (out_dir / "sequences", out_dir / "masks")
+        if folder.is_dir() and not folder.is_symlink()
+        for entry in folder.iterdir()
+        if entry not in ours
+    )
+    foreign += [name for name in ("sequences", "masks") if (out_dir / name).is_symlink()]
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise InputError(
+            f"--out {out_dir} holds {shown}, which the run did not write, where --overwrite deletes what it wrote: "
+            "move them out first"
+        )
+    for entry in _written_by_the_run(out_dir):
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    for folder in (out_dir / "sequences", out_dir / "masks"):
+        if folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
+            folder.rmdir()
+    (out_dir / "run.json").unlink(missing_ok=True)
 
 
 def prepare_run_dir(out_dir: Path, settings: EvalSettings, *, overwrite: bool, pending: bool = True) -> None:
@@ -493,11 +548,7 @@ def prepare_run_dir(out_dir: Path, settings: EvalSettings, *, overwrite: bool, p
         check_writable_folder(out_dir, option=f"--out {out_dir}")
     run_file = out_dir / "run.json"
     if out_dir.exists() and overwrite:
-        for entry in _run_entries(out_dir, RUN_ENTRIES + RUN_RESULTS):  # the user's own files stay
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
+        _delete_run(out_dir)  # the user's own files stay
     if run_file.is_file():
         check_run_settings(out_dir, settings)
         for entry in _run_entries(out_dir, RUN_RESULTS) if pending else ():

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from sam2prune.errors import InputError
 from sam2prune.fsutil import atomic_write, read_json
+from sam2prune.wording import counted
 
 
 def load_reports(run_dirs: list[Path]) -> list[dict]:
@@ -32,6 +33,12 @@ def load_reports(run_dirs: list[Path]) -> list[dict]:
             raise InputError(f"{run_dir} is a file; expected a run folder written by `sam2prune eval` or `sweep`")
         if not path.is_file():
             inner = sorted(p.parent for p in run_dir.glob("*/report.json")) if run_dir.is_dir() else []
+            if (run_dir / "run.json").is_file():
+                done = len(list((run_dir / "sequences").glob("*.json")))
+                raise InputError(
+                    f"{run_dir} holds an unfinished run ({counted(done, 'sequence')} done, no report.json yet): run "
+                    "the same `sam2prune eval` command again to finish it"
+                )
             hint = (
                 f"; it holds runs ({', '.join(p.name for p in inner)}): pass them, e.g. {shlex.quote(str(run_dir))}/*/"
                 if inner
@@ -146,12 +153,9 @@ def markdown_report(reports: list[dict]) -> str:
             match = [r for r in ordered if r["settings"]["dataset"] == dataset and label_of[id(r)] == method]
             cells.append(f"{match[0]['overall']['J&F-Mean']:.3f}" if match else "-")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    settings = {
-        json.dumps({k: v for k, v in r["settings"].items() if k not in ("pruning", "method")}, sort_keys=True)
-        for r in reports
-    }
-    if len(settings) > 1:
-        lines += ["", "Note: the runs differ in more than method and pruning (model, image size, device or data)."]
+    differing = _differing_settings([r["settings"] for r in reports])
+    if differing:
+        lines += ["", f"Note: the runs differ in more than method and pruning: {', '.join(differing)}."]
     before = [label_of[id(r)] for r in ordered if r["settings"].get("protocol_revision", 1) < 2]
     if before:
         lines += [
@@ -162,6 +166,26 @@ def markdown_report(reports: list[dict]) -> str:
     if any(r["settings"]["checkpoint"] is None for r in reports):
         lines += ["", "Note: runs without a checkpoint used RANDOM weights: their J and F are not meaningful."]
     return "\n".join(lines) + "\n"
+
+
+def _differing_settings(settings: list[dict]) -> list[str]:
+    """The settings (``protocol.max_rounds`` for a nested one) whose values differ between runs,
+    method and pruning aside."""
+
+    def flat(values: dict, prefix: str = "") -> dict[str, str]:
+        out: dict[str, str] = {}
+        for key, value in values.items():
+            if not prefix and key in ("pruning", "method"):
+                continue
+            if isinstance(value, dict):
+                out.update(flat(value, f"{prefix}{key}."))
+            else:
+                out[f"{prefix}{key}"] = json.dumps(value, sort_keys=True)
+        return out
+
+    flattened = [flat(s) for s in settings]
+    keys = sorted({key for f in flattened for key in f})
+    return [key for key in keys if len({f.get(key) for f in flattened}) > 1]
 
 
 def plot_tradeoff(path: Path, reports: list[dict]) -> None:
