@@ -300,7 +300,11 @@ def test_overwrite_deletes_only_what_the_run_wrote_and_a_resumed_run_no_older_re
     assert (out / "sequences" / "chair.json").is_file() and (out / "run.json").is_file()
     (out / "masks" / "mine.txt").unlink()
     (out / "masks" / "chair" / "note.txt").unlink()
+    staging = out / "masks" / ".chair_again.tmp-99999-killed"  # a killed run's staging folder
+    staging.mkdir()
+    shutil.copy(out / "masks" / "chair" / "00000.png", staging / "00000.png")
     assert _eval(root, out, "--max-rounds", "0", "--overwrite") == 0
+    assert not staging.exists()
     assert sorted(p.name for p in out.iterdir()) == [
         "global_results-val.csv",
         "masks",

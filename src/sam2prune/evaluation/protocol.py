@@ -466,8 +466,7 @@ def check_run_settings(out_dir: Path, settings: EvalSettings) -> None:
         )
 
 
-# what a run writes into its folder (and all that --overwrite deletes there): its records and
-# masks, and the results of its last completion
+# the results of a run's last completion, in its folder
 RUN_RESULTS = ("report.json", "summary.json", "global_results-*.csv", "per-sequence_results-*.csv")
 
 
@@ -476,10 +475,10 @@ def _run_entries(out_dir: Path, names: tuple[str, ...]) -> list[Path]:
 
 
 def _written_by_the_run(out_dir: Path) -> list[Path]:
-    """What a run wrote into its folder, deepest first: its results, run.json, each sequence's
-    record and kept tokens, each sequence's folder of masks (PNGs only: a folder holding anything
-    else is the user's), and ``sequences/`` and ``masks/`` once empty; temporaries of killed runs
-    in them too. Nothing else (the user's notes, plots, files put among the masks)."""
+    """What a run wrote into its folder, run.json and the folders ``sequences/`` and ``masks/``
+    aside: its results, each sequence's record and kept tokens, each sequence's folder of masks
+    (PNGs only: a folder holding anything else is the user's), and the temporaries of killed
+    runs there; each once. Nothing else (the user's notes, plots, files put among the masks)."""
     ours: list[Path] = _run_entries(out_dir, RUN_RESULTS)
     sequences, masks = out_dir / "sequences", out_dir / "masks"
     if sequences.is_dir() and not sequences.is_symlink():
@@ -495,7 +494,7 @@ def _written_by_the_run(out_dir: Path) -> list[Path]:
     for folder in (sequences, masks):  # temporaries: ".<name>.tmp-<pid>-*", ".<name>.old-<pid>-*"
         if folder.is_dir() and not folder.is_symlink():
             ours += [e for e in folder.iterdir() if e.name.startswith(".") and (".tmp-" in e.name or ".old-" in e.name)]
-    return ours
+    return list(dict.fromkeys(ours))  # a killed run's staging folder of PNGs is both
 
 
 def _delete_run(out_dir: Path) -> None:
