@@ -69,6 +69,12 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
     return removed
 
 
+def is_temporary(path: Path) -> bool:
+    """A temporary this tool writes (``.<name>.tmp-<pid>-*``, ``.<name>.old-<pid>-*``), its own
+    run's or a killed one's."""
+    return path.name.startswith(".") and any(marker in path.name for marker in _TEMP_MARKERS)
+
+
 def glob_escape(name: str) -> str:
     """``name`` with glob metacharacters escaped."""
     return "".join(f"[{c}]" if c in "*?[" else c for c in name)
@@ -89,7 +95,7 @@ def atomic_write(path: Path, write: Callable[[Path], None], *, clean_stale: bool
     try:
         handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=path.suffix)
     except OSError as error:
-        raise OutputError(f"cannot write {path}: {error.strerror or error}") from error
+        raise _refused(path, error) from error
     os.close(handle)
     temp = Path(temp_name)
     try:
@@ -100,8 +106,12 @@ def atomic_write(path: Path, write: Callable[[Path], None], *, clean_stale: bool
         temp.unlink(missing_ok=True)
         if isinstance(error, OSError) and not isinstance(error, OutputError):
             # a full disk, a quota, a read-only mount: most writers say so without the file's name
-            raise OutputError(f"cannot write {path}: {error.strerror or error}") from error
+            raise _refused(path, error) from error
         raise
+
+
+def _refused(path: Path, error: OSError) -> OutputError:
+    return OutputError(f"cannot write {path}: {error.strerror or error}")
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -295,12 +305,13 @@ def check_output_dir(
     if not out_dir.is_dir():
         return
     check_writable_folder(out_dir, option=f"{option} {out_dir}")
-    if not any(out_dir.iterdir()):
+    entries = list(out_dir.iterdir())
+    if not entries:
         return
     if holds_only is not None:
         others = sorted(
             f"{entry.name}/" if entry.is_dir() else entry.name
-            for entry in out_dir.iterdir()
+            for entry in entries
             if entry.is_dir()
             or entry.is_symlink()
             or (entry.name != holds_only.marker and not holds_only.is_output(entry))
@@ -312,7 +323,7 @@ def check_output_dir(
                 f"of {holds_only.what} (an earlier output); name another folder, or move those out"
             )
         listed = read_output_marker(out_dir / holds_only.marker)
-        if listed is None and not all(map(is_folder_junk, out_dir.iterdir())):
+        if listed is None and not all(map(is_folder_junk, entries)):
             raise InputError(
                 f"{option} {out_dir} holds {holds_only.what} that {holds_only.command} did not write (it leaves "
                 f"{holds_only.marker} in each folder it writes; ground truth or another tool's masks have none): "
@@ -321,7 +332,7 @@ def check_output_dir(
             )
         added = sorted(
             e.name
-            for e in out_dir.iterdir()
+            for e in entries
             if e.name != holds_only.marker and not is_folder_junk(e) and e.name not in (listed or ())
         )
         if added:

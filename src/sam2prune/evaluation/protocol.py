@@ -32,6 +32,7 @@ from sam2prune.fsutil import (
     atomic_write_json,
     check_output_location,
     check_writable_folder,
+    is_temporary,
     missing_parent,
     read_json,
     staged_directory,
@@ -491,9 +492,9 @@ def _written_by_the_run(out_dir: Path) -> list[Path]:
             and not folder.is_symlink()
             and all(f.is_file() and not f.is_symlink() and f.suffix == ".png" for f in folder.iterdir())
         ]
-    for folder in (sequences, masks):  # temporaries: ".<name>.tmp-<pid>-*", ".<name>.old-<pid>-*"
+    for folder in (sequences, masks):
         if folder.is_dir() and not folder.is_symlink():
-            ours += [e for e in folder.iterdir() if e.name.startswith(".") and (".tmp-" in e.name or ".old-" in e.name)]
+            ours += [entry for entry in folder.iterdir() if is_temporary(entry)]
     return list(dict.fromkeys(ours))  # a killed run's staging folder of PNGs is both
 
 
@@ -504,7 +505,8 @@ def _delete_run(out_dir: Path) -> None:
         InputError: ``sequences/`` or ``masks/`` hold something the run did not write (a run
             writes there again, so those are not kept: they are named, nothing is deleted).
     """
-    ours = set(_written_by_the_run(out_dir))
+    written = _written_by_the_run(out_dir)
+    ours = set(written)
     foreign = sorted(
         f"{folder.name}/{entry.name}" + ("/" if entry.is_dir() else "")
         for folder in (out_dir / "sequences", out_dir / "masks")
@@ -519,7 +521,7 @@ def _delete_run(out_dir: Path) -> None:
             f"--out {out_dir} holds {shown}, which the run did not write, where --overwrite deletes what it wrote: "
             "move them out first"
         )
-    for entry in _written_by_the_run(out_dir):
+    for entry in written:
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)
         else:
