@@ -255,7 +255,7 @@ def _eval_interrupted_on(name: str, root: Path, out: Path, monkeypatch, *, start
         return _eval(root, out, "--max-rounds", "0")
 
 
-def test_interrupted_eval_resumes_without_redoing_finished_sequences(tmp_path, monkeypatch):
+def test_interrupted_eval_resumes_without_redoing_finished_sequences(tmp_path, monkeypatch, capsys):
     root = _davis_root(tmp_path, names=("chair", "chair_again"))
     out = tmp_path / "run"
     original_run = evaluate.SequenceTracker.run
@@ -270,8 +270,11 @@ def test_interrupted_eval_resumes_without_redoing_finished_sequences(tmp_path, m
 
     started.clear()
     monkeypatch.setattr(evaluate.SequenceTracker, "run", counted)
+    capsys.readouterr()
     assert _eval(root, out, "--max-rounds", "0") == 0
     assert started == ["chair_again"]  # chair was not tracked again
+    # progress counts what is left to run, not the finished sequence as if run in no time
+    assert "evaluating: 0/1 sequences" in capsys.readouterr().err
     assert json.loads((out / "report.json").read_text())["overall"]["sequences"] == 2
     # another setting in the same folder is refused, not mixed in
     assert _eval(root, out, "--max-rounds", "0", "--retention", "0.5") == 2

@@ -656,25 +656,24 @@ def evaluate_sequences(
     (resumable), one after the other. Returns every sequence's record.
 
     ``on_prompted_for(sequence)`` may give a tracker hook (e.g. automatic object texts)."""
-    records = []
-    bar = progress_bar(sequences, desc="evaluating", unit="sequence", disable=not progress)
+    records = {sequence.name: load_record(out_dir, sequence.name) for sequence in sequences}
+    # the bar counts what is left to run: a resumed run's finished sequences would make it jump
+    pending = [sequence for sequence in sequences if records[sequence.name] is None]
+    bar = progress_bar(pending, desc="evaluating", unit="sequence", disable=not progress)
     for sequence in bar:
         bar.set_postfix_str(sequence.name)
-        record = load_record(out_dir, sequence.name)
-        if record is None:
-            hook = on_prompted_for(sequence) if on_prompted_for is not None else None
-            record = evaluate_sequence(
-                predictor,
-                sequence,
-                out_dir,
-                protocol=protocol,
-                device=device,
-                on_prompted=hook,
-                bounded_memory=bounded_memory,
-                bf16=bf16,
-            )
-        records.append(record)
-    return records
+        hook = on_prompted_for(sequence) if on_prompted_for is not None else None
+        records[sequence.name] = evaluate_sequence(
+            predictor,
+            sequence,
+            out_dir,
+            protocol=protocol,
+            device=device,
+            on_prompted=hook,
+            bounded_memory=bounded_memory,
+            bf16=bf16,
+        )
+    return [record for record in records.values() if record is not None]
 
 
 def kept_token_overlap(run_a: Path, run_b: Path) -> float | None:
