@@ -147,6 +147,15 @@ def test_a_link_to_nothing_among_frames_is_named_and_16_bit_frames_keep_their_pi
     with caplog.at_level("WARNING", logger="sam2prune"):
         assert VideoSource.open(frames).read_frame(1).max() == 0
     assert "00001.png: a 16-bit greyscale image whose values are all below 256 reads black" in caplog.text
+    raw = tmp_path / "raw12"  # 12-bit data (medical, raw camera frames) in 16-bit PNGs
+    raw.mkdir()
+    Image.fromarray(np.arange(48 * 64, dtype=np.uint16).reshape(48, 64) * 4 % 4096).save(raw / "00000.png")
+    with caplog.at_level("WARNING", logger="sam2prune"):
+        assert VideoSource.open(raw).read_frame(0).max() == 15
+    assert "00000.png: a 16-bit greyscale image whose values are all below 4096 reads dark, at most 15 of 255" in (
+        caplog.text
+    )
+    assert "12-bit data?" in caplog.text
     (frames / "00001.png").unlink()
     (frames / "00001.png").symlink_to(tmp_path / "gone.png")
     with pytest.raises(InputError, match=r"frame .*00001.png is a link to .*gone.png, which does not exist"):

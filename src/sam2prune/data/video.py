@@ -419,19 +419,40 @@ def read_rgb(path: Path, *, what: str = "frame", label: bool = False) -> np.ndar
                 # PIL's RGB conversion clips every value above 255: a 16-bit frame would be
                 # nearly all white (as sam2's own loader reads it); its top 8 bits instead
                 values = np.asarray(image).astype(np.int64)
-                if values.max(initial=0) < 256 and path.parent not in _DARK_FOLDERS_SAID:
-                    _DARK_FOLDERS_SAID.add(path.parent)
-                    log.warning(
-                        "%s %s: a 16-bit greyscale image whose values are all below 256 reads black (16-bit frames "
-                        "are read by their top 8 bits): 8-bit pictures saved as 16 bits? save them as 8-bit PNGs",
-                        what,
-                        path,
-                    )
+                if path.parent not in _DARK_FOLDERS_SAID:
+                    _say_if_dark(values, path, what)
                 grey = (values >> 8).clip(0, 255).astype(np.uint8)
                 return np.repeat(grey[..., None], 3, axis=2)
             return np.asarray(image.convert("RGB"))
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise InputError(f"{what} {path} is corrupt or unreadable: {error}") from error
+
+
+def _say_if_dark(values: np.ndarray, path: Path, what: str) -> None:
+    """Warn (once per folder) when a 16-bit image uses no more than its low 12 bits: read by its
+    top 8, it is black or nearly (8-bit pictures saved as 16 bits, or 10- or 12-bit data such as
+    medical or raw camera frames)."""
+    bits = int(values.max(initial=0)).bit_length()
+    if bits > 12:
+        return
+    _DARK_FOLDERS_SAID.add(path.parent)
+    if bits <= 8:
+        log.warning(
+            "%s %s: a 16-bit greyscale image whose values are all below 256 reads black (16-bit frames are read "
+            "by their top 8 bits): 8-bit pictures saved as 16 bits? save them as 8-bit PNGs",
+            what,
+            path,
+        )
+    else:
+        log.warning(
+            "%s %s: a 16-bit greyscale image whose values are all below %d reads dark, at most %d of 255 "
+            "(16-bit frames are read by their top 8 bits): %d-bit data? scale it to 8-bit PNGs as you would view it",
+            what,
+            path,
+            1 << bits,
+            (1 << (bits - 8)) - 1,
+            bits,
+        )
 
 
 # greyscale of 16 bits (PNG; "I" where PIL widens them to 32)
