@@ -148,6 +148,37 @@ def test_video_file_input_and_overlays(tmp_path, capsys):
     assert np.abs(first[inside] - original[inside]).mean() > 3 * np.abs(first[~inside] - original[~inside]).mean()
 
 
+def test_a_gif_overlay_holds_one_rgb_frame_at_a_time(tmp_path, monkeypatch):
+    """A long video's GIF overlay: every frame kept as RGB until the file was written (1.2 MB a
+    frame at 854x480)."""
+    import weakref
+
+    from sam2prune import viz
+
+    alive = most_alive = 0
+    made_by_pil = Image.fromarray
+
+    def gone():
+        nonlocal alive
+        alive -= 1
+
+    def counted(array):
+        nonlocal alive, most_alive
+        image = made_by_pil(array)
+        weakref.finalize(image, gone)
+        alive += 1
+        most_alive = max(most_alive, alive)
+        return image
+
+    monkeypatch.setattr(viz.Image, "fromarray", counted)
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (24, 32, 3), dtype=np.uint8) for _ in range(30)]
+    viz.write_overlay(tmp_path / "o.gif", iter(frames), fps=5)
+    assert most_alive <= 3
+    with Image.open(tmp_path / "o.gif") as gif:
+        assert gif.n_frames == 30 and gif.size == (32, 24) and gif.info["duration"] == 200
+
+
 def test_embedded_default_clip_runs_without_arguments(tmp_path):
     out = tmp_path / "out"
     assert run_cli("--out", out, *TINY) == 0

@@ -68,8 +68,11 @@ def write_overlay(path: Path, frames: Iterable[np.ndarray], *, fps: float = 10.0
 
 
 def _write_gif(path: Path, frames: Iterable[np.ndarray], fps: float) -> None:
-    images = [Image.fromarray(frame) for frame in frames]
-    images[0].save(path, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+    # one RGB frame at a time: PIL keeps each as it converts it to 256 colours (a third of its size)
+    remaining = iter(frames)
+    first = Image.fromarray(next(remaining))
+    rest = (Image.fromarray(frame) for frame in remaining)
+    first.save(path, format="GIF", save_all=True, append_images=rest, duration=round(1000 / fps), loop=0)
 
 
 def _write_mp4(path: Path, frames: Iterable[np.ndarray], fps: float, *, name: str) -> None:
