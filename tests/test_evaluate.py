@@ -423,7 +423,7 @@ def test_a_sequences_results_do_not_depend_on_the_sequences_run_before_it(tmp_pa
     ).read_bytes()
 
 
-def test_eval_limit_and_bad_arguments(tmp_path, capsys):
+def test_eval_limit_and_bad_arguments(tmp_path, capsys, monkeypatch):
     root = _davis_root(tmp_path, names=("chair", "chair_again"))
     assert _eval(root, tmp_path / "one", "--max-rounds", "0", "--limit", "1") == 0
     assert json.loads((tmp_path / "one" / "report.json").read_text())["overall"]["sequences"] == 1
@@ -451,6 +451,12 @@ def test_eval_limit_and_bad_arguments(tmp_path, capsys):
         error = capsys.readouterr().err
         assert "holds no sam2prune run (run settings" in error and "so neither resuming nor --overwrite" in error
         assert sorted(p.name for p in (tmp_path / "busy").iterdir()) == ["file.txt", "run.json", "sub"]
+    import sam2prune.cli.eval as eval_command
+
+    def not_built(*args, **kwargs):
+        raise AssertionError("the model was built before the run's settings were compared")
+
+    monkeypatch.setattr(eval_command, "build", not_built)  # refused before waiting for the model
     assert _eval(root, tmp_path / "one", "--max-rounds", "0", "--limit", "1", "--retention", "0.5") == 2
     assert "other settings (pruning.retention 0.3 there, 0.5 now); use another folder or --overwrite" in (
         capsys.readouterr().err
@@ -531,7 +537,7 @@ def test_report_and_sweep(tmp_path, capsys):
     )
 
 
-def test_sweep_checks_every_setting_before_the_first_run(tmp_path, capsys):
+def test_sweep_checks_every_setting_before_the_first_run(tmp_path, capsys, monkeypatch):
     """A mistake in a later setting of a sweep (a router file that does not exist, a run folder
     holding other settings) is found before any setting runs, not after the ones before it
     have run; files a sweep writes are not replaced in a folder holding no sweep."""
@@ -546,7 +552,14 @@ def test_sweep_checks_every_setting_before_the_first_run(tmp_path, capsys):
     # a run folder of the last setting that holds other settings
     assert main([*sweep, "--no-baseline", "--scorer", "prior", "--prior-dilation", "1"]) == 0
     capsys.readouterr()
-    assert main([*sweep, "--scorer", "prior", "--prior-dilation", "2"]) == 2
+    import sam2prune.cli.sweep as sweep_command
+
+    def not_built(*args, **kwargs):
+        raise AssertionError("the model was built before the runs' settings were compared")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(sweep_command, "build", not_built)  # refused before waiting for the model
+        assert main([*sweep, "--scorer", "prior", "--prior-dilation", "2"]) == 2
     assert "holds a run with other settings (pruning.prior_dilation 1 there, 2 now)" in capsys.readouterr().err
     assert not (out / "sam2" / "sequences" / "chair.json").exists()
     # with --overwrite, a folder of the last setting that holds no run is refused before any run

@@ -367,6 +367,12 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
+def device_label(device: str) -> str:
+    """What a model built on ``device`` (a name ``resolve_device`` accepts) reports as its device,
+    as a run's settings record it: ``cuda`` is the current GPU, ``cuda:0``."""
+    return "cuda:0" if device == "cuda" else device
+
+
 def build_predictor(
     model: str = "sam2.1_hiera_t",
     *,

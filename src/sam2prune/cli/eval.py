@@ -133,6 +133,40 @@ def run_settings(
     )
 
 
+def check_settings_before_building(
+    out: Path,
+    *,
+    pruning: PruningConfig | None,
+    protocol: ProtocolConfig,
+    data: DataSelection,
+    model: ModelOptions,
+    weights: Weights,
+    memory: MemoryOptions,
+    gpu: GpuOptions,
+) -> None:
+    """Refuse a run in ``out`` with other settings before the model is built (seconds to a minute
+    for a large checkpoint): its settings as the model will report them.
+
+    Raises:
+        InputError: ``out`` holds a run with other settings, naming what differs.
+    """
+    from sam2prune.evaluation.protocol import check_run_settings
+    from sam2prune.models import device_label, model_input_size
+
+    settings = run_settings(
+        pruning=pruning,
+        protocol=protocol,
+        data=data,
+        model=model,
+        weights=weights,
+        image_size=model_input_size(model.model, model.image_size),
+        device=device_label(resolve_device(model.device)),
+        memory=memory,
+        gpu=gpu,
+    )
+    check_run_settings(out, settings)
+
+
 def _say_resuming(out: Path, sequences: Sequence[DatasetSequence]) -> None:
     from sam2prune.evaluation.protocol import record_path
 
@@ -355,6 +389,10 @@ def evaluate(
         )
     else:
         sequences = select_sequences(data)
+        if not overwrite:
+            check_settings_before_building(
+                out, pruning=pruning, protocol=protocol, data=data, model=model, weights=weights, memory=memory, gpu=gpu
+            )
         predictor = build(model, weights, pruning)
         report = run_eval(
             predictor=predictor,

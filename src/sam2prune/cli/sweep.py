@@ -41,7 +41,7 @@ from sam2prune.cli.common import (
     select_sequences,
     signal_list,
 )
-from sam2prune.cli.eval import check_ray_runs, run_eval, run_evals_on_ray, run_settings
+from sam2prune.cli.eval import check_ray_runs, check_settings_before_building, run_eval, run_evals_on_ray
 from sam2prune.config import SCORERS, ProtocolConfig, PruningConfig, RayConfig
 from sam2prune.errors import InputError
 
@@ -119,7 +119,7 @@ def sweep(
         SequencesFailed: on Ray, some sequences failed on every attempt (the others are saved,
             the complete runs reported; no report.md).
     """
-    from sam2prune.evaluation.protocol import check_run_dir, check_run_settings
+    from sam2prune.evaluation.protocol import check_run_dir
     from sam2prune.evaluation.report import load_reports, markdown_report, plot_tradeoff
     from sam2prune.fsutil import atomic_write_text, make_output_dir, read_json
     from sam2prune.models import with_pruning
@@ -151,29 +151,28 @@ def sweep(
             gpu=gpu,
         )
     else:
-        baseline = build(model, weights)
-        # one pruned model, switched to each setting (as Ray workers do); every setting's files
-        # and run folder checked before the first run (a mistake in the last one would only be
-        # found after the others had run, for hours)
-        pruned = None
+        # every setting's run folder checked before the model is built and the first run starts
+        # (a mistake in the last one would only be found after the others had run, for hours)
         for pruning, label, _ in grid:
-            if pruning is not None:
-                pruned = pruned if pruned is not None else with_pruning(baseline, pruning)
-                pruned.set_pruning(pruning)
             check_run_dir(out / label)  # a folder holding no run is refused with --overwrite too
             if not overwrite:
-                settings = run_settings(
+                check_settings_before_building(
+                    out / label,
                     pruning=pruning,
                     protocol=protocol,
                     data=data,
                     model=model,
                     weights=weights,
-                    image_size=baseline.image_size,
-                    device=str(baseline.device),
                     memory=memory,
                     gpu=gpu,
                 )
-                check_run_settings(out / label, settings)
+        baseline = build(model, weights)
+        # one pruned model, switched to each setting (as Ray workers do), its files read now
+        pruned = None
+        for pruning, _, _ in grid:
+            if pruning is not None:
+                pruned = pruned if pruned is not None else with_pruning(baseline, pruning)
+                pruned.set_pruning(pruning)
         for pruning, label, _ in grid:
             log.info("sweep: %s", label)
             predictor = baseline

@@ -301,7 +301,9 @@ class RayCluster:
     def device_label(self) -> str:
         """The device as a run's settings record it: what the model reports on a worker (Ray
         makes a worker's GPU its ``cuda:0``), as in a serial run on ``cuda``."""
-        return "cuda:0" if self.device == "cuda" else "cpu"
+        from sam2prune.models import device_label
+
+        return device_label(self.device)
 
     def evaluate(
         self,
