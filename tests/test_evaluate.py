@@ -276,6 +276,17 @@ def test_interrupted_eval_resumes_without_redoing_finished_sequences(tmp_path, m
     # progress counts what is left to run, not the finished sequence as if run in no time
     assert "evaluating: 0/1 sequences" in capsys.readouterr().err
     assert json.loads((out / "report.json").read_text())["overall"]["sequences"] == 2
+    # a record left empty (a machine that crashed as it was written): named, with what to do
+    (out / "sequences" / "chair_again.json").write_text("")
+    capsys.readouterr()
+    assert _eval(root, out, "--max-rounds", "0") == 2
+    assert f"the record of sequence chair_again, {out / 'sequences' / 'chair_again.json'}, cannot be read" in (
+        capsys.readouterr().err
+    )
+    (out / "sequences" / "chair_again.json").unlink()
+    assert _eval(root, out, "--max-rounds", "0") == 0
+    assert started == ["chair_again", "chair_again"]
+    started.remove("chair_again")
     # another setting in the same folder is refused, not mixed in
     assert _eval(root, out, "--max-rounds", "0", "--retention", "0.5") == 2
     # but not bounded memory, which gives the same masks: the run resumes, nothing is tracked again
@@ -524,6 +535,25 @@ def test_report_and_sweep(tmp_path, capsys):
     table = capsys.readouterr().out
     assert "Note: SAM 2 (sam2.1_hiera_t) ran before sam2prune made corrected frames conditioning frames" in table
     assert "Note: the runs differ in more than method and pruning: protocol_revision." in table
+    assert "over different sequences" not in table
+    # a run over fewer sequences beside one over more (its clicks, a sum, fewer): said
+    fewer = json.loads((sweep_dir / "pruned_r0.5_router" / "report.json").read_text())
+    fewer["per_sequence"] = [*fewer["per_sequence"], {**fewer["per_sequence"][0], "sequence": "another"}]
+    (tmp_path / "more").mkdir()
+    (tmp_path / "more" / "report.json").write_text(json.dumps(fewer))
+    assert main(["report", str(sweep_dir / "pruned_r0.5_router"), str(tmp_path / "more")]) == 0
+    assert (
+        "Note: the davis runs are over different sequences (pruned r=0.5 router default [auto] (sam2.1_hiera_t) ["
+        in (table := capsys.readouterr().out)
+    )
+    assert ": 1 sequence; " in table and ": 2 sequences)" in table
+    # two datasets, the static step of a pruned run beside SAM 2's: what a table compares, not noted
+    other = json.loads((sweep_dir / "pruned_r0.5_router" / "report.json").read_text())
+    other["settings"].update(dataset="mose", root="/data/MOSE", split="valid", static_step="buffers")
+    (tmp_path / "mose").mkdir()
+    (tmp_path / "mose" / "report.json").write_text(json.dumps(other))
+    assert main(["report", str(tmp_path / "mose"), str(sweep_dir / "sam2")]) == 0
+    assert "differ in more than method and pruning: protocol_revision." in (table := capsys.readouterr().out)
     (tmp_path / "nothing").mkdir()
     assert main(["report", str(tmp_path / "nothing")]) == 2
     assert "no finished evaluation run" in capsys.readouterr().err
@@ -535,6 +565,30 @@ def test_report_and_sweep(tmp_path, capsys):
     assert f"{half} holds an unfinished run (1 sequence done, no report.json yet): run the same" in (
         capsys.readouterr().err
     )
+
+
+def test_a_sweep_runs_a_setting_given_twice_once_and_its_last_table_goes_while_runs_are_pending(tmp_path, capsys):
+    """``--retention 0.5 0.5`` ran twice into one folder (on Ray, two tasks writing the same
+    files); 0.3 and 0.3000001 shared a folder, the second refused only after the first had run; a
+    failed sweep left the previous sweep's report.md describing runs that had changed."""
+    root = _davis_root(tmp_path, names=("chair", "chair_again"))
+    out = tmp_path / "sweep"
+    tiny = ["--image-size", str(TINY_SIZE), "--random-weights", "--max-rounds", "0", "--no-baseline"]
+    sweep = ["sweep", "--dataset", "davis", "--root", str(root), "--out", str(out), *tiny, "--scorer", "prior"]
+    assert main([*sweep, "--retention", "0.3", "0.3000001"]) == 2
+    assert (
+        "two settings of the sweep (retention 0.3 and 0.3000001) would share the run folder pruned_r0.3_prior"
+        in capsys.readouterr().err
+    )
+    assert not out.exists()
+    assert main([*sweep, "--retention", "0.5", "0.5", "--sequences", "chair"]) == 0
+    assert "settings given more than once (each runs once): pruned_r0.5_prior" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir() if p.is_dir()] == ["pruned_r0.5_prior"]
+    assert (out / "report.md").is_file()
+    # the next sequence fails: no table of the earlier sweep is left beside the changed runs
+    (root / "Annotations" / "480p" / "chair_again" / "00003.png").write_bytes(b"not a png")
+    assert main([*sweep, "--retention", "0.5"]) == 2
+    assert not (out / "report.md").exists()
 
 
 def test_sweep_checks_every_setting_before_the_first_run(tmp_path, capsys, monkeypatch):

@@ -134,6 +134,26 @@ def test_sweep_on_ray_writes_what_the_serial_sweep_writes(tmp_path, one_thread):
     assert "| davis | SAM 2 (sam2.1_hiera_t) |" in (tmp_path / "ray" / "report.md").read_text()
 
 
+def test_a_sweep_on_ray_checks_every_setting_before_the_first_is_touched(tmp_path, capsys):
+    """--overwrite deleted the first settings' runs before a later folder was refused; a later
+    setting's missing file was found once the settings before it had run."""
+    root = _davis_root(tmp_path, names=("chair",))
+    out = tmp_path / "ray"
+    grid = ["--retention", "0.5", "--scorer", "prior"]
+    assert _cli("sweep", root, out, *grid, *RAY) == 0
+    (out / "pruned_r0.5_prior" / "masks" / "notes.txt").write_text("mine")  # in the last setting's folder
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    capsys.readouterr()
+    assert _cli("sweep", root, out, *grid, *RAY, "--overwrite") == 2
+    assert "masks/notes.txt, which the run did not write" in capsys.readouterr().err
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before  # sam2's run and report.md stay
+    missing = tmp_path / "missing.pt"
+    later = ["--scorers", "prior", "router", "--router", "learned", "--router-weights", str(missing)]
+    assert _cli("sweep", root, tmp_path / "late", "--retention", "0.5", *later, *RAY) == 2
+    assert f"--router-weights {missing}: file does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "late").exists()
+
+
 def _break_annotation(root: Path, name: str) -> Path:
     """Frame 3's annotation of ``name`` of the wrong size: the sequence fails when it is scored."""
     path = root / "Annotations" / "480p" / name / "00003.png"

@@ -115,8 +115,14 @@ def _refused(path: Path, error: OSError) -> OutputError:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    """``atomic_write`` of a text, on the disk before it replaces ``path`` (records and settings
+    that mark work done: a machine that crashes could otherwise leave an empty file there)."""
+
     def write(temp: Path) -> None:
-        temp.write_text(text)
+        with open(temp, "w") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
 
     atomic_write(path, write)
 

@@ -59,44 +59,19 @@ if TYPE_CHECKING:
     from sam2prune.predictor import SAM2Predictor
 
 
-def prepare_run(
-    out: Path,
-    *,
-    pruning: PruningConfig | None,
-    protocol: ProtocolConfig,
-    data: DataSelection,
-    sequences: Sequence[DatasetSequence],
-    model: ModelOptions,
-    weights: Weights,
-    image_size: int,
-    device: str,
-    memory: MemoryOptions,
-    overwrite: bool,
-    gpu: GpuOptions = GpuOptions(),
-) -> EvalSettings:
-    """The settings of a run (its ``run.json``; a serial and a Ray run of the same settings write
-    the same one, so either resumes the other), its folder made or checked, and what is resumed said.
+def prepare_run(out: Path, settings: EvalSettings, *, sequences: Sequence[DatasetSequence], overwrite: bool) -> None:
+    """Make or check the folder of a run of ``settings`` (``run_settings``: its ``run.json``; a
+    serial and a Ray run of the same settings write the same one, so either resumes the other),
+    and say what is resumed.
 
     Raises:
         InputError: ``out`` holds something else, or a run with other settings.
     """
     from sam2prune.evaluation.protocol import prepare_run_dir, record_path
 
-    settings = run_settings(
-        pruning=pruning,
-        protocol=protocol,
-        data=data,
-        model=model,
-        weights=weights,
-        image_size=image_size,
-        device=device,
-        memory=memory,
-        gpu=gpu,
-    )
     pending = overwrite or any(not record_path(out, sequence.name).is_file() for sequence in sequences)
     prepare_run_dir(out, settings, overwrite=overwrite, pending=pending)
     _say_resuming(out, sequences)
-    return settings
 
 
 def run_settings(
@@ -133,7 +108,7 @@ def run_settings(
     )
 
 
-def check_settings_before_building(
+def check_run_before_building(
     out: Path,
     *,
     pruning: PruningConfig | None,
@@ -143,14 +118,17 @@ def check_settings_before_building(
     weights: Weights,
     memory: MemoryOptions,
     gpu: GpuOptions,
+    overwrite: bool,
 ) -> None:
-    """Refuse a run in ``out`` with other settings before the model is built (seconds to a minute
-    for a large checkpoint): its settings as the model will report them.
+    """Refuse a run folder before the model is built (seconds to a minute for a large
+    checkpoint), as preparing it would (``check_run_folder_for``), with the run's settings as the
+    model will report them.
 
     Raises:
-        InputError: ``out`` holds a run with other settings, naming what differs.
+        InputError: ``out`` holds something else, a run with other settings (naming what
+            differs), or, with ``overwrite``, files of the user's where the run writes.
     """
-    from sam2prune.evaluation.protocol import check_run_settings
+    from sam2prune.evaluation.protocol import check_run_folder_for
     from sam2prune.models import device_label, model_input_size
 
     settings = run_settings(
@@ -164,7 +142,7 @@ def check_settings_before_building(
         memory=memory,
         gpu=gpu,
     )
-    check_run_settings(out, settings)
+    check_run_folder_for(out, settings, overwrite=overwrite)
 
 
 def _say_resuming(out: Path, sequences: Sequence[DatasetSequence]) -> None:
@@ -203,20 +181,18 @@ def run_eval(
 
     from sam2prune.evaluation.protocol import evaluate_sequences, protocol_prompts, summarize
 
-    settings = prepare_run(
-        out,
+    settings = run_settings(
         pruning=pruning,
         protocol=protocol,
         data=data,
-        sequences=sequences,
         model=model,
         weights=weights,
         image_size=predictor.image_size,
         device=str(predictor.device),
         memory=memory,
-        overwrite=overwrite,
         gpu=gpu,
     )
+    prepare_run(out, settings, sequences=sequences, overwrite=overwrite)
     if pruning is not None:
         predictor.set_static_step(settings.static_step)
     on_prompted_for = None
@@ -245,16 +221,25 @@ RayRun = tuple[PruningConfig | None, Path, str]
 
 
 def check_ray_runs(*, prunings: Sequence[PruningConfig | None]) -> None:
-    """Refuse, before anything heavy, what a run on Ray cannot do.
+    """Refuse, before anything heavy, what a run on Ray cannot do, and a file a setting names
+    that does not exist (the workers load the files; a sweep's later setting would only fail
+    once the settings before it had run).
 
     Raises:
-        InputError: Ray is not installed (naming the extra), or automatic texts are asked for.
+        InputError: Ray is not installed (naming the extra), automatic texts are asked for, or
+            a router-weights or aligner file is missing.
     """
     from sam2prune.evaluation.distributed import import_ray
 
     import_ray()
     if any(pruning is not None and pruning.auto_text for pruning in prunings):
         raise InputError("--auto-text does not run on Ray workers yet; run without --workers and --ray-address")
+    for pruning in prunings:
+        if pruning is None:
+            continue
+        for option, name in (("--router-weights", pruning.router_weights), ("--aligner", pruning.aligner)):
+            if name is not None and not Path(name).is_file():
+                raise InputError(f"{option} {name}: {'is a folder' if Path(name).is_dir() else 'file does not exist'}")
 
 
 def run_evals_on_ray(
@@ -269,41 +254,49 @@ def run_evals_on_ray(
     overwrite: bool = False,
     memory: MemoryOptions = MemoryOptions(),
     gpu: GpuOptions = GpuOptions(),
+    stale: Sequence[Path] = (),
 ) -> list[dict[str, Any]]:
     """Runs of the protocol on Ray workers, one task per run and sequence, into the same run
     folders (and files) a serial ``run_eval`` writes; each resumes a serial or Ray run of the same
     settings. Returns the report of each run, in order.
+
+    Args:
+        stale: files to remove once every run folder is checked (a sweep's last table).
 
     Raises:
         SequencesFailed: some sequences failed on every attempt; the others are saved, and the
             runs they complete are reported (report.json) before this is raised.
     """
     from sam2prune.evaluation.distributed import RunSpec, WorkerModel, connect
-    from sam2prune.evaluation.protocol import summarize
+    from sam2prune.evaluation.protocol import check_run_folder_for, summarize
     from sam2prune.models import model_input_size
 
     image_size = model_input_size(model.model, model.image_size)
     say_weights(model, weights)
     with connect(cluster, device=model.device) as ray_cluster:
         check_gpu_options(gpu, ray_cluster.device, pruned=any(pruning is not None for pruning, _, _ in runs))
-        specs, all_settings = [], []
-        for pruning, out, label in runs:
-            settings = prepare_run(
-                out,
+        all_settings = [
+            run_settings(
                 pruning=pruning,
                 protocol=protocol,
                 data=data,
-                sequences=sequences,
                 model=model,
                 weights=weights,
                 image_size=image_size,
                 device=ray_cluster.device_label,
                 memory=memory,
-                overwrite=overwrite,
                 gpu=gpu,
             )
-            specs.append(RunSpec(out.resolve(), pruning, label))
-            all_settings.append(settings)
+            for pruning, _, _ in runs
+        ]
+        # every run folder checked before one is prepared (--overwrite deletes a run there)
+        for (_, out, _), settings in zip(runs, all_settings, strict=True):
+            check_run_folder_for(out, settings, overwrite=overwrite)
+        for path in stale:
+            path.unlink(missing_ok=True)
+        for (_, out, _), settings in zip(runs, all_settings, strict=True):
+            prepare_run(out, settings, sequences=sequences, overwrite=overwrite)
+        specs = [RunSpec(out.resolve(), pruning, label) for pruning, out, label in runs]
         worker_model = WorkerModel(
             model=model.model,
             image_size=model.image_size,
@@ -365,7 +358,7 @@ def evaluate(
     from sam2prune.evaluation.protocol import check_run_dir
 
     check_run_folder(out, root=data.root)
-    check_run_dir(out)  # before the model is built (its settings are compared once it is)
+    check_run_dir(out)  # before Ray is joined or the model built
     if cluster.enabled:  # the GPU options are checked once the cluster says which device its workers have
         check_ray_runs(prunings=[pruning])
     else:
@@ -389,10 +382,17 @@ def evaluate(
         )
     else:
         sequences = select_sequences(data)
-        if not overwrite:
-            check_settings_before_building(
-                out, pruning=pruning, protocol=protocol, data=data, model=model, weights=weights, memory=memory, gpu=gpu
-            )
+        check_run_before_building(
+            out,
+            pruning=pruning,
+            protocol=protocol,
+            data=data,
+            model=model,
+            weights=weights,
+            memory=memory,
+            gpu=gpu,
+            overwrite=overwrite,
+        )
         predictor = build(model, weights, pruning)
         report = run_eval(
             predictor=predictor,

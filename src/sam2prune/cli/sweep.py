@@ -41,7 +41,7 @@ from sam2prune.cli.common import (
     select_sequences,
     signal_list,
 )
-from sam2prune.cli.eval import check_ray_runs, check_settings_before_building, run_eval, run_evals_on_ray
+from sam2prune.cli.eval import check_ray_runs, check_run_before_building, run_eval, run_evals_on_ray
 from sam2prune.config import SCORERS, ProtocolConfig, PruningConfig, RayConfig
 from sam2prune.errors import InputError
 
@@ -93,7 +93,39 @@ def _sweep_grid(args: argparse.Namespace) -> list[GridEntry]:
     varied = {"scorer"} | ({"signals"} if args.signal_sets else set()) | ({"text"} if args.texts else set())
     if configs:
         refuse_ineffective_options(args, configs, varied=varied)
-    return grid
+    return _each_run_once(grid)
+
+
+def _each_run_once(grid: list[GridEntry]) -> list[GridEntry]:
+    """The grid with a setting given twice (``--retention 0.5 0.5``, often a typo) run once, said.
+
+    Raises:
+        InputError: two different settings would share a run folder (a label shows a retention
+            to 6 significant digits), naming what differs.
+    """
+    kept: dict[str, GridEntry] = {}
+    repeated: list[str] = []
+    for entry in grid:
+        pruning, label, _ = entry
+        if label not in kept:
+            kept[label] = entry
+        elif kept[label][0] == pruning:
+            repeated.append(label)
+        else:
+            first = kept[label][0]
+            assert first is not None and pruning is not None  # "sam2" is the baseline's alone
+            differences = [
+                f"{name} {getattr(first, name)!r} and {getattr(pruning, name)!r}"
+                for name in PruningConfig.__dataclass_fields__
+                if getattr(first, name) != getattr(pruning, name)
+            ]
+            raise InputError(
+                f"two settings of the sweep ({'; '.join(differences)}) would share the run folder {label}: give "
+                "values that differ in their first 6 significant digits"
+            )
+    if repeated:
+        log.warning("settings given more than once (each runs once): %s", ", ".join(dict.fromkeys(repeated)))
+    return list(kept.values())
 
 
 def sweep(
@@ -119,7 +151,7 @@ def sweep(
         SequencesFailed: on Ray, some sequences failed on every attempt (the others are saved,
             the complete runs reported; no report.md).
     """
-    from sam2prune.evaluation.protocol import check_run_dir
+    from sam2prune.evaluation.protocol import record_path
     from sam2prune.evaluation.report import load_reports, markdown_report, plot_tradeoff
     from sam2prune.fsutil import atomic_write_text, make_output_dir, read_json
     from sam2prune.models import with_pruning
@@ -137,6 +169,12 @@ def sweep(
     weights = resolve_weights(model, required=True)
     sequences = select_sequences(data)
     make_output_dir(out)
+    pending = overwrite or any(
+        not record_path(out / label, sequence.name).is_file() for _, label, _ in grid for sequence in sequences
+    )
+    # the last completion's table describes other runs until this one completes (and none is
+    # written if a sequence fails): removed once every run folder is checked
+    stale = [out / name for name in SWEEP_FILES] if pending else []
     if cluster.enabled:
         run_evals_on_ray(
             runs=[(pruning, out / label, label) for pruning, label, _ in grid],
@@ -149,23 +187,26 @@ def sweep(
             overwrite=overwrite,
             memory=memory,
             gpu=gpu,
+            stale=stale,
         )
     else:
         # every setting's run folder checked before the model is built and the first run starts
         # (a mistake in the last one would only be found after the others had run, for hours)
         for pruning, label, _ in grid:
-            check_run_dir(out / label)  # a folder holding no run is refused with --overwrite too
-            if not overwrite:
-                check_settings_before_building(
-                    out / label,
-                    pruning=pruning,
-                    protocol=protocol,
-                    data=data,
-                    model=model,
-                    weights=weights,
-                    memory=memory,
-                    gpu=gpu,
-                )
+            # a folder holding no run is refused with --overwrite too
+            check_run_before_building(
+                out / label,
+                pruning=pruning,
+                protocol=protocol,
+                data=data,
+                model=model,
+                weights=weights,
+                memory=memory,
+                gpu=gpu,
+                overwrite=overwrite,
+            )
+        for path in stale:
+            path.unlink(missing_ok=True)
         baseline = build(model, weights)
         # one pruned model, switched to each setting (as Ray workers do), its files read now
         pruned = None

@@ -17,6 +17,7 @@ way (random weights are seeded), and nothing random carries over from one video 
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import socket
@@ -240,62 +241,131 @@ def _usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-class RayCluster:
-    """A connection to a Ray cluster for one command, with the worker shape it runs: see
-    ``connect``."""
+@dataclass(frozen=True)
+class Node:
+    """What one machine of a Ray cluster offers its workers."""
 
-    def __init__(self, config: RayConfig, *, device: str, started: bool, address: str | None) -> None:
+    cpus: float
+    gpus: float
+
+    def __str__(self) -> str:
+        return amount(self.cpus, "CPU") + (f" and {amount(self.gpus, 'GPU')}" if self.gpus else "")
+
+    def slots(self, threads: int, gpus_per_worker: float) -> int:
+        """How many workers of ``threads`` CPUs and ``gpus_per_worker`` GPUs Ray places here: a
+        worker is never split across machines, and a fraction of a GPU is a fraction of one GPU."""
+        fits = int(self.cpus / threads + 1e-9)
+        if gpus_per_worker > 0:
+            if gpus_per_worker <= 1:
+                fits = min(fits, int(self.gpus + 1e-9) * int(1 / gpus_per_worker + 1e-9))
+            else:
+                fits = min(fits, int(self.gpus / gpus_per_worker + 1e-9))
+        return fits
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """The workers a command runs on a cluster: device, CPU threads and GPUs each, and how many."""
+
+    device: str
+    threads: int
+    gpus_per_worker: float
+    workers: int
+
+
+def plan_workers(config: RayConfig, *, device: str, nodes: list[Node], local: bool, where: str) -> WorkerPlan:
+    """The workers of ``config`` on a cluster of ``nodes``; each must fit on one machine.
+
+    Args:
+        device: the model option (``auto``: CUDA when the cluster has GPUs and GPUs per worker
+            are not 0).
+        local: a local cluster started for the command (its CPUs are divided among the workers
+            by default; a worker on an existing cluster takes 1).
+        where: how messages name the cluster.
+
+    Raises:
+        InputError: the device or the shape cannot run there, naming the options.
+    """
+    cpus, gpus = sum(node.cpus for node in nodes), sum(node.gpus for node in nodes)
+    chosen = device == "auto"
+    if chosen:
+        device = "cuda" if gpus > 0 and config.gpus_per_worker != 0 else "cpu"
+    if device.startswith("cuda:"):
+        raise InputError(
+            f"--device {device} on Ray: Ray gives each worker its GPUs, which it sees as cuda:0...; pass --device cuda"
+        )
+    if device not in ("cpu", "cuda"):
+        raise InputError(f"--device {device} on Ray: expected cpu, cuda or auto")
+    if device == "cpu" and config.gpus_per_worker:
+        if chosen:
+            raise InputError(f"--gpus-per-worker has no effect: {where} has no GPU, so its workers run on the CPU")
+        raise InputError("--gpus-per-worker has no effect with --device cpu; remove it or pass --device cuda")
+    gpus_per_worker = float(
+        config.gpus_per_worker if config.gpus_per_worker is not None else (1 if device == "cuda" else 0)
+    )
+    if device == "cuda" and gpus_per_worker == 0:
+        raise InputError("--device cuda with --gpus-per-worker 0: a worker without a GPU cannot run on CUDA")
+    if config.threads_per_worker is not None:
+        threads = config.threads_per_worker
+    elif local and config.workers is not None:
+        threads = max(1, int(cpus) // config.workers)
+    else:
+        threads = 1
+    machines = "; ".join(f"{counted(count, 'machine')} of {node}" for node, count in collections.Counter(nodes).items())
+    if gpus_per_worker > 0 and gpus < gpus_per_worker:
+        raise InputError(
+            f"{where} has {amount(gpus, 'GPU')}, and each worker needs {gpus_per_worker:g} (--gpus-per-worker)"
+        )
+    fits = sum(node.slots(threads, gpus_per_worker) for node in nodes)
+    shape = f"{counted(threads, 'CPU')}" + (f" and {amount(gpus_per_worker, 'GPU')}" if gpus_per_worker else "")
+    if fits < 1:
+        raise InputError(
+            f"no machine of {where} ({machines}) fits one worker of {shape} (--threads-per-worker, --gpus-per-worker): "
+            "a worker runs on one machine"
+        )
+    if config.workers is not None and config.workers > fits:
+        # more actors than fit would wait for resources that never come, holding sequences
+        share = ""
+        if gpus_per_worker > 0:
+            per_gpu = -(-config.workers // max(1, int(gpus + 1e-9)))  # workers on each GPU, rounded up
+            for fraction in (1 / k for k in range(per_gpu, 101)):
+                if sum(node.slots(threads, fraction) for node in nodes) >= config.workers:
+                    share = f"; --gpus-per-worker {fraction:.3g} would share the GPUs"
+                    break
+        raise InputError(
+            f"{where} ({machines}) fits {counted(fits, 'worker')} of {shape}; --workers {config.workers} is too "
+            f"many{share}"
+        )
+    return WorkerPlan(device, threads, gpus_per_worker, config.workers if config.workers is not None else fits)
+
+
+def _cluster_nodes(ray: Any) -> list[Node]:
+    """The alive machines of the cluster ``ray`` is connected to, with their CPUs and GPUs."""
+    try:
+        nodes = [
+            Node(float(node["Resources"].get("CPU", 0)), float(node["Resources"].get("GPU", 0)))
+            for node in ray.nodes()
+            if node.get("Alive")
+        ]
+    except Exception:  # ray.nodes is a developer API: the totals, as if on one machine
+        nodes = []
+    if not nodes:
+        resources = ray.cluster_resources()
+        nodes = [Node(float(resources.get("CPU", 0)), float(resources.get("GPU", 0)))]
+    return nodes
+
+
+class RayCluster:
+    """A connection to a Ray cluster for one command, with the workers it runs
+    (``plan_workers``): see ``connect``."""
+
+    def __init__(self, config: RayConfig, *, device: str, started: bool, local: bool, address: str | None) -> None:
         ray = import_ray()
         self.config, self.started, self.address = config, started, address
-        resources = ray.cluster_resources()
-        cpus, gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
         where = f"the Ray cluster at {address}" if address else "the local Ray cluster"
-        chosen = device == "auto"
-        if chosen:
-            device = "cuda" if gpus > 0 else "cpu"
-        if device.startswith("cuda:"):
-            raise InputError(
-                f"--device {device} on Ray: Ray gives each worker its GPUs, which it sees as cuda:0...; pass --device cuda"
-            )
-        if device not in ("cpu", "cuda"):
-            raise InputError(f"--device {device} on Ray: expected cpu, cuda or auto")
-        if device == "cpu" and config.gpus_per_worker:
-            if chosen:
-                raise InputError(f"--gpus-per-worker has no effect: {where} has no GPU, so its workers run on the CPU")
-            raise InputError("--gpus-per-worker has no effect with --device cpu; remove it or pass --device cuda")
-        self.device = device
-        self.gpus_per_worker = float(
-            config.gpus_per_worker if config.gpus_per_worker is not None else (1 if device == "cuda" else 0)
-        )
-        if device == "cuda" and self.gpus_per_worker == 0:
-            raise InputError("--device cuda with --gpus-per-worker 0: a worker without a GPU cannot run on CUDA")
-        if config.threads_per_worker is not None:
-            self.threads = config.threads_per_worker
-        elif started and config.workers is not None:
-            self.threads = max(1, int(cpus) // config.workers)
-        else:
-            self.threads = 1
-        fits = int(cpus // self.threads)
-        if self.gpus_per_worker > 0:
-            if gpus < self.gpus_per_worker:
-                raise InputError(
-                    f"{where} has {amount(gpus, 'GPU')}, and each worker needs {self.gpus_per_worker:g} (--gpus-per-worker)"
-                )
-            fits = min(fits, int(gpus / self.gpus_per_worker + 1e-9))
-        if fits < 1:
-            raise InputError(f"{where} has {cpus:g} CPUs, and each worker needs {self.threads} (--threads-per-worker)")
-        if config.workers is not None and config.workers > fits:
-            # more actors than fit would wait for resources that never come, holding sequences
-            share = (
-                f"; --gpus-per-worker {gpus / config.workers:.2g} would share the GPUs"
-                if self.gpus_per_worker > 0 and gpus / config.workers >= 0.01
-                else ""
-            )
-            raise InputError(
-                f"{where} fits {counted(fits, 'worker')} of {counted(self.threads, 'CPU')} and "
-                f"{amount(self.gpus_per_worker, 'GPU')} ({amount(cpus, 'CPU')}, {amount(gpus, 'GPU')}); --workers {config.workers} is too many{share}"
-            )
-        self.workers = config.workers if config.workers is not None else fits
+        plan = plan_workers(config, device=device, nodes=_cluster_nodes(ray), local=local, where=where)
+        self.device, self.threads = plan.device, plan.threads
+        self.gpus_per_worker, self.workers = plan.gpus_per_worker, plan.workers
 
     @property
     def device_label(self) -> str:
@@ -518,7 +588,7 @@ def connect(config: RayConfig, *, device: str) -> Iterator[RayCluster]:
     """
     ray = import_ray()
     quiet = {"logging_level": logging.ERROR, "log_to_driver": False}
-    started = False
+    started = local = False
     address = config.ray_address or os.environ.get("RAY_ADDRESS") or None
     if ray.is_initialized():
         address = None
@@ -551,9 +621,9 @@ def connect(config: RayConfig, *, device: str) -> Iterator[RayCluster]:
             include_dashboard=False,
             **quiet,
         )
-        started = True
+        started = local = True
     try:
-        yield RayCluster(config, device=device, started=started, address=address)
+        yield RayCluster(config, device=device, started=started, local=local, address=address)
     finally:
         if started:
             ray.shutdown()

@@ -498,13 +498,9 @@ def _written_by_the_run(out_dir: Path) -> list[Path]:
     return list(dict.fromkeys(ours))  # a killed run's staging folder of PNGs is both
 
 
-def _delete_run(out_dir: Path) -> None:
-    """Delete what the run wrote (``_written_by_the_run``), run.json last; the rest stays.
-
-    Raises:
-        InputError: ``sequences/`` or ``masks/`` hold something the run did not write (a run
-            writes there again, so those are not kept: they are named, nothing is deleted).
-    """
+def _check_deletable(out_dir: Path) -> None:
+    """Raises InputError when ``sequences/`` or ``masks/`` hold something the run did not write
+    (a run writes there again, so those are not kept: they are named, nothing is deleted)."""
     written = _written_by_the_run(out_dir)
     ours = set(written)
     foreign = sorted(
@@ -521,7 +517,16 @@ def _delete_run(out_dir: Path) -> None:
             f"--out {out_dir} holds {shown}, which the run did not write, where --overwrite deletes what it wrote: "
             "move them out first"
         )
-    for entry in written:
+
+
+def _delete_run(out_dir: Path) -> None:
+    """Delete what the run wrote (``_written_by_the_run``), run.json last; the rest stays.
+
+    Raises:
+        InputError: files the run did not write are in its way (``_check_deletable``).
+    """
+    _check_deletable(out_dir)
+    for entry in _written_by_the_run(out_dir):
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)
         else:
@@ -530,6 +535,23 @@ def _delete_run(out_dir: Path) -> None:
         if folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
             folder.rmdir()
     (out_dir / "run.json").unlink(missing_ok=True)
+
+
+def check_run_folder_for(out_dir: Path, settings: EvalSettings, *, overwrite: bool) -> None:
+    """Everything ``prepare_run_dir`` checks before it changes anything: check the folders of a
+    batch of runs with it before preparing the first (``--overwrite`` deletes a run).
+
+    Raises:
+        InputError: as ``prepare_run_dir``.
+    """
+    check_output_location(out_dir, inputs=[("--root", Path(settings.root))])
+    check_run_dir(out_dir)
+    if out_dir.is_dir():
+        check_writable_folder(out_dir, option=f"--out {out_dir}")
+        if overwrite:
+            _check_deletable(out_dir)
+        else:
+            check_run_settings(out_dir, settings)
 
 
 def prepare_run_dir(out_dir: Path, settings: EvalSettings, *, overwrite: bool, pending: bool = True) -> None:
@@ -543,10 +565,7 @@ def prepare_run_dir(out_dir: Path, settings: EvalSettings, *, overwrite: bool, p
         InputError: the folder holds something else, or a run with other settings, or cannot
             be written.
     """
-    check_output_location(out_dir, inputs=[("--root", Path(settings.root))])
-    check_run_dir(out_dir)
-    if out_dir.is_dir():
-        check_writable_folder(out_dir, option=f"--out {out_dir}")
+    check_run_folder_for(out_dir, settings, overwrite=overwrite)
     run_file = out_dir / "run.json"
     if out_dir.exists() and overwrite:
         _delete_run(out_dir)  # the user's own files stay
@@ -637,7 +656,15 @@ def record_path(out_dir: Path, name: str) -> Path:
 def load_record(out_dir: Path, name: str) -> SequenceRecord | None:
     """The record of a finished sequence of the run in ``out_dir``, or None if it is not done."""
     path = record_path(out_dir, name)
-    return SequenceRecord(**json.loads(path.read_text())) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        return SequenceRecord(**json.loads(path.read_text()))
+    except (OSError, UnicodeDecodeError, ValueError, TypeError) as error:
+        raise InputError(
+            f"the record of sequence {name}, {path}, cannot be read ({type(error).__name__}: {error}): delete it, and the same "
+            "command runs that sequence again"
+        ) from None
 
 
 def evaluate_sequences(

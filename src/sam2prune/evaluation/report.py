@@ -153,9 +153,22 @@ def markdown_report(reports: list[dict]) -> str:
             match = [r for r in ordered if r["settings"]["dataset"] == dataset and label_of[id(r)] == method]
             cells.append(f"{match[0]['overall']['J&F-Mean']:.3f}" if match else "-")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    differing = _differing_settings([r["settings"] for r in reports])
+    differing = _differing_settings(reports)
     if differing:
         lines += ["", f"Note: the runs differ in more than method and pruning: {', '.join(differing)}."]
+    for dataset in datasets:
+        covered = {  # per run that lists its sequences
+            label_of[id(r)]: sorted(str(s.get("sequence")) for s in r["per_sequence"] if isinstance(s, dict))
+            for r in ordered
+            if r["settings"]["dataset"] == dataset and isinstance(r.get("per_sequence"), list)
+        }
+        if len({tuple(names) for names in covered.values()}) > 1:
+            shown = "; ".join(f"{label}: {counted(len(names), 'sequence')}" for label, names in covered.items())
+            lines += [
+                "",
+                f"Note: the {dataset} runs are over different sequences ({shown}): their figures do not compare "
+                "(clicks and refinement rounds are sums over sequences).",
+            ]
     before = [label_of[id(r)] for r in ordered if r["settings"].get("protocol_revision", 1) < 2]
     if before:
         lines += [
@@ -168,14 +181,15 @@ def markdown_report(reports: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _differing_settings(settings: list[dict]) -> list[str]:
+def _differing_settings(reports: list[dict]) -> list[str]:
     """The settings (``protocol.max_rounds`` for a nested one) whose values differ between runs,
-    method and pruning aside."""
+    besides what a table compares: method and pruning, the dataset (and its root and split,
+    compared within a dataset), and the static step (a pruned predictor's alone)."""
 
     def flat(values: dict, prefix: str = "") -> dict[str, str]:
         out: dict[str, str] = {}
         for key, value in values.items():
-            if not prefix and key in ("pruning", "method"):
+            if not prefix and key in ("pruning", "method", "dataset", "root", "split", "static_step"):
                 continue
             if isinstance(value, dict):
                 out.update(flat(value, f"{prefix}{key}."))
@@ -183,9 +197,19 @@ def _differing_settings(settings: list[dict]) -> list[str]:
                 out[f"{prefix}{key}"] = json.dumps(value, sort_keys=True)
         return out
 
-    flattened = [flat(s) for s in settings]
-    keys = sorted({key for f in flattened for key in f})
-    return [key for key in keys if len({f.get(key) for f in flattened}) > 1]
+    def differing(flattened: list[dict[str, str]]) -> set[str]:
+        keys = {key for f in flattened for key in f}
+        return {key for key in keys if len({f.get(key) for f in flattened}) > 1}
+
+    settings = [r["settings"] for r in reports]
+    found = differing([flat(s) for s in settings])
+    pruned = [s for s in settings if s["method"] == "pruned"]
+    found |= differing([{"static_step": json.dumps(s.get("static_step", "off"))} for s in pruned])
+    for dataset in {s["dataset"] for s in settings}:
+        found |= differing(
+            [{k: json.dumps(s.get(k)) for k in ("root", "split")} for s in settings if s["dataset"] == dataset]
+        )
+    return sorted(found)
 
 
 def plot_tradeoff(path: Path, reports: list[dict]) -> None:
