@@ -231,6 +231,20 @@ def test_eval_end_to_end_writes_masks_csvs_and_counts(tmp_path, capsys):
     assert "J&F" in capsys.readouterr().out
 
 
+def test_kept_fraction_and_bank_bytes_are_those_of_the_first_pass(tmp_path):
+    """Each correction makes its frame a dense conditioning frame: once every tracked frame had
+    been corrected, a sequence reported kept 1.00 and a bank of 0 bytes, whatever the retention."""
+    root = _davis_root(tmp_path)
+    for folder in ("JPEGImages", "Annotations"):
+        for frame in sorted((root / folder / "480p" / "chair").iterdir())[3:]:
+            frame.unlink()
+    assert _eval(root, tmp_path / "run", "--max-rounds", "5", "--refine-below", "1") == 0
+    record = json.loads((tmp_path / "run" / "sequences" / "chair.json").read_text())
+    assert record["refinement_rounds"] == 5
+    assert record["kept_fraction"] == pytest.approx(20 / 64)  # retention 0.3 of an 8x8 grid
+    assert record["memory_bank_bytes_per_frame"] > 0
+
+
 def test_refinement_stops_when_frames_are_good(tmp_path):
     root = _davis_root(tmp_path)
     assert _eval(root, tmp_path / "run", "--refine-below", "0", "--method", "sam2") == 0

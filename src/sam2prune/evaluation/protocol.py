@@ -127,7 +127,7 @@ class SequenceRecord:
     fps: float
     peak_memory_mib: float
     memory_kind: str  # "cuda_max_allocated" or "peak_rss"
-    memory_bank_bytes_per_frame: float
+    memory_bank_bytes_per_frame: float  # these two over the first pass's tracked frames and objects, as fps
     kept_fraction: float
     refinement_rounds: int
     clicks: int  # initial + corrective
@@ -276,6 +276,9 @@ class SequenceTracker:
         first_frame = min(sequence.first_frames.values())
         seconds_tracking = self._track(state, first_frame)
         tracked_frames = len(sequence.source) - first_frame
+        # the memory of the first pass, as its FPS: a corrected frame becomes a dense conditioning
+        # frame, and after enough rounds no pruned frame would be left to measure
+        entries = list(self._memory.values())
         rounds = 0
         while rounds < self.protocol.max_rounds:
             candidates = self._refinement_candidates()
@@ -304,7 +307,6 @@ class SequenceTracker:
         for frame_idx in range(len(sequence.source)):
             if frame_idx not in self._written:
                 self._write(frame_idx, empty)
-        entries = list(self._memory.values())
         texts = predictor.object_texts(state)
         return LabelMaps(self.masks_dir, sequence.source.frame_names), {
             "texts": {str(k): v for k, v in texts.items()},
