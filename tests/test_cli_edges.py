@@ -919,3 +919,20 @@ def test_j_and_f_are_fractions_everywhere(tmp_path, capsys):
     table = capsys.readouterr().out
     row = next(line for line in table.splitlines() if line.startswith("| davis |"))
     assert row.split("|")[5].strip() == csv_value
+
+
+def test_a_phrase_cache_that_cannot_be_a_folder_is_refused_before_the_models_run(tmp_path, capsys):
+    """A --cache-dir naming a file failed with a traceback once the captioner had run."""
+    from sam2prune.errors import InputError
+    from sam2prune.text.auto import AutoTextPipeline
+
+    (tmp_path / "labels.json").write_text("{}")
+    with pytest.raises(InputError, match=r"the phrase cache .*labels.json is a file; pass --cache-dir DIR"):
+        AutoTextPipeline("any-captioner", cache_dir=tmp_path / "labels.json")
+    with pytest.raises(InputError, match=r"the phrase cache .*labels.json/sub cannot be made: "):
+        AutoTextPipeline("any-captioner", cache_dir=tmp_path / "labels.json" / "sub")
+    not_a_model = tmp_path / "captioner"
+    not_a_model.mkdir()  # found wanting only when loaded: the cache is refused before
+    prompt = ["prompt", str(CHAIR_FRAMES), "--box", "1,1,50,50", "--captioner", str(not_a_model)]
+    assert main([*prompt, "--cache-dir", str(tmp_path / "labels.json")]) == 2
+    assert "labels.json is a file; pass --cache-dir DIR" in capsys.readouterr().err

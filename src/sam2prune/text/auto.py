@@ -618,6 +618,14 @@ class AutoTextPipeline:
         self.captioner_spec, self.refiner_spec = captioner, refiner or "parse"
         self.max_words, self.caption_prompt, self.device = max_words, caption_prompt, device
         self.cache_dir = cache_dir or default_cache_dir()
+        try:  # now, not once the models have run
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            what = "is a file" if self.cache_dir.is_file() else (error.strerror or str(error))
+            raise InputError(
+                f"the phrase cache {self.cache_dir} {what if what == 'is a file' else 'cannot be made: ' + what}; "
+                "pass --cache-dir DIR, a folder you can write"
+            ) from None
         self._captioner: Captioner | None = None
         self._refiner: Refiner | None = None
 
@@ -676,7 +684,7 @@ class AutoTextPipeline:
             roi_source=roi_source,
             seconds={"roi": roi_seconds, "caption": caption_seconds, "refine": time.perf_counter() - start},
         )
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)  # removed meanwhile
         atomic_write_json(cache_file, {k: v for k, v in asdict(result).items() if k != "cached"})
         return result
 
