@@ -223,6 +223,10 @@ def test_report_names_a_broken_or_missing_report_and_lists_a_run_named_twice_onc
             {**report, "overall": {k: v for k, v in report["overall"].items() if k != "fps"}},
             "lacks overall.fps: not a report",
         ),
+        (
+            {**report, "overall": {**report["overall"], "J&F-Mean": None}},
+            "overall.J&F-Mean (null) should be a number: edited, or damaged",
+        ),
     ):
         (run / "report.json").write_text(json.dumps(broken))
         assert main(["report", str(run)]) == 2

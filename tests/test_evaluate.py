@@ -751,3 +751,49 @@ def test_sweep_over_phrasings_reports_kept_token_overlap(tmp_path):
         assert float(row.split("|")[-2]) == pytest.approx(np.mean(ious), abs=5e-4)
     settings = json.loads((out / "pruned_r0.3_router_text3" / "run.json").read_text())
     assert settings["pruning"]["text"] == "the thing I sit on"
+
+
+def test_the_tradeoff_plot_has_one_legend_below_its_panels_and_tells_baselines_apart(tmp_path, monkeypatch):
+    """Legends of long run labels were drawn over both panels; two SAM 2 runs were unlabelled
+    crosses of one colour; a plot of random weights did not say so."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sam2prune.evaluation import report as report_module
+
+    def run(method, folder, jf, fps, retention=None):
+        pruning = None if retention is None else {"retention": retention, "scorer": "prior"}
+        settings = {"dataset": "davis", "method": method, "model": "sam2.1_hiera_t", "checkpoint": None}
+        return {
+            "settings": {**settings, "pruning": pruning},
+            "overall": {"J&F-Mean": jf, "fps": fps},
+            "run_dir": folder,
+        }
+
+    reports = [
+        run("sam2", "runs/a/sam2", 0.7, 10.0),
+        run("sam2", "runs/b/sam2", 0.71, 9.0),
+        run("pruned", "runs/a/pruned", 0.69, 15.0, 0.3),
+        run("pruned", "runs/a/pruned_r0.5", 0.7, 12.0, 0.5),
+    ]
+    figures = []
+    close = plt.close
+    monkeypatch.setattr(plt, "close", figures.append)  # kept open to be inspected
+    report_module.plot_tradeoff(tmp_path / "t.png", reports)
+    (figure,) = figures
+    assert (tmp_path / "t.png").stat().st_size > 0
+    assert all(axes.get_legend() is None for axes in figure.axes) and len(figure.legends) == 1
+    names = [text.get_text() for text in figure.legends[0].get_texts()]
+    assert names == [
+        "davis",
+        "davis: SAM 2 (sam2.1_hiera_t) [runs/a/sam2]",
+        "davis: SAM 2 (sam2.1_hiera_t) [runs/b/sam2]",
+    ]
+    crosses = [line for line in figure.axes[0].get_lines() if line.get_marker() == "x"]
+    assert len({line.get_color() for line in crosses}) == 2
+    assert any("RANDOM weights" in text.get_text() for text in figure.texts)
+    legend_top = figure.legends[0].get_window_extent().y1
+    assert all(legend_top < axes.get_window_extent().y0 for axes in figure.axes)
+    close(figure)

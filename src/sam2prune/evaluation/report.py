@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import textwrap
 from pathlib import Path
 
 from sam2prune.errors import InputError
@@ -86,6 +87,14 @@ def _check_report(report: object, path: Path) -> None:
             f"{path} lacks {', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''}: not a report of this "
             "version of `sam2prune eval`, or edited"
         )
+    assert isinstance(overall, dict)  # else every key is missing
+    not_numbers = [
+        f"overall.{key} ({json.dumps(overall[key])})"
+        for key in REPORT_OVERALL
+        if key != "memory_kind" and (isinstance(overall[key], bool) or not isinstance(overall[key], int | float))
+    ]
+    if not_numbers:
+        raise InputError(f"{path}: {', '.join(not_numbers)} should be a number: edited, or damaged")
 
 
 def method_label(settings: dict) -> str:
@@ -235,20 +244,43 @@ def plot_tradeoff(path: Path, reports: list[dict]) -> None:
             label = dataset if len(lines) == 1 else f"{dataset}: {name}"
             retentions = [_retention(r["settings"]) for r in pruned]
             line = quality.plot(retentions, [r["overall"]["J&F-Mean"] for r in pruned], "o-", label=label)[0]
-            speed.plot(retentions, [r["overall"]["fps"] for r in pruned], "o-", color=line.get_color(), label=label)
+            speed.plot(retentions, [r["overall"]["fps"] for r in pruned], "o-", color=line.get_color())
             color = color or line.get_color()
         for report in baseline:
-            label = None if lines else f"{dataset}: SAM 2"
-            mark = quality.plot([1.0], [report["overall"]["J&F-Mean"]], "x", color=color, markersize=10, label=label)
-            color = color or mark[0].get_color()
-            speed.plot([1.0], [report["overall"]["fps"]], "x", color=color, markersize=10, label=label)
+            # one baseline beside the dataset's lines takes their colour; several are told apart
+            alone = len(baseline) == 1 and lines
+            label = None if alone else f"{dataset}: {labels[id(report)]}"
+            mark = quality.plot(
+                [1.0], [report["overall"]["J&F-Mean"]], "x", color=color if alone else None, markersize=10, label=label
+            )[0]
+            speed.plot([1.0], [report["overall"]["fps"]], "x", color=mark.get_color(), markersize=10)
     crosses = " (x: unpruned SAM 2)" if any(r["settings"]["method"] == "sam2" for r in reports) else ""
     quality.set(xlabel="retention", ylabel="J&F (fraction, as the official CSVs)", title=f"accuracy{crosses}")
     speed.set(xlabel="retention", ylabel="frames per second", title=f"speed{crosses}")
     for axes in (quality, speed):
         axes.grid(alpha=0.3)
-        axes.legend()
-    figure.tight_layout()
+    # one legend for both panels, below them: run labels are long (a folder, where two would
+    # otherwise share one), and drawn over the panels they hid the points
+    handles, names = quality.get_legend_handles_labels()
+    notes = []
+    if any(r["settings"]["checkpoint"] is None for r in reports):
+        notes.append("runs without a checkpoint used RANDOM weights: their J&F is not meaningful")
+    wrapped = [textwrap.fill(name, 90) for name in names]
+    rows = sum(name.count("\n") + 1 for name in wrapped) + len(notes)
+    below = 0.25 * rows + 0.3  # inches
+    figure.set_size_inches(10, 4 + below)
+    if handles:
+        figure.legend(
+            handles,
+            wrapped,
+            loc="lower left",
+            bbox_to_anchor=(0.01, 0.01 + 0.2 * len(notes) / (4 + below)),
+            fontsize="small",
+            frameon=False,
+        )
+    for number, note in enumerate(notes):
+        figure.text(0.01, 0.01 + 0.2 * number / (4 + below), f"Note: {note}.", fontsize="small", color="darkred")
+    figure.tight_layout(rect=(0, below / (4 + below), 1, 1))
     try:
         atomic_write(path, lambda temp: figure.savefig(temp, dpi=120, format="png"))
     finally:
