@@ -598,7 +598,12 @@ def test_a_sweep_runs_a_setting_given_twice_once_and_its_last_table_goes_while_r
     assert main([*sweep, "--retention", "0.5", "0.5", "--sequences", "chair"]) == 0
     assert "settings given more than once (each runs once): pruned_r0.5_prior" in capsys.readouterr().err
     assert [p.name for p in out.iterdir() if p.is_dir()] == ["pruned_r0.5_prior"]
-    assert (out / "report.md").is_file()
+    assert "(one model loaded," in (out / "report.md").read_text()  # --no-baseline: no unpruned model
+    # another setting into the same folder: its table has its own runs, and says the others are there
+    assert main([*sweep, "--retention", "0.25", "--sequences", "chair"]) == 0
+    assert "holds runs of other settings, not in this table: pruned_r0.5_prior" in capsys.readouterr().err
+    assert main([*sweep, "--retention", "0.25", "--sequences", "chair"]) == 0  # all done: no progress of nothing
+    assert "evaluating: 0/0" not in capsys.readouterr().err
     # the next sequence fails: no table of the earlier sweep is left beside the changed runs
     (root / "Annotations" / "480p" / "chair_again" / "00003.png").write_bytes(b"not a png")
     assert main([*sweep, "--retention", "0.5"]) == 2

@@ -253,14 +253,29 @@ def sweep(
                 overlap = kept_token_overlap(first_dir, out / label)
                 cell = "-" if overlap is None else f"{overlap:.3f}"
                 table += f"| {base_label} | {text} | {overall['J&F-Mean']:.3f} | {cell} |\n"
+    models = (
+        "the unpruned and the pruned model"
+        if any(pruning is None for pruning, _, _ in grid) and any(pruning is not None for pruning, _, _ in grid)
+        else "one model"
+    )
     where = (
-        "each Ray worker process, which holds the unpruned and the pruned model"
+        f"each Ray worker process, which holds {models}"
         if cluster.enabled
-        else "the one process that ran every setting (the unpruned and the pruned model both loaded, and what "
-        "earlier runs left allocated)"
+        else f"the one process that ran every setting ({models} loaded, and what earlier runs left allocated)"
     )
     table += f"\nPeak memory here is that of {where}: compare memory with separate `sam2prune eval` runs.\n"
     atomic_write_text(out / "report.md", table)
+    others = sorted(
+        folder.name
+        for folder in out.iterdir()
+        if folder.is_dir() and (folder / "run.json").is_file() and folder not in run_dirs
+    )
+    if others:
+        log.info(
+            "%s holds runs of other settings, not in this table: %s (`sam2prune report` tabulates any runs)",
+            out,
+            ", ".join(others),
+        )
     print(table, end="")
     if plot:
         plot_tradeoff(out / "tradeoff.png", reports)

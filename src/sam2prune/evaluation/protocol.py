@@ -688,7 +688,7 @@ def evaluate_sequences(
     records = {sequence.name: load_record(out_dir, sequence.name) for sequence in sequences}
     # the bar counts what is left to run: a resumed run's finished sequences would make it jump
     pending = [sequence for sequence in sequences if records[sequence.name] is None]
-    bar = progress_bar(pending, desc="evaluating", unit="sequence", disable=not progress)
+    bar = progress_bar(pending, desc="evaluating", unit="sequence", disable=not progress or not pending)
     for sequence in bar:
         bar.set_postfix_str(sequence.name)
         hook = on_prompted_for(sequence) if on_prompted_for is not None else None
