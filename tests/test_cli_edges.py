@@ -753,6 +753,8 @@ def test_prompt_errors_name_the_prompt_command_options(tmp_path, capsys, no_mode
     assert "`prompt` needs --captioner MODEL" in error and "--auto-text" not in error
     assert main(["prompt", "--caption", "a dog", str(CHAIR_FRAMES)]) == 2
     assert "with --caption only the refiner runs: VIDEO has no effect" in last_error(capsys)
+    assert main(["prompt", str(CHAIR_FRAMES), "--box", "10,10,200,200", "--point", "5,5", "--captioner", "x"]) == 2
+    assert "--box is the region itself: --point would have no effect with it" in last_error(capsys)
 
 
 @pytest.mark.parametrize(

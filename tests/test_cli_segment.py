@@ -430,7 +430,7 @@ def test_bad_frames_are_named(tmp_path, chair_copy, capsys, make_bad, expected):
         (["{chair}", "--point=-1,10"], "point (-1, 10) is outside the 720x480 image"),
         (["{chair}", "--point", "-1,10"], "point (-1, 10) is outside the 720x480 image"),  # not an option
         (["{chair}", "--point", "1,1", "--neg", "-.5,3"], "--neg: object 1: negative click (-0.5, 3) is outside"),
-        (["{chair}", "--box", "10,10,800,100"], "box (10, 10, 800, 100) must satisfy"),
+        (["{chair}", "--box", "10,10,800,100"], "--box: object 1: box (10, 10, 800, 100) must satisfy"),
         (["{chair}", "--box", "100,10,50,100"], "must satisfy 0 <= x0 < x1"),
         (["{chair}", "--point", "10,10", "--frame", "6"], "frame 6 is out of range; the video has 6 frames"),
         (["{chair}", "--mask", "{small_mask}"], "mask is 360x240 but the frames are 720x480"),

@@ -262,8 +262,9 @@ def check_prompts(prompts: list[ObjectPrompt], *, num_frames: int, width: int, h
         if prompt.box is not None:
             x0, y0, x1, y1 = prompt.box
             if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
+                source = "--box" if prompt.source == CLICK_OPTIONS else prompt.source
                 raise InputError(
-                    f"{where}: box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) must satisfy 0 <= x0 < x1 <= {width} "
+                    f"{source}: object {prompt.obj_id}: box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) must satisfy 0 <= x0 < x1 <= {width} "
                     f"and 0 <= y0 < y1 <= {height}"
                 )
         if prompt.mask is not None and prompt.mask.shape != (height, width):

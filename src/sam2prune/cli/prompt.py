@@ -184,7 +184,8 @@ def handle(args: argparse.Namespace) -> int:
         refine_caption(caption=args.caption, auto_text=auto_text_options(args), device=model.device)
         return 0
     if box is not None and (args.point or args.neg):
-        raise InputError("--box is the region itself: --point/--neg would have no effect with it")
+        clicks = "/".join(option for option, given in (("--point", args.point), ("--neg", args.neg)) if given)
+        raise InputError(f"--box is the region itself: {clicks} would have no effect with it")
     frame = args.frame if args.frame is not None else 0
     # a label PNG's object keeps its id
     prompts = prompts_from_arguments(
