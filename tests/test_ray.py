@@ -237,6 +237,39 @@ def test_a_sequence_that_fails_once_succeeds_on_its_retry_also_when_its_worker_d
     assert (tmp_path / "failed-once").exists() and (tmp_path / "died-once").exists()
 
 
+def test_a_worker_whose_sequence_failed_for_no_fault_of_the_data_is_replaced(tmp_path):
+    """A CUDA error poisons a worker's process: the retry, and every sequence after it, failed on
+    the same worker. An error of the data's (a bad annotation) keeps the worker."""
+    root = _davis_root(tmp_path, names=("chair",))
+    (sequence,) = list(read_davis(root))
+    real_loader = sequence.annotated[3]
+    calls = tmp_path / "calls"
+
+    def broken_process_once():  # runs on a worker: the file is what the attempts share
+        with calls.open("a") as file:
+            file.write(f"{os.getpid()}\n")
+        if len(calls.read_text().split()) == 1:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return real_loader()
+
+    sequence.annotated[3] = broken_process_once
+    out = tmp_path / "run"
+    settings = EvalSettings("davis", str(root), "val", "sam2", "sam2.1_hiera_t", None, TINY_SIZE, "cpu", None)
+    prepare_run_dir(out, settings, overwrite=False)
+    with distributed.connect(RayConfig(workers=1, threads_per_worker=1, max_retries=1), device="cpu") as cluster:
+        result = cluster.evaluate(
+            [distributed.RunSpec(out, None)],
+            [sequence],
+            model=distributed.WorkerModel("sam2.1_hiera_t", TINY_SIZE, "cpu"),
+            checkpoint=None,
+            protocol=ProtocolConfig(max_rounds=0),
+            progress=False,
+        )
+    assert [r.name for r in result.records[0]] == ["chair"] and not result.failures
+    first, retry = calls.read_text().split()
+    assert first != retry  # another process
+
+
 def test_an_interrupted_ray_run_resumes(tmp_path, monkeypatch):
     root = _davis_root(tmp_path, names=(*NAMES, "chair_d"))
     out = tmp_path / "run"

@@ -468,7 +468,14 @@ class RayCluster:
                         raise
                     log.debug("%s", error)
                     batch.failed(task, one_line(cause if cause is not None else error), bar)
-                    idle.append(actor)
+                    if isinstance(cause, UserError):  # the data's fault (a bad annotation): the worker is sound
+                        idle.append(actor)
+                    else:
+                        # anything else may have broken the process for good (a CUDA error poisons
+                        # its context): the retry and the rest go to a fresh one
+                        actors.remove(actor)
+                        ray.kill(actor)
+                        start_worker()
                 except ray.exceptions.RayError as error:
                     log.debug("%s", "".join(traceback.format_exception_only(error)))
                     actors.remove(actor)
