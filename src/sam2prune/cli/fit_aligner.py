@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sam2prune.cli.common import (
     Command,
@@ -25,6 +26,27 @@ from sam2prune.cli.common import (
 )
 from sam2prune.errors import InputError
 from sam2prune.wording import counted
+
+if TYPE_CHECKING:
+    from sam2prune.data.datasets import Sequence
+
+
+def check_labels(path: Path, labels: dict[str, str], sequences: list[Sequence], data: DataSelection) -> None:
+    """Refuse LABELS.json (``path``, read as ``labels``) when none of its labels names an object of
+    the selected ``sequences``; log a warning naming those that name none.
+
+    Raises:
+        InputError: naming the file and the unmatched labels (five, then a count).
+    """
+    from sam2prune.scorers.router.semantic import unmatched_labels
+
+    selection = "--sequences" if data.sequences else "--limit" if data.limit is not None else None
+    unmatched = unmatched_labels(sequences, labels, selection=selection)
+    if len(unmatched) == len(labels):
+        more = f"; and {len(unmatched) - 5} more" if len(unmatched) > 5 else ""
+        raise InputError(f"--labels {path}: no label names an object of the dataset: {'; '.join(unmatched[:5])}{more}")
+    if unmatched:
+        log.warning("--labels %s: labels without an object in the dataset: %s", path, "; ".join(unmatched))
 
 
 def fit_aligner(
@@ -50,7 +72,7 @@ def fit_aligner(
     """
     from sam2prune.fsutil import check_output_file
     from sam2prune.scorers.router.semantic import fit_aligner as fit
-    from sam2prune.scorers.router.semantic import read_labels, unmatched_labels
+    from sam2prune.scorers.router.semantic import read_labels
     from sam2prune.text.encoders import load_text_encoder
 
     inputs = [("--root", data.root), ("--labels", labels), *model_inputs(model)]
@@ -58,19 +80,13 @@ def fit_aligner(
     phrases = read_labels(labels)
     if not ridge >= 0:
         raise InputError(f"--ridge must be >= 0, got {ridge:g}")
+    if not math.isfinite(ridge):
+        raise InputError(f"--ridge must be finite, got {ridge:g}")
     if frame_step < 1:
         raise InputError(f"--frame-step must be >= 1, got {frame_step}")
     weights = resolve_weights(model, required=True)
     sequences = select_sequences(data)
-    selection = "--sequences" if data.sequences else "--limit" if data.limit is not None else None
-    unmatched = unmatched_labels(sequences, phrases, selection=selection)
-    if len(unmatched) == len(phrases):
-        more = f"; and {len(unmatched) - 5} more" if len(unmatched) > 5 else ""
-        raise InputError(
-            f"--labels {labels}: no label names an object of the dataset: {'; '.join(unmatched[:5])}{more}"
-        )
-    if unmatched:
-        log.warning("--labels %s: labels without an object in the dataset: %s", labels, "; ".join(unmatched))
+    check_labels(labels, phrases, sequences, data)
     encoder = load_text_encoder(text_encoder)
     predictor = build(model, weights)
     aligner, stats = fit(predictor, sequences, phrases, text_encoder=encoder, ridge=ridge, frame_step=frame_step)

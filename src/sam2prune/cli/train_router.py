@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from sam2prune.cli.common import (
     PRUNING_DEFAULTS,
@@ -30,9 +31,13 @@ from sam2prune.cli.common import (
     select_sequences,
     signal_list,
 )
+from sam2prune.cli.fit_aligner import check_labels
 from sam2prune.config import SIGNALS, UNCERTAINTY_MODES, PruningConfig
 from sam2prune.errors import InputError
 from sam2prune.wording import no_effect
+
+if TYPE_CHECKING:
+    from sam2prune.data.datasets import Sequence
 
 # the PruningConfig fields that decide how the training signals are computed, with their flags
 SIGNAL_FIELDS = (
@@ -55,7 +60,8 @@ def _refuse_ineffective(
     aligner: str | None,
 ) -> None:
     """Raises InputError naming options that change nothing for a router of ``signals``
-    (``--mc-passes`` with analytic uncertainty, ``--aligner`` without the text signal, ...)."""
+    (``--mc-passes`` with analytic uncertainty, ``--aligner`` without the text signal, ...), or
+    ``--mc-dropout-p 0``, which makes its uncertainty signal zero."""
     from dataclasses import replace
 
     from sam2prune.config import ineffective_fields
@@ -74,6 +80,38 @@ def _refuse_ineffective(
         unused += [option for option, value in (("--labels", labels), ("--aligner", aligner)) if value is not None]
     if unused:
         raise InputError(f"{no_effect(unused)} on a {router} router of {','.join(signals)}")
+    if "uncertainty" in signals and pruning.mc_dropout_p == 0:
+        # without dropout the variance is zero: the router would learn from a constant input
+        raise InputError(
+            f"--mc-dropout-p 0 makes the uncertainty signal of a {router} router of {','.join(signals)} zero "
+            "everywhere; give a rate in (0, 1), or leave uncertainty out of --signals"
+        )
+
+
+def _check_phrases(path: Path, phrases: dict[str, str], sequences: list[Sequence], data: DataSelection) -> None:
+    """Check LABELS.json against the selected sequences before the model is built: as fit-aligner
+    (labels that name no object are logged, none matching is refused), and every trained object
+    needs a phrase.
+
+    Raises:
+        InputError: naming the file and the objects without a phrase (five, then a count).
+    """
+    from sam2prune.scorers.router.semantic import label_key
+    from sam2prune.scorers.router.train import trained_objects
+
+    check_labels(path, phrases, sequences, data)
+    missing = [
+        label_key(sequence.name, obj_id)
+        for sequence in sequences
+        for obj_id in trained_objects(sequence)
+        if label_key(sequence.name, obj_id) not in phrases
+    ]
+    if missing:
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise InputError(
+            f"--labels {path} has no phrase for {', '.join(missing[:5])}{more}; every trained object needs one "
+            "(add them, or leave their sequences out with --sequences)"
+        )
 
 
 def train_router(
@@ -118,6 +156,8 @@ def train_router(
         raise InputError(f"--epochs must be >= 1, got {epochs}")
     if not learning_rate > 0:
         raise InputError(f"--learning-rate must be > 0, got {learning_rate}")
+    if not math.isfinite(learning_rate):
+        raise InputError(f"--learning-rate must be finite, got {learning_rate}")
     if holdout_every < 2:
         raise InputError(f"--holdout-every must be >= 2 (every frame would be held out), got {holdout_every}")
     inputs = [("--root", data.root), *model_inputs(model)]
@@ -130,10 +170,21 @@ def train_router(
     chosen = tuple(name for name in SIGNALS if name in chosen)
     if "text" in chosen and (phrases is None or aligner is None):
         why = " (the paper router reads it unless --signals leaves it out)" if router == "paper" and not signals else ""
-        raise InputError(f"the text signal{why} needs --labels LABELS.json (object phrases) and --aligner ALIGNER.pt")
+        needed = [
+            option
+            for option, value in (
+                ("--labels LABELS.json (object phrases)", phrases),
+                ("--aligner ALIGNER.pt (fit one with `sam2prune fit-aligner`)", aligner),
+            )
+            if value is None
+        ]
+        raise InputError(f"the text signal{why} needs {' and '.join(needed)}")
     _refuse_ineffective(pruning, router, chosen, labels=labels, aligner=aligner)
     weights = resolve_weights(model, required=True)
     sequences = select_sequences(data)
+    if phrases is not None:
+        assert labels is not None  # the phrases come from --labels
+        _check_phrases(labels, phrases, sequences, data)
     predictor = build(model, weights, pruning)
     text_relevance = phrase_of = None
     if "text" in chosen:
@@ -151,12 +202,7 @@ def train_router(
         text_relevance = AlignedTextRelevance(projection, load_text_encoder(projection.text_encoder))
 
         def phrase_of(sequence: str, obj_id: int) -> str:
-            phrase = phrases.get(label_key(sequence, obj_id))
-            if phrase is None:
-                raise InputError(
-                    f"--labels has no phrase for {label_key(sequence, obj_id)}; every trained object needs one"
-                )
-            return phrase
+            return phrases[label_key(sequence, obj_id)]  # every trained object has one: _check_phrases
 
     scorer = training_scorer(predictor, pruning, chosen, text_relevance)
     examples = collect_examples(predictor, sequences, scorer, phrase_of=phrase_of, holdout_every=holdout_every)

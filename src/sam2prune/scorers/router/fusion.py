@@ -144,7 +144,7 @@ def save_router(
 
 
 def load_router(path: str | Path, *, kind: str, channels: int) -> tuple[RouterModule, tuple[str, ...], dict]:
-    """Load router weights strictly (format, version, kind, channels and every tensor).
+    """Load router weights strictly (format, version, kind, channels and every tensor, finite).
 
     Returns:
         (the module in eval mode, the signals it was trained with, extra information).
@@ -172,6 +172,12 @@ def load_router(path: str | Path, *, kind: str, channels: int) -> tuple[RouterMo
         module.load_state_dict(payload["state_dict"], strict=True)
     except RuntimeError as error:
         raise InputError(f"router weights {path} do not fit the {kind} router: {error}") from error
+    broken = [name for name, tensor in module.state_dict().items() if not torch.isfinite(tensor).all()]
+    if broken:
+        raise InputError(
+            f"router weights {path}: {', '.join(broken)} {'holds' if len(broken) == 1 else 'hold'} NaN or infinite "
+            "values, expected finite ones; retrain with `sam2prune train-router` and a smaller --learning-rate"
+        )
     return module.eval(), signals, payload.get("extra", {})
 
 
@@ -367,6 +373,21 @@ def load_aligner_for(
     return aligner
 
 
+def _refuse_other_signals(path: str, trained: tuple[str, ...], active: tuple[str, ...]) -> None:
+    """Refuse router weights trained with other signals than those of the run: the learned MLP
+    would not fit them, and the paper MLP, which has an input for every signal, would read zeros
+    where it was trained on a signal (or a signal where it was trained on zeros)."""
+    if set(trained) == set(active):
+        return
+    hint = f"pass --signals {','.join(trained)}"
+    if "text" in trained and "text" not in active:
+        hint += " with --text PHRASE (or --auto-text) and --aligner ALIGNER.pt"
+    raise InputError(
+        f"router weights {path} were trained with the signals {','.join(trained)}, this run uses "
+        f"{','.join(active)}; {hint}"
+    )
+
+
 def build_router_scorer(
     config: PruningConfig,
     *,
@@ -386,7 +407,8 @@ def build_router_scorer(
 
     Raises:
         InputError: text without an aligner, a mismatched aligner (model, channels, or fit on
-            random weights for a model with real ones), missing router weights.
+            random weights for a model with real ones), missing router weights, or weights trained
+            with other signals than the config's.
     """
     from sam2prune.text.encoders import load_text_encoder
 
@@ -414,11 +436,7 @@ def build_router_scorer(
     if config.router in ("paper", "learned"):
         if config.router_weights is not None:
             module, trained_signals, _ = load_router(config.router_weights, kind=config.router, channels=channels)
-            if config.router == "learned" and set(trained_signals) != set(signals):
-                raise InputError(
-                    f"router weights {config.router_weights} were trained with the signals {','.join(trained_signals)}; "
-                    f"pass --signals {','.join(trained_signals)}"
-                )
+            _refuse_other_signals(config.router_weights, trained_signals, signals)
         elif random_router:
             with seeded(config.seed):  # without touching the caller's RNG
                 module = build_router_module(config.router, channels, signals).eval()

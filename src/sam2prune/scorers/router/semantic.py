@@ -117,6 +117,11 @@ class Aligner:
         weight = payload["weight"]
         if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
             raise InputError(f"aligner {path}: weight must be a [C + 1, D] tensor")
+        if not torch.isfinite(weight).all():
+            raise InputError(
+                f"aligner {path}: weight holds NaN or infinite values, expected finite ones; refit it with "
+                "`sam2prune fit-aligner` and a finite --ridge"
+            )
         return cls(
             weight.float(),
             str(payload["text_encoder"]),

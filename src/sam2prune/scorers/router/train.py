@@ -63,6 +63,15 @@ def training_scorer(
     return RouterScorer(config, signals=signals, text_relevance=text_relevance)
 
 
+def trained_objects(sequence: Sequence) -> list[int]:
+    """The objects of ``sequence`` that ``collect_examples`` makes examples of: those visible on an
+    annotated frame that another annotated frame follows (the first gives the prior)."""
+    annotated = sorted(sequence.annotated)
+    if len(annotated) < 2:
+        return []
+    return [obj_id for obj_id in sequence.obj_ids if sequence.first_frames[obj_id] <= annotated[-2]]
+
+
 def collect_examples(
     predictor: PrunedSAM2VideoPredictor,
     sequences: Iterable[Sequence],
@@ -164,6 +173,9 @@ def train_router(
 
     Returns:
         (module in eval mode, history: per epoch the mean training loss and held-out recall).
+
+    Raises:
+        InputError: the loss or the weights became NaN or infinite (too large a learning rate).
     """
     generator = torch.Generator().manual_seed(seed)
     with seeded(seed):  # seeded initialisation, the caller's RNG untouched
@@ -172,18 +184,28 @@ def train_router(
     training = [e for e in examples if not e.held_out] or examples
     history = []
     bar = progress_bar(range(epochs), desc=f"training {kind} router", unit="epoch", disable=not progress)
-    for _ in bar:
+    for epoch in bar:
         module.train()
         losses = []
         for index in torch.randperm(len(training), generator=generator).tolist():
             example = training[index]
             logits = module(example.signals, (1, len(example.target)))[0]
             value = _loss(logits, example.target, loss, generator)
+            losses.append(value.item())
+            if not math.isfinite(losses[-1]):
+                raise InputError(
+                    f"training diverged: the loss became {losses[-1]} in epoch {epoch + 1} of {epochs} at learning "
+                    f"rate {learning_rate:g}; pass a smaller --learning-rate"
+                )
             optimizer.zero_grad()
             value.backward()
             optimizer.step()
-            losses.append(value.item())
         module.eval()
+        if not all(torch.isfinite(parameter).all() for parameter in module.parameters()):
+            raise InputError(
+                f"training diverged: the router's weights became NaN or infinite in epoch {epoch + 1} of {epochs} at "
+                f"learning rate {learning_rate:g}; pass a smaller --learning-rate"
+            )
         record = {"loss": float(np.mean(losses)), "held_out_recall": held_out_recall(module, examples, retention)}
         history.append(record)
         bar.set_postfix(loss=f"{record['loss']:.4f}", recall=f"{record['held_out_recall']:.3f}")
