@@ -480,9 +480,30 @@ def test_bench_lengths_measures_each_method_and_length_in_its_own_process(tmp_pa
         assert run["error"] is None and len(run["frame_ms"]) == run["frames"]
         assert run["peak_rss_mib"] > 100 and run["ms_per_frame"] > 0 and run["peak_cuda_mib"] is None
     assert set(result["methods"]) == {"pruned-bounded", "sam2"} and result["image_size"] == TINY_SIZE
+    assert result["complete"] is True and len(result["point"]) == 2
     assert plot_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = capsys.readouterr().out
     assert "| pruned-bounded | 12 |" in table and "| sam2 | 10 |" in table
+
+
+def test_a_lengths_benchmark_stopped_early_says_so_and_leaves_no_earlier_plot(tmp_path, monkeypatch):
+    """A run stopped by Ctrl-C left a JSON without "complete" (as if finished) beside the plot of
+    an earlier run."""
+    from sam2prune import memory_bench
+
+    def stopped_after_one_run(*, on_result, **_):
+        on_result([memory_bench.LengthResult(method="sam2", frames=20, peak_rss_mib=800.0, ms_per_frame=90.0)])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(memory_bench, "run_lengths", stopped_after_one_run)
+    json_path, plot_path = tmp_path / "l.json", tmp_path / "l.png"
+    json_path.write_text("{}")
+    plot_path.write_bytes(b"an earlier plot")
+    outputs = ["--json", str(json_path), "--plot", str(plot_path), "--overwrite"]
+    assert main(["bench", "--lengths", "20", "40", "--methods", "sam2", *outputs, *TINY]) == 130
+    result = json.loads(json_path.read_text())
+    assert result["complete"] is False and [run["frames"] for run in result["memory_vs_length"]] == [20]
+    assert not plot_path.exists()
 
 
 @pytest.mark.parametrize(
@@ -500,6 +521,7 @@ def test_bench_lengths_measures_each_method_and_length_in_its_own_process(tmp_pa
         # a value given twice would be measured twice
         (["--lengths", "20", "30", "20"], "--lengths: 20 given more than once"),
         (["--lengths", "20", "--methods", "sam2", "sam2"], "--methods: sam2 given more than once"),
+        (["--lengths", "20", "--point", "5000,5000"], "--point: object 1: point (5000, 5000) is outside the 480x270"),
         (["--retention", "0.3", "0.3"], "--retention: 0.3 given more than once"),
         (["--plot", "bench.jpg"], "--plot bench.jpg: the plot is a PNG image; name it FILE.png"),
     ],

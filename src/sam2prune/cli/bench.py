@@ -235,9 +235,7 @@ def bench(
         build=build_pruned,
         progress=log.info,
         on_prompted_for=on_prompted_for,
-        checkpoint=(lambda partial: atomic_write_json(json_path, {**partial, "complete": False}))
-        if json_path is not None
-        else None,
+        checkpoint=(lambda partial: _save_partial(partial, json_path, plot_path)) if json_path is not None else None,
         clip_frames=clip_frames,
     )
     result["complete"] = True
@@ -264,6 +262,16 @@ def bench(
         plot(plot_path, result)
         print(f"plot: {plot_path}")
     return result
+
+
+def _save_partial(partial: dict[str, Any], json_path: Path, plot_path: Path | None) -> None:
+    """What a benchmark measured so far, marked incomplete; an earlier plot, which no longer
+    matches it, removed (the plot is drawn once the benchmark completes)."""
+    from sam2prune.fsutil import atomic_write_json
+
+    atomic_write_json(json_path, {**partial, "complete": False})
+    if plot_path is not None:
+        plot_path.unlink(missing_ok=True)
 
 
 def bench_lengths(
@@ -305,21 +313,26 @@ def bench_lengths(
     check_gpu_options(GpuOptions(bf16=bf16), device)
     weights = resolve_weights(model, required=False)
     clip = video if video is not None else embedded_clip()
+    from sam2prune.data.video import VideoSource
+    from sam2prune.prompts import CLICK_OPTIONS, ObjectPrompt, check_prompts
+
+    source = VideoSource.open(clip)
     if point is None:
         if video is None:
             point = load_prompts_file(embedded_clip() / "prompts.json")[0].points[0]
         else:
-            from sam2prune.data.video import VideoSource
-
-            source = VideoSource.open(clip)
             point = (source.width / 2, source.height / 2)
+    click = ObjectPrompt(obj_id=1, frame=0, points=(point,), labels=(1,), source=CLICK_OPTIONS)
+    check_prompts([click], num_frames=len(source), width=source.width, height=source.height)
     threads = threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     image_size = model.image_size or 1024
 
-    def report(results: list[LengthResult]) -> dict[str, Any]:
+    def report(results: list[LengthResult], *, complete: bool) -> dict[str, Any]:
         return {
             "memory_vs_length": [asdict(r) for r in results],
+            "complete": complete,  # False: stopped early, some (method, length) runs missing
+            "point": list(point),
             "methods": {m: METHOD_HELP[m] for m in METHOD_HELP if any(r.method == m for r in results)},
             "model": model.model,
             "image_size": image_size,
@@ -332,10 +345,13 @@ def bench_lengths(
             "versions": _versions(),
         }
 
-    # after every run: a long benchmark stopped early keeps what it measured
+    # after every run: a long benchmark stopped early keeps what it measured, marked incomplete
+    # (and an earlier plot, which no longer matches it, goes: the plot is drawn at the end)
     def save(results: list[LengthResult]) -> None:
         if json_path is not None:
-            atomic_write_json(json_path, report(results))
+            atomic_write_json(json_path, report(results, complete=False))
+        if plot_path is not None:
+            plot_path.unlink(missing_ok=True)
 
     results = run_lengths(
         lengths=lengths,
@@ -352,7 +368,9 @@ def bench_lengths(
         progress=log.info,
         on_result=save,
     )
-    result = report(results)
+    result = report(results, complete=True)
+    if json_path is not None:
+        atomic_write_json(json_path, result)
     print(markdown_table(results))
     print(
         f"\n{result['model']} at {image_size} px, {result['device']}, {result['precision']}, {counted(threads, 'thread')}, one "
@@ -407,7 +425,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--frames",
         type=int,
         metavar="N",
-        help=f"number of frames to track, > 8 (default: {default_of(bench, 'frames')})",
+        help="length of the video benchmarked, from frame 0, > 8; tracking starts on the first prompted frame "
+        f"(default: {default_of(bench, 'frames')})",
     )
     parser.add_argument(
         "--point",
