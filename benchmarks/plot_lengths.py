@@ -22,7 +22,9 @@ def main() -> None:
     reports = [json.loads(path.read_text()) for path in args.results]
     results = [LengthResult(**entry) for report in reports for entry in report["memory_vs_length"]]
     first = reports[0]
-    plot(args.out, results, title=f"{first['model']} at {first['image_size']} px, {first['device']}")
+    title = f"{first['model']} at {first['image_size']} px, {first['device']}, one object"
+    title += f"; pruned r={first['pruning']['retention']:g}" + (", RANDOM weights" if first["random_weights"] else "")
+    plot(args.out, results, title=title)
 
 
 if __name__ == "__main__":

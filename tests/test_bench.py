@@ -482,8 +482,9 @@ def test_bench_lengths_measures_each_method_and_length_in_its_own_process(tmp_pa
     assert set(result["methods"]) == {"pruned-bounded", "sam2"} and result["image_size"] == TINY_SIZE
     assert result["complete"] is True and len(result["point"]) == 2
     assert plot_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    table = capsys.readouterr().out
-    assert "| pruned-bounded | 12 |" in table and "| sam2 | 10 |" in table
+    captured = capsys.readouterr()
+    assert "| pruned-bounded | 12 |" in captured.out and "| sam2 | 10 |" in captured.out
+    assert "ms/frame at 10 frames is the median of 2 steady-state frames only" in captured.err
 
 
 def test_a_lengths_benchmark_stopped_early_says_so_and_leaves_no_earlier_plot(tmp_path, monkeypatch):
@@ -509,7 +510,7 @@ def test_a_lengths_benchmark_stopped_early_says_so_and_leaves_no_earlier_plot(tm
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--lengths", "8"], "each length must be > 8"),
+        (["--lengths", "20", "8"], "each length must be > 8 frames (the steady state starts there), got 8"),
         (["--lengths", "20", "--methods", "sam3"], "--methods: expected some of"),
         (["--lengths", "20", "--frames", "30"], "--frames has no effect with --lengths"),
         (["--methods", "sam2"], "--methods chooses what --lengths measures"),

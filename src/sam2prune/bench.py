@@ -62,7 +62,7 @@ SIGNAL_PARTS = ("visual", "text", "uncertainty", "prior", "fusion")
 # With the static step, the steady state starts where the step replays (``steady_from_frame``).
 STEADY_FROM_FRAME = 8
 RANGE_PREFIX = "sam2prune.bench::"
-HEADLINE = "median over steady-state frames of an uninstrumented run (no wrapper, no profiler; one CUDA sync per frame)"
+HEADLINE = "median over steady-state frames of an uninstrumented run (no wrapper, no profiler; on a GPU, one CUDA sync per frame)"
 COMPONENTS_WALL_CLOCK = "wall clock of the wrapped methods, in a separate run (median over steady-state frames)"
 COMPONENTS_GPU = "GPU kernel time of the kernels launched inside each method (torch.profiler), in a separate run"
 # what sam2 compiles its vos_optimized predictor with, and that predictor's class
@@ -1002,7 +1002,7 @@ def plot(path: Path, result: dict) -> None:
             result["baseline"]["memory_bank_bytes_per_frame"] / 1024, color="grey", linestyle="--", label="sam2"
         )
     speed.set(xlabel="retention", ylabel="ms per frame (steady state)", ylim=(0, None))
-    bank.set(xlabel="retention", ylabel="memory bank KiB per tracked frame", ylim=(0, None))
+    bank.set(xlabel="retention", ylabel="memory bank KiB per tracked frame and object", ylim=(0, None))
     for axes in (speed, bank):
         axes.legend(fontsize=7)
         axes.grid(alpha=0.3)

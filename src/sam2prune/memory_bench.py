@@ -16,6 +16,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -216,7 +217,10 @@ def run_lengths(
         InputError: a length < 9 (no steady-state frame) or an unknown method.
     """
     if not lengths or min(lengths) <= STEADY_FROM_FRAME:
-        raise InputError(f"--lengths: each length must be > {STEADY_FROM_FRAME} frames (the steady state starts there)")
+        short = ", ".join(str(n) for n in lengths if n <= STEADY_FROM_FRAME) or "none given"
+        raise InputError(
+            f"--lengths: each length must be > {STEADY_FROM_FRAME} frames (the steady state starts there), got {short}"
+        )
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise InputError(f"--methods: expected some of {', '.join(METHODS)}, got {', '.join(unknown) or 'none'}")
@@ -298,17 +302,22 @@ def plot(path: Path, results: Sequence[LengthResult], *, title: str) -> None:
     cuda = any(result.peak_cuda_mib is not None for result in results)
     figure, axes = plt.subplots(1, 2 if cuda else 1, figsize=(11 if cuda else 6, 4), squeeze=False)
     panels = [("peak_rss_mib", "peak RSS (MiB)")] + ([("peak_cuda_mib", "peak CUDA memory (MiB)")] if cuda else [])
+    from matplotlib.ticker import MaxNLocator
+
     for axis, (key, label) in zip(axes[0], panels, strict=True):
-        for method in METHODS:
+        highest = 0.0
+        for number, method in enumerate(METHODS):  # a method has the same colour in every plot
             points = [
                 (r.frames, getattr(r, key)) for r in results if r.method == method and getattr(r, key) is not None
             ]
             if points:
-                axis.plot(*zip(*points, strict=True), "o-", label=method)
-        axis.set(xlabel="frames", ylabel=label, ylim=(0, None))
+                axis.plot(*zip(*points, strict=True), "o-", color=f"C{number}", label=method)
+                highest = max(highest, *(value for _, value in points))
+        axis.set(xlabel="frames", ylabel=label, ylim=(0, highest * 1.1 or None))  # the top line off the frame
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
         axis.legend()
-    figure.suptitle(title)
+    figure.suptitle(textwrap.fill(title, 60 if not cuda else 110), fontsize="medium")
     figure.tight_layout()
     try:
         atomic_write(path, lambda temp: figure.savefig(temp, dpi=120, format="png"))

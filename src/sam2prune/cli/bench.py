@@ -304,7 +304,15 @@ def bench_lengths(
 
     from sam2prune.bench import _device_name, _versions
     from sam2prune.fsutil import atomic_write_json
-    from sam2prune.memory_bench import METHOD_HELP, METHODS, LengthResult, markdown_table, plot, run_lengths
+    from sam2prune.memory_bench import (
+        METHOD_HELP,
+        METHODS,
+        STEADY_FROM_FRAME,
+        LengthResult,
+        markdown_table,
+        plot,
+        run_lengths,
+    )
     from sam2prune.prompts import load_prompts_file
 
     check_threads(threads)
@@ -368,6 +376,14 @@ def bench_lengths(
         progress=log.info,
         on_result=save,
     )
+    shortest = min(lengths) - STEADY_FROM_FRAME
+    if shortest < 5:  # a median of one or two frames is noise on a busy machine
+        log.warning(
+            "ms/frame at %d frames is the median of %s only; lengths of %d or more give steadier figures",
+            min(lengths),
+            counted(shortest, "steady-state frame"),
+            STEADY_FROM_FRAME + 5,
+        )
     result = report(results, complete=True)
     if json_path is not None:
         atomic_write_json(json_path, result)
@@ -380,7 +396,11 @@ def bench_lengths(
     if json_path is not None:
         print(f"results: {json_path}")
     if plot_path is not None:
-        plot(plot_path, results, title=f"{result['model']} at {image_size} px, {result['device']}")
+        title = (
+            f"{result['model']} at {image_size} px, {result['device']}, one object; pruned r={pruning.retention:g}"
+            + (", RANDOM weights" if result["random_weights"] else "")
+        )
+        plot(plot_path, results, title=title)
         print(f"plot: {plot_path}")
     return result
 
