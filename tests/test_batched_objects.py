@@ -1,7 +1,8 @@
 """Objects tracked in one batched step (issue 13: a fast path) against its eager twin, the one
 step per object of sam2 1.1.0: the same logits to float rounding, for the baseline and the
-pruned predictor, with objects of different layouts (a late one) grouped apart; and the eager
-path still bit-identical to sam2's own predictor."""
+pruned predictor, with objects of different layouts (a late one) grouped apart, and never
+batched where sam2's memory encoder constrains masks across its batch; the eager path still
+bit-identical to sam2's own predictor, the batched one within rounding."""
 
 from __future__ import annotations
 
@@ -85,6 +86,32 @@ def test_batched_step_equals_the_per_object_loop(clip, monkeypatch, pruning):
     assert (len(merged) > 0) == (pruning is None)
 
 
+def three_objects(predictor, clip: Path) -> list[torch.Tensor]:
+    """Three objects prompted on frame 0, tracked forward."""
+    state = predictor.init_state(str(clip))
+    predictor.add_new_points_or_box(state, 0, 1, points=[[200, 112]], labels=[1])
+    predictor.add_new_points_or_box(state, 0, 2, box=[60, 60, 170, 230])
+    predictor.add_new_points_or_box(state, 0, 3, points=[[300, 200]], labels=[1])
+    return [m.clone() for _, _, m in predictor.propagate_in_video(state)]
+
+
+def test_objects_are_not_batched_when_memory_masks_must_not_overlap(clip):
+    """With the model's ``non_overlap_masks_for_mem_enc``, sam2 keeps one object's memory mask
+    off the others' in the same batch of its memory encoder: one object in sam2 1.1.0's video
+    predictor. So objects are not batched then, and the logits are the per-object loop's bits
+    (batched, the constraint acted across objects: ~6e-3 apart)."""
+
+    def tracked(batch_objects: bool) -> list[torch.Tensor]:
+        predictor = build_random(TINY_SIZE, seed=5)
+        predictor.non_overlap_masks_for_mem_enc = True
+        predictor.batch_objects = batch_objects
+        return three_objects(predictor, clip)
+
+    per_object, default = tracked(False), tracked(True)
+    assert len(per_object) == len(default) == NUM_FRAMES
+    assert all(torch.equal(a, b) for a, b in zip(per_object, default, strict=True))
+
+
 def test_eager_path_is_bit_identical_to_sam2(clip):
     weights = build_random(SMALL_SIZE, seed=5).state_dict()
     official = build_sam2_video_predictor(
@@ -96,13 +123,10 @@ def test_eager_path_is_bit_identical_to_sam2(clip):
     official.load_state_dict(weights)
     ours = build_random(SMALL_SIZE, seed=5, pruning=PruningConfig(retention=1.0))
     ours.batch_objects = False
-
-    def three_objects(predictor) -> list[torch.Tensor]:
-        state = predictor.init_state(str(clip))
-        predictor.add_new_points_or_box(state, 0, 1, points=[[200, 112]], labels=[1])
-        predictor.add_new_points_or_box(state, 0, 2, box=[60, 60, 170, 230])
-        predictor.add_new_points_or_box(state, 0, 3, points=[[300, 200]], labels=[1])
-        return [m.clone() for _, _, m in predictor.propagate_in_video(state)]
-
-    for a, b in zip(three_objects(official), three_objects(ours), strict=True):
+    sam2s = three_objects(official, clip)
+    for a, b in zip(sam2s, three_objects(ours, clip), strict=True):
         assert torch.equal(a, b)
+    # the default, batched step: sam2's to float rounding only (as the class docstring says)
+    ours.batch_objects = True
+    for frame, (a, b) in enumerate(zip(sam2s, three_objects(ours, clip), strict=True)):
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=0, msg=f"frame {frame}")

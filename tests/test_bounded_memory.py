@@ -496,6 +496,99 @@ def test_frames_tracked_with_another_text_are_recomputed_with_the_text_they_were
     assert all(torch.equal(a, b) for a, b in zip(*results, strict=True))
 
 
+def test_frames_tracked_under_a_replaced_pruning_config_are_refused_not_tracked_again(source):
+    """``set_pruning`` mid-session: a pass in chunks goes on under the new config to the unbounded
+    bits (it tracks nothing again: the new config starts a run of its own), but a click that
+    reads frames dropped after they were tracked under the old config is refused, saying what to
+    do (tracked again under the new config, they differed from what unbounded memory holds)."""
+    predictor = build_random(TINY_SIZE, seed=3, pruning=PRUNING, device=TEST_DEVICE)
+    clip = source.head(30)
+    results = []
+    for bounded in (False, True):
+        predictor.set_pruning(PRUNING)
+        state = predictor.init_state(clip, bounded_memory=bounded)
+        logits = [predictor.add_new_points_or_box(state, 0, 1, points=[[200, 112]], labels=[1])[2]]
+        logits += [m.clone() for _, _, m in predictor.propagate_in_video(state, max_frame_num_to_track=14)]
+        predictor.set_pruning(PruningConfig(retention=0.6, scorer="prior"))
+        logits += [m.clone() for _, _, m in predictor.propagate_in_video(state, start_frame_idx=14)]
+        results.append(logits)
+    assert len(results[0]) == len(results[1]) == 1 + 15 + 16
+    assert all(torch.equal(a, b) for a, b in zip(*results, strict=True))
+    with pytest.raises(RuntimeError, match=r"frame 25 of object 1 reads frames? .*set_pruning.*reset_state"):
+        predictor.add_new_points_or_box(state, 25, 1, points=[[100, 100]], labels=[0], clear_old_points=False)
+    assert predictor.session(state).bank(state, 1).history[-1].pruning_generation == predictor.pruning_generation
+
+
+@pytest.mark.parametrize("how", ["reset_state", "remove_object"])
+def test_a_frame_cached_across_a_reset_is_scored_as_in_a_new_session(how, source):
+    """sam2's ``reset_state`` (also ``remove_object`` of the last object) keeps the features of
+    the frame encoded last, but the session starts anew, without its uncertainty: clicked then
+    with ``prune_conditioning_frames``, the router scores it as a new session does (it raised)."""
+    pruning = PruningConfig(retention=0.3, prune_conditioning_frames=True)
+    predictor = build_random(TINY_SIZE, seed=3, pruning=pruning, device=TEST_DEVICE)
+    clip = source.head(12)
+
+    def click_and_track_back(state: dict) -> list[torch.Tensor]:
+        logits = [predictor.add_new_points_or_box(state, 7, 1, points=[[150, 120]], labels=[1])[2]]
+        return logits + [m.clone() for _, _, m in predictor.propagate_in_video(state, 7, reverse=True)]
+
+    fresh = click_and_track_back(predictor.init_state(clip))
+    state = predictor.init_state(clip)
+    predictor.add_new_points_or_box(state, 0, 1, points=[[200, 112]], labels=[1])
+    for _ in predictor.propagate_in_video(state, max_frame_num_to_track=7):
+        pass
+    if how == "reset_state":
+        predictor.reset_state(state)
+    else:
+        predictor.remove_object(state, 1)
+    assert list(state["cached_features"]) == [7]
+    again = click_and_track_back(state)
+    assert len(again) == len(fresh) == 1 + 8
+    assert all(torch.equal(a, b) for a, b in zip(fresh, again, strict=True))
+
+
+def test_leaving_a_pass_after_removing_objects_in_it_is_silent_and_touches_no_new_object(predictors, source):
+    """Objects removed inside a ``propagate_in_video`` loop, then the loop left (``close``; a
+    ``break`` closes it too): as with sam2's generator, no error (a KeyError, from ending the
+    frame for objects renumbered or gone). The objects left end the frame as if removed after the
+    pass; after ``reset_state`` and an object added again with the same id, the new object's bank
+    counts nothing of the old outputs: its stats are a new session's."""
+    predictor = predictors["pruned"]
+    clip = source.head(8)
+    stats, runs = [], []
+    for inside in (False, True):
+        state = predictor.init_state(clip)
+        predictor.add_new_points_or_box(state, 0, 1, points=[[200, 112]], labels=[1])
+        predictor.add_new_points_or_box(state, 0, 2, points=[[112, 128]], labels=[1])
+        passing = predictor.propagate_in_video(state)
+        for frame_idx, _, _ in passing:
+            if frame_idx == 3:
+                break
+        if inside:
+            predictor.remove_object(state, 1)  # object 2 is renumbered
+        passing.close()
+        if not inside:
+            predictor.remove_object(state, 1)
+        stats.append(predictor.pruning_stats(state))
+        runs.append([(run.start, run.last) for run in predictor.session(state).bank(state, 2).history])
+    assert stats[0]["frames"] == stats[1]["frames"] and runs[0] == runs[1] == [(1, 3)]
+
+    def clicked(state: dict) -> dict:
+        predictor.add_new_points_or_box(state, 0, 1, points=[[112, 128]], labels=[1])
+        return state
+
+    state = predictor.init_state(clip)
+    predictor.add_new_points_or_box(state, 0, 1, points=[[200, 112]], labels=[1])
+    passing = predictor.propagate_in_video(state)
+    for frame_idx, _, _ in passing:
+        if frame_idx == 3:
+            predictor.reset_state(state)
+            clicked(state)  # object 1 again, at the same index, with an output dict of its own
+            break
+    passing.close()
+    assert predictor.pruning_stats(state) == predictor.pruning_stats(clicked(predictor.init_state(clip)))
+
+
 def test_the_state_holds_a_window_of_frames_derived_from_the_config(predictors, source, monkeypatch):
     """A pass stopped mid-video (on frame 30): each object holds what frames 30 and 31 read, the
     spatial memories of the num_maskmem - 1 frames before each and the pointers of

@@ -192,3 +192,31 @@ def test_an_overlay_of_odd_sized_frames_says_it_is_written_a_pixel_larger(tmp_pa
     with av.open(str(tmp_path / "o.mp4")) as container:
         decoded = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
     assert len(decoded) == 3 and decoded[0].shape == (34, 48, 3)
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_an_error_resizing_a_frame_names_it_and_out_of_memory_stays_what_it_is(monkeypatch, workers):
+    """A frame PIL cannot resize raises an ``InputError`` naming its file, as a decode error does;
+    running out of memory meanwhile stays a ``MemoryError`` (callers tell it by its type), with a
+    note naming the frame. Either is that frame's alone, and a new request reads it again."""
+    from sam2prune.data import frames as frames_module
+
+    source = VideoSource.open(embedded_clip())
+    resize = frames_module.resize_frame
+    failure: list[BaseException] = []
+
+    def failing(frame, image_size):
+        if failure:
+            raise failure.pop()
+        return resize(frame, image_size)
+
+    monkeypatch.setattr(frames_module, "resize_frame", failing)
+    frames = FrameSource(source, 64, workers=workers, read_ahead=0, cache_frames=2)
+    failure.append(ValueError("image has wrong mode"))
+    with pytest.raises(InputError, match=rf"frame {source.frame_files[1]} cannot be resized.*wrong mode"):
+        frames[1]
+    failure.append(MemoryError("out of memory while resizing"))
+    with pytest.raises(MemoryError, match="out of memory") as raised:
+        frames[2]
+    assert raised.value.__notes__ == [f"while preprocessing frame {source.frame_files[2]}"]
+    assert torch.equal(frames[1], preprocess_frame(source.read_frame(1), 64))

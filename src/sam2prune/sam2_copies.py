@@ -407,14 +407,15 @@ def propagate_objects(
     reverse: bool,
     *,
     takes_part: Callable[[int, int], bool],
-    after_frame: Callable[[int, dict[int, dict | None], bool], None] | None = None,
+    after_frame: Callable[[int, dict[int, tuple[dict, dict | None]], bool], None] | None = None,
 ) -> Iterator[tuple[int, list[int], torch.Tensor]]:
     """sam2 1.1.0's propagation loop with per-object participation (see above).
 
     ``after_frame(frame_idx, outputs, last)``, once the caller is done with a yielded frame (asks
-    for the next, or stops there; ``last``: the pass ends with it): ``outputs``
-    maps each object index that took part in the frame to the output it was tracked to there,
-    or None on its conditioning frames.
+    for the next, or stops there; ``last``: the pass ends with it): ``outputs`` maps the id of
+    each object that took part in the frame to (its per-object output dict, the output it was
+    tracked to there or None on its conditioning frames), as they were when it was tracked: by
+    then the caller may have removed objects (which renumbers the others) or reset the state.
 
     Yields:
         ``(frame_idx, obj_ids, video_res_masks)`` for every frame in processing order;
@@ -446,7 +447,7 @@ def propagate_objects(
     low_res = predictor.image_size // 4
     for frame_idx in progress(processing_order, desc="propagate in video", unit="frame"):
         pred_masks_per_obj: list[torch.Tensor | None] = [None] * batch_size
-        outputs: dict[int, dict | None] = {}  # for after_frame
+        outputs: dict[int, tuple[dict, dict | None]] = {}  # for after_frame, by object id
         taking_part = [obj_idx for obj_idx in range(batch_size) if takes_part(obj_idx, frame_idx)]  # change 1
         tracked = [
             obj_idx
@@ -465,14 +466,14 @@ def propagate_objects(
                 continue
             if obj_idx not in results:
                 current_out = obj_output_dict["cond_frame_outputs"][frame_idx]
-                outputs[obj_idx] = None
+                outputs[inference_state["obj_idx_to_id"][obj_idx]] = (obj_output_dict, None)
                 pred_masks = current_out["pred_masks"].to(inference_state["device"], non_blocking=True)
                 if predictor.clear_non_cond_mem_around_input:
                     predictor._clear_obj_non_cond_mem_around_input(inference_state, frame_idx, obj_idx)
             else:
                 current_out, pred_masks = results[obj_idx]
                 obj_output_dict["non_cond_frame_outputs"][frame_idx] = current_out
-                outputs[obj_idx] = current_out
+                outputs[inference_state["obj_idx_to_id"][obj_idx]] = (obj_output_dict, current_out)
             inference_state["frames_tracked_per_obj"][obj_idx][frame_idx] = {"reverse": reverse}
             pred_masks_per_obj[obj_idx] = pred_masks
         all_pred_masks = (

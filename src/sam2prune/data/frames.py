@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from sam2prune.data.video import FrameReader, VideoSource
+from sam2prune.errors import InputError
 from sam2prune.progress import progress as progress_bar
 
 
@@ -271,10 +272,22 @@ class FrameSource:
             reader.close()
 
     def _store(self, index: int, frame: np.ndarray) -> None:
-        """Resize a decoded frame and cache what is kept of it (or the error, for whoever waits)."""
+        """Resize a decoded frame and cache what is kept of it (or the error, for whoever waits,
+        naming the frame as decode errors do: an ``InputError`` where PIL cannot resize it; any
+        other error keeps its type, with a note naming the frame, since it is not the frame's
+        fault and callers tell it by its type: out of memory, a device error)."""
         try:
-            image = self._kept(resize_frame(frame, self.image_size))
+            try:
+                resized = resize_frame(frame, self.image_size)
+            except MemoryError:
+                raise
+            except Exception as error:
+                label = self.source.frame_label(index)
+                raise InputError(f"frame {label} cannot be resized to {self.image_size}px: {error}") from error
+            image = self._kept(resized)
         except BaseException as error:
+            if not isinstance(error, InputError):
+                error.add_note(f"while preprocessing frame {self.source.frame_label(index)}")
             with self._state:
                 self._reading.discard(index)
                 self._errors[index] = error

@@ -182,6 +182,9 @@ class TrackingRun:
             step's rounding depends on its batch size.
         text: the object's text its frames were tracked with, where tracking reads one (the
             pruned router's text signal); None: none is read.
+        pruning_generation: the predictor's pruning config its frames were tracked under
+            (``SAM2Predictor.pruning_generation``). Under another one they would be tracked to
+            other bits (other tokens kept), so they are not tracked again then.
 
     Prompts and texts changed since do not stop it from being tracked again to the same bits:
     it keeps the prompted frames' outputs and the text it attended to, and attends to them again
@@ -195,6 +198,7 @@ class TrackingRun:
     conditioning: dict[int, tuple[dict, torch.Tensor | None]]
     batches: list[tuple[int, int, int]] = field(default_factory=list)
     text: str | None = None
+    pruning_generation: int = 0
 
     def note_batch(self, frame_idx: int, size: int, row: int) -> None:
         """Frame ``frame_idx`` (the next one it tracks) is tracked as row ``row`` of a step of
@@ -490,10 +494,13 @@ class SparseMemoryBank:
         memories cleared); the next tracked frame starts a new one."""
         self.active_run = None
 
-    def begin_run(self, frame_idx: int, *, reverse: bool, inputs: FrameReads, text: str | None) -> None:
+    def begin_run(
+        self, frame_idx: int, *, reverse: bool, inputs: FrameReads, text: str | None, pruning_generation: int = 0
+    ) -> None:
         """Before tracking ``frame_idx``, where the current run does not go on: start a new one
         that keeps what the frames from here on read of the frames before (``inputs``, all
-        present), tracked with the object's ``text`` (``TrackingRun.text``)."""
+        present), tracked with the object's ``text`` under the pruning config
+        ``pruning_generation`` (``TrackingRun.text``, ``TrackingRun.pruning_generation``)."""
         non_cond = self.output_dict["non_cond_frame_outputs"]
         kept = {}
         for t in inputs.frames:
@@ -512,20 +519,24 @@ class SparseMemoryBank:
                 t: (dict(out), self.keep_idx_for(out)) for t, out in self.output_dict["cond_frame_outputs"].items()
             },
             text=text,
+            pruning_generation=pruning_generation,
         )
         self.history.append(run)
         self.active_run = run
         self._forget_shadowed_runs()
 
-    def continues(self, run: TrackingRun, frame_idx: int, *, reverse: bool, text: str | None) -> bool:
-        """Whether tracking ``frame_idx`` in direction ``reverse`` with the object's ``text`` goes
-        on with ``run``: it follows the run (``TrackingRun.follows``) and the object still attends
-        to what the run did: the same conditioning frames, each output holding the same tensors
-        (a dict replaced, or a part written into it, is a change) with the same stored tokens,
-        and the same text. The hooks where sam2 changes them end the run already; this catches a
-        path that changes them without one, since a run tracked again from what it recorded must
-        give the bits it gave."""
-        if not run.follows(frame_idx, reverse) or run.text != text:
+    def continues(
+        self, run: TrackingRun, frame_idx: int, *, reverse: bool, text: str | None, pruning_generation: int = 0
+    ) -> bool:
+        """Whether tracking ``frame_idx`` in direction ``reverse`` with the object's ``text``
+        under the pruning config ``pruning_generation`` goes on with ``run``: it follows the run
+        (``TrackingRun.follows``), under the same config, and the object still attends to what
+        the run did: the same conditioning frames, each output holding the same tensors (a dict
+        replaced, or a part written into it, is a change) with the same stored tokens, and the
+        same text. The hooks where sam2 changes them end the run already; this catches a path
+        that changes them without one, since a run tracked again from what it recorded must give
+        the bits it gave."""
+        if not run.follows(frame_idx, reverse) or run.text != text or run.pruning_generation != pruning_generation:
             return False
         conditioning = self.output_dict["cond_frame_outputs"]
         return conditioning.keys() == run.conditioning.keys() and all(

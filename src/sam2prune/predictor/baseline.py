@@ -186,10 +186,16 @@ class SAM2Predictor(SAM2VideoPredictor):
       the per-object memory clearing that 1.1.0 calls but lacks is implemented;
     - ``propagate_in_video`` tracks an object only from its first prompted frame on (in
       reverse, from its last one back), instead of on every frame from the start frame;
+    - objects whose memories have the same layout are tracked in one batched step
+      (``batch_objects``, the default) instead of one step each;
     - ``pruning_stats`` reports what each stored frame holds, and the peak.
 
-    Masks and logits are those of ``sam2.sam2_video_predictor.SAM2VideoPredictor``, except
-    where sam2 tracks an object before it was prompted (see ``propagate_in_video``).
+    With ``batch_objects = False``, masks and logits are those of
+    ``sam2.sam2_video_predictor.SAM2VideoPredictor`` bit for bit, except where sam2 tracks an
+    object before it was prompted (see ``propagate_in_video``). The batched step (the default)
+    rounds differently: its logits agree with sam2's to float rounding (within 1e-5, tested;
+    e.g. 7e-7 after 30 frames of three objects), not always bit for bit, so a mask pixel whose
+    logit is that close to 0 may flip.
     Per-video state (memory banks, bounded-memory bookkeeping) lives in a ``TrackingSession``
     on the inference state.
     """
@@ -198,13 +204,18 @@ class SAM2Predictor(SAM2VideoPredictor):
     random_weights: bool = False
     config_path: Path | None = None  # the SAM 2 YAML it was built from
     # objects whose memories have the same layout are tracked in one batched step (False: one
-    # step per object, as sam2 1.1.0; the results agree to float rounding)
+    # step per object, as sam2 1.1.0; the results agree to float rounding, not bit for bit).
+    # Never with the model's non_overlap_masks_for_mem_enc: sam2 applies it across the batch of
+    # its memory encoder, one object in 1.1.0's video predictor; batched, it would act across objects
     batch_objects: bool = True
     # bounded memory: an object's tracking run is cut every this many frames, so that recomputing
     # a dropped frame (a click, a reverse pass) re-tracks at most that many; each run keeps what
     # its first frame reads (a few frames' memories), so the state grows by that every so many
     # frames. None: a run lasts as long as tracking goes on (recomputation re-tracks from its start)
     replay_checkpoint_every: int | None = None
+    # which pruning config tracking runs under: the pruned predictor's set_pruning counts them.
+    # Bounded memory tracks dropped frames again only under the config they were tracked under
+    pruning_generation: int = 0
     fill_hole_area: int  # set by sam2's SAM2Base.__init__
 
     def __init__(self, **kwargs: Any) -> None:
@@ -309,7 +320,7 @@ class SAM2Predictor(SAM2VideoPredictor):
                 return True
             return not only_from_prompts and frame_idx in inference_state["frames_tracked_per_obj"][obj_idx]
 
-        def after_frame(frame_idx: int, outputs: dict[int, dict | None], last: bool) -> None:
+        def after_frame(frame_idx: int, outputs: dict[int, tuple[dict, dict | None]], last: bool) -> None:
             self._after_tracked_frame(inference_state, frame_idx, outputs, reverse=reverse, pass_ends=last)
 
         yield from propagate_objects(
@@ -357,7 +368,8 @@ class SAM2Predictor(SAM2VideoPredictor):
         self, inference_state: dict, frame_idx: int, obj_indices: list[int], *, reverse: bool
     ) -> dict[int, tuple[dict, torch.Tensor]]:
         """Track objects on a frame without prompts there: one batched step per group of objects
-        whose memories share a layout (``batch_objects``), else sam2's one step per object.
+        whose memories share a layout (``batch_objects``, unless the model's
+        ``non_overlap_masks_for_mem_enc``), else sam2's one step per object.
 
         Returns:
             ``{obj_idx: (output to store, pred_masks [1, 1, h, w] on the compute device)}``.
@@ -372,8 +384,9 @@ class SAM2Predictor(SAM2VideoPredictor):
                 reads=True,
             )
         groups: dict[tuple, list[int]] = {}
+        batched = self.batch_objects and not self.non_overlap_masks_for_mem_enc  # see batch_objects
         for obj_idx in obj_indices:
-            key = self._batch_key(inference_state, obj_idx, frame_idx, reverse) if self.batch_objects else (obj_idx,)
+            key = self._batch_key(inference_state, obj_idx, frame_idx, reverse) if batched else (obj_idx,)
             groups.setdefault(key, []).append(obj_idx)
         session = self.session(inference_state)
         # bounded memory: the run each object is tracked in (its bank's), and its batch, to track it again as it was
@@ -573,7 +586,10 @@ class SAM2Predictor(SAM2VideoPredictor):
         num_frames = inference_state["num_frames"]
         neighbour_mask = tracking and self.reads_neighbour_mask
         run, every, text = bank.active_run, self.replay_checkpoint_every, self.tracking_text(session, obj_id)
-        continues = run is not None and bank.continues(run, frame_idx, reverse=reverse, text=text)
+        generation = self.pruning_generation
+        continues = run is not None and bank.continues(
+            run, frame_idx, reverse=reverse, text=text, pruning_generation=generation
+        )
         if continues and run is not None and every is not None and abs(frame_idx - run.start) >= every:
             continues = False  # a checkpoint: a new run from here
         if tracking and not continues:
@@ -583,27 +599,35 @@ class SAM2Predictor(SAM2VideoPredictor):
             needed = frame_reads(self, frame_idx, reverse=reverse, num_frames=num_frames, neighbour_mask=neighbour_mask)
         self._recompute(inference_state, obj_id, bank, needed, frame_idx)
         if tracking and not continues:
-            bank.begin_run(frame_idx, reverse=reverse, inputs=needed, text=text)
+            bank.begin_run(frame_idx, reverse=reverse, inputs=needed, text=text, pruning_generation=generation)
 
     def _after_tracked_frame(
         self,
         inference_state: dict,
         frame_idx: int,
-        outputs: dict[int, dict | None],
+        outputs: dict[int, tuple[dict, dict | None]],
         *,
         reverse: bool,
         pass_ends: bool = False,
     ) -> None:
-        """Once every object has its output on a tracked frame: the peak bytes are noted (the
-        frame's outputs held with everything before), then with bounded memory each bank drops
-        what no later frame in this direction reads. Where the pass ends with this frame (before
-        the end of the video), what the frame itself read stays too, so that a next pass that
-        starts on it (passes in chunks, each from the last frame of the one before, as sam2
-        re-tracks its start frame) does not track the whole pass again to get it back."""
+        """Once every object has its output on a tracked frame (``outputs``: by object id, its
+        per-object output dict and its output there, or None on its conditioning frame): the peak
+        bytes are noted (the frame's outputs held with everything before), then with bounded
+        memory each bank drops what no later frame in this direction reads. Where the pass ends
+        with this frame (before the end of the video), what the frame itself read stays too, so
+        that a next pass that starts on it (passes in chunks, each from the last frame of the one
+        before, as sam2 re-tracks its start frame) does not track the whole pass again to get it
+        back. Objects removed since the frame was tracked (also by ``reset_state``, and when an
+        object of that id was added again) are left out: their outputs are gone with them."""
         session = self.session(inference_state)
-        banks = [session.bank(inference_state, inference_state["obj_idx_to_id"][obj_idx]) for obj_idx in outputs]
-        for bank, out in zip(banks, outputs.values(), strict=True):
+        banks = []
+        for obj_id, (output_dict, out) in outputs.items():
+            obj_idx = inference_state["obj_id_to_idx"].get(obj_id)
+            if obj_idx is None or inference_state["output_dict_per_obj"].get(obj_idx) is not output_dict:
+                continue  # removed since: its outputs went with it (an object of that id now is another)
+            bank = session.bank(inference_state, obj_id)
             bank.end_frame(frame_idx, out, reverse=reverse)
+            banks.append(bank)
         session.note_peak()
         if session.bounded_memory:
             num_frames, step = inference_state["num_frames"], -1 if reverse else 1
@@ -622,10 +646,27 @@ class SAM2Predictor(SAM2VideoPredictor):
         dropped, by tracking the runs that produced them again from their start, in a scratch
         copy of the memories, with what they attended to then: the prompted frames' outputs and
         the object's text, though either may have changed since (sam2 keeps the outputs made
-        with them, and reads them)."""
+        with them, and reads them).
+
+        Raises:
+            RuntimeError: some of them were tracked under a pruning config replaced since
+                (``set_pruning``): tracked again they would not be what unbounded memory holds.
+        """
         session = self.session(inference_state)
         num_frames = inference_state["num_frames"]
-        for run, frames in bank.missing(needed).items():
+        missing = bank.missing(needed)
+        replaced = sorted(
+            t for run, frames in missing.items() if run.pruning_generation != self.pruning_generation for t in frames
+        )
+        if replaced:
+            which = f"frame {replaced[0]}" if len(replaced) == 1 else f"frames {replaced[0]}-{replaced[-1]}"
+            raise RuntimeError(
+                f"frame {frame_idx} of object {obj_id} reads {which}, which bounded memory dropped; tracked under "
+                "a pruning config replaced since by set_pruning, they cannot be tracked again as they were. Change "
+                "the pruning config between sessions: call reset_state (or init_state) after set_pruning, or keep "
+                "every frame with init_state(..., bounded_memory=False)"
+            )
+        for run, frames in missing.items():
             log.debug(
                 "frame %d of object %d reads frames %d-%d, which bounded memory dropped: tracking them again",
                 frame_idx,

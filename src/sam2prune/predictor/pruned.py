@@ -179,6 +179,10 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
         """Use another pruning config: builds its scorer (loading the aligner, text encoder and
         router weights it names) and attaches the uncertainty probe if the router needs it.
 
+        Meant between sessions. Within one, frames tracked from here on use the new config; with
+        bounded memory, a click or pass that reads frames dropped after they were tracked under
+        the old one raises (``_recompute``), since they cannot be tracked again as they were.
+
         Raises:
             InputError: a file the config names is missing or does not fit this model.
         """
@@ -202,6 +206,7 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
             scorer = make_scorer(pruning)
         self.pruning = pruning
         self.scorer = scorer
+        self.pruning_generation += 1
         needs_uncertainty = router is not None and "uncertainty" in router.signals and not self.keeps_everything
         self.attach_uncertainty(pruning if needs_uncertainty else None)
 
@@ -261,9 +266,15 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
 
     def _get_image_feature(self, inference_state, frame_idx, batch_size):
         """sam2's, plus the token uncertainty of a frame it encodes (kept on the session as
-        long as sam2 caches the frame's features)."""
-        if self.uncertainty_probe is None or frame_idx in inference_state["cached_features"]:
+        long as sam2 caches the frame's features). A frame cached without it is encoded again:
+        sam2's ``reset_state`` keeps the cached features while the session starts anew, and a
+        config set since (``set_pruning``) may have attached the probe after it was encoded."""
+        if self.uncertainty_probe is None:
             return super()._get_image_feature(inference_state, frame_idx, batch_size)
+        if frame_idx in inference_state["cached_features"]:
+            if frame_idx in self.session(inference_state).uncertainty:
+                return super()._get_image_feature(inference_state, frame_idx, batch_size)
+            del inference_state["cached_features"][frame_idx]
         self.uncertainty_probe.seed_for(frame_idx)
         with self.uncertainty_probe.collect() as collected:
             features = super()._get_image_feature(inference_state, frame_idx, batch_size)
