@@ -355,7 +355,7 @@ def test_prompt_takes_the_object_of_a_label_png_and_refuses_clicks_with_a_box(tm
     assert main([*common, "--mask", str(tmp_path / "two.png")]) == 2
     assert "holds objects 1, 3: prompt describes one object" in capsys.readouterr().err
     assert main([*common, "--box", "10,10,200,200", "--point", "50,50"]) == 2
-    assert "--point/--neg would have no effect" in capsys.readouterr().err
+    assert "--box is the region itself: --point would have no effect" in capsys.readouterr().err
 
 
 def test_prompt_command_with_a_click(tmp_path, tiny_captioner, capsys):
