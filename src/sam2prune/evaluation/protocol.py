@@ -500,9 +500,14 @@ def _written_by_the_run(out_dir: Path) -> list[Path]:
     return list(dict.fromkeys(ours))  # a killed run's staging folder of PNGs is both
 
 
-def _check_deletable(out_dir: Path) -> None:
-    """Raises InputError when ``sequences/`` or ``masks/`` hold something the run did not write
-    (a run writes there again, so those are not kept: they are named, nothing is deleted)."""
+def _check_deletable(out_dir: Path) -> list[Path]:
+    """What the run wrote there (``_written_by_the_run``), once checked that ``sequences/`` and
+    ``masks/`` hold nothing else.
+
+    Raises:
+        InputError: they hold something the run did not write (a run writes there again, so
+            those are not kept: they are named, nothing is deleted).
+    """
     written = _written_by_the_run(out_dir)
     ours = set(written)
     foreign = sorted(
@@ -519,6 +524,7 @@ def _check_deletable(out_dir: Path) -> None:
             f"--out {out_dir} holds {shown}, which the run did not write, where --overwrite deletes what it wrote: "
             "move them out first"
         )
+    return written
 
 
 def _delete_run(out_dir: Path) -> None:
@@ -527,8 +533,7 @@ def _delete_run(out_dir: Path) -> None:
     Raises:
         InputError: files the run did not write are in its way (``_check_deletable``).
     """
-    _check_deletable(out_dir)
-    for entry in _written_by_the_run(out_dir):
+    for entry in _check_deletable(out_dir):
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)
         else:
