@@ -443,8 +443,10 @@ class StaticSteps:
         from sam2's outputs unless it tracked the frame before in this direction with the same
         conditioning memory. ``generation``: the predictor's (``release_graphs``); a step of
         another is not used."""
-        # one step per group and shape: a pass in the other direction keeps its own graph (and a
-        # graph reads the weight casts it was captured with)
+        # one step per group and shape (a graph reads the weight casts it was captured with); the
+        # direction is not in the key: a reverse pass of the same shape refills the forward pass's
+        # buffers instead of capturing a second graph, so two passes advanced in turn refill on
+        # every frame (speed only: each fill copies sam2's outputs)
         key = (*(id(bank) for bank in banks), shape, capture, id(weights), generation)
         step = self.steps.get(key)
         if step is None:
