@@ -220,3 +220,40 @@ def test_an_error_resizing_a_frame_names_it_and_out_of_memory_stays_what_it_is(m
         frames[2]
     assert raised.value.__notes__ == [f"while preprocessing frame {source.frame_files[2]}"]
     assert torch.equal(frames[1], preprocess_frame(source.read_frame(1), 64))
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_a_reader_that_cannot_be_made_answers_every_frame_waited_for_and_the_next_request_reads(monkeypatch, workers):
+    """Making the reader (or the resizing pool) can fail (out of memory, no file handles left):
+    whoever waits for the frames of that batch gets the error instead of waiting for ever, and a
+    later request reads them once the cause is gone."""
+    import threading
+
+    from sam2prune.data import frames as frames_module
+
+    source = VideoSource.open(embedded_clip())
+    frames = FrameSource(source, 64, workers=workers, read_ahead=2, cache_frames=4)
+    real = frames_module.FrameReader
+    failures = [MemoryError("no memory for a reader")]
+
+    def failing(video):
+        if failures:
+            raise failures.pop()
+        return real(video)
+
+    monkeypatch.setattr(frames_module, "FrameReader", failing)
+    outcome: list[object] = []
+
+    def ask() -> None:
+        try:
+            outcome.append(frames[10])
+        except BaseException as error:  # the test reads what it was
+            outcome.append(error)
+
+    asking = threading.Thread(target=ask, daemon=True)
+    asking.start()
+    asking.join(20)
+    assert not asking.is_alive(), "frames[10] waits for ever"
+    assert isinstance(outcome[0], MemoryError) and "no memory for a reader" in str(outcome[0])
+    assert torch.equal(frames[10], preprocess_frame(source.read_frame(10), 64))
+    frames.close()

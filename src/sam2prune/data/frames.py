@@ -233,12 +233,18 @@ class FrameSource:
                     return
                 batch = self._wanted[: self.read_ahead + 1]
                 del self._wanted[: len(batch)]
+                try:
+                    if self._reader is None:
+                        self._reader = FrameReader(self.source)
+                    if self._pool is None and self.workers > 1:
+                        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="sam2prune-resize")
+                except BaseException as error:  # nothing to read with: whoever waits for the batch gets the error
+                    for index in batch:
+                        self._errors[index] = error
+                    self._state.notify_all()
+                    continue  # the next batch tries again (its waiters must be answered too)
                 self._reading.update(batch)
-                if self._reader is None:
-                    self._reader = FrameReader(self.source)
                 reader = self._reader
-                if self._pool is None and self.workers > 1:
-                    self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="sam2prune-resize")
                 pool = self._pool
             decoded = set()  # handed on to be resized: their errors are their own
             try:
