@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -137,6 +138,101 @@ def test_ridge_recovers_a_known_linear_map():
     torch.testing.assert_close(weight[-1], bias, atol=2e-3, rtol=0)
     # the penalty shrinks the map but not the bias
     assert fit_ridge(features, targets, ridge=1e5)[:-1].norm() < 0.2 * true_map.norm()
+
+
+class _StubTextEncoder:
+    name = "stub"
+
+    def encode(self, phrases: list[str]) -> torch.Tensor:
+        return torch.stack([torch.full((3,), float(len(phrase))) for phrase in phrases])
+
+
+class _StubPredictor:
+    """Tokens ``[1, 64, channels]`` on an 8x8 grid (image size 128), random or constant."""
+
+    image_size = 128
+
+    def __init__(self, channels: int, *, constant: bool = False) -> None:
+        self.channels = channels
+        self.constant = constant
+
+    def encode_frames(self, source, indices):
+        generator = torch.Generator().manual_seed(0)
+        for frame_idx in indices:
+            tokens = torch.ones(1, 64, self.channels)
+            if not self.constant:
+                tokens = torch.randn(1, 64, self.channels, generator=generator)
+            yield frame_idx, tokens, None
+
+
+def _labelled_sequence(name: str, objects: dict[int, tuple[slice, slice]], frames: int = 2):
+    """A sequence of 64x64 label maps (8x8 pixels a token at grid 8x8) with ``objects`` at the
+    given (rows, columns)."""
+    from types import SimpleNamespace
+
+    labels = np.zeros((64, 64), np.uint8)
+    for obj_id, (rows, columns) in objects.items():
+        labels[rows, columns] = obj_id
+    return SimpleNamespace(
+        name=name,
+        obj_ids=list(objects),
+        source=None,
+        annotated={index: (lambda: labels) for index in range(frames)},
+        ground_truth=lambda frame_idx: labels,
+    )
+
+
+def test_fit_aligner_refuses_objects_without_a_token_inside_them():
+    """An object smaller than half a token: no token is its; the aligner would be fit on background
+    tokens only while claiming the object (and, at --ridge 0, a singular system raised a raw
+    LinAlgError)."""
+    from sam2prune.scorers.router.semantic import fit_aligner
+
+    sequence = _labelled_sequence("tiny", {1: (slice(2, 5), slice(2, 5))})
+    for ridge in (0.0, 1.0):
+        with pytest.raises(InputError) as error:
+            fit_aligner(
+                _StubPredictor(8),
+                [sequence],
+                {"tiny/1": "a dot"},
+                text_encoder=_StubTextEncoder(),
+                ridge=ridge,
+                frame_step=2,
+                progress=False,
+            )
+        message = str(error.value)
+        assert message.startswith(
+            "no token more than half inside tiny/1 on the frames used (8x8 tokens at image "
+            "size 128, one annotated frame in 2): the aligner would be fit on background"
+        )
+        assert "pass a larger --image-size or a smaller --frame-step" in message
+
+
+def test_fit_aligner_leaves_out_objects_without_a_token_and_says_so(caplog):
+    from sam2prune.scorers.router.semantic import fit_aligner
+
+    sequence = _labelled_sequence("two", {1: (slice(0, 32), slice(0, 32)), 2: (slice(50, 52), slice(50, 52))})
+    labels = {"two/1": "a box", "two/2": "a dot"}
+    with caplog.at_level("WARNING", logger="sam2prune"):
+        _, stats = fit_aligner(_StubPredictor(8), [sequence], labels, text_encoder=_StubTextEncoder(), progress=False)
+    assert stats["objects"] == 1
+    assert "two/2" in caplog.text and "two/1" not in caplog.text
+
+
+def test_fit_aligner_at_ridge_0_refuses_fewer_tokens_than_unknowns_and_a_singular_system():
+    """At --ridge 0 with fewer tokens than the map's C + 1 unknowns the fit interpolates (train
+    cosine 1.000); constant tokens make the system singular (a raw LinAlgError before)."""
+    from sam2prune.scorers.router.semantic import fit_aligner
+
+    sequence = _labelled_sequence("small", {1: (slice(0, 16), slice(0, 8))}, frames=1)  # 2 tokens, 4 background
+    options = {"text_encoder": _StubTextEncoder(), "ridge": 0.0, "progress": False}
+    with pytest.raises(InputError, match=r"--ridge 0 needs at least 33 tokens .* got 6; pass --ridge > 0"):
+        fit_aligner(_StubPredictor(32), [sequence], {"small/1": "a box"}, **options)
+    large = _labelled_sequence("large", {1: (slice(0, 32), slice(0, 32))}, frames=3)
+    with pytest.raises(InputError, match=r"--ridge 0: .*singular.*; pass --ridge > 0"):
+        fit_aligner(_StubPredictor(4, constant=True), [large], {"large/1": "a box"}, **options)
+    _, stats = fit_aligner(_StubPredictor(4), [large], {"large/1": "a box"}, **options)
+    assert stats["tokens"] == 3 * (16 + 32) and stats["objects"] == 1
 
 
 def test_aligner_relevance_and_strict_files(tmp_path):

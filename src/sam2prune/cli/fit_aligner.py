@@ -122,7 +122,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="minilm, clip:<folder or hub id>, open_clip:<arch>:<file> (default: %(default)s)",
     )
     parser.add_argument(
-        "--ridge", type=float, default=default_of(fit_aligner, "ridge"), help="L2 penalty (default: %(default)s)"
+        "--ridge",
+        type=float,
+        default=default_of(fit_aligner, "ridge"),
+        help="L2 penalty; 0 (none) needs more tokens than the map has unknowns (257) (default: %(default)s)",
     )
     parser.add_argument(
         "--frame-step",

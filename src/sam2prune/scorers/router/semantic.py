@@ -16,6 +16,7 @@ which is what this aligner does.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -37,6 +38,9 @@ if TYPE_CHECKING:
 ALIGNER_FORMAT = "sam2prune-aligner"
 ALIGNER_VERSION = 1
 BACKGROUND_PHRASE = "background"
+OBJECT_COVERAGE = 0.5  # a token is an object's when more than this fraction of its patch is inside it
+
+log = logging.getLogger("sam2prune")
 
 
 def fit_ridge(features: torch.Tensor, targets: torch.Tensor, ridge: float) -> torch.Tensor:
@@ -47,6 +51,10 @@ def fit_ridge(features: torch.Tensor, targets: torch.Tensor, ridge: float) -> to
 
     Returns:
         ``[C + 1, D]``: the map (rows 0..C-1) and the bias (last row), float32.
+
+    Raises:
+        torch.linalg.LinAlgError: the system is singular (at ``ridge`` 0: a constant or zero
+            channel, linearly dependent channels, fewer than ``C + 1`` rows; at any ridge: no row).
     """
     x = torch.cat([features.double(), torch.ones(len(features), 1, dtype=torch.float64)], dim=1)
     penalty = torch.full((x.shape[1],), float(ridge), dtype=torch.float64)
@@ -181,6 +189,12 @@ def object_coverage(labels: np.ndarray, obj_ids: list[int], grid: tuple[int, int
     return F.adaptive_avg_pool2d(masks, grid).flatten(1)
 
 
+def object_tokens(labels: np.ndarray, obj_ids: list[int], grid: tuple[int, int]) -> torch.Tensor:
+    """Whether each token is an object's, mostly (> ``OBJECT_COVERAGE``) inside it:
+    ``[len(obj_ids), H*W]`` bool."""
+    return object_coverage(labels, obj_ids, grid) > OBJECT_COVERAGE
+
+
 def collect_aligner_data(
     frames: list[tuple[torch.Tensor, np.ndarray, dict[int, torch.Tensor]]],
     background: torch.Tensor,
@@ -205,16 +219,15 @@ def collect_aligner_data(
     generator = torch.Generator().manual_seed(seed)
     features, targets = [], []
     for tokens, labels, phrases in frames:
-        coverage = object_coverage(labels, list(phrases), grid)
-        object_tokens = 0
-        for row, embedding in enumerate(phrases.values()):
-            inside = coverage[row] > 0.5
+        inside_objects = object_tokens(labels, list(phrases), grid)
+        object_count = 0
+        for inside, embedding in zip(inside_objects, phrases.values(), strict=True):
             features.append(tokens[inside])
             targets.append(embedding.expand(int(inside.sum()), -1))
-            object_tokens += int(inside.sum())
+            object_count += int(inside.sum())
         touched = F.adaptive_avg_pool2d(torch.from_numpy(labels != 0).float()[None, None], grid).flatten()
         empty = torch.nonzero(touched == 0).flatten()
-        count = min(len(empty), max(1, round(background_ratio * object_tokens)))
+        count = min(len(empty), max(1, round(background_ratio * object_count)))
         chosen = empty[torch.randperm(len(empty), generator=generator)[:count]]
         features.append(tokens[chosen])
         targets.append(background.expand(len(chosen), -1))
@@ -240,35 +253,70 @@ def fit_aligner(
         text_encoder: a ``TextEncoder``.
 
     Returns:
-        (the aligner, fit statistics: tokens, frames, objects, train mean cosine).
+        (the aligner, fit statistics: tokens, frames, objects (those with a token), train mean
+        cosine). Labelled objects without a token more than half inside them on any frame used
+        are left out with a warning.
 
     Raises:
-        InputError: no labelled object found in the sequences.
+        InputError: no labelled object found in the sequences, or none has a token more than half
+            inside it; at ``ridge`` 0, fewer tokens than the map's ``C + 1`` unknowns or a
+            singular system.
     """
     wanted = set(labels)
     phrases = sorted(set(labels.values()))
     embeddings = dict(zip(phrases, text_encoder.encode(phrases), strict=False))
     background = text_encoder.encode([BACKGROUND_PHRASE])[0]
+    side = predictor.image_size // 16
     frames: list[tuple[torch.Tensor, np.ndarray, dict[int, torch.Tensor]]] = []
-    used: set[str] = set()
+    token_counts: dict[str, int] = {}  # label key -> tokens inside the object over the frames used
     for sequence in progress_bar(list(sequences), desc="aligner features", unit="sequence", disable=not progress):
         objects = {obj_id: label_key(sequence.name, obj_id) for obj_id in sequence.obj_ids}
         objects = {obj_id: key for obj_id, key in objects.items() if key in wanted}
         if not objects:
             continue
-        used |= set(objects.values())
+        for key in objects.values():
+            token_counts.setdefault(key, 0)
         indices = sorted(sequence.annotated)[::frame_step]
         with torch.inference_mode():
             for frame_idx, tokens, _ in predictor.encode_frames(sequence.source, indices):
                 gt = sequence.ground_truth(frame_idx)
+                inside = object_tokens(gt, list(objects), (side, side)).sum(dim=1)
+                for key, count in zip(objects.values(), inside.tolist(), strict=True):
+                    token_counts[key] += count
                 frames.append(
                     (tokens[0].cpu(), gt, {obj_id: embeddings[labels[key]] for obj_id, key in objects.items()})
                 )
     if not frames:
         raise InputError(f"no labelled object found in the dataset (labels name e.g. {next(iter(wanted))})")
-    side = predictor.image_size // 16
+    tokenless = [key for key, count in token_counts.items() if count == 0]
+    if tokenless:
+        more = f" and {len(tokenless) - 5} more" if len(tokenless) > 5 else ""
+        where = (
+            f"no token more than half inside {', '.join(tokenless[:5])}{more} on the frames used "
+            f"({side}x{side} tokens at image size {predictor.image_size}"
+            f"{f', one annotated frame in {frame_step}' if frame_step > 1 else ''})"
+        )
+        if len(tokenless) == len(token_counts):
+            fewer = " or a smaller --frame-step" if frame_step > 1 else ""
+            raise InputError(
+                f"{where}: the aligner would be fit on background tokens only; pass a larger --image-size{fewer}, "
+                "or label larger objects"
+            )
+        log.warning("%s: left out of the aligner", where)
     features, targets = collect_aligner_data(frames, background, grid=(side, side))
-    weight = fit_ridge(features, targets, ridge)
+    unknowns = features.shape[1] + 1
+    if ridge == 0 and len(features) < unknowns:
+        raise InputError(
+            f"--ridge 0 needs at least {unknowns} tokens (one per unknown of the map: {unknowns - 1} channels "
+            f"and a bias) to determine the aligner, got {len(features)}; pass --ridge > 0, or use more frames"
+        )
+    try:
+        weight = fit_ridge(features, targets, ridge)
+    except torch.linalg.LinAlgError as error:
+        raise InputError(
+            f"--ridge {ridge:g}: the {len(features)} tokens do not determine the aligner (their system is "
+            "singular: a channel is constant or zero, or channels are linearly dependent); pass --ridge > 0"
+        ) from error
     aligner = Aligner(
         weight,
         text_encoder.name,
@@ -280,6 +328,6 @@ def fit_aligner(
     return aligner, {
         "tokens": len(features),
         "frames": len(frames),
-        "objects": len(used),
+        "objects": len(token_counts) - len(tokenless),
         "train_mean_cosine": fitted,
     }
