@@ -11,6 +11,7 @@ import av
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from sam2prune.cli import embedded_clip
 from sam2prune.data.frames import FrameSource, preprocess_frame
@@ -257,3 +258,50 @@ def test_a_reader_that_cannot_be_made_answers_every_frame_waited_for_and_the_nex
     assert isinstance(outcome[0], MemoryError) and "no memory for a reader" in str(outcome[0])
     assert torch.equal(frames[10], preprocess_frame(source.read_frame(10), 64))
     frames.close()
+
+
+def test_frames_and_videos_shown_turned_by_their_viewers_are_read_as_stored_and_say_so(tmp_path, caplog, monkeypatch):
+    """A phone's photo (EXIF orientation) or video (a rotation flag in its track) is shown turned;
+    SAM 2 reads the stored pixels, and so does sam2prune, saying in which orientation prompts are."""
+    import struct
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned 90 degrees clockwise
+    for i in range(3):
+        Image.new("RGB", (30, 20), (40 * i, 0, 0)).save(frames / f"{i:05d}.jpg", exif=exif if i else Image.Exif())
+    monkeypatch.setattr(logging.getLogger("sam2prune"), "propagate", True)
+    with caplog.at_level("WARNING", logger="sam2prune"):
+        source = VideoSource.open(frames)
+    assert (source.width, source.height) == (30, 20)
+    assert "in 2 of 3 frames (00001.jpg, 00002.jpg); frames are read as stored, 30x20" in caplog.text
+
+    video = _encode(tmp_path / "clip.mp4", "libx264").path
+    caplog.clear()
+    data = bytearray(video.read_bytes())
+    header = data.find(b"tkhd")  # version 0: the matrix follows flags, 5 words, 2 reserved, layer..volume
+    assert data[header + 4] == 0
+    matrix = header + 4 + 4 + 20 + 8 + 8
+    assert struct.unpack(">9i", data[matrix : matrix + 36])[0] == 65536  # the identity's first entry
+    data[matrix : matrix + 36] = struct.pack(">9i", 0, 65536, 0, -65536, 0, 0, 0, 0, 0x40000000)
+    (tmp_path / "turned.mp4").write_bytes(bytes(data))
+    with caplog.at_level("WARNING", logger="sam2prune"):
+        turned = VideoSource.open(tmp_path / "turned.mp4")
+    assert (turned.width, turned.height) == (96, 64)
+    assert "turned.mp4 carries a rotation flag (-90 degrees) that players apply; frames are read as stored, 96x64" in (
+        caplog.text
+    )
+
+
+def test_frame_names_the_natural_order_finds_equal_are_ordered_whatever_the_file_systems_order(tmp_path, monkeypatch):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for name in ("f01.png", "f1.png", "F2.png", "f2.png"):
+        Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(folder / name)
+    listed = list(folder.iterdir())
+    orders = []
+    for order in (sorted(listed), sorted(listed, reverse=True)):
+        monkeypatch.setattr(Path, "iterdir", lambda self, order=order: iter(order))
+        orders.append(VideoSource.open(folder).frame_names)
+    assert orders[0] == orders[1] == ["f01", "f1", "F2", "f2"]

@@ -25,6 +25,7 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
 # images of other kinds in a folder of frames are named (not read as frames)
 OTHER_IMAGE_SUFFIXES = frozenset({".bmp", ".webp", ".tif", ".tiff", ".gif", ".jp2", ".ppm", ".heic"})
 log = logging.getLogger("sam2prune")
+EXIF_ORIENTATION = 0x0112  # the EXIF tag of how a viewer turns or mirrors the stored picture
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg"})
 
 
@@ -48,7 +49,8 @@ def list_frame_files(folder: Path) -> list[Path]:
             raise InputError(f"frame {path} is a link to {os.readlink(path)}, which does not exist")
         if path.is_file():
             files.append(path)
-    return sorted(files, key=lambda path: natural_key(path.name))
+    # names the key finds equal (f1 and f01, F1 and f1) in one order whatever the file system's
+    return sorted(files, key=lambda path: (natural_key(path.name), path.name))
 
 
 @dataclass
@@ -138,7 +140,22 @@ class VideoSource:
                 f"video folder {folder} has several frames named {duplicate} (e.g. .jpg and .png); "
                 "frame names must be unique"
             )
-        sizes = [image_size(path) for path in files]
+        headers = [_image_header(path) for path in files]
+        sizes = [size for size, _ in headers]
+        turned = [
+            path.name for path, (_, orientation) in zip(files, headers, strict=True) if orientation not in (None, 1)
+        ]
+        if turned:
+            log.warning(
+                "video folder %s: an EXIF orientation that photo viewers apply (turned or mirrored) in %d of %d "
+                "frames (%s); frames are read as stored, %dx%d, as SAM 2 reads them: give points, boxes and masks "
+                "in that orientation (masks are written in it)",
+                folder,
+                len(turned),
+                len(files),
+                ", ".join(turned[:3]) + (", ..." if len(turned) > 3 else ""),
+                *sizes[0],
+            )
         first = sizes[0]
         for path, size in zip(files, sizes, strict=False):
             if size != first:
@@ -160,6 +177,14 @@ class VideoSource:
         for frame in _decode_video(path, convert=False):
             if size is None:
                 size = (frame.width, frame.height)
+                if rotation := int(getattr(frame, "rotation", 0) or 0):
+                    log.warning(
+                        "video %s carries a rotation flag (%d degrees) that players apply; frames are read as "
+                        "stored, %dx%d: give points, boxes and masks in that orientation (masks are written in it)",
+                        path,
+                        rotation,
+                        *size,
+                    )
             elif (frame.width, frame.height) != size:
                 raise InputError(
                     f"frame {len(checksums)} of {path} is {frame.width}x{frame.height}, expected "
@@ -399,9 +424,20 @@ def image_size(path: Path) -> tuple[int, int]:
     Raises:
         InputError: naming the file when it is not a readable image.
     """
+    return _image_header(path)[0]
+
+
+def _image_header(path: Path) -> tuple[tuple[int, int], int | None]:
+    """(width, height) of an image file and its EXIF orientation (None: none), from its header.
+
+    Raises:
+        InputError: naming the file when it is not a readable image.
+    """
     try:
         with Image.open(path) as image:
-            return image.size
+            # only EXIF read with the header (a PNG's getexif() may decode the whole picture)
+            orientation = image.getexif().get(EXIF_ORIENTATION) if "exif" in image.info else None
+            return image.size, orientation
     except (UnidentifiedImageError, OSError) as error:
         raise InputError(f"frame {path} cannot be read as an image: {error}") from error
 
