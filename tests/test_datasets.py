@@ -368,6 +368,13 @@ def test_uvo_objects_and_errors_name_the_video_object_and_frame(tmp_path):
         read(videos=[video | {"height": H + 1}])
     with pytest.raises(InputError, match="UVO video 7: file_names is empty"):
         read(videos=[video | {"file_names": []}])
+    # label maps are uint8 with 255 as void: object 255 was void, 256 an OverflowError
+    many = [{"id": i, "video_id": 7, "segmentations": [rle(square), None, None]} for i in range(1, 256)]
+    assert read(annotations=many[:254])[0].obj_ids[-1] == 254
+    with pytest.raises(
+        InputError, match=r"UVO video 7 \(vidA\) has 255 annotated objects; label maps hold object ids 1..254"
+    ):
+        read(annotations=many)
     with pytest.raises(InputError, match=r'expected each video as \{"id", "file_names", "width", "height"\}'):
         read(videos=[{"id": 7}])
     # a broken video that is not asked for is not checked

@@ -20,6 +20,7 @@ from sam2prune.fsutil import read_json
 from sam2prune.wording import counted
 
 VOID_LABEL = 255
+MAX_OBJECT_ID = 254  # label maps are uint8, 255 marking void
 DATASETS = ("davis", "vost", "pumavos", "lvos", "uvo", "endovis18")
 # what each reader expects (ROOT is what --root points to)
 LAYOUTS = {
@@ -355,6 +356,11 @@ def read_uvo(root: Path, split: str = "val", *, only: Collection[str] | None = N
         objects = sorted(by_video.get(video_id, []), key=lambda a: a.get("id", 0))
         if not objects:
             continue
+        if len(objects) > MAX_OBJECT_ID:
+            raise InputError(
+                f"UVO video {video_id} ({name}) has {len(objects)} annotated objects; label maps hold object ids "
+                f"1..{MAX_OBJECT_ID} (255 marks void): evaluate the other videos by naming them with --sequences"
+            )
         for obj_id, annotation in enumerate(objects, start=1):
             segmentations = annotation.get("segmentations")
             if not isinstance(segmentations, list) or len(segmentations) != len(files):
