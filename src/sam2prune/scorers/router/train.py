@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -84,11 +85,18 @@ def collect_examples(
     """Signals and targets of every object on every annotated frame that follows another
     annotated frame (which gives the prior).
 
+    The examples are kept on the CPU, where ``train_router`` trains, whatever the predictor's
+    device: the frame's tokens are copied there once and its signals computed from them. What
+    depends on the frame alone (the visual signal, the uncertainty) is computed and held once for
+    all its objects.
+
     Args:
         predictor: a pruned predictor (its ``encode_frames`` gives the uncertainty when its probe is attached).
         scorer: computes the signals (its config decides which).
         phrase_of: ``(sequence name, object id) -> phrase`` for the text signal, or None.
     """
+    from sam2prune.predictor.session import FrameCache
+
     examples = []
     side = predictor.sam_image_embedding_size
     grid = (side, side)
@@ -97,6 +105,11 @@ def collect_examples(
         previous_of = dict(zip(annotated[1:], annotated, strict=False))
         with torch.no_grad():  # not inference mode: the signals become training inputs
             for frame_idx, tokens, uncertainty in predictor.encode_frames(sequence.source, annotated[1:]):
+                # on an accelerator, every frame's signals (4 MiB of visual signal at 1024 px) would
+                # pile up in its memory, and the router trains on the CPU
+                tokens = tokens.cpu()
+                uncertainty = uncertainty.cpu() if uncertainty is not None else None
+                memo = partial(FrameCache().get, frame_idx)  # this frame's, for all its objects
                 previous = previous_of[frame_idx]
                 gt, gt_previous = sequence.ground_truth(frame_idx), sequence.ground_truth(previous)
                 for obj_id in sequence.obj_ids:
@@ -109,6 +122,7 @@ def collect_examples(
                         prior_mask=prior,
                         uncertainty=uncertainty,
                         text=phrase_of(sequence.name, obj_id) if phrase_of is not None else None,
+                        memo=memo,
                     )
                     signals = scorer.signals_for(tokens, context)
                     examples.append(Example(signals, token_targets(gt == obj_id, grid), frame_idx % holdout_every == 0))
@@ -169,7 +183,10 @@ def train_router(
     seed: int = 0,
     progress: bool = True,
 ) -> tuple[nn.Module, list[dict[str, float]]]:
-    """Train the MLP of the paper or learned router on collected examples.
+    """Train the MLP of the paper or learned router on collected examples, on the CPU.
+
+    Args:
+        examples: their signals and targets on the CPU, as ``collect_examples`` keeps them.
 
     Returns:
         (module in eval mode, history: per epoch the mean training loss and held-out recall).
