@@ -427,7 +427,8 @@ def test_paper_router_maps_3c_to_hidden_to_one_and_learned_router_sizes():
     tokens, context = _signals_context()
     scorer = RouterScorer(PruningConfig(router="paper"), signals=("visual", "uncertainty"), module=paper.eval())
     scores = scorer(tokens, context)
-    assert scores.shape == (2, 64) and torch.allclose(scores.sum(dim=-1), torch.ones(2))  # softmax over tokens
+    assert scores.shape == (2, 64)
+    assert torch.equal(scores, paper(scorer.signals_for(tokens, context), (2, 64)))  # ranked as its softmax
     learned = LearnedRouter(channels=256, signals=("visual", "uncertainty", "prior"))
     assert learned.mlp[0].in_features == 256 + 2
     assert PruningConfig(router="paper", text="x").active_signals() == ("visual", "text", "uncertainty")

@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch import nn
 
 from sam2prune import PruningConfig
 from sam2prune.data.datasets import read_dataset
-from sam2prune.scorers.baselines import ScoringContext
+from sam2prune.scorers.baselines import ScoringContext, select_tokens
 from sam2prune.scorers.router import fusion
+from sam2prune.scorers.router.fusion import RouterScorer, Signals
 from sam2prune.scorers.router.train import collect_examples, train_router, training_scorer
 
 from conftest import CHAIR_FRAMES, CHAIR_MASKS, TEST_DEVICE, TINY_SIZE, build_random
@@ -131,3 +133,28 @@ def test_the_objects_of_a_frame_share_its_signals_computed_once(two_objects, mon
     )
     for name in SIGNALS:
         assert torch.equal(getattr(examples[-1].signals, name), getattr(alone, name)), name
+
+
+class _FixedLogits(nn.Module):
+    """An MLP router stand-in whose logits ``[N]`` are given."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        super().__init__()
+        self.logits = nn.Parameter(logits)
+
+    def forward(self, signals: Signals, size: tuple[int, int]) -> torch.Tensor:
+        return self.logits.expand(size)
+
+
+def test_an_mlp_router_keeps_the_tokens_of_the_highest_logits_whatever_their_spread():
+    # a softmax in float32 underflows to 0 once logits spread over ~104: most tokens tied at 0 and
+    # top-k picked among them arbitrarily, while training reported the recall of the logits' top-k
+    logits = torch.linspace(-1000, 1000, 64)[torch.randperm(64, generator=torch.Generator().manual_seed(0))]
+    config = PruningConfig(router="learned", signals=("prior",))
+    scorer = RouterScorer(config, signals=("prior",), module=_FixedLogits(logits))  # type: ignore[arg-type]
+    prior = torch.ones(1, 1, 32, 32)
+    with torch.no_grad():
+        scores = scorer(torch.randn(1, 64, 8), ScoringContext(frame_idx=1, grid=(8, 8), prior_mask=prior))
+    kept = config.kept_count(64)
+    assert torch.equal(select_tokens(scores, kept), select_tokens(logits[None], kept))
+    assert torch.equal(scores.argsort(dim=-1), logits[None].argsort(dim=-1))  # the whole order, not only the top

@@ -42,7 +42,8 @@ class PruningConfig:
             Monte-Carlo dropout masks.
         router: fusion of the signals: ``default`` (training-free weighted sum of the
             normalised signals, weights ``signal_weights``), ``paper`` (the source paper's MLP:
-            each signal aligned to C channels, concatenated, Linear-GELU-Linear, softmax) or
+            each signal aligned to C channels, concatenated, Linear-GELU-Linear, softmax, whose
+            order the logits give without underflow: tokens are ranked by them) or
             ``learned`` (the same MLP over all signals); both MLPs load ``router_weights``.
         signals: the signals used, a subset of visual, text, uncertainty, prior; None: all that
             are available (text only with a ``text``).

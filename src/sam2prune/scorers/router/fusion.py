@@ -59,8 +59,9 @@ def _scalar(value: torch.Tensor | None, size: tuple[int, int], device: torch.dev
 
 class PaperRouter(nn.Module):
     """The source paper's router: visual, semantic and uncertainty signals each aligned to C
-    channels, concatenated (3C), Linear -> GELU -> Linear -> score, softmax over tokens.
-    A switched-off signal enters as zeros."""
+    channels, concatenated (3C), Linear -> GELU -> Linear -> score, softmax over tokens (the
+    tokens it keeps are those of the highest logits: ``RouterScorer.fuse``). A switched-off
+    signal enters as zeros."""
 
     kind = "paper"
 
@@ -270,9 +271,12 @@ class RouterScorer:
         return module
 
     def fuse(self, signals: Signals, size: tuple[int, int], device: torch.device) -> torch.Tensor:
-        """``[B, N]`` scores of ``size`` = (B, N) from the signals."""
+        """``[B, N]`` scores of ``size`` = (B, N) from the signals: the MLP's logits, or the
+        weighted sum of the default router."""
         if self.module is not None:
-            return torch.softmax(self._module_on(device)(signals, size), dim=-1)
+            # the paper's softmax over tokens keeps the order of the logits, which are ranked
+            # instead: in float32 it underflows to ties at 0 once the logits spread over ~104
+            return self._module_on(device)(signals, size)
         w_prior, w_text, w_uncertainty, w_visual = self.config.signal_weights
         score = torch.zeros(size, device=device)
         if signals.prior is not None:
