@@ -82,6 +82,63 @@ def tiny_captioner(tmp_path_factory) -> Path:
     return folder
 
 
+# LLaVA-1.5's chat template, shortened: the image token on the user's turn, then the text
+LLAVA_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ message['role'].upper() + ': ' }}"
+    "{% for content in message['content'] if content['type'] == 'image' %}{{ '<image>\\n' }}{% endfor %}"
+    "{% for content in message['content'] if content['type'] == 'text' %}{{ content['text'] + ' ' }}{% endfor %}"
+    "{% endfor %}{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_llava(tmp_path_factory) -> Path:
+    """A randomly initialised LLaVA (CLIP vision tower, one Llama layer) with the MiniLM package's
+    BERT tokenizer plus an ``<image>`` token, and a LLaVA-style chat template."""
+    from transformers import (
+        BertTokenizerFast,
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    folder = tmp_path_factory.mktemp("tiny-llava")
+    tokenizer = BertTokenizerFast.from_pretrained(_minilm_dir())
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    processor = LlavaProcessor(
+        image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+        tokenizer=tokenizer,
+        patch_size=16,
+        image_token="<image>",
+        num_additional_image_tokens=1,  # CLIP's class token, dropped by the "default" strategy
+        vision_feature_select_strategy="default",
+        chat_template=LLAVA_CHAT_TEMPLATE,
+    )
+    small = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2}
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(**small, image_size=32, patch_size=16, projection_dim=32),
+        text_config=LlamaConfig(
+            **small,
+            vocab_size=len(tokenizer),
+            num_key_value_heads=2,
+            max_position_embeddings=128,
+            bos_token_id=tokenizer.cls_token_id,
+            eos_token_id=tokenizer.sep_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        ),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-1,
+    )
+    torch.manual_seed(0)
+    LlavaForConditionalGeneration(config).save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
 def _frame() -> np.ndarray:
     from PIL import Image
 
@@ -262,6 +319,27 @@ def test_captioner_pipeline_end_to_end_and_cache(tiny_captioner, tmp_path):
     assert cached.cached and cached.phrase == result.phrase and again._captioner is None  # no model loaded
     other = again.describe(frame, (0, 0, 100, 100), "box", video_key="chair:0")
     assert not other.cached
+
+
+def test_a_llava_captioner_gets_the_image_token_from_its_chat_template(tiny_llava, tmp_path, capsys):
+    """LLaVA's processor refuses a text without ``<image>``; the images-only retry gave no
+    input_ids and generate raised. The prompt now goes through the processor's chat template (or,
+    without one, after the image token); the caption is the generated text alone."""
+    from sam2prune.text.auto import Captioner
+
+    captioner = Captioner(str(tiny_llava), max_new_tokens=8)
+    caption = captioner.caption(_frame()[:64, :64])
+    assert isinstance(caption, str) and "describe" not in caption.lower() and "assistant" not in caption.lower()
+    captioner.processor.chat_template = None
+    assert isinstance(captioner.caption(_frame()[:64, :64]), str)
+    captioner.processor.num_additional_image_tokens = 0  # one image token fewer than the vision tower gives
+    with pytest.raises(InputError, match=r"captioner .*: the model refused its processor's inputs \(Image features"):
+        captioner.caption(_frame()[:64, :64])
+    command = ["prompt", str(CHAIR_FRAMES), "--box", "10,10,200,200", "--captioner", str(tiny_llava)]
+    assert main([*command, "--cache-dir", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[1].startswith("caption: ") and "describe" not in lines[1].lower()
+    assert lines[-1].startswith("phrase: ") and len(lines[-1].split()) >= 2
 
 
 def test_a_file_given_for_a_model_folder_is_refused_without_a_hub_lookup(tmp_path, monkeypatch):

@@ -5,7 +5,8 @@
    of a class-agnostic detector (torchvision Faster R-CNN's region proposal network, weights
    from a file). Cropped with a margin.
 2. Captioner: an image-to-text model loaded with transformers (BLIP, BLIP-2, LLaVA, Florence-2,
-   ...) from a folder or hub id, asked for an object-centric description.
+   ...) from a folder or hub id, asked for an object-centric description (through the
+   processor's chat template, with an image entry, where it has one: LLaVA-style models).
 3. Refiner: the caption distilled to a phrase of at most N words. Default (offline): the
    caption's subject noun, found by spaCy's dependency parse, with its modifiers and then its
    prepositional phrases while they fit. Or the contiguous word span whose MiniLM embedding is
@@ -35,6 +36,9 @@ from sam2prune.fsutil import atomic_write_json, check_model_folder
 from sam2prune.progress import quiet_model_loading
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    import PIL.Image
     from spacy.language import Language
     from spacy.tokens import Doc, Span, Token
 
@@ -248,18 +252,58 @@ class Captioner:
                     "downloaded with save_pretrained), or its hub id on a machine with network access"
                 ) from error
 
+    def inputs(self, picture: PIL.Image.Image) -> Mapping[str, torch.Tensor]:
+        """The processor's tensors for the picture and the prompt.
+
+        Chat-style processors (LLaVA, Qwen2-VL, ...) want the image token in the text, where the
+        model's chat template puts it: the prompt goes through ``apply_chat_template`` with an image
+        entry. Without a template, a processor that refuses the bare prompt gets it after its image
+        token (LLaVA-1.5's order), and one without an image token the picture alone (BLIP's
+        unconditional captioning).
+
+        Raises:
+            InputError: the processor accepts none of these, naming the supported kinds of model.
+        """
+        processor = self.processor
+        if getattr(processor, "chat_template", None):
+            messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": self.prompt}]}]
+            text = processor.apply_chat_template(messages, add_generation_prompt=True)
+            return processor(images=picture, text=text, return_tensors="pt")
+        try:
+            return processor(images=picture, text=self.prompt, return_tensors="pt")
+        except (TypeError, ValueError) as error:
+            image_token = getattr(processor, "image_token", None)
+            try:
+                if isinstance(image_token, str) and image_token:
+                    return processor(images=picture, text=f"{image_token}\n{self.prompt}", return_tensors="pt")
+                return processor(images=picture, return_tensors="pt")
+            except (TypeError, ValueError):
+                raise InputError(
+                    f"captioner {self.source}: its processor ({type(processor).__name__}) takes neither the prompt "
+                    f"with the picture nor the picture alone ({error}); supported: image-to-text models whose processor "
+                    "takes an image and a text (BLIP, BLIP-2, Florence-2) or has a chat template (LLaVA, Qwen2-VL)"
+                ) from error
+
     @torch.inference_mode()
     def caption(self, image: np.ndarray) -> str:
         """One description of an RGB ``[H, W, 3]`` uint8 image (the prompt echo removed)."""
         from PIL import Image
 
-        picture = Image.fromarray(image)
+        inputs = {k: v.to(self.device) for k, v in self.inputs(Image.fromarray(image)).items()}
         try:
-            inputs = self.processor(images=picture, text=self.prompt, return_tensors="pt")
-        except (TypeError, ValueError):
-            inputs = self.processor(images=picture, return_tensors="pt")
-        inputs = {k: v.to(self.device) for k, v in inputs.items()}
-        generated = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens)
+            generated = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens)
+        except ValueError as error:  # e.g. a processor and model saved with different image token counts
+            raise InputError(
+                f"captioner {self.source}: the model refused its processor's inputs ({error}); check that the folder's "
+                "processor was saved with its model"
+            ) from error
+        prompt_ids = inputs.get("input_ids")
+        if (
+            prompt_ids is not None
+            and generated.shape[1] > prompt_ids.shape[1]
+            and torch.equal(generated[:, : prompt_ids.shape[1]], prompt_ids)
+        ):  # a decoder-only model (LLaVA) returns the prompt, chat template and all, before its answer
+            generated = generated[:, prompt_ids.shape[1] :]
         decode = getattr(self.processor, "batch_decode", None) or self.processor.tokenizer.batch_decode
         text = decode(generated, skip_special_tokens=True)[0].strip()
         if text.lower().startswith(self.prompt.lower()):
