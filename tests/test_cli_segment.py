@@ -549,6 +549,31 @@ def test_a_label_png_gives_its_own_ids_and_a_plain_mask_takes_the_object_id(tmp_
         check_prompts(zero, num_frames=6, width=720, height=480)
 
 
+def test_a_greyscale_mask_with_other_values_than_0_and_255_is_refused_naming_them(tmp_path):
+    """An anti-aliased greyscale mask (0, 64, 128, 255) was read as a label map: 255 dropped as
+    void, 64 and 128 each an object, silently. 255 is void only in an indexed-palette (DAVIS)
+    label PNG; a greyscale PNG is a plain mask."""
+    from sam2prune.prompts import masks_from_png
+
+    soft = np.zeros((64, 64), np.uint8)
+    soft[16:48, 16:48] = 255
+    soft[15, 16:48] = 128
+    soft[48, 16:48] = 64
+    Image.fromarray(soft, mode="L").save(tmp_path / "soft.png")
+    with pytest.raises(InputError) as refused:
+        masks_from_png(tmp_path / "soft.png", obj_id=None, frame=0, source="--mask")
+    assert str(refused.value).startswith(
+        f"--mask: mask {tmp_path / 'soft.png'} is a greyscale PNG with the values 0, 64, 128, 255; "
+        "a greyscale mask is one object, of 0 and 255 (or 0 and 1) only"
+    )
+    assert "threshold it" in str(refused.value) and "indexed-palette" in str(refused.value)
+    Image.fromarray(np.where(soft > 0, 2, 0).astype(np.uint8), mode="L").save(tmp_path / "two.png")
+    with pytest.raises(InputError, match=r"two\.png is a greyscale PNG with the values 0, 2;"):
+        masks_from_png(tmp_path / "two.png", obj_id=None, frame=0, source="--mask")
+    _label_map({2: (slice(0, 50), slice(0, 50)), 255: (slice(100, 110), slice(100, 110))}).save(tmp_path / "void.png")
+    assert [p.obj_id for p in masks_from_png(tmp_path / "void.png", obj_id=None, frame=0, source="--mask")] == [2]
+
+
 def test_out_is_refused_where_it_holds_a_mask_the_prompts_file_names(tmp_path, capsys):
     """Replacing --out would delete a mask that the --prompts file reads, --overwrite or not."""
     masks = tmp_path / "masks"

@@ -79,18 +79,30 @@ def parse_numbers(text: str, count: int, *, argument: str) -> tuple[float, ...]:
 
 def masks_from_png(path: Path, *, obj_id: int | None, frame: int, source: str) -> list[ObjectPrompt]:
     """Object masks of a PNG. A plain mask (its pixels 0 and 1, or 0 and 255) is object
-    ``obj_id`` (default 1). Otherwise it is a label map (e.g. a DAVIS annotation), whose values
-    are object ids: one object per id, or only ``obj_id`` if given. Pixels of value 255 are void
-    when other ids are present.
+    ``obj_id`` (default 1); a greyscale PNG must be one. An indexed-palette PNG with other values
+    is a label map (e.g. a DAVIS annotation), whose values are object ids: one object per id, or
+    only ``obj_id`` if given; its pixels of value 255 are void when other ids are present.
 
     Raises:
-        InputError: the PNG cannot be read, is empty, or has no pixel of ``obj_id``.
+        InputError: the PNG cannot be read, is empty, is greyscale with other values than a plain
+            mask's (an anti-aliased or soft mask), or has no pixel of ``obj_id``.
     """
+    from PIL import Image
+
     try:
         labels = read_label_png(path)
+        with Image.open(path) as image:
+            palette = image.mode == "P"
     except InputError as error:
         raise InputError(f"{source}: {error}") from None
     values = [int(v) for v in np.unique(labels) if v != 0]
+    if not palette and values not in ([], [1], [VOID_LABEL]):
+        # a greyscale 255 is the mask's foreground, not void: other values are its soft edges
+        raise InputError(
+            f"{source}: mask {path} is a greyscale PNG with the values {', '.join(map(str, np.unique(labels).tolist()))}; a "
+            "greyscale mask is one object, of 0 and 255 (or 0 and 1) only: threshold it (e.g. 255 where >= 128, "
+            "else 0), or give objects by id in an indexed-palette label PNG (as DAVIS annotations)"
+        )
     if len(values) > 1:
         values = [v for v in values if v != VOID_LABEL]
     if not values:
