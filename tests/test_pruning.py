@@ -18,7 +18,7 @@ from sam2prune.cli import embedded_clip, main
 from sam2prune.predictor import PrunedSAM2VideoPredictor
 from sam2prune.predictor.attention import gather_tokens, sparse_memory_attention
 from sam2prune.scorers import ScoringContext, make_scorer, select_tokens
-from sam2prune.scorers.baselines import ordered_dither
+from sam2prune.scorers.baselines import frame_seed, ordered_dither
 
 from conftest import SMALL_SIZE, TEST_DEVICE, build_random
 
@@ -295,6 +295,40 @@ def test_other_config_errors():
         PruningConfig(signal_weights=(0.0, 0.0, 0.0, 0.0))
     with pytest.raises(TypeError, match="PruningConfig"):
         build_random(pruning=PruningConfig()).set_pruning({"retention": 0.3})
+
+
+@pytest.mark.parametrize("weight", [float("nan"), float("inf"), float("-inf")])
+def test_signal_weights_must_be_finite(weight):
+    # nan < 0 is False: a NaN weight passed and made every score NaN, an infinite one inverted the ranking
+    with pytest.raises(ValueError, match=r"signal_weights must be 4 finite weights >= 0, not all 0"):
+        PruningConfig(signal_weights=(weight, 0.5, 0.25, 0.1))
+
+
+def test_the_seed_must_fit_every_frame_s_generator_seed():
+    # seed * 1_000_003 + frame index (frame_seed) overflowed Generator.manual_seed mid-run above ~1.8e13
+    for seed in (2**43, -(2**43) - 1, 2 * 10**13, True, 1.5):
+        with pytest.raises(ValueError, match=r"seed must be an integer from -8796093022208 to 8796093022207"):
+            PruningConfig(scorer="random", seed=seed)
+    tokens = torch.zeros(1, 4, 2)
+    for seed in (-(2**43), 2**43 - 1):  # the extremes seed every frame's generator, on the CPU and on a device
+        scorer = make_scorer(PruningConfig(scorer="random", seed=seed))
+        for frame_idx in (0, 10**9):
+            assert scorer(tokens, ScoringContext(frame_idx=frame_idx, grid=(2, 2))).shape == (1, 4)
+            torch.Generator(device=TEST_DEVICE).manual_seed(frame_seed(seed, frame_idx))
+
+
+def test_non_finite_signal_weights_and_out_of_range_seeds_on_the_cli(tmp_path, capsys):
+    segment = ["segment", "--out", str(tmp_path / "o")]
+    for weights in ("nan,0.5,0.25,0.1", "1,inf,0.25,0.1"):
+        assert main([*segment, "--signal-weights", weights]) == 2
+        assert "error: --signal-weights must be 4 finite weights >= 0" in capsys.readouterr().err
+    seed_error = "error: --seed must be an integer from -8796093022208 to 8796093022207"
+    assert main([*segment, "--scorer", "random", "--seed", "20000000000000"]) == 2
+    assert seed_error in capsys.readouterr().err
+    assert (
+        main(["train-router", "--root", str(tmp_path), "--out", str(tmp_path / "r.pt"), "--seed=-9000000000000"]) == 2
+    )
+    assert seed_error in capsys.readouterr().err
 
 
 def _context(frame_idx=0, prior=None):

@@ -18,6 +18,9 @@ FILL_MODES: tuple[str, ...] = ("norm", "raw")
 ROUTERS: tuple[str, ...] = ("default", "paper", "learned")
 SIGNALS: tuple[str, ...] = ("visual", "text", "uncertainty", "prior")
 UNCERTAINTY_MODES: tuple[str, ...] = ("analytic", "mc")
+# |seed| bound: seed * 1_000_003 + a frame's index (``frame_seed``) seeds that frame's generator,
+# which takes a 64-bit integer (-2**63 to 2**64 - 1)
+SEED_LIMIT = 2**43
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,7 @@ class PruningConfig:
             features unchanged.
         prior_dilation: dilation of the previous mask on the token grid, in tokens.
         seed: seed of the ``random`` scorer (combined with the frame index) and of the
-            Monte-Carlo dropout masks.
+            Monte-Carlo dropout masks, from -2**43 to 2**43 - 1.
         router: fusion of the signals: ``default`` (training-free weighted sum of the
             normalised signals, weights ``signal_weights``), ``paper`` (the source paper's MLP:
             each signal aligned to C channels, concatenated, Linear-GELU-Linear, softmax, whose
@@ -91,6 +94,12 @@ class PruningConfig:
             raise ValueError(f"unknown fill {self.fill!r}; expected one of {', '.join(FILL_MODES)}")
         if not isinstance(self.prior_dilation, int) or self.prior_dilation < 0:
             raise ValueError(f"prior_dilation must be an integer >= 0, got {self.prior_dilation!r}")
+        seed = self.seed
+        if isinstance(seed, bool) or not isinstance(seed, int) or not -SEED_LIMIT <= seed < SEED_LIMIT:
+            raise ValueError(
+                f"seed must be an integer from {-SEED_LIMIT} to {SEED_LIMIT - 1} (with a frame's index it seeds the "
+                f"frame's 64-bit generator), got {seed!r}"
+            )
         if self.router not in ROUTERS:
             raise ValueError(f"unknown router {self.router!r}; expected one of {', '.join(ROUTERS)}")
         if self.signals is not None:
@@ -111,10 +120,12 @@ class PruningConfig:
             raise ValueError(f"mc_dropout_p must be in [0, 1), got {self.mc_dropout_p!r}")
         if not self.uncertainty_blocks or any(not isinstance(b, int) or b < 0 for b in self.uncertainty_blocks):
             raise ValueError(f"uncertainty_blocks must be block indices >= 0, got {self.uncertainty_blocks!r}")
-        if len(self.signal_weights) != 4 or any(w < 0 for w in self.signal_weights) or not any(self.signal_weights):
+        weights = self.signal_weights
+        if len(weights) != 4 or not all(math.isfinite(w) and w >= 0 for w in weights) or not any(weights):
+            # (nan >= 0 is False: a NaN weight made every score NaN, an infinite one inverted the ranking)
             raise ValueError(
-                "signal_weights must be 4 weights >= 0, not all 0 (prior, text, uncertainty, visual), "
-                f"got {self.signal_weights!r}"
+                "signal_weights must be 4 finite weights >= 0, not all 0 (prior, text, uncertainty, visual), "
+                f"got {weights!r}"
             )
 
     def active_signals(self) -> tuple[str, ...]:
