@@ -342,6 +342,63 @@ def test_a_llava_captioner_gets_the_image_token_from_its_chat_template(tiny_llav
     assert lines[-1].startswith("phrase: ") and len(lines[-1].split()) >= 2
 
 
+class _FolderCaptioner:
+    """Stands in for a transformers captioner: its caption names what its folder's weights say."""
+
+    def __init__(self, source: str, **options) -> None:
+        self.weights = (Path(source).expanduser() / "model.safetensors").read_text()
+
+    def caption(self, image: np.ndarray) -> str:
+        return f"a dog of the weights {self.weights}"
+
+
+def test_the_phrase_cache_tells_model_folders_apart_by_place_and_weights(tmp_path, monkeypatch):
+    """The cache keyed a model on its name as typed: ``models/cap`` from two folders, or new
+    weights saved into the same folder, returned the other model's phrase."""
+    import sam2prune.text.auto as auto
+
+    monkeypatch.setattr(auto, "Captioner", _FolderCaptioner)
+    for name in ("a", "b"):
+        (tmp_path / name / "models" / "cap").mkdir(parents=True)
+        (tmp_path / name / "models" / "cap" / "model.safetensors").write_text(f"of {name}")
+
+    def describe() -> auto.AutoText:
+        pipeline = AutoTextPipeline("models/cap", refiner="span", cache_dir=tmp_path / "cache")
+        return pipeline.describe(_frame(), (10, 10, 50, 50), "box", video_key="the video:0")
+
+    monkeypatch.chdir(tmp_path / "a")
+    assert describe().caption == "a dog of the weights of a" and describe().cached
+    monkeypatch.chdir(tmp_path / "b")
+    other = describe()
+    assert other.caption == "a dog of the weights of b" and not other.cached
+    (tmp_path / "b" / "models" / "cap" / "model.safetensors").write_text("of b, trained on")
+    retrained = describe()
+    assert retrained.caption == "a dog of the weights of b, trained on" and not retrained.cached
+    assert describe().cached
+
+
+def test_prompt_without_a_prompt_keys_the_cache_on_the_videos_content(tmp_path, monkeypatch, capsys):
+    """The detector path keyed the cache on the video's path as typed: other frames in the same
+    folder got the first frames' phrase."""
+    import sam2prune.text.auto as auto
+
+    monkeypatch.setattr(auto, "Captioner", _FolderCaptioner)
+    monkeypatch.setattr(auto, "top_objectness_box", lambda image, weights, device="cpu": (10, 10, 50, 50))
+    model = tmp_path / "cap"
+    model.mkdir()
+    (model / "model.safetensors").write_text("1")
+    video = tmp_path / "video"
+    shutil.copytree(CHAIR_FRAMES, video)
+    command = ["prompt", str(video), "--captioner", str(model), "--refiner", "span", "--cache-dir", str(tmp_path)]
+    for cached in (False, True):
+        assert main(command) == 0
+        assert ("(cached result)" in capsys.readouterr().out) == cached
+    first = sorted(video.iterdir())[0]
+    shutil.copy(sorted(video.iterdir())[1], first)  # other frames, same path
+    assert main(command) == 0
+    assert "(cached result)" not in capsys.readouterr().out
+
+
 def test_a_file_given_for_a_model_folder_is_refused_without_a_hub_lookup(tmp_path, monkeypatch):
     """``--captioner notes.txt`` (a file, named without ./) was taken for a hub id: minutes of
     network retries before an error; ``--refiner /nowhere`` got the hub's repo-id message."""

@@ -610,6 +610,9 @@ class ModelRefiner:
         return " ".join(words)
 
 
+BUILTIN_REFINERS = ("parse", "span", "minilm")  # names load_refiner takes for its own refiners, not models
+
+
 def load_refiner(spec: str | None, *, max_words: int = DEFAULT_MAX_WORDS, device: str = "cpu") -> Refiner:
     """``None``/``parse``: the dependency-parse refiner; ``span`` (or its former name ``minilm``):
     the MiniLM span refiner; anything else: a transformers model folder or hub id."""
@@ -639,6 +642,21 @@ class AutoText:
 
 def cache_key(parts: dict) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def model_key(spec: str) -> str | dict:
+    """What identifies a model in the phrase cache. A local folder (as transformers finds it:
+    relative to the working folder, ``~`` expanded): its resolved path and each file's name, size
+    and modification time, so that the same relative name from another folder, or new weights
+    saved into the folder, is another model. A hub id, or a built-in refiner, as given."""
+    folder = Path(spec).expanduser()
+    if not folder.is_dir():
+        return spec
+    files = sorted(path for path in folder.iterdir() if path.is_file() and not path.name.startswith("."))
+    return {
+        "folder": str(folder.resolve()),
+        "files": [[path.name, path.stat().st_size, path.stat().st_mtime_ns] for path in files],
+    }
 
 
 def default_cache_dir() -> Path:
@@ -699,9 +717,9 @@ class AutoTextPipeline:
             {
                 "video": video_key,
                 "box": list(box),
-                "captioner": self.captioner_spec,
+                "captioner": model_key(self.captioner_spec),
                 "prompt": self.caption_prompt,
-                "refiner": self.refiner_spec,
+                "refiner": self.refiner_spec if self.refiner_spec in BUILTIN_REFINERS else model_key(self.refiner_spec),
                 "max_words": self.max_words,
             }
         )
