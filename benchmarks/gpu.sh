@@ -4,9 +4,10 @@
 #      copy of sam2prune's own in a steady-state frame, and the static step and encoder replayed as CUDA graphs against the
 #      eager step, with the weights cast once under bf16 autocast, nothing in what a graph captures
 #      that waits for the host, frames kept as uint8 normalised on the GPU to sam2's bits, and
-#      masks written from the GPU through pinned memory (tests/test_pruning.py,
-#      tests/test_per_frame_costs.py, tests/test_static_step.py, tests/test_bounded_memory.py,
-#      tests/test_cli_segment.py);
+#      masks written from the GPU through pinned memory, train-router's signals computed on the GPU
+#      and trained on the CPU (tests/test_pruning.py, tests/test_per_frame_costs.py,
+#      tests/test_static_step.py, tests/test_bounded_memory.py, tests/test_cli_segment.py,
+#      tests/test_router_training.py);
 #   2. `bench` on CUDA under bf16 autocast, SAM 2.1 hiera-tiny at 1024 px, random weights, 48 frames
 #      (the embedded 24-frame clip played back and forth), prior scorer at retention 1.0 and 0.3,
 #      the pruned predictors' steady frames and image encoder as CUDA graphs (--static-step graphs,
@@ -157,9 +158,9 @@ fi
 TEST_DEVICE=cuda
 [ "$dry_run" = 1 ] && TEST_DEVICE=cpu
 # the graph replay test first: a step cut short by its limit loses the last tests
-TEST_FILES=(tests/test_static_step.py tests/test_pruning.py tests/test_per_frame_costs.py tests/test_bounded_memory.py tests/test_cli_segment.py)
+TEST_FILES=(tests/test_static_step.py tests/test_pruning.py tests/test_per_frame_costs.py tests/test_bounded_memory.py tests/test_cli_segment.py tests/test_router_training.py)
 step tests 160 60 env SAM2PRUNE_TEST_DEVICE=$TEST_DEVICE "$PY" -m pytest -p no:cacheprovider --durations=15 "${TESTS[@]}" "${TEST_FILES[@]}" \
-    -k "autocast or bank_holds or steady_frame or random_scores or mc_dropout or uniform_pattern or text_relevance or recorder or (once_per_frame and prior) or graph_replay or (bit_for_bit and not bounded) or graph_captures or uint8 or label_writer"
+    -k "autocast or bank_holds or steady_frame or random_scores or mc_dropout or uniform_pattern or text_relevance or recorder or (once_per_frame and prior) or graph_replay or (bit_for_bit and not bounded) or graph_captures or uint8 or label_writer or train_router_on_the_test_device"
 
 SAM=("$PY" -m sam2prune bench --overwrite "${DEVICE[@]}" "${SIZE[@]}" "${FRAMES[@]}")
 step hiera-t-1-object 210 150 "${SAM[@]}" --scorer prior --retention 1.0 0.3 "${STATIC[@]}" "${COMPILE[@]}" \
