@@ -572,6 +572,19 @@ def test_a_greyscale_mask_with_other_values_than_0_and_255_is_refused_naming_the
         masks_from_png(tmp_path / "two.png", obj_id=None, frame=0, source="--mask")
     _label_map({2: (slice(0, 50), slice(0, 50)), 255: (slice(100, 110), slice(100, 110))}).save(tmp_path / "void.png")
     assert [p.obj_id for p in masks_from_png(tmp_path / "void.png", obj_id=None, frame=0, source="--mask")] == [2]
+    # the same soft mask saved with a palette of greys (as some tools save masks) is no label map
+    indexed = Image.fromarray(soft, mode="P")
+    indexed.putpalette([v for i in range(256) for v in (i, i, i)])
+    indexed.save(tmp_path / "soft_indexed.png")
+    with pytest.raises(
+        InputError, match=r"soft_indexed\.png is an indexed PNG of grey colours with the values 0, 64, 128, 255;"
+    ):
+        masks_from_png(tmp_path / "soft_indexed.png", obj_id=None, frame=0, source="--mask")
+    plain = Image.fromarray(np.where(soft == 255, 255, 0).astype(np.uint8), mode="P")
+    plain.putpalette([v for i in range(256) for v in (i, i, i)])
+    plain.save(tmp_path / "plain_indexed.png")
+    (prompt,) = masks_from_png(tmp_path / "plain_indexed.png", obj_id=None, frame=0, source="--mask")
+    assert prompt.obj_id == 1 and prompt.mask.sum() == 32 * 32
 
 
 def test_out_is_refused_where_it_holds_a_mask_the_prompts_file_names(tmp_path, capsys):

@@ -79,8 +79,8 @@ def parse_numbers(text: str, count: int, *, argument: str) -> tuple[float, ...]:
 
 def masks_from_png(path: Path, *, obj_id: int | None, frame: int, source: str) -> list[ObjectPrompt]:
     """Object masks of a PNG. A plain mask (its pixels 0 and 1, or 0 and 255) is object
-    ``obj_id`` (default 1); a greyscale PNG must be one. An indexed-palette PNG with other values
-    is a label map (e.g. a DAVIS annotation), whose values are object ids: one object per id, or
+    ``obj_id`` (default 1); a greyscale PNG (or an indexed PNG whose colours are the greys of its
+    values) must be one. An indexed-palette PNG with other values is a label map (e.g. a DAVIS annotation), whose values are object ids: one object per id, or
     only ``obj_id`` if given; its pixels of value 255 are void when other ids are present.
 
     Raises:
@@ -92,14 +92,18 @@ def masks_from_png(path: Path, *, obj_id: int | None, frame: int, source: str) -
     try:
         labels = read_label_png(path)
         with Image.open(path) as image:
-            palette = image.mode == "P"
+            colours = image.getpalette() if image.mode == "P" else None
     except InputError as error:
         raise InputError(f"{source}: {error}") from None
     values = [int(v) for v in np.unique(labels) if v != 0]
-    if not palette and values not in ([], [1], [VOID_LABEL]):
+    # an indexed PNG whose colour for each value is the grey of that value is a greyscale
+    # picture saved with a palette (as some tools save masks), not a label map
+    grey_palette = colours is not None and all(colours[3 * v : 3 * v + 3] == [v, v, v] for v in values)
+    if (colours is None or grey_palette) and values not in ([], [1], [VOID_LABEL]):
         # a greyscale 255 is the mask's foreground, not void: other values are its soft edges
+        kind = "an indexed PNG of grey colours" if grey_palette else "a greyscale PNG"
         raise InputError(
-            f"{source}: mask {path} is a greyscale PNG with the values {', '.join(map(str, np.unique(labels).tolist()))}; a "
+            f"{source}: mask {path} is {kind} with the values {', '.join(map(str, np.unique(labels).tolist()))}; a "
             "greyscale mask is one object, of 0 and 255 (or 0 and 1) only: threshold it (e.g. 255 where >= 128, "
             "else 0), or give objects by id in an indexed-palette label PNG (as DAVIS annotations)"
         )
