@@ -179,6 +179,26 @@ def test_a_gif_overlay_holds_one_rgb_frame_at_a_time(tmp_path, monkeypatch):
         assert gif.n_frames == 30 and gif.size == (32, 24) and gif.info["duration"] == 200
 
 
+@pytest.mark.parametrize(("fps", "shown_ms"), [(15, 70), (30, 30), (29.97, 30), (50, 20), (120, 20)])
+def test_a_gif_overlay_shows_each_frame_for_the_nearest_delay_a_gif_can_hold(
+    tmp_path, caplog, monkeypatch, fps, shown_ms
+):
+    # GIF delays are whole hundredths of a second: PIL truncated 1000/15 = 67 ms to 60 (16.7 fps),
+    # and above 100 fps wrote 0, which browsers play at 10 fps
+    import logging
+
+    from sam2prune import viz
+
+    monkeypatch.setattr(logging.getLogger("sam2prune"), "propagate", True)
+    frames = [np.full((8, 8, 3), 60 * i, np.uint8) for i in range(3)]
+    with caplog.at_level("WARNING", logger="sam2prune"):
+        viz.write_overlay(tmp_path / "o.gif", iter(frames), fps=fps)
+    with Image.open(tmp_path / "o.gif") as gif:
+        gif.seek(1)
+        assert gif.info["duration"] == shown_ms
+    assert ("a GIF plays at most 50 fps" in caplog.text) == (fps > 66)
+
+
 def test_embedded_default_clip_runs_without_arguments(tmp_path):
     out = tmp_path / "out"
     assert run_cli("--out", out, *TINY) == 0

@@ -72,7 +72,19 @@ def _write_gif(path: Path, frames: Iterable[np.ndarray], fps: float) -> None:
     remaining = iter(frames)
     first = Image.fromarray(next(remaining))
     rest = (Image.fromarray(frame) for frame in remaining)
-    first.save(path, format="GIF", save_all=True, append_images=rest, duration=round(1000 / fps), loop=0)
+    first.save(path, format="GIF", save_all=True, append_images=rest, duration=gif_frame_ms(fps), loop=0)
+
+
+def gif_frame_ms(fps: float) -> int:
+    """How long a GIF shows each frame at ``fps``, in ms: GIF counts whole hundredths of a second
+    (PIL truncates, so 15 fps played at 16.7), and browsers play a delay under 2 as 10 (50 fps
+    at most)."""
+    centiseconds = round(100 / fps)
+    if centiseconds < 2:
+        log.warning(
+            "overlay: a GIF plays at most 50 fps (browsers slow faster ones to 10 fps); written at 50, not %g", fps
+        )
+    return 10 * max(2, centiseconds)
 
 
 def _write_mp4(path: Path, frames: Iterable[np.ndarray], fps: float, *, name: str) -> None:
