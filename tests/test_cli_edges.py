@@ -544,6 +544,10 @@ def test_random_weights_are_said_and_exclusive(tmp_path, capsys, no_model):
         == 2
     )
     assert f"--checkpoint {tmp_path / 'x.pt'} does not exist" in last_error(capsys)
+    (tmp_path / "weights").mkdir()
+    argv = ["segment", str(CHAIR_FRAMES), "--point", "1,1", "--out", str(tmp_path / "o"), *TINY]
+    assert main([*argv, "--checkpoint", str(tmp_path / "weights")]) == 2
+    assert f"--checkpoint {tmp_path / 'weights'} is a folder; expected a checkpoint file (.pt)" in last_error(capsys)
 
 
 @pytest.mark.parametrize(

@@ -446,7 +446,7 @@ def test_bad_frames_are_named(tmp_path, chair_copy, capsys, make_bad, expected):
         (["{nested}", "--point", "1,1"], "holds no JPEG or PNG frames; it holds folders (a, b): a video is one folder"),
         (["{tmp}/taken.mp4", "--point", "1,1"], "taken.mp4 cannot be decoded (after 0 frames)"),
         (["{tmp}/empty.mp4", "--point", "1,1"], "empty.mp4 is an empty file (0 bytes)"),
-        (["{chair}", "--point", "720,10"], "point (720, 10) is outside the 720x480 image"),
+        (["{chair}", "--point", "720,10"], "point (720, 10) is outside the 720x480 image (0 <= x < 720, 0 <= y < 480)"),
         (["{chair}", "--point=-1,10"], "point (-1, 10) is outside the 720x480 image"),
         (["{chair}", "--point", "-1,10"], "point (-1, 10) is outside the 720x480 image"),  # not an option
         (["{chair}", "--point", "1,1", "--neg", "-.5,3"], "--neg: object 1: negative click (-0.5, 3) is outside"),
@@ -643,3 +643,15 @@ def test_console_script_help_explains_the_options():
         [str(script), "segment", str(CHAIR_FRAMES), "--out", "x", "--frame", "-2"], capture_output=True, text=True
     )
     assert bad.returncode == 2 and "frame index" in bad.stderr
+
+
+def test_a_prompts_file_with_keys_it_does_not_know_is_refused_at_the_top_as_in_an_object(tmp_path):
+    # a misspelt key was refused in an object but ignored beside "objects"
+    from sam2prune.prompts import load_prompts_file
+
+    (tmp_path / "p.json").write_text(json.dumps({"objects": [{"points": [[1, 1]]}], "fps": 5}))
+    with pytest.raises(InputError, match=r"p\.json: unknown keys \['fps'\] \(expected \{\"objects\": \[\.\.\.\]\}\)"):
+        load_prompts_file(tmp_path / "p.json")
+    (tmp_path / "p.json").write_text(json.dumps({"objects": [{"pints": [[1, 1]]}]}))
+    with pytest.raises(InputError, match=r"objects\[0\]: unknown keys \['pints'\]"):
+        load_prompts_file(tmp_path / "p.json")

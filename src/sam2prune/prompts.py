@@ -193,6 +193,8 @@ def load_prompts_file(path: Path) -> list[ObjectPrompt]:
         InputError: naming the file and the entry that is malformed.
     """
     payload = read_json(path, what="prompts file")
+    if isinstance(payload, dict) and (unknown := set(payload) - {"objects"}):
+        raise InputError(f'prompts file {path}: unknown keys {sorted(unknown)} (expected {{"objects": [...]}})')
     entries = payload.get("objects") if isinstance(payload, dict) else payload
     if not isinstance(entries, list) or not entries:
         raise InputError(f'prompts file {path}: expected {{"objects": [...]}} with at least one object')
@@ -273,7 +275,7 @@ def check_prompts(prompts: list[ObjectPrompt], *, num_frames: int, width: int, h
                 option = ("--point" if label else "--neg") if prompt.source == CLICK_OPTIONS else prompt.source
                 raise InputError(
                     f"{option}: object {prompt.obj_id}: {'point' if label else 'negative click'} ({x:g}, {y:g}) is "
-                    f"outside the {width}x{height} image (x in 0..{width - 1}, y in 0..{height - 1})"
+                    f"outside the {width}x{height} image (0 <= x < {width}, 0 <= y < {height})"
                 )
         if prompt.box is not None:
             x0, y0, x1, y1 = prompt.box

@@ -337,6 +337,8 @@ def resolve_weights(model: ModelOptions, *, required: bool) -> Weights:
     if model.checkpoint is not None and model.random_weights:
         raise InputError("--checkpoint and --random-weights exclude each other")
     if model.checkpoint is not None:
+        if model.checkpoint.is_dir():
+            raise CheckpointError(f"--checkpoint {model.checkpoint} is a folder; expected a checkpoint file (.pt)")
         if not model.checkpoint.is_file():
             raise CheckpointError(f"--checkpoint {model.checkpoint} does not exist")
         return Weights(model.checkpoint)
