@@ -359,6 +359,11 @@ def test_uvo_objects_and_errors_name_the_video_object_and_frame(tmp_path):
             r"frame 0 \(00000\.jpg\): the RLE cannot be decoded: RLE counts sum to 3",
         ),
         ([None, None], r"UVO video 7, object 1: 2 segmentations for 3 frames"),
+        # a frame after the first visible one: refused as the video is read, not once it is tracked
+        (
+            [None, rle(square), rle(square[:, :-1])],
+            rf"UVO video 7, object 1, frame 2 \(00002\.jpg\): the RLE is of size \[{H}, {W - 1}\]",
+        ),
     ):
         with pytest.raises(InputError, match=message):
             read(annotations=[{"id": 1, "video_id": 7, "segmentations": segmentations}])

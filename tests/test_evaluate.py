@@ -126,6 +126,10 @@ def test_an_object_first_seen_on_the_last_annotated_frame_is_left_out_of_the_mea
     )
     with pytest.raises(InputError, match="no object of the 1 sequence has an annotated frame after"):
         evaluate.summarize([empty], settings, out)
+    # found before a model is built
+    evaluate.check_sequences([sequence, alone])
+    with pytest.raises(InputError, match="no object of the 1 sequence has an annotated frame after"):
+        evaluate.check_sequences([alone])
 
 
 @pytest.mark.parametrize("pruning", [None, PruningConfig()], ids=["sam2", "pruned"])
@@ -486,6 +490,67 @@ def test_eval_limit_and_bad_arguments(tmp_path, capsys, monkeypatch):
     assert "other settings (pruning.retention 0.3 there, 0.5 now); use another folder or --overwrite" in (
         capsys.readouterr().err
     )
+
+
+def test_every_selected_sequence_is_checked_before_the_model_is_built(tmp_path, capsys, monkeypatch):
+    """An annotation of another size than its frames (or not a label image) and a DAVIS sequence
+    of 2 frames were found once the model was built and the sequences before them tracked."""
+    from PIL import Image
+
+    import sam2prune.cli.eval as eval_command
+
+    def built(*args, **kwargs):
+        raise InputError("the model was built")
+
+    monkeypatch.setattr(eval_command, "build", built)
+    root = _davis_root(tmp_path, names=("chair", "late"))
+    out = tmp_path / "run"
+    path = root / "Annotations" / "480p" / "late" / "00004.png"
+    with Image.open(path) as image:
+        image.crop((0, 0, 719, 480)).save(path)
+    assert _eval(root, out, "--max-rounds", "0") == 2
+    assert (
+        f"sequence late: annotation of frame 00004 ({path}) is 719x480 but the frames are 720x480"
+        in capsys.readouterr().err
+    )
+    assert not out.exists()
+    assert _eval(root, out, "--max-rounds", "0", "--sequences", "chair") == 2  # only the sequences selected
+    assert "the model was built" in capsys.readouterr().err
+    Image.new("RGB", (720, 480)).save(path)
+    assert _eval(root, out, "--max-rounds", "0") == 2
+    assert f"annotation {path} is an image of mode RGB; expected an indexed-palette or greyscale PNG" in (
+        capsys.readouterr().err
+    )
+    shutil.copy(CHAIR_MASKS / "00004.png", path)
+    for folder in ("JPEGImages", "Annotations"):
+        for frame in sorted((root / folder / "480p" / "late").iterdir())[2:]:
+            frame.unlink()
+    assert _eval(root, out, "--max-rounds", "0") == 2
+    assert (
+        f"sequence late: 2 frames in {root / 'JPEGImages' / '480p' / 'late'}; the DAVIS evaluation needs at least 3"
+        in capsys.readouterr().err
+    )
+    assert not out.exists()
+
+
+def test_a_pass_that_fails_ends_its_progress_before_the_error_goes_on(capsys):
+    """The progress of a pass stopped by an error was ended when the pass was collected, after
+    the error was printed: a stray progress line came last."""
+    sequence = _chair_sequence()
+
+    def broken():
+        raise InputError("frame 3 is broken")
+
+    sequence.annotated = {**sequence.annotated, 3: broken}
+    tracker = evaluate.SequenceTracker(build_random(), sequence, ProtocolConfig(max_rounds=0))
+    capsys.readouterr()
+    try:
+        tracker.run()
+    except InputError as error:  # held, as the CLI holds it while it prints it
+        assert str(error) == "frame 3 is broken"
+        assert "propagate in video: 3/6 frames" in capsys.readouterr().err
+    else:
+        pytest.fail("the broken frame was not read")
 
 
 def test_report_and_sweep(tmp_path, capsys):

@@ -18,7 +18,6 @@ ray = pytest.importorskip(
     "ray", reason="Ray is not installed (the ray extra: pip install -e '.[ray]'; CI installs it, so these run there)"
 )
 
-from PIL import Image
 
 from sam2prune.cli import main
 from sam2prune.config import ProtocolConfig, RayConfig
@@ -155,21 +154,22 @@ def test_a_sweep_on_ray_checks_every_setting_before_the_first_is_touched(tmp_pat
 
 
 def _break_annotation(root: Path, name: str) -> Path:
-    """Frame 3's annotation of ``name`` of the wrong size: the sequence fails when it is scored."""
+    """Frame 3's annotation of ``name`` cut short (its header whole, so the checks before the
+    run pass): the sequence fails when it is scored."""
     path = root / "Annotations" / "480p" / name / "00003.png"
-    Image.new("P", (10, 10)).save(path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     return path
 
 
 def test_a_failing_sequence_is_retried_then_reported_while_the_others_finish(tmp_path, capsys):
     root = _davis_root(tmp_path)
-    _break_annotation(root, "chair_b")
+    broken = _break_annotation(root, "chair_b")
     out = tmp_path / "run"
     assert _cli("eval", root, out, *RAY, "--max-retries", "1") == 1
     err = capsys.readouterr().err
     assert err.count("chair_b failed") == 2 and err.count("trying again") == 1  # tried twice, then given up
     assert "1 of 3 sequences failed (2 attempts each)" in err
-    assert "  chair_b: sequence chair_b: annotation of frame 00003 is 10x10" in err
+    assert f"  chair_b: mask {broken} cannot be read: image file is truncated" in err
     assert "Traceback" not in err
     # the others are saved; the failed one left nothing; no report of an incomplete run
     assert sorted(p.name for p in (out / "sequences").glob("*.json")) == ["chair.json", "chair_c.json"]

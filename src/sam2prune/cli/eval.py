@@ -179,8 +179,9 @@ def run_eval(
     """
     import torch
 
-    from sam2prune.evaluation.protocol import evaluate_sequences, protocol_prompts, summarize
+    from sam2prune.evaluation.protocol import check_sequences, evaluate_sequences, protocol_prompts, summarize
 
+    check_sequences(sequences)  # done before the model was built where the caller did
     settings = run_settings(
         pruning=pruning,
         protocol=protocol,
@@ -268,9 +269,10 @@ def run_evals_on_ray(
             runs they complete are reported (report.json) before this is raised.
     """
     from sam2prune.evaluation.distributed import RunSpec, WorkerModel, connect
-    from sam2prune.evaluation.protocol import check_run_folder_for, summarize
+    from sam2prune.evaluation.protocol import check_run_folder_for, check_sequences, summarize
     from sam2prune.models import model_input_size
 
+    check_sequences(sequences)  # before Ray is joined (done once, where the caller did)
     image_size = model_input_size(model.model, model.image_size)
     say_weights(model, weights)
     with connect(cluster, device=model.device) as ray_cluster:
@@ -355,7 +357,7 @@ def evaluate(
     Raises:
         SequencesFailed: on Ray, some sequences failed on every attempt (the others are saved).
     """
-    from sam2prune.evaluation.protocol import check_run_dir
+    from sam2prune.evaluation.protocol import check_run_dir, check_sequences
 
     check_run_folder(out, root=data.root)
     check_run_dir(out)  # before Ray is joined or the model built
@@ -382,6 +384,7 @@ def evaluate(
         )
     else:
         sequences = select_sequences(data)
+        check_sequences(sequences)  # every sequence's annotations, before the model is built
         check_run_before_building(
             out,
             pruning=pruning,

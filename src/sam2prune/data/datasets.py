@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from sam2prune.data.palette import read_label_png
 from sam2prune.data.video import VideoSource, image_size, list_frame_files, natural_key, read_rgb
@@ -21,6 +22,7 @@ from sam2prune.wording import counted
 
 VOID_LABEL = 255
 MAX_OBJECT_ID = 254  # label maps are uint8, 255 marking void
+LABEL_MODES = ("P", "L", "1")  # the image modes read_label_png reads
 DATASETS = ("davis", "vost", "pumavos", "lvos", "uvo", "endovis18")
 # what each reader expects (ROOT is what --root points to)
 LAYOUTS = {
@@ -56,6 +58,8 @@ class Sequence:
         first_frames: object id -> index of the first annotated frame it is visible on.
         official_davis: scored exactly as the official DAVIS 2017 tool (object count from the
             first frame, first and last frames excluded).
+        label_pngs: frame index -> the label PNG its loader reads, where the annotations are
+            such files (``check_annotations`` reads their headers).
 
     The last ``GROUND_TRUTH_CACHE`` label maps read are kept (not pickled): a dataset's label
     maps are never all held.
@@ -67,7 +71,9 @@ class Sequence:
     obj_ids: list[int]
     first_frames: dict[int, int]
     official_davis: bool = False
+    label_pngs: dict[int, Path] = field(default_factory=dict)
     _cache: OrderedDict[int, np.ndarray] = field(default_factory=OrderedDict, repr=False)
+    _checked: bool = field(default=False, repr=False)
 
     def ground_truth(self, frame_idx: int) -> np.ndarray:
         """Label map of an annotated frame (void = 255 kept)."""
@@ -76,14 +82,44 @@ class Sequence:
             return self._cache[frame_idx]
         labels = self.annotated[frame_idx]()
         if labels.shape != (self.source.height, self.source.width):
-            raise InputError(
-                f"sequence {self.name}: annotation of frame {self.source.frame_names[frame_idx]} is "
-                f"{labels.shape[1]}x{labels.shape[0]} but the frames are {self.source.width}x{self.source.height}"
-            )
+            raise self._size_error(frame_idx, (labels.shape[1], labels.shape[0]))
         self._cache[frame_idx] = labels
         while len(self._cache) > GROUND_TRUTH_CACHE:
             self._cache.popitem(last=False)
         return labels
+
+    def _size_error(self, frame_idx: int, size: tuple[int, int]) -> InputError:
+        path = self.label_pngs.get(frame_idx)
+        return InputError(
+            f"sequence {self.name}: annotation of frame {self.source.frame_names[frame_idx]}"
+            f"{f' ({path})' if path is not None else ''} is {size[0]}x{size[1]} but the frames are "
+            f"{self.source.width}x{self.source.height}"
+        )
+
+    def check_annotations(self) -> None:
+        """Check every label PNG (``label_pngs``) from its header, before anything is tracked:
+        the frames' size, and an indexed-palette or greyscale image (what ``ground_truth``
+        finds only when it reads that frame). Once per sequence.
+
+        Raises:
+            InputError: naming the sequence, the frame and the file.
+        """
+        if self._checked:
+            return
+        for frame_idx, path in sorted(self.label_pngs.items()):
+            try:
+                with Image.open(path) as image:
+                    size, mode = image.size, image.mode
+            except (UnidentifiedImageError, OSError) as error:
+                raise InputError(f"sequence {self.name}: annotation {path} cannot be read: {error}") from error
+            if mode not in LABEL_MODES:
+                raise InputError(
+                    f"sequence {self.name}: annotation {path} is an image of mode {mode}; expected an indexed-palette "
+                    "or greyscale PNG"
+                )
+            if size != (self.source.width, self.source.height):
+                raise self._size_error(frame_idx, size)
+        self._checked = True
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_cache": OrderedDict()}
@@ -127,14 +163,15 @@ def _png_sequence(name: str, frames_dir: Path, masks_dir: Path, *, objects: str)
         raise InputError(f"sequence {name}: annotations folder {masks_dir} does not exist")
     source = VideoSource.open(frames_dir)
     index_of = {stem: i for i, stem in enumerate(source.frame_names)}
-    annotated = {}
+    files = {}
     for path in annotation_files(masks_dir):
         if path.stem not in index_of:
             raise InputError(f"sequence {name}: annotation {path} has no frame named {path.stem} in {frames_dir}")
-        annotated[index_of[path.stem]] = lambda p=path: read_label_png(p)
-    if not annotated:
+        files[index_of[path.stem]] = path
+    if not files:
         raise InputError(f"sequence {name}: no annotation PNG in {masks_dir}")
-    sequence = Sequence(name, source, annotated, [], {}, official_davis=objects == "davis")
+    annotated = {frame_idx: (lambda p=path: read_label_png(p)) for frame_idx, path in files.items()}
+    sequence = Sequence(name, source, annotated, [], {}, official_davis=objects == "davis", label_pngs=files)
     if objects == "davis":
         missing = [source.frame_names[i] for i in range(len(source)) if i not in annotated]
         if missing:
@@ -368,6 +405,9 @@ def read_uvo(root: Path, split: str = "val", *, only: Collection[str] | None = N
                 raise InputError(
                     f"UVO video {video_id}, object {obj_id}: {given} segmentations for {counted(len(files), 'frame')}"
                 )
+            for t, segmentation in enumerate(segmentations):  # decoded as tracking reaches each frame
+                if segmentation is not None:
+                    _uvo_rle(segmentation, source, t, where=f"UVO video {video_id}, object {obj_id}")
         annotated_frames = sorted({t for a in objects for t, s in enumerate(a["segmentations"]) if s is not None})
 
         def loader(
@@ -393,26 +433,38 @@ def read_uvo(root: Path, split: str = "val", *, only: Collection[str] | None = N
             yield sequence
 
 
-def _uvo_mask(segmentation: object, source: VideoSource, t: int, *, where: str) -> np.ndarray:
-    """The ``[H, W]`` bool mask of a COCO RLE segmentation of frame ``t``.
+def _uvo_rle(segmentation: object, source: VideoSource, t: int, *, where: str) -> dict:
+    """A segmentation of frame ``t`` checked, without decoding it, as a COCO RLE of the frames' size.
 
     Raises:
-        InputError: not an RLE, another size than the frames, or counts that do not add up.
+        InputError: not an RLE, or another size than the frames.
     """
     where = f"{where}, frame {t} ({source.frame_files[t].name})"
     if not isinstance(segmentation, dict) or "size" not in segmentation or "counts" not in segmentation:
         raise InputError(
             f'{where}: expected a COCO RLE {{"size", "counts"}} (polygons are not read); got {str(segmentation)[:60]}'
         )
-    if list(segmentation["size"]) != [source.height, source.width]:
+    if not isinstance(segmentation["size"], list) or segmentation["size"] != [source.height, source.width]:
         raise InputError(
             f"{where}: the RLE is of size {segmentation['size']} (height, width); the video is "
             f"[{source.height}, {source.width}]"
         )
+    return segmentation
+
+
+def _uvo_mask(segmentation: object, source: VideoSource, t: int, *, where: str) -> np.ndarray:
+    """The ``[H, W]`` bool mask of a COCO RLE segmentation of frame ``t``.
+
+    Raises:
+        InputError: not an RLE, another size than the frames, or counts that do not add up.
+    """
+    rle = _uvo_rle(segmentation, source, t, where=where)
     try:
-        return decode_coco_rle(segmentation)
+        return decode_coco_rle(rle)
     except (ValueError, TypeError, IndexError) as error:
-        raise InputError(f"{where}: the RLE cannot be decoded: {error}") from error
+        raise InputError(
+            f"{where}, frame {t} ({source.frame_files[t].name}): the RLE cannot be decoded: {error}"
+        ) from error
 
 
 def _endovis_classes(root: Path, sequence_dir: Path) -> dict[tuple[int, int, int], int]:

@@ -11,7 +11,7 @@ import shutil
 import statistics as stats
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -219,36 +219,42 @@ class SequenceTracker:
         """
         sequence = self.sequence
         cuda = self.predictor.device.type == "cuda"
-        passed = iter(self.predictor.propagate_in_video(state, start_frame_idx=start))
         seconds = 0.0
-        while True:
-            begin = time.perf_counter()
-            try:
-                frame_idx, obj_ids, logits = next(passed)
-            except StopIteration:
-                break
-            if cuda:
-                torch.cuda.synchronize(self.predictor.device)
-            seconds += time.perf_counter() - begin
-            labels = labels_from_logits(list(obj_ids), logits)
-            self._write(frame_idx, labels)
-            if frame_idx in sequence.annotated:
-                gt = sequence.ground_truth(frame_idx)
-                for obj_id in sequence.obj_ids:
-                    if frame_idx > sequence.first_frames[obj_id]:
-                        self._scores[(frame_idx, obj_id)] = frame_scores(gt, labels, obj_id)
-            for obj_id, entry in self.predictor.frame_memory(state, frame_idx).items():
-                if entry["conditioning"]:
-                    self._memory.pop((frame_idx, obj_id), None)
-                else:
-                    self._memory[(frame_idx, obj_id)] = entry
-            kept = self.predictor.kept_tokens(state, frame_idx)
-            for obj_id in obj_ids:
-                keep_idx = kept.get((frame_idx, obj_id))
-                if keep_idx is None:
-                    self.kept.pop(f"{frame_idx}_{obj_id}", None)
-                else:
-                    self.kept[f"{frame_idx}_{obj_id}"] = keep_idx.cpu().numpy()
+        passed = iter(self.predictor.propagate_in_video(state, start_frame_idx=start))
+        try:
+            while True:
+                begin = time.perf_counter()
+                try:
+                    frame_idx, obj_ids, logits = next(passed)
+                except StopIteration:
+                    break
+                if cuda:
+                    torch.cuda.synchronize(self.predictor.device)
+                seconds += time.perf_counter() - begin
+                labels = labels_from_logits(list(obj_ids), logits)
+                self._write(frame_idx, labels)
+                if frame_idx in sequence.annotated:
+                    gt = sequence.ground_truth(frame_idx)
+                    for obj_id in sequence.obj_ids:
+                        if frame_idx > sequence.first_frames[obj_id]:
+                            self._scores[(frame_idx, obj_id)] = frame_scores(gt, labels, obj_id)
+                for obj_id, entry in self.predictor.frame_memory(state, frame_idx).items():
+                    if entry["conditioning"]:
+                        self._memory.pop((frame_idx, obj_id), None)
+                    else:
+                        self._memory[(frame_idx, obj_id)] = entry
+                kept = self.predictor.kept_tokens(state, frame_idx)
+                for obj_id in obj_ids:
+                    keep_idx = kept.get((frame_idx, obj_id))
+                    if keep_idx is None:
+                        self.kept.pop(f"{frame_idx}_{obj_id}", None)
+                    else:
+                        self.kept[f"{frame_idx}_{obj_id}"] = keep_idx.cpu().numpy()
+        finally:
+            # a pass stopped by an error too: left to the garbage collector, it ended its
+            # progress after the error was printed
+            if isinstance(passed, Generator):
+                passed.close()
         return seconds
 
     def _refinement_candidates(self) -> list[tuple[float, int, int]]:
@@ -334,6 +340,33 @@ class _Frames(collections.abc.Sequence):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+
+def check_sequences(sequences: collections.abc.Sequence[Sequence]) -> None:
+    """Check what needs no model, before one is built (seconds to a minute) and a sequence is
+    tracked: each sequence's annotations (``Sequence.check_annotations``: their files' headers),
+    a DAVIS sequence's at least 3 frames (the first and last are not scored), and that some
+    object has an annotated frame to score after the one it is prompted on.
+
+    Raises:
+        InputError: naming the sequence (and the frame and file).
+    """
+    for sequence in sequences:
+        if sequence.official_davis and len(sequence.source) < 3:
+            raise InputError(
+                f"sequence {sequence.name}: {counted(len(sequence.source), 'frame')} in {sequence.source.path}; the "
+                "DAVIS evaluation needs at least 3 (it scores all but the first and last)"
+            )
+        sequence.check_annotations()
+    if not any(
+        sequence.official_davis or any(frame_idx > sequence.first_frames[obj_id] for frame_idx in sequence.annotated)
+        for sequence in sequences
+        for obj_id in sequence.obj_ids
+    ):
+        raise InputError(
+            f"nothing to score: no object of the {counted(len(sequences), 'sequence')} has an annotated frame after the "
+            "one it would be prompted on"
+        )
 
 
 def score_tracked_sequence(sequence: Sequence, labels: Mapping[int, np.ndarray]) -> list[ObjectScores]:
