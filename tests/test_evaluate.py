@@ -324,14 +324,30 @@ def test_overwrite_deletes_only_what_the_run_wrote_and_a_resumed_run_no_older_re
     assert _eval_interrupted_on("chair_again", root, out, monkeypatch) == 130
     assert not (out / "report.json").exists() and not list(out.glob("*.csv")) and not (out / "summary.json").exists()
     assert (out / "sequences" / "chair.json").is_file()  # what was done is kept
-    # a file of the user's among the masks: named, nothing deleted (the run writes there again)
+    # a file of the user's among the masks: named (not the sequence's folder, which the run
+    # wrote), nothing deleted (the run writes there again)
     (out / "masks" / "mine.txt").write_text("mine")
     (out / "masks" / "chair" / "note.txt").write_text("mine")
+    (out / "masks" / "chair" / "plots").mkdir()
     assert _eval(root, out, "--max-rounds", "0", "--overwrite") == 2
-    assert f"--out {out} holds masks/chair/, masks/mine.txt, which the run did not write" in capsys.readouterr().err
+    assert (
+        f"--out {out} holds masks/chair/note.txt, masks/chair/plots/, masks/mine.txt, which the run did not write"
+        in capsys.readouterr().err
+    )
     assert (out / "sequences" / "chair.json").is_file() and (out / "run.json").is_file()
+    for index in range(5):
+        (out / "masks" / "chair" / f"note{index}.txt").write_text("mine")
+    assert _eval(root, out, "--max-rounds", "0", "--overwrite") == 2
+    assert (
+        "holds masks/chair/note.txt, masks/chair/note0.txt, masks/chair/note1.txt, masks/chair/note2.txt, "
+        in (error := capsys.readouterr().err)
+        and "note3.txt and 3 more, which the run did not write" in error
+    )
+    assert sorted(p.name for p in (out / "masks" / "chair").iterdir())[:2] == ["00000.png", "00001.png"]
+    for path in (out / "masks" / "chair").iterdir():
+        if path.suffix != ".png":
+            path.rmdir() if path.is_dir() else path.unlink()
     (out / "masks" / "mine.txt").unlink()
-    (out / "masks" / "chair" / "note.txt").unlink()
     staging = out / "masks" / ".chair_again.tmp-99999-killed"  # a killed run's staging folder
     staging.mkdir()
     shutil.copy(out / "masks" / "chair" / "00000.png", staging / "00000.png")

@@ -533,6 +533,11 @@ def _written_by_the_run(out_dir: Path) -> list[Path]:
     return list(dict.fromkeys(ours))  # a killed run's staging folder of PNGs is both
 
 
+def _relative_name(path: Path, out_dir: Path) -> str:
+    """``masks/chair/notes.txt``; a folder with a slash: ``masks/chair/plots/``."""
+    return path.relative_to(out_dir).as_posix() + ("/" if path.is_dir() and not path.is_symlink() else "")
+
+
 def _check_deletable(out_dir: Path) -> list[Path]:
     """What the run wrote there (``_written_by_the_run``), once checked that ``sequences/`` and
     ``masks/`` hold nothing else.
@@ -543,13 +548,23 @@ def _check_deletable(out_dir: Path) -> list[Path]:
     """
     written = _written_by_the_run(out_dir)
     ours = set(written)
-    foreign = sorted(
-        f"{folder.name}/{entry.name}" + ("/" if entry.is_dir() else "")
-        for folder in (out_dir / "sequences", out_dir / "masks")
-        if folder.is_dir() and not folder.is_symlink()
-        for entry in folder.iterdir()
-        if entry not in ours
-    )
+    foreign = []
+    for folder in (out_dir / "sequences", out_dir / "masks"):
+        if not folder.is_dir() or folder.is_symlink():
+            continue
+        for entry in folder.iterdir():
+            if entry in ours:
+                continue
+            if folder.name == "masks" and entry.is_dir() and not entry.is_symlink():
+                # a sequence's masks with files of the user's among them: those files
+                foreign += [
+                    _relative_name(inner, out_dir)
+                    for inner in entry.iterdir()
+                    if not (inner.is_file() and not inner.is_symlink() and inner.suffix == ".png")
+                ]
+            else:
+                foreign.append(_relative_name(entry, out_dir))
+    foreign.sort()
     foreign += [name for name in ("sequences", "masks") if (out_dir / name).is_symlink()]
     if foreign:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
