@@ -233,6 +233,13 @@ def test_eval_end_to_end_writes_masks_csvs_and_counts(tmp_path, capsys):
     assert main(["score", "--gt-root", str(root), "--results", str(out / "masks"), "--out", str(tmp_path)]) == 0
     assert (tmp_path / "global_results-val.csv").read_text() == (out / "global_results-val.csv").read_text()
     assert "J&F" in capsys.readouterr().out
+    # the run folder as --results: said where its masks are (it named the CSVs there, and
+    # --overwrite, which then found no results folder run/chair), before anything is written
+    before = {p: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    for overwrite in ((), ("--overwrite",)):
+        assert main(["score", "--gt-root", str(root), "--results", str(out), *overwrite]) == 2
+        assert f"did you mean --results {out / 'masks'}?" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
 
 
 def test_kept_fraction_and_bank_bytes_are_those_of_the_first_pass(tmp_path):

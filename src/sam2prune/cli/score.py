@@ -31,8 +31,9 @@ def score(
         overwrite: replace those files where they exist (an eval run folder holds them too).
 
     Raises:
-        InputError: a folder is missing, ``out`` lies inside ``gt_root``, or (without
-            ``overwrite``) it holds the files already.
+        InputError: a folder is missing, ``results`` is an ``eval`` run folder (its masks are in
+            ``masks/``), ``out`` lies inside ``gt_root``, or (without ``overwrite``) it holds
+            the files already.
     """
     from sam2prune.evaluation.davis import (
         GLOBAL_COLUMNS,
@@ -53,6 +54,14 @@ def score(
         if missing:
             raise InputError(f"--sequences: {', '.join(missing)} not in {annotations}")
     names = list(unique_names(sequences) or ()) or read_sequence_list(gt_root, set_name)
+    masks = results / "masks"
+    if (results / "run.json").is_file() and any(
+        not (results / name).is_dir() and (masks / name).is_dir() for name in names
+    ):
+        raise InputError(
+            f"--results {results} is the folder of an `eval` run (run.json), whose masks are in {masks}/<sequence>/: "
+            f"did you mean --results {masks}?"
+        )
     out_dir = out if out is not None else results
     option = f"--out {out_dir}" if out is not None else f"the results folder {results} (the default --out)"
     if is_within(out_dir.resolve(), gt_root.resolve()):
@@ -83,7 +92,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="DAVIS layout: ROOT/Annotations/480p/<seq>/*.png",
     )
     parser.add_argument(
-        "--results", type=path_argument, required=True, metavar="DIR", help="results: DIR/<seq>/<frame>.png"
+        "--results",
+        type=path_argument,
+        required=True,
+        metavar="DIR",
+        help="results: DIR/<seq>/<frame>.png (an `eval` run's are in RUN/masks)",
     )
     parser.add_argument(
         "--set",
