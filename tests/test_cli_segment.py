@@ -655,3 +655,23 @@ def test_a_prompts_file_with_keys_it_does_not_know_is_refused_at_the_top_as_in_a
     (tmp_path / "p.json").write_text(json.dumps({"objects": [{"pints": [[1, 1]]}]}))
     with pytest.raises(InputError, match=r"objects\[0\]: unknown keys \['pints'\]"):
         load_prompts_file(tmp_path / "p.json")
+
+
+def test_bf16_on_a_cpu_predictor_is_refused_not_run_in_float32(tmp_path, tiny_predictor):
+    """segment_video(bf16=True) on the CPU ran under CUDA autocast, i.e. silently in float32."""
+    from sam2prune.data.video import VideoSource
+    from sam2prune.precision import bf16_autocast
+    from sam2prune.prompts import prompts_from_arguments
+    from sam2prune.segment import segment_video
+
+    expected = "bf16 autocast is for CUDA devices; cpu is not one"
+    with pytest.raises(ValueError, match=expected):
+        bf16_autocast(True, torch.device("cpu"))
+    with pytest.raises(ValueError, match=expected):
+        bf16_autocast(True, "cpu")
+    with bf16_autocast(False, "cpu"):
+        assert not torch.is_autocast_enabled("cpu")
+    prompts = prompts_from_arguments(points=["300,250"], negatives=[], box=None, mask=None, frame=0, obj_id=None)
+    with pytest.raises(ValueError, match=expected):
+        segment_video(tiny_predictor, VideoSource.open(CHAIR_FRAMES), prompts, tmp_path / "out", bf16=True)
+    assert list(tmp_path.iterdir()) == []

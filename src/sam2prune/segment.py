@@ -262,11 +262,12 @@ def segment_video(
     ``on_prompted(predictor, inference_state, masks)`` runs after the prompts are added and
     before tracking (masks: SAM 2's mask of each object on its prompt frame), e.g. to set
     object texts. ``overlay_fps``: frame rate of the overlay (default: the video file's, or
-    10 for a folder of frames). ``bf16``: track under bfloat16 autocast (on CUDA), as SAM 2's
-    GPU examples do.
+    10 for a folder of frames). ``bf16``: track under bfloat16 autocast, as SAM 2's GPU examples
+    do (on CUDA only).
 
     Raises:
         InputError: bad prompts, output folder, overlay path or frames (each named).
+        ValueError: ``bf16`` for a predictor that is not on a CUDA device.
     """
     check_output_dir(out_dir, overwrite=overwrite, inputs=[("video", source.path)], holds_only=MASK_FOLDER)
     if overlay is not None:
@@ -276,7 +277,7 @@ def segment_video(
     check_prompts(prompts, num_frames=len(source), width=source.width, height=source.height)
 
     start = time.perf_counter()
-    with bf16_autocast(bf16):
+    with bf16_autocast(bf16, predictor.device):
         inference_state = predictor.init_state(source, bounded_memory=bounded_memory)
         first_masks = apply_prompts(predictor, inference_state, prompts)
         if on_prompted is not None:
@@ -284,7 +285,10 @@ def segment_video(
     obj_ids = list(inference_state["obj_ids"])
     with staged_directory(out_dir, overwrite=overwrite, holds_only=MASK_FOLDER) as staging:
         written: set[int] = set()
-        with bf16_autocast(bf16), LabelWriter() as writer:  # tracking goes on while frames are written
+        with (
+            bf16_autocast(bf16, predictor.device),
+            LabelWriter() as writer,
+        ):  # tracking goes on while frames are written
             for frame_idx, frame_obj_ids, logits in propagate_from_prompts(predictor, inference_state):
                 writer.write(
                     staging / f"{source.frame_names[frame_idx]}.png", label_tensor(list(frame_obj_ids), logits)
