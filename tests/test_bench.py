@@ -544,3 +544,33 @@ def test_the_static_steps_steady_state_waits_for_the_last_prompted_object():
     assert bench_module.steady_from_frame(model, "graphs", 48) == 17  # 15 pointer frames, then a capture
     assert bench_module.steady_from_frame(model, "graphs", 48, last_prompt=5) == 22
     assert bench_module.steady_from_frame(model, "buffers", 10) == 11  # fewer frames than pointers: never
+
+
+def test_bench_lengths_records_the_input_size_of_a_yaml_model(tmp_path, monkeypatch, capsys):
+    """A YAML at 128 px was recorded (and said) to run at 1024 px."""
+    import re
+    from pathlib import Path
+
+    import sam2
+
+    from sam2prune import memory_bench
+    from sam2prune.models import MODELS
+
+    config = tmp_path / "my.yaml"
+    text = (Path(sam2.__file__).parent / MODELS["sam2.1_hiera_t"].config).read_text()
+    config.write_text(re.sub(r"image_size: \d+", f"image_size: {TINY_SIZE}", text))
+    asked = {}
+
+    def measured(*, on_result, image_size, **_):
+        asked["image_size"] = image_size
+        results = [memory_bench.LengthResult(method="sam2", frames=20, peak_rss_mib=800.0, ms_per_frame=90.0)]
+        on_result(results)
+        return results
+
+    monkeypatch.setattr(memory_bench, "run_lengths", measured)
+    json_path = tmp_path / "l.json"
+    arguments = ["bench", "--lengths", "20", "--methods", "sam2", "--model", str(config), "--json", str(json_path)]
+    assert main(arguments) == 0
+    assert json.loads(json_path.read_text())["image_size"] == TINY_SIZE
+    assert f"{config} at {TINY_SIZE} px" in capsys.readouterr().out
+    assert asked["image_size"] is None  # each run builds the YAML at its own size

@@ -41,7 +41,7 @@ from sam2prune.cli.common import (
 )
 from sam2prune.config import PruningConfig
 from sam2prune.errors import InputError
-from sam2prune.models import COMPILE_MODES
+from sam2prune.models import COMPILE_MODES, model_input_size
 from sam2prune.wording import counted, no_effect
 
 if TYPE_CHECKING:
@@ -334,7 +334,7 @@ def bench_lengths(
     check_prompts([click], num_frames=len(source), width=source.width, height=source.height)
     threads = threads or torch.get_num_threads()
     torch.set_num_threads(threads)
-    image_size = model.image_size or 1024
+    image_size = model_input_size(model.model, model.image_size)
 
     def report(results: list[LengthResult], *, complete: bool) -> dict[str, Any]:
         return {
