@@ -305,3 +305,27 @@ def test_frame_names_the_natural_order_finds_equal_are_ordered_whatever_the_file
         monkeypatch.setattr(Path, "iterdir", lambda self, order=order: iter(order))
         orders.append(VideoSource.open(folder).frame_names)
     assert orders[0] == orders[1] == ["f01", "f1", "F2", "f2"]
+
+
+def test_a_video_folder_that_cannot_be_read_is_named_as_the_video_folder(tmp_path, monkeypatch, capsys):
+    """It said "error: bs6: Permission denied", not which input that was. (Root passes permission
+    checks, so the refusal is simulated where the folder is listed.)"""
+    from sam2prune.cli import main
+
+    folder = tmp_path / "bs6"
+    folder.mkdir()
+    listing = Path.iterdir
+
+    def refused(self):
+        if self == folder:
+            raise PermissionError(13, "Permission denied", str(self))
+        return listing(self)
+
+    monkeypatch.setattr(Path, "iterdir", refused)
+    expected = f"video folder {folder} cannot be read: Permission denied"
+    with pytest.raises(InputError) as raised:
+        VideoSource.open(folder)
+    assert str(raised.value) == expected
+    argv = ["segment", str(folder), "--point", "1,1", "--out", str(tmp_path / "o"), "--random-weights"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"sam2prune: error: {expected}"

@@ -106,7 +106,10 @@ class VideoSource:
 
     @classmethod
     def _open_folder(cls, folder: Path) -> VideoSource:
-        files = list_frame_files(folder)
+        try:
+            files = list_frame_files(folder)
+        except OSError as error:  # no permission to list it: the error alone named no input
+            raise InputError(f"video folder {folder} cannot be read: {error.strerror or error}") from error
         if not files:
             folders = sorted(
                 entry.name for entry in folder.iterdir() if entry.is_dir() and not entry.name.startswith(".")
