@@ -197,3 +197,102 @@ def test_seeded_draws_from_its_seed_and_leaves_the_callers_rng_as_it_was():
         again = torch.rand(3)
     assert torch.equal(first, again) and not torch.equal(first, expected_next)
     assert torch.equal(torch.rand(3), expected_next)
+
+
+def _tiny_yaml_at(tmp_path: Path, image_size: int) -> Path:
+    import sam2
+
+    text = (Path(sam2.__file__).parent / MODELS["sam2.1_hiera_t"].config).read_text()
+    config = tmp_path / "my.yaml"
+    config.write_text(re.sub(r"image_size: \d+", f"image_size: {image_size}", text))
+    return config
+
+
+def test_a_yaml_image_size_is_checked_before_building(tmp_path, monkeypatch, capsys):
+    """A YAML's image_size of 100 was built and loaded, then failed inside hieradet on the first frame."""
+    from sam2prune import models
+    from sam2prune.models import model_input_size
+
+    config = _tiny_yaml_at(tmp_path, 100)
+    expected = f"model.image_size in {config} must be a multiple of 32 and >= 64, got 100"
+    with pytest.raises(InputError) as raised:
+        model_input_size(str(config))
+    assert str(raised.value) == expected
+    assert model_input_size(str(config), TINY_SIZE) == TINY_SIZE  # --image-size overrides it
+    monkeypatch.setattr(models, "_instantiate", lambda *a, **k: pytest.fail("a model was built"))
+    with pytest.raises(InputError) as raised:
+        build_predictor(str(config), random_weights=True)
+    assert str(raised.value) == expected
+    argv = ["segment", str(CHAIR_FRAMES), "--point", "5,5", "--out", str(tmp_path / "o"), "--random-weights"]
+    assert main([*argv, "--model", str(config)]) == 2
+    error = capsys.readouterr().err
+    assert f"sam2prune: error: {expected}" in error and "Traceback" not in error
+    monkeypatch.undo()
+    assert build_predictor(str(config), random_weights=True, image_size=TINY_SIZE).image_size == TINY_SIZE
+
+
+def test_a_state_dict_that_does_not_fit_is_named_by_its_source():
+    """A state dict shipped to a Ray worker was named "(state dict)", not the file it came from."""
+    state_dict = build_random(model="sam2_hiera_t").state_dict()
+    with pytest.raises(CheckpointError, match=r"^checkpoint ck/sam2_hiera_tiny\.pt does not fit model sam2\.1_hiera_t"):
+        build_predictor(checkpoint=state_dict, checkpoint_source="ck/sam2_hiera_tiny.pt", image_size=TINY_SIZE)
+    with pytest.raises(CheckpointError, match=r"^checkpoint \(state dict\) does not fit model sam2\.1_hiera_t"):
+        build_predictor(checkpoint=state_dict, image_size=TINY_SIZE)
+
+
+def test_a_checkpoint_of_the_right_architecture_with_other_keys_says_its_keys_differ(tmp_path):
+    """It said "does not fit model sam2.1_hiera_t ...; it looks like sam2.1_hiera_t"."""
+    state_dict = build_random().state_dict()
+    del state_dict["no_obj_ptr"]
+    state_dict["adapter.weight"] = torch.zeros(2)
+    with pytest.raises(CheckpointError) as raised:
+        build_predictor(checkpoint=state_dict, image_size=TINY_SIZE)
+    message = str(raised.value)
+    assert message.startswith("checkpoint (state dict) does not fit model sam2.1_hiera_t: 1 missing, 1 unexpected")
+    assert "looks like" not in message
+    assert "keys differ from the official sam2.1_hiera_t's (a modified or fine-tuned model?)" in message
+    assert "missing no_obj_ptr" in message and "unexpected adapter.weight" in message
+
+
+def test_a_safetensors_file_is_recognised_and_the_official_file_named(tmp_path):
+    """The transformers-layout model.safetensors of facebook/sam2*-hf was told "download it again"."""
+    import json
+    import struct
+
+    header = json.dumps({"vision_encoder.neck.conv.weight": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}})
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header.encode() + b"\x00" * 4)
+    with pytest.raises(CheckpointError) as raised:
+        build_predictor("sam2.1_hiera_s", checkpoint=path, image_size=TINY_SIZE)
+    message = str(raised.value)
+    assert message.startswith(f"checkpoint {path} is a safetensors file")
+    assert "sam2prune reads SAM 2's official .pt checkpoints" in message
+    assert MODELS["sam2.1_hiera_s"].checkpoint_url in message
+    assert "download it again" not in message and "stopped short" not in message
+
+
+def test_a_corrupt_pickle_is_called_corrupt_and_python_objects_unsafe(tmp_path):
+    """A corrupt pickle inside the zip was reported as holding Python objects, not loaded for safety."""
+    path = tmp_path / "corrupt.pt"
+    torch.save({"model": {"weight": torch.zeros(3)}}, path)
+    data = bytearray(path.read_bytes())
+    start = data.find(b"\x80\x02")  # the pickle of data.pkl, stored uncompressed
+    data[start + 2 : start + 6] = b"\x00" * 4
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError) as raised:
+        build_predictor(checkpoint=path, image_size=TINY_SIZE)
+    message = str(raised.value)
+    assert message.startswith(f"checkpoint {path} is a corrupt PyTorch file")
+    assert "safety" not in message and "weights_only" not in message
+    unsafe = tmp_path / "objects.pt"
+    torch.save({"model": {"weight": torch.zeros(1)}, "extra": Path("x")}, unsafe)
+    with pytest.raises(CheckpointError, match="holds Python objects besides tensors, which are not loaded for safety"):
+        build_predictor(checkpoint=unsafe, image_size=TINY_SIZE)
+
+
+def test_a_folder_as_checkpoint_is_called_a_folder(tmp_path):
+    from sam2prune.models import read_checkpoint
+
+    with pytest.raises(CheckpointError) as raised:
+        read_checkpoint(tmp_path)
+    assert str(raised.value) == f"checkpoint {tmp_path} is a folder; expected a checkpoint file (.pt)"

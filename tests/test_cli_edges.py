@@ -946,3 +946,46 @@ def test_a_phrase_cache_that_cannot_be_a_folder_is_refused_before_the_models_run
     prompt = ["prompt", str(CHAIR_FRAMES), "--box", "1,1,50,50", "--captioner", str(not_a_model)]
     assert main([*prompt, "--cache-dir", str(tmp_path / "labels.json")]) == 2
     assert "labels.json is a file; pass --cache-dir DIR" in capsys.readouterr().err
+
+
+def test_a_checkpoint_cut_short_is_listed_as_incomplete(tmp_path, monkeypatch, capsys):
+    """A download cut short after 50 MB was listed as "found (48 MiB)"."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "checkpoints").mkdir()
+    # the start of a zip without the directory at its end, as a download that stopped
+    (tmp_path / "checkpoints" / "sam2.1_hiera_tiny.pt").write_bytes(b"PK\x03\x04" + bytes(2 * 2**20))
+    assert main(["models"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("sam2.1_hiera_t "))
+    assert row.endswith("found, but incomplete: download it again")
+
+
+def test_without_the_default_checkpoint_another_models_file_in_checkpoints_is_named(
+    tmp_path, monkeypatch, capsys, no_model
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "sam2.1_hiera_small.pt").write_bytes(b"")
+    assert main(["segment", str(CHAIR_FRAMES), "--point", "1,1", "--out", str(tmp_path / "o"), *TINY]) == 2
+    error = last_error(capsys)
+    assert "no checkpoint given for sam2.1_hiera_t" in error
+    assert error.endswith("; checkpoints/ holds sam2.1_hiera_small.pt: --model sam2.1_hiera_s uses it")
+
+
+def test_more_threads_than_usable_cores_is_warned_once(tmp_path, monkeypatch, capsys):
+    """--threads above the cores was accepted silently, and runs much slower."""
+    from sam2prune import memory_bench
+
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.setattr(
+        memory_bench,
+        "run_lengths",
+        lambda **_: [memory_bench.LengthResult(method="sam2", frames=20, peak_rss_mib=800.0, ms_per_frame=90.0)],
+    )
+    assert main(["bench", "--lengths", "20", "--methods", "sam2", "--threads", str(cores + 1), *TINY]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "--threads" in line]
+    assert warnings == [
+        f"sam2prune: --threads {cores + 1} is more than the {cores} CPU cores this process may use: "
+        "threads that wait for a core slow every step"
+    ]
+    assert main(["bench", "--lengths", "20", "--methods", "sam2", "--threads", str(cores), *TINY]) == 0
+    assert "--threads" not in capsys.readouterr().err

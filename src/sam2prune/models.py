@@ -107,9 +107,23 @@ def model_input_size(model: str, image_size: int | None = None) -> int:
     check_image_size(image_size)
     if image_size is not None:
         return image_size
+    config_size = config_image_size(yaml_path)
+    if config_size is None:
+        raise InputError(f"model config {yaml_path} gives no model.image_size: pass --image-size")
+    return config_size
+
+
+def config_image_size(yaml_path: Path) -> int | None:
+    """The input size a model config gives (``model.image_size``), or None where it gives none.
+
+    Raises:
+        InputError: the config cannot be read, or its size is not one ``check_image_size``
+            accepts (sam2 builds such a model, which then fails on the first frame).
+    """
     config = load_model_config(yaml_path).model
     if "image_size" not in config:
-        raise InputError(f"model config {yaml_path} gives no model.image_size: pass --image-size")
+        return None
+    check_image_size(config.image_size, name=f"model.image_size in {yaml_path}")
     return int(config.image_size)
 
 
@@ -150,12 +164,19 @@ def missing_checkpoint_message(model: str, *, cli: bool = False) -> str:
             f"config, or {random} to build the architecture with random weights"
         )
     where = f" (or put it in ./{CHECKPOINT_DIR}/, where it is found)" if cli else ""
-    return (
+    message = (
         f"no checkpoint given for {spec.name}: download the official checkpoint {spec.checkpoint_file} "
         f"from {spec.checkpoint_url} (or the Hugging Face hub, {spec.hub_id}) and pass "
         f"{checkpoint}{where}, or pass {random} to build the architecture with random weights "
         "(masks are then meaningless; timings are real)"
     )
+    # another model's official file there is what the user has: say which --model takes it
+    others = [
+        f"{other.checkpoint_file}: --model {other.name} uses it"
+        for other in MODELS.values()
+        if cli and other is not spec and (CHECKPOINT_DIR / other.checkpoint_file).is_file()
+    ]
+    return message + (f"; {CHECKPOINT_DIR}/ holds {'; '.join(others)}" if others else "")
 
 
 # sam2prune's classes in place of sam2's, by config override (the state dict is the official one):
@@ -283,18 +304,61 @@ def _is_legacy_torch_file(path: Path) -> bool:
         return stream.read(2) == b"\x80\x02"
 
 
-def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+def _is_safetensors_file(path: Path) -> bool:
+    """Whether ``path`` starts like a safetensors file: its JSON header's length (8 bytes, little
+    endian, less than the file's size), then the header's ``{``."""
+    with open(path, "rb") as stream:
+        start = stream.read(9)
+    return len(start) == 9 and start[8:] == b"{" and int.from_bytes(start[:8], "little") < path.stat().st_size
+
+
+def _safetensors_message(path: Path, model: str | None) -> str:
+    spec = MODELS.get(model) if model is not None else None
+    official = (
+        f"for {spec.name}, {spec.checkpoint_file} from {spec.checkpoint_url} (or the Hugging Face hub, {spec.hub_id})"
+        if spec is not None
+        else "`sam2prune models` lists their files"
+    )
+    return (
+        f"checkpoint {path} is a safetensors file (such as the transformers-layout model.safetensors of the "
+        f"facebook/sam2*-hf repositories); sam2prune reads SAM 2's official .pt checkpoints: {official}"
+    )
+
+
+def _unpickling_reason(error: pickle.UnpicklingError) -> str:
+    """What torch's weights-only unpickler found, without its advice (weights_only=False, file an issue)."""
+    message = str(error)
+    found = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", message)
+    reason = found.group(1) if found else (message.strip().splitlines() or [type(error).__name__])[0]
+    return reason.strip()[:200]
+
+
+# torch's weights-only unpickler names a global (a class or function) it refuses to load, or a call
+# it refuses to make: the file holds Python objects; any other refusal is a corrupt pickle
+_UNSAFE_PICKLE = re.compile(r"\bGLOBAL\b|add_safe_globals|unrecognized function")
+
+
+def read_checkpoint(path: str | Path, *, model: str | None = None) -> dict[str, torch.Tensor]:
     """Read an official SAM 2 checkpoint ``{"model": state_dict}`` (or a bare state dict).
 
+    Args:
+        model: the official model the checkpoint is for, if known: a file of another format (a
+            safetensors file) is told which official file to get instead.
+
     Raises:
-        CheckpointError: the file is missing, unreadable, or holds no state dict.
+        CheckpointError: the file is missing, a folder, unreadable, of another format, or holds
+            no state dict.
     """
     import torch
 
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder; expected a checkpoint file (.pt)")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     expected = 'expected an official SAM 2 checkpoint, a file written by torch.save holding {"model": state_dict}'
+    if _is_safetensors_file(path):
+        raise CheckpointError(_safetensors_message(path, model))
     if not zipfile.is_zipfile(path) and not _is_legacy_torch_file(path):
         # a download cut short has no zip directory at its end either
         size = path.stat().st_size
@@ -306,8 +370,12 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         # torch's message advises weights_only=False: never for a file we cannot vouch for
+        if _UNSAFE_PICKLE.search(str(error)):
+            raise CheckpointError(
+                f"checkpoint {path} holds Python objects besides tensors, which are not loaded for safety ({expected})"
+            ) from error
         raise CheckpointError(
-            f"checkpoint {path} holds Python objects besides tensors, which are not loaded for safety ({expected})"
+            f"checkpoint {path} is a corrupt PyTorch file ({_unpickling_reason(error)}); {expected}"
         ) from error
     except Exception as error:  # torch raises many types for corrupt files
         reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
@@ -334,7 +402,15 @@ def load_state_dict_strictly(
     mismatched = [key for key in expected if key in state_dict and state_dict[key].shape != expected[key].shape]
     if missing or unexpected or mismatched:
         looks_like = guess_model(state_dict)
-        hint = f"it looks like {looks_like}" if looks_like else "it matches no official SAM 2 model"
+        if looks_like == model_name:
+            kinds = (("missing", missing), ("unexpected", unexpected), ("differently shaped", mismatched))
+            differing = "; ".join(f"{kind} {', '.join(keys[:3])}" for kind, keys in kinds if keys)
+            hint = (
+                f"it has the architecture of {model_name}, but its keys differ from the official {model_name}'s "
+                f"(a modified or fine-tuned model?): {differing}"
+            )
+        else:
+            hint = f"it looks like {looks_like}" if looks_like else "it matches no official SAM 2 model"
         examples = (missing + unexpected + mismatched)[:3]
         raise CheckpointError(
             f"checkpoint {source} does not fit model {model_name}: {len(missing)} missing, "
@@ -382,6 +458,7 @@ def build_predictor(
     device: str = "cpu",
     image_size: int | None = None,
     pruning: PruningConfig | None = None,
+    checkpoint_source: str | None = None,
 ) -> SAM2Predictor:
     """Build a SAM 2 video predictor with the official ``SAM2VideoPredictor`` API.
 
@@ -396,13 +473,15 @@ def build_predictor(
             is not touched).
         device: torch device, e.g. ``cpu`` or ``cuda``.
         image_size: the model's square input size (a multiple of 32, e.g. 512); default: the
-            config's (1024 for the official models).
+            config's (1024 for the official models), checked alike.
         pruning: ``None`` gives the plain official predictor (the baseline); a ``PruningConfig``
             gives ``PrunedSAM2VideoPredictor``.
+        checkpoint_source: what messages call the checkpoint, e.g. the file a state dict was
+            read from; default: its path, or ``(state dict)``.
 
     Raises:
-        InputError: unknown model, bad image size or device, both checkpoint and
-            random_weights, or a sam2 version sam2prune was not tested with.
+        InputError: unknown model, bad image size (given, or the config's) or device, both
+            checkpoint and random_weights, or a sam2 version sam2prune was not tested with.
         CheckpointError: neither checkpoint nor random_weights (the message names the official
             checkpoint file and where to get it), an unreadable checkpoint, or one that does not
             fit the model.
@@ -417,13 +496,15 @@ def build_predictor(
     if checkpoint is not None and random_weights:
         raise InputError("pass either checkpoint or random_weights=True, not both")
     check_image_size(image_size)
+    if image_size is None:
+        config_image_size(yaml_path)
     torch_device = resolve_device(device)
     state_dict: dict[str, torch.Tensor] | None
     if isinstance(checkpoint, Mapping):
-        state_dict, source = dict(checkpoint), "(state dict)"
+        state_dict, source = dict(checkpoint), checkpoint_source or "(state dict)"
     else:
-        state_dict = read_checkpoint(checkpoint) if checkpoint is not None else None
-        source = str(checkpoint)
+        state_dict = read_checkpoint(checkpoint, model=spec.name if spec else None) if checkpoint is not None else None
+        source = checkpoint_source or str(checkpoint)
 
     predictor_class = (
         "sam2prune.predictor.SAM2Predictor" if pruning is None else "sam2prune.predictor.PrunedSAM2VideoPredictor"

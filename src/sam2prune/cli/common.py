@@ -14,6 +14,7 @@ import contextlib
 import inspect
 import itertools
 import logging
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from importlib import resources
@@ -241,9 +242,19 @@ def check_threads(threads: int | None) -> None:
         raise InputError(f"--threads must be >= 1, got {threads}")
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity; all of the machine's where the
+    system does not say)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 @contextlib.contextmanager
 def cpu_threads(threads: int | None) -> Iterator[None]:
-    """torch's CPU threads set to ``threads`` while the block runs (None: left as they are).
+    """torch's CPU threads set to ``threads`` while the block runs (None: left as they are),
+    with a warning when they are more than the usable cores (``main`` applies ``--threads``
+    so, once per run).
 
     Raises:
         InputError: ``threads`` < 1.
@@ -252,6 +263,14 @@ def cpu_threads(threads: int | None) -> Iterator[None]:
     if threads is None:
         yield
         return
+    cores = usable_cores()
+    if threads > cores:
+        log.warning(
+            "--threads %d is more than the %d CPU cores this process may use: threads that wait for a core slow "
+            "every step",
+            threads,
+            cores,
+        )
     import torch
 
     previous = torch.get_num_threads()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import zipfile
 from pathlib import Path
 
 from sam2prune.cli.common import Command
@@ -53,8 +54,11 @@ COMMAND = Command(
 
 def _found(path: Path) -> str:
     """A checkpoint file found, with its size: a download that stopped short shows (the
-    smallest official checkpoint is about 150 MiB)."""
+    smallest official checkpoint is about 150 MiB, and a torch file is a zip whose directory
+    is at its end)."""
     size = path.stat().st_size
     if size < 2**20:
         return f"found, but {size} bytes: an incomplete download?"
+    if not zipfile.is_zipfile(path):  # reads only the end of the file
+        return "found, but incomplete: download it again"
     return f"found ({size / 2**20:.0f} MiB)"
