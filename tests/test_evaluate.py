@@ -380,6 +380,30 @@ def test_overwrite_deletes_only_what_the_run_wrote_and_a_resumed_run_no_older_re
     assert json.loads((out / "report.json").read_text())["overall"]["sequences"] == 2
 
 
+def test_a_run_resumed_with_fewer_sequences_reports_those_and_says_so(tmp_path, capsys):
+    """A finished run resumed with --sequences (or --limit) rewrote report.json and the CSVs
+    with those sequences only, silently."""
+    root = _davis_root(tmp_path, names=("chair", "chair_again"))
+    out = tmp_path / "run"
+    assert _eval(root, out, "--max-rounds", "0") == 0
+    capsys.readouterr()
+    assert _eval(root, out, "--max-rounds", "0", "--sequences", "chair_again") == 0
+    assert (
+        f"the report covers 1 of the 2 sequences done in {out} (--sequences); run without --sequences for all\n"
+        in capsys.readouterr().err
+    )
+    report = json.loads((out / "report.json").read_text())
+    assert [row["sequence"] for row in report["per_sequence"]] == ["chair_again"]
+    with open(out / "per-sequence_results-val.csv") as stream:
+        assert [row[0] for row in csv.reader(stream)] == ["Sequence", "chair_again_1"]
+    assert _eval(root, out, "--max-rounds", "0", "--limit", "1") == 0
+    assert "the report covers 1 of the 2 sequences done in" in (error := capsys.readouterr().err)
+    assert "(--limit); run without --limit for all" in error
+    assert _eval(root, out, "--max-rounds", "0") == 0
+    assert "the report covers" not in capsys.readouterr().err
+    assert json.loads((out / "report.json").read_text())["overall"]["sequences"] == 2
+
+
 def test_a_full_disk_is_one_line_naming_the_file_and_leaves_nothing_half_written(tmp_path, capsys, monkeypatch):
     """As writers say it: PIL's save, like a write or a close, names no file."""
     import errno

@@ -153,6 +153,27 @@ def _say_resuming(out: Path, sequences: Sequence[DatasetSequence]) -> None:
         log.info("resuming %s: %d of %d sequences already done", out, len(done), len(sequences))
 
 
+def _say_coverage(out: Path, sequences: Sequence[DatasetSequence], data: DataSelection) -> None:
+    """Say so when the report of ``out`` covers fewer sequences than are done there: a run
+    resumed with a narrower ``--sequences`` or ``--limit`` reports the sequences it selects."""
+    from sam2prune.fsutil import is_temporary
+
+    records = (out / "sequences").glob("*.json")
+    done = {path.name.removesuffix(".json") for path in records if not is_temporary(path)}
+    selected = {sequence.name for sequence in sequences}
+    if not done - selected:
+        return
+    options = [option for option, given in (("--sequences", data.sequences), ("--limit", data.limit)) if given]
+    narrowed = " and ".join(options)
+    log.warning(
+        "the report covers %d of the %s done in %s %s",
+        len(selected),
+        counted(len(done | selected), "sequence"),
+        out,
+        f"({narrowed}); run without {narrowed} for all" if narrowed else "(those the dataset lists now)",
+    )
+
+
 def run_eval(
     *,
     predictor: SAM2Predictor,
@@ -214,7 +235,9 @@ def run_eval(
         bounded_memory=settings.bounded_memory,
         bf16=settings.bf16,
     )
-    return summarize(records, settings, out)
+    report = summarize(records, settings, out)
+    _say_coverage(out, sequences, data)
+    return report
 
 
 # one run of a batch on Ray: (pruning or None for unpruned SAM 2, run folder, label for messages)
@@ -311,11 +334,11 @@ def run_evals_on_ray(
         result = ray_cluster.evaluate(
             specs, list(sequences), model=worker_model, checkpoint=weights.checkpoint, protocol=protocol
         )
-    reports = [
-        summarize(result.records[index], settings, spec.out_dir)
-        for index, (spec, settings) in enumerate(zip(specs, all_settings, strict=True))
-        if result.complete(index, len(sequences))
-    ]
+    reports = []
+    for index, (spec, settings) in enumerate(zip(specs, all_settings, strict=True)):
+        if result.complete(index, len(sequences)):
+            reports.append(summarize(result.records[index], settings, spec.out_dir))
+            _say_coverage(spec.out_dir, sequences, data)
     if result.failures:
         total = len(runs) * len(sequences)
         raise SequencesFailed(
