@@ -128,6 +128,11 @@ def test_an_object_first_seen_on_the_last_annotated_frame_is_left_out_of_the_mea
         evaluate.summarize([empty], settings, out)
     # found before a model is built
     evaluate.check_sequences([sequence, alone])
+    # bf16 on the CPU ran under CUDA autocast, i.e. in float32, silently
+    with pytest.raises(ValueError, match="bf16 autocast is for CUDA devices; cpu is not one"):
+        evaluate.evaluate_sequence(
+            build_random(), sequence, out, protocol=protocol, device=torch.device("cpu"), bf16=True
+        )
     with pytest.raises(InputError, match="no object of the 1 sequence has an annotated frame after"):
         evaluate.check_sequences([alone])
 
@@ -578,6 +583,14 @@ def test_every_selected_sequence_is_checked_before_the_model_is_built(tmp_path, 
         in capsys.readouterr().err
     )
     assert not out.exists()
+    # a sweep too (its serial run built the model first)
+    import sam2prune.cli.sweep as sweep_command
+
+    monkeypatch.setattr(sweep_command, "build", built)
+    sweep = ["sweep", "--dataset", "davis", "--root", str(root), "--out", str(out), "--image-size", str(TINY_SIZE)]
+    assert main([*sweep, "--random-weights", "--max-rounds", "0", "--retention", "0.5"]) == 2
+    assert "the DAVIS evaluation needs at least 3" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_a_pass_that_fails_ends_its_progress_before_the_error_goes_on(capsys):
@@ -716,8 +729,10 @@ def test_a_sweep_runs_a_setting_given_twice_once_and_its_last_table_goes_while_r
     assert "holds runs of other settings, not in this table: pruned_r0.5_prior" in capsys.readouterr().err
     assert main([*sweep, "--retention", "0.25", "--sequences", "chair"]) == 0  # all done: no progress of nothing
     assert "evaluating: 0/0" not in capsys.readouterr().err
-    # the next sequence fails: no table of the earlier sweep is left beside the changed runs
-    (root / "Annotations" / "480p" / "chair_again" / "00003.png").write_bytes(b"not a png")
+    # the next sequence fails: no table of the earlier sweep is left beside the changed runs (the
+    # annotation cut short, its header whole: found when it is read, not by the checks before)
+    broken = root / "Annotations" / "480p" / "chair_again" / "00003.png"
+    broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 2])
     assert main([*sweep, "--retention", "0.5"]) == 2
     assert not (out / "report.md").exists()
 

@@ -300,3 +300,14 @@ def test_an_interrupted_ray_run_resumes(tmp_path, monkeypatch):
     assert json.loads((out / "report.json").read_text())["overall"]["sequences"] == 4
     assert sorted(p.name for p in (out / "masks").iterdir()) == ["chair", "chair_b", "chair_c", "chair_d"]
     assert not [p for p in (out / "sequences").iterdir() if p.name.startswith(".")]  # no temporaries left
+
+
+def test_a_workers_checkpoint_that_does_not_fit_is_named_by_its_file(monkeypatch):
+    # the worker builds from the state dict the driver read: its messages said '(state dict)'
+    from sam2prune.errors import CheckpointError
+
+    model = distributed.WorkerModel("sam2.1_hiera_t", TINY_SIZE, "cpu", 0, False, False, "off")
+    worker = distributed.SequenceWorker(model, [{"not.a.sam2.key": torch.zeros(1)}, "weights/mine.pt"], threads=1)
+    monkeypatch.setattr(ray, "get", lambda reference: reference)
+    with pytest.raises(CheckpointError, match=r"checkpoint weights/mine\.pt does not fit model sam2\.1_hiera_t"):
+        worker._build(None)

@@ -115,7 +115,7 @@ def measure(run: LengthRun) -> LengthResult:
             run.model, checkpoint=run.checkpoint, device=run.device, image_size=run.image_size, pruning=pruning
         )
     cuda = device.type == "cuda"
-    with bf16_autocast(run.bf16), torch.inference_mode():
+    with bf16_autocast(run.bf16, device), torch.inference_mode():
         if cuda:
             torch.cuda.synchronize(device)
             torch.cuda.reset_peak_memory_stats(device)

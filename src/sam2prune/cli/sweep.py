@@ -151,7 +151,7 @@ def sweep(
         SequencesFailed: on Ray, some sequences failed on every attempt (the others are saved,
             the complete runs reported; no report.md).
     """
-    from sam2prune.evaluation.protocol import record_path
+    from sam2prune.evaluation.protocol import check_sequences, record_path
     from sam2prune.evaluation.report import load_reports, markdown_report, plot_tradeoff
     from sam2prune.fsutil import atomic_write_text, make_output_dir, read_json
     from sam2prune.models import with_pruning
@@ -168,6 +168,7 @@ def sweep(
         check_gpu_options(gpu, resolve_device(model.device), pruned=any(pruning is not None for pruning, _, _ in grid))
     weights = resolve_weights(model, required=True)
     sequences = select_sequences(data)
+    check_sequences(sequences)  # every sequence's annotations, before the model is built
     make_output_dir(out)
     pending = overwrite or any(
         not record_path(out / label, sequence.name).is_file() for _, label, _ in grid for sequence in sequences

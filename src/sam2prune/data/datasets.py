@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from sam2prune.data.palette import read_label_png
+from sam2prune.data.palette import LABEL_MODES, read_label_png
 from sam2prune.data.video import VideoSource, image_size, list_frame_files, natural_key, read_rgb
 from sam2prune.errors import InputError
 from sam2prune.fsutil import read_json
@@ -22,7 +22,6 @@ from sam2prune.wording import counted
 
 VOID_LABEL = 255
 MAX_OBJECT_ID = 254  # label maps are uint8, 255 marking void
-LABEL_MODES = ("P", "L", "1")  # the image modes read_label_png reads
 DATASETS = ("davis", "vost", "pumavos", "lvos", "uvo", "endovis18")
 # what each reader expects (ROOT is what --root points to)
 LAYOUTS = {

@@ -39,6 +39,9 @@ def write_label_png(path: str | Path, labels: np.ndarray) -> None:
     atomic_write(Path(path), lambda temp: image.save(temp, format="PNG"), clean_stale=False)
 
 
+LABEL_MODES = ("P", "L", "1")  # the image modes a label map is read from
+
+
 def read_label_png(path: str | Path) -> np.ndarray:
     """Read a label map PNG as ``[H, W]`` uint8 (palette indices; grey values for mode L).
 
@@ -48,7 +51,7 @@ def read_label_png(path: str | Path) -> np.ndarray:
     path = Path(path)
     try:
         with Image.open(path) as image:
-            if image.mode not in ("P", "L", "1"):
+            if image.mode not in LABEL_MODES:
                 raise InputError(
                     f"mask {path} is an image of mode {image.mode}; expected an indexed-palette or greyscale PNG"
                 )

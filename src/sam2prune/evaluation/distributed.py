@@ -143,8 +143,9 @@ class SequenceWorker:
     (``set_pruning``) as ``with_pruning`` would build it."""
 
     def __init__(self, model: WorkerModel, weights: list | None, threads: int) -> None:
-        """``weights``: ``[ObjectRef]`` of the state dict (in a list, so that Ray does not fetch
-        it before a model is built), or None for random weights."""
+        """``weights``: ``[ObjectRef, file]`` of the state dict (in a list, so that Ray does not
+        fetch it before a model is built) and the checkpoint file it was read from (named in
+        messages), or None for random weights."""
         import torch
 
         torch.set_num_threads(threads)
@@ -166,6 +167,7 @@ class SequenceWorker:
             self.model.model,
             checkpoint=ray.get(self.weights[0]) if self.weights is not None else None,
             random_weights=self.weights is None,
+            checkpoint_source=self.weights[1] if self.weights is not None else None,
             seed=self.model.seed,
             device=self.model.device,
             image_size=self.model.image_size,
@@ -421,7 +423,11 @@ class RayCluster:
         """Hand the batch's tasks to workers as they become free, until none is left."""
         from sam2prune.models import read_checkpoint
 
-        weights = [ray.put(read_checkpoint(checkpoint))] if checkpoint is not None else None
+        weights = (
+            [ray.put(read_checkpoint(checkpoint, model=model.model)), str(checkpoint)]
+            if checkpoint is not None
+            else None
+        )
         worker_class = ray.remote(SequenceWorker).options(
             num_cpus=self.threads, num_gpus=self.gpus_per_worker, max_restarts=0, max_task_retries=0
         )

@@ -667,7 +667,7 @@ def evaluate_sequence(
         tracker = SequenceTracker(
             predictor, sequence, protocol, on_prompted=on_prompted, masks_dir=staging, bounded_memory=bounded_memory
         )
-        with bf16_autocast(bf16):
+        with bf16_autocast(bf16, device):
             labels, run_stats = tracker.run()
         if device.type == "cuda":
             peak, kind = torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
