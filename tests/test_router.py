@@ -235,6 +235,37 @@ def test_fit_aligner_at_ridge_0_refuses_fewer_tokens_than_unknowns_and_a_singula
     assert stats["tokens"] == 3 * (16 + 32) and stats["objects"] == 1
 
 
+def test_fit_aligner_keeps_each_frames_chosen_tokens_not_its_grid():
+    """Every frame's whole token grid was held until the fit (4 MiB a frame at 1024 px: ~8 GiB for
+    DAVIS 2017 val); the pairs are drawn as the frames come, the same as from the whole list."""
+    from sam2prune.scorers.router.semantic import collect_aligner_data, fit_aligner, fit_ridge
+
+    held: list = []  # each frame's token storage; a use count of 1 is this list's alone
+    grids: list[torch.Tensor] = []
+
+    class Watched(_StubPredictor):
+        def encode_frames(self, source, indices):
+            for frame_idx, tokens, extra in super().encode_frames(source, indices):
+                # the frame before may still be the caller's loop variable; none before it
+                users = [torch._C._storage_Use_Count(storage._cdata) for storage in held[:-1]]
+                assert users == [1] * len(users), f"earlier frames' token grids are still held: {users}"
+                held.append(tokens.untyped_storage())
+                grids.append(tokens[0].clone())
+                yield frame_idx, tokens, extra
+
+    sequence = _labelled_sequence("two", {1: (slice(0, 32), slice(0, 32)), 2: (slice(40, 64), slice(8, 40))}, frames=5)
+    labels = {"two/1": "a box", "two/2": "a long box"}
+    encoder = _StubTextEncoder()
+    aligner, stats = fit_aligner(Watched(8), [sequence], labels, text_encoder=encoder, progress=False)
+    assert stats["frames"] == 5 and len(held) == 5
+    phrases = {1: encoder.encode(["a box"])[0], 2: encoder.encode(["a long box"])[0]}
+    background = encoder.encode(["background"])[0]
+    frames = [(grid, sequence.ground_truth(0), phrases) for grid in grids]
+    features, targets = collect_aligner_data(frames, background, grid=(8, 8))
+    assert stats["tokens"] == len(features)
+    assert torch.equal(aligner.weight, fit_ridge(features, targets, 1.0))
+
+
 def test_aligner_relevance_and_strict_files(tmp_path):
     weight = torch.zeros(5, 3)
     weight[0, 0] = 1.0  # channel 0 of a token -> text dimension 0

@@ -217,20 +217,40 @@ def collect_aligner_data(
         (features ``[n, C]``, targets ``[n, D]``).
     """
     generator = torch.Generator().manual_seed(seed)
+    pairs = [
+        frame_pairs(
+            tokens, labels, phrases, background, grid=grid, generator=generator, background_ratio=background_ratio
+        )
+        for tokens, labels, phrases in frames
+    ]
+    return torch.cat([f for f, _ in pairs]), torch.cat([t for _, t in pairs])
+
+
+def frame_pairs(
+    tokens: torch.Tensor,
+    labels: np.ndarray,
+    phrases: dict[int, torch.Tensor],
+    background: torch.Tensor,
+    *,
+    grid: tuple[int, int],
+    generator: torch.Generator,
+    background_ratio: float = 2.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One frame's pairs of ``collect_aligner_data`` (``generator`` drawn from in frame order):
+    (features ``[n, C]``, copies of the tokens chosen, and targets ``[n, D]``)."""
     features, targets = [], []
-    for tokens, labels, phrases in frames:
-        inside_objects = object_tokens(labels, list(phrases), grid)
-        object_count = 0
-        for inside, embedding in zip(inside_objects, phrases.values(), strict=True):
-            features.append(tokens[inside])
-            targets.append(embedding.expand(int(inside.sum()), -1))
-            object_count += int(inside.sum())
-        touched = F.adaptive_avg_pool2d(torch.from_numpy(labels != 0).float()[None, None], grid).flatten()
-        empty = torch.nonzero(touched == 0).flatten()
-        count = min(len(empty), max(1, round(background_ratio * object_count)))
-        chosen = empty[torch.randperm(len(empty), generator=generator)[:count]]
-        features.append(tokens[chosen])
-        targets.append(background.expand(len(chosen), -1))
+    inside_objects = object_tokens(labels, list(phrases), grid)
+    object_count = 0
+    for inside, embedding in zip(inside_objects, phrases.values(), strict=True):
+        features.append(tokens[inside])
+        targets.append(embedding.expand(int(inside.sum()), -1))
+        object_count += int(inside.sum())
+    touched = F.adaptive_avg_pool2d(torch.from_numpy(labels != 0).float()[None, None], grid).flatten()
+    empty = torch.nonzero(touched == 0).flatten()
+    count = min(len(empty), max(1, round(background_ratio * object_count)))
+    chosen = empty[torch.randperm(len(empty), generator=generator)[:count]]
+    features.append(tokens[chosen])
+    targets.append(background.expand(len(chosen), -1))
     return torch.cat(features), torch.cat(targets)
 
 
@@ -267,7 +287,10 @@ def fit_aligner(
     embeddings = dict(zip(phrases, text_encoder.encode(phrases), strict=False))
     background = text_encoder.encode([BACKGROUND_PHRASE])[0]
     side = predictor.image_size // 16
-    frames: list[tuple[torch.Tensor, np.ndarray, dict[int, torch.Tensor]]] = []
+    # each frame's pairs as it is encoded (the same draws as collect_aligner_data's): only the
+    # tokens chosen are kept, not every frame's grid (4 MiB a frame at 1024 px)
+    generator = torch.Generator().manual_seed(0)
+    pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
     token_counts: dict[str, int] = {}  # label key -> tokens inside the object over the frames used
     for sequence in progress_bar(list(sequences), desc="aligner features", unit="sequence", disable=not progress):
         objects = {obj_id: label_key(sequence.name, obj_id) for obj_id in sequence.obj_ids}
@@ -283,10 +306,11 @@ def fit_aligner(
                 inside = object_tokens(gt, list(objects), (side, side)).sum(dim=1)
                 for key, count in zip(objects.values(), inside.tolist(), strict=True):
                     token_counts[key] += count
-                frames.append(
-                    (tokens[0].cpu(), gt, {obj_id: embeddings[labels[key]] for obj_id, key in objects.items()})
+                phrases = {obj_id: embeddings[labels[key]] for obj_id, key in objects.items()}
+                pairs.append(
+                    frame_pairs(tokens[0].cpu(), gt, phrases, background, grid=(side, side), generator=generator)
                 )
-    if not frames:
+    if not pairs:
         raise InputError(f"no labelled object found in the dataset (labels name e.g. {next(iter(wanted))})")
     tokenless = [key for key, count in token_counts.items() if count == 0]
     if tokenless:
@@ -303,7 +327,7 @@ def fit_aligner(
                 "or label larger objects"
             )
         log.warning("%s: left out of the aligner", where)
-    features, targets = collect_aligner_data(frames, background, grid=(side, side))
+    features, targets = torch.cat([f for f, _ in pairs]), torch.cat([t for _, t in pairs])
     unknowns = features.shape[1] + 1
     if ridge == 0 and len(features) < unknowns:
         raise InputError(
@@ -327,7 +351,7 @@ def fit_aligner(
     fitted = F.cosine_similarity(aligner.project(features), targets, dim=-1).mean().item()
     return aligner, {
         "tokens": len(features),
-        "frames": len(frames),
+        "frames": len(pairs),
         "objects": len(token_counts) - len(tokenless),
         "train_mean_cosine": fitted,
     }
