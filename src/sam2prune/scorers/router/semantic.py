@@ -306,9 +306,9 @@ def fit_aligner(
                 inside = object_tokens(gt, list(objects), (side, side)).sum(dim=1)
                 for key, count in zip(objects.values(), inside.tolist(), strict=True):
                     token_counts[key] += count
-                phrases = {obj_id: embeddings[labels[key]] for obj_id, key in objects.items()}
+                phrase_of = {obj_id: embeddings[labels[key]] for obj_id, key in objects.items()}
                 pairs.append(
-                    frame_pairs(tokens[0].cpu(), gt, phrases, background, grid=(side, side), generator=generator)
+                    frame_pairs(tokens[0].cpu(), gt, phrase_of, background, grid=(side, side), generator=generator)
                 )
     if not pairs:
         raise InputError(f"no labelled object found in the dataset (labels name e.g. {next(iter(wanted))})")
