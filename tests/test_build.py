@@ -288,6 +288,15 @@ def test_a_corrupt_pickle_is_called_corrupt_and_python_objects_unsafe(tmp_path):
     torch.save({"model": {"weight": torch.zeros(1)}, "extra": Path("x")}, unsafe)
     with pytest.raises(CheckpointError, match="holds Python objects besides tensors, which are not loaded for safety"):
         build_predictor(checkpoint=unsafe, image_size=TINY_SIZE)
+    # a valid file of another pickle protocol was called corrupt (the safe loader reads protocol 2)
+    newer = tmp_path / "protocol4.pt"
+    torch.save({"model": {"weight": torch.zeros(1)}}, newer, pickle_protocol=4)
+    with pytest.raises(CheckpointError) as raised:
+        build_predictor(checkpoint=newer, image_size=TINY_SIZE)
+    assert str(raised.value).startswith(
+        f"checkpoint {newer} was written with pickle protocol 4, which torch's safe loader (weights_only) does not read"
+    )
+    assert "save it again with torch.save's default protocol" in str(raised.value)
 
 
 def test_a_folder_as_checkpoint_is_called_a_folder(tmp_path):

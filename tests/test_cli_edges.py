@@ -957,6 +957,15 @@ def test_a_checkpoint_cut_short_is_listed_as_incomplete(tmp_path, monkeypatch, c
     assert main(["models"]) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("sam2.1_hiera_t "))
     assert row.endswith("found, but incomplete: download it again")
+    # a file of torch's older format (no zip) loads: it is not called incomplete
+    torch.save(
+        {"model": {"w": torch.zeros(2**18)}},
+        tmp_path / "checkpoints" / "sam2.1_hiera_tiny.pt",
+        _use_new_zipfile_serialization=False,
+    )
+    assert main(["models"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("sam2.1_hiera_t "))
+    assert row.endswith("found (1 MiB)")
 
 
 def test_without_the_default_checkpoint_another_models_file_in_checkpoints_is_named(

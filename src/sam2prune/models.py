@@ -298,7 +298,7 @@ def guess_model(state_dict: dict[str, torch.Tensor]) -> str | None:
     return None
 
 
-def _is_legacy_torch_file(path: Path) -> bool:
+def is_legacy_torch_file(path: Path) -> bool:
     """Whether ``path`` starts like torch's pre-1.6 (non-zip) serialisation: a pickle protocol 2 header."""
     with open(path, "rb") as stream:
         return stream.read(2) == b"\x80\x02"
@@ -359,7 +359,7 @@ def read_checkpoint(path: str | Path, *, model: str | None = None) -> dict[str, 
     expected = 'expected an official SAM 2 checkpoint, a file written by torch.save holding {"model": state_dict}'
     if _is_safetensors_file(path):
         raise CheckpointError(_safetensors_message(path, model))
-    if not zipfile.is_zipfile(path) and not _is_legacy_torch_file(path):
+    if not zipfile.is_zipfile(path) and not is_legacy_torch_file(path):
         # a download cut short has no zip directory at its end either
         size = path.stat().st_size
         held = "is empty (0 bytes)" if size == 0 else f"({size / 2**20:.1f} MiB) is not a PyTorch checkpoint file"
@@ -374,6 +374,12 @@ def read_checkpoint(path: str | Path, *, model: str | None = None) -> dict[str, 
             raise CheckpointError(
                 f"checkpoint {path} holds Python objects besides tensors, which are not loaded for safety ({expected})"
             ) from error
+        if (protocol := _pickle_protocol(path)) is not None and protocol > 2:
+            raise CheckpointError(
+                f"checkpoint {path} was written with pickle protocol {protocol}, which torch's safe loader "
+                f"(weights_only) does not read ({_unpickling_reason(error)}); save it again with torch.save's "
+                f"default protocol ({expected})"
+            ) from error
         raise CheckpointError(
             f"checkpoint {path} is a corrupt PyTorch file ({_unpickling_reason(error)}); {expected}"
         ) from error
@@ -386,6 +392,20 @@ def read_checkpoint(path: str | Path, *, model: str | None = None) -> dict[str, 
             f'checkpoint {path} holds no state dict (expected an official SAM 2 checkpoint {{"model": state_dict}})'
         )
     return state_dict
+
+
+def _pickle_protocol(path: Path) -> int | None:
+    """The pickle protocol of a torch zip file's ``data.pkl`` (its second byte), or None."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            name = next((n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl"), None)
+            if name is None:
+                return None
+            with archive.open(name) as data:
+                head = data.read(2)
+    except (OSError, zipfile.BadZipFile):
+        return None
+    return head[1] if len(head) == 2 and head[0] == 0x80 else None
 
 
 def load_state_dict_strictly(

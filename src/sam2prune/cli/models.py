@@ -56,9 +56,11 @@ def _found(path: Path) -> str:
     """A checkpoint file found, with its size: a download that stopped short shows (the
     smallest official checkpoint is about 150 MiB, and a torch file is a zip whose directory
     is at its end)."""
+    from sam2prune.models import is_legacy_torch_file
+
     size = path.stat().st_size
     if size < 2**20:
         return f"found, but {size} bytes: an incomplete download?"
-    if not zipfile.is_zipfile(path):  # reads only the end of the file
+    if not zipfile.is_zipfile(path) and not is_legacy_torch_file(path):  # reads only the ends of the file
         return "found, but incomplete: download it again"
     return f"found ({size / 2**20:.0f} MiB)"
