@@ -269,13 +269,17 @@ def test_frames_and_videos_shown_turned_by_their_viewers_are_read_as_stored_and_
     frames.mkdir()
     exif = Image.Exif()
     exif[0x0112] = 6  # shown turned 90 degrees clockwise
-    for i in range(3):
-        Image.new("RGB", (30, 20), (40 * i, 0, 0)).save(frames / f"{i:05d}.jpg", exif=exif if i else Image.Exif())
+    undefined = Image.Exif()
+    undefined[0x0112] = 0  # written by some cameras: viewers ignore it
+    for i in range(4):
+        Image.new("RGB", (30, 20), (40 * i, 0, 0)).save(
+            frames / f"{i:05d}.jpg", exif=[Image.Exif(), exif, exif, undefined][i]
+        )
     monkeypatch.setattr(logging.getLogger("sam2prune"), "propagate", True)
     with caplog.at_level("WARNING", logger="sam2prune"):
         source = VideoSource.open(frames)
     assert (source.width, source.height) == (30, 20)
-    assert "in 2 of 3 frames (00001.jpg, 00002.jpg); frames are read as stored, 30x20" in caplog.text
+    assert "in 2 of 4 frames (00001.jpg, 00002.jpg); frames are read as stored, 30x20" in caplog.text
 
     video = _encode(tmp_path / "clip.mp4", "libx264").path
     caplog.clear()

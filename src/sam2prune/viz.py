@@ -80,7 +80,7 @@ def gif_frame_ms(fps: float) -> int:
     (PIL truncates, so 15 fps played at 16.7), and browsers play a delay under 2 as 10 (50 fps
     at most)."""
     centiseconds = round(100 / fps)
-    if centiseconds < 2:
+    if fps > 50:
         log.warning(
             "overlay: a GIF plays at most 50 fps (browsers slow faster ones to 10 fps); written at 50, not %g", fps
         )

@@ -146,7 +146,9 @@ class VideoSource:
         headers = [_image_header(path) for path in files]
         sizes = [size for size, _ in headers]
         turned = [
-            path.name for path, (_, orientation) in zip(files, headers, strict=True) if orientation not in (None, 1)
+            path.name
+            for path, (_, orientation) in zip(files, headers, strict=True)
+            if orientation in range(2, 9)  # 1: as stored; 0 and others: undefined, ignored by viewers
         ]
         if turned:
             log.warning(
