@@ -569,10 +569,11 @@ def test_a_label_png_gives_its_own_ids_and_a_plain_mask_takes_the_object_id(tmp_
         check_prompts(zero, num_frames=6, width=720, height=480)
 
 
-def test_a_greyscale_mask_with_other_values_than_0_and_255_is_refused_naming_them(tmp_path):
+def test_a_soft_greyscale_mask_is_refused_naming_its_values_and_greyscale_ids_are_objects(tmp_path):
     """An anti-aliased greyscale mask (0, 64, 128, 255) was read as a label map: 255 dropped as
     void, 64 and 128 each an object, silently. 255 is void only in an indexed-palette (DAVIS)
-    label PNG; a greyscale PNG is a plain mask."""
+    label PNG; in a greyscale PNG it is a mask's foreground. Object ids written as grey values
+    (no 255: as cv2.imwrite writes a label map) stay objects, as eval reads them."""
     from sam2prune.prompts import masks_from_png
 
     soft = np.zeros((64, 64), np.uint8)
@@ -583,13 +584,19 @@ def test_a_greyscale_mask_with_other_values_than_0_and_255_is_refused_naming_the
     with pytest.raises(InputError) as refused:
         masks_from_png(tmp_path / "soft.png", obj_id=None, frame=0, source="--mask")
     assert str(refused.value).startswith(
-        f"--mask: mask {tmp_path / 'soft.png'} is a greyscale PNG with the values 0, 64, 128, 255; "
-        "a greyscale mask is one object, of 0 and 255 (or 0 and 1) only"
+        f"--mask: mask {tmp_path / 'soft.png'} is a greyscale PNG with the values 0, 64, 128, 255: a soft or "
+        "anti-aliased mask, 255 with other values"
     )
-    assert "threshold it" in str(refused.value) and "indexed-palette" in str(refused.value)
-    Image.fromarray(np.where(soft > 0, 2, 0).astype(np.uint8), mode="L").save(tmp_path / "two.png")
-    with pytest.raises(InputError, match=r"two\.png is a greyscale PNG with the values 0, 2;"):
-        masks_from_png(tmp_path / "two.png", obj_id=None, frame=0, source="--mask")
+    assert "threshold it" in str(refused.value)
+    ids = np.where(soft == 255, 2, np.where(soft > 0, 1, 0)).astype(np.uint8)
+    Image.fromarray(ids, mode="L").save(tmp_path / "ids.png")
+    objects = masks_from_png(tmp_path / "ids.png", obj_id=None, frame=0, source="--mask")
+    assert [(p.obj_id, int(p.mask.sum())) for p in objects] == [(1, 64), (2, 32 * 32)]
+    Image.fromarray(ids * 127, mode="L").save(tmp_path / "plain254.png")  # 0, 127, 254: ids, no 255
+    assert [p.obj_id for p in masks_from_png(tmp_path / "plain254.png", obj_id=None, frame=0, source="--mask")] == [
+        127,
+        254,
+    ]
     _label_map({2: (slice(0, 50), slice(0, 50)), 255: (slice(100, 110), slice(100, 110))}).save(tmp_path / "void.png")
     assert [p.obj_id for p in masks_from_png(tmp_path / "void.png", obj_id=None, frame=0, source="--mask")] == [2]
     # the same soft mask saved with a palette of greys (as some tools save masks) is no label map
@@ -597,7 +604,7 @@ def test_a_greyscale_mask_with_other_values_than_0_and_255_is_refused_naming_the
     indexed.putpalette([v for i in range(256) for v in (i, i, i)])
     indexed.save(tmp_path / "soft_indexed.png")
     with pytest.raises(
-        InputError, match=r"soft_indexed\.png is an indexed PNG of grey colours with the values 0, 64, 128, 255;"
+        InputError, match=r"soft_indexed\.png is an indexed PNG of grey colours with the values 0, 64, 128, 255: a soft"
     ):
         masks_from_png(tmp_path / "soft_indexed.png", obj_id=None, frame=0, source="--mask")
     plain = Image.fromarray(np.where(soft == 255, 255, 0).astype(np.uint8), mode="P")

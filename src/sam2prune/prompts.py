@@ -79,13 +79,15 @@ def parse_numbers(text: str, count: int, *, argument: str) -> tuple[float, ...]:
 
 def masks_from_png(path: Path, *, obj_id: int | None, frame: int, source: str) -> list[ObjectPrompt]:
     """Object masks of a PNG. A plain mask (its pixels 0 and 1, or 0 and 255) is object
-    ``obj_id`` (default 1); a greyscale PNG (or an indexed PNG whose colours are the greys of its
-    values) must be one. An indexed-palette PNG with other values is a label map (e.g. a DAVIS annotation), whose values are object ids: one object per id, or
-    only ``obj_id`` if given; its pixels of value 255 are void when other ids are present.
+    ``obj_id`` (default 1). Otherwise it is a label map (e.g. a DAVIS annotation), whose values
+    are object ids: one object per id, or only ``obj_id`` if given. In an indexed-palette label
+    PNG, pixels of value 255 are void when other ids are present; a greyscale PNG (or an indexed
+    PNG whose colours are the greys of its values) holding 255 and other values is a soft mask
+    (255 its foreground, the others its anti-aliased edges), not a label map, and is refused.
 
     Raises:
-        InputError: the PNG cannot be read, is empty, is greyscale with other values than a plain
-            mask's (an anti-aliased or soft mask), or has no pixel of ``obj_id``.
+        InputError: the PNG cannot be read, is empty, is a soft greyscale mask, or has no pixel
+            of ``obj_id``.
     """
     from PIL import Image
 
@@ -99,13 +101,16 @@ def masks_from_png(path: Path, *, obj_id: int | None, frame: int, source: str) -
     # an indexed PNG whose colour for each value is the grey of that value is a greyscale
     # picture saved with a palette (as some tools save masks), not a label map
     grey_palette = colours is not None and all(colours[3 * v : 3 * v + 3] == [v, v, v] for v in values)
-    if (colours is None or grey_palette) and values not in ([], [1], [VOID_LABEL]):
-        # a greyscale 255 is the mask's foreground, not void: other values are its soft edges
+    if (colours is None or grey_palette) and VOID_LABEL in values and len(values) > 1:
+        # a greyscale 255 is a mask's foreground, not void: other values beside it are its soft
+        # edges (a label map of ids written as grey values has no 255)
         kind = "an indexed PNG of grey colours" if grey_palette else "a greyscale PNG"
+        shown = np.unique(labels).tolist()
         raise InputError(
-            f"{source}: mask {path} is {kind} with the values {', '.join(map(str, np.unique(labels).tolist()))}; a "
-            "greyscale mask is one object, of 0 and 255 (or 0 and 1) only: threshold it (e.g. 255 where >= 128, "
-            "else 0), or give objects by id in an indexed-palette label PNG (as DAVIS annotations)"
+            f"{source}: mask {path} is {kind} with the values "
+            f"{', '.join(map(str, shown[:8]))}{', ...' if len(shown) > 8 else ''}: a soft or anti-aliased mask, "
+            "255 with other values; a greyscale mask is one object of 0 and 255 (or 0 and 1), or object ids "
+            "1..254 without 255: threshold it (e.g. 255 where >= 128, else 0)"
         )
     if len(values) > 1:
         values = [v for v in values if v != VOID_LABEL]
