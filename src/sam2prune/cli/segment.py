@@ -177,7 +177,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=path_argument,
         metavar="PNG",
         help="object mask (one file): a plain mask (0 and 255, or 0 and 1) is one object; a label PNG "
-        "(e.g. a DAVIS annotation) adds one object per id, with its ids, and --obj-id then picks one of them",
+        "(e.g. a DAVIS annotation, or ids 1..254 as grey values) adds one object per id, with its ids, and "
+        "--obj-id then picks one of them; a soft greyscale mask (255 with other values) is refused: threshold it",
     )
     prompts.add_argument("--frame", type=frame_index, metavar="N", help="frame of the prompts (default: 0)")
     prompts.add_argument(
