@@ -397,6 +397,14 @@ def test_prompt_without_a_prompt_keys_the_cache_on_the_videos_content(tmp_path, 
     shutil.copy(sorted(video.iterdir())[1], first)  # other frames, same path
     assert main(command) == 0
     assert "(cached result)" not in capsys.readouterr().out
+    # a later frame replaced (the key read the first frame's file only)
+    for cached in (False, True):
+        assert main([*command, "--frame", "3"]) == 0
+        assert ("(cached result)" in capsys.readouterr().out) == cached
+    frames = sorted(video.iterdir())
+    shutil.copy(frames[4], frames[3])
+    assert main([*command, "--frame", "3"]) == 0
+    assert "(cached result)" not in capsys.readouterr().out
 
 
 def test_a_file_given_for_a_model_folder_is_refused_without_a_hub_lookup(tmp_path, monkeypatch):

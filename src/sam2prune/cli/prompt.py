@@ -55,7 +55,7 @@ def prompt(
     """
     from sam2prune.data.video import VideoSource
     from sam2prune.prompts import check_prompts
-    from sam2prune.text.auto import top_objectness_box, video_key
+    from sam2prune.text.auto import frame_key, top_objectness_box
 
     pipeline = auto_text_pipeline(auto_text, device=model.device, command="prompt")
     needs_sam = bool(prompts) and bool(prompts[0].points) and prompts[0].box is None
@@ -79,7 +79,7 @@ def prompt(
         image = source.read_frame(frame)
         box = top_objectness_box(image, detector_weights, device=resolve_device(model.device))
         result = pipeline.describe(
-            image, box, "detector", video_key=f"{video_key(source)}:{frame}", roi_seconds=time.perf_counter() - start
+            image, box, "detector", video_key=frame_key(source, frame), roi_seconds=time.perf_counter() - start
         )
     else:
         from sam2prune.text.auto import describe_objects

@@ -765,6 +765,17 @@ def video_key(source: VideoSource) -> str:
     )
 
 
+def frame_key(source: VideoSource, frame: int) -> str:
+    """Identifies one frame's content for the cache: its video's ``video_key``, the frame's index
+    and, for a folder of frames, the frame file's size and modification time (a frame replaced
+    under the same name, besides the first, is another frame)."""
+    key = f"{video_key(source)}:{frame}"
+    if source.frame_files:
+        stat = Path(source.frame_files[frame]).stat()
+        key += f":{stat.st_size}:{stat.st_mtime_ns}"
+    return key
+
+
 def region_of_interest(
     prompt: ObjectPrompt, sam_mask: np.ndarray | None, *, width: int, height: int
 ) -> tuple[tuple[int, int, int, int], str]:
@@ -794,7 +805,6 @@ def describe_objects(
 ) -> dict[int, AutoText]:
     """Run the pipeline on each object's first prompt. Returns {object id: AutoText}."""
     results = {}
-    key = video_key(source)
     for prompt in sorted(prompts, key=lambda p: (p.frame, p.obj_id)):
         if prompt.obj_id in results:
             continue
@@ -803,6 +813,6 @@ def describe_objects(
         frame = source.read_frame(prompt.frame)
         roi_seconds = time.perf_counter() - start
         results[prompt.obj_id] = pipeline.describe(
-            frame, box, how, video_key=f"{key}:{prompt.frame}", roi_seconds=roi_seconds
+            frame, box, how, video_key=frame_key(source, prompt.frame), roi_seconds=roi_seconds
         )
     return results
