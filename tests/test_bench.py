@@ -574,3 +574,53 @@ def test_bench_lengths_records_the_input_size_of_a_yaml_model(tmp_path, monkeypa
     assert json.loads(json_path.read_text())["image_size"] == TINY_SIZE
     assert f"{config} at {TINY_SIZE} px" in capsys.readouterr().out
     assert asked["image_size"] is None  # each run builds the YAML at its own size
+
+
+def test_a_failed_profile_or_compiled_reference_is_recorded_and_saved_as_it_happens(tmp_path, monkeypatch, capsys):
+    """A profiled run that failed for an eager method ended the benchmark before sam2's compiled
+    predictor was measured; the compiled predictor's failure reached the JSON only at the end (a
+    run killed then kept no record of it)."""
+    import sam2prune.cli.bench as bench_command
+
+    def failing_profile(method, *args, **kwargs):
+        if method.key == "sam2":
+            raise RuntimeError("CUPTI went away")
+        return profile_run(method, *args, **kwargs)
+
+    def failing_compile(baseline, *, vos_optimized=False, **kwargs):
+        if vos_optimized:
+            raise RuntimeError("inductor failed")
+        return official(baseline, vos_optimized=vos_optimized, **kwargs)
+
+    import sam2prune.models as models_module
+
+    profile_run, official = bench_module.profile_run, models_module.official_predictor
+    monkeypatch.setattr(bench_module, "profile_run", failing_profile)
+    monkeypatch.setattr(models_module, "official_predictor", failing_compile)
+    saved: list[dict] = []
+    save_partial = bench_command._save_partial
+    monkeypatch.setattr(
+        bench_command,
+        "_save_partial",
+        lambda partial, *paths: (saved.append(json.loads(json.dumps(partial))), save_partial(partial, *paths)),
+    )
+    json_path = tmp_path / "b.json"
+    arguments = [
+        "bench",
+        *TINY,
+        "--frames",
+        "9",
+        "--retention",
+        "0.3",
+        "--profile-frames",
+        "1",
+        "--compile-mode",
+        "default",
+    ]
+    assert main([*arguments, "--json", str(json_path)]) == 0
+    sam2, _, vos = json.loads(json_path.read_text())["references"]
+    assert sam2["error"] == "RuntimeError: CUPTI went away" and "ms_per_frame" in sam2 and not sam2.get("profile")
+    assert vos["error"] == "RuntimeError: inductor failed" and "ms_per_frame" not in vos
+    assert any(len(s["references"]) == 3 and s["references"][2].get("error") for s in saved)  # saved when it failed
+    table = capsys.readouterr().out
+    assert "sam2 SAM2VideoPredictor (eager): its profiled run failed (no profile figures): RuntimeError: CUPTI" in table

@@ -307,3 +307,28 @@ def test_static_step_modes_are_checked():
         with pytest.raises(ValueError, match="captures CUDA graphs: the predictor runs on cpu"):
             predictor.set_static_step("graphs")
     assert predictor.static_step == "off"  # unchanged by the refused modes
+
+
+# in gpu.sh's optional last test step only: a capture the body breaks is a CUDA error of its own
+@pytest.mark.skipif(TEST_DEVICE != "cuda", reason="CUDA graphs need a GPU (SAM2PRUNE_TEST_DEVICE=cuda)")
+def test_a_capture_the_body_breaks_runs_eagerly_on_the_stream_it_was_called_on():
+    """torch.cuda.graph ends the capture before restoring the current stream: a capture broken by
+    a host sync left the capture's side stream current for the rest of the process."""
+    from sam2prune.predictor.graphs import GraphRunner
+
+    device = torch.device("cuda")
+    before = torch.cuda.current_stream(device)
+    values = torch.arange(4.0, device=device)
+    calls = []
+
+    def body() -> dict:
+        calls.append(torch.cuda.is_current_stream_capturing())
+        if calls[-1]:
+            torch.cuda.synchronize(device)  # not allowed while capturing
+        return {"out": values * 2}
+
+    runner = GraphRunner("a broken body", device, capture=True)
+    result = runner(body)
+    assert runner.graph is None and runner.capture_error is not None
+    assert torch.cuda.current_stream(device) == before
+    assert torch.equal(result["out"], values * 2) and calls[-1] is False

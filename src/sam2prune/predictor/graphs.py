@@ -86,7 +86,11 @@ def capture_graph(
         torch.cuda.current_stream(device).wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
         capture_stream = torch.cuda.Stream(device)
+        # torch.cuda.graph ends the capture before it restores the current stream: a capture the
+        # body broke (a host sync) raises there and would leave the capture stream current for
+        # every later kernel of the process; the outer context restores it however it ends
         with (
+            torch.cuda.stream(torch.cuda.current_stream(device)),
             torch.cuda.graph(graph, stream=capture_stream, capture_error_mode="thread_local"),
             _autocast_without_cache(device),
         ):
