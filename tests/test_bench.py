@@ -624,3 +624,32 @@ def test_a_failed_profile_or_compiled_reference_is_recorded_and_saved_as_it_happ
     assert any(len(s["references"]) == 3 and s["references"][2].get("error") for s in saved)  # saved when it failed
     table = capsys.readouterr().out
     assert "sam2 SAM2VideoPredictor (eager): its profiled run failed (no profile figures): RuntimeError: CUPTI" in table
+
+
+def test_a_compile_timeout_is_named_as_such_when_the_code_it_interrupts_raises_another_error(tmp_path, monkeypatch):
+    """Inductor turns the time limit's TimeoutError inside its compile-worker wait into "future ...
+    did not complete within Nones": the JSON named that, not --compile-timeout."""
+    import sam2prune.models as models_module
+
+    def interrupted_compile(baseline, *, vos_optimized=False, **kwargs):
+        if vos_optimized:
+            try:
+                time.sleep(30)
+            except TimeoutError as error:
+                raise RuntimeError("compile-worker future did not complete within Nones") from error
+        return official(baseline, vos_optimized=vos_optimized, **kwargs)
+
+    official = models_module.official_predictor
+    monkeypatch.setattr(models_module, "official_predictor", interrupted_compile)
+    json_path = tmp_path / "b.json"
+    arguments = ["bench", *TINY, "--frames", "9", "--retention", "0.3", "--profile-frames", "0"]
+    assert main([*arguments, "--compile-mode", "default", "--compile-timeout", "1", "--json", str(json_path)]) == 0
+    vos = json.loads(json_path.read_text())["references"][2]
+    assert vos["error"].startswith(
+        "TimeoutError: sam2 SAM2VideoPredictorVOS (torch.compile default): building, compiling, warming up and "
+        "timing took more than 1 s (interrupted, it raised RuntimeError: compile-worker future did not complete"
+    )
+    with bench_module.time_limit(None, "anything") as limit:  # no limit: errors are what they are
+        pass
+    error = RuntimeError("x")
+    assert not limit.expired and limit.cause(error) is error

@@ -599,25 +599,43 @@ def _device_name(device: torch.device) -> str:
     return f"CPU {processor} ({counted(torch.get_num_threads(), 'thread')})"
 
 
+@dataclass
+class TimeLimit:
+    """A ``time_limit``'s state: whether it expired, and what its ``TimeoutError`` says."""
+
+    message: str
+    expired: bool = False
+
+    def cause(self, error: Exception) -> Exception:
+        """``error`` as the block's failure: the time limit's ``TimeoutError`` where the limit
+        expired and the code interrupted raised another error instead (inductor turns it into
+        "compile-worker future ... did not complete within Nones")."""
+        if not self.expired or isinstance(error, TimeoutError):
+            return error
+        return TimeoutError(f"{self.message} (interrupted, it raised {type(error).__name__}: {error})")
+
+
 @contextmanager
-def time_limit(seconds: float | None, what: str) -> Iterator[None]:
+def time_limit(seconds: float | None, what: str) -> Iterator[TimeLimit]:
     """Raise ``TimeoutError`` in the block once ``seconds`` have passed (SIGALRM: the main
     thread of a POSIX process; torch.compile's compilation is interrupted at its next Python
     step). An exception raised where Python ignores it (a weakref callback, ``__del__``) is lost,
     so it is raised again every second until the block is left. None: no limit."""
     import signal
 
+    limit = TimeLimit(f"{what} took more than {seconds:g} s" if seconds else what)
     if not seconds:
-        yield
+        yield limit
         return
 
     def expire(signum, frame):
-        raise TimeoutError(f"{what} took more than {seconds:g} s")
+        limit.expired = True
+        raise TimeoutError(limit.message)
 
     previous = signal.signal(signal.SIGALRM, expire)
     signal.setitimer(signal.ITIMER_REAL, seconds, 1.0)
     try:
-        yield
+        yield limit
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
@@ -838,8 +856,9 @@ def run_benchmark(
             target.append(entry(method, None))
             return None
         limit = settings.compile_timeout_s if method.key == "sam2-vos" else None
+        timer: TimeLimit | None = None
         try:
-            with time_limit(limit, f"{method.label}: building, compiling, warming up and timing"):
+            with time_limit(limit, f"{method.label}: building, compiling, warming up and timing") as timer:
                 if method.predictor is None:  # sam2's vos_optimized predictor: built (and compiled) now
                     progress(f"building {method.label}")
                     method.predictor = official_predictor(
@@ -851,7 +870,7 @@ def run_benchmark(
         except Exception as error:
             if not _may_fail(method, settings):
                 raise
-            _record_failure(method, error, progress)
+            _record_failure(method, timer.cause(error) if timer is not None else error, progress)
             target.append(entry(method, None))
             if checkpoint is not None:  # the failure is on disk before the next method runs
                 checkpoint(result)
