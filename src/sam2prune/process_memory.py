@@ -1,10 +1,11 @@
-"""Peak memory of this process."""
+"""Peak memory of this process, and the CPU cores it may run on."""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
 import ctypes.util
+import os
 import resource
 import sys
 from pathlib import Path
@@ -39,3 +40,11 @@ def peak_rss_mib() -> float:
         pass
     scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity; all of the machine's where the
+    system does not say)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1

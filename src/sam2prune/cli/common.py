@@ -14,7 +14,6 @@ import contextlib
 import inspect
 import itertools
 import logging
-import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from importlib import resources
@@ -242,14 +241,6 @@ def check_threads(threads: int | None) -> None:
         raise InputError(f"--threads must be >= 1, got {threads}")
 
 
-def usable_cores() -> int:
-    """The CPU cores this process may run on (its affinity; all of the machine's where the
-    system does not say)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
 @contextlib.contextmanager
 def cpu_threads(threads: int | None) -> Iterator[None]:
     """torch's CPU threads set to ``threads`` while the block runs (None: left as they are),
@@ -263,6 +254,8 @@ def cpu_threads(threads: int | None) -> Iterator[None]:
     if threads is None:
         yield
         return
+    from sam2prune.process_memory import usable_cores
+
     cores = usable_cores()
     if threads > cores:
         log.warning(

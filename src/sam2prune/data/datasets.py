@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
-from sam2prune.data.palette import LABEL_MODES, read_label_png
+from sam2prune.data.palette import label_png_size, read_label_png
 from sam2prune.data.video import VideoSource, image_size, list_frame_files, natural_key, read_rgb
 from sam2prune.errors import InputError
 from sam2prune.fsutil import read_json
@@ -107,15 +106,9 @@ class Sequence:
             return
         for frame_idx, path in sorted(self.label_pngs.items()):
             try:
-                with Image.open(path) as image:
-                    size, mode = image.size, image.mode
-            except (UnidentifiedImageError, OSError) as error:
-                raise InputError(f"sequence {self.name}: annotation {path} cannot be read: {error}") from error
-            if mode not in LABEL_MODES:
-                raise InputError(
-                    f"sequence {self.name}: annotation {path} is an image of mode {mode}; expected an indexed-palette "
-                    "or greyscale PNG"
-                )
+                size = label_png_size(path, what="annotation")
+            except InputError as error:
+                raise InputError(f"sequence {self.name}: {error}") from error
             if size != (self.source.width, self.source.height):
                 raise self._size_error(frame_idx, size)
         self._checked = True

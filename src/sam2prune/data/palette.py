@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -42,21 +44,43 @@ def write_label_png(path: str | Path, labels: np.ndarray) -> None:
 LABEL_MODES = ("P", "L", "1")  # the image modes a label map is read from
 
 
+@contextmanager
+def _label_image(path: Path, what: str) -> Iterator[Image.Image]:
+    """The label map PNG ``path`` opened, checked to be a single-channel label image; errors
+    opening or reading it in the block name it as ``what``.
+
+    Raises:
+        InputError: the file is missing, unreadable or not a single-channel label image.
+    """
+    try:
+        with Image.open(path) as image:
+            if image.mode not in LABEL_MODES:
+                raise InputError(
+                    f"{what} {path} is an image of mode {image.mode}; expected an indexed-palette or greyscale PNG"
+                )
+            yield image
+    except FileNotFoundError as error:
+        raise InputError(f"{what} {path} does not exist") from error
+    except OSError as error:
+        raise InputError(f"{what} {path} cannot be read: {error}") from error
+
+
 def read_label_png(path: str | Path) -> np.ndarray:
     """Read a label map PNG as ``[H, W]`` uint8 (palette indices; grey values for mode L).
 
     Raises:
         InputError: the file is missing, unreadable or not a single-channel label image.
     """
-    path = Path(path)
-    try:
-        with Image.open(path) as image:
-            if image.mode not in LABEL_MODES:
-                raise InputError(
-                    f"mask {path} is an image of mode {image.mode}; expected an indexed-palette or greyscale PNG"
-                )
-            return np.array(image, dtype=np.uint8)  # a 1-bit image: 0 and 1
-    except FileNotFoundError as error:
-        raise InputError(f"mask {path} does not exist") from error
-    except OSError as error:
-        raise InputError(f"mask {path} cannot be read: {error}") from error
+    with _label_image(Path(path), "mask") as image:
+        return np.array(image, dtype=np.uint8)  # a 1-bit image: 0 and 1
+
+
+def label_png_size(path: Path, *, what: str = "mask") -> tuple[int, int]:
+    """(width, height) of a label map PNG from its header, checked as ``read_label_png`` checks
+    it (naming it as ``what``) without decoding it.
+
+    Raises:
+        InputError: the file is missing, unreadable or not a single-channel label image.
+    """
+    with _label_image(path, what) as image:
+        return image.size

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from sam2prune.config import ProtocolConfig, PruningConfig, RayConfig
 from sam2prune.errors import InputError, UserError
+from sam2prune.process_memory import usable_cores
 from sam2prune.progress import progress as progress_bar
 from sam2prune.wording import amount, counted
 
@@ -234,13 +235,6 @@ def one_line(error: BaseException) -> str:
     if isinstance(error, UserError):
         return text or type(error).__name__
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
-
-
-def _usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -621,7 +615,7 @@ def connect(config: RayConfig, *, device: str) -> Iterator[RayCluster]:
     else:
         if config.workers is None:  # RayConfig.enabled: ray_address or workers
             raise InputError("--workers N: how many workers the local Ray cluster runs")
-        threads = config.threads_per_worker or max(1, _usable_cores() // config.workers)
+        threads = config.threads_per_worker or max(1, usable_cores() // config.workers)
         gpus = 0
         if device in ("auto", "cuda") or device.startswith("cuda:"):
             import torch
