@@ -610,7 +610,10 @@ class ModelRefiner:
         return " ".join(words)
 
 
-BUILTIN_REFINERS = ("parse", "span", "minilm")  # names load_refiner takes for its own refiners, not models
+# the names load_refiner takes for its own refiners, not models
+PARSE_REFINER_NAMES = ("parse",)
+SPAN_REFINER_NAMES = ("span", "minilm")  # minilm: the span refiner's former name
+BUILTIN_REFINERS = PARSE_REFINER_NAMES + SPAN_REFINER_NAMES
 
 
 def load_refiner(spec: str | None, *, max_words: int = DEFAULT_MAX_WORDS, device: str = "cpu") -> Refiner:
@@ -618,9 +621,9 @@ def load_refiner(spec: str | None, *, max_words: int = DEFAULT_MAX_WORDS, device
     the MiniLM span refiner; anything else: a transformers model folder or hub id."""
     if max_words < 1:
         raise InputError(f"--max-words must be >= 1, got {max_words}")
-    if spec in (None, "parse"):
+    if spec is None or spec in PARSE_REFINER_NAMES:
         return ParseRefiner(max_words=max_words)
-    if spec in ("span", "minilm"):
+    if spec in SPAN_REFINER_NAMES:
         return SpanRefiner(max_words=max_words)
     return ModelRefiner(spec, max_words=max_words, device=device)
 
@@ -653,10 +656,8 @@ def model_key(spec: str) -> str | dict:
     if not folder.is_dir():
         return spec
     files = sorted(path for path in folder.iterdir() if path.is_file() and not path.name.startswith("."))
-    return {
-        "folder": str(folder.resolve()),
-        "files": [[path.name, path.stat().st_size, path.stat().st_mtime_ns] for path in files],
-    }
+    stats = [(path.name, path.stat()) for path in files]
+    return {"folder": str(folder.resolve()), "files": [[name, stat.st_size, stat.st_mtime_ns] for name, stat in stats]}
 
 
 def default_cache_dir() -> Path:
