@@ -219,7 +219,14 @@ def collect_aligner_data(
     generator = torch.Generator().manual_seed(seed)
     pairs = [
         frame_pairs(
-            tokens, labels, phrases, background, grid=grid, generator=generator, background_ratio=background_ratio
+            tokens,
+            labels,
+            phrases,
+            object_tokens(labels, list(phrases), grid),
+            background,
+            grid=grid,
+            generator=generator,
+            background_ratio=background_ratio,
         )
         for tokens, labels, phrases in frames
     ]
@@ -230,6 +237,7 @@ def frame_pairs(
     tokens: torch.Tensor,
     labels: np.ndarray,
     phrases: dict[int, torch.Tensor],
+    inside_objects: torch.Tensor,
     background: torch.Tensor,
     *,
     grid: tuple[int, int],
@@ -237,9 +245,9 @@ def frame_pairs(
     background_ratio: float = 2.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One frame's pairs of ``collect_aligner_data`` (``generator`` drawn from in frame order):
-    (features ``[n, C]``, copies of the tokens chosen, and targets ``[n, D]``)."""
+    (features ``[n, C]``, copies of the tokens chosen, and targets ``[n, D]``). ``inside_objects``:
+    ``object_tokens`` of the label map for the objects of ``phrases``, in their order."""
     features, targets = [], []
-    inside_objects = object_tokens(labels, list(phrases), grid)
     object_count = 0
     for inside, embedding in zip(inside_objects, phrases.values(), strict=True):
         features.append(tokens[inside])
@@ -303,12 +311,14 @@ def fit_aligner(
         with torch.inference_mode():
             for frame_idx, tokens, _ in predictor.encode_frames(sequence.source, indices):
                 gt = sequence.ground_truth(frame_idx)
-                inside = object_tokens(gt, list(objects), (side, side)).sum(dim=1)
-                for key, count in zip(objects.values(), inside.tolist(), strict=True):
+                inside = object_tokens(gt, list(objects), (side, side))
+                for key, count in zip(objects.values(), inside.sum(dim=1).tolist(), strict=True):
                     token_counts[key] += count
                 phrase_of = {obj_id: embeddings[labels[key]] for obj_id, key in objects.items()}
                 pairs.append(
-                    frame_pairs(tokens[0].cpu(), gt, phrase_of, background, grid=(side, side), generator=generator)
+                    frame_pairs(
+                        tokens[0].cpu(), gt, phrase_of, inside, background, grid=(side, side), generator=generator
+                    )
                 )
     if not pairs:
         raise InputError(f"no labelled object found in the dataset (labels name e.g. {next(iter(wanted))})")
