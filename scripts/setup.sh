@@ -10,6 +10,14 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 PIP=(.venv/bin/python -m pip install --disable-pip-version-check -q)
+# The venv takes about 7 GB (torch's CUDA build alone 5.5 GB): say so before pip runs out of disk.
+if ! .venv/bin/python -c 'import torch' 2>/dev/null; then
+    free_gib=$(.venv/bin/python -c 'import shutil; print(shutil.disk_usage(".venv").free // 2**30)')
+    if [ "$free_gib" -lt 9 ]; then
+        echo "warning: .venv needs about 7 GB and pip's temporary files more; $free_gib GiB free" \
+             "on the disk of $(pwd)/.venv: pip may fail with 'No space left on device'" >&2
+    fi
+fi
 # torch and torchvision first, pinned: pip takes them from this machine's local wheels.
 "${PIP[@]}" torch==2.14.1 torchvision==0.29.1
 # The official SAM 2 package, without its CUDA extension (sam2prune handles its absence).
