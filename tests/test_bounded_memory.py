@@ -547,6 +547,29 @@ def test_a_frame_cached_across_a_reset_is_scored_as_in_a_new_session(how, source
     assert all(torch.equal(a, b) for a, b in zip(fresh, again, strict=True))
 
 
+def test_a_frame_cached_across_set_pruning_is_scored_with_the_new_uncertainty(source):
+    """``set_pruning`` to another uncertainty (Monte-Carlo -> closed form) while sam2 caches the
+    features of the frame tracked last: a pass from there tracks it again with the new probe's
+    uncertainty, as if its features had not been cached (it reused the old probe's map)."""
+    old = PruningConfig(retention=0.3, prune_conditioning_frames=True, uncertainty="mc", mc_passes=3)
+    new = PruningConfig(retention=0.3, prune_conditioning_frames=True)
+    predictor = build_random(TINY_SIZE, seed=3, pruning=old, device=TEST_DEVICE)
+    clip = source.head(10)
+    runs = []
+    for drop_cache in (False, True):
+        predictor.set_pruning(old)
+        state = predictor.init_state(clip, bounded_memory=False)
+        predictor.add_new_points_or_box(state, 0, 1, points=[[200, 112]], labels=[1])
+        for _ in predictor.propagate_in_video(state, max_frame_num_to_track=7):
+            pass
+        predictor.set_pruning(new)
+        if drop_cache:
+            state["cached_features"].clear()
+        runs.append([m.clone() for _, _, m in predictor.propagate_in_video(state, start_frame_idx=7)])
+    assert len(runs[0]) == len(runs[1]) == 3
+    assert all(torch.equal(a, b) for a, b in zip(*runs, strict=True))
+
+
 def test_leaving_a_pass_after_removing_objects_in_it_is_silent_and_touches_no_new_object(predictors, source):
     """Objects removed inside a ``propagate_in_video`` loop, then the loop left (``close``; a
     ``break`` closes it too): as with sam2's generator, no error (a KeyError, from ending the

@@ -268,18 +268,20 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
         """sam2's, plus the token uncertainty of a frame it encodes (kept on the session as
         long as sam2 caches the frame's features). A frame cached without it is encoded again:
         sam2's ``reset_state`` keeps the cached features while the session starts anew, and a
-        config set since (``set_pruning``) may have attached the probe after it was encoded."""
+        config set since (``set_pruning``) may have attached the probe, or another one, after it
+        was encoded: the uncertainty is keyed by the config's generation too."""
         if self.uncertainty_probe is None:
             return super()._get_image_feature(inference_state, frame_idx, batch_size)
+        key = (self.pruning_generation, frame_idx)
         if frame_idx in inference_state["cached_features"]:
-            if frame_idx in self.session(inference_state).uncertainty:
+            if key in self.session(inference_state).uncertainty:
                 return super()._get_image_feature(inference_state, frame_idx, batch_size)
             del inference_state["cached_features"][frame_idx]
         self.uncertainty_probe.seed_for(frame_idx)
         with self.uncertainty_probe.collect() as collected:
             features = super()._get_image_feature(inference_state, frame_idx, batch_size)
         side = self.sam_image_embedding_size
-        self.session(inference_state).uncertainty = {frame_idx: collected.signal((side, side))}
+        self.session(inference_state).uncertainty = {key: collected.signal((side, side))}
         return features
 
     def _frame_tokens(
@@ -287,7 +289,7 @@ class PrunedSAM2VideoPredictor(SAM2Predictor):
     ) -> tuple[torch.Tensor, tuple[int, int], torch.Tensor | None]:
         """(tokens ``[B, N, C]``, grid ``(H, W)``, uncertainty ``[B, N]`` or None) of a frame."""
         _, _, vision_feats, _, feat_sizes = self._get_image_feature(inference_state, frame_idx, batch_size)
-        uncertainty = self.session(inference_state).uncertainty.get(frame_idx)
+        uncertainty = self.session(inference_state).uncertainty.get((self.pruning_generation, frame_idx))
         if uncertainty is not None:
             uncertainty = uncertainty.expand(batch_size, -1)
         return vision_feats[-1].transpose(0, 1), tuple(feat_sizes[-1]), uncertainty

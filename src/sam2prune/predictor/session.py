@@ -48,8 +48,9 @@ class TrackingSession:
         banks: the memory bank of each object, by object id.
         object_texts: the description of each object for the text signal, by object id.
         uncertainty: the token uncertainty ``[1, N]`` of the frames whose image features are
-            cached (sam2 caches the last encoded frame); computed with those features (None
-            when no probed encoder block ran).
+            cached (sam2 caches the last encoded frame), by (the predictor's
+            ``pruning_generation``, frame index); computed with those features (None when no
+            probed encoder block ran).
         masks_kept_below: with bounded memory, the mask logits of frames below this index are
             kept for whoever reads them back (``SAM2Predictor.keep_masks_below``).
         peak_memory_bank_bytes, peak_held_bytes: the largest totals over all objects seen after
@@ -63,7 +64,7 @@ class TrackingSession:
     bounded_memory: bool = False
     banks: dict[int, SparseMemoryBank] = field(default_factory=dict)
     object_texts: dict[int, str] = field(default_factory=dict)
-    uncertainty: dict[int, torch.Tensor | None] = field(default_factory=dict)
+    uncertainty: dict[tuple[int, int], torch.Tensor | None] = field(default_factory=dict)
     masks_kept_below: int = 0
     peak_memory_bank_bytes: int = 0
     peak_held_bytes: int = 0
