@@ -42,3 +42,17 @@ def chair_copy(tmp_path: Path) -> Path:
 def _limit_threads():
     # two cores: two threads, or one per worker when pytest-xdist runs two (scripts/check.sh)
     torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
+
+
+def last_error(capsys) -> str:
+    """The one-line error the CLI printed last (no traceback)."""
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines, "no error message"
+    assert lines[-1].startswith("sam2prune: error: "), lines
+    assert "Traceback" not in "\n".join(lines)
+    return lines[-1]
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder``, by relative path: its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}

@@ -17,7 +17,7 @@ import torch
 from sam2prune import cli
 from sam2prune.cli import main
 
-from conftest import CHAIR_FRAMES, CHAIR_MASKS, TINY_SIZE, build_random
+from conftest import CHAIR_FRAMES, CHAIR_MASKS, TINY_SIZE, build_random, last_error, snapshot
 
 TINY = ["--image-size", str(TINY_SIZE)]
 RANDOM = [*TINY, "--random-weights"]
@@ -31,18 +31,6 @@ def no_model(monkeypatch):
         raise AssertionError("a model was built before the input was checked")
 
     monkeypatch.setattr("sam2prune.models.build_predictor", refuse)
-
-
-def last_error(capsys) -> str:
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert lines, "no error message"
-    assert lines[-1].startswith("sam2prune: error: "), lines
-    assert "Traceback" not in "\n".join(lines)
-    return lines[-1]
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 # --- --out never destroys inputs --------------------------------------------------------------
@@ -226,6 +214,17 @@ def test_report_names_a_broken_or_missing_report_and_lists_a_run_named_twice_onc
         (
             {**report, "overall": {**report["overall"], "J&F-Mean": None}},
             "overall.J&F-Mean (null) should be a number: edited, or damaged",
+        ),
+        (
+            {
+                **report,
+                "settings": {**report["settings"], "pruning": {**report["settings"]["pruning"], "retention": "0.3"}},
+            },
+            'settings.pruning.retention ("0.3") should be a number: edited, or damaged',
+        ),
+        (
+            {**report, "settings": {**report["settings"], "dataset": None}},
+            "settings.dataset (null) should be a string: edited, or damaged",
         ),
     ):
         (run / "report.json").write_text(json.dumps(broken))

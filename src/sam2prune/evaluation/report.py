@@ -95,6 +95,40 @@ def _check_report(report: object, path: Path) -> None:
     ]
     if not_numbers:
         raise InputError(f"{path}: {', '.join(not_numbers)} should be a number: edited, or damaged")
+    settings = report["settings"]
+    wrong = [(f"settings.{key}", settings[key], "a string") for key in ("dataset", "method", "model")]
+    wrong.append(("settings.checkpoint", settings["checkpoint"], "a string or null"))
+    if settings["method"] == "pruned":
+        wrong += [
+            (f"settings.pruning.{key}", pruning[key], expected) for key, expected in PRUNING_FIELDS if key in pruning
+        ]
+    for field, value, expected in wrong:
+        if not _is(value, expected):
+            raise InputError(f"{path}: {field} ({json.dumps(value)}) should be {expected}: edited, or damaged")
+
+
+# the settings.pruning fields the tables read, and what each holds
+PRUNING_FIELDS = (
+    ("retention", "a number"),
+    ("scorer", "a string"),
+    ("router", "a string"),
+    ("uncertainty", "a string or null"),
+    ("mc_passes", "a whole number or null"),
+    ("signals", "a list of strings or null"),
+)
+
+
+def _is(value: object, expected: str) -> bool:
+    """Whether a JSON value is what ``expected`` (a PRUNING_FIELDS-style wording) says."""
+    if value is None:
+        return expected.endswith("or null")
+    if expected.startswith("a number"):
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if expected.startswith("a whole number"):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if expected.startswith("a list of strings"):
+        return isinstance(value, list) and all(isinstance(item, str) for item in value)
+    return isinstance(value, str)
 
 
 def method_label(settings: dict) -> str:
