@@ -24,7 +24,7 @@ from sam2prune.evaluation import protocol as evaluate
 from sam2prune.evaluation.protocol import corrective_clicks, interior_point
 from sam2prune.segment import labels_from_logits
 
-from conftest import CHAIR_FRAMES, CHAIR_MASKS, TINY_SIZE, build_random
+from conftest import CHAIR_FRAMES, CHAIR_MASKS, TINY_SIZE, build_random, last_error, snapshot
 
 
 def test_interior_point_is_inside_rings_and_c_shapes_where_the_centroid_is_not():
@@ -737,6 +737,32 @@ def test_a_sweep_runs_a_setting_given_twice_once_and_its_last_table_goes_while_r
     assert not (out / "report.md").exists()
 
 
+def test_a_sweep_replaces_only_its_own_table_and_plot(tmp_path, capsys):
+    """A table the user wrote with `report --out` into the sweep's folder was replaced by the next
+    sweep (any run folder beside it made it an earlier sweep's); a sweep without --plot left the
+    previous plot of other runs beside its new table; --out naming an eval run nested the sweep's
+    runs inside it."""
+    root = _davis_root(tmp_path)
+    out = tmp_path / "sweep"
+    tiny = ["--image-size", str(TINY_SIZE), "--random-weights", "--max-rounds", "0", "--no-baseline"]
+    sweep = ["sweep", "--dataset", "davis", "--root", str(root), *tiny, "--scorer", "prior", "--retention", "0.5"]
+    assert main([*sweep, "--out", str(out), "--plot"]) == 0
+    assert (out / "tradeoff.png").is_file()
+    assert main([*sweep, "--out", str(out)]) == 0  # nothing left to run: the table again, no plot
+    assert (out / "report.md").is_file() and not (out / "tradeoff.png").exists()
+    capsys.readouterr()
+    assert main(["report", str(out / "pruned_r0.5_prior"), "--out", str(out / "report.md"), "--overwrite"]) == 0
+    mine = (out / "report.md").read_bytes()
+    assert main([*sweep, "--out", str(out), "--overwrite"]) == 2
+    assert f"--out {out} holds report.md, not written by a sweep (or changed since)" in last_error(capsys)
+    assert (out / "report.md").read_bytes() == mine
+    run = out / "pruned_r0.5_prior"
+    before = snapshot(run)
+    assert main([*sweep, "--out", str(run)]) == 2
+    assert f"--out {run} is a run of `sam2prune eval` (run.json)" in last_error(capsys)
+    assert snapshot(run) == before
+
+
 def test_sweep_checks_every_setting_before_the_first_run(tmp_path, capsys, monkeypatch):
     """A mistake in a later setting of a sweep (a router file that does not exist, a run folder
     holding other settings) is found before any setting runs, not after the ones before it
@@ -774,7 +800,7 @@ def test_sweep_checks_every_setting_before_the_first_run(tmp_path, capsys, monke
     mine.mkdir()
     (mine / "report.md").write_text("my notes")
     assert main([*sweep[:6], str(mine), *sweep[7:]]) == 2
-    assert "holds report.md but no run of a sweep" in capsys.readouterr().err
+    assert "holds report.md, not written by a sweep (or changed since)" in capsys.readouterr().err
     assert (mine / "report.md").read_text() == "my notes"
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -152,8 +154,8 @@ def sweep(
             the complete runs reported; no report.md).
     """
     from sam2prune.evaluation.protocol import check_sequences, record_path
-    from sam2prune.evaluation.report import load_reports, markdown_report, plot_tradeoff
-    from sam2prune.fsutil import atomic_write_text, make_output_dir, read_json
+    from sam2prune.evaluation.report import load_reports, markdown_report
+    from sam2prune.fsutil import make_output_dir, read_json
     from sam2prune.models import with_pruning
 
     check_run_folder(out, root=data.root)
@@ -265,7 +267,7 @@ def sweep(
         else f"the one process that ran every setting ({models} loaded, and what earlier runs left allocated)"
     )
     table += f"\nPeak memory here is that of {where}: compare memory with separate `sam2prune eval` runs.\n"
-    atomic_write_text(out / "report.md", table)
+    write_sweep_files(out, table, reports if plot else None)
     others = sorted(
         folder.name
         for folder in out.iterdir()
@@ -278,24 +280,57 @@ def sweep(
             ", ".join(others),
         )
     print(table, end="")
-    if plot:
-        plot_tradeoff(out / "tradeoff.png", reports)
     print(f"report: {out / 'report.md'}")
     return table
 
 
 SWEEP_FILES = ("report.md", "tradeoff.png")
+# what a sweep wrote into --out: each of SWEEP_FILES by its SHA-256 (null while being written)
+SWEEP_MARKER = "sweep.json"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def check_sweep_files(out: Path) -> None:
-    """Raises InputError when ``out`` holds a file a sweep writes (``SWEEP_FILES``) but no run
-    folder: it is not an earlier sweep's, and is not replaced."""
-    present = [name for name in SWEEP_FILES if (out / name).exists()]
-    if present and not any((folder / "run.json").is_file() for folder in out.iterdir() if folder.is_dir()):
+    """Raises InputError when ``out`` is an eval run, or holds a file a sweep writes
+    (``SWEEP_FILES``) that no sweep wrote there, or that was changed since: only an earlier
+    sweep's own table and plot are replaced."""
+    if (out / "run.json").is_file():
         raise InputError(
-            f"--out {out} holds {' and '.join(present)} but no run of a sweep: a sweep writes its own there; "
-            "name another folder"
+            f"--out {out} is a run of `sam2prune eval` (run.json): a sweep writes its runs into subfolders of a "
+            "folder of its own; name another folder"
         )
+    try:
+        written = json.loads((out / SWEEP_MARKER).read_text())["written"]
+    except (OSError, ValueError, KeyError, TypeError):
+        written = {}
+    written = written if isinstance(written, dict) else {}
+    for name in SWEEP_FILES:
+        path = out / name
+        if path.exists() and not (name in written and (written[name] is None or written[name] == _sha256(path))):
+            raise InputError(
+                f"--out {out} holds {name}, not written by a sweep (or changed since): a sweep writes its own "
+                "there; move it or name another folder"
+            )
+
+
+def write_sweep_files(out: Path, table: str, reports: list[dict] | None) -> None:
+    """``out``/report.md holding ``table``, and tradeoff.png of ``reports`` (None: no plot, an
+    earlier sweep's removed), recorded in ``SWEEP_MARKER`` as the sweep's own."""
+    from sam2prune.evaluation.report import plot_tradeoff
+    from sam2prune.fsutil import atomic_write_json, atomic_write_text
+
+    # recorded before they are written: a sweep stopped in between left them a sweep's
+    atomic_write_json(out / SWEEP_MARKER, {"written": dict.fromkeys(SWEEP_FILES)})
+    atomic_write_text(out / "report.md", table)
+    if reports is None:
+        (out / "tradeoff.png").unlink(missing_ok=True)
+    else:
+        plot_tradeoff(out / "tradeoff.png", reports)
+    written = {name: _sha256(out / name) for name in SWEEP_FILES if (out / name).is_file()}
+    atomic_write_json(out / SWEEP_MARKER, {"written": written})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
