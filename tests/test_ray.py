@@ -27,7 +27,7 @@ from sam2prune.evaluation import distributed
 from sam2prune.evaluation import protocol as evaluate
 from sam2prune.evaluation.protocol import EvalSettings, prepare_run_dir
 
-from conftest import CHAIR_FRAMES, CHAIR_MASKS, TINY_SIZE
+from conftest import CHAIR_FRAMES, CHAIR_MASKS, TINY_SIZE, snapshot
 
 # all on one pytest-xdist worker (scripts/check.sh: --dist loadgroup): one cluster, not one per worker
 pytestmark = pytest.mark.xdist_group("ray")
@@ -311,3 +311,149 @@ def test_a_workers_checkpoint_that_does_not_fit_is_named_by_its_file(monkeypatch
     monkeypatch.setattr(ray, "get", lambda reference: reference)
     with pytest.raises(CheckpointError, match=r"checkpoint weights/mine\.pt does not fit model sam2\.1_hiera_t"):
         worker._build(None)
+
+
+def test_workers_read_files_by_absolute_path_and_a_run_they_cannot_start_is_not_left(tmp_path, monkeypatch, capsys):
+    """A relative --model YAML or --router-weights reached the workers as typed (on a cluster
+    joined by address, their folder is another: 'does not exist'); and a run whose workers could
+    not set up (a bad checkpoint, model, router file) left its run.json, which refused the
+    corrected command as 'a run with other settings'."""
+    import sam2
+
+    from sam2prune.evaluation.distributed import RayCluster
+
+    root = _davis_root(tmp_path, names=("chair",))
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(Path(sam2.__file__).parent / "configs" / "sam2.1" / "sam2.1_hiera_t.yaml", "t.yaml")
+    Path("rw.pt").write_bytes(b"")  # the driver checks that it is a file; workers read it
+    seen = []
+
+    def workers_cannot_set_up(self, runs, sequences, *, model, checkpoint, protocol, progress=True):
+        seen.append((runs, model))
+        raise InputError("router rw.pt does not exist")
+
+    evaluate = RayCluster.evaluate
+    monkeypatch.setattr(RayCluster, "evaluate", workers_cannot_set_up)
+    learned = ["--router", "learned", "--router-weights", "rw.pt", "--model", "t.yaml"]
+    for out in (tmp_path / "new", tmp_path / "empty"):
+        if out.name == "empty":
+            out.mkdir()
+        assert _cli("eval", root, out, *learned, *RAY) == 2
+        assert "router rw.pt does not exist" in capsys.readouterr().err
+        if out.name == "new":
+            assert not out.exists()
+        else:
+            assert list(out.iterdir()) == []  # the user's folder stays, as it was
+    (runs, model), _ = seen
+    assert runs[0].pruning.router_weights == str(tmp_path / "rw.pt") and model.model == str(tmp_path / "t.yaml")
+    # a run begun before stays as it is, resumable
+    monkeypatch.setattr(RayCluster, "evaluate", evaluate)
+    done = tmp_path / "done"
+    assert _cli("eval", root, done, "--scorer", "prior", *RAY) == 0
+    before = snapshot(done)
+    monkeypatch.setattr(RayCluster, "evaluate", workers_cannot_set_up)
+    assert _cli("eval", root, done, "--scorer", "prior", *RAY) == 2
+    assert snapshot(done) == before
+
+
+def test_a_worker_that_cannot_build_its_model_for_no_fault_of_the_input_says_so_in_one_line(tmp_path, monkeypatch):
+    """Out of memory (or a broken install) while a worker builds its model: the driver raised a
+    RuntimeError (a traceback, the worker's own traceback dropped); now WorkerFailed, the CLI's
+    one line and exit 1, the worker's traceback kept for -v."""
+    from sam2prune import models
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError("no room for the model")
+
+    monkeypatch.setattr(models, "build_predictor", out_of_memory)
+    (tmp_path / "run.json").write_text("{}")
+    model = distributed.WorkerModel("sam2.1_hiera_t", TINY_SIZE, "cpu", 0, False, False, "off")
+    worker = distributed.SequenceWorker(model, None, threads=1)
+    sequence = next(iter(read_davis(_davis_root(tmp_path, names=("chair",)))))
+    with pytest.raises(distributed.WorkerSetupError) as raised:
+        worker.run(tmp_path, sequence, ProtocolConfig(), None)
+    assert not raised.value.user_error and "MemoryError: no room for the model" in raised.value.message
+    assert "Traceback" in raised.value.details and "out_of_memory" in raised.value.details
+    import pickle  # Ray ships it to the driver
+
+    again = pickle.loads(pickle.dumps(raised.value))
+    assert (again.message, again.user_error, again.details) == (raised.value.message, False, raised.value.details)
+
+
+def test_a_batch_whose_workers_wait_for_resources_says_so(tmp_path, monkeypatch, capsys):
+    """Another job holding the cluster's CPUs: the batch waited without a word ('evaluating:
+    0/1'); it says what it waits for, then goes on when the CPUs are free."""
+    root = _davis_root(tmp_path, names=("chair",))
+
+    @ray.remote(num_cpus=2)
+    class Holder:
+        def ping(self) -> int:
+            return 1
+
+    holder = Holder.remote()
+    ray.get(holder.ping.remote())
+    original = distributed.RayCluster._no_worker_message
+
+    def said_then_freed(self, ray_module):
+        message = original(self, ray_module)
+        ray.kill(holder)
+        return message
+
+    monkeypatch.setattr(distributed, "WORKER_START_WAIT_S", 1.0)
+    monkeypatch.setattr(distributed.RayCluster, "_no_worker_message", said_then_freed)
+    one = ["--workers", "1", "--threads-per-worker", "1"]
+    assert _cli("eval", root, tmp_path / "run", "--scorer", "prior", *one) == 0
+    error = capsys.readouterr().err
+    assert "no Ray worker has started after 1 s: each needs 1 CPU on one node; free now: 0 CPUs" in error
+
+
+def test_sigterm_while_the_driver_waits_on_ray_exits_143(tmp_path, monkeypatch, capsys):
+    """SIGTERM arriving inside ray.wait: Ray turned the exit into SystemExit(1), the status of
+    'sequences failed', without 'terminated' (README promises 143)."""
+    import signal
+    import threading
+
+    root = _davis_root(tmp_path, names=(*NAMES, "chair_d"))
+    original = distributed.progress_bar
+    timers = []
+
+    def killed_while_waiting(*args, **kwargs):
+        bar = original(*args, **kwargs)
+        update = bar.update
+
+        def update_then_kill(count=1):
+            update(count)
+            if not timers:  # the driver is back in ray.wait for the other worker's sequence
+                timers.append(threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM)))
+                timers[0].start()
+
+        bar.update = update_then_kill
+        return bar
+
+    monkeypatch.setattr(distributed, "progress_bar", killed_while_waiting)
+    previous = signal.signal(signal.SIGTERM, lambda *args: None)  # a late signal must not end pytest
+    try:
+        code = _cli("eval", root, tmp_path / "run", *RAY, rounds=1)
+    finally:
+        for timer in timers:
+            timer.cancel()
+            timer.join()
+        signal.signal(signal.SIGTERM, previous)
+    assert code == 143
+    assert "sam2prune: terminated" in capsys.readouterr().err
+
+
+def test_an_address_from_ray_address_is_named_as_such(monkeypatch):
+    """RAY_ADDRESS set, --workers given: 'cannot reach the Ray cluster at 127.0.0.1:1' did not
+    say where the address came from."""
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    from_env = r"cannot reach the Ray cluster at '127\.0\.0\.1:1' \(RAY_ADDRESS\) \("
+    with pytest.raises(InputError, match=from_env), distributed.connect(RayConfig(workers=1), device="cpu"):
+        pass
+    given = r"cannot reach the Ray cluster at '127\.0\.0\.1:2' \("
+    with (
+        pytest.raises(InputError, match=given),
+        distributed.connect(RayConfig(ray_address="127.0.0.1:2"), device="cpu"),
+    ):
+        pass

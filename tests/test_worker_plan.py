@@ -60,3 +60,6 @@ def test_the_device_left_to_the_cluster():
         plan(HEAD_AND_TWO_GPU_MACHINES, device="cuda", gpus_per_worker=0)
     with pytest.raises(InputError, match="has no GPU, so its workers run on the CPU"):
         plan([Node(8, 0)], gpus_per_worker=0.5)
+    # --device cuda on a cluster without GPUs: the option given is named, not one left to its default
+    with pytest.raises(InputError, match=r"has 0 GPUs, and --device cuda gives each worker 1 GPU; pass --device cpu"):
+        plan([Node(8, 0)], device="cuda")

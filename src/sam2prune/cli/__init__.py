@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 from sam2prune.cli import bench, fit_aligner, models, prompt, report, score, segment, sweep, train_router
 from sam2prune.cli import eval as evaluate
 from sam2prune.cli.common import Command, cpu_threads, embedded_clip, examples, log
-from sam2prune.errors import SequencesFailed, UserError
+from sam2prune.errors import SIGTERM_RECEIVED, SequencesFailed, UserError, WorkerFailed
 
 __all__ = ["COMMANDS", "Command", "build_parser", "embedded_clip", "main"]
 
@@ -117,20 +117,22 @@ def main(argv: list[str] | None = None) -> int:
     log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     log.debug("%s", " ".join(["sam2prune", *argv]))
     on_main_thread = threading.current_thread() is threading.main_thread()
+    SIGTERM_RECEIVED.clear()
     previous = signal.signal(signal.SIGTERM, _terminate) if on_main_thread else None
     try:
         with cpu_threads(getattr(args, "threads", None)):
             return args.handler(args)
     except (Terminated, SystemExit) as error:
-        # Ray's driver replaces the SIGTERM handler with one that exits with the signal's number
-        if isinstance(error, SystemExit) and error.code != signal.SIGTERM:
+        # Ray's driver replaces the SIGTERM handler with one that exits with the signal's number,
+        # which Ray turns into SystemExit(1) where it arrives inside a wait (SIGTERM_RECEIVED)
+        if isinstance(error, SystemExit) and error.code != signal.SIGTERM and not SIGTERM_RECEIVED.is_set():
             raise
         print("sam2prune: terminated", file=sys.stderr)
         return 128 + signal.SIGTERM
     except UserError as error:
         print(f"sam2prune: error: {error}", file=sys.stderr)
         return 2
-    except SequencesFailed as error:
+    except (SequencesFailed, WorkerFailed) as error:
         print(f"sam2prune: error: {error}", file=sys.stderr)
         return 1
     except OSError as error:

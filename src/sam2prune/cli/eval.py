@@ -50,7 +50,7 @@ from sam2prune.cli.common import (
     select_sequences,
 )
 from sam2prune.config import ProtocolConfig, PruningConfig, RayConfig
-from sam2prune.errors import InputError, SequencesFailed
+from sam2prune.errors import InputError, SequencesFailed, UserError, WorkerFailed
 from sam2prune.wording import counted
 
 if TYPE_CHECKING:
@@ -292,7 +292,7 @@ def run_evals_on_ray(
             runs they complete are reported (report.json) before this is raised.
     """
     from sam2prune.evaluation.distributed import RunSpec, WorkerModel, connect
-    from sam2prune.evaluation.protocol import check_run_folder_for, check_sequences, summarize
+    from sam2prune.evaluation.protocol import check_run_folder_for, check_sequences, discard_unstarted_run, summarize
     from sam2prune.models import model_input_size
 
     check_sequences(sequences)  # before Ray is joined (done once, where the caller did)
@@ -319,11 +319,15 @@ def run_evals_on_ray(
             check_run_folder_for(out, settings, overwrite=overwrite)
         for path in stale:
             path.unlink(missing_ok=True)
+        # the runs this command starts: removed again if the workers cannot set up (a serial run
+        # builds its model before it makes its folder)
+        new_runs = [(out, not out.exists()) for _, out, _ in runs if overwrite or not (out / "run.json").is_file()]
         for (_, out, _), settings in zip(runs, all_settings, strict=True):
             prepare_run(out, settings, sequences=sequences, overwrite=overwrite)
-        specs = [RunSpec(out.resolve(), pruning, label) for pruning, out, label in runs]
+        # workers may run elsewhere, in another folder: the files they read by absolute path
+        specs = [RunSpec(out.resolve(), _absolute_files(pruning), label) for pruning, out, label in runs]
         worker_model = WorkerModel(
-            model=model.model,
+            model=str(Path(model.model).resolve()) if model.model.endswith((".yaml", ".yml")) else model.model,
             image_size=model.image_size,
             device=ray_cluster.device,
             seed=RANDOM_WEIGHTS_SEED,
@@ -331,9 +335,14 @@ def run_evals_on_ray(
             bf16=gpu.bf16,
             static_step=gpu.static_step,
         )
-        result = ray_cluster.evaluate(
-            specs, list(sequences), model=worker_model, checkpoint=weights.checkpoint, protocol=protocol
-        )
+        try:
+            result = ray_cluster.evaluate(
+                specs, list(sequences), model=worker_model, checkpoint=weights.checkpoint, protocol=protocol
+            )
+        except (UserError, WorkerFailed):
+            for out, made in new_runs:
+                discard_unstarted_run(out, made_folder=made)
+            raise
     reports = []
     for index, (spec, settings) in enumerate(zip(specs, all_settings, strict=True)):
         if result.complete(index, len(sequences)):
@@ -348,6 +357,17 @@ def run_evals_on_ray(
             + "\n".join(f"  {failure}" for failure in result.failures)
         )
     return reports
+
+
+def _absolute_files(pruning: PruningConfig | None) -> PruningConfig | None:
+    """``pruning`` with its router-weights and aligner files named by absolute path."""
+    if pruning is None:
+        return None
+
+    def absolute(name: str | None) -> str | None:
+        return None if name is None else str(Path(name).resolve())
+
+    return replace(pruning, router_weights=absolute(pruning.router_weights), aligner=absolute(pruning.aligner))
 
 
 def evaluate(

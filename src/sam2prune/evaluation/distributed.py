@@ -20,7 +20,9 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import signal
 import socket
+import threading
 import traceback
 from collections import deque
 from collections.abc import Iterator
@@ -30,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sam2prune.config import ProtocolConfig, PruningConfig, RayConfig
-from sam2prune.errors import InputError, UserError
+from sam2prune.errors import SIGTERM_RECEIVED, InputError, UserError, WorkerFailed
 from sam2prune.process_memory import usable_cores
 from sam2prune.progress import progress as progress_bar
 from sam2prune.wording import amount, counted
@@ -130,9 +132,10 @@ class WorkerSetupError(Exception):
     """A worker could not build its model or reach the run folder: nothing would run anywhere,
     so the driver stops the batch with this message instead of failing every sequence."""
 
-    def __init__(self, message: str, user_error: bool) -> None:
-        super().__init__(message, user_error)
-        self.message, self.user_error = message, user_error
+    def __init__(self, message: str, user_error: bool, details: str = "") -> None:
+        """``details``: the worker's traceback, for the driver's debug log (-v)."""
+        super().__init__(message, user_error, details)
+        self.message, self.user_error, self.details = message, user_error, details
 
     def __str__(self) -> str:
         return self.message
@@ -216,7 +219,9 @@ class SequenceWorker:
             raise WorkerSetupError(str(error), user_error=True) from None
         except Exception as error:
             raise WorkerSetupError(
-                f"building the model failed on {socket.gethostname()}: {one_line(error)}", user_error=False
+                f"building the model failed on {socket.gethostname()}: {one_line(error)}",
+                user_error=False,
+                details=traceback.format_exc(),
             ) from None
         return evaluate_sequence(
             predictor,
@@ -309,9 +314,12 @@ def plan_workers(config: RayConfig, *, device: str, nodes: list[Node], local: bo
         threads = 1
     machines = "; ".join(f"{counted(count, 'machine')} of {node}" for node, count in collections.Counter(nodes).items())
     if gpus_per_worker > 0 and gpus < gpus_per_worker:
-        raise InputError(
-            f"{where} has {amount(gpus, 'GPU')}, and each worker needs {gpus_per_worker:g} (--gpus-per-worker)"
+        needs = (
+            f"each worker needs {gpus_per_worker:g} (--gpus-per-worker)"
+            if config.gpus_per_worker is not None
+            else f"--device {device} gives each worker 1 GPU; pass --device cpu, or join a cluster with GPUs"
         )
+        raise InputError(f"{where} has {amount(gpus, 'GPU')}, and {needs}")
     fits = sum(node.slots(threads, gpus_per_worker) for node in nodes)
     shape = f"{counted(threads, 'CPU')}" + (f" and {amount(gpus_per_worker, 'GPU')}" if gpus_per_worker else "")
     if fits < 1:
@@ -392,7 +400,7 @@ class RayCluster:
 
         Raises:
             UserError: a worker cannot build the model or see the run folder (nothing runs).
-            RuntimeError: a worker fails to build the model for another reason.
+            WorkerFailed: a worker fails to build the model for another reason.
         """
         ray = import_ray()
         batch = _Batch(runs, sequences, max_retries=self.config.max_retries)
@@ -444,6 +452,7 @@ class RayCluster:
             actors.append(actor)
             in_flight[actor.ready.remote()] = (actor, None)
 
+        answered = False  # a worker has started, or the wait for one was said
         try:
             for _ in range(workers):
                 start_worker()
@@ -454,7 +463,13 @@ class RayCluster:
                     run = batch.runs[handed[0]]
                     ref = actor.run.remote(run.out_dir, batch.sequences[handed[1]], protocol, run.pruning)
                     in_flight[ref] = (actor, handed)
-                [ref], _ = ray.wait(list(in_flight), num_returns=1)
+                done, _ = ray.wait(list(in_flight), num_returns=1, timeout=None if answered else WORKER_START_WAIT_S)
+                if not done:  # no worker has started yet (each waits for its CPUs and GPUs)
+                    answered = True
+                    log.warning("%s", self._no_worker_message(ray))
+                    continue
+                [ref] = done
+                answered = True
                 actor, task = in_flight.pop(ref)
                 try:
                     value = ray.get(ref)
@@ -463,7 +478,8 @@ class RayCluster:
                     if isinstance(cause, WorkerSetupError):
                         if cause.user_error:
                             raise InputError(cause.message) from None
-                        raise RuntimeError(cause.message) from None
+                        log.debug("the worker's traceback:\n%s", cause.details)
+                        raise WorkerFailed(f"{cause.message}; -v shows the worker's traceback") from None
                     if task is None:  # ready() does not raise
                         raise
                     log.debug("%s", error)
@@ -497,6 +513,26 @@ class RayCluster:
             for actor in actors:
                 ray.kill(actor)
 
+    def _no_worker_message(self, ray: Any) -> str:
+        """What a batch waits for when no worker has started within ``WORKER_START_WAIT_S``."""
+        shape = counted(self.threads, "CPU") + (
+            f" and {amount(self.gpus_per_worker, 'GPU')}" if self.gpus_per_worker else ""
+        )
+        try:
+            available = ray.available_resources()
+            free = f"; free now: {amount(available.get('CPU', 0), 'CPU')}" + (
+                f" and {amount(available.get('GPU', 0), 'GPU')}" if self.gpus_per_worker else ""
+            )
+        except Exception:  # a developer API that may change: the message without it
+            free = ""
+        return (
+            f"no Ray worker has started after {WORKER_START_WAIT_S:.0f} s: each needs {shape} on one node{free}; "
+            f"other jobs on {self.address or 'the local cluster'} may hold them (still waiting; Ctrl-C stops)"
+        )
+
+
+# seconds a batch waits for its first worker before saying what it waits for
+WORKER_START_WAIT_S = 60.0
 
 Task = tuple[int, int]  # (run index, sequence index)
 
@@ -556,9 +592,9 @@ class _Batch:
         return DistributedResult(records=records, failures=self.failures)
 
 
-def _check_reachable(address: str) -> None:
+def _check_reachable(address: str, shown: str) -> None:
     """Fail at once, in one line, where ``ray.init`` would retry an unreachable address for
-    minutes, logging every try.
+    minutes, logging every try; ``shown``: the address as messages name it (and where from).
 
     Raises:
         InputError: ``address`` is not HOST:PORT, or nothing answers there.
@@ -568,13 +604,13 @@ def _check_reachable(address: str) -> None:
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
         raise InputError(
-            f"Ray address {address!r}: expected HOST:PORT (what `ray start --head` prints), ray://HOST:PORT or auto"
+            f"Ray address {shown}: expected HOST:PORT (what `ray start --head` prints), ray://HOST:PORT or auto"
         )
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
     except OSError as error:
         raise InputError(
-            f"cannot reach the Ray cluster at {address} ({error.strerror or error}); is `ray start --head` running there?"
+            f"cannot reach the Ray cluster at {shown} ({error.strerror or error}); is `ray start --head` running there?"
         ) from None
 
 
@@ -600,7 +636,8 @@ def connect(config: RayConfig, *, device: str) -> Iterator[RayCluster]:
     if ray.is_initialized():
         address = None
     elif address is not None:
-        _check_reachable(address)
+        shown = repr(address) if config.ray_address else f"{address!r} (RAY_ADDRESS)"
+        _check_reachable(address, shown)
         try:
             ray.init(address=address, **quiet)
         except (ConnectionError, RuntimeError, ValueError) as error:
@@ -610,7 +647,7 @@ def connect(config: RayConfig, *, device: str) -> Iterator[RayCluster]:
                 if os.environ.get("RAY_AUTH_MODE") is None
                 else ""
             )
-            raise InputError(f"cannot join the Ray cluster at {address}: {one_line(error)}{hint}") from None
+            raise InputError(f"cannot join the Ray cluster at {shown}: {one_line(error)}{hint}") from None
         started = True
     else:
         if config.workers is None:  # RayConfig.enabled: ray_address or workers
@@ -630,7 +667,31 @@ def connect(config: RayConfig, *, device: str) -> Iterator[RayCluster]:
         )
         started = local = True
     try:
-        yield RayCluster(config, device=device, started=started, local=local, address=address)
+        with _sigterm_exits():
+            yield RayCluster(config, device=device, started=started, local=local, address=address)
     finally:
         if started:
             ray.shutdown()
+
+
+@contextmanager
+def _sigterm_exits() -> Iterator[None]:
+    """SIGTERM while the driver runs (on the main thread): SystemExit(SIGTERM), as Ray's own
+    handler does, after setting ``SIGTERM_RECEIVED``. Ray turns an exit raised inside its waits
+    into SystemExit(1), and another exception there is dropped (the driver would go on): the
+    event tells the CLI it was terminated. A second SIGTERM is ignored while Ray shuts down."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def exit_on_sigterm(signum: int, frame: object) -> None:
+        SIGTERM_RECEIVED.set()
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise SystemExit(signum)
+
+    previous = signal.signal(signal.SIGTERM, exit_on_sigterm)
+    try:
+        yield
+    finally:
+        if signal.getsignal(signal.SIGTERM) is exit_on_sigterm:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)

@@ -592,6 +592,21 @@ def _delete_run(out_dir: Path) -> None:
     (out_dir / "run.json").unlink(missing_ok=True)
 
 
+def discard_unstarted_run(out_dir: Path, *, made_folder: bool) -> None:
+    """Remove a run ``prepare_run_dir`` began where no sequence has finished (its workers could
+    not set up): its run.json and empty folders, and ``out_dir`` itself if ``made_folder`` and it
+    is left empty. A run with a finished sequence, or files of others, stays as it is."""
+    if not (out_dir / "run.json").is_file() or any((out_dir / "sequences").glob("*.json")):
+        return
+    for folder in (out_dir / "sequences", out_dir / "masks"):
+        if folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
+            folder.rmdir()
+    if {entry.name for entry in out_dir.iterdir()} == {"run.json"}:
+        (out_dir / "run.json").unlink()
+        if made_folder:
+            out_dir.rmdir()
+
+
 def check_run_folder_for(out_dir: Path, settings: EvalSettings, *, overwrite: bool) -> None:
     """Everything ``prepare_run_dir`` checks before it changes anything: check the folders of a
     batch of runs with it before preparing the first (``--overwrite`` deletes a run).
