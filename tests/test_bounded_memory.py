@@ -570,6 +570,27 @@ def test_a_frame_cached_across_set_pruning_is_scored_with_the_new_uncertainty(so
     assert all(torch.equal(a, b) for a, b in zip(*runs, strict=True))
 
 
+def test_a_mask_prompt_used_as_the_output_reads_no_dropped_frame(source):
+    """sam2 hands a mask prompt back as the frame's output (``use_mask_input_as_output_without_sam``),
+    reading no memory: with bounded memory it recomputed the frame's window anyway (slower), and
+    after ``set_pruning`` raised that the frame read dropped frames, where unbounded memory took
+    the mask."""
+    predictor = build_random(TINY_SIZE, seed=3, pruning=PRUNING, device=TEST_DEVICE)
+    assert predictor.use_mask_input_as_output_without_sam
+    mask = np.zeros((source.height, source.width), bool)
+    mask[40:80, 40:80] = True
+    results = []
+    for bounded in (False, True):
+        predictor.set_pruning(PRUNING)
+        state = predictor.init_state(source, bounded_memory=bounded)
+        predictor.add_new_points_or_box(state, 0, 1, points=[[200, 112]], labels=[1])
+        for _ in predictor.propagate_in_video(state):
+            pass
+        predictor.set_pruning(PruningConfig(retention=0.5, scorer="prior"))
+        results.append(predictor.add_new_mask(state, 40, 1, mask)[2])
+    assert torch.equal(*results)
+
+
 def test_leaving_a_pass_after_removing_objects_in_it_is_silent_and_touches_no_new_object(predictors, source):
     """Objects removed inside a ``propagate_in_video`` loop, then the loop left (``close``; a
     ``break`` closes it too): as with sam2's generator, no error (a KeyError, from ending the

@@ -522,10 +522,17 @@ class SAM2Predictor(SAM2VideoPredictor):
         run_mem_encoder,
         prev_sam_mask_logits=None,
     ):
-        """sam2's, after making sure (bounded memory) that what the frame reads is there."""
+        """sam2's, after making sure (bounded memory) that what the frame reads is there (a mask
+        prompt that sam2 hands back as the output reads no memory)."""
         tracking = point_inputs is None and mask_inputs is None and run_mem_encoder
+        mask_as_output = mask_inputs is not None and self.use_mask_input_as_output_without_sam
         self._prepare_frame(
-            inference_state, output_dict, frame_idx, reverse=reverse, tracking=tracking, reads=not is_init_cond_frame
+            inference_state,
+            output_dict,
+            frame_idx,
+            reverse=reverse,
+            tracking=tracking,
+            reads=not is_init_cond_frame and not mask_as_output,
         )
         return self._infer_frame(
             inference_state,
@@ -711,15 +718,21 @@ class SAM2Predictor(SAM2VideoPredictor):
         self._store_batched_row(inference_state, view, row, frame_idx, row_out)
         return row_out
 
-    def _restore_outputs_on(self, inference_state: dict, frame_idx: int) -> None:
+    def _restore_outputs_on(
+        self, inference_state: dict, frame_idx: int, *, unless_temporary: str | None = None
+    ) -> None:
         """Put back every object's whole output on ``frame_idx`` where bounded memory dropped
         parts of it (sam2 reads it when a frame gets prompts: the previous mask of a clicked
-        object, every object's mask for the consolidated output)."""
+        object, every object's mask for the consolidated output), but for the objects with a
+        temporary output there under ``unless_temporary`` (a storage key), which sam2 reads instead."""
         session = self.session(inference_state)
         if not session.bounded_memory or session.replaying:
             return
         whole = frozenset({frame_idx})
-        for obj_id in inference_state["obj_ids"]:
+        for obj_idx, obj_id in inference_state["obj_idx_to_id"].items():
+            temporary = inference_state["temp_output_dict_per_obj"][obj_idx]
+            if unless_temporary is not None and frame_idx in temporary[unless_temporary]:
+                continue
             bank = session.bank(inference_state, obj_id)
             self._recompute(inference_state, obj_id, bank, FrameReads(whole, whole, whole), frame_idx)
 
@@ -749,8 +762,10 @@ class SAM2Predictor(SAM2VideoPredictor):
         )
 
     def _consolidate_temp_output_across_obj(self, inference_state, frame_idx, is_cond, consolidate_at_video_res=False):
-        """sam2's, with the frame's outputs put back first where bounded memory dropped them."""
-        self._restore_outputs_on(inference_state, frame_idx)
+        """sam2's, with the frame's outputs that it reads put back first where bounded memory
+        dropped them."""
+        storage_key = "cond_frame_outputs" if is_cond else "non_cond_frame_outputs"
+        self._restore_outputs_on(inference_state, frame_idx, unless_temporary=storage_key)
         return super()._consolidate_temp_output_across_obj(
             inference_state, frame_idx, is_cond, consolidate_at_video_res
         )
