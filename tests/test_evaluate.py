@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -737,7 +738,7 @@ def test_a_sweep_runs_a_setting_given_twice_once_and_its_last_table_goes_while_r
     assert not (out / "report.md").exists()
 
 
-def test_a_sweep_replaces_only_its_own_table_and_plot(tmp_path, capsys):
+def test_a_sweep_replaces_only_its_own_table_and_plot(tmp_path, capsys, monkeypatch):
     """A table the user wrote with `report --out` into the sweep's folder was replaced by the next
     sweep (any run folder beside it made it an earlier sweep's); a sweep without --plot left the
     previous plot of other runs beside its new table; --out naming an eval run nested the sweep's
@@ -746,13 +747,30 @@ def test_a_sweep_replaces_only_its_own_table_and_plot(tmp_path, capsys):
     out = tmp_path / "sweep"
     tiny = ["--image-size", str(TINY_SIZE), "--random-weights", "--max-rounds", "0", "--no-baseline"]
     sweep = ["sweep", "--dataset", "davis", "--root", str(root), *tiny, "--scorer", "prior", "--retention", "0.5"]
+    with monkeypatch.context() as patch:  # found before the runs, not after them
+        patch.setitem(sys.modules, "matplotlib", None)
+        assert main([*sweep, "--out", str(out), "--plot"]) == 2
+    assert "--plot needs matplotlib" in last_error(capsys) and not out.exists()
     assert main([*sweep, "--out", str(out), "--plot"]) == 0
     assert (out / "tradeoff.png").is_file()
+    # a sweep made before its files were recorded: its own table (and the plot beside it) known
+    (out / ".sam2prune-sweep.json").unlink()
     assert main([*sweep, "--out", str(out)]) == 0  # nothing left to run: the table again, no plot
     assert (out / "report.md").is_file() and not (out / "tradeoff.png").exists()
     capsys.readouterr()
+    marker = out / ".sam2prune-sweep.json"
+    recorded = marker.read_bytes()
+    marker.write_text('{"my": "plan"}')
+    assert main([*sweep, "--out", str(out)]) == 2
+    assert f"{marker} is not the record a sweep writes of its files" in last_error(capsys)
+    assert marker.read_text() == '{"my": "plan"}'
+    marker.write_bytes(recorded)
     assert main(["report", str(out / "pruned_r0.5_prior"), "--out", str(out / "report.md"), "--overwrite"]) == 0
     mine = (out / "report.md").read_bytes()
+    assert main([*sweep, "--out", str(out), "--overwrite"]) == 2
+    assert f"--out {out} holds report.md, not written by a sweep (or changed since)" in last_error(capsys)
+    assert (out / "report.md").read_bytes() == mine
+    marker.unlink()  # nor taken for a sweep's of before the record
     assert main([*sweep, "--out", str(out), "--overwrite"]) == 2
     assert f"--out {out} holds report.md, not written by a sweep (or changed since)" in last_error(capsys)
     assert (out / "report.md").read_bytes() == mine

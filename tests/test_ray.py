@@ -328,7 +328,7 @@ def test_workers_read_files_by_absolute_path_and_a_run_they_cannot_start_is_not_
     Path("rw.pt").write_bytes(b"")  # the driver checks that it is a file; workers read it
     seen = []
 
-    def workers_cannot_set_up(self, runs, sequences, *, model, checkpoint, protocol, progress=True):
+    def workers_cannot_set_up(self, runs, sequences, *, model, checkpoint, protocol, progress=True, state_dict=None):
         seen.append((runs, model))
         raise InputError("router rw.pt does not exist")
 
@@ -345,7 +345,8 @@ def test_workers_read_files_by_absolute_path_and_a_run_they_cannot_start_is_not_
         else:
             assert list(out.iterdir()) == []  # the user's folder stays, as it was
     (runs, model), _ = seen
-    assert runs[0].pruning.router_weights == str(tmp_path / "rw.pt") and model.model == str(tmp_path / "t.yaml")
+    assert runs[0].pruning.router_weights == str(tmp_path / "rw.pt") and model.model_file == str(tmp_path / "t.yaml")
+    assert model.model == "t.yaml"  # the name aligner and router files record, as typed
     # a run begun before stays as it is, resumable
     monkeypatch.setattr(RayCluster, "evaluate", evaluate)
     done = tmp_path / "done"
@@ -353,6 +354,14 @@ def test_workers_read_files_by_absolute_path_and_a_run_they_cannot_start_is_not_
     before = snapshot(done)
     monkeypatch.setattr(RayCluster, "evaluate", workers_cannot_set_up)
     assert _cli("eval", root, done, "--scorer", "prior", *RAY) == 2
+    assert snapshot(done) == before
+    # a checkpoint that cannot be read: refused before --overwrite deletes the run, as serially
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(bytes(range(256)) * 4)
+    tiny = ["--image-size", str(TINY_SIZE), "--max-rounds", "0", "--scorer", "prior", "--overwrite"]
+    command = ["eval", "--dataset", "davis", "--root", str(root), "--out", str(done), "--checkpoint", str(bad)]
+    assert main([*command, *tiny, *RAY]) == 2
+    assert str(bad) in capsys.readouterr().err
     assert snapshot(done) == before
 
 
@@ -457,3 +466,16 @@ def test_an_address_from_ray_address_is_named_as_such(monkeypatch):
         distributed.connect(RayConfig(ray_address="127.0.0.1:2"), device="cpu"),
     ):
         pass
+
+
+def test_a_worker_builds_a_yaml_by_its_absolute_path_under_the_name_typed(tmp_path, monkeypatch):
+    """The YAML's absolute path became the model's name on workers: an aligner fit on
+    `t.yaml` was refused there ('fit on t.yaml tokens; this model is /abs/t.yaml'), not serially."""
+    import sam2
+
+    yaml = tmp_path / "t.yaml"
+    shutil.copy(Path(sam2.__file__).parent / "configs" / "sam2.1" / "sam2.1_hiera_t.yaml", yaml)
+    model = distributed.WorkerModel("t.yaml", TINY_SIZE, "cpu", model_file=str(yaml))
+    monkeypatch.chdir(tmp_path.parent)  # the worker runs in another folder
+    predictor = distributed.SequenceWorker(model, None, threads=1)._build(None)
+    assert predictor.model_name == "t.yaml" and predictor.config_path == yaml

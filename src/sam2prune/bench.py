@@ -989,27 +989,11 @@ def markdown_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _pyplot():
-    """matplotlib.pyplot, drawing off-screen.
-
-    Raises:
-        InputError: matplotlib is not installed (naming what to install).
-    """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as error:
-        raise InputError(
-            "--plot needs matplotlib: pip install 'sam2prune[plot]' (or pip install matplotlib)"
-        ) from error
-    return plt
-
-
 def plot(path: Path, result: dict) -> None:
     """ms/frame and memory-bank size against retention (the references as lines)."""
-    plt = _pyplot()
+    from sam2prune.evaluation.report import pyplot
+
+    plt = pyplot()
     runs = sorted((run for run in result["pruned"] if "ms_per_frame" in run), key=lambda run: run["retention"])
     retentions = [run["retention"] for run in runs]
     references = [run for run in result["references"] if "ms_per_frame" in run]

@@ -295,10 +295,10 @@ def markdown_table(results: Sequence[LengthResult]) -> str:
 
 def plot(path: Path, results: Sequence[LengthResult], *, title: str) -> None:
     """Peak RSS (and peak CUDA memory, on a GPU) against the number of frames, per method."""
-    from sam2prune.bench import _pyplot
+    from sam2prune.evaluation.report import pyplot
     from sam2prune.fsutil import atomic_write
 
-    plt = _pyplot()
+    plt = pyplot()
     cuda = any(result.peak_cuda_mib is not None for result in results)
     figure, axes = plt.subplots(1, 2 if cuda else 1, figsize=(11 if cuda else 6, 4), squeeze=False)
     panels = [("peak_rss_mib", "peak RSS (MiB)")] + ([("peak_cuda_mib", "peak CUDA memory (MiB)")] if cuda else [])

@@ -479,6 +479,7 @@ def build_predictor(
     image_size: int | None = None,
     pruning: PruningConfig | None = None,
     checkpoint_source: str | None = None,
+    model_name: str | None = None,
 ) -> SAM2Predictor:
     """Build a SAM 2 video predictor with the official ``SAM2VideoPredictor`` API.
 
@@ -498,6 +499,10 @@ def build_predictor(
             gives ``PrunedSAM2VideoPredictor``.
         checkpoint_source: what messages call the checkpoint, e.g. the file a state dict was
             read from; default: its path, or ``(state dict)``.
+        model_name: the name the model goes by (``predictor.model_name``: messages, and the
+            model an aligner or router file must have been made for), e.g. a YAML's path as the
+            user typed it where ``model`` is its absolute path; default: the official name, or
+            ``model``'s YAML path.
 
     Raises:
         InputError: unknown model, bad image size (given, or the config's) or device, both
@@ -510,7 +515,7 @@ def build_predictor(
 
     check_sam2_version()
     spec, yaml_path = resolve_config(model)
-    model_name = spec.name if spec else str(yaml_path)
+    model_name = model_name or (spec.name if spec else str(yaml_path))
     if checkpoint is None and not random_weights:
         raise CheckpointError(missing_checkpoint_message(model_name))
     if checkpoint is not None and random_weights:

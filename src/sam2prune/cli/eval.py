@@ -293,11 +293,14 @@ def run_evals_on_ray(
     """
     from sam2prune.evaluation.distributed import RunSpec, WorkerModel, connect
     from sam2prune.evaluation.protocol import check_run_folder_for, check_sequences, discard_unstarted_run, summarize
-    from sam2prune.models import model_input_size
+    from sam2prune.models import model_input_size, read_checkpoint
 
     check_sequences(sequences)  # before Ray is joined (done once, where the caller did)
     image_size = model_input_size(model.model, model.image_size)
     say_weights(model, weights)
+    # read before Ray is joined and a run folder prepared (--overwrite deletes a run there), as a
+    # serial run builds its model first; shipped to the workers once
+    state_dict = read_checkpoint(weights.checkpoint, model=model.model) if weights.checkpoint is not None else None
     with connect(cluster, device=model.device) as ray_cluster:
         check_gpu_options(gpu, ray_cluster.device, pruned=any(pruning is not None for pruning, _, _ in runs))
         all_settings = [
@@ -327,7 +330,8 @@ def run_evals_on_ray(
         # workers may run elsewhere, in another folder: the files they read by absolute path
         specs = [RunSpec(out.resolve(), _absolute_files(pruning), label) for pruning, out, label in runs]
         worker_model = WorkerModel(
-            model=str(Path(model.model).resolve()) if model.model.endswith((".yaml", ".yml")) else model.model,
+            model=model.model,
+            model_file=str(Path(model.model).resolve()) if model.model.endswith((".yaml", ".yml")) else None,
             image_size=model.image_size,
             device=ray_cluster.device,
             seed=RANDOM_WEIGHTS_SEED,
@@ -337,7 +341,12 @@ def run_evals_on_ray(
         )
         try:
             result = ray_cluster.evaluate(
-                specs, list(sequences), model=worker_model, checkpoint=weights.checkpoint, protocol=protocol
+                specs,
+                list(sequences),
+                model=worker_model,
+                checkpoint=weights.checkpoint,
+                protocol=protocol,
+                state_dict=state_dict,
             )
         except (UserError, WorkerFailed):
             for out, made in new_runs:

@@ -154,7 +154,7 @@ def sweep(
             the complete runs reported; no report.md).
     """
     from sam2prune.evaluation.protocol import check_sequences, record_path
-    from sam2prune.evaluation.report import load_reports, markdown_report
+    from sam2prune.evaluation.report import load_reports, markdown_report, pyplot
     from sam2prune.fsutil import make_output_dir, read_json
     from sam2prune.models import with_pruning
 
@@ -162,6 +162,8 @@ def sweep(
     if not grid:
         raise InputError("nothing to sweep: --no-baseline and no pruned setting")
     check_sweep_files(out)
+    if plot:
+        pyplot()  # matplotlib is there (the table is written after every run)
     if cluster.enabled:  # the GPU options are checked once the cluster says which device its workers have
         check_ray_runs(prunings=[pruning for pruning, _, _ in grid])
         # workers may run elsewhere: absolute paths (the same on every node of a shared filesystem)
@@ -266,7 +268,8 @@ def sweep(
         if cluster.enabled
         else f"the one process that ran every setting ({models} loaded, and what earlier runs left allocated)"
     )
-    table += f"\nPeak memory here is that of {where}: compare memory with separate `sam2prune eval` runs.\n"
+    table += f"{SWEEP_TABLE_END}{where}: compare memory with separate `sam2prune eval` runs.\n"
+    print(table, end="")
     write_sweep_files(out, table, reports if plot else None)
     others = sorted(
         folder.name
@@ -279,14 +282,15 @@ def sweep(
             out,
             ", ".join(others),
         )
-    print(table, end="")
     print(f"report: {out / 'report.md'}")
     return table
 
 
 SWEEP_FILES = ("report.md", "tradeoff.png")
 # what a sweep wrote into --out: each of SWEEP_FILES by its SHA-256 (null while being written)
-SWEEP_MARKER = "sweep.json"
+SWEEP_MARKER = ".sam2prune-sweep.json"
+# the last line of a sweep's table (sweeps made before SWEEP_MARKER are known by it)
+SWEEP_TABLE_END = "\nPeak memory here is that of "
 
 
 def _sha256(path: Path) -> str:
@@ -302,11 +306,8 @@ def check_sweep_files(out: Path) -> None:
             f"--out {out} is a run of `sam2prune eval` (run.json): a sweep writes its runs into subfolders of a "
             "folder of its own; name another folder"
         )
-    try:
-        written = json.loads((out / SWEEP_MARKER).read_text())["written"]
-    except (OSError, ValueError, KeyError, TypeError):
-        written = {}
-    written = written if isinstance(written, dict) else {}
+    marker = out / SWEEP_MARKER
+    written = _read_marker(marker) if marker.exists() else _legacy_sweep_files(out)
     for name in SWEEP_FILES:
         path = out / name
         if path.exists() and not (name in written and (written[name] is None or written[name] == _sha256(path))):
@@ -314,6 +315,35 @@ def check_sweep_files(out: Path) -> None:
                 f"--out {out} holds {name}, not written by a sweep (or changed since): a sweep writes its own "
                 "there; move it or name another folder"
             )
+
+
+def _read_marker(marker: Path) -> dict[str, str | None]:
+    """The files ``SWEEP_MARKER`` lists, by name: their hashes.
+
+    Raises:
+        InputError: it is not a sweep's marker.
+    """
+    try:
+        written = json.loads(marker.read_text())["written"]
+    except (OSError, ValueError, KeyError, TypeError):
+        written = None
+    if not isinstance(written, dict) or not all(
+        name in SWEEP_FILES and (value is None or isinstance(value, str)) for name, value in written.items()
+    ):
+        raise InputError(f"{marker} is not the record a sweep writes of its files; move it or name another --out")
+    return written
+
+
+def _legacy_sweep_files(out: Path) -> dict[str, str | None]:
+    """The files of a sweep made before ``SWEEP_MARKER`` existed: its table (known by its last
+    line), and the plot beside it, where the folder holds runs."""
+    table = out / "report.md"
+    runs = out.is_dir() and any((folder / "run.json").is_file() for folder in out.iterdir() if folder.is_dir())
+    try:
+        ours = runs and table.is_file() and SWEEP_TABLE_END in table.read_text(errors="replace")
+    except OSError:
+        ours = False
+    return dict.fromkeys(SWEEP_FILES) if ours else {}
 
 
 def write_sweep_files(out: Path, table: str, reports: list[dict] | None) -> None:

@@ -79,7 +79,8 @@ class WorkerModel:
     """The model every worker builds (``build_predictor``'s arguments besides the weights).
 
     Attributes:
-        model: model name or SAM 2 YAML.
+        model: model name or SAM 2 YAML, as the user named it (what aligner and router files
+            must have been made for).
         image_size: input size; None: the model's.
         device: ``cpu`` or ``cuda`` (each worker sees the GPUs Ray gives it as ``cuda:0``...).
         seed: seed of random weights.
@@ -95,6 +96,7 @@ class WorkerModel:
     bounded_memory: bool = True
     bf16: bool = False
     static_step: str = "off"
+    model_file: str | None = None  # the YAML by absolute path (workers may run in other folders)
 
 
 @dataclass(frozen=True)
@@ -168,7 +170,8 @@ class SequenceWorker:
         from sam2prune.models import build_predictor
 
         predictor = build_predictor(
-            self.model.model,
+            self.model.model_file or self.model.model,
+            model_name=self.model.model,
             checkpoint=ray.get(self.weights[0]) if self.weights is not None else None,
             random_weights=self.weights is None,
             checkpoint_source=self.weights[1] if self.weights is not None else None,
@@ -388,6 +391,7 @@ class RayCluster:
         checkpoint: Path | None,
         protocol: ProtocolConfig,
         progress: bool = True,
+        state_dict: dict | None = None,
     ) -> DistributedResult:
         """Run the protocol on every sequence of every run that is not finished yet in its run
         folder, on the cluster's workers, one task per (run, sequence).
@@ -397,6 +401,8 @@ class RayCluster:
             sequences: the same sequences for every run.
             model: what each worker builds.
             checkpoint: read here once and shipped to the workers; None: random weights.
+            state_dict: ``checkpoint`` already read (``read_checkpoint``), e.g. before the run
+                folders were prepared.
 
         Raises:
             UserError: a worker cannot build the model or see the run folder (nothing runs).
@@ -407,7 +413,7 @@ class RayCluster:
         if batch.todo:
             bar = progress_bar(total=len(batch.todo), desc="evaluating", unit="sequence", disable=not progress)
             try:
-                self._run(ray, batch, bar, model=model, checkpoint=checkpoint, protocol=protocol)
+                self._run(ray, batch, bar, model=model, checkpoint=checkpoint, protocol=protocol, state_dict=state_dict)
             finally:
                 bar.close()
         return batch.result()
@@ -421,15 +427,14 @@ class RayCluster:
         model: WorkerModel,
         checkpoint: Path | None,
         protocol: ProtocolConfig,
+        state_dict: dict | None,
     ) -> None:
         """Hand the batch's tasks to workers as they become free, until none is left."""
         from sam2prune.models import read_checkpoint
 
-        weights = (
-            [ray.put(read_checkpoint(checkpoint, model=model.model)), str(checkpoint)]
-            if checkpoint is not None
-            else None
-        )
+        if checkpoint is not None and state_dict is None:
+            state_dict = read_checkpoint(checkpoint, model=model.model)
+        weights = [ray.put(state_dict), str(checkpoint)] if checkpoint is not None else None
         worker_class = ray.remote(SequenceWorker).options(
             num_cpus=self.threads, num_gpus=self.gpus_per_worker, max_restarts=0, max_task_retries=0
         )

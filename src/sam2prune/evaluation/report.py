@@ -7,6 +7,7 @@ import re
 import shlex
 import textwrap
 from pathlib import Path
+from typing import Any
 
 from sam2prune.errors import InputError
 from sam2prune.fsutil import atomic_write, read_json
@@ -255,15 +256,27 @@ def _differing_settings(reports: list[dict]) -> list[str]:
     return sorted(found)
 
 
-def plot_tradeoff(path: Path, reports: list[dict]) -> None:
-    """J&F and FPS against retention, one line per dataset (unpruned SAM 2 at retention 1 as a cross)."""
+def pyplot() -> Any:
+    """matplotlib.pyplot, drawing off-screen.
+
+    Raises:
+        InputError: matplotlib is not installed (naming what to install).
+    """
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as error:
-        raise InputError("--plot needs matplotlib: pip install matplotlib") from error
+        raise InputError(
+            "--plot needs matplotlib: pip install 'sam2prune[plot]' (or pip install matplotlib)"
+        ) from error
+    return plt
+
+
+def plot_tradeoff(path: Path, reports: list[dict]) -> None:
+    """J&F and FPS against retention, one line per dataset (unpruned SAM 2 at retention 1 as a cross)."""
+    plt = pyplot()
     figure, (quality, speed) = plt.subplots(1, 2, figsize=(10, 4))
     labels = dict(zip(map(id, reports), run_labels(reports), strict=True))
     for dataset in sorted({r["settings"]["dataset"] for r in reports}):
