@@ -5,7 +5,9 @@ the profiler summary; the lowered compile mode of sam2's vos_optimized predictor
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
 import statistics
 import time
 from types import SimpleNamespace
@@ -458,6 +460,14 @@ def test_bad_bench_options_are_refused(capsys, tmp_path):
             assert main(["bench", *mode, option, str(earlier)]) == 2
             assert f"{option} {earlier} exists; pass --overwrite to replace it" in capsys.readouterr().err
     assert earlier.read_text() == "{}"
+    # a device or a pipe is not replaced by a file, --overwrite or not (as root: /dev/null)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    assert main(["bench", "--frames", "10", "--json", str(fifo), "--overwrite"]) == 2
+    assert f"--json {fifo} is not a regular file (a device, pipe or socket)" in capsys.readouterr().err
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    assert main(["bench", "--frames", "10", "--json", str(earlier / "r.json")]) == 2
+    assert f"folder {earlier} is a file, not a folder" in capsys.readouterr().err
     assert {path.name: path.read_bytes() for path in frames.iterdir()} == before
     assert json.loads(prompts.read_text())["objects"][0]["obj_id"] == 1
 
@@ -505,6 +515,26 @@ def test_a_lengths_benchmark_stopped_early_says_so_and_leaves_no_earlier_plot(tm
     result = json.loads(json_path.read_text())
     assert result["complete"] is False and [run["frames"] for run in result["memory_vs_length"]] == [20]
     assert not plot_path.exists()
+
+
+@pytest.mark.parametrize("lengths", [True, False])
+def test_a_benchmark_stopped_before_it_measured_anything_leaves_no_earlier_results(tmp_path, monkeypatch, lengths):
+    """Ctrl-C before the first run ended (--overwrite): the earlier JSON, "complete": true, and
+    its plot were left beside a run they did not describe."""
+    from sam2prune import bench, memory_bench
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(memory_bench, "run_lengths", stopped)
+    monkeypatch.setattr(bench, "run_benchmark", stopped)
+    json_path, plot_path = tmp_path / "l.json", tmp_path / "l.png"
+    json_path.write_text('{"complete": true}')
+    plot_path.write_bytes(b"an earlier plot")
+    which = ["--lengths", "20", "--methods", "sam2"] if lengths else ["--retention", "0.3"]
+    outputs = ["--json", str(json_path), "--plot", str(plot_path), "--overwrite"]
+    assert main(["bench", *which, *outputs, *TINY]) == 130
+    assert not json_path.exists() and not plot_path.exists()
 
 
 @pytest.mark.parametrize(

@@ -174,7 +174,8 @@ def check_writable_folder(folder: Path, *, option: str) -> None:
     """Raises InputError unless files can be created in ``folder`` (tried, not guessed: /sys
     and read-only mounts pass permission checks and still fail)."""
     if not folder.is_dir():
-        raise InputError(f"{option}: folder {folder} does not exist")
+        what = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise InputError(f"{option}: folder {folder} {what}")
     try:
         probe = Path(tempfile.mkdtemp(dir=folder, prefix=".sam2prune-probe-"))
         probe.rmdir()
@@ -191,6 +192,8 @@ def check_output_file(
     path = Path(path)
     if path.is_dir():
         raise InputError(f"{option} {path} is a folder; expected a file name")
+    if path.exists() and not path.is_file():  # replaced by a file, a device (/dev/null) would be gone
+        raise InputError(f"{option} {path} is not a regular file (a device, pipe or socket); name a file")
     resolved = path.resolve()
     for name, other in inputs:
         other = Path(other).resolve()
