@@ -683,3 +683,8 @@ def test_a_compile_timeout_is_named_as_such_when_the_code_it_interrupts_raises_a
         pass
     error = RuntimeError("x")
     assert not limit.expired and limit.cause(error) is error
+    # the limit's own message inside another error (InductorError: TimeoutError: ...): said once
+    limit = bench_module.TimeLimit("compiling took more than 20 s")
+    limit.expired = True
+    inductor = RuntimeError("TimeoutError: compiling took more than 20 s\n\nSet TORCHDYNAMO_VERBOSE=1 for more")
+    assert str(limit.cause(inductor)) == "compiling took more than 20 s"

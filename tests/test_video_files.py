@@ -333,3 +333,24 @@ def test_a_video_folder_that_cannot_be_read_is_named_as_the_video_folder(tmp_pat
     argv = ["segment", str(folder), "--point", "1,1", "--out", str(tmp_path / "o"), "--random-weights"]
     assert main(argv) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == f"sam2prune: error: {expected}"
+
+
+def test_a_video_file_cut_short_is_read_as_far_as_it_decodes_and_says_so(tmp_path, caplog, monkeypatch):
+    """An AVI or MKV cut in half decoded as a shorter video without a word, though its header
+    still counts every frame; whole files of every container say nothing."""
+    monkeypatch.setattr(logging.getLogger("sam2prune"), "propagate", True)
+    whole = {}
+    with caplog.at_level("WARNING", logger="sam2prune"):
+        for name, container in (("clip.mpg", "mpeg"), ("clip.avi", None), ("clip.mp4", None), ("clip.mkv", None)):
+            codec = "mpeg1video" if name.endswith(".mpg") else "libx264"
+            whole[name] = _encode(tmp_path / name, codec, container=container, options={"bf": "2"})
+    assert [len(source) for source in whole.values()] == [FRAMES] * 4 and "header says" not in caplog.text
+    cut = tmp_path / "cut.avi"
+    data = (tmp_path / "clip.avi").read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    with caplog.at_level("WARNING", logger="sam2prune"):
+        source = VideoSource.open(cut)
+    assert 0 < len(source) < FRAMES
+    assert f"video {cut}: its header says {FRAMES} frames, {len(source)} could be decoded (a file cut short?)" in (
+        caplog.text
+    )

@@ -612,6 +612,8 @@ class TimeLimit:
         "compile-worker future ... did not complete within Nones")."""
         if not self.expired or isinstance(error, TimeoutError):
             return error
+        if self.message in str(error):  # the limit's own TimeoutError, wrapped (InductorError): said once
+            return TimeoutError(self.message)
         return TimeoutError(f"{self.message} (interrupted, it raised {type(error).__name__}: {error})")
 
 

@@ -202,6 +202,16 @@ class VideoSource:
             raise InputError(f"video {path} holds no frames")
         with av.open(str(path)) as container:
             rate = container.streams.video[0].average_rate
+            recorded = int(container.streams.video[0].frames or 0)  # 0: the container does not say
+        if len(checksums) < recorded:
+            log.warning(
+                "video %s: its header says %d frames, %d could be decoded (a file cut short?); the video is read "
+                "as %d frames",
+                path,
+                recorded,
+                len(checksums),
+                len(checksums),
+            )
         return cls(
             path=path,
             frame_names=[f"{i:05d}" for i in range(len(checksums))],
