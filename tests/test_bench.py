@@ -59,6 +59,7 @@ def test_short_bench_writes_json_table_and_plot(tmp_path, capsys, monkeypatch):
         return stalled
 
     monkeypatch.setattr(torch, "compile", stalling_compile)
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
     code = main(
         [
             "bench",
@@ -117,6 +118,8 @@ def test_short_bench_writes_json_table_and_plot(tmp_path, capsys, monkeypatch):
     assert pruned["kept_fraction"] == 20 / 64 and full["kept_fraction"] == 1.0 and sam2["kept_fraction"] == 1.0
     captured = capsys.readouterr()
     table, log = captured.out, captured.out + captured.err
+    # sam2's own bar (its predictor is the reference) as plain lines, as ours, in a log
+    assert "\r" not in captured.err and "it/s" not in captured.err
     # the other methods' profiles come before sam2's compiled predictor, which may stall
     assert log.rindex("profiling 2 steady-state frames") < log.index("building sam2 SAM2VideoPredictorVOS")
     for row in ("| sam2 SAM2VideoPredictor (eager) | - |", "| sam2prune SAM2Predictor (unpruned) | - |"):

@@ -114,3 +114,25 @@ def quiet_model_loading() -> Iterator[None]:
     finally:
         if was_enabled:
             transformers_logging.enable_progress_bar()
+
+
+@contextlib.contextmanager
+def sam2_progress_in_lines() -> Iterator[None]:
+    """sam2's own "propagate in video" bar (``SAM2VideoPredictor``, run by ``bench`` as the
+    reference) as ``progress`` shows ours while the block runs: plain lines unless stderr is a
+    terminal."""
+    import sam2.sam2_video_predictor as official
+
+    if sys.stderr is not None and sys.stderr.isatty():
+        yield
+        return
+    original = official.tqdm
+
+    def lines(iterable: Iterable[T], desc: str = "", **_: Any) -> Any:
+        return progress(iterable, desc=desc, unit="frame")
+
+    official.tqdm = lines
+    try:
+        yield
+    finally:
+        official.tqdm = original

@@ -155,6 +155,7 @@ def bench(
     from sam2prune.bench import STEADY_FROM_FRAME, BenchSettings, markdown_table, plot, run_benchmark
     from sam2prune.data.video import VideoSource
     from sam2prune.fsutil import atomic_write_json
+    from sam2prune.progress import sam2_progress_in_lines
     from sam2prune.prompts import check_prompts, load_prompts_file, prompts_file_inputs
 
     check_threads(threads)
@@ -238,16 +239,19 @@ def bench(
         compile_timeout_s=compile_timeout,
         static_step=static_step,
     )
-    result = run_benchmark(
-        settings,
-        source,
-        object_prompts,
-        build=build_pruned,
-        progress=log.info,
-        on_prompted_for=on_prompted_for,
-        checkpoint=(lambda partial: _save_partial(partial, json_path, plot_path)) if json_path is not None else None,
-        clip_frames=clip_frames,
-    )
+    with sam2_progress_in_lines():
+        result = run_benchmark(
+            settings,
+            source,
+            object_prompts,
+            build=build_pruned,
+            progress=log.info,
+            on_prompted_for=on_prompted_for,
+            checkpoint=(lambda partial: _save_partial(partial, json_path, plot_path))
+            if json_path is not None
+            else None,
+            clip_frames=clip_frames,
+        )
     result["complete"] = True
     print(markdown_table(result))
     looped = f", the {clip_frames}-frame clip played back and forth" if clip_frames < result["frames"] else ""
