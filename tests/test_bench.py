@@ -90,6 +90,10 @@ def test_short_bench_writes_json_table_and_plot(tmp_path, capsys, monkeypatch):
     assert sam2prune["class"] == "sam2prune.predictor.baseline.SAM2Predictor"
     assert vos["class"] == "sam2.sam2_video_predictor.SAM2VideoPredictorVOS" and "ms_per_frame" not in vos
     assert "took more than 6 s" in vos["error"] and vos["compile_mode"] == "default"
+    # one precision per table: a row over 100 ms keeps its decimal where another is under it
+    mixed = json.loads(json_path.read_text())
+    mixed["references"][0]["ms_per_frame"], mixed["pruned"][1]["ms_per_frame"] = 150.04, 68.64
+    assert "| 150.0 |" in (mixed_table := bench_module.markdown_table(mixed)) and "| 68.6 |" in mixed_table
     assert vos["sam2_compile_mode"] == "max-autotune" and len(vos["compile_calls"]) == 5
     assert [call["mode"] for call in compile_calls] == ["default"] * 5
     assert result["reference"] == "sam2" and result["baseline"] == sam2

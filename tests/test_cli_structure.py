@@ -264,6 +264,10 @@ def test_no_command_shows_the_commands_and_an_unknown_option_the_commands_usage(
     assert stopped.value.code == 2
     error = capsys.readouterr().err
     assert error.startswith("usage: sam2prune segment ") and "unrecognized arguments: --size" in error
+    # an abbreviation is not taken for the option it begins (`bench --method` for --methods)
+    with pytest.raises(SystemExit) as stopped:
+        main(["bench", "--method", "x", "--frames", "10"])
+    assert stopped.value.code == 2 and "unrecognized arguments: --method" in capsys.readouterr().err
     with pytest.raises(SystemExit) as stopped:
         main(["--bogus"])
     assert stopped.value.code == 2

@@ -944,13 +944,15 @@ def markdown_table(result: dict) -> str:
     def number(value: float | None, digits: int) -> str:
         return "-" if value is None else f"{value:.{digits}f}"
 
-    for run in _runs(result):
+    runs = _runs(result)
+    # one precision for the table's times: a decimal where any row is under 100 ms
+    digits = 1 if runs and min(run["ms_per_frame"] for run in runs) < 100 else 0
+    for run in runs:
         c = run["components_ms"]
         profile = run.get("profile") or {}
         ratio = run["memory_bank_bytes_per_frame"] / reference_bank if reference_bank else None
         retention = f"{run['retention']:g}" if run["method"] == "pruned" else "-"
         vs_full = run.get("speedup_vs_retention_1")
-        digits = 1 if run["ms_per_frame"] < 100 else 0
         lines.append(
             f"| {run['label']} | {retention} | {run['ms_per_frame']:.{digits}f} "
             f"| {number(run.get('speedup'), 2)}x | {number(vs_full, 2) + 'x' if vs_full else '-'} "

@@ -63,8 +63,11 @@ class _VersionAction(argparse.Action):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # no abbreviated options: `bench --method sam2` was taken for --methods, and its message named
+    # an option the user never typed
     parser = argparse.ArgumentParser(
         prog="sam2prune",
+        allow_abbrev=False,
         description="Token-pruned SAM 2 video object segmentation.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=examples(
@@ -81,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         # each --help keeps the description's and epilog's line breaks and ends with an example
         subparser = subparsers.add_parser(
             name,
+            allow_abbrev=False,
             help=command.help,
             description=command.description,
             formatter_class=argparse.RawDescriptionHelpFormatter,

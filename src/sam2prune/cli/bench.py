@@ -215,7 +215,8 @@ def bench(
     from sam2prune.models import with_pruning
 
     remove_earlier_results(json_path, plot_path)
-    baseline = build(model, weights)
+    baseline = build(model, weights)  # unpruned: each pruned setting is switched on it
+    log.debug("pruning settings measured: %s", "; ".join(map(str, pruning)))
 
     def build_pruned(config):
         if config is None:
