@@ -524,6 +524,24 @@ def test_a_lengths_benchmark_stopped_early_says_so_and_leaves_no_earlier_plot(tm
     assert not plot_path.exists()
 
 
+def test_lengths_on_a_video_it_cannot_loop_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    """A folder of PNG frames (or a video file): official SAM 2 reads JPEG folders, so --lengths
+    loops only those; it was refused once the runs' weights were made (seconds, minutes for a
+    checkpoint)."""
+    from sam2prune import memory_bench
+
+    def not_run(**kwargs):
+        raise AssertionError("the runs started")
+
+    monkeypatch.setattr(memory_bench, "run_lengths", not_run)
+    pngs = tmp_path / "pngs"
+    shutil.copytree(CHAIR_MASKS, pngs)
+    assert main(["bench", str(pngs), "--lengths", "20", *TINY]) == 2
+    assert f"--lengths loops a folder of JPEG frames (official SAM 2 reads those); {pngs} is not one" in (
+        capsys.readouterr().err
+    )
+
+
 @pytest.mark.parametrize("lengths", [True, False])
 def test_a_benchmark_stopped_before_it_measured_anything_leaves_no_earlier_results(tmp_path, monkeypatch, lengths):
     """Ctrl-C before the first run ended (--overwrite): the earlier JSON, "complete": true, and

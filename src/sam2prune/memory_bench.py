@@ -21,9 +21,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sam2prune.errors import InputError
+
+if TYPE_CHECKING:
+    from sam2prune.data.video import VideoSource
 
 METHODS = ("sam2", "sam2-offload", "pruned-unbounded", "pruned-bounded")
 METHOD_HELP = {
@@ -152,6 +155,14 @@ def measure(run: LengthRun) -> LengthResult:
     )
 
 
+def check_loopable(source: VideoSource) -> None:
+    """Raises InputError unless ``source`` is a folder of JPEG frames (``looped_folder``)."""
+    if source.is_video_file or any(path.suffix.lower() not in (".jpg", ".jpeg") for path in source.frame_files):
+        raise InputError(
+            f"--lengths loops a folder of JPEG frames (official SAM 2 reads those); {source.path} is not one"
+        )
+
+
 def looped_folder(clip: Path, frames: int, folder: Path) -> Path:
     """``folder`` filled with ``frames`` links named ``00000.jpg``... to the clip's frames in a
     loop (sam2's own loader reads JPEG folders named by frame index).
@@ -162,8 +173,7 @@ def looped_folder(clip: Path, frames: int, folder: Path) -> Path:
     from sam2prune.data.video import VideoSource
 
     source = VideoSource.open(clip)
-    if source.is_video_file or any(path.suffix.lower() not in (".jpg", ".jpeg") for path in source.frame_files):
-        raise InputError(f"--lengths loops a folder of JPEG frames (official SAM 2 reads those); {clip} is not one")
+    check_loopable(source)
     folder.mkdir(parents=True, exist_ok=True)
     for index, path in enumerate(source.looped(frames).frame_files):
         (folder / f"{index:05d}.jpg").symlink_to(path.resolve())

@@ -324,6 +324,7 @@ def bench_lengths(
         METHODS,
         STEADY_FROM_FRAME,
         LengthResult,
+        check_loopable,
         markdown_table,
         plot,
         run_lengths,
@@ -340,6 +341,7 @@ def bench_lengths(
     from sam2prune.prompts import CLICK_OPTIONS, ObjectPrompt, check_prompts
 
     source = VideoSource.open(clip)
+    check_loopable(source)  # before the model's weights are made for the runs
     if point is None:
         if video is None:
             point = load_prompts_file(embedded_clip() / "prompts.json")[0].points[0]
