@@ -543,9 +543,11 @@ def test_lengths_on_a_video_it_cannot_loop_is_refused_before_any_work(tmp_path, 
 
 
 @pytest.mark.parametrize("lengths", [True, False])
-def test_a_benchmark_stopped_before_it_measured_anything_leaves_no_earlier_results(tmp_path, monkeypatch, lengths):
-    """Ctrl-C before the first run ended (--overwrite): the earlier JSON, "complete": true, and
-    its plot were left beside a run they did not describe."""
+def test_a_benchmark_stopped_before_it_measured_anything_leaves_earlier_results_as_they_were(
+    tmp_path, monkeypatch, lengths
+):
+    """Ctrl-C before the first run ended (--overwrite): nothing new to keep, so the earlier JSON
+    (which records its own settings) and its plot stay, untouched."""
     from sam2prune import bench, memory_bench
 
     def stopped(*args, **kwargs):
@@ -559,7 +561,7 @@ def test_a_benchmark_stopped_before_it_measured_anything_leaves_no_earlier_resul
     which = ["--lengths", "20", "--methods", "sam2"] if lengths else ["--retention", "0.3"]
     outputs = ["--json", str(json_path), "--plot", str(plot_path), "--overwrite"]
     assert main(["bench", *which, *outputs, *TINY]) == 130
-    assert not json_path.exists() and not plot_path.exists()
+    assert json_path.read_text() == '{"complete": true}' and plot_path.read_bytes() == b"an earlier plot"
 
 
 @pytest.mark.parametrize(

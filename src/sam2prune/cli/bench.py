@@ -69,15 +69,6 @@ def check_result_files(
         raise InputError(f"--plot {plot_path}: the plot is a PNG image; name it FILE.png")
 
 
-def remove_earlier_results(json_path: Path | None, plot_path: Path | None) -> None:
-    """Remove the ``--json`` and ``--plot`` files an earlier benchmark left (``--overwrite``,
-    checked by ``check_result_files``) before any work: stopped before it measured anything, a
-    benchmark would leave them, complete, beside a run they do not describe."""
-    for path in (json_path, plot_path):
-        if path is not None:
-            path.unlink(missing_ok=True)
-
-
 def bench(
     *,
     pruning: Sequence[PruningConfig],
@@ -214,7 +205,6 @@ def bench(
 
     from sam2prune.models import with_pruning
 
-    remove_earlier_results(json_path, plot_path)
     baseline = build(model, weights)  # unpruned: each pruned setting is switched on it
     log.debug("pruning settings measured: %s", "; ".join(map(str, pruning)))
 
@@ -378,7 +368,6 @@ def bench_lengths(
         if plot_path is not None:
             plot_path.unlink(missing_ok=True)
 
-    remove_earlier_results(json_path, plot_path)
     results = run_lengths(
         lengths=lengths,
         methods=list(methods) if methods is not None else list(METHODS),
