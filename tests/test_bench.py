@@ -9,6 +9,7 @@ import os
 import shutil
 import stat
 import statistics
+import sys
 import time
 from types import SimpleNamespace
 
@@ -534,6 +535,11 @@ def test_lengths_on_a_video_it_cannot_loop_is_refused_before_any_work(tmp_path, 
         raise AssertionError("the runs started")
 
     monkeypatch.setattr(memory_bench, "run_lengths", not_run)
+    with monkeypatch.context() as patch:  # --plot without matplotlib: found before the benchmark too
+        patch.setattr(bench_module, "run_benchmark", not_run)
+        patch.setitem(sys.modules, "matplotlib", None)
+        assert main(["bench", "--plot", str(tmp_path / "b.png"), *TINY]) == 2
+        assert "--plot needs matplotlib" in capsys.readouterr().err
     pngs = tmp_path / "pngs"
     shutil.copytree(CHAIR_MASKS, pngs)
     assert main(["bench", str(pngs), "--lengths", "20", *TINY]) == 2

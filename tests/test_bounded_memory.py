@@ -589,6 +589,12 @@ def test_a_mask_prompt_used_as_the_output_reads_no_dropped_frame(source):
         predictor.set_pruning(PruningConfig(retention=0.5, scorer="prior"))
         results.append(predictor.add_new_mask(state, 40, 1, mask)[2])
     assert torch.equal(*results)
+    # a correction click there takes the mask prompt's output as its previous mask (it put back
+    # the frame's dropped output first, and said the click read frame 40); the frames it does
+    # read, tracked under the old config, are what it is refused for
+    click = {"points": [[60, 60]], "labels": [0], "clear_old_points": False}
+    with pytest.raises(RuntimeError, match=r"frame 40 of object 1 reads frames 25-39, which bounded memory dropped"):
+        predictor.add_new_points_or_box(state, 40, 1, **click)
 
 
 def test_leaving_a_pass_after_removing_objects_in_it_is_silent_and_touches_no_new_object(predictors, source):

@@ -475,7 +475,7 @@ def test_a_worker_builds_a_yaml_by_its_absolute_path_under_the_name_typed(tmp_pa
 
     yaml = tmp_path / "t.yaml"
     shutil.copy(Path(sam2.__file__).parent / "configs" / "sam2.1" / "sam2.1_hiera_t.yaml", yaml)
-    model = distributed.WorkerModel("t.yaml", TINY_SIZE, "cpu", model_file=str(yaml))
+    model = distributed.WorkerModel("./t.yaml", TINY_SIZE, "cpu", model_file=str(yaml))
     monkeypatch.chdir(tmp_path.parent)  # the worker runs in another folder
     predictor = distributed.SequenceWorker(model, None, threads=1)._build(None)
-    assert predictor.model_name == "t.yaml" and predictor.config_path == yaml
+    assert predictor.model_name == "t.yaml" and predictor.config_path == yaml  # as a serial run names it

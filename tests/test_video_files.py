@@ -345,6 +345,24 @@ def test_a_video_file_cut_short_is_read_as_far_as_it_decodes_and_says_so(tmp_pat
             codec = "mpeg1video" if name.endswith(".mpg") else "libx264"
             whole[name] = _encode(tmp_path / name, codec, container=container, options={"bf": "2"})
     assert [len(source) for source in whole.values()] == [FRAMES] * 4 and "header says" not in caplog.text
+    # an MP4 trimmed without re-encoding (`ffmpeg -ss 1.5 -c copy`): its edit list has players skip
+    # frames its header counts; read as they are shown, and not taken for a file cut short
+    trimmed = tmp_path / "trimmed.mp4"
+    with av.open(str(tmp_path / "clip.mp4")) as source_file, av.open(str(trimmed), "w") as output:
+        stream = source_file.streams.video[0]
+        copy = output.add_stream_from_template(stream)
+        shift = None
+        for packet in source_file.demux(stream):
+            if packet.dts is None or packet.pts * stream.time_base < 1:
+                continue
+            shift = shift if shift is not None else round(1.5 / stream.time_base)
+            packet.pts, packet.dts, packet.stream = packet.pts - shift, packet.dts - shift, copy
+            output.mux(packet)
+    with av.open(str(trimmed)) as check:
+        counted_in_header = check.streams.video[0].frames
+    with caplog.at_level("WARNING", logger="sam2prune"):
+        assert len(VideoSource.open(trimmed)) < counted_in_header
+    assert "header says" not in caplog.text
     cut = tmp_path / "cut.avi"
     data = (tmp_path / "clip.avi").read_bytes()
     cut.write_bytes(data[: len(data) // 2])

@@ -67,6 +67,10 @@ def check_result_files(
     check_output_files([("--json", json_path), ("--plot", plot_path)], inputs=read, overwrite=overwrite)
     if plot_path is not None and plot_path.suffix.lower() != ".png":
         raise InputError(f"--plot {plot_path}: the plot is a PNG image; name it FILE.png")
+    if plot_path is not None:
+        from sam2prune.evaluation.report import pyplot
+
+        pyplot()  # matplotlib is there (the plot is drawn after the benchmark)
 
 
 def bench(

@@ -203,7 +203,9 @@ class VideoSource:
         with av.open(str(path)) as container:
             rate = container.streams.video[0].average_rate
             recorded = int(container.streams.video[0].frames or 0)  # 0: the container does not say
-        if len(checksums) < recorded:
+            # MP4/MOV edit lists (a video trimmed without re-encoding) count frames players skip
+            edits = "mp4" in container.format.name.split(",") or "mov" in container.format.name.split(",")
+        if len(checksums) < recorded and not edits:
             log.warning(
                 "video %s: its header says %d frames, %d could be decoded (a file cut short?); the video is read "
                 "as %d frames",

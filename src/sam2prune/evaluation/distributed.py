@@ -171,7 +171,8 @@ class SequenceWorker:
 
         predictor = build_predictor(
             self.model.model_file or self.model.model,
-            model_name=self.model.model,
+            # the name a serial run gives it (a YAML's path as typed, normalised: ./t.yaml is t.yaml)
+            model_name=self.model.model if self.model.model_file is None else str(Path(self.model.model)),
             checkpoint=ray.get(self.weights[0]) if self.weights is not None else None,
             random_weights=self.weights is None,
             checkpoint_source=self.weights[1] if self.weights is not None else None,

@@ -748,8 +748,12 @@ class SAM2Predictor(SAM2VideoPredictor):
         normalize_coords=True,
         box=None,
     ):
-        """sam2's, with the frame's outputs put back first where bounded memory dropped them."""
-        self._restore_outputs_on(inference_state, frame_idx)
+        """sam2's, with the frame's outputs put back first where bounded memory dropped them
+        (but for an object whose temporary output there sam2 reads instead, e.g. after
+        ``add_new_mask`` on the frame)."""
+        self._restore_outputs_on(
+            inference_state, frame_idx, unless_temporary=self._prompt_storage_key(inference_state, frame_idx, obj_id)
+        )
         return super().add_new_points_or_box(
             inference_state,
             frame_idx,
@@ -759,6 +763,17 @@ class SAM2Predictor(SAM2VideoPredictor):
             clear_old_points=clear_old_points,
             normalize_coords=normalize_coords,
             box=box,
+        )
+
+    def _prompt_storage_key(self, inference_state: dict, frame_idx: int, obj_id: int) -> str | None:
+        """Where sam2 keeps a prompt's output for ``obj_id`` on ``frame_idx`` (and looks first for
+        its previous mask there): as in its ``add_new_points_or_box``; None for a new object."""
+        obj_idx = inference_state["obj_id_to_idx"].get(obj_id)
+        if obj_idx is None:
+            return None
+        tracked = frame_idx in inference_state["frames_tracked_per_obj"][obj_idx]
+        return (
+            "cond_frame_outputs" if not tracked or self.add_all_frames_to_correct_as_cond else "non_cond_frame_outputs"
         )
 
     def _consolidate_temp_output_across_obj(self, inference_state, frame_idx, is_cond, consolidate_at_video_res=False):
