@@ -287,6 +287,23 @@ def test_span_refiner_keeps_the_object_within_the_word_limit(caption, must_conta
     assert words[0].lower() not in {"a", "the", "is"} and words[-1].lower() not in {"a", "the", "by", "is"}
 
 
+def test_words_of_any_script_stay_whole(parse_refiner):
+    """Letters outside ASCII split words ("jalapeño" -> "jalape o"): the phrase the text signal
+    read was broken, silently."""
+    assert words_of("a jalapeño pepper beside a crème brûlée, near-by") == [
+        "a",
+        "jalapeño",
+        "pepper",
+        "beside",
+        "a",
+        "crème",
+        "brûlée",
+        "near-by",
+    ]
+    assert "jalapeño" in SpanRefiner(max_words=3).refine("a jalapeño pepper next to a café table").split()
+    assert "jalapeño" in parse_refiner.refine("a jalapeño pepper next to a café table").split()
+
+
 def test_candidate_spans_trim_stop_words():
     spans = candidate_spans("a dog on the grass", 3)
     assert "dog" in spans and "grass" in spans and "dog on the grass" not in spans

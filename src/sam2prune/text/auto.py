@@ -323,7 +323,9 @@ class Refiner(Protocol):
 
 
 def words_of(text: str) -> list[str]:
-    return re.findall(r"[A-Za-z0-9][A-Za-z0-9'-]*", text)
+    """The words of ``text``: letters of any script and digits, with inner apostrophes and
+    hyphens ("jalapeño", "crème brûlée", "near-by"; ASCII letters only broke them apart)."""
+    return re.findall(r"[^\W_](?:[^\W_]|['-])*", text)
 
 
 def candidate_spans(caption: str, max_words: int) -> list[str]:
