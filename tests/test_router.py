@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -496,6 +497,27 @@ def test_paper_router_needs_weights_unless_the_model_is_random(tmp_path, monkeyp
         build_predictor(checkpoint=checkpoint, image_size=TINY_SIZE, pruning=PruningConfig(router="paper"))
 
 
+def test_router_weights_of_another_model_or_of_random_weights_are_refused_as_an_aligner_is(tmp_path):
+    """train-router records the model it trained on; the weights were used on any model of the
+    same width (hiera-s on hiera-t's router), and random-weight training on real weights."""
+    from sam2prune import build_predictor
+
+    signals = ("visual", "prior")
+    module = LearnedRouter(channels=256, signals=signals, hidden=32)
+    pruning = PruningConfig(router="learned", signals=signals)
+    path = tmp_path / "router.pt"
+    random = {"model": "sam2.1_hiera_t", "image_size": TINY_SIZE, "random_weights": True}
+    save_router(path, module, channels=256, signals=signals, hidden=32, extra={**random, "model": "sam2.1_hiera_s"})
+    with pytest.raises(InputError, match=r"were trained on sam2\.1_hiera_s tokens; this model is sam2\.1_hiera_t"):
+        build_random(pruning=replace(pruning, router_weights=str(path)))
+    save_router(path, module, channels=256, signals=signals, hidden=32, extra=random)
+    assert build_random(pruning=replace(pruning, router_weights=str(path))).scorer.module is not None
+    checkpoint = tmp_path / "model.pt"
+    torch.save({"model": build_random().state_dict()}, checkpoint)
+    with pytest.raises(InputError, match=r"trained on the tokens of sam2\.1_hiera_t with random weights"):
+        build_predictor(checkpoint=checkpoint, image_size=TINY_SIZE, pruning=replace(pruning, router_weights=str(path)))
+
+
 # --- end to end: fit-aligner, train-router, segment with text ------------------------------------
 
 
@@ -557,6 +579,7 @@ def test_fit_aligner_train_router_and_segment_with_text(tmp_path, davis_root, ca
     assert signals == ("visual", "text", "uncertainty", "prior")
     history = extra["history"]
     assert history[-1]["loss"] < history[0]["loss"]
+    assert (extra["model"], extra["image_size"], extra["random_weights"]) == ("sam2.1_hiera_t", TINY_SIZE, True)
     out = tmp_path / "masks"
     assert (
         main(

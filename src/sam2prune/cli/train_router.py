@@ -224,7 +224,13 @@ def train_router(
         channels=predictor.hidden_dim,
         signals=chosen,
         hidden=module.hidden,
-        extra={"history": history, "model": model.model},
+        # what it was trained on, checked where it is used (build_router_scorer)
+        extra={
+            "history": history,
+            "model": predictor.model_name,
+            "image_size": predictor.image_size,
+            "random_weights": predictor.random_weights,
+        },
     )
     held_out = sum(e.held_out for e in examples)
     print(json.dumps(history[-1]))

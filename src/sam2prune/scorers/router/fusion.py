@@ -377,6 +377,25 @@ def load_aligner_for(
     return aligner
 
 
+def _check_trained_model(
+    path: str, extra: dict, *, model_name: str, image_size: int, random_weights: bool, log: Callable[[str], None]
+) -> None:
+    """Refuse router weights trained on another model's tokens, or on random weights for a model
+    with real ones, as an aligner is (``load_aligner_for``); another image size is only logged.
+    Files that do not record one of these (trained before they were recorded) pass it."""
+    trained_on = extra.get("model")
+    if trained_on is not None and trained_on != model_name:
+        raise InputError(f"router weights {path} were trained on {trained_on} tokens; this model is {model_name}")
+    if extra.get("random_weights") and not random_weights:
+        raise InputError(
+            f"router weights {path} were trained on the tokens of {trained_on} with random weights, which say "
+            "nothing of this model's real ones: train them with `sam2prune train-router --checkpoint ...`"
+        )
+    trained_size = extra.get("image_size")
+    if trained_size is not None and trained_size != image_size:
+        log(f"router weights {path} were trained at {trained_size} px; the model runs at {image_size} px")
+
+
 def _refuse_other_signals(path: str, trained: tuple[str, ...], active: tuple[str, ...]) -> None:
     """Refuse router weights trained with other signals than those of the run: the learned MLP
     would not fit them, and the paper MLP, which has an input for every signal, would read zeros
@@ -412,7 +431,8 @@ def build_router_scorer(
     Raises:
         InputError: text without an aligner, a mismatched aligner (model, channels, or fit on
             random weights for a model with real ones), missing router weights, or weights trained
-            with other signals than the config's.
+            with other signals than the config's, on another model, or on random weights for a
+            model with real ones.
     """
     from sam2prune.text.encoders import load_text_encoder
 
@@ -439,8 +459,16 @@ def build_router_scorer(
     module = None
     if config.router in ("paper", "learned"):
         if config.router_weights is not None:
-            module, trained_signals, _ = load_router(config.router_weights, kind=config.router, channels=channels)
+            module, trained_signals, extra = load_router(config.router_weights, kind=config.router, channels=channels)
             _refuse_other_signals(config.router_weights, trained_signals, signals)
+            _check_trained_model(
+                config.router_weights,
+                extra,
+                model_name=model_name,
+                image_size=image_size,
+                random_weights=random_router,
+                log=log,
+            )
         elif random_router:
             with seeded(config.seed):  # without touching the caller's RNG
                 module = build_router_module(config.router, channels, signals).eval()
