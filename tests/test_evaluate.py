@@ -866,7 +866,7 @@ def test_sweep_over_signal_sets_and_mc_passes(tmp_path):
     assert "MC T=3" in (out / "report.md").read_text()
 
 
-def test_sweep_over_phrasings_reports_kept_token_overlap(tmp_path):
+def test_sweep_over_phrasings_reports_kept_token_overlap(tmp_path, monkeypatch):
     root = _davis_root(tmp_path)
     (tmp_path / "labels.json").write_text(json.dumps({"chair/1": "a wooden chair"}))
     tiny = ["--image-size", str(TINY_SIZE), "--random-weights"]
@@ -927,6 +927,12 @@ def test_sweep_over_phrasings_reports_kept_token_overlap(tmp_path):
         assert float(row.split("|")[-2]) == pytest.approx(np.mean(ious), abs=5e-4)
     settings = json.loads((out / "pruned_r0.3_router_text3" / "run.json").read_text())
     assert settings["pruning"]["text"] == "the thing I sit on"
+    # the aligner recorded by its resolved path, as the checkpoint: named another way, the same run
+    assert settings["pruning"]["aligner"] == str((tmp_path / "a.pt").resolve())
+    monkeypatch.chdir(tmp_path)
+    again = ["sweep", "--dataset", "davis", "--root", str(root), "--out", str(out), *tiny, "--retention", "0.3"]
+    again += ["--max-rounds", "0", "--no-baseline", "--aligner", "a.pt", "--texts", "a wooden chair"]
+    assert main(again) == 0
 
 
 def test_the_tradeoff_plot_has_one_legend_below_its_panels_and_tells_baselines_apart(tmp_path, monkeypatch):

@@ -100,7 +100,7 @@ def run_settings(
         checkpoint=str(Path(weights.checkpoint).resolve()) if weights.checkpoint is not None else None,
         image_size=image_size,
         device=device,
-        pruning=pruning,
+        pruning=_absolute_files(pruning),  # resolved, as the checkpoint
         protocol=protocol,
         bounded_memory=not memory.unbounded_memory,
         bf16=gpu.bf16,

@@ -492,6 +492,9 @@ def check_run_settings(out_dir: Path, settings: EvalSettings) -> None:
     previous = json.loads(json.dumps(asdict(EvalSettings.load(run_file))))
     if previous["checkpoint"] is not None:  # runs made before it was resolved: from here, as then
         previous["checkpoint"] = str(Path(previous["checkpoint"]).resolve())
+    for name in ("aligner", "router_weights"):  # likewise the files of the pruning config
+        if previous["pruning"] is not None and previous["pruning"].get(name) is not None:
+            previous["pruning"][name] = str(Path(previous["pruning"][name]).resolve())
     # bounded memory gives the same masks (tested): either resumes the other
     changed = [k for k in current if previous[k] != current[k] and k not in RESUMES_ACROSS]
     if changed:
