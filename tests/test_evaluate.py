@@ -866,7 +866,7 @@ def test_sweep_over_signal_sets_and_mc_passes(tmp_path):
     assert "MC T=3" in (out / "report.md").read_text()
 
 
-def test_sweep_over_phrasings_reports_kept_token_overlap(tmp_path, monkeypatch):
+def test_sweep_over_phrasings_reports_kept_token_overlap(tmp_path):
     root = _davis_root(tmp_path)
     (tmp_path / "labels.json").write_text(json.dumps({"chair/1": "a wooden chair"}))
     tiny = ["--image-size", str(TINY_SIZE), "--random-weights"]
@@ -927,12 +927,24 @@ def test_sweep_over_phrasings_reports_kept_token_overlap(tmp_path, monkeypatch):
         assert float(row.split("|")[-2]) == pytest.approx(np.mean(ious), abs=5e-4)
     settings = json.loads((out / "pruned_r0.3_router_text3" / "run.json").read_text())
     assert settings["pruning"]["text"] == "the thing I sit on"
-    # the aligner recorded by its resolved path, as the checkpoint: named another way, the same run
-    assert settings["pruning"]["aligner"] == str((tmp_path / "a.pt").resolve())
+
+
+def test_a_run_resumes_with_its_aligner_named_another_way(tmp_path, monkeypatch, capsys):
+    """The aligner was recorded as typed ("a.pt"), the checkpoint resolved: the same command with
+    the file's absolute path was refused as a run with other settings."""
+    from sam2prune.scorers.router.semantic import Aligner
+
+    root = _davis_root(tmp_path)
+    weight = torch.randn(257, 384, generator=torch.Generator().manual_seed(0)) * 0.1
+    Aligner(weight, "minilm", "sam2.1_hiera_t", TINY_SIZE, True).save(tmp_path / "a.pt")
     monkeypatch.chdir(tmp_path)
-    again = ["sweep", "--dataset", "davis", "--root", str(root), "--out", str(out), *tiny, "--retention", "0.3"]
-    again += ["--max-rounds", "0", "--no-baseline", "--aligner", "a.pt", "--texts", "a wooden chair"]
-    assert main(again) == 0
+    command = ["eval", "--dataset", "davis", "--root", str(root), "--out", str(tmp_path / "run"), "--text", "a chair"]
+    command += ["--image-size", str(TINY_SIZE), "--random-weights", "--max-rounds", "0"]
+    assert main([*command, "--aligner", "a.pt"]) == 0
+    settings = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert settings["pruning"]["aligner"] == str((tmp_path / "a.pt").resolve())
+    assert main([*command, "--aligner", str(tmp_path / "a.pt")]) == 0
+    assert "resuming" in capsys.readouterr().err
 
 
 def test_the_tradeoff_plot_has_one_legend_below_its_panels_and_tells_baselines_apart(tmp_path, monkeypatch):
