@@ -991,3 +991,25 @@ def test_the_tradeoff_plot_has_one_legend_below_its_panels_and_tells_baselines_a
     legend_top = figure.legends[0].get_window_extent().y1
     assert all(legend_top < axes.get_window_extent().y0 for axes in figure.axes)
     close(figure)
+
+
+def test_a_sweep_runs_each_phrasing_once_and_a_signal_set_without_text_without_one(caplog, monkeypatch):
+    """`--texts A A` ran A twice; a signal set without the text signal ran once per phrasing,
+    each the same run, and the phrasing table listed them as if the wording had no effect."""
+    import logging
+
+    from sam2prune.cli import build_parser
+    from sam2prune.cli import sweep as sweep_command
+
+    arguments = ["sweep", "--dataset", "davis", "--root", "DAVIS", "--out", "runs", "--random-weights"]
+    arguments += ["--retention", "0.3", "--no-baseline", "--signal-sets", "visual,prior", "visual,text"]
+    arguments += ["--texts", "a chair", "furniture", "a chair", "--aligner", "a.pt"]
+    monkeypatch.setattr(logging.getLogger("sam2prune"), "propagate", True)
+    with caplog.at_level("WARNING", logger="sam2prune"):
+        grid = sweep_command._sweep_grid(build_parser().parse_args(arguments))
+    assert [(label, base, config.text) for config, label, base in grid] == [
+        ("pruned_r0.3_router_visual+prior", None, None),
+        ("pruned_r0.3_router_visual+text_text1", "pruned_r0.3_router_visual+text", "a chair"),
+        ("pruned_r0.3_router_visual+text_text2", "pruned_r0.3_router_visual+text", "furniture"),
+    ]
+    assert "--texts given more than once (each runs once): 'a chair'" in caplog.text

@@ -66,7 +66,10 @@ def _sweep_grid(args: argparse.Namespace) -> list[GridEntry]:
                 f"without router among the scorers ({', '.join(scorers)})"
             )
     signal_sets = args.signal_sets or [None]
-    texts = args.texts or [None]
+    texts = list(dict.fromkeys(args.texts)) if args.texts else [None]  # a phrasing given twice runs once
+    if args.texts and len(texts) < len(args.texts):
+        repeated = [text for text in texts if args.texts.count(text) > 1]
+        log.warning("--texts given more than once (each runs once): %s", ", ".join(map(repr, repeated)))
     retentions = args.retention or list(RETENTION_GRID)
     uncertainty = args.uncertainty or PRUNING_DEFAULTS.uncertainty
     grid: list[GridEntry] = [] if args.no_baseline else [(None, "sam2", None)]
@@ -74,7 +77,9 @@ def _sweep_grid(args: argparse.Namespace) -> list[GridEntry]:
     for scorer in scorers:
         router = scorer == "router"
         for signals in signal_sets if router else [None]:
-            for number, text in enumerate(texts if router else [None]):
+            # a signal set without the text signal reads no phrasing: it runs once, without one
+            reads_text = router and (signals is None or "text" in signals)
+            for number, text in enumerate(texts if reads_text else [None]):
                 variant: dict[str, object] = {"scorer": scorer}
                 if signals is not None:
                     variant["signals"] = signals
