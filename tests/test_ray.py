@@ -334,7 +334,7 @@ def test_workers_read_files_by_absolute_path_and_a_run_they_cannot_start_is_not_
 
     evaluate = RayCluster.evaluate
     monkeypatch.setattr(RayCluster, "evaluate", workers_cannot_set_up)
-    learned = ["--router", "learned", "--router-weights", "rw.pt", "--model", "t.yaml"]
+    learned = ["--router", "learned", "--router-weights", "rw.pt", "--model", "./t.yaml"]
     for out in (tmp_path / "new", tmp_path / "empty"):
         if out.name == "empty":
             out.mkdir()
@@ -346,7 +346,7 @@ def test_workers_read_files_by_absolute_path_and_a_run_they_cannot_start_is_not_
             assert list(out.iterdir()) == []  # the user's folder stays, as it was
     (runs, model), _ = seen
     assert runs[0].pruning.router_weights == str(tmp_path / "rw.pt") and model.model_file == str(tmp_path / "t.yaml")
-    assert model.model == "t.yaml"  # the name aligner and router files record, as typed
+    assert model.model == "t.yaml"  # the name a serial run gives it, which aligner and router files record
     # a run begun before stays as it is, resumable
     monkeypatch.setattr(RayCluster, "evaluate", evaluate)
     done = tmp_path / "done"
@@ -475,7 +475,7 @@ def test_a_worker_builds_a_yaml_by_its_absolute_path_under_the_name_typed(tmp_pa
 
     yaml = tmp_path / "t.yaml"
     shutil.copy(Path(sam2.__file__).parent / "configs" / "sam2.1" / "sam2.1_hiera_t.yaml", yaml)
-    model = distributed.WorkerModel("./t.yaml", TINY_SIZE, "cpu", model_file=str(yaml))
+    model = distributed.WorkerModel("t.yaml", TINY_SIZE, "cpu", model_file=str(yaml))  # as the driver names ./t.yaml
     monkeypatch.chdir(tmp_path.parent)  # the worker runs in another folder
     predictor = distributed.SequenceWorker(model, None, threads=1)._build(None)
     assert predictor.model_name == "t.yaml" and predictor.config_path == yaml  # as a serial run names it

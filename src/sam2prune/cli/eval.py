@@ -293,7 +293,7 @@ def run_evals_on_ray(
     """
     from sam2prune.evaluation.distributed import RunSpec, WorkerModel, connect
     from sam2prune.evaluation.protocol import check_run_folder_for, check_sequences, discard_unstarted_run, summarize
-    from sam2prune.models import model_input_size, read_checkpoint
+    from sam2prune.models import model_input_size, read_checkpoint, resolve_config
 
     check_sequences(sequences)  # before Ray is joined (done once, where the caller did)
     image_size = model_input_size(model.model, model.image_size)
@@ -327,11 +327,16 @@ def run_evals_on_ray(
         new_runs = [(out, not out.exists()) for _, out, _ in runs if overwrite or not (out / "run.json").is_file()]
         for (_, out, _), settings in zip(runs, all_settings, strict=True):
             prepare_run(out, settings, sequences=sequences, overwrite=overwrite)
-        # workers may run elsewhere, in another folder: the files they read by absolute path
-        specs = [RunSpec(out.resolve(), _absolute_files(pruning), label) for pruning, out, label in runs]
+        # workers may run elsewhere, in another folder: the files they read by absolute path (as
+        # the settings record them), the model under the name a serial run gives it
+        specs = [
+            RunSpec(out.resolve(), settings.pruning, label)
+            for (_, out, label), settings in zip(runs, all_settings, strict=True)
+        ]
+        official, yaml_path = resolve_config(model.model)
         worker_model = WorkerModel(
-            model=model.model,
-            model_file=str(Path(model.model).resolve()) if model.model.endswith((".yaml", ".yml")) else None,
+            model=official.name if official is not None else str(yaml_path),
+            model_file=None if official is not None else str(yaml_path.resolve()),
             image_size=model.image_size,
             device=ray_cluster.device,
             seed=RANDOM_WEIGHTS_SEED,

@@ -204,7 +204,7 @@ class VideoSource:
             rate = container.streams.video[0].average_rate
             recorded = int(container.streams.video[0].frames or 0)  # 0: the container does not say
             # MP4/MOV edit lists (a video trimmed without re-encoding) count frames players skip
-            edits = "mp4" in container.format.name.split(",") or "mov" in container.format.name.split(",")
+            edits = bool({"mp4", "mov"} & set(container.format.name.split(",")))
         if len(checksums) < recorded and not edits:
             log.warning(
                 "video %s: its header says %d frames, %d could be decoded (a file cut short?); the video is read "

@@ -79,8 +79,8 @@ class WorkerModel:
     """The model every worker builds (``build_predictor``'s arguments besides the weights).
 
     Attributes:
-        model: model name or SAM 2 YAML, as the user named it (what aligner and router files
-            must have been made for).
+        model: model name, or SAM 2 YAML by the name a serial run gives it (its path as typed,
+            normalised: what aligner and router files must have been made for).
         image_size: input size; None: the model's.
         device: ``cpu`` or ``cuda`` (each worker sees the GPUs Ray gives it as ``cuda:0``...).
         seed: seed of random weights.
@@ -171,8 +171,7 @@ class SequenceWorker:
 
         predictor = build_predictor(
             self.model.model_file or self.model.model,
-            # the name a serial run gives it (a YAML's path as typed, normalised: ./t.yaml is t.yaml)
-            model_name=self.model.model if self.model.model_file is None else str(Path(self.model.model)),
+            model_name=self.model.model,
             checkpoint=ray.get(self.weights[0]) if self.weights is not None else None,
             random_weights=self.weights is None,
             checkpoint_source=self.weights[1] if self.weights is not None else None,

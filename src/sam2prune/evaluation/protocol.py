@@ -589,10 +589,15 @@ def _delete_run(out_dir: Path) -> None:
             shutil.rmtree(entry)
         else:
             entry.unlink()
+    _remove_empty_run_folders(out_dir)
+    (out_dir / "run.json").unlink(missing_ok=True)
+
+
+def _remove_empty_run_folders(out_dir: Path) -> None:
+    """Remove the run's ``sequences/`` and ``masks/`` folders where they are empty."""
     for folder in (out_dir / "sequences", out_dir / "masks"):
         if folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
             folder.rmdir()
-    (out_dir / "run.json").unlink(missing_ok=True)
 
 
 def discard_unstarted_run(out_dir: Path, *, made_folder: bool) -> None:
@@ -601,9 +606,7 @@ def discard_unstarted_run(out_dir: Path, *, made_folder: bool) -> None:
     is left empty. A run with a finished sequence, or files of others, stays as it is."""
     if not (out_dir / "run.json").is_file() or any((out_dir / "sequences").glob("*.json")):
         return
-    for folder in (out_dir / "sequences", out_dir / "masks"):
-        if folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
-            folder.rmdir()
+    _remove_empty_run_folders(out_dir)
     if {entry.name for entry in out_dir.iterdir()} == {"run.json"}:
         (out_dir / "run.json").unlink()
         if made_folder:

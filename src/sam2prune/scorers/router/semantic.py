@@ -230,7 +230,12 @@ def collect_aligner_data(
         )
         for tokens, labels, phrases in frames
     ]
-    return torch.cat([f for f, _ in pairs]), torch.cat([t for _, t in pairs])
+    return joined_pairs(pairs)
+
+
+def joined_pairs(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frames' ``frame_pairs`` as one (features ``[n, C]``, targets ``[n, D]``)."""
+    return torch.cat([features for features, _ in pairs]), torch.cat([targets for _, targets in pairs])
 
 
 def frame_pairs(
@@ -245,7 +250,7 @@ def frame_pairs(
     background_ratio: float = 2.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One frame's pairs of ``collect_aligner_data`` (``generator`` drawn from in frame order):
-    (features ``[n, C]``, copies of the tokens chosen, and targets ``[n, D]``). ``inside_objects``:
+    (features ``[n, C]``: the tokens chosen, copied; targets ``[n, D]``). ``inside_objects``:
     ``object_tokens`` of the label map for the objects of ``phrases``, in their order."""
     features, targets = [], []
     object_count = 0
@@ -337,7 +342,7 @@ def fit_aligner(
                 "or label larger objects"
             )
         log.warning("%s: left out of the aligner", where)
-    features, targets = torch.cat([f for f, _ in pairs]), torch.cat([t for _, t in pairs])
+    features, targets = joined_pairs(pairs)
     unknowns = features.shape[1] + 1
     if ridge == 0 and len(features) < unknowns:
         raise InputError(
